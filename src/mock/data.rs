@@ -1,0 +1,505 @@
+//! What the mock server serves: a deterministic sample data set, or a folder laid out as
+//! `<project>/<session label>/scans/<scan id>/resources/<label>/files/...` and
+//! `<project>/<session label>/resources/<label>/files/...`.
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+#[derive(Debug, Default, Clone)]
+pub struct Dataset {
+    pub projects: Vec<MockProject>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockProject {
+    pub id: String,
+    pub name: String,
+    pub sessions: Vec<Arc<MockSession>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockSession {
+    pub id: String,
+    pub label: String,
+    pub project: String,
+    pub xsi_type: String,
+    pub date: String,
+    pub scans: Vec<MockScan>,
+    pub resources: Vec<MockResource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockScan {
+    pub id: String,
+    pub scan_type: String,
+    pub series_description: String,
+    pub quality: String,
+    pub xsi_type: String,
+    pub resources: Vec<MockResource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockResource {
+    /// The numeric `xnat_abstractresource_id`.
+    pub id: u64,
+    pub label: String,
+    pub format: String,
+    pub content: String,
+    pub files: Vec<Arc<MockFile>>,
+}
+
+#[derive(Debug)]
+pub struct MockFile {
+    /// The path inside the resource (subfolders included). Tests may put hostile paths here.
+    pub path: String,
+    pub body: Body,
+    /// Whether the server lists an MD5 digest for this file.
+    pub listed_digest: bool,
+    /// The size the listing claims, when it should disagree with the body (a stale catalog).
+    pub listed_size: Option<u64>,
+    digest: OnceLock<String>,
+}
+
+/// A file's bytes: made up on the fly from a seed (so a 1 GiB file costs no memory and any
+/// range can be served), held in memory, or read from a file on disk.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Generated {
+        seed: u64,
+        size: u64,
+        /// Bytes that overlay the start (a DICOM preamble, say).
+        prefix: Bytes,
+    },
+    Memory(Bytes),
+    Disk { path: PathBuf, size: u64 },
+}
+
+impl MockFile {
+    pub fn new(path: impl Into<String>, body: Body) -> Arc<MockFile> {
+        Arc::new(MockFile {
+            path: path.into(),
+            body,
+            listed_digest: true,
+            listed_size: None,
+            digest: OnceLock::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    pub fn size(&self) -> u64 {
+        match &self.body {
+            Body::Generated { size, .. } | Body::Disk { size, .. } => *size,
+            Body::Memory(b) => b.len() as u64,
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset`.
+    pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let len = len.min(self.size().saturating_sub(offset) as usize);
+        match &self.body {
+            Body::Generated { seed, prefix, .. } => {
+                let mut buf = vec![0u8; len];
+                generate(*seed, offset, &mut buf);
+                if (offset as usize) < prefix.len() {
+                    let start = offset as usize;
+                    let n = (prefix.len() - start).min(len);
+                    buf[..n].copy_from_slice(&prefix[start..start + n]);
+                }
+                Ok(buf)
+            }
+            Body::Memory(b) => Ok(b[offset as usize..offset as usize + len].to_vec()),
+            Body::Disk { path, .. } => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len];
+                let n = std::fs::File::open(path)?.read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+        }
+    }
+
+    /// MD5 hex of the whole body, computed once.
+    pub fn md5(&self) -> &str {
+        self.digest.get_or_init(|| {
+            let mut hasher = Md5::new();
+            let mut offset = 0;
+            while offset < self.size() {
+                let chunk = self.read_at(offset, 1 << 20).unwrap_or_default();
+                if chunk.is_empty() {
+                    break;
+                }
+                offset += chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+            hex::encode(hasher.finalize())
+        })
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Fills `buf` with the deterministic bytes of stream `seed` starting at `offset`.
+pub fn generate(seed: u64, offset: u64, buf: &mut [u8]) {
+    let key = splitmix64(seed);
+    let mut pos = offset;
+    let mut i = 0;
+    while i < buf.len() {
+        let word = splitmix64(key ^ (pos / 8)).to_le_bytes();
+        let within = (pos % 8) as usize;
+        let n = (8 - within).min(buf.len() - i);
+        buf[i..i + n].copy_from_slice(&word[within..within + n]);
+        i += n;
+        pos += n as u64;
+    }
+}
+
+/// The shape of the generated sample data set.
+#[derive(Debug, Clone)]
+pub struct SampleSpec {
+    /// DICOM files in each DICOM resource.
+    pub dicom_files: usize,
+    /// Size of each DICOM file.
+    pub dicom_size: u64,
+    /// Size of the NIfTI image of the T1w scans.
+    pub nifti_size: u64,
+}
+
+impl Default for SampleSpec {
+    fn default() -> Self {
+        SampleSpec {
+            dicom_files: 24,
+            dicom_size: 48 * 1024,
+            nifti_size: 6 * 1024 * 1024,
+        }
+    }
+}
+
+fn dicom_prefix() -> Bytes {
+    let mut p = vec![0u8; 128];
+    p.extend_from_slice(b"DICM");
+    Bytes::from(p)
+}
+
+struct Builder {
+    next_resource: u64,
+    next_seed: u64,
+    spec: SampleSpec,
+}
+
+impl Builder {
+    fn generated(&mut self, path: &str, size: u64, prefix: Bytes) -> Arc<MockFile> {
+        self.next_seed += 1;
+        MockFile::new(
+            path,
+            Body::Generated {
+                seed: self.next_seed,
+                size,
+                prefix,
+            },
+        )
+    }
+
+    fn resource(&mut self, label: &str, format: &str, files: Vec<Arc<MockFile>>) -> MockResource {
+        self.next_resource += 1;
+        MockResource {
+            id: self.next_resource,
+            label: label.into(),
+            format: format.into(),
+            content: String::new(),
+            files,
+        }
+    }
+
+    fn dicom(&mut self, scan: &str, folders: &[&str]) -> MockResource {
+        let mut files = Vec::new();
+        for i in 0..self.spec.dicom_files {
+            let folder = folders[i % folders.len()];
+            let name = format!("1.3.12.2.1107.5.2.{scan}.{:05}.dcm", i + 1);
+            let path = if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            };
+            let size = self.spec.dicom_size + (i as u64 % 7) * 17;
+            files.push(self.generated(&path, size, dicom_prefix()));
+        }
+        self.resource("DICOM", "DICOM", files)
+    }
+
+    fn mr_session(&mut self, id: &str, label: &str, project: &str, date: &str) -> MockSession {
+        let mut scans = Vec::new();
+        let scan_specs: [(&str, &str, &[&str]); 3] = [
+            ("1", "Localizer", &[""]),
+            ("2", "T1w", &[""]),
+            ("3", "rsfMRI", &["echo1", "echo2"]),
+        ];
+        for (sid, ty, folders) in scan_specs {
+            let mut resources = vec![self.dicom(sid, folders)];
+            if ty == "T1w" {
+                let nifti = self.generated("T1w.nii.gz", self.spec.nifti_size, Bytes::new());
+                resources.push(self.resource("NIFTI", "NIFTI", vec![nifti]));
+                let snaps = vec![
+                    self.generated("T1w_qc.gif", 20_000, Bytes::from_static(b"GIF89a")),
+                    self.generated("T1w_qc_t.gif", 3_000, Bytes::from_static(b"GIF89a")),
+                ];
+                resources.push(self.resource("SNAPSHOTS", "GIF", snaps));
+            }
+            scans.push(MockScan {
+                id: sid.into(),
+                scan_type: ty.into(),
+                series_description: ty.into(),
+                quality: "usable".into(),
+                xsi_type: "xnat:mrScanData".into(),
+                resources,
+            });
+        }
+        let report = MockFile::new(
+            "qc_report.html",
+            Body::Memory(Bytes::from(format!(
+                "<!DOCTYPE html><html><body><h1>QC for {label}</h1><p>pass</p></body></html>\n"
+            ))),
+        );
+        let motion = self.generated("figs/motion.png", 12_345, Bytes::from_static(b"\x89PNG"));
+        let protocol = MockFile::new(
+            "scan protocol.txt",
+            Body::Memory(Bytes::from(format!("protocol for {label}\nTR=2000\n"))),
+        );
+        let notes = MockFile::new(
+            "notes+v2.txt",
+            Body::Memory(Bytes::from_static(b"version 2 notes\n")),
+        );
+        let resources = vec![
+            self.resource("QC", "HTML", vec![report, motion]),
+            self.resource("PROTOCOLS", "TXT", vec![protocol, notes]),
+        ];
+        MockSession {
+            id: id.into(),
+            label: label.into(),
+            project: project.into(),
+            xsi_type: "xnat:mrSessionData".into(),
+            date: date.into(),
+            scans,
+            resources,
+        }
+    }
+}
+
+impl Dataset {
+    /// The built-in sample: projects DEMO and PILOT (with a session label that repeats across
+    /// them, and an EEG session whose scans need `xsiType` and whose files have no digest).
+    pub fn sample(spec: &SampleSpec) -> Dataset {
+        let mut b = Builder {
+            next_resource: 1000,
+            next_seed: 0,
+            spec: spec.clone(),
+        };
+        let demo = vec![
+            Arc::new(b.mr_session("XNAT_E00001", "SUBJ01_MR1", "DEMO", "2024-03-01")),
+            Arc::new(b.mr_session("XNAT_E00002", "SUBJ02_MR1", "DEMO", "2024-03-08")),
+        ];
+        let mut edf = b.generated("SUBJ01_EEG1.edf", 100_000, Bytes::from_static(b"0       "));
+        Arc::get_mut(&mut edf).expect("new file").listed_digest = false;
+        let eeg = MockSession {
+            id: "XNAT_E00004".into(),
+            label: "SUBJ01_EEG1".into(),
+            project: "PILOT".into(),
+            xsi_type: "xnat:eegSessionData".into(),
+            date: "2024-04-02".into(),
+            scans: vec![MockScan {
+                id: "1".into(),
+                scan_type: "EEG".into(),
+                series_description: "resting EEG".into(),
+                quality: "usable".into(),
+                xsi_type: "xnat:eegScanData".into(),
+                resources: vec![b.resource("EDF", "EDF", vec![edf])],
+            }],
+            resources: vec![],
+        };
+        let pilot = vec![
+            Arc::new(b.mr_session("XNAT_E00003", "SUBJ01_MR1", "PILOT", "2023-11-20")),
+            Arc::new(eeg),
+        ];
+        Dataset {
+            projects: vec![
+                MockProject {
+                    id: "DEMO".into(),
+                    name: "Demo project".into(),
+                    sessions: demo,
+                },
+                MockProject {
+                    id: "PILOT".into(),
+                    name: "Pilot study".into(),
+                    sessions: pilot,
+                },
+            ],
+        }
+    }
+
+    /// A data set from a folder laid out as the mount shows it, one level of projects above.
+    pub fn from_dir(root: &Path) -> std::io::Result<Dataset> {
+        let mut next_resource = 1000;
+        let mut next_session = 0;
+        let mut projects = Vec::new();
+        for project in sorted_dirs(root)? {
+            let pid = file_name(&project);
+            let mut sessions = Vec::new();
+            for session in sorted_dirs(&project)? {
+                next_session += 1;
+                let mut resources_of = |dir: &Path| -> std::io::Result<Vec<MockResource>> {
+                    let mut out = Vec::new();
+                    for res in sorted_dirs(&dir.join("resources")).unwrap_or_default() {
+                        next_resource += 1;
+                        let files_dir = res.join("files");
+                        let mut files = Vec::new();
+                        collect_files(&files_dir, &files_dir, &mut files)?;
+                        out.push(MockResource {
+                            id: next_resource,
+                            label: file_name(&res),
+                            format: String::new(),
+                            content: String::new(),
+                            files,
+                        });
+                    }
+                    Ok(out)
+                };
+                let mut scans = Vec::new();
+                for scan in sorted_dirs(&session.join("scans")).unwrap_or_default() {
+                    scans.push(MockScan {
+                        id: file_name(&scan),
+                        scan_type: String::new(),
+                        series_description: String::new(),
+                        quality: "usable".into(),
+                        xsi_type: "xnat:mrScanData".into(),
+                        resources: resources_of(&scan)?,
+                    });
+                }
+                let resources = resources_of(&session)?;
+                sessions.push(Arc::new(MockSession {
+                    id: format!("XNAT_E{next_session:05}"),
+                    label: file_name(&session),
+                    project: pid.clone(),
+                    xsi_type: "xnat:mrSessionData".into(),
+                    date: String::new(),
+                    scans,
+                    resources,
+                }));
+            }
+            projects.push(MockProject {
+                name: pid.clone(),
+                id: pid,
+                sessions,
+            });
+        }
+        Ok(Dataset { projects })
+    }
+
+    pub fn session(&self, id: &str) -> Option<&Arc<MockSession>> {
+        self.projects
+            .iter()
+            .flat_map(|p| &p.sessions)
+            .find(|s| s.id == id)
+    }
+
+    /// Every file of the data set with its session, scan (if any) and resource label.
+    pub fn all_files(&self) -> Vec<(&MockSession, Option<&MockScan>, &MockResource, &Arc<MockFile>)> {
+        let mut out = Vec::new();
+        for s in self.projects.iter().flat_map(|p| &p.sessions) {
+            for scan in &s.scans {
+                for r in &scan.resources {
+                    out.extend(r.files.iter().map(|f| (&**s, Some(scan), r, f)));
+                }
+            }
+            for r in &s.resources {
+                out.extend(r.files.iter().map(|f| (&**s, None, r, f)));
+            }
+        }
+        out
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<Arc<MockFile>>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let path = e.path();
+        let meta = e.metadata()?;
+        if meta.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if meta.is_file() {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            out.push(MockFile::new(
+                rel.to_string_lossy(),
+                Body::Disk {
+                    path: path.clone(),
+                    size: meta.len(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_bytes_are_the_same_at_any_offset() {
+        let mut whole = vec![0u8; 100];
+        generate(7, 0, &mut whole);
+        for start in [0usize, 1, 7, 8, 13, 64] {
+            let mut part = vec![0u8; 100 - start];
+            generate(7, start as u64, &mut part);
+            assert_eq!(part, whole[start..]);
+        }
+        let mut other = vec![0u8; 100];
+        generate(8, 0, &mut other);
+        assert_ne!(whole, other);
+    }
+
+    #[test]
+    fn sample_is_deterministic_and_has_the_quirks() {
+        let a = Dataset::sample(&SampleSpec::default());
+        let b = Dataset::sample(&SampleSpec::default());
+        let (fa, fb) = (a.all_files(), b.all_files());
+        assert_eq!(fa.len(), fb.len());
+        assert_eq!(fa[5].3.md5(), fb[5].3.md5());
+        let labels: Vec<_> = a
+            .projects
+            .iter()
+            .flat_map(|p| &p.sessions)
+            .map(|s| s.label.as_str())
+            .collect();
+        assert_eq!(labels.iter().filter(|l| **l == "SUBJ01_MR1").count(), 2);
+        assert!(fa.iter().any(|f| f.3.path.contains('/')));
+        assert!(fa.iter().any(|f| f.3.path.contains(' ')));
+        let dcm = fa.iter().find(|f| f.3.path.ends_with(".dcm")).unwrap().3;
+        assert_eq!(&dcm.read_at(128, 4).unwrap(), b"DICM");
+    }
+}

@@ -1,0 +1,442 @@
+//! [`HttpXnat`]: the [`XnatApi`] over XNAT's REST API, with a JSESSION cookie that is renewed
+//! by itself when the server answers 401 (or its HTML login page) and transient failures
+//! retried with backoff.
+
+use super::json::{self, Row};
+use super::{Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
+use super::{Result, XnatError};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, COOKIE};
+use std::fmt;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Who we are to the server. `Debug` never shows the password or the token.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A JSESSIONID to start with (`XNAT_TOKEN`).
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Bound on connecting, and on each wait for more body bytes.
+    pub timeout: Duration,
+    /// How many times a transient failure (5xx, reset, timeout) is tried again.
+    pub retries: u32,
+    /// Accept any TLS certificate.
+    pub insecure: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            insecure: false,
+        }
+    }
+}
+
+/// What a request expects back, to tell data from XNAT's login page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Json,
+    /// A file body; `html_ok` when the file itself is an HTML document.
+    File { html_ok: bool },
+}
+
+pub struct HttpXnat {
+    base: String,
+    http: reqwest::Client,
+    creds: Credentials,
+    token: Mutex<Option<String>>,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for HttpXnat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpXnat").field("base", &self.base).finish()
+    }
+}
+
+/// Encodes a server path the way XNAT decodes it: XNAT URL-decodes a path only when it holds
+/// `%20` or `%2B`, so a path with a space gets spaces, `+` and `%` encoded, and any other path
+/// is sent as it is (bar `?` and `#`, which would end the path).
+pub fn encode_path(path: &str) -> String {
+    let decoding = path.contains(' ');
+    let mut out = String::with_capacity(path.len() + 8);
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("%20"),
+            '+' if decoding => out.push_str("%2B"),
+            '%' if decoding => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_html(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/html"))
+}
+
+fn network_error(path: &str, e: reqwest::Error) -> XnatError {
+    if e.is_timeout() {
+        XnatError::Timeout(format!("request for {path}"))
+    } else {
+        // The chain of sources says what really happened (refused, reset, TLS, ...).
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg = format!("{msg}: {s}");
+            source = s.source();
+        }
+        XnatError::Network {
+            path: path.to_string(),
+            msg,
+        }
+    }
+}
+
+fn status_error(status: StatusCode, path: &str) -> XnatError {
+    match status {
+        StatusCode::UNAUTHORIZED => XnatError::Auth(format!("the server refused the session for {path}")),
+        StatusCode::FORBIDDEN => XnatError::Forbidden(path.to_string()),
+        StatusCode::NOT_FOUND => XnatError::NotFound(path.to_string()),
+        s => XnatError::Status {
+            status: s.as_u16(),
+            path: path.to_string(),
+        },
+    }
+}
+
+/// A short pause before retry `attempt` (1, 2, ...): exponential, with jitter so that many
+/// readers do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 200u64 << attempt.min(6);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % (base / 2 + 1))
+        .unwrap_or(0);
+    Duration::from_millis(base + jitter)
+}
+
+impl HttpXnat {
+    pub fn new(url: &str, creds: Credentials, options: ClientOptions) -> Result<Self> {
+        let base = url.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base).map_err(|e| XnatError::BadResponse {
+            path: base.clone(),
+            msg: format!("not a valid server URL ({e}); give one like https://xnat.example.org"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(XnatError::BadResponse {
+                path: base,
+                msg: "the server URL must start with http:// or https://".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.timeout)
+            .read_timeout(options.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .danger_accept_invalid_certs(options.insecure)
+            .user_agent(concat!("xnatfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| network_error(&base, e))?;
+        Ok(HttpXnat {
+            token: Mutex::new(creds.token.clone()),
+            base,
+            http,
+            creds,
+            options,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Logs in with the password, returning the new JSESSION token.
+    async fn login(&self) -> Result<String> {
+        let (Some(user), Some(password)) = (&self.creds.user, &self.creds.password) else {
+            return Err(XnatError::Auth(
+                "the session token was refused and no user name and password are set to log in again"
+                    .into(),
+            ));
+        };
+        let path = "/data/JSESSION";
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .map_err(|e| network_error(path, e))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(XnatError::Auth(format!(
+                "wrong user name or password for {user} at {}",
+                self.base
+            )));
+        }
+        if !status.is_success() {
+            return Err(status_error(status, path));
+        }
+        let body = resp.text().await.map_err(|e| network_error(path, e))?;
+        let token = body.trim();
+        if token.is_empty() || json::looks_like_html(token.as_bytes()) || token.len() > 256 {
+            return Err(XnatError::BadResponse {
+                path: path.into(),
+                msg: "no session token in the login answer; is this an XNAT server?".into(),
+            });
+        }
+        tracing::debug!("logged in to {} as {user}", self.base);
+        Ok(token.to_string())
+    }
+
+    /// The session token, logging in first if there is none yet.
+    async fn current_token(&self) -> Result<String> {
+        let mut token = self.token.lock().await;
+        if let Some(t) = token.as_ref() {
+            return Ok(t.clone());
+        }
+        let fresh = self.login().await?;
+        *token = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Replaces a token the server refused. Many requests may find the same token stale at
+    /// once: the first logs in again, the others get the token it got.
+    async fn renew(&self, stale: &str) -> Result<String> {
+        let mut token = self.token.lock().await;
+        if let Some(t) = token.as_ref()
+            && t != stale
+        {
+            return Ok(t.clone());
+        }
+        tracing::info!("XNAT session expired; logging in again");
+        *token = None;
+        let fresh = self.login().await?;
+        *token = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Checks that the server answers and the credentials work.
+    pub async fn check_login(&self) -> Result<()> {
+        self.current_token().await.map(drop)
+    }
+
+    /// Ends the server session (best effort).
+    pub async fn logout(&self) {
+        if self.creds.password.is_none() {
+            return; // a token the user gave us is theirs to end
+        }
+        if let Some(token) = self.token.lock().await.take() {
+            let _ = self
+                .http
+                .delete(format!("{}/data/JSESSION", self.base))
+                .header(COOKIE, format!("JSESSIONID={token}"))
+                .send()
+                .await;
+        }
+    }
+
+    /// One GET with the session cookie; a refused session is renewed and the request sent
+    /// once more.
+    async fn get_once(&self, path: &str, query: &str, expect: Expect) -> Result<reqwest::Response> {
+        let url = format!("{}{}{query}", self.base, encode_path(path));
+        let mut token = self.current_token().await?;
+        for renewed in [false, true] {
+            let resp = self
+                .http
+                .get(&url)
+                .header(COOKIE, format!("JSESSIONID={token}"))
+                .send()
+                .await
+                .map_err(|e| network_error(path, e))?;
+            let status = resp.status();
+            let login_page = status.is_success()
+                && is_html(&resp)
+                && !matches!(expect, Expect::File { html_ok: true });
+            if status == StatusCode::UNAUTHORIZED || login_page {
+                if !renewed {
+                    token = self.renew(&token).await?;
+                    continue;
+                }
+                return Err(if login_page {
+                    XnatError::BadResponse {
+                        path: path.into(),
+                        msg: "an HTML page where data was expected, even after logging in again"
+                            .into(),
+                    }
+                } else {
+                    XnatError::Auth(format!("access to {path} refused after logging in again"))
+                });
+            }
+            if !status.is_success() {
+                return Err(status_error(status, path));
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// [`Self::get_once`], tried again after transient failures.
+    async fn get(&self, path: &str, query: &str, expect: Expect) -> Result<reqwest::Response> {
+        let mut attempt = 0;
+        loop {
+            match self.get_once(path, query, expect).await {
+                Err(e) if e.is_transient() && attempt < self.options.retries => {
+                    attempt += 1;
+                    tracing::warn!("{e}; trying again ({attempt}/{})", self.options.retries);
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A JSON answer's body (`format=json` is added to `query`).
+    async fn get_json(&self, path: &str, query: &str) -> Result<bytes::Bytes> {
+        let query = format!("?format=json{query}");
+        let mut attempt = 0;
+        loop {
+            let result = match self.get(path, &query, Expect::Json).await {
+                Ok(resp) => resp.bytes().await.map_err(|e| network_error(path, e)),
+                Err(e) => return Err(e),
+            };
+            match result {
+                Err(e) if e.is_transient() && attempt < self.options.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn rows(&self, path: &str, query: &str) -> Result<Vec<Row>> {
+        let body = self.get_json(path, query).await?;
+        json::result_rows(&body, path)
+    }
+}
+
+#[async_trait]
+impl XnatApi for HttpXnat {
+    async fn projects(&self) -> Result<Vec<Project>> {
+        Ok(json::projects(&self.rows("/data/projects", "").await?))
+    }
+
+    async fn sessions(&self, project: &str) -> Result<Vec<Session>> {
+        let path = format!("/data/projects/{project}/experiments");
+        match self.rows(&path, "").await {
+            Err(XnatError::NotFound(_)) => Err(XnatError::NotFound(format!(
+                "project {project} (or you may not read it)"
+            ))),
+            other => Ok(json::sessions(&other?)),
+        }
+    }
+
+    async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {
+        let path = match project {
+            Some(p) => format!("/data/projects/{p}/experiments/{id_or_label}"),
+            None => format!("/data/experiments/{id_or_label}"),
+        };
+        let body = match self.get_json(&path, "").await {
+            Err(XnatError::NotFound(_)) => {
+                return Err(XnatError::NotFound(match project {
+                    Some(p) => format!("session {id_or_label} in project {p}"),
+                    None => format!(
+                        "session {id_or_label} (an accession ID like XNAT_E00001, or a label with -P PROJECT)"
+                    ),
+                }));
+            }
+            other => other?,
+        };
+        json::session_document(&body, &path)
+    }
+
+    async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
+        let path = format!("/data/experiments/{}/scans", session.id);
+        let query = match session.scan_xsi_type() {
+            Some(xsi) => format!("&xsiType={xsi}"),
+            None => String::new(),
+        };
+        Ok(json::scans(&self.rows(&path, &query).await?))
+    }
+
+    async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
+        let path = match scan {
+            Some(s) => format!("/data/experiments/{session_id}/scans/{s}/resources"),
+            None => format!("/data/experiments/{session_id}/resources"),
+        };
+        Ok(json::resources(&self.rows(&path, "").await?))
+    }
+
+    async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
+        let path = format!("{}/files", resource.rest_path());
+        let (files, skipped) = json::files(&self.rows(&path, "").await?);
+        for s in skipped {
+            tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
+        }
+        Ok(files)
+    }
+
+    async fn download(&self, uri: &str) -> Result<Download> {
+        let lower = uri.to_ascii_lowercase();
+        let html_ok = lower.ends_with(".html") || lower.ends_with(".htm");
+        let resp = self.get(uri, "", Expect::File { html_ok }).await?;
+        let content_length = resp.content_length();
+        let path = uri.to_string();
+        let body = resp
+            .bytes_stream()
+            .map_err(move |e| network_error(&path, e));
+        Ok(Download {
+            content_length,
+            body: Box::pin(body),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_encoded_as_xnat_decodes_them() {
+        assert_eq!(encode_path("/data/a/b+c%d.dcm"), "/data/a/b+c%d.dcm");
+        assert_eq!(encode_path("/data/a b+c%d"), "/data/a%20b%2Bc%25d");
+        assert_eq!(encode_path("/x?y#z"), "/x%3Fy%23z");
+    }
+
+    #[test]
+    fn credentials_never_print() {
+        let c = Credentials {
+            user: Some("alice".into()),
+            password: Some("hunter2".into()),
+            token: Some("ABCDEF".into()),
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("alice"));
+        assert!(!shown.contains("hunter2") && !shown.contains("ABCDEF"));
+    }
+}

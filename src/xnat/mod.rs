@@ -1,0 +1,154 @@
+//! The XNAT side: domain types, the small [`XnatApi`] trait the rest of xnatfs is written
+//! against, the JSON parsing of XNAT's answers, and the HTTP client that implements the trait.
+
+pub mod http;
+pub mod json;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// A project the user can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+}
+
+/// An imaging session (XNAT "experiment").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Accession ID, unique on the server (`XNAT_E00001`).
+    pub id: String,
+    /// Label, unique within its project.
+    pub label: String,
+    pub project: String,
+    pub xsi_type: String,
+    pub date: String,
+}
+
+impl Session {
+    /// The `xsiType` to pass to the scans listing, for sessions that are not MR
+    /// (`xnat:eegSessionData` -> `xnat:eegScanData`). MR sessions need none.
+    pub fn scan_xsi_type(&self) -> Option<String> {
+        if self.xsi_type.is_empty() || self.xsi_type == "xnat:mrSessionData" {
+            return None;
+        }
+        self.xsi_type
+            .strip_suffix("SessionData")
+            .map(|stem| format!("{stem}ScanData"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub id: String,
+    pub scan_type: String,
+    pub series_description: String,
+    pub quality: String,
+    pub xsi_type: String,
+}
+
+/// A resource (a folder of files) of a scan or of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// The numeric `xnat_abstractresource_id`.
+    pub id: String,
+    pub label: String,
+    pub format: String,
+    pub file_count: Option<u64>,
+    pub file_size: Option<u64>,
+}
+
+/// Where a resource lives: a session, optionally a scan, and the resource label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceRef {
+    pub session_id: String,
+    pub scan: Option<String>,
+    pub label: String,
+}
+
+impl ResourceRef {
+    /// The REST path of this resource, under `/data`.
+    pub fn rest_path(&self) -> String {
+        match &self.scan {
+            Some(scan) => format!(
+                "/data/experiments/{}/scans/{}/resources/{}",
+                self.session_id, scan, self.label
+            ),
+            None => format!(
+                "/data/experiments/{}/resources/{}",
+                self.session_id, self.label
+            ),
+        }
+    }
+}
+
+/// One file of a resource, as the files listing describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// The path inside the resource, subfolders included, already checked to be safe.
+    pub path: String,
+    pub size: u64,
+    /// Lower-case MD5 hex, when the server keeps checksums.
+    pub digest: Option<String>,
+    /// The server path to GET (`/data/experiments/.../files/...`), not URL-encoded.
+    pub uri: String,
+}
+
+/// A file body on its way from the server.
+pub struct Download {
+    pub content_length: Option<u64>,
+    pub body: BoxStream<'static, Result<Bytes, XnatError>>,
+}
+
+/// What can go wrong talking to XNAT. Each says what failed in words a user can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum XnatError {
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("access denied: {0}")]
+    Forbidden(String),
+    #[error("server answered HTTP {status} for {path}")]
+    Status { status: u16, path: String },
+    #[error("cannot reach the server for {path}: {msg}")]
+    Network { path: String, msg: String },
+    #[error("unexpected answer for {path}: {msg}")]
+    BadResponse { path: String, msg: String },
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl XnatError {
+    /// Transient errors are worth retrying; the others will not change on a retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            XnatError::Status { status, .. } => *status >= 500 || *status == 429,
+            XnatError::Network { .. } | XnatError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = XnatError> = std::result::Result<T, E>;
+
+/// The XNAT operations xnatfs needs. [`http::HttpXnat`] talks to a real server; tests may
+/// substitute their own.
+#[async_trait]
+pub trait XnatApi: Send + Sync {
+    /// Projects the user can read.
+    async fn projects(&self) -> Result<Vec<Project>>;
+    /// Sessions of a project. `NotFound` when the project does not exist (or is hidden).
+    async fn sessions(&self, project: &str) -> Result<Vec<Session>>;
+    /// One session by accession ID, or by label within `project`.
+    async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session>;
+    async fn scans(&self, session: &Session) -> Result<Vec<Scan>>;
+    /// Resources of a scan (`scan` given) or the session-level resources.
+    async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>>;
+    /// Files of a resource. Rows with unsafe paths are left out (with a warning).
+    async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>>;
+    /// Starts the download of a file body by its `uri`.
+    async fn download(&self, uri: &str) -> Result<Download>;
+}
