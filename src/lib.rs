@@ -8,3 +8,10 @@
 pub mod mock;
 pub mod names;
 pub mod xnat;
+pub mod cache;
+pub mod fetcher;
+pub mod tree;
+pub mod fuse;
+pub mod cli;
+pub mod mount;
+pub mod settings;

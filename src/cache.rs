@@ -1,0 +1,251 @@
+//! The on-disk file cache.
+//!
+//! One area per server URL under the cache dir, holding files at
+//! `data/<session ID>/scans/<scan>/resources/<label>/files/<path>` and
+//! `data/<session ID>/resources/<label>/files/<path>` (the mount's layout, keyed by accession
+//! ID). A file is written under a temporary name in `tmp/`, checked against the listed size
+//! and MD5, and only then renamed into place: a file under its final name is always complete
+//! and verified. Mount and prefetch share this cache.
+
+use crate::names::{is_safe_component, safe_relative_path};
+use crate::xnat::{RemoteFile, ResourceRef};
+use md5::{Digest, Md5};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Why a downloaded body was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{path}: got {got} bytes, the listing says {want}")]
+    Size { path: String, got: u64, want: u64 },
+    #[error("{path}: MD5 {got} does not match the listed digest {want}")]
+    Digest {
+        path: String,
+        got: String,
+        want: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    area: PathBuf,
+}
+
+/// The default cache dir: `$XDG_CACHE_HOME/xnatfs`, else `~/.cache/xnatfs`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("xnatfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("xnatfs")
+}
+
+/// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`).
+pub fn area_name(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/').replace("://", "_");
+    trimmed
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn mkdir_private(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+impl Cache {
+    /// Opens (creating it, private to the user) the area of `server_url` under `cache_dir`.
+    pub fn open(cache_dir: &Path, server_url: &str) -> io::Result<Cache> {
+        mkdir_private(cache_dir)?;
+        std::fs::set_permissions(cache_dir, std::fs::Permissions::from_mode(0o700))?;
+        let area = cache_dir.join(area_name(server_url));
+        mkdir_private(&area.join("tmp"))?;
+        mkdir_private(&area.join("data"))?;
+        Ok(Cache { area })
+    }
+
+    pub fn area(&self) -> &Path {
+        &self.area
+    }
+
+    /// Where a file of a resource lives in the cache; `None` if any part is unsafe.
+    pub fn file_path(&self, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
+        let mut p = self.area.join("data");
+        if !is_safe_component(&res.session_id) || !is_safe_component(&res.label) {
+            return None;
+        }
+        p.push(&res.session_id);
+        if let Some(scan) = &res.scan {
+            if !is_safe_component(scan) {
+                return None;
+            }
+            p.push("scans");
+            p.push(scan);
+        }
+        p.push("resources");
+        p.push(&res.label);
+        p.push("files");
+        for part in safe_relative_path(rel)? {
+            p.push(part);
+        }
+        Some(p)
+    }
+
+    /// The cached copy of `file`, when it is there and has the listed size.
+    pub fn lookup(&self, res: &ResourceRef, file: &RemoteFile) -> Option<PathBuf> {
+        let path = self.file_path(res, &file.path)?;
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        (meta.is_file() && meta.len() == file.size).then_some(path)
+    }
+
+    /// Starts writing a new copy of a file, under a temporary name.
+    pub fn begin(&self) -> io::Result<PartialFile> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".part-")
+            .tempfile_in(self.area.join("tmp"))?;
+        Ok(PartialFile {
+            tmp,
+            hasher: Md5::new(),
+            written: 0,
+        })
+    }
+}
+
+/// A file being written into the cache. Dropped without [`PartialFile::commit`], it leaves
+/// nothing behind.
+pub struct PartialFile {
+    tmp: tempfile::NamedTempFile,
+    hasher: Md5,
+    written: u64,
+}
+
+impl PartialFile {
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tmp.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks size and digest against the listing, then renames the file to `dest`.
+    pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
+        let got = self.written;
+        if got != file.size {
+            return Err(VerifyError::Size {
+                path: file.path.clone(),
+                got,
+                want: file.size,
+            }
+            .into());
+        }
+        if let Some(want) = &file.digest {
+            let got = hex::encode(self.hasher.finalize());
+            if &got != want {
+                return Err(VerifyError::Digest {
+                    path: file.path.clone(),
+                    got,
+                    want: want.clone(),
+                }
+                .into());
+            }
+        }
+        if let Some(parent) = dest.parent() {
+            mkdir_private(parent)?;
+        }
+        let mut tmp = self.tmp;
+        tmp.flush()?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        tmp.persist(dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("cannot write the cache: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(scan: Option<&str>, label: &str) -> ResourceRef {
+        ResourceRef {
+            session_id: "XNAT_E00001".into(),
+            scan: scan.map(Into::into),
+            label: label.into(),
+        }
+    }
+
+    fn remote(path: &str, body: &[u8], digest: bool) -> RemoteFile {
+        RemoteFile {
+            path: path.into(),
+            size: body.len() as u64,
+            digest: digest.then(|| hex::encode(Md5::digest(body))),
+            uri: format!("/data/x/{path}"),
+        }
+    }
+
+    #[test]
+    fn layout_and_hostile_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "http://127.0.0.1:8080/").unwrap();
+        assert!(cache.area().ends_with("http_127.0.0.1_8080"));
+        let p = cache.file_path(&res(Some("2"), "DICOM"), "a/b.dcm").unwrap();
+        assert!(p.ends_with("data/XNAT_E00001/scans/2/resources/DICOM/files/a/b.dcm"));
+        let s = cache.file_path(&res(None, "QC"), "r.html").unwrap();
+        assert!(s.ends_with("data/XNAT_E00001/resources/QC/files/r.html"));
+        assert!(cache.file_path(&res(Some(".."), "DICOM"), "x").is_none());
+        assert!(cache.file_path(&res(None, "../.."), "x").is_none());
+        assert!(cache.file_path(&res(None, "QC"), "../../x").is_none());
+        assert!(cache.file_path(&res(None, "QC"), "/etc/passwd").is_none());
+    }
+
+    #[test]
+    fn only_verified_files_become_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "http://h").unwrap();
+        let r = res(Some("1"), "DICOM");
+        let good = remote("x.dcm", b"hello world", true);
+        let dest = cache.file_path(&r, &good.path).unwrap();
+
+        // Short body: refused, nothing visible.
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello").unwrap();
+        assert!(matches!(part.commit(&good, &dest), Err(CommitError::Verify(VerifyError::Size { .. }))));
+        assert!(cache.lookup(&r, &good).is_none());
+
+        // Right size, wrong bytes: refused by the digest.
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello WORLD").unwrap();
+        assert!(matches!(part.commit(&good, &dest), Err(CommitError::Verify(VerifyError::Digest { .. }))));
+        assert!(cache.lookup(&r, &good).is_none());
+
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello ").unwrap();
+        part.write(b"world").unwrap();
+        part.commit(&good, &dest).unwrap();
+        assert_eq!(cache.lookup(&r, &good), Some(dest.clone()));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(cache.area().join("tmp")).unwrap().count(), 0);
+    }
+}

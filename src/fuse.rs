@@ -1,0 +1,409 @@
+//! The thin FUSE adapter: turns kernel requests into calls on the [`Tree`] and the
+//! [`Fetcher`]. Anything that may touch the network runs on the tokio runtime and answers the
+//! kernel from there, bounded by the I/O timeout, so FUSE threads never wait on the server.
+//! Every change to the tree is refused with EROFS.
+
+use crate::fetcher::Fetcher;
+use crate::tree::{Children, Node, Tree};
+use crate::xnat::{RemoteFile, ResourceRef};
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::OnceCell;
+
+pub struct FsOptions {
+    /// How long the kernel may keep names and attributes.
+    pub attr_ttl: Duration,
+    /// Bound on any wait for the server in one request.
+    pub io_timeout: Duration,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+struct OpenFile {
+    res: Arc<ResourceRef>,
+    file: Arc<RemoteFile>,
+    local: OnceCell<Arc<std::fs::File>>,
+}
+
+enum Handle {
+    File(Arc<OpenFile>),
+    Dir(Arc<OnceCell<Children>>),
+}
+
+pub struct XnatFs {
+    tree: Arc<Tree>,
+    fetcher: Arc<Fetcher>,
+    rt: tokio::runtime::Handle,
+    opts: FsOptions,
+    mounted_at: SystemTime,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn errno(code: i32) -> Errno {
+    Errno::from_i32(code)
+}
+
+const EROFS: i32 = libc::EROFS;
+
+impl XnatFs {
+    pub fn new(tree: Arc<Tree>, fetcher: Arc<Fetcher>, rt: tokio::runtime::Handle, opts: FsOptions) -> Self {
+        XnatFs {
+            tree,
+            fetcher,
+            rt,
+            opts,
+            mounted_at: SystemTime::now(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        attr_of(ino, node, (self.opts.uid, self.opts.gid, self.mounted_at))
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.handles.lock().unwrap().insert(fh, h);
+        fh
+    }
+
+    fn timeout_errno() -> i32 {
+        libc::ETIMEDOUT
+    }
+}
+
+fn read_at(file: &std::fs::File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+impl Filesystem for XnatFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(errno(libc::ENOENT));
+        };
+        let tree = self.tree.clone();
+        let timeout = self.opts.io_timeout;
+        let ttl = self.opts.attr_ttl;
+        let this_attr = {
+            let opts = (self.opts.uid, self.opts.gid, self.mounted_at);
+            move |ino: u64, node: &Node| attr_of(ino, node, opts)
+        };
+        self.rt.spawn(async move {
+            match tokio::time::timeout(timeout, tree.lookup(parent.0, &name)).await {
+                Ok(Ok((ino, node))) => reply.entry(&ttl, &this_attr(ino, &node), Generation(0)),
+                Ok(Err(e)) => {
+                    if e.errno() != libc::ENOENT {
+                        tracing::warn!("lookup of {name:?} failed: {e}");
+                    }
+                    reply.error(errno(e.errno()))
+                }
+                Err(_) => {
+                    tracing::warn!("lookup of {name:?} timed out");
+                    reply.error(errno(XnatFs::timeout_errno()))
+                }
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree.node(ino.0) {
+            Some(node) => reply.attr(&self.opts.attr_ttl, &self.attr(ino.0, &node)),
+            None => reply.error(errno(libc::ENOENT)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(errno(EROFS));
+        }
+        match self.tree.node(ino.0) {
+            Some(Node::File(res, file)) => {
+                let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+                    res,
+                    file,
+                    local: OnceCell::new(),
+                })));
+                // XNAT files do not change while mounted: the kernel may keep its page cache.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Some(_) => reply.error(errno(libc::EISDIR)),
+            None => reply.error(errno(libc::ENOENT)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let open = match self.handles.lock().unwrap().get(&fh.0) {
+            Some(Handle::File(f)) => f.clone(),
+            _ => return reply.error(errno(libc::EBADF)),
+        };
+        if let Some(local) = open.local.get() {
+            return match read_at(local, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(e.raw_os_error().unwrap_or(libc::EIO))),
+            };
+        }
+        let fetcher = self.fetcher.clone();
+        self.rt.spawn(async move {
+            let local = open
+                .local
+                .get_or_try_init(|| async {
+                    let path = fetcher.fetch(&open.res, &open.file).await.map_err(|e| {
+                        tracing::warn!("read of {} failed: {e}", open.file.uri);
+                        e.errno()
+                    })?;
+                    std::fs::File::open(&path)
+                        .map(Arc::new)
+                        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                })
+                .await;
+            match local {
+                Ok(local) => match read_at(local, offset, size) {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(errno(e.raw_os_error().unwrap_or(libc::EIO))),
+                },
+                Err(code) => reply.error(errno(code)),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().unwrap().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree.node(ino.0) {
+            Some(node) if node.is_dir() => {
+                let fh = self.add_handle(Handle::Dir(Arc::new(OnceCell::new())));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Some(_) => reply.error(errno(libc::ENOTDIR)),
+            None => reply.error(errno(libc::ENOENT)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        let snapshot = match self.handles.lock().unwrap().get(&fh.0) {
+            Some(Handle::Dir(d)) => d.clone(),
+            _ => return reply.error(errno(libc::EBADF)),
+        };
+        let tree = self.tree.clone();
+        let timeout = self.opts.io_timeout;
+        let fill = move |kids: &Children, mut reply: ReplyDirectory| {
+            let dots = [(".".to_string(), ino.0), ("..".to_string(), ino.0)];
+            let all = dots.iter().chain(kids.iter());
+            for (i, (name, child)) in all.enumerate().skip(offset as usize) {
+                let kind = match tree.node(*child) {
+                    Some(n) if !n.is_dir() => FileType::RegularFile,
+                    _ => FileType::Directory,
+                };
+                if reply.add(INodeNo(*child), (i + 1) as u64, kind, name) {
+                    break;
+                }
+            }
+            reply.ok();
+        };
+        if let Some(kids) = snapshot.get() {
+            return fill(kids, reply);
+        }
+        let tree = self.tree.clone();
+        self.rt.spawn(async move {
+            let listed = tokio::time::timeout(
+                timeout,
+                snapshot.get_or_try_init(|| tree.children(ino.0)),
+            )
+            .await;
+            match listed {
+                Ok(Ok(kids)) => fill(kids, reply),
+                Ok(Err(e)) => {
+                    tracing::warn!("listing failed: {e}");
+                    reply.error(errno(e.errno()))
+                }
+                Err(_) => {
+                    tracing::warn!("listing timed out");
+                    reply.error(errno(XnatFs::timeout_errno()))
+                }
+            }
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.handles.lock().unwrap().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, crate::names::MAX_NAME_BYTES as u32, 4096);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            reply.error(errno(EROFS))
+        } else if self.tree.node(ino.0).is_some() {
+            reply.ok()
+        } else {
+            reply.error(errno(libc::ENOENT))
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(errno(EROFS));
+    }
+
+    fn mknod(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        reply.error(errno(EROFS));
+    }
+
+    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        reply.error(errno(EROFS));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(EROFS));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(EROFS));
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        reply.error(errno(EROFS));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(errno(EROFS));
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(errno(EROFS));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(errno(EROFS));
+    }
+
+    fn create(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        reply.error(errno(EROFS));
+    }
+
+    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+        reply.error(errno(EROFS));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(EROFS));
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _offset: u64, _length: u64, _mode: i32, reply: ReplyEmpty) {
+        reply.error(errno(EROFS));
+    }
+}
+
+fn attr_of(ino: u64, node: &Node, (uid, gid, at): (u32, u32, SystemTime)) -> FileAttr {
+    let (kind, perm, nlink) = if node.is_dir() {
+        (FileType::Directory, 0o555, 2)
+    } else {
+        (FileType::RegularFile, 0o444, 1)
+    };
+    let size = node.size();
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: at,
+        mtime: at,
+        ctime: at,
+        crtime: at,
+        kind,
+        perm,
+        nlink,
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}

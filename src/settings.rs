@@ -1,0 +1,264 @@
+//! Which server and which credentials: flags, then the environment variables xnatctl reads
+//! (`XNAT_URL`, `XNAT_USER`, `XNAT_PASS`, `XNAT_TOKEN`), then a profile in
+//! `~/.config/xnatfs/config.toml`, then `~/.netrc`, then a prompt on a terminal.
+//!
+//! ```toml
+//! default_profile = "work"
+//! [profiles.work]
+//! url = "https://xnat.example.org"
+//! user = "alice"
+//! password = "..."          # allowed only when the file is private (chmod 600)
+//! default_project = "DEMO"
+//! ```
+
+use crate::xnat::http::Credentials;
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// What the command line says about the server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerArgs {
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub credentials: Credentials,
+    pub default_project: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConfigFile {
+    default_profile: Option<String>,
+    #[serde(default)]
+    profiles: HashMap<String, Profile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+struct Profile {
+    url: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    default_project: Option<String>,
+}
+
+pub fn config_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"));
+    base.join("xnatfs").join("config.toml")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn load_profile(path: &Path, wanted: Option<&str>) -> Result<Option<Profile>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(name) = wanted {
+                bail!("profile {name:?} asked for, but there is no {}", path.display());
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let file: ConfigFile =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let name = wanted
+        .map(str::to_string)
+        .or(file.default_profile.clone())
+        .unwrap_or_else(|| "default".into());
+    let profile = match file.profiles.get(&name) {
+        Some(p) => p.clone(),
+        None if wanted.is_some() || file.default_profile.is_some() => {
+            bail!("no profile {name:?} in {}", path.display())
+        }
+        None => return Ok(None),
+    };
+    if profile.password.is_some() {
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} holds a password but others can read it; run: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(Some(profile))
+}
+
+/// A `.netrc` entry: login and password for a host.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NetrcEntry {
+    pub login: Option<String>,
+    pub password: Option<String>,
+}
+
+/// The entry for `host` in a `.netrc` text (or its `default` entry).
+pub fn netrc_lookup(text: &str, host: &str) -> Option<NetrcEntry> {
+    let mut tokens = text.split_whitespace();
+    let mut found: Option<NetrcEntry> = None;
+    let mut default: Option<NetrcEntry> = None;
+    let mut current: Option<(bool, NetrcEntry)> = None; // (is_default, entry) being read
+    let mut finish = |cur: Option<(bool, NetrcEntry)>, found: &mut Option<NetrcEntry>| {
+        if let Some((is_default, e)) = cur {
+            if is_default {
+                default.get_or_insert(e);
+            } else {
+                found.get_or_insert(e);
+            }
+        }
+    };
+    while let Some(tok) = tokens.next() {
+        match tok {
+            "machine" => {
+                let m = tokens.next().unwrap_or_default();
+                finish(current.take(), &mut found);
+                if m == host {
+                    current = Some((false, NetrcEntry::default()));
+                }
+            }
+            "default" => {
+                finish(current.take(), &mut found);
+                current = Some((true, NetrcEntry::default()));
+            }
+            "login" | "password" | "account" => {
+                let value = tokens.next().map(str::to_string);
+                if let Some((_, e)) = current.as_mut() {
+                    match tok {
+                        "login" => e.login = value,
+                        "password" => e.password = value,
+                        _ => {}
+                    }
+                }
+            }
+            "macdef" => {
+                // A macro runs to the next blank line; no XNAT credentials live there.
+                finish(current.take(), &mut found);
+                tokens.next();
+            }
+            _ => {}
+        }
+    }
+    finish(current.take(), &mut found);
+    found.or(default)
+}
+
+fn netrc_for(url: &str) -> Option<NetrcEntry> {
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_string();
+    let path = env("NETRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".netrc"));
+    let text = std::fs::read_to_string(path).ok()?;
+    netrc_lookup(&text, &host)
+}
+
+/// Resolves the server and credentials. Prompts for a password only when `may_prompt` and
+/// standard input is a terminal.
+pub fn resolve(args: &ServerArgs, may_prompt: bool) -> Result<Settings> {
+    let wanted = args.profile.clone().or_else(|| env("XNATFS_PROFILE"));
+    let profile = load_profile(&config_path(), wanted.as_deref())?.unwrap_or_default();
+    let url = args
+        .url
+        .clone()
+        .or_else(|| env("XNAT_URL"))
+        .or(profile.url.clone())
+        .context(
+            "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
+             (try `xnatfs demo` to see xnatfs work with no server)",
+        )?;
+    let netrc = netrc_for(&url).unwrap_or_default();
+    let user = args
+        .user
+        .clone()
+        .or_else(|| env("XNAT_USER"))
+        .or(profile.user.clone())
+        .or(netrc.login.clone());
+    let token = env("XNAT_TOKEN");
+    let mut password = env("XNAT_PASS").or(profile.password.clone());
+    if password.is_none() && netrc.login.is_some() && netrc.login == user {
+        password = netrc.password.clone();
+    }
+    if password.is_none() && token.is_none() {
+        use std::io::IsTerminal;
+        match &user {
+            Some(u) if may_prompt && std::io::stdin().is_terminal() => {
+                password = Some(
+                    rpassword::prompt_password(format!("XNAT password for {u} at {url}: "))
+                        .context("cannot read the password")?,
+                );
+            }
+            Some(u) => bail!(
+                "no password for {u}: set XNAT_PASS (or XNAT_TOKEN), add it to ~/.netrc, or run on a terminal to be asked"
+            ),
+            None => bail!("no user name: set XNAT_USER (and XNAT_PASS), pass --user, or use XNAT_TOKEN"),
+        }
+    }
+    Ok(Settings {
+        url,
+        credentials: Credentials {
+            user,
+            password,
+            token,
+        },
+        default_project: profile.default_project,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netrc_entries() {
+        let text = "machine other.org login bob password b0b\n\
+                    machine xnat.example.org\n  login alice\n  password s3cret\n\
+                    default login anon password anon\n";
+        assert_eq!(
+            netrc_lookup(text, "xnat.example.org"),
+            Some(NetrcEntry {
+                login: Some("alice".into()),
+                password: Some("s3cret".into())
+            })
+        );
+        assert_eq!(
+            netrc_lookup(text, "unknown.org").and_then(|e| e.login),
+            Some("anon".into())
+        );
+        assert_eq!(netrc_lookup("machine a login x", "b"), None);
+    }
+
+    #[test]
+    fn profiles_with_passwords_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "default_profile = \"w\"\n[profiles.w]\nurl = \"http://h\"\nuser = \"u\"\npassword = \"p\"\ndefault_project = \"DEMO\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_profile(&path, None).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = load_profile(&path, None).unwrap().unwrap();
+        assert_eq!(p.default_project.as_deref(), Some("DEMO"));
+        assert!(load_profile(&path, Some("nope")).is_err());
+    }
+}

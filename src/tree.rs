@@ -1,0 +1,427 @@
+//! The directory model and inode table of a mount, independent of FUSE.
+//!
+//! ```text
+//! <root>/[<project>/]<session>/scans/<scan>/resources/<label>/files/<path...>
+//!                              resources/<label>/files/<path...>
+//! ```
+//! Directories are listed lazily from XNAT and kept for `dir_ttl`. An inode number is given
+//! to a (parent, name) pair the first time it is seen and never changes or is reused while
+//! mounted.
+
+use crate::names::is_safe_component;
+use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub const ROOT_INO: u64 = 1;
+
+/// What the root of the mount shows.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// Every project the user can read, each a folder of its sessions.
+    Server,
+    /// One project's sessions, by label.
+    Project(String),
+    /// Just these sessions, each under the name the user gave.
+    Sessions(Vec<(String, Session)>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Node {
+    Root,
+    Project(Arc<str>),
+    Session(Arc<Session>),
+    ScansDir(Arc<Session>),
+    Scan(Arc<Session>, Arc<str>),
+    ScanResources(Arc<Session>, Arc<str>),
+    SessionResources(Arc<Session>),
+    Resource(Arc<ResourceRef>),
+    /// A folder under `files/`: the resource and the path prefix inside it (`""` for
+    /// `files/` itself).
+    FilesDir(Arc<ResourceRef>, Arc<str>),
+    File(Arc<ResourceRef>, Arc<RemoteFile>),
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        !matches!(self, Node::File(..))
+    }
+
+    /// The file's size; 0 for folders.
+    pub fn size(&self) -> u64 {
+        match self {
+            Node::File(_, f) => f.size,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TreeError {
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("not a folder")]
+    NotDir,
+    #[error(transparent)]
+    Xnat(#[from] XnatError),
+}
+
+impl TreeError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            TreeError::NotFound | TreeError::Xnat(XnatError::NotFound(_)) => libc::ENOENT,
+            TreeError::NotDir => libc::ENOTDIR,
+            TreeError::Xnat(XnatError::Forbidden(_)) => libc::EACCES,
+            TreeError::Xnat(XnatError::Timeout(_)) => libc::ETIMEDOUT,
+            TreeError::Xnat(_) => libc::EIO,
+        }
+    }
+}
+
+/// A folder's entries, in listing order: name and inode.
+pub type Children = Arc<Vec<(String, u64)>>;
+
+struct Inodes {
+    nodes: HashMap<u64, Node>,
+    names: HashMap<(u64, String), u64>,
+    next: u64,
+}
+
+pub struct Tree {
+    api: Arc<dyn XnatApi>,
+    root: Root,
+    dir_ttl: Duration,
+    inodes: RwLock<Inodes>,
+    dirs: Mutex<HashMap<u64, (Instant, Children)>>,
+    files: Mutex<HashMap<ResourceRef, (Instant, Arc<Vec<Arc<RemoteFile>>>)>>,
+}
+
+impl Tree {
+    pub fn new(api: Arc<dyn XnatApi>, root: Root, dir_ttl: Duration) -> Tree {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_INO, Node::Root);
+        Tree {
+            api,
+            root,
+            dir_ttl,
+            inodes: RwLock::new(Inodes {
+                nodes,
+                names: HashMap::new(),
+                next: ROOT_INO + 1,
+            }),
+            dirs: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn node(&self, ino: u64) -> Option<Node> {
+        self.inodes.read().unwrap().nodes.get(&ino).cloned()
+    }
+
+    /// The entries of folder `ino`, from XNAT or from the listing cache.
+    pub async fn children(&self, ino: u64) -> Result<Children, TreeError> {
+        if let Some((at, kids)) = self.dirs.lock().unwrap().get(&ino)
+            && at.elapsed() < self.dir_ttl
+        {
+            return Ok(kids.clone());
+        }
+        let node = self.node(ino).ok_or(TreeError::NotFound)?;
+        let listed = self.list(&node).await?;
+        let kids = Arc::new(self.register(ino, listed));
+        self.dirs
+            .lock()
+            .unwrap()
+            .insert(ino, (Instant::now(), kids.clone()));
+        Ok(kids)
+    }
+
+    /// The child `name` of folder `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<(u64, Node), TreeError> {
+        if !is_safe_component(name) {
+            return Err(TreeError::NotFound);
+        }
+        let kids = self.children(parent).await?;
+        let ino = kids
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ino)| *ino)
+            .ok_or(TreeError::NotFound)?;
+        let node = self.node(ino).ok_or(TreeError::NotFound)?;
+        Ok((ino, node))
+    }
+
+    /// Gives each listed child its inode (the same one as before for a name seen before) and
+    /// records its current node.
+    fn register(&self, parent: u64, listed: Vec<(String, Node)>) -> Vec<(String, u64)> {
+        let mut inodes = self.inodes.write().unwrap();
+        let mut out = Vec::with_capacity(listed.len());
+        for (name, node) in listed {
+            let key = (parent, name);
+            let ino = match inodes.names.get(&key) {
+                Some(ino) => *ino,
+                None => {
+                    let ino = inodes.next;
+                    inodes.next += 1;
+                    inodes.names.insert(key.clone(), ino);
+                    ino
+                }
+            };
+            inodes.nodes.insert(ino, node);
+            out.push((key.1, ino));
+        }
+        out
+    }
+
+    async fn resource_files(&self, res: &ResourceRef) -> Result<Arc<Vec<Arc<RemoteFile>>>, TreeError> {
+        if let Some((at, files)) = self.files.lock().unwrap().get(res)
+            && at.elapsed() < self.dir_ttl
+        {
+            return Ok(files.clone());
+        }
+        let files: Arc<Vec<Arc<RemoteFile>>> =
+            Arc::new(self.api.files(res).await?.into_iter().map(Arc::new).collect());
+        self.files
+            .lock()
+            .unwrap()
+            .insert(res.clone(), (Instant::now(), files.clone()));
+        Ok(files)
+    }
+
+    async fn list(&self, node: &Node) -> Result<Vec<(String, Node)>, TreeError> {
+        let api = &self.api;
+        let entries = match node {
+            Node::Root => match &self.root {
+                Root::Server => api
+                    .projects()
+                    .await?
+                    .into_iter()
+                    .map(|p| (p.id.clone(), Node::Project(p.id.into())))
+                    .collect(),
+                Root::Project(p) => sessions_by_label(api.sessions(p).await?),
+                Root::Sessions(list) => list
+                    .iter()
+                    .map(|(name, s)| (name.clone(), Node::Session(Arc::new(s.clone()))))
+                    .collect(),
+            },
+            Node::Project(p) => sessions_by_label(api.sessions(p).await?),
+            Node::Session(s) => vec![
+                ("scans".into(), Node::ScansDir(s.clone())),
+                ("resources".into(), Node::SessionResources(s.clone())),
+            ],
+            Node::ScansDir(s) => api
+                .scans(s)
+                .await?
+                .into_iter()
+                .map(|scan| (scan.id.clone(), Node::Scan(s.clone(), scan.id.into())))
+                .collect(),
+            Node::Scan(s, id) => vec![(
+                "resources".into(),
+                Node::ScanResources(s.clone(), id.clone()),
+            )],
+            Node::ScanResources(s, id) => resources(api.resources(&s.id, Some(id)).await?, s, Some(id)),
+            Node::SessionResources(s) => resources(api.resources(&s.id, None).await?, s, None),
+            Node::Resource(r) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
+            Node::FilesDir(r, prefix) => {
+                let files = self.resource_files(r).await?;
+                files_under(r, prefix, &files)
+            }
+            Node::File(..) => return Err(TreeError::NotDir),
+        };
+        Ok(keep_safe_unique(entries))
+    }
+}
+
+fn sessions_by_label(sessions: Vec<Session>) -> Vec<(String, Node)> {
+    sessions
+        .into_iter()
+        .map(|s| (s.label.clone(), Node::Session(Arc::new(s))))
+        .collect()
+}
+
+fn resources(list: Vec<crate::xnat::Resource>, s: &Session, scan: Option<&str>) -> Vec<(String, Node)> {
+    list.into_iter()
+        .map(|r| {
+            let res = ResourceRef {
+                session_id: s.id.clone(),
+                scan: scan.map(str::to_string),
+                label: r.label.clone(),
+            };
+            (r.label, Node::Resource(Arc::new(res)))
+        })
+        .collect()
+}
+
+/// The entries of the folder `prefix` inside a resource's files: files directly in it, and
+/// a folder for each first component of deeper paths.
+fn files_under(res: &Arc<ResourceRef>, prefix: &str, files: &[Arc<RemoteFile>]) -> Vec<(String, Node)> {
+    let mut out = Vec::new();
+    let mut dirs = HashSet::new();
+    for f in files {
+        let rest = if prefix.is_empty() {
+            Some(f.path.as_str())
+        } else {
+            f.path
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+        };
+        let Some(rest) = rest else { continue };
+        match rest.split_once('/') {
+            None => out.push((rest.to_string(), Node::File(res.clone(), f.clone()))),
+            Some((dir, _)) => {
+                if dirs.insert(dir.to_string()) {
+                    let sub = if prefix.is_empty() {
+                        dir.to_string()
+                    } else {
+                        format!("{prefix}/{dir}")
+                    };
+                    out.push((dir.to_string(), Node::FilesDir(res.clone(), sub.into())));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Drops names that are unsafe as path components, and later repeats of a name.
+fn keep_safe_unique(entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
+    let mut seen = HashSet::new();
+    entries
+        .into_iter()
+        .filter(|(name, _)| {
+            if !is_safe_component(name) {
+                tracing::warn!("skipping unsafe name {name:?} from the server");
+                return false;
+            }
+            if !seen.insert(name.clone()) {
+                tracing::warn!("skipping repeated name {name:?} in a listing");
+                return false;
+            }
+            true
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xnat::{Download, Project, Resource, Scan};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A tiny in-memory XNAT with one session, counting the listings it answers.
+    #[derive(Default)]
+    struct Fake {
+        calls: AtomicUsize,
+    }
+
+    fn session() -> Session {
+        Session {
+            id: "E1".into(),
+            label: "S1".into(),
+            project: "P".into(),
+            xsi_type: "xnat:mrSessionData".into(),
+            date: String::new(),
+        }
+    }
+
+    #[async_trait]
+    impl XnatApi for Fake {
+        async fn projects(&self) -> crate::xnat::Result<Vec<Project>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![
+                Project { id: "P".into(), name: "p".into() },
+                Project { id: "..".into(), name: "evil".into() },
+            ])
+        }
+        async fn sessions(&self, project: &str) -> crate::xnat::Result<Vec<Session>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match project {
+                "P" => Ok(vec![session()]),
+                _ => Err(XnatError::NotFound(project.into())),
+            }
+        }
+        async fn session(&self, _: Option<&str>, _: &str) -> crate::xnat::Result<Session> {
+            Ok(session())
+        }
+        async fn scans(&self, _: &Session) -> crate::xnat::Result<Vec<Scan>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![Scan {
+                id: "2".into(),
+                scan_type: "T1".into(),
+                series_description: String::new(),
+                quality: String::new(),
+                xsi_type: String::new(),
+            }])
+        }
+        async fn resources(&self, _: &str, _: Option<&str>) -> crate::xnat::Result<Vec<Resource>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![Resource {
+                id: "11".into(),
+                label: "DICOM".into(),
+                format: String::new(),
+                file_count: None,
+                file_size: None,
+            }])
+        }
+        async fn files(&self, _: &ResourceRef) -> crate::xnat::Result<Vec<RemoteFile>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let f = |path: &str, size| RemoteFile {
+                path: path.into(),
+                size,
+                digest: None,
+                uri: format!("/u/{path}"),
+            };
+            Ok(vec![f("a.dcm", 10), f("sub/b.dcm", 20), f("sub/deep/c.dcm", 30), f("sub/d.dcm", 40)])
+        }
+        async fn download(&self, _: &str) -> crate::xnat::Result<Download> {
+            unreachable!("the tree never downloads")
+        }
+    }
+
+    async fn walk(tree: &Tree, path: &[&str]) -> Result<(u64, Node), TreeError> {
+        let mut cur = (ROOT_INO, Node::Root);
+        for name in path {
+            cur = tree.lookup(cur.0, name).await?;
+        }
+        Ok(cur)
+    }
+
+    #[tokio::test]
+    async fn layout_sizes_and_stable_inodes() {
+        let fake = Arc::new(Fake::default());
+        let tree = Tree::new(fake.clone(), Root::Server, Duration::from_secs(60));
+        let root: Vec<String> = tree.children(ROOT_INO).await.unwrap().iter().map(|e| e.0.clone()).collect();
+        assert_eq!(root, ["P"], "the unsafe project name is skipped");
+        let (ino, node) = walk(&tree, &["P", "S1", "scans", "2", "resources", "DICOM", "files", "sub", "deep", "c.dcm"])
+            .await
+            .unwrap();
+        assert_eq!(node.size(), 30);
+        assert!(!node.is_dir());
+        let (sub, _) = walk(&tree, &["P", "S1", "scans", "2", "resources", "DICOM", "files", "sub"]).await.unwrap();
+        let names: Vec<String> = tree.children(sub).await.unwrap().iter().map(|e| e.0.clone()).collect();
+        assert_eq!(names, ["b.dcm", "deep", "d.dcm"]);
+        let calls = fake.calls.load(Ordering::SeqCst);
+        // Looking the same path up again hits the listing cache and gives the same inode.
+        let again = walk(&tree, &["P", "S1", "scans", "2", "resources", "DICOM", "files", "sub", "deep", "c.dcm"])
+            .await
+            .unwrap();
+        assert_eq!(again.0, ino);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), calls);
+        let session_level = walk(&tree, &["P", "S1", "resources", "DICOM", "files", "a.dcm"]).await.unwrap();
+        assert_eq!(session_level.1.size(), 10);
+        assert_ne!(session_level.0, ino);
+    }
+
+    #[tokio::test]
+    async fn unknown_names_and_files_as_folders() {
+        let tree = Tree::new(Arc::new(Fake::default()), Root::Project("P".into()), Duration::ZERO);
+        assert!(matches!(walk(&tree, &["nope"]).await, Err(TreeError::NotFound)));
+        assert!(matches!(walk(&tree, &[".."]).await, Err(TreeError::NotFound)));
+        let (file, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"]).await.unwrap();
+        assert!(matches!(tree.children(file).await, Err(TreeError::NotDir)));
+        // With a zero TTL, listings are fetched again, and inodes still do not change.
+        let (again, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"]).await.unwrap();
+        assert_eq!(file, again);
+    }
+}
