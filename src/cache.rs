@@ -209,7 +209,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), "http://127.0.0.1:8080/").unwrap();
         assert!(cache.area().ends_with("http_127.0.0.1_8080"));
-        let p = cache.file_path(&res(Some("2"), "DICOM"), "a/b.dcm").unwrap();
+        let p = cache
+            .file_path(&res(Some("2"), "DICOM"), "a/b.dcm")
+            .unwrap();
         assert!(p.ends_with("data/XNAT_E00001/scans/2/resources/DICOM/files/a/b.dcm"));
         let s = cache.file_path(&res(None, "QC"), "r.html").unwrap();
         assert!(s.ends_with("data/XNAT_E00001/resources/QC/files/r.html"));
@@ -230,13 +232,19 @@ mod tests {
         // Short body: refused, nothing visible.
         let mut part = cache.begin().unwrap();
         part.write(b"hello").unwrap();
-        assert!(matches!(part.commit(&good, &dest), Err(CommitError::Verify(VerifyError::Size { .. }))));
+        assert!(matches!(
+            part.commit(&good, &dest),
+            Err(CommitError::Verify(VerifyError::Size { .. }))
+        ));
         assert!(cache.lookup(&r, &good).is_none());
 
         // Right size, wrong bytes: refused by the digest.
         let mut part = cache.begin().unwrap();
         part.write(b"hello WORLD").unwrap();
-        assert!(matches!(part.commit(&good, &dest), Err(CommitError::Verify(VerifyError::Digest { .. }))));
+        assert!(matches!(
+            part.commit(&good, &dest),
+            Err(CommitError::Verify(VerifyError::Digest { .. }))
+        ));
         assert!(cache.lookup(&r, &good).is_none());
 
         let mut part = cache.begin().unwrap();
@@ -246,6 +254,9 @@ mod tests {
         assert_eq!(cache.lookup(&r, &good), Some(dest.clone()));
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
         // No temporary files are left behind.
-        assert_eq!(std::fs::read_dir(cache.area().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(cache.area().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

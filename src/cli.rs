@@ -6,8 +6,8 @@ use crate::mock::data::{Dataset, SampleSpec};
 use crate::mock::{MockOptions, MockServer};
 use crate::mount::{self, MountOptions, Unmounted};
 use crate::settings::{self, ServerArgs, Settings};
-use crate::xnat::http::{ClientOptions, HttpXnat};
 use crate::xnat::XnatApi;
+use crate::xnat::http::{ClientOptions, HttpXnat};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, BufReader};
@@ -69,9 +69,12 @@ pub enum Command {
         once: bool,
     },
     /// Run the mock XNAT server alone (for tests, demos and other tools).
-    #[command(name = "mock-server", after_help = "Examples:\n  \
+    #[command(
+        name = "mock-server",
+        after_help = "Examples:\n  \
         xnatfs mock-server --port 8080              # sample data, user demo / password demo\n  \
-        xnatfs mock-server --data ./tree --latency-ms 20")]
+        xnatfs mock-server --data ./tree --latency-ms 20"
+    )]
     MockServer(MockServerArgs),
 }
 
@@ -139,7 +142,12 @@ pub struct MockServerArgs {
     #[arg(long, default_value = "demo")]
     pub user: String,
     /// Password the server accepts.
-    #[arg(long, default_value = "demo", env = "XNATFS_MOCK_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        default_value = "demo",
+        env = "XNATFS_MOCK_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: String,
     /// Latency added to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -167,11 +175,12 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| {
-            // fuser warns about an unmount that already happened; its real errors still show.
-            tracing_subscriber::EnvFilter::new(format!("{default},fuser=error,hyper=warn,reqwest=warn,h2=warn"))
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // fuser warns about an unmount that already happened; its real errors still show.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},fuser=error,hyper=warn,reqwest=warn,h2=warn"
+        ))
+    });
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -279,7 +288,13 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         io_timeout,
         threads: 4,
     };
-    let session = mount::mount(&rt, api.clone() as Arc<dyn XnatApi>, &settings.url, root, &opts)?;
+    let session = mount::mount(
+        &rt,
+        api.clone() as Arc<dyn XnatApi>,
+        &settings.url,
+        root,
+        &opts,
+    )?;
     if args.daemon_child {
         println!("ready");
         detach_stdout();
@@ -310,11 +325,19 @@ fn detach_stdout() {
 
 /// Starts this program again as a detached child that mounts and serves, and waits until it
 /// says the mount is ready (or why it failed).
-fn spawn_background(args: &MountArgs, settings: &Settings, cache_dir: &Path, verbose: u8) -> Result<()> {
+fn spawn_background(
+    args: &MountArgs,
+    settings: &Settings,
+    cache_dir: &Path,
+    verbose: u8,
+) -> Result<()> {
     use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create the cache dir {}", cache_dir.display()))?;
-    let log_path = args.log_file.clone().unwrap_or_else(|| cache_dir.join("xnatfs.log"));
+    let log_path = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| cache_dir.join("xnatfs.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -364,7 +387,10 @@ fn spawn_background(args: &MountArgs, settings: &Settings, cache_dir: &Path, ver
         });
     }
     let mut child = cmd.spawn().context("cannot start the background mount")?;
-    let stdout = child.stdout.take().context("no pipe to the background mount")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no pipe to the background mount")?;
     let mut verdict = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap_or_default();
@@ -433,7 +459,10 @@ fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             .store(args.honour_range, std::sync::atomic::Ordering::SeqCst);
         let addr = listener.local_addr()?;
         // Scripts read this line to learn the port.
-        println!("mock XNAT server listening on http://{addr} (user {}, password set)", args.user);
+        println!(
+            "mock XNAT server listening on http://{addr} (user {}, password set)",
+            args.user
+        );
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::mock::serve(listener, state, async {
@@ -490,7 +519,9 @@ fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
     });
     eprintln!("xnatfs demo: mounted on {}", mountpoint.display());
     let served = mount::serve(&rt, session, mountpoint);
-    let shown = lister.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the listing thread panicked")));
+    let shown = lister
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the listing thread panicked")));
     served.and(shown)
 }
 
@@ -512,7 +543,10 @@ fn show_demo(root: &Path) -> Result<()> {
         }
     }
     let session = root.join("DEMO").join("SUBJ01_MR1");
-    println!("\n$ find {} -type f | head -12   (sizes from the listings; nothing downloaded)", session.display());
+    println!(
+        "\n$ find {} -type f | head -12   (sizes from the listings; nothing downloaded)",
+        session.display()
+    );
     fn walk(dir: &Path, out: &mut Vec<(u64, PathBuf)>) -> Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
         entries.sort_by_key(|e| e.file_name());
@@ -535,7 +569,11 @@ fn show_demo(root: &Path) -> Result<()> {
     let report = session.join("resources/QC/files/qc_report.html");
     let text = std::fs::read_to_string(&report)
         .with_context(|| format!("cannot read {}", report.display()))?;
-    println!("\n$ head -c 80 {}\n{}", report.display(), &text[..text.len().min(80)]);
+    println!(
+        "\n$ head -c 80 {}\n{}",
+        report.display(),
+        &text[..text.len().min(80)]
+    );
     println!(
         "\nxnatfs demo: try `ls -lR {}` or `md5sum {}/DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/*` in another shell",
         root.display(),

@@ -4,8 +4,8 @@
 use crate::cache::{Cache, CommitError};
 use crate::xnat::http::backoff;
 use crate::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
-use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,11 @@ impl Fetcher {
 
     /// The path of `file` in the cache, downloading it first if needed. Concurrent calls for
     /// one file share one download, which goes on even if its callers stop waiting.
-    pub async fn fetch(self: &Arc<Self>, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
+    pub async fn fetch(
+        self: &Arc<Self>,
+        res: &ResourceRef,
+        file: &RemoteFile,
+    ) -> Result<PathBuf, FetchError> {
         if let Some(p) = self.cache.lookup(res, file) {
             return Ok(p);
         }

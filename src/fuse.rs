@@ -9,8 +9,8 @@ use crate::xnat::{RemoteFile, ResourceRef};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -58,7 +58,12 @@ fn errno(code: i32) -> Errno {
 const EROFS: i32 = libc::EROFS;
 
 impl XnatFs {
-    pub fn new(tree: Arc<Tree>, fetcher: Arc<Fetcher>, rt: tokio::runtime::Handle, opts: FsOptions) -> Self {
+    pub fn new(
+        tree: Arc<Tree>,
+        fetcher: Arc<Fetcher>,
+        rt: tokio::runtime::Handle,
+        opts: FsOptions,
+    ) -> Self {
         XnatFs {
             tree,
             fetcher,
@@ -199,7 +204,14 @@ impl Filesystem for XnatFs {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -228,7 +240,14 @@ impl Filesystem for XnatFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
         let snapshot = match self.handles.lock().unwrap().get(&fh.0) {
             Some(Handle::Dir(d)) => d.clone(),
             _ => return reply.error(errno(libc::EBADF)),
@@ -254,11 +273,9 @@ impl Filesystem for XnatFs {
         }
         let tree = self.tree.clone();
         self.rt.spawn(async move {
-            let listed = tokio::time::timeout(
-                timeout,
-                snapshot.get_or_try_init(|| tree.children(ino.0)),
-            )
-            .await;
+            let listed =
+                tokio::time::timeout(timeout, snapshot.get_or_try_init(|| tree.children(ino.0)))
+                    .await;
             match listed {
                 Ok(Ok(kids)) => fill(kids, reply),
                 Ok(Err(e)) => {
@@ -273,13 +290,29 @@ impl Filesystem for XnatFs {
         });
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.handles.lock().unwrap().remove(&fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, crate::names::MAX_NAME_BYTES as u32, 4096);
+        reply.statfs(
+            0,
+            0,
+            0,
+            0,
+            0,
+            4096,
+            crate::names::MAX_NAME_BYTES as u32,
+            4096,
+        );
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -313,11 +346,28 @@ impl Filesystem for XnatFs {
         reply.error(errno(EROFS));
     }
 
-    fn mknod(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno(EROFS));
     }
 
-    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno(EROFS));
     }
 
@@ -329,7 +379,14 @@ impl Filesystem for XnatFs {
         reply.error(errno(EROFS));
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno(EROFS));
     }
 
@@ -346,7 +403,14 @@ impl Filesystem for XnatFs {
         reply.error(errno(EROFS));
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno(EROFS));
     }
 
@@ -365,11 +429,29 @@ impl Filesystem for XnatFs {
         reply.error(errno(EROFS));
     }
 
-    fn create(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         reply.error(errno(EROFS));
     }
 
-    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(errno(EROFS));
     }
 
@@ -377,7 +459,16 @@ impl Filesystem for XnatFs {
         reply.error(errno(EROFS));
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _offset: u64, _length: u64, _mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(errno(EROFS));
     }
 }

@@ -5,13 +5,13 @@
 //! [`fetcher`] are the core of the mount, testable without FUSE; [`fuse`] is the thin adapter
 //! to the kernel; [`mount`] runs a mount's life; [`cli`] only parses and wires.
 
-pub mod mock;
-pub mod names;
-pub mod xnat;
 pub mod cache;
-pub mod fetcher;
-pub mod tree;
-pub mod fuse;
 pub mod cli;
+pub mod fetcher;
+pub mod fuse;
+pub mod mock;
 pub mod mount;
+pub mod names;
 pub mod settings;
+pub mod tree;
+pub mod xnat;

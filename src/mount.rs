@@ -34,7 +34,15 @@ pub async fn resolve_root(
         let in_project = project.or(default_project);
         let mut out = Vec::new();
         for name in sessions {
-            let session = api.session(in_project, name).await.map_err(|e| match e {
+            // A label is looked up in the project; an accession ID works from any project.
+            let mut found = api.session(in_project, name).await;
+            if in_project.is_some()
+                && matches!(found, Err(XnatError::NotFound(_)))
+                && let Ok(session) = api.session(None, name).await
+            {
+                found = Ok(session);
+            }
+            let session = found.map_err(|e| match e {
                 XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
                 e => e.into(),
             })?;
@@ -86,7 +94,10 @@ pub fn prepare_mountpoint(path: &Path) -> Result<()> {
             lazy_unmount(path)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mount point {} does not exist (create it with mkdir)", path.display())
+            bail!(
+                "mount point {} does not exist (create it with mkdir)",
+                path.display()
+            )
         }
         Err(e) => bail!("cannot use mount point {}: {e}", path.display()),
         Ok(meta) if !meta.is_dir() => bail!("mount point {} is not a folder", path.display()),
@@ -164,9 +175,8 @@ pub fn mount(
     root: Root,
     opts: &MountOptions,
 ) -> Result<fuser::Session<XnatFs>> {
-    let cache = Cache::open(&opts.cache_dir, server_url).with_context(|| {
-        format!("cannot use the cache dir {}", opts.cache_dir.display())
-    })?;
+    let cache = Cache::open(&opts.cache_dir, server_url)
+        .with_context(|| format!("cannot use the cache dir {}", opts.cache_dir.display()))?;
     let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
     let fetcher = Fetcher::new(api, cache, opts.io_timeout);
     let fs = XnatFs::new(
@@ -197,7 +207,11 @@ pub fn mount(
 }
 
 /// Serves `session` until the file system is unmounted, unmounting it on SIGINT or SIGTERM.
-pub fn serve(rt: &tokio::runtime::Runtime, session: fuser::Session<XnatFs>, mountpoint: &Path) -> Result<()> {
+pub fn serve(
+    rt: &tokio::runtime::Runtime,
+    session: fuser::Session<XnatFs>,
+    mountpoint: &Path,
+) -> Result<()> {
     let target = mountpoint.to_path_buf();
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -221,5 +235,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, session: fuser::Session<XnatFs>, moun
             }
         }
     });
-    session.run().context("the FUSE session ended with an error")
+    session
+        .run()
+        .context("the FUSE session ended with an error")
 }

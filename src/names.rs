@@ -26,10 +26,7 @@ pub fn safe_relative_path(path: &str) -> Option<Vec<&str>> {
         return None;
     }
     let parts: Vec<&str> = path.split('/').collect();
-    parts
-        .iter()
-        .all(|p| is_safe_component(p))
-        .then_some(parts)
+    parts.iter().all(|p| is_safe_component(p)).then_some(parts)
 }
 
 #[cfg(test)]
@@ -48,9 +45,20 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(safe_relative_path("a/b/c.dcm"), Some(vec!["a", "b", "c.dcm"]));
+        assert_eq!(
+            safe_relative_path("a/b/c.dcm"),
+            Some(vec!["a", "b", "c.dcm"])
+        );
         assert_eq!(safe_relative_path("x.nii.gz"), Some(vec!["x.nii.gz"]));
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "a/./b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/",
+            "a/./b",
+        ] {
             assert_eq!(safe_relative_path(bad), None, "{bad:?}");
         }
     }

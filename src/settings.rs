@@ -71,7 +71,10 @@ fn load_profile(path: &Path, wanted: Option<&str>) -> Result<Option<Profile>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(name) = wanted {
-                bail!("profile {name:?} asked for, but there is no {}", path.display());
+                bail!(
+                    "profile {name:?} asked for, but there is no {}",
+                    path.display()
+                );
             }
             return Ok(None);
         }
@@ -207,7 +210,9 @@ pub fn resolve(args: &ServerArgs, may_prompt: bool) -> Result<Settings> {
             Some(u) => bail!(
                 "no password for {u}: set XNAT_PASS (or XNAT_TOKEN), add it to ~/.netrc, or run on a terminal to be asked"
             ),
-            None => bail!("no user name: set XNAT_USER (and XNAT_PASS), pass --user, or use XNAT_TOKEN"),
+            None => {
+                bail!("no user name: set XNAT_USER (and XNAT_PASS), pass --user, or use XNAT_TOKEN")
+            }
         }
     }
     Ok(Settings {

@@ -82,6 +82,9 @@ impl TreeError {
 /// A folder's entries, in listing order: name and inode.
 pub type Children = Arc<Vec<(String, u64)>>;
 
+/// A resource's files, as one listing.
+type FileList = Arc<Vec<Arc<RemoteFile>>>;
+
 struct Inodes {
     nodes: HashMap<u64, Node>,
     names: HashMap<(u64, String), u64>,
@@ -94,7 +97,7 @@ pub struct Tree {
     dir_ttl: Duration,
     inodes: RwLock<Inodes>,
     dirs: Mutex<HashMap<u64, (Instant, Children)>>,
-    files: Mutex<HashMap<ResourceRef, (Instant, Arc<Vec<Arc<RemoteFile>>>)>>,
+    files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
 }
 
 impl Tree {
@@ -173,14 +176,20 @@ impl Tree {
         out
     }
 
-    async fn resource_files(&self, res: &ResourceRef) -> Result<Arc<Vec<Arc<RemoteFile>>>, TreeError> {
+    async fn resource_files(&self, res: &ResourceRef) -> Result<FileList, TreeError> {
         if let Some((at, files)) = self.files.lock().unwrap().get(res)
             && at.elapsed() < self.dir_ttl
         {
             return Ok(files.clone());
         }
-        let files: Arc<Vec<Arc<RemoteFile>>> =
-            Arc::new(self.api.files(res).await?.into_iter().map(Arc::new).collect());
+        let files: FileList = Arc::new(
+            self.api
+                .files(res)
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        );
         self.files
             .lock()
             .unwrap()
@@ -219,7 +228,9 @@ impl Tree {
                 "resources".into(),
                 Node::ScanResources(s.clone(), id.clone()),
             )],
-            Node::ScanResources(s, id) => resources(api.resources(&s.id, Some(id)).await?, s, Some(id)),
+            Node::ScanResources(s, id) => {
+                resources(api.resources(&s.id, Some(id)).await?, s, Some(id))
+            }
             Node::SessionResources(s) => resources(api.resources(&s.id, None).await?, s, None),
             Node::Resource(r) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
             Node::FilesDir(r, prefix) => {
@@ -239,7 +250,11 @@ fn sessions_by_label(sessions: Vec<Session>) -> Vec<(String, Node)> {
         .collect()
 }
 
-fn resources(list: Vec<crate::xnat::Resource>, s: &Session, scan: Option<&str>) -> Vec<(String, Node)> {
+fn resources(
+    list: Vec<crate::xnat::Resource>,
+    s: &Session,
+    scan: Option<&str>,
+) -> Vec<(String, Node)> {
     list.into_iter()
         .map(|r| {
             let res = ResourceRef {
@@ -254,7 +269,11 @@ fn resources(list: Vec<crate::xnat::Resource>, s: &Session, scan: Option<&str>) 
 
 /// The entries of the folder `prefix` inside a resource's files: files directly in it, and
 /// a folder for each first component of deeper paths.
-fn files_under(res: &Arc<ResourceRef>, prefix: &str, files: &[Arc<RemoteFile>]) -> Vec<(String, Node)> {
+fn files_under(
+    res: &Arc<ResourceRef>,
+    prefix: &str,
+    files: &[Arc<RemoteFile>],
+) -> Vec<(String, Node)> {
     let mut out = Vec::new();
     let mut dirs = HashSet::new();
     for f in files {
@@ -330,8 +349,14 @@ mod tests {
         async fn projects(&self) -> crate::xnat::Result<Vec<Project>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(vec![
-                Project { id: "P".into(), name: "p".into() },
-                Project { id: "..".into(), name: "evil".into() },
+                Project {
+                    id: "P".into(),
+                    name: "p".into(),
+                },
+                Project {
+                    id: "..".into(),
+                    name: "evil".into(),
+                },
             ])
         }
         async fn sessions(&self, project: &str) -> crate::xnat::Result<Vec<Session>> {
@@ -372,7 +397,12 @@ mod tests {
                 digest: None,
                 uri: format!("/u/{path}"),
             };
-            Ok(vec![f("a.dcm", 10), f("sub/b.dcm", 20), f("sub/deep/c.dcm", 30), f("sub/d.dcm", 40)])
+            Ok(vec![
+                f("a.dcm", 10),
+                f("sub/b.dcm", 20),
+                f("sub/deep/c.dcm", 30),
+                f("sub/d.dcm", 40),
+            ])
         }
         async fn download(&self, _: &str) -> crate::xnat::Result<Download> {
             unreachable!("the tree never downloads")
@@ -391,37 +421,107 @@ mod tests {
     async fn layout_sizes_and_stable_inodes() {
         let fake = Arc::new(Fake::default());
         let tree = Tree::new(fake.clone(), Root::Server, Duration::from_secs(60));
-        let root: Vec<String> = tree.children(ROOT_INO).await.unwrap().iter().map(|e| e.0.clone()).collect();
-        assert_eq!(root, ["P"], "the unsafe project name is skipped");
-        let (ino, node) = walk(&tree, &["P", "S1", "scans", "2", "resources", "DICOM", "files", "sub", "deep", "c.dcm"])
+        let root: Vec<String> = tree
+            .children(ROOT_INO)
             .await
-            .unwrap();
+            .unwrap()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect();
+        assert_eq!(root, ["P"], "the unsafe project name is skipped");
+        let (ino, node) = walk(
+            &tree,
+            &[
+                "P",
+                "S1",
+                "scans",
+                "2",
+                "resources",
+                "DICOM",
+                "files",
+                "sub",
+                "deep",
+                "c.dcm",
+            ],
+        )
+        .await
+        .unwrap();
         assert_eq!(node.size(), 30);
         assert!(!node.is_dir());
-        let (sub, _) = walk(&tree, &["P", "S1", "scans", "2", "resources", "DICOM", "files", "sub"]).await.unwrap();
-        let names: Vec<String> = tree.children(sub).await.unwrap().iter().map(|e| e.0.clone()).collect();
+        let (sub, _) = walk(
+            &tree,
+            &[
+                "P",
+                "S1",
+                "scans",
+                "2",
+                "resources",
+                "DICOM",
+                "files",
+                "sub",
+            ],
+        )
+        .await
+        .unwrap();
+        let names: Vec<String> = tree
+            .children(sub)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect();
         assert_eq!(names, ["b.dcm", "deep", "d.dcm"]);
         let calls = fake.calls.load(Ordering::SeqCst);
         // Looking the same path up again hits the listing cache and gives the same inode.
-        let again = walk(&tree, &["P", "S1", "scans", "2", "resources", "DICOM", "files", "sub", "deep", "c.dcm"])
-            .await
-            .unwrap();
+        let again = walk(
+            &tree,
+            &[
+                "P",
+                "S1",
+                "scans",
+                "2",
+                "resources",
+                "DICOM",
+                "files",
+                "sub",
+                "deep",
+                "c.dcm",
+            ],
+        )
+        .await
+        .unwrap();
         assert_eq!(again.0, ino);
         assert_eq!(fake.calls.load(Ordering::SeqCst), calls);
-        let session_level = walk(&tree, &["P", "S1", "resources", "DICOM", "files", "a.dcm"]).await.unwrap();
+        let session_level = walk(&tree, &["P", "S1", "resources", "DICOM", "files", "a.dcm"])
+            .await
+            .unwrap();
         assert_eq!(session_level.1.size(), 10);
         assert_ne!(session_level.0, ino);
     }
 
     #[tokio::test]
     async fn unknown_names_and_files_as_folders() {
-        let tree = Tree::new(Arc::new(Fake::default()), Root::Project("P".into()), Duration::ZERO);
-        assert!(matches!(walk(&tree, &["nope"]).await, Err(TreeError::NotFound)));
-        assert!(matches!(walk(&tree, &[".."]).await, Err(TreeError::NotFound)));
-        let (file, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"]).await.unwrap();
+        let tree = Tree::new(
+            Arc::new(Fake::default()),
+            Root::Project("P".into()),
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            walk(&tree, &["nope"]).await,
+            Err(TreeError::NotFound)
+        ));
+        assert!(matches!(
+            walk(&tree, &[".."]).await,
+            Err(TreeError::NotFound)
+        ));
+        let (file, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"])
+            .await
+            .unwrap();
         assert!(matches!(tree.children(file).await, Err(TreeError::NotDir)));
         // With a zero TTL, listings are fetched again, and inodes still do not change.
-        let (again, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"]).await.unwrap();
+        let (again, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"])
+            .await
+            .unwrap();
         assert_eq!(file, again);
     }
 }

@@ -59,6 +59,8 @@ pub struct MockFile {
     pub listed_digest: bool,
     /// The size the listing claims, when it should disagree with the body (a stale catalog).
     pub listed_size: Option<u64>,
+    /// The digest the listing claims, when it should disagree with the body.
+    pub listed_digest_override: Option<String>,
     digest: OnceLock<String>,
 }
 
@@ -73,7 +75,10 @@ pub enum Body {
         prefix: Bytes,
     },
     Memory(Bytes),
-    Disk { path: PathBuf, size: u64 },
+    Disk {
+        path: PathBuf,
+        size: u64,
+    },
 }
 
 impl MockFile {
@@ -83,6 +88,7 @@ impl MockFile {
             body,
             listed_digest: true,
             listed_size: None,
+            listed_digest_override: None,
             digest: OnceLock::new(),
         })
     }
@@ -411,7 +417,14 @@ impl Dataset {
     }
 
     /// Every file of the data set with its session, scan (if any) and resource label.
-    pub fn all_files(&self) -> Vec<(&MockSession, Option<&MockScan>, &MockResource, &Arc<MockFile>)> {
+    pub fn all_files(
+        &self,
+    ) -> Vec<(
+        &MockSession,
+        Option<&MockScan>,
+        &MockResource,
+        &Arc<MockFile>,
+    )> {
         let mut out = Vec::new();
         for s in self.projects.iter().flat_map(|p| &p.sessions) {
             for scan in &s.scans {

@@ -321,8 +321,7 @@ async fn handle(
     if c.down.load(Ordering::SeqCst) {
         return html(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
     }
-    if c
-        .fail_next
+    if c.fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
@@ -374,7 +373,10 @@ fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) -> Response
     }
     if basic_auth_ok(headers, &state.options) != Some(true) {
         // A wrong password: 401 with an HTML message and no WWW-Authenticate.
-        return html(StatusCode::UNAUTHORIZED, "Login attempt failed. Please try again.");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            "Login attempt failed. Please try again.",
+        );
     }
     state.controls.logins.fetch_add(1, Ordering::SeqCst);
     let token = state.new_token();
@@ -396,7 +398,8 @@ fn route(
     headers: &HeaderMap,
 ) -> Response {
     let data = &state.data;
-    let is_listing = !matches!(segs.iter().position(|s| *s == "files"), Some(i) if i + 1 < segs.len());
+    let is_listing =
+        !matches!(segs.iter().position(|s| *s == "files"), Some(i) if i + 1 < segs.len());
     let format = query.get("format").map(String::as_str);
     if is_listing && format != Some("json") && format != Some("zip") {
         // XNAT negotiates and answers HTML to a browser-like request.
@@ -489,7 +492,11 @@ fn find_resource<'a>(resources: &'a [MockResource], key: &str) -> Option<&'a Moc
         .or_else(|| resources.iter().find(|r| r.id.to_string() == key))
 }
 
-fn resource_rows(resources: &[MockResource], session: &MockSession, scan: Option<&MockScan>) -> Vec<Value> {
+fn resource_rows(
+    resources: &[MockResource],
+    session: &MockSession,
+    scan: Option<&MockScan>,
+) -> Vec<Value> {
     resources
         .iter()
         .map(|r| {
@@ -507,7 +514,12 @@ fn resource_rows(resources: &[MockResource], session: &MockSession, scan: Option
         .collect()
 }
 
-fn file_uri(session: &MockSession, scan: Option<&MockScan>, r: &MockResource, f: &MockFile) -> String {
+fn file_uri(
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> String {
     match scan {
         Some(sc) => format!(
             "/data/experiments/{}/scans/{}/resources/{}/files/{}",
@@ -526,10 +538,14 @@ fn file_rows(entries: &[(Option<&MockScan>, &MockResource)], session: &MockSessi
         for f in &r.files {
             let size = f.listed_size.unwrap_or_else(|| f.size());
             rows.push(json!({"Name": f.name(), "Size": size.to_string(),
-                "URI": file_uri(session, *scan, r, f), "collection": r.label,
-                "file_tags": "", "file_format": "", "file_content": "",
-                "cat_ID": r.id.to_string(),
-                "digest": if f.listed_digest { f.md5().to_string() } else { String::new() }}));
+            "URI": file_uri(session, *scan, r, f), "collection": r.label,
+            "file_tags": "", "file_format": "", "file_content": "",
+            "cat_ID": r.id.to_string(),
+            "digest": match (&f.listed_digest_override, f.listed_digest) {
+                (Some(d), _) => d.clone(),
+                (None, true) => f.md5().to_string(),
+                (None, false) => String::new(),
+            }}));
         }
     }
     let body = json!({"ResultSet": {"Result": rows, "title": "Files",
@@ -554,7 +570,9 @@ fn session_routes(
             .iter()
             .filter(|sc| {
                 spec == "ALL"
-                    || spec.split(',').any(|want| want == sc.id || want == sc.scan_type)
+                    || spec
+                        .split(',')
+                        .any(|want| want == sc.id || want == sc.scan_type)
             })
             .collect()
     };
@@ -697,7 +715,11 @@ fn file_body(state: &MockState, file: Arc<MockFile>, headers: &HeaderMap) -> Res
         .truncate_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
-    let stop_at = if truncate { start + (end - start) / 2 } else { end };
+    let stop_at = if truncate {
+        start + (end - start) / 2
+    } else {
+        end
+    };
     let stall = c.stall_files.load(Ordering::SeqCst);
     c.file_gets.fetch_add(1, Ordering::SeqCst);
     let stream = futures::stream::unfold(
@@ -761,13 +783,24 @@ fn file_body(state: &MockState, file: Arc<MockFile>, headers: &HeaderMap) -> Res
     resp
 }
 
-fn zip_entry_path(session: &MockSession, scan: Option<&MockScan>, r: &MockResource, f: &MockFile) -> String {
+fn zip_entry_path(
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> String {
     match scan {
         Some(sc) => {
             let ty: String = sc
                 .scan_type
                 .chars()
-                .map(|c| if c.is_alphanumeric() || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             format!(
                 "{}/scans/{}-{ty}/resources/{}/files/{}",
@@ -844,8 +877,13 @@ fn zip_response(
     });
     let mut resp = Response::new(HttpBody::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.zip\";", session.label)) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.zip\";", session.label))
+    {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     resp

@@ -57,7 +57,9 @@ impl Default for ClientOptions {
 enum Expect {
     Json,
     /// A file body; `html_ok` when the file itself is an HTML document.
-    File { html_ok: bool },
+    File {
+        html_ok: bool,
+    },
 }
 
 pub struct HttpXnat {
@@ -70,7 +72,9 @@ pub struct HttpXnat {
 
 impl fmt::Debug for HttpXnat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpXnat").field("base", &self.base).finish()
+        f.debug_struct("HttpXnat")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
@@ -120,7 +124,9 @@ fn network_error(path: &str, e: reqwest::Error) -> XnatError {
 
 fn status_error(status: StatusCode, path: &str) -> XnatError {
     match status {
-        StatusCode::UNAUTHORIZED => XnatError::Auth(format!("the server refused the session for {path}")),
+        StatusCode::UNAUTHORIZED => {
+            XnatError::Auth(format!("the server refused the session for {path}"))
+        }
         StatusCode::FORBIDDEN => XnatError::Forbidden(path.to_string()),
         StatusCode::NOT_FOUND => XnatError::NotFound(path.to_string()),
         s => XnatError::Status {
@@ -144,15 +150,15 @@ pub fn backoff(attempt: u32) -> Duration {
 impl HttpXnat {
     pub fn new(url: &str, creds: Credentials, options: ClientOptions) -> Result<Self> {
         let base = url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base).map_err(|e| XnatError::BadResponse {
-            path: base.clone(),
-            msg: format!("not a valid server URL ({e}); give one like https://xnat.example.org"),
+        let parsed = reqwest::Url::parse(&base).map_err(|e| {
+            XnatError::InvalidUrl(format!(
+                "{base:?} is not a valid server URL ({e}); give one like https://xnat.example.org"
+            ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(XnatError::BadResponse {
-                path: base,
-                msg: "the server URL must start with http:// or https://".into(),
-            });
+            return Err(XnatError::InvalidUrl(format!(
+                "{base:?}: the server URL must start with http:// or https://"
+            )));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(options.timeout)

@@ -204,8 +204,8 @@ pub fn files(rows: &[Row]) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
             continue;
         }
         let digest = field(r, "digest").trim().to_ascii_lowercase();
-        let digest = (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then_some(digest);
+        let digest =
+            (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest);
         files.push(RemoteFile {
             path,
             size,

@@ -119,6 +119,8 @@ pub enum XnatError {
     BadResponse { path: String, msg: String },
     #[error("timed out: {0}")]
     Timeout(String),
+    #[error("{0}")]
+    InvalidUrl(String),
 }
 
 impl XnatError {
