@@ -497,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_serves_as_a_data_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir
+            .path()
+            .join("P1/S1/scans/7/resources/DICOM/files/sub/a.dcm");
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, b"abc").unwrap();
+        let g = dir.path().join("P1/S1/resources/QC/files/r.txt");
+        std::fs::create_dir_all(g.parent().unwrap()).unwrap();
+        std::fs::write(&g, b"report").unwrap();
+        let data = Dataset::from_dir(dir.path()).unwrap();
+        let files = data.all_files();
+        assert_eq!(files.len(), 2);
+        let (s, scan, r, file) = files[0];
+        assert_eq!((s.label.as_str(), s.project.as_str()), ("S1", "P1"));
+        assert_eq!(scan.map(|sc| sc.id.as_str()), Some("7"));
+        assert_eq!(
+            (r.label.as_str(), file.path.as_str()),
+            ("DICOM", "sub/a.dcm")
+        );
+        assert_eq!(file.read_at(1, 10).unwrap(), b"bc");
+        assert_eq!(files[1].3.path, "r.txt");
+        assert!(files[1].1.is_none());
+    }
+
+    #[test]
     fn sample_is_deterministic_and_has_the_quirks() {
         let a = Dataset::sample(&SampleSpec::default());
         let b = Dataset::sample(&SampleSpec::default());
