@@ -80,7 +80,13 @@ impl Cache {
 
     /// Where a file of a resource lives in the cache; `None` if any part is unsafe.
     pub fn file_path(&self, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
-        let mut p = self.area.join("data");
+        Cache::layout_path(&self.area.join("data"), res, rel)
+    }
+
+    /// `base/<session>/scans/<scan>/resources/<label>/files/<rel>` (or
+    /// `base/<session>/resources/<label>/files/<rel>`); `None` if any part is unsafe.
+    pub fn layout_path(base: &Path, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
+        let mut p = base.to_path_buf();
         if !is_safe_component(&res.session_id) || !is_safe_component(&res.label) {
             return None;
         }
@@ -108,16 +114,14 @@ impl Cache {
         (meta.is_file() && meta.len() == file.size).then_some(path)
     }
 
+    /// Where partial files are written before they are verified.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.area.join("tmp")
+    }
+
     /// Starts writing a new copy of a file, under a temporary name.
     pub fn begin(&self) -> io::Result<PartialFile> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".part-")
-            .tempfile_in(self.area.join("tmp"))?;
-        Ok(PartialFile {
-            tmp,
-            hasher: Md5::new(),
-            written: 0,
-        })
+        PartialFile::new_in(&self.tmp_dir(), true)
     }
 }
 
@@ -127,9 +131,26 @@ pub struct PartialFile {
     tmp: tempfile::NamedTempFile,
     hasher: Md5,
     written: u64,
+    /// Cache files and folders are private to the user (0600/0700); plain `--out` copies get
+    /// ordinary permissions.
+    private: bool,
 }
 
 impl PartialFile {
+    /// A new partial file in `tmp_dir`, which must be on the file system of its destination
+    /// so that the final rename is atomic.
+    pub fn new_in(tmp_dir: &Path, private: bool) -> io::Result<PartialFile> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".part-")
+            .tempfile_in(tmp_dir)?;
+        Ok(PartialFile {
+            tmp,
+            hasher: Md5::new(),
+            written: 0,
+            private,
+        })
+    }
+
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.tmp.write_all(bytes)?;
         self.hasher.update(bytes);
@@ -164,12 +185,17 @@ impl PartialFile {
             }
         }
         if let Some(parent) = dest.parent() {
-            mkdir_private(parent)?;
+            if self.private {
+                mkdir_private(parent)?;
+            } else {
+                std::fs::create_dir_all(parent)?;
+            }
         }
         let mut tmp = self.tmp;
         tmp.flush()?;
+        let mode = if self.private { 0o600 } else { 0o644 };
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
         tmp.persist(dest).map_err(|e| e.error)?;
         Ok(())
     }

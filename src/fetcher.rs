@@ -1,13 +1,13 @@
 //! Downloads into the cache: one download per file however many readers want it, retried
 //! after transient failures, given up when it stops making progress.
 
-use crate::cache::{Cache, CommitError};
+use crate::cache::{Cache, CommitError, PartialFile};
 use crate::xnat::http::backoff;
 use crate::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    fn retryable(&self) -> bool {
+    pub fn retryable(&self) -> bool {
         match self {
             FetchError::Xnat(e) => e.is_transient(),
             // A short or corrupt body is most often a dropped connection: try again.
@@ -111,71 +111,123 @@ impl Fetcher {
         shared.await
     }
 
-    /// Downloads with retries; stops retrying once no byte has arrived for `stall_timeout`.
+    /// Downloads with retries into the cache.
     async fn download(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
         let dest = self
             .cache
             .file_path(res, &file.path)
             .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
-        let mut attempt = 0;
-        let mut last_progress = Instant::now();
-        loop {
-            let result = self.download_once(file, &dest, &mut last_progress).await;
-            match result {
-                Ok(()) => {
-                    tracing::debug!("cached {}", dest.display());
-                    return Ok(dest);
-                }
-                Err(e)
-                    if e.retryable()
-                        && attempt < self.retries
-                        && last_progress.elapsed() < self.stall_timeout =>
-                {
-                    attempt += 1;
-                    tracing::warn!("download of {} failed: {e}; trying again", file.uri);
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => {
-                    tracing::error!("download of {} failed: {e}", file.uri);
-                    return Err(e);
-                }
-            }
-        }
+        let policy = RetryPolicy {
+            retries: self.retries,
+            stall_timeout: self.stall_timeout,
+            private: true,
+        };
+        download_verified(
+            self.api.as_ref(),
+            file,
+            &dest,
+            &self.cache.tmp_dir(),
+            &policy,
+            &|_| {},
+        )
+        .await?;
+        Ok(dest)
     }
+}
 
-    async fn download_once(
-        &self,
-        file: &RemoteFile,
-        dest: &std::path::Path,
-        last_progress: &mut Instant,
-    ) -> Result<(), FetchError> {
-        let cache_err = |e: std::io::Error| FetchError::Cache(e.to_string());
-        let mut download = tokio::time::timeout(self.stall_timeout, self.api.download(&file.uri))
-            .await
-            .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri)))??;
-        let mut part = self.cache.begin().map_err(cache_err)?;
-        loop {
-            let next = tokio::time::timeout(self.stall_timeout, download.body.next())
-                .await
-                .map_err(|_| XnatError::Timeout(format!("no data for {}", file.uri)))?;
-            match next {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    *last_progress = Instant::now();
-                    if part.written() + chunk.len() as u64 > file.size {
-                        return Err(FetchError::Verify(format!(
-                            "{}: the body is longer than the listed {} bytes",
-                            file.path, file.size
-                        )));
-                    }
-                    part.write(&chunk).map_err(cache_err)?;
-                }
-                None => break,
+/// How hard to try a download, and how to keep the result.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    /// Give up after this long without receiving a byte.
+    pub stall_timeout: Duration,
+    /// Keep files private to the user (the cache), or with ordinary permissions (`--out`).
+    pub private: bool,
+}
+
+/// Downloads `file` to `dest` through a partial file in `tmp_dir`, checking size and MD5 before
+/// it takes its final name; tried again after transient failures (5xx, resets, short bodies),
+/// until `policy.retries` or until no byte has arrived for `policy.stall_timeout`.
+/// `on_bytes` hears of every chunk received (for progress).
+pub async fn download_verified(
+    api: &dyn XnatApi,
+    file: &RemoteFile,
+    dest: &Path,
+    tmp_dir: &Path,
+    policy: &RetryPolicy,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(), FetchError> {
+    let mut attempt = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let once = download_once(
+            api,
+            file,
+            dest,
+            tmp_dir,
+            policy,
+            &mut last_progress,
+            on_bytes,
+        );
+        match once.await {
+            Ok(()) => {
+                tracing::debug!("downloaded {}", dest.display());
+                return Ok(());
+            }
+            Err(e)
+                if e.retryable()
+                    && attempt < policy.retries
+                    && last_progress.elapsed() < policy.stall_timeout =>
+            {
+                attempt += 1;
+                tracing::warn!("download of {} failed: {e}; trying again", file.uri);
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!("download of {} failed: {e}", file.uri);
+                return Err(e);
             }
         }
-        part.commit(file, dest).map_err(|e| match e {
-            CommitError::Verify(v) => FetchError::Verify(v.to_string()),
-            CommitError::Io(io) => cache_err(io),
-        })
     }
+}
+
+async fn download_once(
+    api: &dyn XnatApi,
+    file: &RemoteFile,
+    dest: &Path,
+    tmp_dir: &Path,
+    policy: &RetryPolicy,
+    last_progress: &mut Instant,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(), FetchError> {
+    let cache_err = |e: std::io::Error| FetchError::Cache(e.to_string());
+    let stall_timeout = policy.stall_timeout;
+    let mut download = tokio::time::timeout(stall_timeout, api.download(&file.uri))
+        .await
+        .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri)))??;
+    let mut part = PartialFile::new_in(tmp_dir, policy.private).map_err(cache_err)?;
+    loop {
+        let next = tokio::time::timeout(stall_timeout, download.body.next())
+            .await
+            .map_err(|_| XnatError::Timeout(format!("no data for {}", file.uri)))?;
+        match next {
+            Some(chunk) => {
+                let chunk = chunk?;
+                *last_progress = Instant::now();
+                if part.written() + chunk.len() as u64 > file.size {
+                    return Err(FetchError::Verify(format!(
+                        "{}: the body is longer than the listed {} bytes",
+                        file.path, file.size
+                    )));
+                }
+                part.write(&chunk).map_err(cache_err)?;
+                on_bytes(chunk.len() as u64);
+            }
+            None => break,
+        }
+    }
+    part.commit(file, dest).map_err(|e| match e {
+        CommitError::Verify(v) => FetchError::Verify(v.to_string()),
+        CommitError::Io(io) => cache_err(io),
+    })
 }

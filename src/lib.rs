@@ -12,6 +12,7 @@ pub mod fuse;
 pub mod mock;
 pub mod mount;
 pub mod names;
+pub mod prefetch;
 pub mod settings;
 pub mod tree;
 pub mod xnat;

@@ -34,18 +34,12 @@ pub async fn resolve_root(
         let in_project = project.or(default_project);
         let mut out = Vec::new();
         for name in sessions {
-            // A label is looked up in the project; an accession ID works from any project.
-            let mut found = api.session(in_project, name).await;
-            if in_project.is_some()
-                && matches!(found, Err(XnatError::NotFound(_)))
-                && let Ok(session) = api.session(None, name).await
-            {
-                found = Ok(session);
-            }
-            let session = found.map_err(|e| match e {
-                XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
-                e => e.into(),
-            })?;
+            let session = crate::xnat::find_session(api, in_project, name)
+                .await
+                .map_err(|e| match e {
+                    XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
+                    e => e.into(),
+                })?;
             out.push((name.clone(), session));
         }
         return Ok(Root::Sessions(out));

@@ -407,6 +407,9 @@ mod tests {
         async fn download(&self, _: &str) -> crate::xnat::Result<Download> {
             unreachable!("the tree never downloads")
         }
+        async fn download_zip(&self, _: &ResourceRef) -> crate::xnat::Result<Download> {
+            unreachable!("the tree never downloads")
+        }
     }
 
     async fn walk(tree: &Tree, path: &[&str]) -> Result<(u64, Node), TreeError> {

@@ -56,6 +56,11 @@ pub struct Controls {
     pub stall_files: AtomicBool,
     /// Every request: 503 while set.
     pub down: AtomicBool,
+    /// File bodies (and ZIPs): 503 while set; listings still answer.
+    pub files_down: AtomicBool,
+    /// Percentage of requests (chosen pseudo-randomly, but the same each run) that fail: half
+    /// with a 500, half (file bodies) cut short.
+    pub fault_percent: AtomicU32,
     pub requests: AtomicU64,
     pub logins: AtomicU64,
     /// File bodies sent (GET of a file URI with status 200 or 206).
@@ -333,6 +338,27 @@ async fn handle(
         return html(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     }
 
+    let n = c.requests.load(Ordering::SeqCst);
+    let fault =
+        data_seed(n ^ 0x5EED) % 1000 < u64::from(c.fault_percent.load(Ordering::SeqCst)) * 10;
+    let file_body = uri
+        .path()
+        .split_once("/files/")
+        .is_some_and(|(_, rest)| !rest.is_empty());
+    if file_body && c.files_down.load(Ordering::SeqCst) {
+        return html(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
+    let truncate_fault = fault && file_body && data_seed(n) % 2 == 1;
+    if fault && !truncate_fault {
+        return html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error (injected)",
+        );
+    }
+    if truncate_fault {
+        // Taken up by this request's file body.
+        c.truncate_next.fetch_add(1, Ordering::SeqCst);
+    }
     let path = xnat_decode(uri.path());
     let rest = ["/data/archive/", "/data/", "/REST/"]
         .iter()
@@ -834,31 +860,16 @@ fn zip_response(
     }
     state.controls.file_gets.fetch_add(1, Ordering::SeqCst);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    // The archive is written on a blocking thread into a channel, so it streams without
-    // being held whole in memory.
-    struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
-    impl Write for ChannelWriter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-                .map_err(|_| std::io::Error::other("client went away"))?;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    // Like XNAT's (Java's ZipOutputStream with STORED entries), every local header carries the
+    // entry's size and CRC, so a client can unpack the stream as it arrives. The zip crate writes
+    // those only to a seekable file, so the archive is built in a temporary file, then streamed.
     tokio::task::spawn_blocking(move || {
-        let sender = tx.clone();
-        let result = (|| -> zip::result::ZipResult<()> {
-            let mut zw = zip::ZipWriter::new_stream(std::io::BufWriter::with_capacity(
-                CHUNK,
-                ChannelWriter(tx),
-            ));
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored)
-                .large_file(true);
+        let built = (|| -> zip::result::ZipResult<std::fs::File> {
+            let mut zw = zip::ZipWriter::new(tempfile::tempfile()?);
             for (name, f) in files {
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored)
+                    .large_file(f.size() >= u32::MAX as u64);
                 zw.start_file(name, opts)?;
                 let mut pos = 0;
                 while pos < f.size() {
@@ -870,11 +881,37 @@ fn zip_response(
                     zw.write_all(&chunk)?;
                 }
             }
-            zw.finish()?.flush()?;
-            Ok(())
+            zw.finish()
         })();
-        if let Err(e) = result {
-            let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
+        let mut file = match built {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        use std::io::{Read, Seek};
+        if let Err(e) = file.rewind() {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {

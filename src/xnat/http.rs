@@ -411,15 +411,28 @@ impl XnatApi for HttpXnat {
         let lower = uri.to_ascii_lowercase();
         let html_ok = lower.ends_with(".html") || lower.ends_with(".htm");
         let resp = self.get(uri, "", Expect::File { html_ok }).await?;
-        let content_length = resp.content_length();
-        let path = uri.to_string();
-        let body = resp
-            .bytes_stream()
-            .map_err(move |e| network_error(&path, e));
-        Ok(Download {
-            content_length,
-            body: Box::pin(body),
-        })
+        Ok(body_of(resp, uri))
+    }
+
+    async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
+        let path = format!("{}/files", resource.rest_path());
+        let resp = self
+            .get(&path, "?format=zip", Expect::File { html_ok: false })
+            .await?;
+        Ok(body_of(resp, &path))
+    }
+}
+
+/// A streaming [`Download`] of a response body.
+fn body_of(resp: reqwest::Response, path: &str) -> Download {
+    let content_length = resp.content_length();
+    let path = path.to_string();
+    let body = resp
+        .bytes_stream()
+        .map_err(move |e| network_error(&path, e));
+    Download {
+        content_length,
+        body: Box::pin(body),
     }
 }
 

@@ -153,4 +153,19 @@ pub trait XnatApi: Send + Sync {
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>>;
     /// Starts the download of a file body by its `uri`.
     async fn download(&self, uri: &str) -> Result<Download>;
+    /// Starts the download of a resource's files as one ZIP (`.../files?format=zip`).
+    async fn download_zip(&self, resource: &ResourceRef) -> Result<Download>;
+}
+
+/// A session named by the user: a label looked up in `project` (when given), or an accession
+/// ID, which works from any project.
+pub async fn find_session(api: &dyn XnatApi, project: Option<&str>, name: &str) -> Result<Session> {
+    let found = api.session(project, name).await;
+    if project.is_some()
+        && matches!(found, Err(XnatError::NotFound(_)))
+        && let Ok(session) = api.session(None, name).await
+    {
+        return Ok(session);
+    }
+    found
 }

@@ -1,0 +1,121 @@
+//! `xnatfs prefetch`: plans from the listings, then downloads whole sessions, chosen scans or
+//! filtered resources in parallel into the mount's cache or a plain folder, verifying every
+//! file. Re-runs transfer only what is missing or wrong.
+
+pub mod plan;
+pub mod progress;
+pub mod transfer;
+
+use crate::fetcher::RetryPolicy;
+use crate::xnat::{Session, XnatApi, XnatError, find_session};
+use anyhow::{Result, bail};
+use plan::{Destination, Selection, human_bytes};
+use progress::Progress;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use transfer::Method;
+
+pub struct PrefetchOptions {
+    /// `-E`: accession IDs, or labels in `project`.
+    pub sessions: Vec<String>,
+    /// `-P`.
+    pub project: Option<String>,
+    /// The profile's default project, for labels when `-P` is not given.
+    pub default_project: Option<String>,
+    pub selection: Selection,
+    pub destination: Destination,
+    pub workers: usize,
+    pub method: Method,
+    pub dry_run: bool,
+    pub io_timeout: Duration,
+    /// No progress output (summary and failures are still printed).
+    pub quiet: bool,
+}
+
+/// The sessions named by `-E`, or every session of `-P`.
+pub async fn resolve_sessions(api: &dyn XnatApi, opts: &PrefetchOptions) -> Result<Vec<Session>> {
+    let unknown = |e: XnatError| match e {
+        XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
+        e => e.into(),
+    };
+    if opts.sessions.is_empty() {
+        let Some(project) = &opts.project else {
+            bail!(
+                "say what to prefetch: -E SESSION (repeatable), or -P PROJECT for all its sessions"
+            );
+        };
+        return api.sessions(project).await.map_err(unknown);
+    }
+    let in_project = opts.project.as_deref().or(opts.default_project.as_deref());
+    let mut out = Vec::new();
+    for name in &opts.sessions {
+        out.push(find_session(api, in_project, name).await.map_err(unknown)?);
+    }
+    Ok(out)
+}
+
+/// Runs a prefetch. `Ok(true)` when every planned file is present and verified.
+pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> {
+    let started = Instant::now();
+    let sessions = resolve_sessions(api.as_ref(), opts).await?;
+    if let Destination::Out { name: Some(_), .. } = &opts.destination
+        && sessions.len() > 1
+    {
+        bail!(
+            "--name renames one session; {} sessions were given",
+            sessions.len()
+        );
+    }
+    let plan = plan::build(
+        api.as_ref(),
+        &sessions,
+        &opts.selection,
+        &opts.destination,
+        opts.workers,
+    )
+    .await?;
+    let totals = plan.totals();
+    if opts.dry_run {
+        print!("{}", plan.describe());
+        println!("dry run: nothing transferred");
+        return Ok(plan.refused.is_empty());
+    }
+    let to_files = totals.files - totals.present_files;
+    let to_bytes = totals.bytes - totals.present_bytes;
+    let progress = Progress::new(to_files, to_bytes, opts.quiet);
+    let policy = RetryPolicy {
+        retries: 4,
+        stall_timeout: opts.io_timeout,
+        private: matches!(opts.destination, Destination::Cache(_)),
+    };
+    let report = transfer::run(
+        api.clone(),
+        &plan,
+        &opts.destination,
+        opts.workers,
+        opts.method,
+        &policy,
+        &progress,
+    )
+    .await;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    for (path, why) in &report.failed {
+        eprintln!("failed: {}: {why}", path.display());
+    }
+    for r in &plan.refused {
+        eprintln!("refused (unsafe name): {r}");
+    }
+    let failed = report.failed.len() + plan.refused.len();
+    eprintln!(
+        "prefetch: {} files ({}) downloaded, {} files ({}) already present, {} failed, in {:.1} s ({:.1} MB/s)",
+        report.downloaded_files,
+        human_bytes(report.downloaded_bytes),
+        report.skipped_files,
+        human_bytes(report.skipped_bytes),
+        failed,
+        secs,
+        report.downloaded_bytes as f64 / secs.max(0.001) / 1e6
+    );
+    Ok(failed == 0 && report.downloaded_files + report.skipped_files == totals.files)
+}

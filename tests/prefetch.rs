@@ -1,0 +1,539 @@
+//! `xnatfs prefetch` against the mock XNAT server, run as the real binary.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use xnatfs::mock::data::Dataset;
+
+/// Runs `xnatfs prefetch ARGS` with a private HOME; panics if it runs over 120 s.
+fn prefetch(url: &str, home: &Path, args: &[&str]) -> Output {
+    let mut child = xnatfs(url, home)
+        .arg("prefetch")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("prefetch {args:?} ran over 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "prefetch failed: {stderr}");
+    stderr
+}
+
+/// What the session's files should be under `--out`: relative path -> MD5.
+fn expected_out(
+    data: &Dataset,
+    session_id: &str,
+    scans: Option<&[&str]>,
+    keep: impl Fn(&str) -> bool,
+    session_res: bool,
+) -> BTreeMap<PathBuf, String> {
+    data.all_files()
+        .into_iter()
+        .filter(|(s, _, _, _)| s.id == session_id)
+        .filter(|(_, scan, r, _)| {
+            keep(&r.label)
+                && match scan {
+                    Some(sc) => scans.is_none_or(|ids| ids.contains(&sc.id.as_str())),
+                    None => session_res,
+                }
+        })
+        .map(|(s, scan, r, f)| {
+            let p = match scan {
+                Some(sc) => format!(
+                    "{}/scans/{}/resources/{}/files/{}",
+                    s.label, sc.id, r.label, f.path
+                ),
+                None => format!("{}/resources/{}/files/{}", s.label, r.label, f.path),
+            };
+            (PathBuf::from(p), f.md5().to_string())
+        })
+        .collect()
+}
+
+fn actual_out(root: &Path) -> BTreeMap<PathBuf, String> {
+    walk_files(root)
+        .into_iter()
+        .map(|(p, _)| {
+            let md5 = md5_file(&root.join(&p));
+            (p, md5)
+        })
+        .collect()
+}
+
+#[test]
+fn whole_session_to_out_both_methods_verified_then_rerun_transfers_nothing() {
+    let data = small_sample();
+    let want = expected_out(&data, "XNAT_E00001", None, |_| true, true);
+    let mock = start_mock(data);
+    for method in ["files", "zip", "auto"] {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let before = mock.state.file_gets();
+        let stderr = ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                "XNAT_E00001",
+                "--session-resources",
+                "--out",
+                out.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        ));
+        assert_eq!(actual_out(&out), want, "method {method}");
+        assert!(
+            stderr.contains(&format!("{} files", want.len())),
+            "{stderr}"
+        );
+        if method == "files" {
+            assert_eq!(mock.state.file_gets() - before, want.len() as u64);
+        } else if method == "zip" {
+            // One ZIP per resource (7 resources), no per-file requests.
+            assert_eq!(mock.state.file_gets() - before, 7, "{method}");
+        }
+        // No partial files are left.
+        assert!(!out.join(".xnatfs-tmp").exists());
+        // A re-run transfers nothing.
+        let gets = mock.state.file_gets();
+        let stderr = ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                "XNAT_E00001",
+                "--session-resources",
+                "--out",
+                out.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        ));
+        assert_eq!(mock.state.file_gets(), gets, "re-run with {method}");
+        assert!(stderr.contains("0 files (0 B) downloaded"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_damaged_copy_is_fetched_again() {
+    let data = small_sample();
+    let want = expected_out(&data, "XNAT_E00002", None, |_| true, false);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let args = ["-E", "XNAT_E00002", "--out", out.to_str().unwrap()];
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    // Same size, other bytes: found by MD5. And one file removed.
+    let (first, _) = want.iter().next().unwrap();
+    let damaged = out.join(first);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[200] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let (last, _) = want.iter().last().unwrap();
+    std::fs::remove_file(out.join(last)).unwrap();
+    let gets = mock.state.file_gets();
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert_eq!(mock.state.file_gets() - gets, 2);
+    assert_eq!(actual_out(&out), want);
+}
+
+#[test]
+fn scan_and_resource_filters_select_exactly() {
+    let data = small_sample();
+    let mock = start_mock(data.clone());
+    let cases: Vec<(Vec<&str>, BTreeMap<PathBuf, String>)> = vec![
+        (
+            vec!["-s", "1,3"],
+            expected_out(&data, "XNAT_E00001", Some(&["1", "3"]), |_| true, false),
+        ),
+        (
+            vec!["-s", "*", "-r", "NIFTI"],
+            expected_out(&data, "XNAT_E00001", None, |l| l == "NIFTI", false),
+        ),
+        (
+            vec!["-r", "NIFTI,SNAPSHOTS"],
+            expected_out(
+                &data,
+                "XNAT_E00001",
+                None,
+                |l| l == "NIFTI" || l == "SNAPSHOTS",
+                false,
+            ),
+        ),
+        (
+            vec!["--exclude-resource", "DICOM"],
+            expected_out(&data, "XNAT_E00001", None, |l| l != "DICOM", false),
+        ),
+        (
+            vec!["--session-resources", "-r", "QC"],
+            expected_out(&data, "XNAT_E00001", None, |l| l == "QC", true),
+        ),
+        (
+            vec![
+                "--session-resources",
+                "-s",
+                "2",
+                "--exclude-resource",
+                "DICOM",
+            ],
+            expected_out(&data, "XNAT_E00001", Some(&["2"]), |l| l != "DICOM", true),
+        ),
+    ];
+    for (flags, want) in cases {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let mut args = vec![
+            "-P",
+            "DEMO",
+            "-E",
+            "SUBJ01_MR1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(&flags);
+        ok(&prefetch(&mock.url(), home.path(), &args));
+        assert!(!want.is_empty());
+        assert_eq!(actual_out(&out), want, "{flags:?}");
+    }
+}
+
+#[test]
+fn dry_run_transfers_nothing_and_tells_the_plan() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let o = prefetch(
+        &mock.url(),
+        home.path(),
+        &[
+            "-E",
+            "XNAT_E00001",
+            "--session-resources",
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+        ],
+    );
+    ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("session SUBJ01_MR1 (XNAT_E00001, project DEMO)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("scan 2 (T1w)"), "{stdout}");
+    assert!(stdout.contains("total: 25 files"), "{stdout}");
+    assert!(stdout.contains("to transfer: 25 files"), "{stdout}");
+    assert_eq!(mock.state.file_gets(), 0);
+    assert!(walk_files(&out).is_empty());
+}
+
+#[test]
+fn faults_on_ten_percent_of_requests_still_end_complete_and_verified() {
+    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+        dicom_files: 40,
+        dicom_size: 8192,
+        nifti_size: 500_000,
+    });
+    let want = expected_out(&data, "XNAT_E00001", None, |_| true, true);
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .fault_percent
+        .store(10, Ordering::SeqCst);
+    for method in ["files", "zip"] {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                "XNAT_E00001",
+                "--session-resources",
+                "--out",
+                out.to_str().unwrap(),
+                "-w",
+                "8",
+                "--method",
+                method,
+            ],
+        ));
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+}
+
+#[test]
+fn a_server_that_stays_down_ends_non_zero_with_a_clear_message() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let o = prefetch(
+        "http://127.0.0.1:9",
+        home.path(),
+        &["-E", "XNAT_E00001", "--out", out.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("cannot reach the server"), "{stderr}");
+
+    // Down after planning: every file fails, each named, exit non-zero.
+    let mock = start_mock(small_sample());
+    mock.state.controls.files_down.store(true, Ordering::SeqCst);
+    let o = prefetch(
+        &mock.url(),
+        home.path(),
+        &[
+            "-E",
+            "XNAT_E00001",
+            "--out",
+            out.to_str().unwrap(),
+            "-r",
+            "NIFTI,SNAPSHOTS",
+            "--io-timeout",
+            "3",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("failed: ") && stderr.contains("T1w.nii.gz"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("prefetch incomplete"), "{stderr}");
+    assert!(walk_files(&out).is_empty(), "nothing under a final name");
+}
+
+#[test]
+fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
+    let data = small_sample();
+    let expected = expected_files(&data);
+    let mock = start_mock(data);
+    let cache = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for session in ["XNAT_E00001", "XNAT_E00002", "XNAT_E00003", "XNAT_E00004"] {
+        ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                session,
+                "--session-resources",
+                "--cache-dir",
+                cache.path().to_str().unwrap(),
+            ],
+        ));
+    }
+    let gets = mock.state.file_gets();
+    let m = MountBuilder::new(&mock.url())
+        .cache_dir(cache.path())
+        .mount();
+    for (rel, _, md5) in &expected {
+        assert_eq!(&md5_file(&m.mountpoint.join(rel)), md5, "{}", rel.display());
+    }
+    assert_eq!(
+        mock.state.file_gets(),
+        gets,
+        "every read came from the prefetched cache"
+    );
+}
+
+#[test]
+fn project_wide_prefetch_with_a_name_and_bad_combinations() {
+    let data = small_sample();
+    let mock = start_mock(data.clone());
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &["-P", "PILOT", "--out", out.to_str().unwrap()],
+    ));
+    let top: std::collections::BTreeSet<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        top,
+        ["SUBJ01_EEG1", "SUBJ01_MR1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    // The EEG file has no digest: checked by size.
+    assert!(
+        out.join("SUBJ01_EEG1/scans/1/resources/EDF/files/SUBJ01_EEG1.edf")
+            .is_file()
+    );
+
+    let named = home.path().join("named");
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &[
+            "-E",
+            "XNAT_E00002",
+            "-s",
+            "2",
+            "-r",
+            "NIFTI",
+            "--out",
+            named.to_str().unwrap(),
+            "--name",
+            "sub-02",
+        ],
+    ));
+    assert!(
+        named
+            .join("sub-02/scans/2/resources/NIFTI/files/T1w.nii.gz")
+            .is_file()
+    );
+
+    for (args, want) in [
+        (
+            vec![
+                "-E",
+                "XNAT_E00001",
+                "-r",
+                "DICOM",
+                "--exclude-resource",
+                "NIFTI",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "-E",
+                "XNAT_E00001",
+                "-E",
+                "XNAT_E00002",
+                "--out",
+                "o",
+                "--name",
+                "x",
+            ],
+            "--name renames one session",
+        ),
+        (vec!["-E", "XNAT_E09999"], "unknown session XNAT_E09999"),
+        (vec!["-E", "XNAT_E00001", "-s", "42"], "has no scan 42"),
+        (vec!["-s", "1"], "-E SESSION"),
+    ] {
+        let o = prefetch(&mock.url(), home.path(), &args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn hostile_names_in_listings_and_zip_entries_never_escape() {
+    use xnatfs::mock::data::{Body, MockFile};
+    let mut data = small_sample();
+    {
+        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
+        let files = &mut session.scans[0].resources[0].files; // scan 1 DICOM
+        for evil in [
+            "../../../../escaped.dcm",
+            "/tmp/xnatfs-absolute.dcm",
+            "a/../../../b.dcm",
+        ] {
+            files.push(MockFile::new(
+                evil,
+                Body::Memory(bytes::Bytes::from_static(b"evil")),
+            ));
+        }
+    }
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path().join("deep/er");
+    let out = root.join("out");
+    for method in ["zip", "files"] {
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                "XNAT_E00001",
+                "-s",
+                "1",
+                "--out",
+                out.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        );
+        // The listing parser already refuses them; nothing lands outside --out either way.
+        ok(&o);
+        assert_eq!(walk_files(&out).len(), 6, "{method}");
+    }
+    assert_eq!(walk_files(home.path()).len(), 6);
+    assert!(!Path::new("/tmp/xnatfs-absolute.dcm").exists());
+}
+
+#[test]
+fn ctrl_c_leaves_no_partial_file_and_a_rerun_finishes() {
+    let data = small_sample();
+    let want = expected_out(&data, "XNAT_E00001", None, |_| true, false);
+    let mock = start_mock(data);
+    mock.state.controls.latency_ms.store(100, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let mut child = xnatfs(&mock.url(), home.path())
+        .args([
+            "prefetch",
+            "-E",
+            "XNAT_E00001",
+            "--method",
+            "files",
+            "-w",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while mock.state.file_gets() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    // Whatever is under a final name is complete and right.
+    let got = actual_out(&out);
+    assert!(got.len() < want.len());
+    for (p, md5) in &got {
+        assert!(
+            !p.starts_with(".xnatfs-tmp"),
+            "partial file left: {}",
+            p.display()
+        );
+        assert_eq!(want.get(p), Some(md5), "{}", p.display());
+    }
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &["-E", "XNAT_E00001", "--out", out.to_str().unwrap()],
+    ));
+    assert_eq!(actual_out(&out), want);
+}
