@@ -232,6 +232,9 @@ pub struct MockServerArgs {
     /// Bytes of each NIfTI image in the sample data.
     #[arg(long, default_value_t = SampleSpec::default().nifti_size)]
     pub nifti_size: u64,
+    /// Scans per MR session in the sample data.
+    #[arg(long, default_value_t = SampleSpec::default().scans)]
+    pub scans: usize,
 }
 
 fn init_logging(verbose: u8) {
@@ -575,6 +578,7 @@ fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             dicom_files: args.dicom_files,
             dicom_size: args.dicom_size,
             nifti_size: args.nifti_size,
+            scans: args.scans,
         }),
     };
     let options = MockOptions {

@@ -37,9 +37,11 @@ fn ok(out: &Output) -> String {
 }
 
 /// What the session's files should be under `--out`: relative path -> MD5.
+/// `dir` is the session's folder: the name given with -E, or the label.
 fn expected_out(
     data: &Dataset,
     session_id: &str,
+    dir: &str,
     scans: Option<&[&str]>,
     keep: impl Fn(&str) -> bool,
     session_res: bool,
@@ -54,13 +56,13 @@ fn expected_out(
                     None => session_res,
                 }
         })
-        .map(|(s, scan, r, f)| {
+        .map(|(_, scan, r, f)| {
             let p = match scan {
                 Some(sc) => format!(
-                    "{}/scans/{}/resources/{}/files/{}",
-                    s.label, sc.id, r.label, f.path
+                    "{dir}/scans/{}/resources/{}/files/{}",
+                    sc.id, r.label, f.path
                 ),
-                None => format!("{}/resources/{}/files/{}", s.label, r.label, f.path),
+                None => format!("{dir}/resources/{}/files/{}", r.label, f.path),
             };
             (PathBuf::from(p), f.md5().to_string())
         })
@@ -80,7 +82,7 @@ fn actual_out(root: &Path) -> BTreeMap<PathBuf, String> {
 #[test]
 fn whole_session_to_out_both_methods_verified_then_rerun_transfers_nothing() {
     let data = small_sample();
-    let want = expected_out(&data, "XNAT_E00001", None, |_| true, true);
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, true);
     let mock = start_mock(data);
     for method in ["files", "zip", "auto"] {
         let home = tempfile::tempdir().unwrap();
@@ -135,7 +137,7 @@ fn whole_session_to_out_both_methods_verified_then_rerun_transfers_nothing() {
 #[test]
 fn a_damaged_copy_is_fetched_again() {
     let data = small_sample();
-    let want = expected_out(&data, "XNAT_E00002", None, |_| true, false);
+    let want = expected_out(&data, "XNAT_E00002", "XNAT_E00002", None, |_| true, false);
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
     let out = home.path().join("out");
@@ -162,17 +164,32 @@ fn scan_and_resource_filters_select_exactly() {
     let cases: Vec<(Vec<&str>, BTreeMap<PathBuf, String>)> = vec![
         (
             vec!["-s", "1,3"],
-            expected_out(&data, "XNAT_E00001", Some(&["1", "3"]), |_| true, false),
+            expected_out(
+                &data,
+                "XNAT_E00001",
+                "SUBJ01_MR1",
+                Some(&["1", "3"]),
+                |_| true,
+                false,
+            ),
         ),
         (
             vec!["-s", "*", "-r", "NIFTI"],
-            expected_out(&data, "XNAT_E00001", None, |l| l == "NIFTI", false),
+            expected_out(
+                &data,
+                "XNAT_E00001",
+                "SUBJ01_MR1",
+                None,
+                |l| l == "NIFTI",
+                false,
+            ),
         ),
         (
             vec!["-r", "NIFTI,SNAPSHOTS"],
             expected_out(
                 &data,
                 "XNAT_E00001",
+                "SUBJ01_MR1",
                 None,
                 |l| l == "NIFTI" || l == "SNAPSHOTS",
                 false,
@@ -180,11 +197,25 @@ fn scan_and_resource_filters_select_exactly() {
         ),
         (
             vec!["--exclude-resource", "DICOM"],
-            expected_out(&data, "XNAT_E00001", None, |l| l != "DICOM", false),
+            expected_out(
+                &data,
+                "XNAT_E00001",
+                "SUBJ01_MR1",
+                None,
+                |l| l != "DICOM",
+                false,
+            ),
         ),
         (
             vec!["--session-resources", "-r", "QC"],
-            expected_out(&data, "XNAT_E00001", None, |l| l == "QC", true),
+            expected_out(
+                &data,
+                "XNAT_E00001",
+                "SUBJ01_MR1",
+                None,
+                |l| l == "QC",
+                true,
+            ),
         ),
         (
             vec![
@@ -194,7 +225,14 @@ fn scan_and_resource_filters_select_exactly() {
                 "--exclude-resource",
                 "DICOM",
             ],
-            expected_out(&data, "XNAT_E00001", Some(&["2"]), |l| l != "DICOM", true),
+            expected_out(
+                &data,
+                "XNAT_E00001",
+                "SUBJ01_MR1",
+                Some(&["2"]),
+                |l| l != "DICOM",
+                true,
+            ),
         ),
     ];
     for (flags, want) in cases {
@@ -251,8 +289,9 @@ fn faults_on_ten_percent_of_requests_still_end_complete_and_verified() {
         dicom_files: 40,
         dicom_size: 8192,
         nifti_size: 500_000,
+        scans: 3,
     });
-    let want = expected_out(&data, "XNAT_E00001", None, |_| true, true);
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, true);
     let mock = start_mock(data);
     mock.state
         .controls
@@ -489,7 +528,7 @@ fn hostile_names_in_listings_and_zip_entries_never_escape() {
 #[test]
 fn ctrl_c_leaves_no_partial_file_and_a_rerun_finishes() {
     let data = small_sample();
-    let want = expected_out(&data, "XNAT_E00001", None, |_| true, false);
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, false);
     let mock = start_mock(data);
     mock.state.controls.latency_ms.store(100, Ordering::SeqCst);
     let home = tempfile::tempdir().unwrap();

@@ -24,6 +24,9 @@ pub struct MockSession {
     pub id: String,
     pub label: String,
     pub project: String,
+    /// The subject's accession ID and label.
+    pub subject_id: String,
+    pub subject_label: String,
     pub xsi_type: String,
     pub date: String,
     pub scans: Vec<MockScan>,
@@ -178,6 +181,9 @@ pub struct SampleSpec {
     pub dicom_size: u64,
     /// Size of the NIfTI image of the T1w scans.
     pub nifti_size: u64,
+    /// Scans per MR session: 1 Localizer, 2 T1w (DICOM, NIFTI, SNAPSHOTS), 3 rsfMRI (DICOM in
+    /// two subfolders), then fMRI runs (DICOM).
+    pub scans: usize,
 }
 
 impl Default for SampleSpec {
@@ -186,6 +192,7 @@ impl Default for SampleSpec {
             dicom_files: 24,
             dicom_size: 48 * 1024,
             nifti_size: 6 * 1024 * 1024,
+            scans: 3,
         }
     }
 }
@@ -244,12 +251,17 @@ impl Builder {
 
     fn mr_session(&mut self, id: &str, label: &str, project: &str, date: &str) -> MockSession {
         let mut scans = Vec::new();
-        let scan_specs: [(&str, &str, &[&str]); 3] = [
-            ("1", "Localizer", &[""]),
-            ("2", "T1w", &[""]),
-            ("3", "rsfMRI", &["echo1", "echo2"]),
+        let mut scan_specs: Vec<(String, String, &[&str])> = vec![
+            ("1".into(), "Localizer".into(), &[""]),
+            ("2".into(), "T1w".into(), &[""]),
+            ("3".into(), "rsfMRI".into(), &["echo1", "echo2"]),
         ];
+        for n in 4..=self.spec.scans {
+            scan_specs.push((n.to_string(), format!("fMRI_run{}", n - 3), &[""]));
+        }
+        scan_specs.truncate(self.spec.scans.max(1));
         for (sid, ty, folders) in scan_specs {
+            let (sid, ty) = (sid.as_str(), ty.as_str());
             let mut resources = vec![self.dicom(sid, folders)];
             if ty == "T1w" {
                 let nifti = self.generated("T1w.nii.gz", self.spec.nifti_size, Bytes::new());
@@ -292,6 +304,8 @@ impl Builder {
             id: id.into(),
             label: label.into(),
             project: project.into(),
+            subject_id: String::new(),
+            subject_label: label.split('_').next().unwrap_or(label).into(),
             xsi_type: "xnat:mrSessionData".into(),
             date: date.into(),
             scans,
@@ -319,6 +333,8 @@ impl Dataset {
             id: "XNAT_E00004".into(),
             label: "SUBJ01_EEG1".into(),
             project: "PILOT".into(),
+            subject_id: String::new(),
+            subject_label: "SUBJ01".into(),
             xsi_type: "xnat:eegSessionData".into(),
             date: "2024-04-02".into(),
             scans: vec![MockScan {
@@ -335,7 +351,7 @@ impl Dataset {
             Arc::new(b.mr_session("XNAT_E00003", "SUBJ01_MR1", "PILOT", "2023-11-20")),
             Arc::new(eeg),
         ];
-        Dataset {
+        let mut data = Dataset {
             projects: vec![
                 MockProject {
                     id: "DEMO".into(),
@@ -348,6 +364,26 @@ impl Dataset {
                     sessions: pilot,
                 },
             ],
+        };
+        data.number_subjects();
+        data
+    }
+
+    /// Gives each (project, subject label) an accession ID, `XNAT_S00001` on.
+    fn number_subjects(&mut self) {
+        let mut ids: Vec<(String, String)> = Vec::new();
+        for p in &mut self.projects {
+            for s in &mut p.sessions {
+                let key = (s.project.clone(), s.subject_label.clone());
+                let n = match ids.iter().position(|k| *k == key) {
+                    Some(i) => i + 1,
+                    None => {
+                        ids.push(key);
+                        ids.len()
+                    }
+                };
+                Arc::make_mut(s).subject_id = format!("XNAT_S{n:05}");
+            }
         }
     }
 
@@ -390,9 +426,12 @@ impl Dataset {
                     });
                 }
                 let resources = resources_of(&session)?;
+                let label = file_name(&session);
                 sessions.push(Arc::new(MockSession {
                     id: format!("XNAT_E{next_session:05}"),
-                    label: file_name(&session),
+                    subject_id: String::new(),
+                    subject_label: label.split('_').next().unwrap_or(&label).to_string(),
+                    label,
                     project: pid.clone(),
                     xsi_type: "xnat:mrSessionData".into(),
                     date: String::new(),
@@ -406,7 +445,9 @@ impl Dataset {
                 sessions,
             });
         }
-        Ok(Dataset { projects })
+        let mut data = Dataset { projects };
+        data.number_subjects();
+        Ok(data)
     }
 
     pub fn session(&self, id: &str) -> Option<&Arc<MockSession>> {

@@ -320,6 +320,7 @@ async fn handle(
 ) -> Response {
     let c = &state.controls;
     c.requests.fetch_add(1, Ordering::SeqCst);
+    tracing::debug!("mock: {method} {uri}");
     state.log.lock().unwrap().push(format!(
         "{method} {}",
         uri.path_and_query().map_or("", |p| p.as_str())
@@ -486,6 +487,34 @@ fn route(
                 _ => session_document(session),
             }
         }
+        ["projects", p, "subjects"] => match data.projects.iter().find(|x| x.id == *p) {
+            Some(project) => {
+                let mut rows: Vec<Value> = Vec::new();
+                for s in &project.sessions {
+                    if !rows.iter().any(|r| r["ID"] == s.subject_id.as_str()) {
+                        rows.push(json!({"ID": s.subject_id, "project": p, "label": s.subject_label,
+                            "insert_date": "2024-01-01 12:00:00.0", "insert_user": "admin",
+                            "URI": format!("/data/subjects/{}", s.subject_id)}));
+                    }
+                }
+                listing(rows, true)
+            }
+            None => not_found("project"),
+        },
+        // The full path through the subject is routed for scans too.
+        ["projects", p, "subjects", subj, "experiments", x, tail @ ..] => {
+            let found = data
+                .projects
+                .iter()
+                .find(|pr| pr.id == *p)
+                .and_then(|pr| pr.sessions.iter().find(|s| s.id == *x || s.label == *x))
+                .filter(|s| s.subject_id == *subj || s.subject_label == *subj);
+            match found {
+                Some(session) if tail.is_empty() => session_document(session),
+                Some(session) => session_routes(state, session, tail, query, headers),
+                None => not_found("experiment"),
+            }
+        }
         ["experiments", id, tail @ ..] => match data.session(id) {
             Some(session) if tail.is_empty() => session_document(session),
             Some(session) => session_routes(state, session, tail, query, headers),
@@ -505,7 +534,7 @@ fn session_document(s: &MockSession) -> Response {
     let doc = json!({"items": [{
         "meta": {"xsi:type": s.xsi_type, "isHistory": false, "start_date": "Mon Jan 01 12:00:00 UTC 2024"},
         "data_fields": {"ID": s.id, "label": s.label, "project": s.project, "date": s.date,
-                         "subject_ID": "XNAT_S00001", "id": s.id},
+                         "subject_ID": s.subject_id, "id": s.id},
         "children": [{"field": "scans/scan", "items": s.scans.iter().map(|sc| json!({
             "data_fields": {"ID": sc.id, "type": sc.scan_type}})).collect::<Vec<_>>()}]
     }]});

@@ -32,8 +32,12 @@ pub struct PrefetchOptions {
     pub quiet: bool,
 }
 
-/// The sessions named by `-E`, or every session of `-P`.
-pub async fn resolve_sessions(api: &dyn XnatApi, opts: &PrefetchOptions) -> Result<Vec<Session>> {
+/// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
+/// xnatctl names it), or every session of `-P`, named by label.
+pub async fn resolve_sessions(
+    api: &dyn XnatApi,
+    opts: &PrefetchOptions,
+) -> Result<Vec<(String, Session)>> {
     let unknown = |e: XnatError| match e {
         XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
         e => e.into(),
@@ -44,12 +48,16 @@ pub async fn resolve_sessions(api: &dyn XnatApi, opts: &PrefetchOptions) -> Resu
                 "say what to prefetch: -E SESSION (repeatable), or -P PROJECT for all its sessions"
             );
         };
-        return api.sessions(project).await.map_err(unknown);
+        let sessions = api.sessions(project).await.map_err(unknown)?;
+        return Ok(sessions.into_iter().map(|s| (s.label.clone(), s)).collect());
     }
     let in_project = opts.project.as_deref().or(opts.default_project.as_deref());
     let mut out = Vec::new();
     for name in &opts.sessions {
-        out.push(find_session(api, in_project, name).await.map_err(unknown)?);
+        out.push((
+            name.clone(),
+            find_session(api, in_project, name).await.map_err(unknown)?,
+        ));
     }
     Ok(out)
 }

@@ -141,6 +141,8 @@ pub struct PlannedFile {
 #[derive(Debug, Clone)]
 pub struct PlannedResource {
     pub session: Session,
+    /// The session's folder name under `--out`.
+    pub dir_name: String,
     /// The scan's type, for scan resources.
     pub scan_type: Option<String>,
     pub res: ResourceRef,
@@ -244,7 +246,7 @@ pub fn human_bytes(n: u64) -> String {
 /// `workers` at a time.
 pub async fn build(
     api: &dyn XnatApi,
-    sessions: &[Session],
+    sessions: &[(String, Session)],
     selection: &Selection,
     dest: &Destination,
     workers: usize,
@@ -252,12 +254,13 @@ pub async fn build(
     // Every resource to list.
     struct Wanted {
         session: Session,
+        dir_name: String,
         /// The scan's ID and type, for scan resources.
         scan: Option<(String, String)>,
         label: String,
     }
     let mut wanted: Vec<Wanted> = Vec::new();
-    for session in sessions {
+    for (dir_name, session) in sessions {
         let scans = api.scans(session).await?;
         let chosen: Vec<_> = scans
             .into_iter()
@@ -283,6 +286,7 @@ pub async fn build(
                 if selection.wants_resource(&r.label) {
                     wanted.push(Wanted {
                         session: session.clone(),
+                        dir_name: dir_name.clone(),
                         scan: Some((scan.id.clone(), scan.scan_type.clone())),
                         label: r.label,
                     });
@@ -294,6 +298,7 @@ pub async fn build(
                 if selection.wants_resource(&r.label) {
                     wanted.push(Wanted {
                         session: session.clone(),
+                        dir_name: dir_name.clone(),
                         scan: None,
                         label: r.label,
                     });
@@ -305,6 +310,7 @@ pub async fn build(
         .map(
             |Wanted {
                  session,
+                 dir_name,
                  scan,
                  label,
              }| async move {
@@ -314,23 +320,20 @@ pub async fn build(
                     label,
                 };
                 let files = api.files(&res).await?;
-                Ok::<_, anyhow::Error>((session, scan.map(|(_, t)| t), res, files))
+                Ok::<_, anyhow::Error>((session, dir_name, scan.map(|(_, t)| t), res, files))
             },
         )
         .buffered(workers.max(1))
         .try_collect::<Vec<_>>()
         .await?;
     let mut plan = Plan::default();
-    for (session, scan_type, res, files) in listed {
+    for (session, dir_name, scan_type, res, files) in listed {
         let mut planned = Vec::with_capacity(files.len());
         for file in files {
-            let safe = is_safe_component(&session.label)
+            let safe = is_safe_component(&dir_name)
                 && is_safe_component(&res.label)
                 && res.scan.as_deref().is_none_or(is_safe_component);
-            match dest
-                .path_of(&session.label, &res, &file.path)
-                .filter(|_| safe)
-            {
+            match dest.path_of(&dir_name, &res, &file.path).filter(|_| safe) {
                 Some(path) => planned.push(PlannedFile {
                     file,
                     dest: path,
@@ -343,6 +346,7 @@ pub async fn build(
         }
         plan.resources.push(PlannedResource {
             session,
+            dir_name,
             scan_type,
             res,
             files: planned,

@@ -23,6 +23,7 @@ pub fn small_sample() -> Dataset {
         dicom_files: 6,
         dicom_size: 4096,
         nifti_size: 300_000,
+        scans: 3,
     })
 }
 
