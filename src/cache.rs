@@ -151,6 +151,35 @@ impl PartialFile {
         })
     }
 
+    /// Gives the file its full length up front (a sparse file filled out of order).
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        self.tmp.as_file().set_len(len)
+    }
+
+    /// Another handle on the same file, for reading and for writing at offsets.
+    pub fn reopen(&self) -> io::Result<std::fs::File> {
+        self.tmp.reopen()
+    }
+
+    /// Commits a file that was filled through [`Self::reopen`] handles rather than
+    /// [`Self::write`]: `md5` is its digest when the filler could hash it in order; otherwise
+    /// it is computed here when the listing has one to check.
+    pub fn commit_filled(
+        mut self,
+        file: &RemoteFile,
+        dest: &Path,
+        len: u64,
+        md5: Option<String>,
+    ) -> Result<(), CommitError> {
+        self.written = len;
+        let got = match (md5, &file.digest) {
+            (Some(d), _) => Some(d),
+            (None, Some(_)) => Some(hash_file(self.tmp.path())?),
+            (None, None) => None,
+        };
+        self.check_and_persist(file, dest, got)
+    }
+
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.tmp.write_all(bytes)?;
         self.hasher.update(bytes);
@@ -164,6 +193,16 @@ impl PartialFile {
 
     /// Checks size and digest against the listing, then renames the file to `dest`.
     pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
+        let md5 = hex::encode(self.hasher.clone().finalize());
+        self.check_and_persist(file, dest, Some(md5))
+    }
+
+    fn check_and_persist(
+        self,
+        file: &RemoteFile,
+        dest: &Path,
+        md5: Option<String>,
+    ) -> Result<(), CommitError> {
         let got = self.written;
         if got != file.size {
             return Err(VerifyError::Size {
@@ -173,16 +212,15 @@ impl PartialFile {
             }
             .into());
         }
-        if let Some(want) = &file.digest {
-            let got = hex::encode(self.hasher.finalize());
-            if &got != want {
-                return Err(VerifyError::Digest {
-                    path: file.path.clone(),
-                    got,
-                    want: want.clone(),
-                }
-                .into());
+        if let (Some(want), Some(got)) = (&file.digest, md5)
+            && &got != want
+        {
+            return Err(VerifyError::Digest {
+                path: file.path.clone(),
+                got,
+                want: want.clone(),
             }
+            .into());
         }
         if let Some(parent) = dest.parent() {
             if self.private {
@@ -199,6 +237,22 @@ impl PartialFile {
         tmp.persist(dest).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// MD5 hex of a file's contents.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,10 @@
 //! after transient failures, given up when it stops making progress.
 
 use crate::cache::{Cache, CommitError, PartialFile};
+use crate::download::{FileDownload, RangeSupport};
 use crate::xnat::http::backoff;
 use crate::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
 use futures::StreamExt;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,15 +44,13 @@ impl FetchError {
     }
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<PathBuf, FetchError>>>;
-
 pub struct Fetcher {
     api: Arc<dyn XnatApi>,
     cache: Cache,
     /// Give up a download after this long without receiving a byte.
     stall_timeout: Duration,
-    retries: u32,
-    inflight: Mutex<HashMap<PathBuf, SharedFetch>>,
+    range: Arc<RangeSupport>,
+    active: Mutex<HashMap<PathBuf, Arc<FileDownload>>>,
 }
 
 impl Fetcher {
@@ -61,8 +59,8 @@ impl Fetcher {
             api,
             cache,
             stall_timeout,
-            retries: 3,
-            inflight: Mutex::new(HashMap::new()),
+            range: Arc::new(RangeSupport::default()),
+            active: Mutex::new(HashMap::new()),
         })
     }
 
@@ -70,69 +68,116 @@ impl Fetcher {
         &self.cache
     }
 
-    /// The path of `file` in the cache, downloading it first if needed. Concurrent calls for
-    /// one file share one download, which goes on even if its callers stop waiting.
-    pub async fn fetch(
-        self: &Arc<Self>,
+    /// Whether the server was seen to honour `Range` (`None`: not known yet).
+    pub fn range_honoured(&self) -> Option<bool> {
+        self.range.honoured()
+    }
+
+    /// The download of `file`, shared by all its readers; one that failed is replaced by a new
+    /// one, so the next read tries again.
+    pub fn download(
+        &self,
         res: &ResourceRef,
         file: &RemoteFile,
-    ) -> Result<PathBuf, FetchError> {
-        if let Some(p) = self.cache.lookup(res, file) {
-            return Ok(p);
+    ) -> Result<Arc<FileDownload>, FetchError> {
+        let dest = self
+            .cache
+            .file_path(res, &file.path)
+            .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
+        let mut active = self.active.lock().unwrap();
+        if let Some(d) = active.get(&dest)
+            && !d.failed()
+        {
+            return Ok(d.clone());
+        }
+        // Forget downloads that are over (their readers hold their own handles).
+        active.retain(|_, d| d.finished().is_none() && !d.failed());
+        let d = FileDownload::new(
+            self.api.clone(),
+            &self.cache,
+            file.clone(),
+            dest.clone(),
+            self.range.clone(),
+            self.stall_timeout,
+        )?;
+        active.insert(dest, d.clone());
+        Ok(d)
+    }
+
+    /// Reads `size` bytes at `offset` of `file`: from the cache when it is complete there, else
+    /// as soon as they arrive.
+    pub async fn read(
+        &self,
+        res: &ResourceRef,
+        file: &RemoteFile,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, FetchError> {
+        if let Some(path) = self.cache.lookup(res, file) {
+            return read_local(&path, offset, size).map_err(|e| FetchError::Cache(e.to_string()));
+        }
+        let d = self.download(res, file)?;
+        match d.read(offset, size).await {
+            // This read may have joined a download that was already failing (the server went
+            // away and came back): it gets one fresh download before it fails.
+            Err(e) if e.retryable() && !matches!(e, FetchError::Verify(_)) && d.failed() => {
+                self.download(res, file)?.read(offset, size).await
+            }
+            other => other,
+        }
+    }
+
+    /// Downloads the whole file into the cache (if needed) and returns its path.
+    pub async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
+        if let Some(path) = self.cache.lookup(res, file) {
+            return Ok(path);
         }
         let dest = self
             .cache
             .file_path(res, &file.path)
             .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
-        let shared = {
-            let mut inflight = self.inflight.lock().unwrap();
-            match inflight.get(&dest) {
-                Some(f) => f.clone(),
-                None => {
-                    let this = self.clone();
-                    let (res, file, key) = (res.clone(), file.clone(), dest.clone());
-                    let task = tokio::spawn(async move {
-                        let result = this.download(&res, &file).await;
-                        this.inflight.lock().unwrap().remove(&key);
-                        result
-                    });
-                    let fut: BoxFuture<'static, Result<PathBuf, FetchError>> = async move {
-                        task.await.unwrap_or_else(|e| {
-                            Err(FetchError::Cache(format!("download task failed: {e}")))
-                        })
-                    }
-                    .boxed();
-                    let shared = fut.shared();
-                    inflight.insert(dest.clone(), shared.clone());
-                    shared
-                }
-            }
-        };
-        shared.await
+        if file.size == 0 {
+            let part = self
+                .cache
+                .begin()
+                .map_err(|e| FetchError::Cache(e.to_string()))?;
+            part.commit(file, &dest)
+                .map_err(|e| FetchError::Verify(e.to_string()))?;
+            return Ok(dest);
+        }
+        let d = self.download(res, file)?;
+        // Ask for every byte, in order (what is there already is answered at once).
+        const STEP: u32 = 16 << 20;
+        let mut off = 0;
+        while off < file.size {
+            let got = d.read(off, STEP).await?;
+            off += got.len().max(1) as u64;
+        }
+        d.wait_finished().await?;
+        self.cache.lookup(res, file).ok_or_else(|| {
+            FetchError::Cache(format!(
+                "{} is not in the cache after its download",
+                file.path
+            ))
+        })
     }
+}
 
-    /// Downloads with retries into the cache.
-    async fn download(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
-        let dest = self
-            .cache
-            .file_path(res, &file.path)
-            .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
-        let policy = RetryPolicy {
-            retries: self.retries,
-            stall_timeout: self.stall_timeout,
-            private: true,
-        };
-        download_verified(
-            self.api.as_ref(),
-            file,
-            &dest,
-            &self.cache.tmp_dir(),
-            &policy,
-            &|_| {},
-        )
-        .await?;
-        Ok(dest)
+/// Reads up to `size` bytes at `offset` of a local file.
+pub fn read_local(path: &Path, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = f.read_at(&mut buf[filled..], offset + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
     }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// How hard to try a download, and how to keep the result.

@@ -33,7 +33,8 @@ pub struct FsOptions {
 struct OpenFile {
     res: Arc<ResourceRef>,
     file: Arc<RemoteFile>,
-    local: OnceCell<Arc<std::fs::File>>,
+    /// The complete cache file, once there.
+    local: std::sync::OnceLock<Arc<std::fs::File>>,
 }
 
 enum Handle {
@@ -149,7 +150,7 @@ impl Filesystem for XnatFs {
                 let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
                     res,
                     file,
-                    local: OnceCell::new(),
+                    local: std::sync::OnceLock::new(),
                 })));
                 // XNAT files do not change while mounted: the kernel may keep its page cache.
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
@@ -174,32 +175,28 @@ impl Filesystem for XnatFs {
             Some(Handle::File(f)) => f.clone(),
             _ => return reply.error(errno(libc::EBADF)),
         };
-        if let Some(local) = open.local.get() {
-            return match read_at(local, offset, size) {
+        // Complete in the cache: read it here, at local speed.
+        let local = open.local.get().cloned().or_else(|| {
+            let path = self.fetcher.cache().lookup(&open.res, &open.file)?;
+            let f = Arc::new(std::fs::File::open(path).ok()?);
+            let _ = open.local.set(f.clone());
+            Some(f)
+        });
+        if let Some(local) = local {
+            return match read_at(&local, offset, size) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(e.raw_os_error().unwrap_or(libc::EIO))),
             };
         }
+        // Not yet: answered from the download as soon as these bytes arrive.
         let fetcher = self.fetcher.clone();
         self.rt.spawn(async move {
-            let local = open
-                .local
-                .get_or_try_init(|| async {
-                    let path = fetcher.fetch(&open.res, &open.file).await.map_err(|e| {
-                        tracing::warn!("read of {} failed: {e}", open.file.uri);
-                        e.errno()
-                    })?;
-                    std::fs::File::open(&path)
-                        .map(Arc::new)
-                        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
-                })
-                .await;
-            match local {
-                Ok(local) => match read_at(local, offset, size) {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(errno(e.raw_os_error().unwrap_or(libc::EIO))),
-                },
-                Err(code) => reply.error(errno(code)),
+            match fetcher.read(&open.res, &open.file, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
+                    reply.error(errno(e.errno()))
+                }
             }
         });
     }

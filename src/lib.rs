@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod download;
 pub mod fetcher;
 pub mod fuse;
 pub mod mock;

@@ -404,7 +404,12 @@ mod tests {
                 f("sub/d.dcm", 40),
             ])
         }
-        async fn download(&self, _: &str) -> crate::xnat::Result<Download> {
+        async fn download_range(
+            &self,
+            _: &str,
+            _: u64,
+            _: Option<u64>,
+        ) -> crate::xnat::Result<Download> {
             unreachable!("the tree never downloads")
         }
         async fn download_zip(&self, _: &ResourceRef) -> crate::xnat::Result<Download> {

@@ -54,6 +54,10 @@ pub struct Controls {
     pub truncate_next: AtomicU32,
     /// File bodies never start (the server stalls) while set.
     pub stall_files: AtomicBool,
+    /// Pause between chunks (256 KiB) of a file body, in milliseconds: a slow link.
+    pub chunk_delay_ms: AtomicU64,
+    /// File body bytes sent.
+    pub bytes_sent: Arc<AtomicU64>,
     /// Every request: 503 while set.
     pub down: AtomicBool,
     /// File bodies (and ZIPs): 503 while set; listings still answer.
@@ -781,40 +785,47 @@ fn file_body(state: &MockState, file: Arc<MockFile>, headers: &HeaderMap) -> Res
         end
     };
     let stall = c.stall_files.load(Ordering::SeqCst);
+    let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
+    let sent = c.bytes_sent.clone();
     c.file_gets.fetch_add(1, Ordering::SeqCst);
-    let stream = futures::stream::unfold(
-        (file.clone(), start, stall),
-        move |(file, pos, stall)| async move {
-            if stall {
-                // Hold the connection open, sending nothing, for far longer than any client waits.
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-            if pos >= stop_at {
-                if truncate {
-                    return Some((
-                        Err(std::io::Error::other("injected truncation")),
-                        (file, end, false),
-                    ));
+    let stream =
+        futures::stream::unfold((file.clone(), start, stall), move |(file, pos, stall)| {
+            let sent = sent.clone();
+            async move {
+                if stall {
+                    // Hold the connection open, sending nothing, for far longer than any client waits.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
-                return None;
-            }
-            let n = ((stop_at - pos) as usize).min(CHUNK);
-            let chunk = tokio::task::spawn_blocking({
-                let file = file.clone();
-                move || file.read_at(pos, n)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            match chunk {
-                Ok(bytes) if !bytes.is_empty() => {
-                    let next = pos + bytes.len() as u64;
-                    Some((Ok(Bytes::from(bytes)), (file, next, false)))
+                if !delay.is_zero() && pos > start {
+                    tokio::time::sleep(delay).await;
                 }
-                Ok(_) => None,
-                Err(e) => Some((Err(e), (file, stop_at, false))),
+                if pos >= stop_at {
+                    if truncate {
+                        return Some((
+                            Err(std::io::Error::other("injected truncation")),
+                            (file, end, false),
+                        ));
+                    }
+                    return None;
+                }
+                let n = ((stop_at - pos) as usize).min(CHUNK);
+                let chunk = tokio::task::spawn_blocking({
+                    let file = file.clone();
+                    move || file.read_at(pos, n)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match chunk {
+                    Ok(bytes) if !bytes.is_empty() => {
+                        let next = pos + bytes.len() as u64;
+                        sent.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                        Some((Ok(Bytes::from(bytes)), (file, next, false)))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some((Err(e), (file, stop_at, false))),
+                }
             }
-        },
-    );
+        });
     let mut resp = Response::new(HttpBody::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

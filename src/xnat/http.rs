@@ -268,17 +268,24 @@ impl HttpXnat {
 
     /// One GET with the session cookie; a refused session is renewed and the request sent
     /// once more.
-    async fn get_once(&self, path: &str, query: &str, expect: Expect) -> Result<reqwest::Response> {
+    async fn get_once(
+        &self,
+        path: &str,
+        query: &str,
+        expect: Expect,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response> {
         let url = format!("{}{}{query}", self.base, encode_path(path));
         let mut token = self.current_token().await?;
         for renewed in [false, true] {
-            let resp = self
+            let mut req = self
                 .http
                 .get(&url)
-                .header(COOKIE, format!("JSESSIONID={token}"))
-                .send()
-                .await
-                .map_err(|e| network_error(path, e))?;
+                .header(COOKIE, format!("JSESSIONID={token}"));
+            if let Some(r) = range {
+                req = req.header(reqwest::header::RANGE, r);
+            }
+            let resp = req.send().await.map_err(|e| network_error(path, e))?;
             let status = resp.status();
             let login_page = status.is_success()
                 && is_html(&resp)
@@ -308,9 +315,19 @@ impl HttpXnat {
 
     /// [`Self::get_once`], tried again after transient failures.
     async fn get(&self, path: &str, query: &str, expect: Expect) -> Result<reqwest::Response> {
+        self.get_with(path, query, expect, None).await
+    }
+
+    async fn get_with(
+        &self,
+        path: &str,
+        query: &str,
+        expect: Expect,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response> {
         let mut attempt = 0;
         loop {
-            match self.get_once(path, query, expect).await {
+            match self.get_once(path, query, expect, range).await {
                 Err(e) if e.is_transient() && attempt < self.options.retries => {
                     attempt += 1;
                     tracing::warn!("{e}; trying again ({attempt}/{})", self.options.retries);
@@ -407,10 +424,17 @@ impl XnatApi for HttpXnat {
         Ok(files)
     }
 
-    async fn download(&self, uri: &str) -> Result<Download> {
+    async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download> {
         let lower = uri.to_ascii_lowercase();
         let html_ok = lower.ends_with(".html") || lower.ends_with(".htm");
-        let resp = self.get(uri, "", Expect::File { html_ok }).await?;
+        let range = match (start, end) {
+            (0, None) => None,
+            (s, None) => Some(format!("bytes={s}-")),
+            (s, Some(e)) => Some(format!("bytes={s}-{}", e.saturating_sub(1))),
+        };
+        let resp = self
+            .get_with(uri, "", Expect::File { html_ok }, range.as_deref())
+            .await?;
         Ok(body_of(resp, uri))
     }
 
@@ -426,12 +450,24 @@ impl XnatApi for HttpXnat {
 /// A streaming [`Download`] of a response body.
 fn body_of(resp: reqwest::Response, path: &str) -> Download {
     let content_length = resp.content_length();
+    // `Content-Range: bytes START-END/SIZE` on a 206; a 200 is the whole body.
+    let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+    let start = partial
+        .then(|| resp.headers().get(reqwest::header::CONTENT_RANGE))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let path = path.to_string();
     let body = resp
         .bytes_stream()
         .map_err(move |e| network_error(&path, e));
     Download {
         content_length,
+        start,
+        partial,
         body: Box::pin(body),
     }
 }

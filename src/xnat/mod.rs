@@ -99,6 +99,11 @@ pub struct RemoteFile {
 /// A file body on its way from the server.
 pub struct Download {
     pub content_length: Option<u64>,
+    /// Where the body starts in the file: the start of the range when the server honoured a
+    /// `Range` request (206), else 0 (200 and the whole body, as XNAT itself answers).
+    pub start: u64,
+    /// The server answered a range request with 206 (it honours `Range`).
+    pub partial: bool,
     pub body: BoxStream<'static, Result<Bytes, XnatError>>,
 }
 
@@ -152,7 +157,12 @@ pub trait XnatApi: Send + Sync {
     /// Files of a resource. Rows with unsafe paths are left out (with a warning).
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>>;
     /// Starts the download of a file body by its `uri`.
-    async fn download(&self, uri: &str) -> Result<Download>;
+    async fn download(&self, uri: &str) -> Result<Download> {
+        self.download_range(uri, 0, None).await
+    }
+    /// Starts the download of bytes `start..end` (`end` `None`: to the end) of a file. The
+    /// server may ignore the range: look at [`Download::start`].
+    async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download>;
     /// Starts the download of a resource's files as one ZIP (`.../files?format=zip`).
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download>;
 }

@@ -213,7 +213,10 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        self.unmount();
+        let (_, stderr) = self.unmount();
+        if std::thread::panicking() {
+            eprintln!("--- xnatfs mount log ---\n{stderr}--- end of log ---");
+        }
         self.done.store(true, Ordering::SeqCst);
     }
 }

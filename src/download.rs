@@ -1,0 +1,603 @@
+//! A cache file being filled while readers read it.
+//!
+//! The first read of an uncached file starts one download into a temporary file, and every
+//! read is answered as soon as the bytes it needs have arrived, not when the whole file has.
+//! XNAT ignores `Range` and sends whole bodies: then one stream fills the file from the start
+//! and readers of later offsets wait for it. Where the server honours `Range` (a caching proxy
+//! in front of XNAT), a read far from what is arriving starts a ranged request of its own,
+//! whose window doubles while the reader goes on sequentially and shrinks again on a jump.
+//! Which server this is, is learnt from its first answer (206 or 200), never configured.
+//!
+//! When every byte is there the file is checked (size, and MD5 when listed) and renamed to its
+//! final name in the cache. Readers keep reading the same open file throughout.
+
+use crate::cache::{Cache, CommitError, PartialFile};
+use crate::fetcher::FetchError;
+use crate::xnat::http::backoff;
+use crate::xnat::{RemoteFile, XnatApi, XnatError};
+use futures::StreamExt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Byte ranges that are present, kept sorted and merged.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    pub fn insert(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut s, mut e) = (start, end);
+        let mut kept = Vec::with_capacity(self.0.len() + 1);
+        for &(a, b) in &self.0 {
+            if b < s || a > e {
+                kept.push((a, b));
+            } else {
+                s = s.min(a);
+                e = e.max(b);
+            }
+        }
+        kept.push((s, e));
+        kept.sort_unstable();
+        self.0 = kept;
+    }
+
+    /// Whether all of `start..end` is present.
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        start >= end || self.0.iter().any(|&(a, b)| a <= start && end <= b)
+    }
+
+    /// The end of the present run that holds `pos`, if any.
+    pub fn run_end(&self, pos: u64) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|&&(a, b)| a <= pos && pos < b)
+            .map(|&(_, b)| b)
+    }
+
+    /// The first absent byte at or after `pos`.
+    pub fn next_gap(&self, pos: u64) -> u64 {
+        self.run_end(pos).unwrap_or(pos)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(a, b)| b - a).sum()
+    }
+}
+
+/// What the server does with `Range`, learnt from its answers (unknown until then).
+#[derive(Debug, Default)]
+pub struct RangeSupport(AtomicU8);
+
+const HONOURED: u8 = 1;
+const IGNORED: u8 = 2;
+
+impl RangeSupport {
+    pub fn honoured(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            HONOURED => Some(true),
+            IGNORED => Some(false),
+            _ => None,
+        }
+    }
+    fn learn(&self, honoured: bool) {
+        self.0
+            .store(if honoured { HONOURED } else { IGNORED }, Ordering::Relaxed);
+    }
+}
+
+/// Readahead window of ranged requests: starts small, doubles while reads go on in order.
+pub const MIN_WINDOW: u64 = 1 << 20;
+pub const MAX_WINDOW: u64 = 64 << 20;
+/// Files up to this size are verified before any of their bytes is served.
+pub const VERIFY_BEFORE_SERVING: u64 = 4 << 20;
+/// A read this far past a running request's position waits for it instead of starting another.
+pub const JOIN_DISTANCE: u64 = 8 << 20;
+
+#[derive(Debug)]
+struct Run {
+    id: u64,
+    /// Next byte this request will deliver.
+    pos: u64,
+    end: u64,
+}
+
+struct State {
+    present: Ranges,
+    runs: Vec<Run>,
+    next_run: u64,
+    /// The end of the last window fetched, and its size, for readahead.
+    window_end: u64,
+    window: u64,
+    /// MD5 of the bytes in order from 0, while one request has delivered them all in order.
+    hasher: Option<(u64, md5::Md5)>,
+    part: Option<PartialFile>,
+    /// The download failed for good: readers of missing bytes get this.
+    failed: Option<FetchError>,
+    /// Verified and renamed to its final name (or refused).
+    finished: Option<Result<(), FetchError>>,
+    last_progress: Instant,
+}
+
+pub struct FileDownload {
+    api: Arc<dyn XnatApi>,
+    pub file: RemoteFile,
+    dest: PathBuf,
+    fd: std::fs::File,
+    state: Mutex<State>,
+    changed: tokio::sync::watch::Sender<u64>,
+    range: Arc<RangeSupport>,
+    stall_timeout: Duration,
+    retries: u32,
+}
+
+impl FileDownload {
+    pub fn new(
+        api: Arc<dyn XnatApi>,
+        cache: &Cache,
+        file: RemoteFile,
+        dest: PathBuf,
+        range: Arc<RangeSupport>,
+        stall_timeout: Duration,
+    ) -> Result<Arc<FileDownload>, FetchError> {
+        let io = |e: std::io::Error| FetchError::Cache(e.to_string());
+        let part = cache.begin().map_err(io)?;
+        part.set_len(file.size).map_err(io)?;
+        let fd = part.reopen().map_err(io)?;
+        Ok(Arc::new(FileDownload {
+            api,
+            file,
+            dest,
+            fd,
+            state: Mutex::new(State {
+                present: Ranges::default(),
+                runs: Vec::new(),
+                next_run: 0,
+                window_end: 0,
+                window: MIN_WINDOW,
+                hasher: None,
+                part: Some(part),
+                failed: None,
+                finished: None,
+                last_progress: Instant::now(),
+            }),
+            changed: tokio::sync::watch::channel(0).0,
+            range,
+            stall_timeout,
+            retries: 3,
+        }))
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Whether the file is complete, verified and under its final name.
+    pub fn finished(&self) -> Option<Result<(), FetchError>> {
+        self.state.lock().unwrap().finished.clone()
+    }
+
+    /// Waits until the file is verified and under its final name (all bytes must be asked
+    /// for first).
+    pub async fn wait_finished(&self) -> Result<(), FetchError> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            {
+                let st = self.state.lock().unwrap();
+                if let Some(r) = &st.finished {
+                    return r.clone();
+                }
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
+                }
+            }
+            if tokio::time::timeout(self.stall_timeout, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(XnatError::Timeout(format!("{} did not finish", self.file.uri)).into());
+            }
+        }
+    }
+
+    /// Whether the download failed for good (a new one must be started).
+    pub fn failed(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        st.failed.is_some() || matches!(st.finished, Some(Err(_)))
+    }
+
+    /// Reads up to `size` bytes at `offset`, waiting for them to arrive. Fails when the
+    /// download fails, or when no byte has arrived for the stall timeout.
+    ///
+    /// Bytes are served as they arrive, before the file can be checked against its listed
+    /// size and MD5, except where that would hide a bad file from a reader: small files, and
+    /// the read that reaches the end of the file, wait for the check (and fail with it), so a
+    /// whole-file reader (`cat`, `cp`, `md5sum`) always learns of a bad body.
+    pub async fn read(self: &Arc<Self>, offset: u64, size: u32) -> Result<Vec<u8>, FetchError> {
+        let end = (offset + u64::from(size)).min(self.file.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let small = self.file.size <= VERIFY_BEFORE_SERVING;
+        // A small file is fetched and checked whole before any of it is served.
+        let (want_off, want_end) = if small {
+            (0, self.file.size)
+        } else {
+            (offset, end)
+        };
+        let mut rx = self.changed.subscribe();
+        let asked = Instant::now();
+        let mut planned = false;
+        loop {
+            rx.borrow_and_update();
+            let waited_since = {
+                let mut st = self.state.lock().unwrap();
+                if let Some(Err(e)) = &st.finished {
+                    return Err(e.clone());
+                }
+                if st.present.contains(want_off, want_end) {
+                    if !planned {
+                        self.plan(&mut st, want_off, want_end, true);
+                    }
+                    break;
+                }
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
+                }
+                // Once per read, or again if every request ended without bringing these bytes.
+                if !planned || st.runs.is_empty() {
+                    self.plan(&mut st, want_off, want_end, false);
+                    planned = true;
+                }
+                st.last_progress.max(asked)
+            };
+            let left = self.stall_timeout.saturating_sub(waited_since.elapsed());
+            match tokio::time::timeout(left.max(Duration::from_millis(10)), rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(FetchError::Cache("download dropped".into())),
+                Err(_) => {
+                    let st = self.state.lock().unwrap();
+                    if st.last_progress.max(asked).elapsed() >= self.stall_timeout {
+                        return Err(XnatError::Timeout(format!(
+                            "no data for {} in {:?}",
+                            self.file.uri, self.stall_timeout
+                        ))
+                        .into());
+                    }
+                }
+            }
+        }
+        // The read that reaches the end of a file being read whole waits for the check (a
+        // random read at the end of a file fetched by ranges cannot, and does not).
+        let whole = small
+            || (end == self.file.size
+                && Self::frontier(&self.state.lock().unwrap(), 0) >= self.file.size);
+        if whole {
+            self.wait_finished().await?;
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.fd
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| FetchError::Cache(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// The first byte at or after `from` that is neither present nor on its way.
+    fn frontier(st: &State, from: u64) -> u64 {
+        let mut f = st.present.next_gap(from);
+        loop {
+            let covering = st
+                .runs
+                .iter()
+                .filter(|r| r.pos <= f && f < r.end)
+                .map(|r| r.end)
+                .max();
+            match covering {
+                Some(e) => f = st.present.next_gap(e),
+                None => return f,
+            }
+        }
+    }
+
+    /// Starts a ranged request at `from` for up to `len` bytes, stopping where present
+    /// bytes begin.
+    fn start_window(self: &Arc<Self>, st: &mut State, from: u64, len: u64) {
+        let next_present = st
+            .present
+            .0
+            .iter()
+            .map(|&(a, _)| a)
+            .find(|&a| a > from)
+            .unwrap_or(u64::MAX);
+        let to = (from + len).min(self.file.size).min(next_present);
+        if from < to {
+            self.start(st, from, to);
+        }
+    }
+
+    /// Starts whatever request `offset..end` needs (`covered`: it is already there), and
+    /// reads ahead of a sequential reader where the server honours ranges.
+    fn plan(self: &Arc<Self>, st: &mut State, offset: u64, end: u64, covered: bool) {
+        let size = self.file.size;
+        match self.range.honoured() {
+            // XNAT itself: one stream of the whole body serves every reader.
+            Some(false) => {
+                if !covered && st.runs.is_empty() {
+                    self.start(st, 0, size);
+                }
+            }
+            // The first request asks for a window at the first missing byte: a 206 says
+            // ranges work; a 200 brings the whole body, which then fills the file.
+            None => {
+                if !covered && st.runs.is_empty() {
+                    let gap = st.present.next_gap(offset);
+                    self.start_window(st, gap, MIN_WINDOW.max(end - gap));
+                }
+            }
+            Some(true) => {
+                let sequential =
+                    offset == st.window_end || (offset < st.window_end && end > st.window_end);
+                st.window = if sequential {
+                    (st.window * 2).min(MAX_WINDOW)
+                } else if covered {
+                    st.window
+                } else {
+                    MIN_WINDOW
+                };
+                let gap = st.present.next_gap(offset);
+                let joined = st
+                    .runs
+                    .iter()
+                    .any(|r| r.pos <= gap && gap < r.end && gap - r.pos <= JOIN_DISTANCE);
+                if !covered && !joined {
+                    let want = st.window.max(end - gap);
+                    self.start_window(st, gap, want);
+                }
+                // Read ahead: keep about one window on its way past this read.
+                let frontier = Self::frontier(st, end);
+                if (sequential || !covered) && frontier < size && frontier - end < st.window {
+                    self.start_window(st, frontier, st.window);
+                }
+            }
+        }
+        st.window_end = end;
+    }
+
+    fn start(self: &Arc<Self>, st: &mut State, start: u64, end: u64) {
+        let id = st.next_run;
+        st.next_run += 1;
+        st.runs.push(Run {
+            id,
+            pos: start,
+            end,
+        });
+        if start == 0 && st.hasher.is_none() && st.present.total() == 0 {
+            st.hasher = Some((0, <md5::Md5 as md5::Digest>::new()));
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.run(id, start, end).await });
+    }
+
+    /// One request (with its retries) filling `start..end`.
+    async fn run(self: Arc<Self>, id: u64, start: u64, end: u64) {
+        let mut attempt = 0;
+        let mut pos = start;
+        let began = Instant::now();
+        let result = loop {
+            match self.fetch(id, pos, end).await {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    pos = self.run_pos(id).unwrap_or(pos);
+                    let last = self.state.lock().unwrap().last_progress.max(began);
+                    let stalled = last.elapsed() >= self.stall_timeout;
+                    if e.retryable() && attempt < self.retries && !stalled {
+                        attempt += 1;
+                        tracing::warn!("download of {} failed: {e}; trying again", self.file.uri);
+                        tokio::time::sleep(backoff(attempt)).await;
+                    } else {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        {
+            let mut st = self.state.lock().unwrap();
+            st.runs.retain(|r| r.id != id);
+            if let Err(e) = result {
+                tracing::error!("download of {} failed: {e}", self.file.uri);
+                st.failed.get_or_insert(e);
+                st.part = None; // the partial file goes away with its last reader
+            }
+        }
+        self.bump();
+        self.maybe_finish().await;
+    }
+
+    fn run_pos(&self, id: u64) -> Option<u64> {
+        let st = self.state.lock().unwrap();
+        st.runs.iter().find(|r| r.id == id).map(|r| r.pos)
+    }
+
+    /// Sends one request for `pos..end` and writes what arrives.
+    async fn fetch(&self, id: u64, pos: u64, end: u64) -> Result<(), FetchError> {
+        let ask_end = (end < self.file.size).then_some(end);
+        let download = tokio::time::timeout(
+            self.stall_timeout,
+            self.api.download_range(&self.file.uri, pos, ask_end),
+        )
+        .await
+        .map_err(|_| XnatError::Timeout(format!("no answer for {}", self.file.uri)))??;
+        if pos > 0 || ask_end.is_some() {
+            // Only the answer to a real range request tells whether ranges work.
+            self.range.learn(download.partial);
+        }
+        if download.partial && download.start != pos {
+            return Err(FetchError::Verify(format!(
+                "{}: asked for bytes from {pos}, got them from {}",
+                self.file.path, download.start
+            )));
+        }
+        // A whole body (200) fills the whole file, whatever this request was for.
+        let end = if download.partial {
+            end
+        } else {
+            self.file.size
+        };
+        if !download.partial {
+            let mut st = self.state.lock().unwrap();
+            if let Some(run) = st.runs.iter_mut().find(|r| r.id == id) {
+                run.end = end;
+            }
+        }
+        let mut at = download.start;
+        let mut body = download.body;
+        loop {
+            let next = tokio::time::timeout(self.stall_timeout, body.next())
+                .await
+                .map_err(|_| XnatError::Timeout(format!("no data for {}", self.file.uri)))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk?;
+            let chunk_end = at + chunk.len() as u64;
+            if chunk_end > self.file.size {
+                return Err(FetchError::Verify(format!(
+                    "{}: the body is longer than the listed {} bytes",
+                    self.file.path, self.file.size
+                )));
+            }
+            self.store(id, at, &chunk)?;
+            at = chunk_end;
+            if at >= end {
+                break; // a server that ignored the range sends more than this run needs
+            }
+        }
+        if at < end {
+            return Err(FetchError::Verify(format!(
+                "{}: the body ended at {at} of {} bytes",
+                self.file.path, self.file.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a chunk that arrived at `at`: bytes already present are compared, not written
+    /// again (a server that ignores Range resends the start on every retry).
+    fn store(&self, id: u64, at: u64, chunk: &[u8]) -> Result<(), FetchError> {
+        let end = at + chunk.len() as u64;
+        let mut st = self.state.lock().unwrap();
+        if let Some(run) = st.runs.iter_mut().find(|r| r.id == id) {
+            run.pos = end;
+        }
+        let mut off = at;
+        while off < end {
+            let i = (off - at) as usize;
+            match st.present.run_end(off) {
+                Some(have_to) => {
+                    let n = (have_to.min(end) - off) as usize;
+                    let mut old = vec![0u8; n];
+                    self.fd
+                        .read_exact_at(&mut old, off)
+                        .map_err(|e| FetchError::Cache(e.to_string()))?;
+                    if old != chunk[i..i + n] {
+                        return Err(FetchError::Verify(format!(
+                            "{}: the server sent other bytes for the same offset",
+                            self.file.path
+                        )));
+                    }
+                    off += n as u64;
+                }
+                None => {
+                    let next_have = st
+                        .present
+                        .0
+                        .iter()
+                        .map(|&(a, _)| a)
+                        .find(|&a| a > off)
+                        .unwrap_or(u64::MAX);
+                    let n = (next_have.min(end) - off) as usize;
+                    self.fd
+                        .write_all_at(&chunk[i..i + n], off)
+                        .map_err(|e| FetchError::Cache(e.to_string()))?;
+                    st.present.insert(off, off + n as u64);
+                    off += n as u64;
+                }
+            }
+        }
+        // Hash on the fly while the bytes come in order from 0.
+        if let Some((hashed, hasher)) = st.hasher.as_mut() {
+            if at <= *hashed && *hashed < end {
+                let from = (*hashed - at) as usize;
+                md5::Digest::update(hasher, &chunk[from..]);
+                *hashed = end;
+            } else if at > *hashed {
+                st.hasher = None;
+            }
+        }
+        st.last_progress = Instant::now();
+        drop(st);
+        self.bump();
+        Ok(())
+    }
+
+    /// When every byte is there: verify and give the file its final name.
+    async fn maybe_finish(self: &Arc<Self>) {
+        let (part, hashed) = {
+            let mut st = self.state.lock().unwrap();
+            if st.finished.is_some()
+                || st.failed.is_some()
+                || !st.present.contains(0, self.file.size)
+                || !st.runs.is_empty()
+            {
+                return;
+            }
+            let hashed = match st.hasher.take() {
+                Some((n, h)) if n == self.file.size => Some(hex::encode(md5::Digest::finalize(h))),
+                _ => None,
+            };
+            (st.part.take(), hashed)
+        };
+        let Some(part) = part else { return };
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            part.commit_filled(&this.file, &this.dest, this.file.size, hashed)
+                .map_err(|e| match e {
+                    CommitError::Verify(v) => FetchError::Verify(v.to_string()),
+                    CommitError::Io(io) => FetchError::Cache(io.to_string()),
+                })
+        })
+        .await
+        .unwrap_or_else(|e| Err(FetchError::Cache(e.to_string())));
+        if let Err(e) = &result {
+            tracing::error!("{}: {e}", self.file.uri);
+        } else {
+            tracing::debug!("cached {}", self.dest.display());
+        }
+        self.state.lock().unwrap().finished = Some(result);
+        self.bump();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_and_answer() {
+        let mut r = Ranges::default();
+        r.insert(10, 20);
+        r.insert(30, 40);
+        assert!(r.contains(12, 18) && !r.contains(15, 25) && r.contains(5, 5));
+        r.insert(20, 30);
+        assert_eq!(r.0, vec![(10, 40)]);
+        r.insert(0, 5);
+        r.insert(5, 10);
+        assert_eq!(r.0, vec![(0, 40)]);
+        assert_eq!(r.next_gap(7), 40);
+        assert_eq!(r.next_gap(45), 45);
+        assert_eq!(r.total(), 40);
+    }
+}

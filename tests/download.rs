@@ -1,0 +1,218 @@
+//! The streaming download core against the mock server, without a mount: random reads
+//! always give the source's bytes, with the server honouring Range or not.
+
+mod common;
+
+use common::start_mock;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use xnatfs::cache::Cache;
+use xnatfs::fetcher::Fetcher;
+use xnatfs::mock::data::{Body, Dataset, MockFile, SampleSpec};
+use xnatfs::mock::{MockServer, MockState};
+use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
+use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi};
+
+const BIG: u64 = 24 << 20;
+
+struct Setup {
+    mock: MockServer,
+    fetcher: Arc<Fetcher>,
+    res: ResourceRef,
+    file: RemoteFile,
+    source: Arc<MockFile>,
+    _cache: tempfile::TempDir,
+}
+
+fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
+    let data = Dataset::sample(&SampleSpec {
+        dicom_files: 2,
+        dicom_size: 1000,
+        nifti_size: BIG,
+        scans: 2,
+    });
+    let source = data.projects[0].sessions[0].scans[1].resources[1].files[0].clone();
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .honour_range
+        .store(honour_range, Ordering::SeqCst);
+    let api: Arc<dyn XnatApi> = Arc::new(
+        HttpXnat::new(
+            &mock.url(),
+            Credentials {
+                user: Some("demo".into()),
+                password: Some("demo".into()),
+                token: None,
+            },
+            ClientOptions {
+                timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let res = ResourceRef {
+        session_id: "XNAT_E00001".into(),
+        scan: Some("2".into()),
+        label: "NIFTI".into(),
+    };
+    let file = rt
+        .block_on(api.files(&res))
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    assert_eq!(file.size, BIG);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), &mock.url()).unwrap();
+    let fetcher = Fetcher::new(api, cache, Duration::from_secs(10));
+    Setup {
+        mock,
+        fetcher,
+        res,
+        file,
+        source,
+        _cache: dir,
+    }
+}
+
+/// A deterministic pseudo-random sequence.
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn random_reads_always_give_the_source_bytes() {
+    for honour_range in [false, true] {
+        let rt = runtime();
+        let s = setup(&rt, honour_range);
+        let mut seed = 42 + honour_range as u64;
+        let reads: Vec<(u64, u32)> = (0..150)
+            .map(|_| {
+                let off = lcg(&mut seed) % (BIG + 1000);
+                let len = (lcg(&mut seed) % (300_000)) as u32 + 1;
+                (off, len)
+            })
+            .collect();
+        rt.block_on(async {
+            let tasks: Vec<_> = reads
+                .iter()
+                .map(|&(off, len)| {
+                    let (f, res, file) = (s.fetcher.clone(), s.res.clone(), s.file.clone());
+                    tokio::spawn(async move { (off, len, f.read(&res, &file, off, len).await) })
+                })
+                .collect();
+            for t in tasks {
+                let (off, len, got) = t.await.unwrap();
+                let got = got.unwrap_or_else(|e| panic!("read {off}+{len}: {e}"));
+                let want = s.source.read_at(off, len as usize).unwrap();
+                assert_eq!(got, want, "bytes at {off}+{len} (range {honour_range})");
+            }
+        });
+        // After all that, the whole file lands in the cache, verified.
+        let path = rt.block_on(s.fetcher.fetch(&s.res, &s.file)).unwrap();
+        assert_eq!(xnatfs::cache::hash_file(&path).unwrap(), s.source.md5());
+        assert_eq!(s.fetcher.range_honoured(), Some(honour_range));
+    }
+}
+
+#[test]
+fn the_first_bytes_come_before_the_whole_file() {
+    let rt = runtime();
+    let s = setup(&rt, false);
+    // A slow link: 20 ms per 256 KiB, so the 24 MiB body takes about 2 s.
+    s.mock
+        .state
+        .controls
+        .chunk_delay_ms
+        .store(20, Ordering::SeqCst);
+    let head = rt
+        .block_on(s.fetcher.read(&s.res, &s.file, 0, 4096))
+        .unwrap();
+    assert_eq!(head, s.source.read_at(0, 4096).unwrap());
+    let sent = s.mock.state.controls.bytes_sent.load(Ordering::SeqCst);
+    assert!(sent < BIG / 2, "the head came after {sent} bytes");
+    assert!(
+        s.fetcher.cache().lookup(&s.res, &s.file).is_none(),
+        "not complete yet"
+    );
+    s.mock
+        .state
+        .controls
+        .chunk_delay_ms
+        .store(0, Ordering::SeqCst);
+}
+
+#[test]
+fn with_range_a_far_read_fetches_only_what_is_near_it() {
+    let rt = runtime();
+    let s = setup(&rt, true);
+    let off = 20 << 20;
+    let got = rt
+        .block_on(s.fetcher.read(&s.res, &s.file, off, 4096))
+        .unwrap();
+    assert_eq!(got, s.source.read_at(off, 4096).unwrap());
+    // Give any readahead a moment to finish, then count what came.
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = s.mock.state.controls.bytes_sent.load(Ordering::SeqCst);
+    assert!(sent <= 4 << 20, "{sent} bytes were sent for one 4 KiB read");
+}
+
+#[test]
+fn a_body_that_disagrees_with_its_digest_is_an_error_at_the_end() {
+    let mut data = Dataset::sample(&SampleSpec {
+        dicom_files: 1,
+        dicom_size: 100,
+        nifti_size: 8 << 20,
+        scans: 2,
+    });
+    let session = Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
+    let nifti = &mut session.scans[1].resources[1].files[0];
+    Arc::get_mut(nifti).unwrap().listed_digest_override = Some("0".repeat(32));
+    let mock = start_mock(data);
+    let rt = runtime();
+    let api: Arc<dyn XnatApi> = Arc::new(
+        HttpXnat::new(
+            &mock.url(),
+            Credentials {
+                user: Some("demo".into()),
+                password: Some("demo".into()),
+                token: None,
+            },
+            ClientOptions::default(),
+        )
+        .unwrap(),
+    );
+    let res = ResourceRef {
+        session_id: "XNAT_E00001".into(),
+        scan: Some("2".into()),
+        label: "NIFTI".into(),
+    };
+    let file = rt.block_on(api.files(&res)).unwrap().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(
+        api,
+        Cache::open(dir.path(), &mock.url()).unwrap(),
+        Duration::from_secs(10),
+    );
+    // The end of the file is only served once the whole file is checked: here, never.
+    let e = rt
+        .block_on(fetcher.read(&res, &file, file.size - 10, 10))
+        .unwrap_err();
+    assert!(e.to_string().contains("MD5"), "{e}");
+    assert!(fetcher.cache().lookup(&res, &file).is_none());
+    let _ = (MockState::new, Body::Memory);
+}
