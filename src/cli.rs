@@ -131,6 +131,9 @@ pub struct MountArgs {
     /// Log file when in the background (default: <cache dir>/xnatfs.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// No server at all: serve what was browsed or prefetched before, from the cache.
+    #[arg(long)]
+    pub offline: bool,
     #[command(flatten)]
     pub server: ServerFlags,
     /// Internal: run as the background child of `xnatfs mount`.
@@ -309,7 +312,7 @@ fn cmd_prefetch(args: PrefetchArgs) -> Result<()> {
         user: args.server.user.clone(),
         profile: args.server.profile.clone(),
     };
-    let settings = settings::resolve(&server, true)?;
+    let settings = settings::resolve(&server, true, true)?;
     let selection = Selection {
         scans: ScanSelector::parse(&args.scans)?,
         include: args.resources.clone(),
@@ -339,6 +342,19 @@ fn cmd_prefetch(args: PrefetchArgs) -> Result<()> {
         }
     };
     let io_timeout = Duration::from_secs(args.io_timeout.max(1));
+    let client = client(&settings, io_timeout, args.server.insecure)?;
+    // Into the cache, the listings are kept too, so a mount can serve these sessions offline.
+    let api: Arc<dyn XnatApi> = match &destination {
+        Destination::Cache(cache) => Arc::new(
+            crate::listings::RememberingApi::new(
+                client.clone(),
+                cache.area().join("listings"),
+                false,
+            )
+            .context("cannot use the cache dir")?,
+        ),
+        Destination::Out { .. } => client.clone(),
+    };
     let opts = crate::prefetch::PrefetchOptions {
         sessions: args.sessions.clone(),
         project: args.project.clone(),
@@ -352,14 +368,13 @@ fn cmd_prefetch(args: PrefetchArgs) -> Result<()> {
         quiet: args.quiet,
     };
     let rt = runtime()?;
-    let api = client(&settings, io_timeout, args.server.insecure)?;
     let outcome = rt.block_on(async {
         tokio::select! {
-            r = crate::prefetch::run(api.clone() as Arc<dyn XnatApi>, &opts) => Some(r),
+            r = crate::prefetch::run(api, &opts) => Some(r),
             _ = tokio::signal::ctrl_c() => None,
         }
     });
-    rt.block_on(api.logout());
+    rt.block_on(client.logout());
     match outcome {
         None => {
             eprintln!(
@@ -393,7 +408,7 @@ fn cmd_mount(args: MountArgs, verbose: u8) -> Result<()> {
         user: args.server.user.clone(),
         profile: args.server.profile.clone(),
     };
-    let settings = settings::resolve(&server, !args.daemon_child)?;
+    let settings = settings::resolve(&server, !args.daemon_child, !args.offline)?;
     mount::prepare_mountpoint(&args.mountpoint)?;
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     if !args.foreground {
@@ -413,9 +428,18 @@ fn cmd_mount(args: MountArgs, verbose: u8) -> Result<()> {
 fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> Result<()> {
     let rt = runtime()?;
     let io_timeout = Duration::from_secs(args.io_timeout.max(1));
-    let api = client(settings, io_timeout, args.server.insecure)?;
+    let client = client(settings, io_timeout, args.server.insecure)?;
+    let (cache, api) = mount::open_cache_and_api(
+        client.clone() as Arc<dyn XnatApi>,
+        cache_dir,
+        &settings.url,
+        args.offline,
+        io_timeout,
+    )?;
     let root = rt.block_on(async {
-        api.check_login().await?;
+        if !args.offline {
+            client.check_login().await?;
+        }
         mount::resolve_root(
             api.as_ref(),
             args.project.as_deref(),
@@ -426,18 +450,11 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
     })?;
     let opts = MountOptions {
         mountpoint: args.mountpoint.clone(),
-        cache_dir: cache_dir.to_path_buf(),
         dir_ttl: Duration::from_secs(args.dir_ttl),
         io_timeout,
         threads: 4,
     };
-    let session = mount::mount(
-        &rt,
-        api.clone() as Arc<dyn XnatApi>,
-        &settings.url,
-        root,
-        &opts,
-    )?;
+    let session = mount::mount(&rt, api, cache, root, &opts)?;
     if args.daemon_child {
         println!("ready");
         detach_stdout();
@@ -449,7 +466,7 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         );
     }
     let served = mount::serve(&rt, session, &args.mountpoint);
-    rt.block_on(api.logout());
+    rt.block_on(client.logout());
     served
 }
 
@@ -499,6 +516,9 @@ fn spawn_background(
     cmd.arg("--dir-ttl").arg(args.dir_ttl.to_string());
     cmd.arg("--io-timeout").arg(args.io_timeout.to_string());
     cmd.arg("--foreground").arg("--daemon-child");
+    if args.offline {
+        cmd.arg("--offline");
+    }
     if args.server.insecure {
         cmd.arg("--insecure");
     }
@@ -643,16 +663,22 @@ fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         default_project: None,
     };
     let rt = runtime()?;
-    let api = client(&settings, Duration::from_secs(30), false)?;
+    let client = client(&settings, Duration::from_secs(30), false)?;
+    let (cache_area, api) = mount::open_cache_and_api(
+        client as Arc<dyn XnatApi>,
+        cache.path(),
+        &url,
+        false,
+        Duration::from_secs(30),
+    )?;
     let root = rt.block_on(mount::resolve_root(api.as_ref(), None, None, &[]))?;
     let opts = MountOptions {
         mountpoint: mountpoint.to_path_buf(),
-        cache_dir: cache.path().to_path_buf(),
         dir_ttl: Duration::from_secs(60),
         io_timeout: Duration::from_secs(30),
         threads: 4,
     };
-    let session = mount::mount(&rt, api.clone() as Arc<dyn XnatApi>, &url, root, &opts)?;
+    let session = mount::mount(&rt, api, cache_area, root, &opts)?;
     let shown = mountpoint.to_path_buf();
     let lister = std::thread::spawn(move || {
         let result = show_demo(&shown);

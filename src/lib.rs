@@ -10,6 +10,7 @@ pub mod cli;
 pub mod download;
 pub mod fetcher;
 pub mod fuse;
+pub mod listings;
 pub mod mock;
 pub mod mount;
 pub mod names;

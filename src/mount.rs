@@ -4,6 +4,7 @@
 use crate::cache::Cache;
 use crate::fetcher::Fetcher;
 use crate::fuse::{FsOptions, XnatFs};
+use crate::listings::RememberingApi;
 use crate::tree::{Root, Tree};
 use crate::xnat::{XnatApi, XnatError};
 use anyhow::{Context, Result, bail};
@@ -16,11 +17,29 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     pub mountpoint: PathBuf,
-    pub cache_dir: PathBuf,
     pub dir_ttl: Duration,
     pub io_timeout: Duration,
     /// FUSE worker threads.
     pub threads: usize,
+}
+
+/// Opens the cache area of `server_url`, and the client a mount uses: `api` with its
+/// listings kept in the cache, served from there when the server cannot be reached (or
+/// always, `offline`).
+pub fn open_cache_and_api(
+    api: Arc<dyn XnatApi>,
+    cache_dir: &Path,
+    server_url: &str,
+    offline: bool,
+    io_timeout: Duration,
+) -> Result<(Cache, Arc<dyn XnatApi>)> {
+    let cache = Cache::open(cache_dir, server_url)
+        .with_context(|| format!("cannot use the cache dir {}", cache_dir.display()))?;
+    // A kept listing is served well within the I/O timeout when the server does not answer.
+    let remembering = RememberingApi::new(api, cache.area().join("listings"), offline)
+        .with_context(|| format!("cannot use the cache dir {}", cache_dir.display()))?
+        .with_fallback_after((io_timeout / 3).max(Duration::from_secs(1)));
+    Ok((cache, Arc::new(remembering)))
 }
 
 /// What `-P` and `-E` ask the root to show, checked against the server.
@@ -165,12 +184,10 @@ pub fn unmount(path: &Path) -> Result<Unmounted> {
 pub fn mount(
     rt: &tokio::runtime::Runtime,
     api: Arc<dyn XnatApi>,
-    server_url: &str,
+    cache: Cache,
     root: Root,
     opts: &MountOptions,
 ) -> Result<fuser::Session<XnatFs>> {
-    let cache = Cache::open(&opts.cache_dir, server_url)
-        .with_context(|| format!("cannot use the cache dir {}", opts.cache_dir.display()))?;
     let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
     let fetcher = Fetcher::new(api, cache, opts.io_timeout);
     let fs = XnatFs::new(

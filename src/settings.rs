@@ -173,8 +173,9 @@ fn netrc_for(url: &str) -> Option<NetrcEntry> {
 }
 
 /// Resolves the server and credentials. Prompts for a password only when `may_prompt` and
-/// standard input is a terminal.
-pub fn resolve(args: &ServerArgs, may_prompt: bool) -> Result<Settings> {
+/// standard input is a terminal. Without `need_credentials` (an offline mount), a missing
+/// password is no error.
+pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> Result<Settings> {
     let wanted = args.profile.clone().or_else(|| env("XNATFS_PROFILE"));
     let profile = load_profile(&config_path(), wanted.as_deref())?.unwrap_or_default();
     let url = args
@@ -198,7 +199,7 @@ pub fn resolve(args: &ServerArgs, may_prompt: bool) -> Result<Settings> {
     if password.is_none() && netrc.login.is_some() && netrc.login == user {
         password = netrc.password.clone();
     }
-    if password.is_none() && token.is_none() {
+    if password.is_none() && token.is_none() && need_credentials {
         use std::io::IsTerminal;
         match &user {
             Some(u) if may_prompt && std::io::stdin().is_terminal() => {

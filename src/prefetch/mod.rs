@@ -66,6 +66,15 @@ pub async fn resolve_sessions(
 pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> {
     let started = Instant::now();
     let sessions = resolve_sessions(api.as_ref(), opts).await?;
+    if let Destination::Cache(_) = &opts.destination {
+        // The listings above the sessions, so that a mount finds its way to them offline.
+        let _ = api.projects().await;
+        let mut projects: Vec<&str> = sessions.iter().map(|(_, s)| s.project.as_str()).collect();
+        projects.dedup();
+        for p in projects {
+            let _ = api.sessions(p).await;
+        }
+    }
     if let Destination::Out { name: Some(_), .. } = &opts.destination
         && sessions.len() > 1
     {

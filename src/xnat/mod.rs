@@ -9,14 +9,14 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 /// A project the user can read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Project {
     pub id: String,
     pub name: String,
 }
 
 /// An imaging session (XNAT "experiment").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     /// Accession ID, unique on the server (`XNAT_E00001`).
     pub id: String,
@@ -40,7 +40,7 @@ impl Session {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scan {
     pub id: String,
     pub scan_type: String,
@@ -50,7 +50,7 @@ pub struct Scan {
 }
 
 /// A resource (a folder of files) of a scan or of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resource {
     /// The numeric `xnat_abstractresource_id`.
     pub id: String,
@@ -85,7 +85,7 @@ impl ResourceRef {
 }
 
 /// One file of a resource, as the files listing describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteFile {
     /// The path inside the resource, subfolders included, already checked to be safe.
     pub path: String,

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use xnatfs::mock::{MockOptions, MockServer};
 pub const BIN: &str = env!("CARGO_BIN_EXE_xnatfs");
 
 /// How long any one mount may live before the watchdog pulls it down.
-pub const TEST_DEADLINE: Duration = Duration::from_secs(240);
+pub const TEST_DEADLINE: Duration = Duration::from_secs(150);
 
 pub fn small_sample() -> Dataset {
     Dataset::sample(&SampleSpec {
@@ -76,6 +76,7 @@ pub fn force_unmount(path: &Path) {
 pub struct Mount {
     pub dir: tempfile::TempDir,
     pub mountpoint: PathBuf,
+    pub log_path: PathBuf,
     pub home: PathBuf,
     pub cache_dir: PathBuf,
     pub child: Option<Child>,
@@ -123,6 +124,9 @@ impl MountBuilder {
             .clone()
             .unwrap_or_else(|| dir.path().join("cache"));
         let mut cmd = xnatfs(&self.url, &home);
+        // The log goes to a file: a pipe nobody reads would fill and stall the daemon.
+        let log_path = dir.path().join("xnatfs.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         cmd.arg("mount")
             .arg(&mountpoint)
             .arg("--foreground")
@@ -130,7 +134,7 @@ impl MountBuilder {
             .arg(&cache_dir)
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -139,6 +143,7 @@ impl MountBuilder {
         let mut m = Mount {
             dir,
             mountpoint: mountpoint.clone(),
+            log_path,
             home,
             cache_dir,
             child: Some(child),
@@ -147,10 +152,10 @@ impl MountBuilder {
         let started = Instant::now();
         while !is_mounted(&mountpoint) {
             if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                let out = m.child.take().unwrap().wait_with_output().unwrap();
+                m.child.take();
                 panic!(
                     "xnatfs mount exited ({status}) before mounting: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    std::fs::read_to_string(&m.log_path).unwrap_or_default()
                 );
             }
             assert!(
@@ -159,9 +164,11 @@ impl MountBuilder {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Watchdog: a test that runs past its deadline loses its mount, which fails its
-        // pending file operations instead of letting them hang.
+        // Watchdog: a test that runs past its deadline loses its mount. Killing the daemon
+        // aborts its FUSE connection, which fails every request still waiting on it (an
+        // unmount alone, even lazy, would leave them waiting).
         let mp = mountpoint.clone();
+        let pid = m.child.as_ref().unwrap().id() as i32;
         std::thread::spawn(move || {
             let start = Instant::now();
             while start.elapsed() < TEST_DEADLINE {
@@ -171,9 +178,11 @@ impl MountBuilder {
                 std::thread::sleep(Duration::from_millis(200));
             }
             eprintln!(
-                "watchdog: test deadline passed, unmounting {}",
+                "watchdog: test deadline passed; killing xnatfs, unmounting {}",
                 mp.display()
             );
+            // SAFETY: kill(2) on our own child, not yet waited for (`done` is unset).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
             force_unmount(&mp);
         });
         m
@@ -202,11 +211,11 @@ impl Mount {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let out: Output = child.wait_with_output().unwrap();
+        let status = child.wait().unwrap();
         self.done.store(true, Ordering::SeqCst);
         (
-            Some(out.status),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            Some(status),
+            std::fs::read_to_string(&self.log_path).unwrap_or_default(),
         )
     }
 }

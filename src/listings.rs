@@ -1,0 +1,195 @@
+//! Listings kept on disk, for a mount that goes on working while the server is unreachable.
+//!
+//! [`RememberingApi`] wraps the real client: every listing it gets is also written to the
+//! cache area (`listings/`); when the server cannot be reached (network errors, timeouts,
+//! 5xx), the last listing on disk is served instead, with a warning. With `offline`, the
+//! server is never asked: everything comes from what was browsed or prefetched before.
+//! Answers that say something about the data (404, 401, 403) are never papered over.
+
+use crate::xnat::{
+    Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session, XnatApi, XnatError,
+};
+use async_trait::async_trait;
+use md5::{Digest, Md5};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RememberingApi {
+    inner: Arc<dyn XnatApi>,
+    dir: PathBuf,
+    offline: bool,
+    /// When a kept listing exists, how long the server may take (retries included) before
+    /// the kept one is served instead.
+    fallback_after: Duration,
+    /// After the server was found unreachable, kept listings are served at once until then
+    /// (then the server is tried again).
+    unreachable_until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How long kept listings are served without asking, once the server was unreachable.
+const RETRY_SERVER_AFTER: Duration = Duration::from_secs(10);
+
+impl RememberingApi {
+    /// `dir`: where listings are kept (created if missing).
+    pub fn new(inner: Arc<dyn XnatApi>, dir: PathBuf, offline: bool) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(RememberingApi {
+            inner,
+            dir,
+            offline,
+            fallback_after: Duration::from_secs(10),
+            unreachable_until: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sets how long the server may take before a kept listing is served instead.
+    pub fn with_fallback_after(mut self, after: Duration) -> Self {
+        self.fallback_after = after;
+        self
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.json", hex::encode(Md5::digest(key.as_bytes()))))
+    }
+
+    fn load<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let text = std::fs::read(self.path(key)).ok()?;
+        let (stored_key, value): (String, T) = serde_json::from_slice(&text).ok()?;
+        (stored_key == key).then_some(value)
+    }
+
+    fn store<T: Serialize>(&self, key: &str, value: &T) {
+        let write = || -> std::io::Result<()> {
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            serde_json::to_writer(&mut tmp, &(key, value))?;
+            tmp.persist(self.path(key)).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::debug!("cannot keep the listing {key}: {e}");
+        }
+    }
+
+    /// Asks the server (unless offline), keeping the answer; falls back to the kept answer
+    /// when the server cannot be reached.
+    async fn remembered<T, F>(&self, key: String, ask: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: std::future::Future<Output = Result<T>> + Send,
+    {
+        if self.offline {
+            return self.load(&key).ok_or_else(|| {
+                XnatError::NotFound(format!("{key} (offline, and never listed before)"))
+            });
+        }
+        let kept_exists = self.path(&key).exists();
+        let server_away = self
+            .unreachable_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if kept_exists
+            && server_away
+            && let Some(value) = self.load(&key)
+        {
+            return Ok(value);
+        }
+        let answer = if kept_exists {
+            tokio::time::timeout(self.fallback_after, ask)
+                .await
+                .unwrap_or_else(|_| Err(XnatError::Timeout(format!("listing {key}"))))
+        } else {
+            ask.await
+        };
+        match answer {
+            Ok(value) => {
+                *self.unreachable_until.lock().unwrap() = None;
+                self.store(&key, &value);
+                Ok(value)
+            }
+            Err(e) if e.is_transient() => {
+                let first = self
+                    .unreachable_until
+                    .lock()
+                    .unwrap()
+                    .replace(std::time::Instant::now() + RETRY_SERVER_AFTER)
+                    .is_none();
+                match self.load(&key) {
+                    Some(value) => {
+                        if first {
+                            tracing::warn!(
+                                "{e}; serving listings kept from before until the server answers again"
+                            );
+                        }
+                        Ok(value)
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl XnatApi for RememberingApi {
+    async fn projects(&self) -> Result<Vec<Project>> {
+        self.remembered("projects".into(), self.inner.projects())
+            .await
+    }
+
+    async fn sessions(&self, project: &str) -> Result<Vec<Session>> {
+        self.remembered(format!("sessions/{project}"), self.inner.sessions(project))
+            .await
+    }
+
+    async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {
+        let key = format!("session/{}/{id_or_label}", project.unwrap_or("-"));
+        self.remembered(key, self.inner.session(project, id_or_label))
+            .await
+    }
+
+    async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
+        self.remembered(format!("scans/{}", session.id), self.inner.scans(session))
+            .await
+    }
+
+    async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
+        let key = format!("resources/{session_id}/{}", scan.unwrap_or("-"));
+        self.remembered(key, self.inner.resources(session_id, scan))
+            .await
+    }
+
+    async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
+        let key = format!(
+            "files/{}/{}/{}",
+            resource.session_id,
+            resource.scan.as_deref().unwrap_or("-"),
+            resource.label
+        );
+        self.remembered(key, self.inner.files(resource)).await
+    }
+
+    async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download> {
+        if self.offline {
+            return Err(XnatError::Network {
+                path: uri.into(),
+                msg: "offline: only files already in the cache can be read".into(),
+            });
+        }
+        self.inner.download_range(uri, start, end).await
+    }
+
+    async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
+        if self.offline {
+            return Err(XnatError::Network {
+                path: resource.rest_path(),
+                msg: "offline".into(),
+            });
+        }
+        self.inner.download_zip(resource).await
+    }
+}
