@@ -255,6 +255,85 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// What one server's area of the cache holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AreaStats {
+    pub area: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub listings: u64,
+    /// Partial files (downloads under way, or left by a crash).
+    pub partial: u64,
+}
+
+fn count(dir: &Path, files: &mut u64, bytes: &mut u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            count(&e.path(), files, bytes);
+        } else if meta.is_file() {
+            *files += 1;
+            *bytes += meta.len();
+        }
+    }
+}
+
+/// What each server area under `cache_dir` holds.
+pub fn stats(cache_dir: &Path) -> io::Result<Vec<AreaStats>> {
+    let mut out = Vec::new();
+    let mut areas: Vec<_> = match std::fs::read_dir(cache_dir) {
+        Ok(r) => r
+            .flatten()
+            .filter(|e| e.path().join("data").is_dir())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    areas.sort_by_key(|e| e.file_name());
+    for a in areas {
+        let mut st = AreaStats {
+            area: a.file_name().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        count(&a.path().join("data"), &mut st.files, &mut st.bytes);
+        let (mut n, mut b) = (0, 0);
+        count(&a.path().join("listings"), &mut n, &mut b);
+        st.listings = n;
+        let (mut p, mut pb) = (0, 0);
+        count(&a.path().join("tmp"), &mut p, &mut pb);
+        st.partial = p;
+        out.push(st);
+    }
+    Ok(out)
+}
+
+/// Empties the areas under `cache_dir` (only the one of `server_url`, when given). Files open
+/// in a running mount stay readable until closed; what it reads next is fetched again.
+pub fn clear(cache_dir: &Path, server_url: Option<&str>) -> io::Result<Vec<AreaStats>> {
+    let all = stats(cache_dir)?;
+    let wanted = server_url.map(area_name);
+    let mut cleared = Vec::new();
+    for st in all {
+        if wanted.as_ref().is_some_and(|w| *w != st.area) {
+            continue;
+        }
+        let area = cache_dir.join(&st.area);
+        for sub in ["data", "listings", "tmp"] {
+            match std::fs::remove_dir_all(area.join(sub)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            mkdir_private(&area.join(sub))?;
+        }
+        cleared.push(st);
+    }
+    Ok(cleared)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error(transparent)]
@@ -299,6 +378,32 @@ mod tests {
         assert!(cache.file_path(&res(None, "../.."), "x").is_none());
         assert!(cache.file_path(&res(None, "QC"), "../../x").is_none());
         assert!(cache.file_path(&res(None, "QC"), "/etc/passwd").is_none());
+    }
+
+    #[test]
+    fn stats_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Cache::open(dir.path(), "http://a").unwrap();
+        let b = Cache::open(dir.path(), "http://b").unwrap();
+        for (cache, body) in [(&a, &b"12345"[..]), (&b, &b"123"[..])] {
+            let f = remote("x.dcm", body, true);
+            let r = res(Some("1"), "DICOM");
+            let mut part = cache.begin().unwrap();
+            part.write(body).unwrap();
+            part.commit(&f, &cache.file_path(&r, "x.dcm").unwrap())
+                .unwrap();
+        }
+        let st = stats(dir.path()).unwrap();
+        assert_eq!(st.len(), 2);
+        assert_eq!(
+            (st[0].area.as_str(), st[0].files, st[0].bytes),
+            ("http_a", 1, 5)
+        );
+        let cleared = clear(dir.path(), Some("http://a")).unwrap();
+        assert_eq!(cleared.len(), 1);
+        let st = stats(dir.path()).unwrap();
+        assert_eq!((st[0].files, st[1].files), (0, 1));
+        assert!(stats(&dir.path().join("none")).unwrap().is_empty());
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub enum Command {
         Exit status: 0 only when every planned file is present and verified."
     )]
     Prefetch(PrefetchArgs),
+    /// Show or clear the on-disk cache.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  xnatfs cache stats\n  xnatfs cache clear --url https://xnat.example.org"
+    )]
+    Cache(CacheCommand),
     /// Unmount a folder mounted by xnatfs.
     Unmount {
         /// The folder to unmount.
@@ -88,6 +94,24 @@ pub enum Command {
         xnatfs mock-server --data ./tree --latency-ms 20"
     )]
     MockServer(MockServerArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Files, bytes and kept listings per server.
+    Stats {
+        /// Cache dir (default: $XDG_CACHE_HOME/xnatfs or ~/.cache/xnatfs).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Delete cached files and listings (of one server with --url, else of all).
+    Clear {
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Only this server's area.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -269,6 +293,7 @@ pub fn main() -> i32 {
         Command::Mount(args) => cmd_mount(args, cli.verbose),
         Command::Prefetch(args) => cmd_prefetch(args),
         Command::Unmount { mountpoint } => cmd_unmount(&mountpoint),
+        Command::Cache(c) => cmd_cache(c),
         Command::Demo { mountpoint, once } => cmd_demo(&mountpoint, once),
         Command::MockServer(args) => cmd_mock_server(args),
     };
@@ -389,6 +414,49 @@ fn cmd_prefetch(args: PrefetchArgs) -> Result<()> {
         ),
         Some(Err(e)) => Err(e),
     }
+}
+
+fn cmd_cache(c: CacheCommand) -> Result<()> {
+    use crate::prefetch::plan::human_bytes;
+    match c {
+        CacheCommand::Stats { cache_dir } => {
+            let dir = cache_dir.unwrap_or_else(default_cache_dir);
+            let areas = crate::cache::stats(&dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?;
+            println!("cache: {}", dir.display());
+            if areas.is_empty() {
+                println!("(empty)");
+            }
+            for a in &areas {
+                println!(
+                    "{:<40} {:>8} files {:>12} {:>6} listings {:>4} partial",
+                    a.area,
+                    a.files,
+                    human_bytes(a.bytes),
+                    a.listings,
+                    a.partial
+                );
+            }
+            let (files, bytes): (u64, u64) = areas
+                .iter()
+                .fold((0, 0), |(f, b), a| (f + a.files, b + a.bytes));
+            println!("total: {files} files, {}", human_bytes(bytes));
+        }
+        CacheCommand::Clear { cache_dir, url } => {
+            let dir = cache_dir.unwrap_or_else(default_cache_dir);
+            let cleared = crate::cache::clear(&dir, url.as_deref())
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+            let (files, bytes): (u64, u64) = cleared
+                .iter()
+                .fold((0, 0), |(f, b), a| (f + a.files, b + a.bytes));
+            eprintln!(
+                "xnatfs: cleared {files} files ({}) from {}",
+                human_bytes(bytes),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn cmd_unmount(mountpoint: &Path) -> Result<()> {
