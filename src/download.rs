@@ -113,8 +113,8 @@ struct State {
     /// The end of the last window fetched, and its size, for readahead.
     window_end: u64,
     window: u64,
-    /// MD5 of the bytes in order from 0, while one request has delivered them all in order.
-    hasher: Option<(u64, md5::Md5)>,
+    /// MD5 of the whole file, when one request delivered it all in order and hashed it.
+    digest: Option<String>,
     part: Option<PartialFile>,
     /// The download failed for good: readers of missing bytes get this.
     failed: Option<FetchError>,
@@ -125,6 +125,8 @@ struct State {
 
 pub struct FileDownload {
     api: Arc<dyn XnatApi>,
+    /// Requests run here (reads may come from threads outside the runtime).
+    rt: tokio::runtime::Handle,
     pub file: RemoteFile,
     dest: PathBuf,
     fd: std::fs::File,
@@ -138,6 +140,7 @@ pub struct FileDownload {
 impl FileDownload {
     pub fn new(
         api: Arc<dyn XnatApi>,
+        rt: tokio::runtime::Handle,
         cache: &Cache,
         file: RemoteFile,
         dest: PathBuf,
@@ -150,6 +153,7 @@ impl FileDownload {
         let fd = part.reopen().map_err(io)?;
         Ok(Arc::new(FileDownload {
             api,
+            rt,
             file,
             dest,
             fd,
@@ -159,7 +163,7 @@ impl FileDownload {
                 next_run: 0,
                 window_end: 0,
                 window: MIN_WINDOW,
-                hasher: None,
+                digest: None,
                 part: Some(part),
                 failed: None,
                 finished: None,
@@ -209,6 +213,33 @@ impl FileDownload {
     pub fn failed(&self) -> bool {
         let st = self.state.lock().unwrap();
         st.failed.is_some() || matches!(st.finished, Some(Err(_)))
+    }
+
+    /// Reads `offset..offset + size` at once if those bytes are there and need no wait for
+    /// the file's check; `None` means call [`Self::read`].
+    pub fn read_now(
+        self: &Arc<Self>,
+        offset: u64,
+        size: u32,
+    ) -> Option<Result<Vec<u8>, FetchError>> {
+        let end = (offset + u64::from(size)).min(self.file.size);
+        if self.file.size <= VERIFY_BEFORE_SERVING || end >= self.file.size || offset >= end {
+            return None;
+        }
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.failed.is_some() || !st.present.contains(offset, end) {
+                return None;
+            }
+            self.plan(&mut st, offset, end, true);
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        Some(
+            self.fd
+                .read_exact_at(&mut buf, offset)
+                .map(|()| buf)
+                .map_err(|e| FetchError::Cache(e.to_string())),
+        )
     }
 
     /// Reads up to `size` bytes at `offset`, waiting for them to arrive. Fails when the
@@ -376,20 +407,20 @@ impl FileDownload {
             pos: start,
             end,
         });
-        if start == 0 && st.hasher.is_none() && st.present.total() == 0 {
-            st.hasher = Some((0, <md5::Md5 as md5::Digest>::new()));
-        }
         let this = self.clone();
-        tokio::spawn(async move { this.run(id, start, end).await });
+        self.rt.spawn(async move { this.run(id, start, end).await });
     }
 
-    /// One request (with its retries) filling `start..end`.
+    /// One request (with its retries) filling `start..end`. A request from the start of the
+    /// file hashes what it receives, in order, on another thread (MD5 is the costliest step
+    /// of a download, and this keeps it off the path that serves readers).
     async fn run(self: Arc<Self>, id: u64, start: u64, end: u64) {
         let mut attempt = 0;
         let mut pos = start;
         let began = Instant::now();
+        let mut hashing = (start == 0 && self.file.digest.is_some()).then(Hasher::start);
         let result = loop {
-            match self.fetch(id, pos, end).await {
+            match self.fetch(id, pos, end, hashing.as_mut()).await {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     pos = self.run_pos(id).unwrap_or(pos);
@@ -405,9 +436,16 @@ impl FileDownload {
                 }
             }
         };
+        let digest = match (hashing, &result) {
+            (Some(h), Ok(())) => h.finish(self.file.size).await,
+            _ => None,
+        };
         {
             let mut st = self.state.lock().unwrap();
             st.runs.retain(|r| r.id != id);
+            if digest.is_some() {
+                st.digest = digest;
+            }
             if let Err(e) = result {
                 tracing::error!("download of {} failed: {e}", self.file.uri);
                 st.failed.get_or_insert(e);
@@ -424,7 +462,13 @@ impl FileDownload {
     }
 
     /// Sends one request for `pos..end` and writes what arrives.
-    async fn fetch(&self, id: u64, pos: u64, end: u64) -> Result<(), FetchError> {
+    async fn fetch(
+        &self,
+        id: u64,
+        pos: u64,
+        end: u64,
+        mut hashing: Option<&mut Hasher>,
+    ) -> Result<(), FetchError> {
         let ask_end = (end < self.file.size).then_some(end);
         let download = tokio::time::timeout(
             self.stall_timeout,
@@ -470,6 +514,9 @@ impl FileDownload {
                 )));
             }
             self.store(id, at, &chunk)?;
+            if let Some(h) = hashing.as_deref_mut() {
+                h.feed(at, &chunk).await;
+            }
             at = chunk_end;
             if at >= end {
                 break; // a server that ignored the range sends more than this run needs
@@ -527,16 +574,6 @@ impl FileDownload {
                 }
             }
         }
-        // Hash on the fly while the bytes come in order from 0.
-        if let Some((hashed, hasher)) = st.hasher.as_mut() {
-            if at <= *hashed && *hashed < end {
-                let from = (*hashed - at) as usize;
-                md5::Digest::update(hasher, &chunk[from..]);
-                *hashed = end;
-            } else if at > *hashed {
-                st.hasher = None;
-            }
-        }
         st.last_progress = Instant::now();
         drop(st);
         self.bump();
@@ -554,11 +591,7 @@ impl FileDownload {
             {
                 return;
             }
-            let hashed = match st.hasher.take() {
-                Some((n, h)) if n == self.file.size => Some(hex::encode(md5::Digest::finalize(h))),
-                _ => None,
-            };
-            (st.part.take(), hashed)
+            (st.part.take(), st.digest.take())
         };
         let Some(part) = part else { return };
         let this = self.clone();
@@ -578,6 +611,59 @@ impl FileDownload {
         }
         self.state.lock().unwrap().finished = Some(result);
         self.bump();
+    }
+}
+
+/// MD5 of a body, computed on a blocking thread from the chunks a request receives in order.
+struct Hasher {
+    /// Bytes `0..upto` have been sent to the thread.
+    upto: u64,
+    tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    done: tokio::task::JoinHandle<(u64, String)>,
+}
+
+impl Hasher {
+    fn start() -> Hasher {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut h = <md5::Md5 as md5::Digest>::new();
+            let mut n = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                md5::Digest::update(&mut h, &chunk);
+                n += chunk.len() as u64;
+            }
+            (n, hex::encode(md5::Digest::finalize(h)))
+        });
+        Hasher {
+            upto: 0,
+            tx: Some(tx),
+            done,
+        }
+    }
+
+    /// Hands over the part of a chunk received at `at` not hashed yet (a retry that starts
+    /// over from 0 resends what was hashed before).
+    async fn feed(&mut self, at: u64, chunk: &bytes::Bytes) {
+        let end = at + chunk.len() as u64;
+        if at > self.upto || end <= self.upto {
+            return;
+        }
+        let part = chunk.slice((self.upto - at) as usize..);
+        self.upto = end;
+        if let Some(tx) = &self.tx
+            && tx.send(part).await.is_err()
+        {
+            self.tx = None;
+        }
+    }
+
+    /// The digest, if every byte of a `size`-byte file went through.
+    async fn finish(mut self, size: u64) -> Option<String> {
+        self.tx = None;
+        match self.done.await {
+            Ok((n, digest)) if n == size && self.upto == size => Some(digest),
+            _ => None,
+        }
     }
 }
 

@@ -46,6 +46,7 @@ impl FetchError {
 
 pub struct Fetcher {
     api: Arc<dyn XnatApi>,
+    rt: tokio::runtime::Handle,
     cache: Cache,
     /// Give up a download after this long without receiving a byte.
     stall_timeout: Duration,
@@ -54,9 +55,16 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(api: Arc<dyn XnatApi>, cache: Cache, stall_timeout: Duration) -> Arc<Fetcher> {
+    /// `rt`: where downloads run.
+    pub fn new(
+        api: Arc<dyn XnatApi>,
+        rt: tokio::runtime::Handle,
+        cache: Cache,
+        stall_timeout: Duration,
+    ) -> Arc<Fetcher> {
         Arc::new(Fetcher {
             api,
+            rt,
             cache,
             stall_timeout,
             range: Arc::new(RangeSupport::default()),
@@ -94,6 +102,7 @@ impl Fetcher {
         active.retain(|_, d| d.finished().is_none() && !d.failed());
         let d = FileDownload::new(
             self.api.clone(),
+            self.rt.clone(),
             &self.cache,
             file.clone(),
             dest.clone(),

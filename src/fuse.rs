@@ -39,6 +39,9 @@ struct OpenFile {
 
 enum Handle {
     File(Arc<OpenFile>),
+    /// A complete cache file handed to the kernel: it reads it directly, not through us. The
+    /// handle keeps the backing file registered until released.
+    Passthrough(#[allow(dead_code)] Arc<fuser::BackingId>),
     Dir(Arc<OnceCell<Children>>),
 }
 
@@ -50,6 +53,10 @@ pub struct XnatFs {
     mounted_at: SystemTime,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// The kernel offers FUSE passthrough (Linux 6.9+) and we may use it.
+    passthrough: std::sync::atomic::AtomicBool,
+    /// One backing file per inode, shared by its open handles.
+    backing: Mutex<HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
 }
 
 fn errno(code: i32) -> Errno {
@@ -73,6 +80,8 @@ impl XnatFs {
             mounted_at: SystemTime::now(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
+            backing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,6 +93,38 @@ impl XnatFs {
         let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
         self.handles.lock().unwrap().insert(fh, h);
         fh
+    }
+
+    /// The backing file of a complete cache file, for passthrough (shared per inode).
+    fn backing_for(
+        &self,
+        ino: u64,
+        res: &ResourceRef,
+        file: &RemoteFile,
+        reply: &ReplyOpen,
+    ) -> Option<Arc<fuser::BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut backing = self.backing.lock().unwrap();
+        if let Some(b) = backing.get(&ino).and_then(std::sync::Weak::upgrade) {
+            return Some(b);
+        }
+        let path = self.fetcher.cache().lookup(res, file)?;
+        let f = std::fs::File::open(path).ok()?;
+        match reply.open_backing(&f) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                backing.retain(|_, w| w.strong_count() > 0);
+                backing.insert(ino, Arc::downgrade(&id));
+                Some(id)
+            }
+            Err(e) => {
+                tracing::info!("FUSE passthrough unavailable ({e}); serving reads ourselves");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     fn timeout_errno() -> i32 {
@@ -106,6 +147,25 @@ fn read_at(file: &std::fs::File, offset: u64, size: u32) -> std::io::Result<Vec<
 }
 
 impl Filesystem for XnatFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Large kernel readahead: files do not change, and most reads are sequential.
+        if let Err(max) = config.set_max_readahead(16 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
+        if config
+            .capabilities()
+            .contains(fuser::InitFlags::FUSE_PASSTHROUGH)
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.store(true, Ordering::SeqCst);
+            tracing::info!("FUSE passthrough: cached files are read by the kernel directly");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str().map(str::to_string) else {
             return reply.error(errno(libc::ENOENT));
@@ -147,6 +207,10 @@ impl Filesystem for XnatFs {
         }
         match self.tree.node(ino.0) {
             Some(Node::File(res, file)) => {
+                if let Some(backing) = self.backing_for(ino.0, &res, &file, &reply) {
+                    let fh = self.add_handle(Handle::Passthrough(backing.clone()));
+                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                }
                 let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
                     res,
                     file,
@@ -188,7 +252,16 @@ impl Filesystem for XnatFs {
                 Err(e) => reply.error(errno(e.raw_os_error().unwrap_or(libc::EIO))),
             };
         }
-        // Not yet: answered from the download as soon as these bytes arrive.
+        // Not yet complete: already-arrived bytes are served here, the rest as soon as they
+        // arrive.
+        if let Ok(d) = self.fetcher.download(&open.res, &open.file)
+            && let Some(result) = d.read_now(offset, size)
+        {
+            return match result {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(e.errno())),
+            };
+        }
         let fetcher = self.fetcher.clone();
         self.rt.spawn(async move {
             match fetcher.read(&open.res, &open.file, offset, size).await {

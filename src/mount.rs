@@ -189,7 +189,7 @@ pub fn mount(
     opts: &MountOptions,
 ) -> Result<fuser::Session<XnatFs>> {
     let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
-    let fetcher = Fetcher::new(api, cache, opts.io_timeout);
+    let fetcher = Fetcher::new(api, rt.handle().clone(), cache, opts.io_timeout);
     let fs = XnatFs::new(
         tree,
         fetcher,

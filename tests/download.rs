@@ -67,7 +67,7 @@ fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
     assert_eq!(file.size, BIG);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), &mock.url()).unwrap();
-    let fetcher = Fetcher::new(api, cache, Duration::from_secs(10));
+    let fetcher = Fetcher::new(api, rt.handle().clone(), cache, Duration::from_secs(10));
     Setup {
         mock,
         fetcher,
@@ -205,6 +205,7 @@ fn a_body_that_disagrees_with_its_digest_is_an_error_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let fetcher = Fetcher::new(
         api,
+        rt.handle().clone(),
         Cache::open(dir.path(), &mock.url()).unwrap(),
         Duration::from_secs(10),
     );

@@ -364,6 +364,21 @@ async fn handle(
         // Taken up by this request's file body.
         c.truncate_next.fetch_add(1, Ordering::SeqCst);
     }
+    if uri.path() == "/mock/stats" {
+        // Not XNAT: the mock's own counters, for scripts (benchmarks, soak).
+        let body = json!({
+            "requests": c.requests.load(Ordering::SeqCst),
+            "logins": c.logins.load(Ordering::SeqCst),
+            "file_gets": c.file_gets.load(Ordering::SeqCst),
+            "listings": c.listings.load(Ordering::SeqCst),
+            "bytes_sent": c.bytes_sent.load(Ordering::SeqCst),
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
     let path = xnat_decode(uri.path());
     let rest = ["/data/archive/", "/data/", "/REST/"]
         .iter()
