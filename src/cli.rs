@@ -262,6 +262,9 @@ pub struct MockServerArgs {
     /// Scans per MR session in the sample data.
     #[arg(long, default_value_t = SampleSpec::default().scans)]
     pub scans: usize,
+    /// Percentage of requests that go wrong (500s, bodies cut short, 2 s stalls).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub fault_percent: u32,
 }
 
 fn init_logging(verbose: u8) {
@@ -689,6 +692,10 @@ fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             .controls
             .honour_range
             .store(args.honour_range, std::sync::atomic::Ordering::SeqCst);
+        state
+            .controls
+            .fault_percent
+            .store(args.fault_percent, std::sync::atomic::Ordering::SeqCst);
         let addr = listener.local_addr()?;
         // Scripts read this line to learn the port.
         println!(

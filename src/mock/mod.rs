@@ -62,8 +62,8 @@ pub struct Controls {
     pub down: AtomicBool,
     /// File bodies (and ZIPs): 503 while set; listings still answer.
     pub files_down: AtomicBool,
-    /// Percentage of requests (chosen pseudo-randomly, but the same each run) that fail: half
-    /// with a 500, half (file bodies) cut short.
+    /// Percentage of requests (chosen pseudo-randomly, but the same each run) that go wrong:
+    /// a third stall 2 s, the rest fail with a 500 or (file bodies, half the time) stop short.
     pub fault_percent: AtomicU32,
     pub requests: AtomicU64,
     pub logins: AtomicU64,
@@ -329,6 +329,21 @@ async fn handle(
         "{method} {}",
         uri.path_and_query().map_or("", |p| p.as_str())
     ));
+    if uri.path() == "/mock/stats" {
+        // Not XNAT: the mock's own counters, for scripts (benchmarks, soak).
+        let body = json!({
+            "requests": c.requests.load(Ordering::SeqCst),
+            "logins": c.logins.load(Ordering::SeqCst),
+            "file_gets": c.file_gets.load(Ordering::SeqCst),
+            "listings": c.listings.load(Ordering::SeqCst),
+            "bytes_sent": c.bytes_sent.load(Ordering::SeqCst),
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
     let latency = c.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -353,7 +368,14 @@ async fn handle(
     if file_body && c.files_down.load(Ordering::SeqCst) {
         return html(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
     }
-    let truncate_fault = fault && file_body && data_seed(n) % 2 == 1;
+    // A third of the faults is a 2 s stall before an otherwise normal answer; of the rest,
+    // file bodies are cut short half the time, and everything else is a 500.
+    let kind = data_seed(n) % 6;
+    if fault && kind < 2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let fault = fault && kind >= 2;
+    let truncate_fault = fault && file_body && kind % 2 == 1;
     if fault && !truncate_fault {
         return html(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -363,21 +385,6 @@ async fn handle(
     if truncate_fault {
         // Taken up by this request's file body.
         c.truncate_next.fetch_add(1, Ordering::SeqCst);
-    }
-    if uri.path() == "/mock/stats" {
-        // Not XNAT: the mock's own counters, for scripts (benchmarks, soak).
-        let body = json!({
-            "requests": c.requests.load(Ordering::SeqCst),
-            "logins": c.logins.load(Ordering::SeqCst),
-            "file_gets": c.file_gets.load(Ordering::SeqCst),
-            "listings": c.listings.load(Ordering::SeqCst),
-            "bytes_sent": c.bytes_sent.load(Ordering::SeqCst),
-        });
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
     }
     let path = xnat_decode(uri.path());
     let rest = ["/data/archive/", "/data/", "/REST/"]
