@@ -158,6 +158,10 @@ pub struct MountArgs {
     /// No server at all: serve what was browsed or prefetched before, from the cache.
     #[arg(long)]
     pub offline: bool,
+    /// Let other users read the mount (it is private to you by default; as non-root this
+    /// needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
     #[command(flatten)]
     pub server: ServerFlags,
     /// Internal: run as the background child of `xnatfs mount`.
@@ -524,6 +528,7 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         dir_ttl: Duration::from_secs(args.dir_ttl),
         io_timeout,
         threads: 4,
+        allow_other: args.allow_other,
     };
     let session = mount::mount(&rt, api, cache, root, &opts)?;
     if args.daemon_child {
@@ -589,6 +594,9 @@ fn spawn_background(
     cmd.arg("--foreground").arg("--daemon-child");
     if args.offline {
         cmd.arg("--offline");
+    }
+    if args.allow_other {
+        cmd.arg("--allow-other");
     }
     if args.server.insecure {
         cmd.arg("--insecure");
@@ -752,6 +760,7 @@ fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         dir_ttl: Duration::from_secs(60),
         io_timeout: Duration::from_secs(30),
         threads: 4,
+        allow_other: false,
     };
     let session = mount::mount(&rt, api, cache_area, root, &opts)?;
     let shown = mountpoint.to_path_buf();

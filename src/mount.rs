@@ -21,6 +21,8 @@ pub struct MountOptions {
     pub io_timeout: Duration,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Other users may read the mount (`allow_other`).
+    pub allow_other: bool,
 }
 
 /// Opens the cache area of `server_url`, and the client a mount uses: `api` with its
@@ -117,6 +119,17 @@ pub fn prepare_mountpoint(path: &Path) -> Result<()> {
         Ok(_) => {}
     }
     if is_mounted(path) {
+        // The kernel may still answer stat from its cache; a listing reaches the daemon.
+        if let Err(e) = std::fs::read_dir(path)
+            && e.raw_os_error() == Some(libc::ENOTCONN)
+        {
+            eprintln!(
+                "xnatfs: {} is a stale mount left by a process that died; unmounting it",
+                path.display()
+            );
+            lazy_unmount(path)?;
+            return prepare_mountpoint(path);
+        }
         bail!(
             "{} is busy: something is already mounted there (xnatfs unmount {} first)",
             path.display(),
@@ -211,6 +224,9 @@ pub fn mount(
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoAtime,
     ];
+    if opts.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
     fuser::Session::new(fs, &opts.mountpoint, &config)

@@ -686,3 +686,34 @@ fn offline_mount_serves_what_was_prefetched_with_no_server() {
         }
     }
 }
+
+#[test]
+fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url()).mount();
+    assert!(m.path("DEMO").is_dir());
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e = std::fs::read_dir(&m.mountpoint).expect_err("stale");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    // The next mount on it says so, cleans it up, and mounts.
+    let home = m.home.clone();
+    let out = xnatfs(&mock.url(), &home)
+        .arg("mount")
+        .arg(&m.mountpoint)
+        .arg("--cache-dir")
+        .arg(&m.cache_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stale mount"), "{stderr}");
+    assert!(m.path("DEMO/SUBJ01_MR1").is_dir());
+    let un = xnatfs(&mock.url(), &home)
+        .arg("unmount")
+        .arg(&m.mountpoint)
+        .output()
+        .unwrap();
+    assert!(un.status.success());
+}

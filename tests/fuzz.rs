@@ -1,0 +1,88 @@
+//! Property tests (proptest) over what the server controls: listing bodies and file paths.
+//! Whatever the server sends, parsing never panics, and every accepted path stays inside the
+//! folder it is joined to.
+
+use proptest::prelude::*;
+use std::path::{Component, Path};
+use xnatfs::cache::Cache;
+use xnatfs::names::safe_relative_path;
+use xnatfs::xnat::ResourceRef;
+use xnatfs::xnat::json::{files, path_in_resource, result_rows, session_document};
+
+/// Strings built from the characters that matter for paths.
+fn pathish() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("/".to_string()),
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just("\0".to_string()),
+            Just("files".to_string()),
+            Just("resources".to_string()),
+            Just("%2e".to_string()),
+            "[a-z0-9 _+.-]{0,6}",
+        ],
+        0..12,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn stays_inside(base: &Path, p: &Path) -> bool {
+    p.starts_with(base)
+        && !p.strip_prefix(base).unwrap().components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::CurDir
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn listing_parsers_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = result_rows(&body, "/x");
+        let _ = session_document(&body, "/x");
+    }
+
+    #[test]
+    fn file_rows_only_yield_safe_paths(
+        rows in proptest::collection::vec((pathish(), pathish(), "[0-9x]{0,4}", "[0-9a-f]{0,32}"), 0..8)
+    ) {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, uri_tail, size, digest)| serde_json::json!({
+                "Name": name,
+                "URI": format!("/data/experiments/E1/resources/7/files/{uri_tail}"),
+                "Size": size,
+                "digest": digest,
+            }))
+            .collect();
+        let body = serde_json::json!({"ResultSet": {"Result": rows}}).to_string();
+        let parsed = result_rows(body.as_bytes(), "/f").unwrap();
+        let (ok, _) = files(&parsed);
+        let cache_dir = Path::new("/cache/area");
+        let res = ResourceRef { session_id: "E1".into(), scan: Some("1".into()), label: "DICOM".into() };
+        for f in ok {
+            let parts = safe_relative_path(&f.path).expect("accepted paths are safe");
+            prop_assert!(!parts.is_empty());
+            let p = Cache::layout_path(cache_dir, &res, &f.path).unwrap();
+            prop_assert!(stays_inside(cache_dir, &p), "{} escapes", p.display());
+        }
+    }
+
+    #[test]
+    fn layout_paths_stay_inside(session in pathish(), scan in pathish(), label in pathish(), rel in pathish()) {
+        let base = Path::new("/base");
+        let res = ResourceRef { session_id: session, scan: Some(scan), label };
+        if let Some(p) = Cache::layout_path(base, &res, &rel) {
+            prop_assert!(stays_inside(base, &p), "{} escapes", p.display());
+        }
+    }
+
+    #[test]
+    fn path_in_resource_never_panics(uri in pathish(), name in pathish()) {
+        let _ = path_in_resource(&uri, &name);
+    }
+}
