@@ -27,9 +27,16 @@ pub enum VerifyError {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cache {
     area: PathBuf,
+    budget: std::sync::Arc<crate::budget::Budget>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("area", &self.area).finish()
+    }
 }
 
 /// The default cache dir: `$XDG_CACHE_HOME/xnatfs`, else `~/.cache/xnatfs`.
@@ -71,7 +78,13 @@ impl Cache {
         let area = cache_dir.join(area_name(server_url));
         mkdir_private(&area.join("tmp"))?;
         mkdir_private(&area.join("data"))?;
-        Ok(Cache { area })
+        let budget = std::sync::Arc::new(crate::budget::Budget::load(&area));
+        Ok(Cache { area, budget })
+    }
+
+    /// The size cap and use order of the cached files.
+    pub fn budget(&self) -> &crate::budget::Budget {
+        &self.budget
     }
 
     pub fn area(&self) -> &Path {
@@ -111,7 +124,11 @@ impl Cache {
     pub fn lookup(&self, res: &ResourceRef, file: &RemoteFile) -> Option<PathBuf> {
         let path = self.file_path(res, &file.path)?;
         let meta = std::fs::symlink_metadata(&path).ok()?;
-        (meta.is_file() && meta.len() == file.size).then_some(path)
+        if !(meta.is_file() && meta.len() == file.size) {
+            return None;
+        }
+        self.budget.touch(&path);
+        Some(path)
     }
 
     /// Where partial files are written before they are verified.

@@ -158,6 +158,10 @@ pub struct MountArgs {
     /// No server at all: serve what was browsed or prefetched before, from the cache.
     #[arg(long)]
     pub offline: bool,
+    /// Cap on the cache's size (like 500M or 50G); least recently used files not open are
+    /// evicted (default: 20G, or less to keep 10% of the disk free).
+    #[arg(long, value_parser = crate::budget::parse_size)]
+    pub cache_size: Option<u64>,
     /// Let other users read the mount (it is private to you by default; as non-root this
     /// needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
@@ -530,7 +534,17 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         threads: 4,
         allow_other: args.allow_other,
     };
-    let session = mount::mount(&rt, api, cache, root, &opts)?;
+    let budget = cache.budget();
+    let limit = args
+        .cache_size
+        .unwrap_or_else(|| crate::budget::default_limit(cache.area(), budget.used()));
+    budget.set_limit(limit);
+    tracing::info!(
+        "cache: {} used of a {} cap",
+        crate::prefetch::plan::human_bytes(budget.used()),
+        crate::prefetch::plan::human_bytes(limit)
+    );
+    let session = mount::mount(&rt, api, cache.clone(), root, &opts)?;
     if args.daemon_child {
         println!("ready");
         detach_stdout();
@@ -542,6 +556,9 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         );
     }
     let served = mount::serve(&rt, session, &args.mountpoint);
+    if let Err(e) = cache.budget().save() {
+        tracing::warn!("cannot save the cache index: {e}");
+    }
     rt.block_on(client.logout());
     served
 }
@@ -597,6 +614,9 @@ fn spawn_background(
     }
     if args.allow_other {
         cmd.arg("--allow-other");
+    }
+    if let Some(size) = args.cache_size {
+        cmd.arg("--cache-size").arg(size.to_string());
     }
     if args.server.insecure {
         cmd.arg("--insecure");

@@ -125,6 +125,7 @@ struct State {
 
 pub struct FileDownload {
     api: Arc<dyn XnatApi>,
+    cache: Cache,
     /// Requests run here (reads may come from threads outside the runtime).
     rt: tokio::runtime::Handle,
     pub file: RemoteFile,
@@ -153,6 +154,7 @@ impl FileDownload {
         let fd = part.reopen().map_err(io)?;
         Ok(Arc::new(FileDownload {
             api,
+            cache: cache.clone(),
             rt,
             file,
             dest,
@@ -608,6 +610,7 @@ impl FileDownload {
             tracing::error!("{}: {e}", self.file.uri);
         } else {
             tracing::debug!("cached {}", self.dest.display());
+            self.cache.budget().added(&self.dest, self.file.size);
         }
         self.state.lock().unwrap().finished = Some(result);
         self.bump();

@@ -31,6 +31,8 @@ pub struct FsOptions {
 }
 
 struct OpenFile {
+    /// The complete cache file when it was there at open (kept from eviction while open).
+    cached: Option<std::path::PathBuf>,
     res: Arc<ResourceRef>,
     file: Arc<RemoteFile>,
     /// The complete cache file, once there.
@@ -41,7 +43,10 @@ enum Handle {
     File(Arc<OpenFile>),
     /// A complete cache file handed to the kernel: it reads it directly, not through us. The
     /// handle keeps the backing file registered until released.
-    Passthrough(#[allow(dead_code)] Arc<fuser::BackingId>),
+    Passthrough(
+        #[allow(dead_code)] Arc<fuser::BackingId>,
+        std::path::PathBuf,
+    ),
     Dir(Arc<OnceCell<Children>>),
 }
 
@@ -99,8 +104,7 @@ impl XnatFs {
     fn backing_for(
         &self,
         ino: u64,
-        res: &ResourceRef,
-        file: &RemoteFile,
+        path: &std::path::Path,
         reply: &ReplyOpen,
     ) -> Option<Arc<fuser::BackingId>> {
         if !self.passthrough.load(Ordering::Relaxed) {
@@ -110,7 +114,6 @@ impl XnatFs {
         if let Some(b) = backing.get(&ino).and_then(std::sync::Weak::upgrade) {
             return Some(b);
         }
-        let path = self.fetcher.cache().lookup(res, file)?;
         let f = std::fs::File::open(path).ok()?;
         match reply.open_backing(&f) {
             Ok(id) => {
@@ -207,11 +210,18 @@ impl Filesystem for XnatFs {
         }
         match self.tree.node(ino.0) {
             Some(Node::File(res, file)) => {
-                if let Some(backing) = self.backing_for(ino.0, &res, &file, &reply) {
-                    let fh = self.add_handle(Handle::Passthrough(backing.clone()));
+                let cached = self.fetcher.cache().lookup(&res, &file);
+                if let Some(path) = &cached {
+                    self.fetcher.cache().budget().opened(path);
+                }
+                if let Some(path) = &cached
+                    && let Some(backing) = self.backing_for(ino.0, path, &reply)
+                {
+                    let fh = self.add_handle(Handle::Passthrough(backing.clone(), path.clone()));
                     return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
                 }
                 let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+                    cached,
                     res,
                     file,
                     local: std::sync::OnceLock::new(),
@@ -295,7 +305,14 @@ impl Filesystem for XnatFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.lock().unwrap().remove(&fh.0);
+        let closed = match self.handles.lock().unwrap().remove(&fh.0) {
+            Some(Handle::Passthrough(_, path)) => Some(path),
+            Some(Handle::File(f)) => f.cached.clone(),
+            _ => None,
+        };
+        if let Some(path) = closed {
+            self.fetcher.cache().budget().closed(&path);
+        }
         reply.ok();
     }
 

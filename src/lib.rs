@@ -5,6 +5,7 @@
 //! [`fetcher`] are the core of the mount, testable without FUSE; [`fuse`] is the thin adapter
 //! to the kernel; [`mount`] runs a mount's life; [`cli`] only parses and wires.
 
+pub mod budget;
 pub mod cache;
 pub mod cli;
 pub mod download;

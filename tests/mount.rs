@@ -717,3 +717,39 @@ fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
         .unwrap();
     assert!(un.status.success());
 }
+
+#[test]
+fn the_cache_stays_under_its_cap() {
+    let data = small_sample();
+    let expected = expected_files(&data);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--cache-size", "700K"])
+        .mount();
+    // Keep one file open: it is never evicted.
+    let kept = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let want_kept = md5_file(&kept);
+    let held = std::fs::File::open(&kept).unwrap();
+    for (rel, _, md5) in &expected {
+        assert_eq!(&md5_file(&m.mountpoint.join(rel)), md5, "{}", rel.display());
+    }
+    let area = m
+        .cache_dir
+        .join(xnatfs::cache::area_name(&mock.url()))
+        .join("data");
+    let cached: u64 = walk_files(&area).iter().map(|(_, s)| s).sum();
+    assert!(
+        cached <= 700 * 1024,
+        "{cached} bytes cached over a 700K cap"
+    );
+    assert!(
+        area.join("XNAT_E00001/scans/2/resources/NIFTI/files/T1w.nii.gz")
+            .exists()
+    );
+    drop(held);
+    // Evicted files are fetched again, right.
+    for (rel, _, md5) in expected.iter().take(5) {
+        assert_eq!(&md5_file(&m.mountpoint.join(rel)), md5);
+    }
+    assert_eq!(md5_file(&kept), want_kept);
+}

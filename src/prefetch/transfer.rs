@@ -122,9 +122,17 @@ pub async fn run(
             Ok(()) => {
                 report.downloaded_files += 1;
                 report.downloaded_bytes += size;
+                if let Destination::Cache(cache) = dest {
+                    cache.budget().added(&path, size);
+                }
             }
             Err(e) => report.failed.push((path, e)),
         }
+    }
+    if let Destination::Cache(cache) = dest
+        && let Err(e) = cache.budget().save()
+    {
+        tracing::warn!("cannot save the cache index: {e}");
     }
     if matches!(dest, Destination::Out { .. }) {
         // Only our own partial files live there; an empty folder is not worth leaving.

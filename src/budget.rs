@@ -1,0 +1,294 @@
+//! Keeping the cache under its size cap: least recently used files go first, never one that
+//! is open. The order is kept in memory (the `lru` crate) and saved as `index.json` in the
+//! cache area, so a remount neither rescans a large cache nor forgets what was used last; with
+//! no index (first use, or after a crash) the files are scanned once, oldest first.
+
+use lru::LruCache;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+pub struct Budget {
+    data_dir: PathBuf,
+    index_path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Cached files (relative to the data dir) and their sizes, least recently used first.
+    lru: LruCache<PathBuf, u64>,
+    total: u64,
+    limit: Option<u64>,
+    open: HashMap<PathBuf, usize>,
+}
+
+/// The default cap: 20 GiB, or less so that 10% of the disk stays free.
+pub fn default_limit(dir: &Path, used_now: u64) -> u64 {
+    const CAP: u64 = 20 << 30;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return CAP;
+    };
+    // SAFETY: statvfs fills the struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return CAP;
+    }
+    let total = st.f_blocks as u64 * st.f_frsize as u64;
+    let avail = st.f_bavail as u64 * st.f_frsize as u64;
+    let room = (avail + used_now).saturating_sub(total / 10);
+    room.min(CAP)
+}
+
+/// Parses a size like `500M`, `20G`, `1.5T` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, ""), |i| (&t[..i], &t[i..]));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 500M or 20G)"))?;
+    let mult = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1u64,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            scan(&e.path(), root, out);
+        } else if meta.is_file() {
+            let rel = e.path().strip_prefix(root).map(Path::to_path_buf);
+            if let Ok(rel) = rel {
+                out.push((
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    rel,
+                    meta.len(),
+                ));
+            }
+        }
+    }
+}
+
+impl Budget {
+    /// Loads the index of the cache area `area` (its `data/` folder), or scans it.
+    pub fn load(area: &Path) -> Budget {
+        let data_dir = area.join("data");
+        let index_path = area.join("index.json");
+        let mut lru = LruCache::unbounded();
+        let mut total = 0;
+        let saved: Option<Vec<(PathBuf, u64)>> = std::fs::read(&index_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match saved {
+            Some(entries) => {
+                for (rel, size) in entries {
+                    total += size;
+                    lru.put(rel, size);
+                }
+            }
+            None => {
+                let mut found = Vec::new();
+                scan(&data_dir, &data_dir, &mut found);
+                found.sort();
+                for (_, rel, size) in found {
+                    total += size;
+                    lru.put(rel, size);
+                }
+            }
+        }
+        Budget {
+            data_dir,
+            index_path,
+            inner: Mutex::new(Inner {
+                lru,
+                total,
+                limit: None,
+                open: HashMap::new(),
+            }),
+        }
+    }
+
+    fn rel(&self, path: &Path) -> Option<PathBuf> {
+        path.strip_prefix(&self.data_dir)
+            .ok()
+            .map(Path::to_path_buf)
+    }
+
+    /// Bytes of complete files in the cache.
+    pub fn used(&self) -> u64 {
+        self.inner.lock().unwrap().total
+    }
+
+    /// Caps the cache at `limit` bytes (evicting now if it is over).
+    pub fn set_limit(&self, limit: u64) {
+        self.inner.lock().unwrap().limit = Some(limit);
+        self.evict();
+    }
+
+    /// A cached file was used: it moves to the back of the eviction queue.
+    pub fn touch(&self, path: &Path) {
+        if let Some(rel) = self.rel(path) {
+            let mut inner = self.inner.lock().unwrap();
+            inner.lru.get(&rel);
+        }
+    }
+
+    /// A new complete file: counted, then the cache is trimmed to its cap.
+    pub fn added(&self, path: &Path, size: u64) {
+        if let Some(rel) = self.rel(path) {
+            let mut inner = self.inner.lock().unwrap();
+            if let Some(old) = inner.lru.put(rel, size) {
+                inner.total -= old;
+            }
+            inner.total += size;
+        }
+        self.evict();
+    }
+
+    pub fn opened(&self, path: &Path) {
+        if let Some(rel) = self.rel(path) {
+            let mut inner = self.inner.lock().unwrap();
+            *inner.open.entry(rel.clone()).or_default() += 1;
+            inner.lru.get(&rel);
+        }
+    }
+
+    pub fn closed(&self, path: &Path) {
+        if let Some(rel) = self.rel(path) {
+            let mut inner = self.inner.lock().unwrap();
+            if let Some(n) = inner.open.get_mut(&rel) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.open.remove(&rel);
+                }
+            }
+        }
+    }
+
+    /// Removes least recently used files that are not open until the cache fits its cap.
+    fn evict(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(limit) = inner.limit else { return };
+        let mut skipped = Vec::new();
+        while inner.total > limit {
+            let Some((rel, size)) = inner.lru.pop_lru() else {
+                break;
+            };
+            if inner.open.contains_key(&rel) {
+                skipped.push((rel, size));
+                continue;
+            }
+            inner.total -= size;
+            match std::fs::remove_file(self.data_dir.join(&rel)) {
+                Ok(()) => tracing::debug!("evicted {} ({size} bytes)", rel.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot evict {}: {e}", rel.display()),
+            }
+        }
+        // Open files keep their place at the front of the queue.
+        for (rel, size) in skipped.into_iter().rev() {
+            inner.lru.put(rel.clone(), size);
+            inner.lru.demote(&rel);
+        }
+    }
+
+    /// Saves the index (least recently used first).
+    pub fn save(&self) -> io::Result<()> {
+        let entries: Vec<(PathBuf, u64)> = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .lru
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let dir = self.index_path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&mut tmp, &entries)?;
+        tmp.persist(&self.index_path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(b: &Budget, area: &Path, name: &str, size: usize) -> PathBuf {
+        let p = area.join("data").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![0u8; size]).unwrap();
+        b.added(&p, size as u64);
+        p
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("20G").unwrap(), 20 << 30);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("lots").is_err() && parse_size("5Q").is_err());
+    }
+
+    #[test]
+    fn least_recently_used_and_not_open_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = dir.path();
+        let b = Budget::load(area);
+        let a = put(&b, area, "s/a", 100);
+        let bb = put(&b, area, "s/b", 100);
+        let c = put(&b, area, "s/c", 100);
+        b.touch(&a); // order now: b, c, a
+        b.set_limit(200);
+        assert!(
+            a.exists() && c.exists() && !bb.exists(),
+            "b was the least recently used"
+        );
+        b.opened(&c); // order: a, c (open)
+        let d = put(&b, area, "s/d", 100);
+        assert!(!a.exists() && c.exists() && d.exists());
+        b.touch(&d); // order: c (open), d
+        let e = put(&b, area, "s/e", 100);
+        assert!(
+            c.exists() && !d.exists() && e.exists(),
+            "an open file is never evicted"
+        );
+        assert_eq!(b.used(), 200);
+        b.closed(&c);
+        // The order survives a reload through the saved index: c, then e.
+        b.save().unwrap();
+        let again = Budget::load(area);
+        assert_eq!(again.used(), 200);
+        again.set_limit(100);
+        assert!(!c.exists() && e.exists());
+    }
+
+    #[test]
+    fn without_an_index_the_files_are_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("data/x/y");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(Budget::load(dir.path()).used(), 5);
+    }
+}
