@@ -130,6 +130,40 @@ impl XnatFs {
         }
     }
 
+    /// Calls `done` with the entries of the open folder `fh` (listed once per opendir, so a
+    /// listing read in several calls stays consistent), listing it first when needed, off the
+    /// FUSE thread and within the I/O timeout.
+    fn with_listing<F>(&self, fh: FileHandle, ino: INodeNo, done: F)
+    where
+        F: FnOnce(Result<&Children, i32>) + Send + 'static,
+    {
+        let snapshot = match self.handles.lock().unwrap().get(&fh.0) {
+            Some(Handle::Dir(d)) => d.clone(),
+            _ => return done(Err(libc::EBADF)),
+        };
+        if let Some(kids) = snapshot.get() {
+            return done(Ok(kids));
+        }
+        let tree = self.tree.clone();
+        let timeout = self.opts.io_timeout;
+        self.rt.spawn(async move {
+            let listed =
+                tokio::time::timeout(timeout, snapshot.get_or_try_init(|| tree.children(ino.0)))
+                    .await;
+            match listed {
+                Ok(Ok(kids)) => done(Ok(kids)),
+                Ok(Err(e)) => {
+                    tracing::warn!("listing failed: {e}");
+                    done(Err(e.errno()))
+                }
+                Err(_) => {
+                    tracing::warn!("listing timed out");
+                    done(Err(XnatFs::timeout_errno()))
+                }
+            }
+        });
+    }
+
     fn timeout_errno() -> i32 {
         libc::ETIMEDOUT
     }
@@ -154,6 +188,10 @@ impl Filesystem for XnatFs {
         // Large kernel readahead: files do not change, and most reads are sequential.
         if let Err(max) = config.set_max_readahead(16 << 20) {
             let _ = config.set_max_readahead(max);
+        }
+        let plus = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        if config.capabilities().contains(plus) {
+            let _ = config.add_capabilities(plus);
         }
         if config
             .capabilities()
@@ -333,47 +371,57 @@ impl Filesystem for XnatFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        reply: ReplyDirectory,
+        mut reply: ReplyDirectory,
     ) {
-        let snapshot = match self.handles.lock().unwrap().get(&fh.0) {
-            Some(Handle::Dir(d)) => d.clone(),
-            _ => return reply.error(errno(libc::EBADF)),
-        };
         let tree = self.tree.clone();
-        let timeout = self.opts.io_timeout;
-        let fill = move |kids: &Children, mut reply: ReplyDirectory| {
-            let dots = [(".".to_string(), ino.0), ("..".to_string(), ino.0)];
-            let all = dots.iter().chain(kids.iter());
-            for (i, (name, child)) in all.enumerate().skip(offset as usize) {
-                let kind = match tree.node(*child) {
-                    Some(n) if !n.is_dir() => FileType::RegularFile,
-                    _ => FileType::Directory,
-                };
-                if reply.add(INodeNo(*child), (i + 1) as u64, kind, name) {
-                    break;
+        self.with_listing(fh, ino, move |listed| match listed {
+            Ok(kids) => {
+                for (i, (name, child)) in dot_entries(ino, kids).skip(offset as usize) {
+                    let kind = match tree.node(child) {
+                        Some(n) if !n.is_dir() => FileType::RegularFile,
+                        _ => FileType::Directory,
+                    };
+                    if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
+                        break;
+                    }
                 }
+                reply.ok();
             }
-            reply.ok();
-        };
-        if let Some(kids) = snapshot.get() {
-            return fill(kids, reply);
-        }
+            Err(code) => reply.error(errno(code)),
+        });
+    }
+
+    /// Entries with their attributes, so `ls -l` and `find -size` need no lookup per file.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
         let tree = self.tree.clone();
-        self.rt.spawn(async move {
-            let listed =
-                tokio::time::timeout(timeout, snapshot.get_or_try_init(|| tree.children(ino.0)))
-                    .await;
-            match listed {
-                Ok(Ok(kids)) => fill(kids, reply),
-                Ok(Err(e)) => {
-                    tracing::warn!("listing failed: {e}");
-                    reply.error(errno(e.errno()))
+        let ttl = self.opts.attr_ttl;
+        let owner = (self.opts.uid, self.opts.gid, self.mounted_at);
+        self.with_listing(fh, ino, move |listed| match listed {
+            Ok(kids) => {
+                for (i, (name, child)) in dot_entries(ino, kids).skip(offset as usize) {
+                    let node = tree.node(child).unwrap_or(Node::Root);
+                    let attr = attr_of(child, &node, owner);
+                    if reply.add(
+                        INodeNo(child),
+                        (i + 1) as u64,
+                        name,
+                        &ttl,
+                        &attr,
+                        Generation(0),
+                    ) {
+                        break;
+                    }
                 }
-                Err(_) => {
-                    tracing::warn!("listing timed out");
-                    reply.error(errno(XnatFs::timeout_errno()))
-                }
+                reply.ok();
             }
+            Err(code) => reply.error(errno(code)),
         });
     }
 
@@ -558,6 +606,14 @@ impl Filesystem for XnatFs {
     ) {
         reply.error(errno(EROFS));
     }
+}
+
+/// `.` and `..`, then the folder's entries, each with its index.
+fn dot_entries(ino: INodeNo, kids: &Children) -> impl Iterator<Item = (usize, (&str, u64))> {
+    [(".", ino.0), ("..", ino.0)]
+        .into_iter()
+        .chain(kids.iter().map(|(n, i)| (n.as_str(), *i)))
+        .enumerate()
 }
 
 fn attr_of(ino: u64, node: &Node, (uid, gid, at): (u32, u32, SystemTime)) -> FileAttr {
