@@ -514,6 +514,7 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         &settings.url,
         args.offline,
         io_timeout,
+        Duration::from_secs(args.dir_ttl),
     )?;
     let root = rt.block_on(async {
         if !args.offline {
@@ -773,6 +774,7 @@ fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         &url,
         false,
         Duration::from_secs(30),
+        Duration::from_secs(60),
     )?;
     let root = rt.block_on(mount::resolve_root(api.as_ref(), None, None, &[]))?;
     let opts = MountOptions {

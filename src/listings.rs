@@ -26,6 +26,9 @@ pub struct RememberingApi {
     /// After the server was found unreachable, kept listings are served at once until then
     /// (then the server is tried again).
     unreachable_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// A kept listing younger than this is served without asking (a remount of a session
+    /// browsed a moment ago makes no request).
+    fresh_for: Duration,
 }
 
 /// How long kept listings are served without asking, once the server was unreachable.
@@ -41,7 +44,14 @@ impl RememberingApi {
             offline,
             fallback_after: Duration::from_secs(10),
             unreachable_until: std::sync::Mutex::new(None),
+            fresh_for: Duration::ZERO,
         })
+    }
+
+    /// Serves kept listings younger than `age` without asking the server.
+    pub fn with_fresh_for(mut self, age: Duration) -> Self {
+        self.fresh_for = age;
+        self
     }
 
     /// Sets how long the server may take before a kept listing is served instead.
@@ -85,7 +95,16 @@ impl RememberingApi {
                 XnatError::NotFound(format!("{key} (offline, and never listed before)"))
             });
         }
-        let kept_exists = self.path(&key).exists();
+        let kept_age = std::fs::metadata(self.path(&key))
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|t| t.elapsed().unwrap_or(Duration::ZERO));
+        let kept_exists = kept_age.is_some();
+        if kept_age.is_some_and(|age| age < self.fresh_for)
+            && let Some(value) = self.load(&key)
+        {
+            return Ok(value);
+        }
         let server_away = self
             .unreachable_until
             .lock()

@@ -34,13 +34,15 @@ pub fn open_cache_and_api(
     server_url: &str,
     offline: bool,
     io_timeout: Duration,
+    dir_ttl: Duration,
 ) -> Result<(Cache, Arc<dyn XnatApi>)> {
     let cache = Cache::open(cache_dir, server_url)
         .with_context(|| format!("cannot use the cache dir {}", cache_dir.display()))?;
     // A kept listing is served well within the I/O timeout when the server does not answer.
     let remembering = RememberingApi::new(api, cache.area().join("listings"), offline)
         .with_context(|| format!("cannot use the cache dir {}", cache_dir.display()))?
-        .with_fallback_after((io_timeout / 3).max(Duration::from_secs(1)));
+        .with_fallback_after((io_timeout / 3).max(Duration::from_secs(1)))
+        .with_fresh_for(dir_ttl);
     Ok((cache, Arc::new(remembering)))
 }
 

@@ -753,3 +753,27 @@ fn the_cache_stays_under_its_cap() {
     }
     assert_eq!(md5_file(&kept), want_kept);
 }
+
+#[test]
+fn a_remount_lists_a_session_browsed_a_moment_ago_with_no_request() {
+    let mock = start_mock(small_sample());
+    let cache = tempfile::tempdir().unwrap();
+    let first = walk_files(
+        &MountBuilder::new(&mock.url())
+            .cache_dir(cache.path())
+            .args(&["-E", "XNAT_E00001"])
+            .mount()
+            .mountpoint,
+    );
+    let m = MountBuilder::new(&mock.url())
+        .cache_dir(cache.path())
+        .args(&["-E", "XNAT_E00001"])
+        .mount();
+    let listings = mock.state.controls.listings.load(Ordering::SeqCst);
+    assert_eq!(walk_files(&m.mountpoint), first);
+    assert_eq!(
+        mock.state.controls.listings.load(Ordering::SeqCst),
+        listings,
+        "no listing asked again"
+    );
+}
