@@ -256,6 +256,22 @@ impl PartialFile {
     }
 }
 
+/// Reads up to `size` bytes at `offset` of an open file (fewer only at its end).
+pub fn read_at(file: &std::fs::File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// MD5 hex of a file's contents.
 pub fn hash_file(path: &Path) -> io::Result<String> {
     use std::io::Read;

@@ -174,19 +174,7 @@ impl Fetcher {
 
 /// Reads up to `size` bytes at `offset` of a local file.
 pub fn read_local(path: &Path, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; size as usize];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = f.read_at(&mut buf[filled..], offset + filled as u64)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    buf.truncate(filled);
-    Ok(buf)
+    crate::cache::read_at(&std::fs::File::open(path)?, offset, size)
 }
 
 /// How hard to try a download, and how to keep the result.

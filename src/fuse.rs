@@ -3,6 +3,7 @@
 //! kernel from there, bounded by the I/O timeout, so FUSE threads never wait on the server.
 //! Every change to the tree is refused with EROFS.
 
+use crate::cache::read_at;
 use crate::fetcher::Fetcher;
 use crate::tree::{Children, Node, Tree};
 use crate::xnat::{RemoteFile, ResourceRef};
@@ -14,7 +15,6 @@ use fuser::{
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,20 +167,6 @@ impl XnatFs {
     fn timeout_errno() -> i32 {
         libc::ETIMEDOUT
     }
-}
-
-fn read_at(file: &std::fs::File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size as usize];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    buf.truncate(filled);
-    Ok(buf)
 }
 
 impl Filesystem for XnatFs {

@@ -6,8 +6,6 @@ use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi};
 use anyhow::{Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use md5::{Digest, Md5};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// `-s 1,2,3` or `-s '*'`.
@@ -110,24 +108,12 @@ impl Destination {
             return false;
         }
         match (self, &file.digest) {
-            (Destination::Out { .. }, Some(want)) => md5_of(dest).is_ok_and(|got| &got == want),
+            (Destination::Out { .. }, Some(want)) => {
+                crate::cache::hash_file(dest).is_ok_and(|got| &got == want)
+            }
             _ => true,
         }
     }
-}
-
-fn md5_of(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 #[derive(Debug, Clone)]
