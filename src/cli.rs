@@ -162,6 +162,9 @@ pub struct MountArgs {
     /// evicted (default: 20G, or less to keep 10% of the disk free).
     #[arg(long, value_parser = crate::budget::parse_size)]
     pub cache_size: Option<u64>,
+    /// Memory downloads may hold at once (like 256M); past it they slow down to wait.
+    #[arg(long, value_parser = crate::budget::parse_size, default_value = "512M")]
+    pub max_memory: u64,
     /// Let other users read the mount (it is private to you by default; as non-root this
     /// needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
@@ -534,6 +537,7 @@ fn mount_and_serve(args: &MountArgs, settings: &Settings, cache_dir: &Path) -> R
         io_timeout,
         threads: 4,
         allow_other: args.allow_other,
+        max_memory: args.max_memory,
     };
     let budget = cache.budget();
     let limit = args
@@ -619,6 +623,7 @@ fn spawn_background(
     if let Some(size) = args.cache_size {
         cmd.arg("--cache-size").arg(size.to_string());
     }
+    cmd.arg("--max-memory").arg(args.max_memory.to_string());
     if args.server.insecure {
         cmd.arg("--insecure");
     }
@@ -783,6 +788,7 @@ fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         io_timeout: Duration::from_secs(30),
         threads: 4,
         allow_other: false,
+        max_memory: crate::fetcher::DEFAULT_MAX_MEMORY,
     };
     let session = mount::mount(&rt, api, cache_area, root, &opts)?;
     let shown = mountpoint.to_path_buf();

@@ -93,6 +93,16 @@ impl RangeSupport {
 /// Readahead window of ranged requests: starts small, doubles while reads go on in order.
 pub const MIN_WINDOW: u64 = 1 << 20;
 pub const MAX_WINDOW: u64 = 64 << 20;
+/// The memory budget is counted in units of this many bytes.
+pub const MEMORY_UNIT: usize = 1024;
+
+/// A memory budget of `bytes` for data held in memory by downloads (chunks waiting to be
+/// hashed), shared by a whole mount.
+pub fn memory_budget(bytes: u64) -> Arc<tokio::sync::Semaphore> {
+    let units = (bytes / MEMORY_UNIT as u64).clamp(256, tokio::sync::Semaphore::MAX_PERMITS as u64);
+    Arc::new(tokio::sync::Semaphore::new(units as usize))
+}
+
 /// Files up to this size are verified before any of their bytes is served.
 pub const VERIFY_BEFORE_SERVING: u64 = 4 << 20;
 /// A read this far past a running request's position waits for it instead of starting another.
@@ -123,39 +133,41 @@ struct State {
     last_progress: Instant,
 }
 
-pub struct FileDownload {
-    api: Arc<dyn XnatApi>,
-    cache: Cache,
+/// What all the downloads of a mount share.
+pub struct Shared {
+    pub api: Arc<dyn XnatApi>,
     /// Requests run here (reads may come from threads outside the runtime).
-    rt: tokio::runtime::Handle,
+    pub rt: tokio::runtime::Handle,
+    pub cache: Cache,
+    pub range: RangeSupport,
+    /// The memory budget of all downloads together.
+    pub memory: Arc<tokio::sync::Semaphore>,
+    /// Give up after this long without receiving a byte.
+    pub stall_timeout: Duration,
+}
+
+pub struct FileDownload {
+    shared: Arc<Shared>,
     pub file: RemoteFile,
     dest: PathBuf,
     fd: std::fs::File,
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<u64>,
-    range: Arc<RangeSupport>,
-    stall_timeout: Duration,
     retries: u32,
 }
 
 impl FileDownload {
     pub fn new(
-        api: Arc<dyn XnatApi>,
-        rt: tokio::runtime::Handle,
-        cache: &Cache,
+        shared: Arc<Shared>,
         file: RemoteFile,
         dest: PathBuf,
-        range: Arc<RangeSupport>,
-        stall_timeout: Duration,
     ) -> Result<Arc<FileDownload>, FetchError> {
         let io = |e: std::io::Error| FetchError::Cache(e.to_string());
-        let part = cache.begin().map_err(io)?;
+        let part = shared.cache.begin().map_err(io)?;
         part.set_len(file.size).map_err(io)?;
         let fd = part.reopen().map_err(io)?;
         Ok(Arc::new(FileDownload {
-            api,
-            cache: cache.clone(),
-            rt,
+            shared,
             file,
             dest,
             fd,
@@ -172,8 +184,6 @@ impl FileDownload {
                 last_progress: Instant::now(),
             }),
             changed: tokio::sync::watch::channel(0).0,
-            range,
-            stall_timeout,
             retries: 3,
         }))
     }
@@ -202,7 +212,7 @@ impl FileDownload {
                     return Err(e.clone());
                 }
             }
-            if tokio::time::timeout(self.stall_timeout, rx.changed())
+            if tokio::time::timeout(self.shared.stall_timeout, rx.changed())
                 .await
                 .is_err()
             {
@@ -289,16 +299,19 @@ impl FileDownload {
                 }
                 st.last_progress.max(asked)
             };
-            let left = self.stall_timeout.saturating_sub(waited_since.elapsed());
+            let left = self
+                .shared
+                .stall_timeout
+                .saturating_sub(waited_since.elapsed());
             match tokio::time::timeout(left.max(Duration::from_millis(10)), rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(FetchError::Cache("download dropped".into())),
                 Err(_) => {
                     let st = self.state.lock().unwrap();
-                    if st.last_progress.max(asked).elapsed() >= self.stall_timeout {
+                    if st.last_progress.max(asked).elapsed() >= self.shared.stall_timeout {
                         return Err(XnatError::Timeout(format!(
                             "no data for {} in {:?}",
-                            self.file.uri, self.stall_timeout
+                            self.file.uri, self.shared.stall_timeout
                         ))
                         .into());
                     }
@@ -357,7 +370,7 @@ impl FileDownload {
     /// reads ahead of a sequential reader where the server honours ranges.
     fn plan(self: &Arc<Self>, st: &mut State, offset: u64, end: u64, covered: bool) {
         let size = self.file.size;
-        match self.range.honoured() {
+        match self.shared.range.honoured() {
             // XNAT itself: one stream of the whole body serves every reader.
             Some(false) => {
                 if !covered && st.runs.is_empty() {
@@ -410,7 +423,9 @@ impl FileDownload {
             end,
         });
         let this = self.clone();
-        self.rt.spawn(async move { this.run(id, start, end).await });
+        self.shared
+            .rt
+            .spawn(async move { this.run(id, start, end).await });
     }
 
     /// One request (with its retries) filling `start..end`. A request from the start of the
@@ -420,14 +435,15 @@ impl FileDownload {
         let mut attempt = 0;
         let mut pos = start;
         let began = Instant::now();
-        let mut hashing = (start == 0 && self.file.digest.is_some()).then(Hasher::start);
+        let mut hashing = (start == 0 && self.file.digest.is_some())
+            .then(|| Hasher::start(self.shared.memory.clone()));
         let result = loop {
             match self.fetch(id, pos, end, hashing.as_mut()).await {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     pos = self.run_pos(id).unwrap_or(pos);
                     let last = self.state.lock().unwrap().last_progress.max(began);
-                    let stalled = last.elapsed() >= self.stall_timeout;
+                    let stalled = last.elapsed() >= self.shared.stall_timeout;
                     if e.retryable() && attempt < self.retries && !stalled {
                         attempt += 1;
                         tracing::warn!("download of {} failed: {e}; trying again", self.file.uri);
@@ -473,14 +489,14 @@ impl FileDownload {
     ) -> Result<(), FetchError> {
         let ask_end = (end < self.file.size).then_some(end);
         let download = tokio::time::timeout(
-            self.stall_timeout,
-            self.api.download_range(&self.file.uri, pos, ask_end),
+            self.shared.stall_timeout,
+            self.shared.api.download_range(&self.file.uri, pos, ask_end),
         )
         .await
         .map_err(|_| XnatError::Timeout(format!("no answer for {}", self.file.uri)))??;
         if pos > 0 || ask_end.is_some() {
             // Only the answer to a real range request tells whether ranges work.
-            self.range.learn(download.partial);
+            self.shared.range.learn(download.partial);
         }
         if download.partial && download.start != pos {
             return Err(FetchError::Verify(format!(
@@ -503,7 +519,7 @@ impl FileDownload {
         let mut at = download.start;
         let mut body = download.body;
         loop {
-            let next = tokio::time::timeout(self.stall_timeout, body.next())
+            let next = tokio::time::timeout(self.shared.stall_timeout, body.next())
                 .await
                 .map_err(|_| XnatError::Timeout(format!("no data for {}", self.file.uri)))?;
             let Some(chunk) = next else { break };
@@ -610,7 +626,7 @@ impl FileDownload {
             tracing::error!("{}: {e}", self.file.uri);
         } else {
             tracing::debug!("cached {}", self.dest.display());
-            self.cache.budget().added(&self.dest, self.file.size);
+            self.shared.cache.budget().added(&self.dest, self.file.size);
         }
         self.state.lock().unwrap().finished = Some(result);
         self.bump();
@@ -621,17 +637,24 @@ impl FileDownload {
 struct Hasher {
     /// Bytes `0..upto` have been sent to the thread.
     upto: u64,
-    tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    /// The mount's memory budget: every chunk waiting to be hashed holds its share.
+    memory: Arc<tokio::sync::Semaphore>,
+    tx: Option<
+        tokio::sync::mpsc::UnboundedSender<(bytes::Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    >,
     done: tokio::task::JoinHandle<(u64, String)>,
 }
 
 impl Hasher {
-    fn start() -> Hasher {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    fn start(memory: Arc<tokio::sync::Semaphore>) -> Hasher {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            bytes::Bytes,
+            tokio::sync::OwnedSemaphorePermit,
+        )>();
         let done = tokio::task::spawn_blocking(move || {
             let mut h = <md5::Md5 as md5::Digest>::new();
             let mut n = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
+            while let Some((chunk, _held)) = rx.blocking_recv() {
                 md5::Digest::update(&mut h, &chunk);
                 n += chunk.len() as u64;
             }
@@ -639,6 +662,7 @@ impl Hasher {
         });
         Hasher {
             upto: 0,
+            memory,
             tx: Some(tx),
             done,
         }
@@ -653,8 +677,15 @@ impl Hasher {
         }
         let part = chunk.slice((self.upto - at) as usize..);
         self.upto = end;
+        // Waits while the budget is spent: the download slows to the hashing speed instead
+        // of piling chunks up in memory.
+        let units = part.len().div_ceil(MEMORY_UNIT) as u32;
+        let Ok(held) = self.memory.clone().acquire_many_owned(units.max(1)).await else {
+            self.tx = None;
+            return;
+        };
         if let Some(tx) = &self.tx
-            && tx.send(part).await.is_err()
+            && tx.send((part, held)).is_err()
         {
             self.tx = None;
         }

@@ -2,7 +2,10 @@
 //! after transient failures, given up when it stops making progress.
 
 use crate::cache::{Cache, CommitError, PartialFile};
-use crate::download::{FileDownload, RangeSupport};
+use crate::download::{FileDownload, RangeSupport, Shared, memory_budget};
+
+/// Default memory budget of a mount's downloads.
+pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
 use crate::xnat::http::backoff;
 use crate::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
 use futures::StreamExt;
@@ -45,40 +48,49 @@ impl FetchError {
 }
 
 pub struct Fetcher {
-    api: Arc<dyn XnatApi>,
-    rt: tokio::runtime::Handle,
-    cache: Cache,
-    /// Give up a download after this long without receiving a byte.
-    stall_timeout: Duration,
-    range: Arc<RangeSupport>,
+    shared: Arc<Shared>,
     active: Mutex<HashMap<PathBuf, Arc<FileDownload>>>,
 }
 
 impl Fetcher {
-    /// `rt`: where downloads run.
+    /// `rt`: where downloads run; `stall_timeout`: how long a download may go without a byte.
     pub fn new(
         api: Arc<dyn XnatApi>,
         rt: tokio::runtime::Handle,
         cache: Cache,
         stall_timeout: Duration,
     ) -> Arc<Fetcher> {
+        Self::with_max_memory(api, rt, cache, stall_timeout, DEFAULT_MAX_MEMORY)
+    }
+
+    /// As [`Fetcher::new`], with downloads holding at most `max_memory` bytes in memory at once.
+    pub fn with_max_memory(
+        api: Arc<dyn XnatApi>,
+        rt: tokio::runtime::Handle,
+        cache: Cache,
+        stall_timeout: Duration,
+        max_memory: u64,
+    ) -> Arc<Fetcher> {
         Arc::new(Fetcher {
-            api,
-            rt,
-            cache,
-            stall_timeout,
-            range: Arc::new(RangeSupport::default()),
+            shared: Arc::new(Shared {
+                api,
+                rt,
+                cache,
+                range: RangeSupport::default(),
+                memory: memory_budget(max_memory),
+                stall_timeout,
+            }),
             active: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn cache(&self) -> &Cache {
-        &self.cache
+        &self.shared.cache
     }
 
     /// Whether the server was seen to honour `Range` (`None`: not known yet).
     pub fn range_honoured(&self) -> Option<bool> {
-        self.range.honoured()
+        self.shared.range.honoured()
     }
 
     /// The download of `file`, shared by all its readers; one that failed is replaced by a new
@@ -89,6 +101,7 @@ impl Fetcher {
         file: &RemoteFile,
     ) -> Result<Arc<FileDownload>, FetchError> {
         let dest = self
+            .shared
             .cache
             .file_path(res, &file.path)
             .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
@@ -100,15 +113,7 @@ impl Fetcher {
         }
         // Forget downloads that are over (their readers hold their own handles).
         active.retain(|_, d| d.finished().is_none() && !d.failed());
-        let d = FileDownload::new(
-            self.api.clone(),
-            self.rt.clone(),
-            &self.cache,
-            file.clone(),
-            dest.clone(),
-            self.range.clone(),
-            self.stall_timeout,
-        )?;
+        let d = FileDownload::new(self.shared.clone(), file.clone(), dest.clone())?;
         active.insert(dest, d.clone());
         Ok(d)
     }
@@ -122,7 +127,7 @@ impl Fetcher {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, FetchError> {
-        if let Some(path) = self.cache.lookup(res, file) {
+        if let Some(path) = self.shared.cache.lookup(res, file) {
             return read_local(&path, offset, size).map_err(|e| FetchError::Cache(e.to_string()));
         }
         let d = self.download(res, file)?;
@@ -138,15 +143,17 @@ impl Fetcher {
 
     /// Downloads the whole file into the cache (if needed) and returns its path.
     pub async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
-        if let Some(path) = self.cache.lookup(res, file) {
+        if let Some(path) = self.shared.cache.lookup(res, file) {
             return Ok(path);
         }
         let dest = self
+            .shared
             .cache
             .file_path(res, &file.path)
             .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
         if file.size == 0 {
             let part = self
+                .shared
                 .cache
                 .begin()
                 .map_err(|e| FetchError::Cache(e.to_string()))?;
@@ -163,7 +170,7 @@ impl Fetcher {
             off += got.len().max(1) as u64;
         }
         d.wait_finished().await?;
-        self.cache.lookup(res, file).ok_or_else(|| {
+        self.shared.cache.lookup(res, file).ok_or_else(|| {
             FetchError::Cache(format!(
                 "{} is not in the cache after its download",
                 file.path

@@ -23,6 +23,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Other users may read the mount (`allow_other`).
     pub allow_other: bool,
+    /// Bytes downloads may hold in memory at once.
+    pub max_memory: u64,
 }
 
 /// Opens the cache area of `server_url`, and the client a mount uses: `api` with its
@@ -204,7 +206,13 @@ pub fn mount(
     opts: &MountOptions,
 ) -> Result<fuser::Session<XnatFs>> {
     let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
-    let fetcher = Fetcher::new(api, rt.handle().clone(), cache, opts.io_timeout);
+    let fetcher = Fetcher::with_max_memory(
+        api,
+        rt.handle().clone(),
+        cache,
+        opts.io_timeout,
+        opts.max_memory,
+    );
     let fs = XnatFs::new(
         tree,
         fetcher,

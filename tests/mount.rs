@@ -777,3 +777,75 @@ fn a_remount_lists_a_session_browsed_a_moment_ago_with_no_request() {
         "no listing asked again"
     );
 }
+
+#[test]
+fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
+    use std::io::{Read, Seek, SeekFrom};
+    let big = 12 << 20;
+    for honour in [false, true] {
+        let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+            dicom_files: 1,
+            dicom_size: 100,
+            nifti_size: big,
+            scans: 2,
+        });
+        let source = data.projects[0].sessions[0].scans[1].resources[1].files[0].clone();
+        let mock = start_mock(data);
+        mock.state
+            .controls
+            .honour_range
+            .store(honour, Ordering::SeqCst);
+        let m = MountBuilder::new(&mock.url())
+            .args(&["--max-memory", "1M"])
+            .mount();
+        let mut f =
+            std::fs::File::open(m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz"))
+                .unwrap();
+        let mut seed = 7u64;
+        for _ in 0..60 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let off = (seed >> 20) % big;
+            let len = ((seed >> 8) % 200_000) as usize + 1;
+            f.seek(SeekFrom::Start(off)).unwrap();
+            let mut got = Vec::new();
+            (&mut f).take(len as u64).read_to_end(&mut got).unwrap();
+            assert_eq!(
+                got,
+                source.read_at(off, len).unwrap(),
+                "{off}+{len} (range {honour})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cached_file_reads_while_another_download_is_stalled() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "4"])
+        .mount();
+    let cached = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let want = std::fs::read(&cached).unwrap();
+    mock.state
+        .controls
+        .stall_files
+        .store(true, Ordering::SeqCst);
+    let stalled = m.path("DEMO/SUBJ02_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let blocked = std::thread::spawn(move || std::fs::read(stalled));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!blocked.is_finished(), "the stalled read is waiting");
+    // Served while the other is stuck: listings, stat, and the cached file.
+    assert_eq!(std::fs::read(&cached).unwrap(), want);
+    assert!(m.path("DEMO/SUBJ02_MR1/resources").is_dir());
+    assert!(!blocked.is_finished());
+    // The stalled read ends with an error within its I/O timeout, not never.
+    let e = blocked.join().unwrap().expect_err("stalled");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ETIMEDOUT)),
+        "{e}"
+    );
+    mock.state
+        .controls
+        .stall_files
+        .store(false, Ordering::SeqCst);
+}
