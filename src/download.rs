@@ -93,6 +93,9 @@ impl RangeSupport {
 /// Readahead window of ranged requests: starts small, doubles while reads go on in order.
 pub const MIN_WINDOW: u64 = 1 << 20;
 pub const MAX_WINDOW: u64 = 64 << 20;
+/// How far one download may run ahead of its hashing, in bytes.
+pub const HASH_AHEAD: usize = 32 << 20;
+
 /// The memory budget is counted in units of this many bytes.
 pub const MEMORY_UNIT: usize = 1024;
 
@@ -639,18 +642,18 @@ struct Hasher {
     upto: u64,
     /// The mount's memory budget: every chunk waiting to be hashed holds its share.
     memory: Arc<tokio::sync::Semaphore>,
-    tx: Option<
-        tokio::sync::mpsc::UnboundedSender<(bytes::Bytes, tokio::sync::OwnedSemaphorePermit)>,
-    >,
+    /// This download's own share: it may run at most [`HASH_AHEAD`] ahead of its hashing.
+    own: Arc<tokio::sync::Semaphore>,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<HashItem>>,
     done: tokio::task::JoinHandle<(u64, String)>,
 }
 
+/// A chunk to hash, with the memory it holds until it is hashed.
+type HashItem = (bytes::Bytes, [tokio::sync::OwnedSemaphorePermit; 2]);
+
 impl Hasher {
     fn start(memory: Arc<tokio::sync::Semaphore>) -> Hasher {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
-            bytes::Bytes,
-            tokio::sync::OwnedSemaphorePermit,
-        )>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<HashItem>();
         let done = tokio::task::spawn_blocking(move || {
             let mut h = <md5::Md5 as md5::Digest>::new();
             let mut n = 0u64;
@@ -663,13 +666,16 @@ impl Hasher {
         Hasher {
             upto: 0,
             memory,
+            own: Arc::new(tokio::sync::Semaphore::new(HASH_AHEAD / MEMORY_UNIT)),
             tx: Some(tx),
             done,
         }
     }
 
     /// Hands over the part of a chunk received at `at` not hashed yet (a retry that starts
-    /// over from 0 resends what was hashed before).
+    /// over from 0 resends what was hashed before). Waits while this download is too far
+    /// ahead of its hashing, or the mount's budget is spent: the download then slows to the
+    /// hashing speed instead of piling chunks up in memory.
     async fn feed(&mut self, at: u64, chunk: &bytes::Bytes) {
         let end = at + chunk.len() as u64;
         if at > self.upto || end <= self.upto {
@@ -677,15 +683,16 @@ impl Hasher {
         }
         let part = chunk.slice((self.upto - at) as usize..);
         self.upto = end;
-        // Waits while the budget is spent: the download slows to the hashing speed instead
-        // of piling chunks up in memory.
-        let units = part.len().div_ceil(MEMORY_UNIT) as u32;
-        let Ok(held) = self.memory.clone().acquire_many_owned(units.max(1)).await else {
+        let units =
+            (part.len().div_ceil(MEMORY_UNIT) as u32).clamp(1, (HASH_AHEAD / MEMORY_UNIT) as u32);
+        let own = self.own.clone().acquire_many_owned(units).await;
+        let global = self.memory.clone().acquire_many_owned(units).await;
+        let (Ok(own), Ok(global)) = (own, global) else {
             self.tx = None;
             return;
         };
         if let Some(tx) = &self.tx
-            && tx.send((part, held)).is_err()
+            && tx.send((part, [own, global])).is_err()
         {
             self.tx = None;
         }
