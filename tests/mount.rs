@@ -849,3 +849,62 @@ fn a_cached_file_reads_while_another_download_is_stalled() {
         .stall_files
         .store(false, Ordering::SeqCst);
 }
+
+#[test]
+fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
+    // A 1 MiB tmpfs as the cache dir (CI runs as root; elsewhere this test says so and stops).
+    let disk = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "xnatfs-test",
+            disk.path().to_str().unwrap(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (not root?): skipping the ENOSPC test");
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _disk_guard = Umount(disk.path().to_path_buf());
+    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+        dicom_files: 3,
+        dicom_size: 4096,
+        nifti_size: 3 << 20,
+        scans: 2,
+    });
+    let dcm = data.projects[0].sessions[0].scans[0].resources[0].files[0].clone();
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .cache_dir(disk.path())
+        .args(&["-E", "XNAT_E00001", "--io-timeout", "5"])
+        .mount();
+    let big = m.path("XNAT_E00001/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let e = std::fs::read(&big).expect_err("3 MiB cannot fit a 1 MiB cache");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // Nothing half-written under a final name, no partial file left, and small files still work.
+    let area = disk.path().join(xnatfs::cache::area_name(&mock.url()));
+    assert!(
+        !area
+            .join("data/XNAT_E00001/scans/2/resources/NIFTI/files/T1w.nii.gz")
+            .exists()
+    );
+    assert_eq!(std::fs::read_dir(area.join("tmp")).unwrap().count(), 0);
+    let small = m.path(&format!(
+        "XNAT_E00001/scans/1/resources/DICOM/files/{}",
+        dcm.path
+    ));
+    assert_eq!(md5_file(&small), dcm.md5());
+}
