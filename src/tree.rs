@@ -417,6 +417,20 @@ mod tests {
         }
     }
 
+    /// A file three folders down inside a resource.
+    const DEEP: [&str; 10] = [
+        "P",
+        "S1",
+        "scans",
+        "2",
+        "resources",
+        "DICOM",
+        "files",
+        "sub",
+        "deep",
+        "c.dcm",
+    ];
+
     async fn walk(tree: &Tree, path: &[&str]) -> Result<(u64, Node), TreeError> {
         let mut cur = (ROOT_INO, Node::Root);
         for name in path {
@@ -437,23 +451,7 @@ mod tests {
             .map(|e| e.0.clone())
             .collect();
         assert_eq!(root, ["P"], "the unsafe project name is skipped");
-        let (ino, node) = walk(
-            &tree,
-            &[
-                "P",
-                "S1",
-                "scans",
-                "2",
-                "resources",
-                "DICOM",
-                "files",
-                "sub",
-                "deep",
-                "c.dcm",
-            ],
-        )
-        .await
-        .unwrap();
+        let (ino, node) = walk(&tree, &DEEP).await.unwrap();
         assert_eq!(node.size(), 30);
         assert!(!node.is_dir());
         let (sub, _) = walk(
@@ -481,23 +479,7 @@ mod tests {
         assert_eq!(names, ["b.dcm", "deep", "d.dcm"]);
         let calls = fake.calls.load(Ordering::SeqCst);
         // Looking the same path up again hits the listing cache and gives the same inode.
-        let again = walk(
-            &tree,
-            &[
-                "P",
-                "S1",
-                "scans",
-                "2",
-                "resources",
-                "DICOM",
-                "files",
-                "sub",
-                "deep",
-                "c.dcm",
-            ],
-        )
-        .await
-        .unwrap();
+        let again = walk(&tree, &DEEP).await.unwrap();
         assert_eq!(again.0, ino);
         assert_eq!(fake.calls.load(Ordering::SeqCst), calls);
         let session_level = walk(&tree, &["P", "S1", "resources", "DICOM", "files", "a.dcm"])

@@ -313,11 +313,11 @@ impl HttpXnat {
         unreachable!("the loop returns on its second pass")
     }
 
-    /// [`Self::get_once`], tried again after transient failures.
     async fn get(&self, path: &str, query: &str, expect: Expect) -> Result<reqwest::Response> {
         self.get_with(path, query, expect, None).await
     }
 
+    /// [`Self::get_once`], tried again after transient failures.
     async fn get_with(
         &self,
         path: &str,
