@@ -297,11 +297,16 @@ impl Filesystem for XnatFs {
             };
         }
         let fetcher = self.fetcher.clone();
+        let tree = self.tree.clone();
         self.rt.spawn(async move {
             match fetcher.read(&open.res, &open.file, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
+                    if e.errno() == libc::ENOENT {
+                        // Gone from the server: the listing that showed it is asked again.
+                        tree.forget_resource(&open.res);
+                    }
                     reply.error(errno(e.errno()))
                 }
             }

@@ -153,6 +153,15 @@ impl RememberingApi {
     }
 }
 
+fn files_key(resource: &ResourceRef) -> String {
+    format!(
+        "files/{}/{}/{}",
+        resource.session_id,
+        resource.scan.as_deref().unwrap_or("-"),
+        resource.label
+    )
+}
+
 #[async_trait]
 impl XnatApi for RememberingApi {
     async fn projects(&self) -> Result<Vec<Project>> {
@@ -183,13 +192,13 @@ impl XnatApi for RememberingApi {
     }
 
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
-        let key = format!(
-            "files/{}/{}/{}",
-            resource.session_id,
-            resource.scan.as_deref().unwrap_or("-"),
-            resource.label
-        );
-        self.remembered(key, self.inner.files(resource)).await
+        self.remembered(files_key(resource), self.inner.files(resource))
+            .await
+    }
+
+    fn forget_files(&self, resource: &ResourceRef) {
+        let _ = std::fs::remove_file(self.path(&files_key(resource)));
+        self.inner.forget_files(resource);
     }
 
     async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download> {

@@ -118,6 +118,17 @@ impl Tree {
         }
     }
 
+    /// Forgets the listings of a resource's files (a file of it turned out to be gone), so
+    /// the next lookup asks XNAT again.
+    pub fn forget_resource(&self, res: &ResourceRef) {
+        self.api.forget_files(res);
+        self.files.lock().unwrap().remove(res);
+        let inodes = self.inodes.read().unwrap();
+        self.dirs.lock().unwrap().retain(
+            |ino, _| !matches!(inodes.nodes.get(ino), Some(Node::FilesDir(r, _)) if **r == *res),
+        );
+    }
+
     pub fn node(&self, ino: u64) -> Option<Node> {
         self.inodes.read().unwrap().nodes.get(&ino).cloned()
     }

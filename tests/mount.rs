@@ -908,3 +908,25 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
     ));
     assert_eq!(md5_file(&small), dcm.md5());
 }
+
+#[test]
+fn a_file_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
+    let mut data = small_sample();
+    {
+        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
+        let f = std::sync::Arc::get_mut(&mut session.resources[0].files[1]).unwrap(); // QC figs/motion.png
+        f.body_gone = true;
+    }
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let gone = m.path("DEMO/SUBJ01_MR1/resources/QC/files/figs/motion.png");
+    assert!(gone.is_file());
+    let listings = mock.state.controls.listings.load(Ordering::SeqCst);
+    let e = std::fs::read(&gone).expect_err("gone");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // The next look at the folder asks XNAT again.
+    let _ = std::fs::read_dir(m.path("DEMO/SUBJ01_MR1/resources/QC/files/figs"))
+        .unwrap()
+        .count();
+    assert!(mock.state.controls.listings.load(Ordering::SeqCst) > listings);
+}

@@ -64,6 +64,8 @@ pub struct MockFile {
     pub listed_size: Option<u64>,
     /// The digest the listing claims, when it should disagree with the body.
     pub listed_digest_override: Option<String>,
+    /// Listed, but its body is gone (404), as when a file is deleted after a listing.
+    pub body_gone: bool,
     digest: OnceLock<String>,
 }
 
@@ -92,6 +94,7 @@ impl MockFile {
             listed_digest: true,
             listed_size: None,
             listed_digest_override: None,
+            body_gone: false,
             digest: OnceLock::new(),
         })
     }

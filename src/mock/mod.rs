@@ -744,9 +744,9 @@ fn files_or_body(
     }
     let wanted = path.join("/");
     match r.files.iter().find(|f| f.path == wanted) {
-        Some(f) => file_body(state, f.clone(), headers),
+        Some(f) if !f.body_gone => file_body(state, f.clone(), headers),
         // A missing file: 404 with an empty body.
-        None => StatusCode::NOT_FOUND.into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

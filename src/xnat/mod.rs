@@ -165,6 +165,8 @@ pub trait XnatApi: Send + Sync {
     async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download>;
     /// Starts the download of a resource's files as one ZIP (`.../files?format=zip`).
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download>;
+    /// Drops whatever is remembered of a resource's files listing (a file of it is gone).
+    fn forget_files(&self, _resource: &ResourceRef) {}
 }
 
 /// A session named by the user: a label looked up in `project` (when given), or an accession
