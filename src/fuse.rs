@@ -4,6 +4,7 @@
 //! Every change to the tree is refused with EROFS.
 
 use crate::cache::read_at;
+use crate::caller::{Waited, wait_for};
 use crate::fetcher::Fetcher;
 use crate::tree::{Children, Node, Tree};
 use crate::xnat::{RemoteFile, ResourceRef};
@@ -133,7 +134,7 @@ impl XnatFs {
     /// Calls `done` with the entries of the open folder `fh` (listed once per opendir, so a
     /// listing read in several calls stays consistent), listing it first when needed, off the
     /// FUSE thread and within the I/O timeout.
-    fn with_listing<F>(&self, fh: FileHandle, ino: INodeNo, done: F)
+    fn with_listing<F>(&self, caller: u32, fh: FileHandle, ino: INodeNo, done: F)
     where
         F: FnOnce(Result<&Children, i32>) + Send + 'static,
     {
@@ -147,19 +148,18 @@ impl XnatFs {
         let tree = self.tree.clone();
         let timeout = self.opts.io_timeout;
         self.rt.spawn(async move {
-            let listed =
-                tokio::time::timeout(timeout, snapshot.get_or_try_init(|| tree.children(ino.0)))
-                    .await;
-            match listed {
-                Ok(Ok(kids)) => done(Ok(kids)),
-                Ok(Err(e)) => {
+            let listing = snapshot.get_or_try_init(|| tree.children(ino.0));
+            match wait_for(caller, timeout, listing).await {
+                Waited::Done(Ok(kids)) => done(Ok(kids)),
+                Waited::Done(Err(e)) => {
                     tracing::warn!("listing failed: {e}");
                     done(Err(e.errno()))
                 }
-                Err(_) => {
+                Waited::TimedOut => {
                     tracing::warn!("listing timed out");
                     done(Err(XnatFs::timeout_errno()))
                 }
+                Waited::GaveUp => done(Err(libc::EINTR)),
             }
         });
     }
@@ -193,7 +193,7 @@ impl Filesystem for XnatFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str().map(str::to_string) else {
             return reply.error(errno(libc::ENOENT));
         };
@@ -204,19 +204,23 @@ impl Filesystem for XnatFs {
             let opts = (self.opts.uid, self.opts.gid, self.mounted_at);
             move |ino: u64, node: &Node| attr_of(ino, node, opts)
         };
+        let caller = req.pid();
         self.rt.spawn(async move {
-            match tokio::time::timeout(timeout, tree.lookup(parent.0, &name)).await {
-                Ok(Ok((ino, node))) => reply.entry(&ttl, &this_attr(ino, &node), Generation(0)),
-                Ok(Err(e)) => {
+            match wait_for(caller, timeout, tree.lookup(parent.0, &name)).await {
+                Waited::Done(Ok((ino, node))) => {
+                    reply.entry(&ttl, &this_attr(ino, &node), Generation(0))
+                }
+                Waited::Done(Err(e)) => {
                     if e.errno() != libc::ENOENT {
                         tracing::warn!("lookup of {name:?} failed: {e}");
                     }
                     reply.error(errno(e.errno()))
                 }
-                Err(_) => {
+                Waited::TimedOut => {
                     tracing::warn!("lookup of {name:?} timed out");
                     reply.error(errno(XnatFs::timeout_errno()))
                 }
+                Waited::GaveUp => reply.error(errno(libc::EINTR)),
             }
         });
     }
@@ -260,7 +264,7 @@ impl Filesystem for XnatFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -298,8 +302,16 @@ impl Filesystem for XnatFs {
         }
         let fetcher = self.fetcher.clone();
         let tree = self.tree.clone();
+        let caller = req.pid();
         self.rt.spawn(async move {
-            match fetcher.read(&open.res, &open.file, offset, size).await {
+            let read = tokio::select! {
+                r = fetcher.read(&open.res, &open.file, offset, size) => r,
+                () = crate::caller::wait_gave_up(caller) => {
+                    // The reader was interrupted (Ctrl-C): it does not wait for the bytes.
+                    return reply.error(errno(libc::EINTR));
+                }
+            };
+            match read {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
@@ -358,14 +370,14 @@ impl Filesystem for XnatFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let tree = self.tree.clone();
-        self.with_listing(fh, ino, move |listed| match listed {
+        self.with_listing(req.pid(), fh, ino, move |listed| match listed {
             Ok(kids) => {
                 for (i, (name, child)) in dot_entries(ino, kids).skip(offset as usize) {
                     let kind = match tree.node(child) {
@@ -385,7 +397,7 @@ impl Filesystem for XnatFs {
     /// Entries with their attributes, so `ls -l` and `find -size` need no lookup per file.
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -394,7 +406,7 @@ impl Filesystem for XnatFs {
         let tree = self.tree.clone();
         let ttl = self.opts.attr_ttl;
         let owner = (self.opts.uid, self.opts.gid, self.mounted_at);
-        self.with_listing(fh, ino, move |listed| match listed {
+        self.with_listing(req.pid(), fh, ino, move |listed| match listed {
             Ok(kids) => {
                 for (i, (name, child)) in dot_entries(ino, kids).skip(offset as usize) {
                     let node = tree.node(child).unwrap_or(Node::Root);

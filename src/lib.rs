@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod caller;
 pub mod cli;
 pub mod download;
 pub mod fetcher;

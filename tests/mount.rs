@@ -930,3 +930,84 @@ fn a_file_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
         .count();
     assert!(mock.state.controls.listings.load(Ordering::SeqCst) > listings);
 }
+
+#[test]
+fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
+    let mock = start_mock(small_sample());
+    // A long I/O timeout: the reader must not have to sit it out.
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "60"])
+        .mount();
+    let file = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    assert!(file.is_file());
+    mock.state
+        .controls
+        .stall_files
+        .store(true, Ordering::SeqCst);
+    let mut cat = std::process::Command::new("cat")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cat.try_wait().unwrap().is_none(),
+        "cat is waiting for the stalled body"
+    );
+    let start = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(cat.id() as i32, libc::SIGINT) };
+    loop {
+        if cat.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "cat still waits after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mock.state
+        .controls
+        .stall_files
+        .store(false, Ordering::SeqCst);
+}
+
+#[test]
+fn ctrl_c_on_a_listing_that_waits_for_the_server_ends_at_once() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "60"])
+        .mount();
+    assert!(m.path("DEMO").is_dir());
+    mock.state
+        .controls
+        .latency_ms
+        .store(20_000, Ordering::SeqCst);
+    let mut ls = std::process::Command::new("ls")
+        .arg(m.path("DEMO/SUBJ02_MR1/scans"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        ls.try_wait().unwrap().is_none(),
+        "ls is waiting for the slow server"
+    );
+    let start = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(ls.id() as i32, libc::SIGINT) };
+    loop {
+        if ls.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "ls still waits after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
+}

@@ -1,0 +1,81 @@
+//! Whether the process that asked for something still wants the answer.
+//!
+//! fuser 0.18 does not pass FUSE_INTERRUPT on to file systems, and once a request is with
+//! us the kernel makes its caller wait for the answer even after Ctrl-C (buffered reads are
+//! the exception: their page waits are killable). So a wait for the server (a lookup or a
+//! listing, and reads) watches its caller: once it has a terminating signal pending (SIGINT,
+//! SIGTERM, SIGKILL, SIGHUP, SIGQUIT) or is gone, the wait ends with EINTR at once, instead
+//! of after the I/O timeout.
+
+use std::time::Duration;
+
+const TERMINATING: [u32; 5] = [
+    libc::SIGHUP as u32,
+    libc::SIGINT as u32,
+    libc::SIGQUIT as u32,
+    libc::SIGKILL as u32,
+    libc::SIGTERM as u32,
+];
+
+/// Whether thread `tid` has a terminating signal pending, or no longer exists.
+pub fn gave_up(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| {
+            TERMINATING
+                .iter()
+                .any(|sig| mask & (1u64 << (sig - 1)) != 0)
+        })
+}
+
+/// Resolves when `tid` gives up (checked every 100 ms).
+pub async fn wait_gave_up(tid: u32) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gave_up(tid) {
+            return;
+        }
+    }
+}
+
+/// How a bounded wait ended.
+pub enum Waited<T> {
+    Done(T),
+    TimedOut,
+    /// The caller was interrupted: nobody wants the answer.
+    GaveUp,
+}
+
+/// Waits for `fut`, at most `timeout`, and no longer than thread `caller` wants it.
+pub async fn wait_for<T>(
+    caller: u32,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Waited<T> {
+    tokio::select! {
+        r = tokio::time::timeout(timeout, fut) => match r {
+            Ok(v) => Waited::Done(v),
+            Err(_) => Waited::TimedOut,
+        },
+        () = wait_gave_up(caller) => Waited::GaveUp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_thread_without_signals_has_not_given_up() {
+        assert!(!gave_up(std::process::id()));
+        assert!(gave_up(u32::MAX - 1), "a thread that does not exist has");
+    }
+}
