@@ -1011,3 +1011,42 @@ fn ctrl_c_on_a_listing_that_waits_for_the_server_ends_at_once() {
     }
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
+
+#[test]
+fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url()).mount();
+    let held =
+        std::fs::File::open(m.path("DEMO/SUBJ01_MR1/resources/QC/files/qc_report.html")).unwrap();
+    let pid = m.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    while is_mounted(&m.mountpoint) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still mounted after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(&m.log_path).unwrap();
+    assert!(log.contains("is busy; detached"), "{log}");
+    // The open file still reads; once it is closed the process ends by itself.
+    use std::io::Read;
+    let mut text = String::new();
+    (&held).read_to_string(&mut text).unwrap();
+    assert!(text.contains("QC for SUBJ01_MR1"));
+    drop(held);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after the last file closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
