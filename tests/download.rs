@@ -38,21 +38,7 @@ fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
         .controls
         .honour_range
         .store(honour_range, Ordering::SeqCst);
-    let api: Arc<dyn XnatApi> = Arc::new(
-        HttpXnat::new(
-            &mock.url(),
-            Credentials {
-                user: Some("demo".into()),
-                password: Some("demo".into()),
-                token: None,
-            },
-            ClientOptions {
-                timeout: Duration::from_secs(10),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let api = demo_client(&mock.url());
     let res = ResourceRef {
         session_id: "XNAT_E00001".into(),
         scan: Some("2".into()),
@@ -76,6 +62,20 @@ fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
         source,
         _cache: dir,
     }
+}
+
+/// A client of the mock with its demo credentials.
+fn demo_client(url: &str) -> Arc<dyn XnatApi> {
+    let creds = Credentials {
+        user: Some("demo".into()),
+        password: Some("demo".into()),
+        token: None,
+    };
+    let options = ClientOptions {
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    Arc::new(HttpXnat::new(url, creds, options).unwrap())
 }
 
 /// A deterministic pseudo-random sequence.
@@ -184,18 +184,7 @@ fn a_body_that_disagrees_with_its_digest_is_an_error_at_the_end() {
     Arc::get_mut(nifti).unwrap().listed_digest_override = Some("0".repeat(32));
     let mock = start_mock(data);
     let rt = runtime();
-    let api: Arc<dyn XnatApi> = Arc::new(
-        HttpXnat::new(
-            &mock.url(),
-            Credentials {
-                user: Some("demo".into()),
-                password: Some("demo".into()),
-                token: None,
-            },
-            ClientOptions::default(),
-        )
-        .unwrap(),
-    );
+    let api = demo_client(&mock.url());
     let res = ResourceRef {
         session_id: "XNAT_E00001".into(),
         scan: Some("2".into()),

@@ -504,17 +504,11 @@ fn sigterm_unmounts_cleanly() {
     assert!(m.path("DEMO").is_dir());
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        m.child.as_mut().unwrap(),
+        Duration::from_secs(10),
+        "no exit after SIGTERM",
+    );
     assert!(status.success(), "{status}");
     assert!(!is_mounted(&m.mountpoint));
 }
@@ -944,30 +938,7 @@ fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
         .controls
         .stall_files
         .store(true, Ordering::SeqCst);
-    let mut cat = std::process::Command::new("cat")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        cat.try_wait().unwrap().is_none(),
-        "cat is waiting for the stalled body"
-    );
-    let start = Instant::now();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(cat.id() as i32, libc::SIGINT) };
-    loop {
-        if cat.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "cat still waits after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ctrl_c_ends_it_at_once(std::process::Command::new("cat").arg(&file), "cat");
     mock.state
         .controls
         .stall_files
@@ -985,30 +956,10 @@ fn ctrl_c_on_a_listing_that_waits_for_the_server_ends_at_once() {
         .controls
         .latency_ms
         .store(20_000, Ordering::SeqCst);
-    let mut ls = std::process::Command::new("ls")
-        .arg(m.path("DEMO/SUBJ02_MR1/scans"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        ls.try_wait().unwrap().is_none(),
-        "ls is waiting for the slow server"
+    ctrl_c_ends_it_at_once(
+        std::process::Command::new("ls").arg(m.path("DEMO/SUBJ02_MR1/scans")),
+        "ls",
     );
-    let start = Instant::now();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(ls.id() as i32, libc::SIGINT) };
-    loop {
-        if ls.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "ls still waits after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
 
@@ -1037,16 +988,45 @@ fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
     (&held).read_to_string(&mut text).unwrap();
     assert!(text.contains("QC for SUBJ01_MR1"));
     drop(held);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after the last file closed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        m.child.as_mut().unwrap(),
+        Duration::from_secs(10),
+        "no exit after the last file closed",
+    );
     assert!(status.success(), "{status}");
+}
+
+/// Waits for `child` to exit within `limit`, failing the test with `what` if it does not.
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd`, checks that it is still waiting after 500 ms, sends it SIGINT (Ctrl-C) and
+/// checks that it ends within 5 s.
+fn ctrl_c_ends_it_at_once(cmd: &mut std::process::Command, name: &str) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "{name} is waiting");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_exit(
+        &mut child,
+        Duration::from_secs(5),
+        &format!("{name} still waits after Ctrl-C"),
+    );
 }
