@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use xnatfs::cache::Cache;
-use xnatfs::fetcher::Fetcher;
+use xnatfs::fetch::Fetcher;
 use xnatfs::mock::data::{Body, Dataset, MockFile, SampleSpec};
 use xnatfs::mock::{MockServer, MockState};
 use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};

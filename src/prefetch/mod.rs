@@ -5,15 +5,19 @@
 pub mod plan;
 pub mod progress;
 pub mod transfer;
+pub mod verified;
+pub mod zip;
 
-use crate::fetcher::RetryPolicy;
-use crate::xnat::{Session, XnatApi, XnatError, find_session};
+use crate::units::human_bytes;
+use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
+use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
-use plan::{Destination, Selection, human_bytes};
+use plan::{Destination, Selection};
 use progress::Progress;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transfer::Method;
+use verified::TransferPolicy;
 
 pub struct PrefetchOptions {
     /// `-E`: accession IDs, or labels in `project`.
@@ -38,10 +42,6 @@ pub async fn resolve_sessions(
     api: &dyn XnatApi,
     opts: &PrefetchOptions,
 ) -> Result<Vec<(String, Session)>> {
-    let unknown = |e: XnatError| match e {
-        XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
-        e => e.into(),
-    };
     if opts.sessions.is_empty() {
         let Some(project) = &opts.project else {
             bail!(
@@ -52,14 +52,7 @@ pub async fn resolve_sessions(
         return Ok(sessions.into_iter().map(|s| (s.label.clone(), s)).collect());
     }
     let in_project = opts.project.as_deref().or(opts.default_project.as_deref());
-    let mut out = Vec::new();
-    for name in &opts.sessions {
-        out.push((
-            name.clone(),
-            find_session(api, in_project, name).await.map_err(unknown)?,
-        ));
-    }
-    Ok(out)
+    named_sessions(api, in_project, &opts.sessions).await
 }
 
 /// Runs a prefetch. `Ok(true)` when every planned file is present and verified.
@@ -100,8 +93,8 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
     let to_files = totals.files - totals.present_files;
     let to_bytes = totals.bytes - totals.present_bytes;
     let progress = Progress::new(to_files, to_bytes, opts.quiet);
-    let policy = RetryPolicy {
-        retries: 4,
+    let policy = TransferPolicy {
+        attempts: PREFETCH_BODY_ATTEMPTS,
         stall_timeout: opts.io_timeout,
         private: matches!(opts.destination, Destination::Cache(_)),
     };

@@ -3,6 +3,7 @@
 
 use crate::cache::Cache;
 use crate::names::is_safe_component;
+use crate::units::human_bytes;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi};
 use anyhow::{Result, bail};
 use futures::{StreamExt, TryStreamExt};
@@ -213,21 +214,6 @@ impl Plan {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// Lists what `selection` takes from `sessions` and where each file goes. Listings run
 /// `workers` at a time.
 pub async fn build(
@@ -421,6 +407,5 @@ mod tests {
         );
         assert!(d.path_of("..", &res, "x").is_none());
         assert!(d.path_of("S", &res, "../../x").is_none());
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

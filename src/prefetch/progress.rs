@@ -1,7 +1,7 @@
 //! Progress of a prefetch: a bar (files, bytes, rate, ETA) on a terminal, a plain line every few
 //! seconds otherwise.
 
-use super::plan::human_bytes;
+use crate::units::human_bytes;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -6,12 +6,10 @@
 
 use super::plan::{Destination, Plan, PlannedFile, PlannedResource};
 use super::progress::Progress;
-use crate::cache::{CommitError, PartialFile};
-use crate::fetcher::{RetryPolicy, download_verified};
-use crate::xnat::{XnatApi, XnatError};
-use futures::{StreamExt, TryStreamExt};
-use std::collections::HashMap;
-use std::io::Read;
+use super::verified::{TransferPolicy, download_verified};
+use super::zip::{Outcome, zip_resource};
+use crate::xnat::XnatApi;
+use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,15 +52,13 @@ enum Job<'a> {
     Zip(&'a PlannedResource),
 }
 
-type Outcome = (PathBuf, u64, Result<(), String>);
-
 pub async fn run(
     api: Arc<dyn XnatApi>,
     plan: &Plan,
     dest: &Destination,
     workers: usize,
     method: Method,
-    policy: &RetryPolicy,
+    policy: &TransferPolicy,
     progress: &Progress,
 ) -> Report {
     let mut report = Report::default();
@@ -111,7 +107,14 @@ pub async fn run(
         .map(|job| async move {
             match job {
                 Job::File(f) => vec![one_file(api, f, tmp, policy, progress).await],
-                Job::Zip(r) => zip_resource(api, r, tmp, policy, progress).await,
+                Job::Zip(r) => {
+                    let (mut done, leftover) = zip_resource(api, r, tmp, policy, progress).await;
+                    // Whatever the ZIP did not deliver intact is fetched file by file.
+                    for f in &leftover {
+                        done.push(one_file(api, f, tmp, policy, progress).await);
+                    }
+                    done
+                }
             }
         })
         .buffer_unordered(workers.max(1))
@@ -145,7 +148,7 @@ async fn one_file(
     api: &dyn XnatApi,
     f: &PlannedFile,
     tmp_dir: &Path,
-    policy: &RetryPolicy,
+    policy: &TransferPolicy,
     progress: &Progress,
 ) -> Outcome {
     let result = download_verified(api, &f.file, &f.dest, tmp_dir, policy, &|n| {
@@ -157,178 +160,4 @@ async fn one_file(
         progress.file_done();
     }
     (f.dest.clone(), f.file.size, result)
-}
-
-/// Streams a resource's ZIP and writes the entries the plan expects; whatever the ZIP did not
-/// deliver intact is then fetched file by file.
-async fn zip_resource(
-    api: &dyn XnatApi,
-    r: &PlannedResource,
-    tmp_dir: &Path,
-    policy: &RetryPolicy,
-    progress: &Progress,
-) -> Vec<Outcome> {
-    let wanted: HashMap<String, PlannedFile> = r
-        .files
-        .iter()
-        .filter(|f| !f.present)
-        .map(|f| (f.file.path.clone(), f.clone()))
-        .collect();
-    let mut outcomes = Vec::new();
-    let leftover = match api.download_zip(&r.res).await {
-        Ok(download) => {
-            let reader = tokio_util::io::StreamReader::new(
-                download
-                    .body
-                    .map_err(|e: XnatError| std::io::Error::other(e.to_string())),
-            );
-            let bridge = tokio_util::io::SyncIoBridge::new(reader);
-            let marker = format!("/resources/{}/files/", r.res.label);
-            let tmp = tmp_dir.to_path_buf();
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-            let private = policy.private;
-            let unpack = tokio::task::spawn_blocking(move || {
-                unzip_stream(bridge, &marker, wanted, &tmp, private, &tx)
-            });
-            // Progress is reported from here, as the blocking thread sends it.
-            let mut unpack = std::pin::pin!(unpack);
-            let joined = loop {
-                tokio::select! {
-                    Some(n) = rx.recv() => {
-                        if n == FILE_DONE { progress.file_done() } else { progress.add_bytes(n) }
-                    }
-                    joined = &mut unpack => break joined,
-                }
-            };
-            while let Ok(n) = rx.try_recv() {
-                if n == FILE_DONE {
-                    progress.file_done()
-                } else {
-                    progress.add_bytes(n)
-                }
-            }
-            match joined {
-                Ok((done, leftover)) => {
-                    outcomes.extend(done);
-                    leftover
-                }
-                Err(e) => {
-                    tracing::warn!("unpacking the ZIP of {} failed: {e}", r.res.rest_path());
-                    r.files
-                        .iter()
-                        .filter(|f| !f.present)
-                        .map(|f| (f.file.path.clone(), f.clone()))
-                        .collect()
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(
-                "ZIP of {} failed ({e}); fetching its files one by one",
-                r.res.rest_path()
-            );
-            wanted
-        }
-    };
-    for f in leftover.values() {
-        outcomes.push(one_file(api, f, tmp_dir, policy, progress).await);
-    }
-    outcomes
-}
-
-/// Sent on the progress channel when a file is complete (no chunk is ever that large).
-const FILE_DONE: u64 = u64::MAX;
-
-/// Reads ZIP entries from a stream, writing those whose path (after `marker`) the plan wants.
-/// Returns the files written (with their outcome) and those still wanted.
-fn unzip_stream<R: Read>(
-    mut reader: R,
-    marker: &str,
-    mut wanted: HashMap<String, PlannedFile>,
-    tmp_dir: &Path,
-    private: bool,
-    progress: &tokio::sync::mpsc::UnboundedSender<u64>,
-) -> (Vec<Outcome>, HashMap<String, PlannedFile>) {
-    let mut done = Vec::new();
-    loop {
-        let mut entry = match zip::read::read_zipfile_from_stream(&mut reader) {
-            Ok(Some(entry)) => entry,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!("the ZIP stream broke off: {e}");
-                break;
-            }
-        };
-        if entry.is_dir() {
-            continue;
-        }
-        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
-        let key = name.find(marker).map(|i| &name[i + marker.len()..]);
-        let Some(planned) = key.and_then(|k| wanted.remove(k)) else {
-            tracing::warn!("skipping unexpected ZIP entry {name:?}");
-            if std::io::copy(&mut entry, &mut std::io::sink()).is_err() {
-                break;
-            }
-            continue;
-        };
-        let key = planned.file.path.clone();
-        match write_entry(&mut entry, &planned, tmp_dir, private, progress) {
-            Ok(()) => {
-                let _ = progress.send(FILE_DONE);
-                done.push((planned.dest.clone(), planned.file.size, Ok(())));
-            }
-            Err(EntryError::Bad(e)) => {
-                // A bad entry (short, wrong digest): fetch it again on its own.
-                tracing::warn!("ZIP entry {name:?}: {e}; fetching it on its own");
-                wanted.insert(key, planned);
-            }
-            Err(EntryError::Stream(e)) => {
-                tracing::warn!("the ZIP stream broke off in {name:?}: {e}");
-                wanted.insert(key, planned);
-                break;
-            }
-        }
-    }
-    (done, wanted)
-}
-
-enum EntryError {
-    /// The entry was read but is not the listed file.
-    Bad(String),
-    /// Reading failed: the rest of the stream is lost.
-    Stream(String),
-}
-
-fn write_entry<R: Read>(
-    entry: &mut R,
-    planned: &PlannedFile,
-    tmp_dir: &Path,
-    private: bool,
-    progress: &tokio::sync::mpsc::UnboundedSender<u64>,
-) -> Result<(), EntryError> {
-    let mut part =
-        PartialFile::new_in(tmp_dir, private).map_err(|e| EntryError::Bad(e.to_string()))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = entry
-            .read(&mut buf)
-            .map_err(|e| EntryError::Stream(e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        if part.written() + n as u64 > planned.file.size {
-            // Drain the rest so the stream stays aligned for the next entry.
-            std::io::copy(entry, &mut std::io::sink())
-                .map_err(|e| EntryError::Stream(e.to_string()))?;
-            return Err(EntryError::Bad("longer than the listed size".into()));
-        }
-        part.write(&buf[..n])
-            .map_err(|e| EntryError::Bad(e.to_string()))?;
-        let _ = progress.send(n as u64);
-    }
-    part.commit(&planned.file, &planned.dest)
-        .map_err(|e| match e {
-            CommitError::Verify(v) => EntryError::Bad(v.to_string()),
-            CommitError::Io(io) => EntryError::Bad(io.to_string()),
-        })
 }

@@ -3,6 +3,7 @@
 //! retried with backoff.
 
 use super::json::{self, Row};
+use super::retry::{Attempts, LISTING_ATTEMPTS};
 use super::{Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
 use super::{Result, XnatError};
 use async_trait::async_trait;
@@ -36,8 +37,8 @@ impl fmt::Debug for Credentials {
 pub struct ClientOptions {
     /// Bound on connecting, and on each wait for more body bytes.
     pub timeout: Duration,
-    /// How many times a transient failure (5xx, reset, timeout) is tried again.
-    pub retries: u32,
+    /// Attempts at a listing in all (see [`super::retry`]; file bodies get one per call).
+    pub listing_attempts: u32,
     /// Accept any TLS certificate.
     pub insecure: bool,
 }
@@ -46,7 +47,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: Duration::from_secs(30),
-            retries: 3,
+            listing_attempts: LISTING_ATTEMPTS,
             insecure: false,
         }
     }
@@ -134,17 +135,6 @@ fn status_error(status: StatusCode, path: &str) -> XnatError {
             path: path.to_string(),
         },
     }
-}
-
-/// A short pause before retry `attempt` (1, 2, ...): exponential, with jitter so that many
-/// readers do not retry in step.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 200u64 << attempt.min(6);
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % (base / 2 + 1))
-        .unwrap_or(0);
-    Duration::from_millis(base + jitter)
 }
 
 impl HttpXnat {
@@ -313,44 +303,27 @@ impl HttpXnat {
         unreachable!("the loop returns on its second pass")
     }
 
-    async fn get(&self, path: &str, query: &str, expect: Expect) -> Result<reqwest::Response> {
-        self.get_with(path, query, expect, None).await
-    }
-
-    /// [`Self::get_once`], tried again after transient failures.
-    async fn get_with(
-        &self,
-        path: &str,
-        query: &str,
-        expect: Expect,
-        range: Option<&str>,
-    ) -> Result<reqwest::Response> {
-        let mut attempt = 0;
-        loop {
-            match self.get_once(path, query, expect, range).await {
-                Err(e) if e.is_transient() && attempt < self.options.retries => {
-                    attempt += 1;
-                    tracing::warn!("{e}; trying again ({attempt}/{})", self.options.retries);
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// A JSON answer's body (`format=json` is added to `query`).
+    /// A JSON answer's body (`format=json` is added to `query`). The request and the reading
+    /// of its body are one attempt, tried again after transient failures (the one place
+    /// listings are retried: see [`super::retry`]).
     async fn get_json(&self, path: &str, query: &str) -> Result<bytes::Bytes> {
         let query = format!("?format=json{query}");
-        let mut attempt = 0;
+        let mut attempts = Attempts::new(self.options.listing_attempts);
         loop {
-            let result = match self.get(path, &query, Expect::Json).await {
+            let result = match self.get_once(path, &query, Expect::Json, None).await {
                 Ok(resp) => resp.bytes().await.map_err(|e| network_error(path, e)),
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
             };
             match result {
-                Err(e) if e.is_transient() && attempt < self.options.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(
+                        "{e} (attempt {} of {})",
+                        attempts.made(),
+                        attempts.allowed()
+                    );
+                    if !attempts.again(true).await {
+                        return Err(e);
+                    }
                 }
                 other => return other,
             }
@@ -432,8 +405,9 @@ impl XnatApi for HttpXnat {
             (s, None) => Some(format!("bytes={s}-")),
             (s, Some(e)) => Some(format!("bytes={s}-{}", e.saturating_sub(1))),
         };
+        // One attempt: the reader of the body retries (see `super::retry`).
         let resp = self
-            .get_with(uri, "", Expect::File { html_ok }, range.as_deref())
+            .get_once(uri, "", Expect::File { html_ok }, range.as_deref())
             .await?;
         Ok(body_of(resp, uri))
     }
@@ -441,7 +415,7 @@ impl XnatApi for HttpXnat {
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
         let path = format!("{}/files", resource.rest_path());
         let resp = self
-            .get(&path, "?format=zip", Expect::File { html_ok: false })
+            .get_once(&path, "?format=zip", Expect::File { html_ok: false }, None)
             .await?;
         Ok(body_of(resp, &path))
     }

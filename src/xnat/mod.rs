@@ -3,6 +3,8 @@
 
 pub mod http;
 pub mod json;
+pub mod remembering;
+pub mod retry;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -167,6 +169,30 @@ pub trait XnatApi: Send + Sync {
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download>;
     /// Drops whatever is remembered of a resource's files listing (a file of it is gone).
     fn forget_files(&self, _resource: &ResourceRef) {}
+}
+
+/// The sessions the user named (`-E`), each with the name it was given: labels are looked up
+/// in `project` when given, accession IDs work from anywhere. An unknown one is an error that
+/// names it.
+pub async fn named_sessions(
+    api: &dyn XnatApi,
+    project: Option<&str>,
+    names: &[String],
+) -> anyhow::Result<Vec<(String, Session)>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let session = find_session(api, project, name).await.map_err(unknown)?;
+        out.push((name.clone(), session));
+    }
+    Ok(out)
+}
+
+/// A `NotFound` as the user reads it ("unknown project X"); other errors as they are.
+pub fn unknown(e: XnatError) -> anyhow::Error {
+    match e {
+        XnatError::NotFound(what) => anyhow::anyhow!("unknown {what}"),
+        e => e.into(),
+    }
 }
 
 /// A session named by the user: a label looked up in `project` (when given), or an accession

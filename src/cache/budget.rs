@@ -41,31 +41,6 @@ pub fn default_limit(dir: &Path, used_now: u64) -> u64 {
     room.min(CAP)
 }
 
-/// Parses a size like `500M`, `20G`, `1.5T` or a plain number of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((t, ""), |i| (&t[..i], &t[i..]));
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 500M or 20G)"))?;
-    let mult = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 1u64,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
-    };
-    Ok((n * mult as f64) as u64)
-}
-
 fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -88,10 +63,8 @@ fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
 }
 
 impl Budget {
-    /// Loads the index of the cache area `area` (its `data/` folder), or scans it.
-    pub fn load(area: &Path) -> Budget {
-        let data_dir = area.join("data");
-        let index_path = area.join("index.json");
+    /// Loads the saved index `index_path` of the files under `data_dir`, or scans them.
+    pub fn load(data_dir: PathBuf, index_path: PathBuf) -> Budget {
         let mut lru = LruCache::unbounded();
         let mut total = 0;
         let saved: Option<Vec<(PathBuf, u64)>> = std::fs::read(&index_path)
@@ -233,6 +206,10 @@ impl Budget {
 mod tests {
     use super::*;
 
+    fn load(area: &Path) -> Budget {
+        Budget::load(area.join("data"), area.join("index.json"))
+    }
+
     fn put(b: &Budget, area: &Path, name: &str, size: usize) -> PathBuf {
         let p = area.join("data").join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -242,19 +219,10 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
-        assert_eq!(parse_size("20G").unwrap(), 20 << 30);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("1234").unwrap(), 1234);
-        assert!(parse_size("lots").is_err() && parse_size("5Q").is_err());
-    }
-
-    #[test]
     fn least_recently_used_and_not_open_go_first() {
         let dir = tempfile::tempdir().unwrap();
         let area = dir.path();
-        let b = Budget::load(area);
+        let b = load(area);
         let a = put(&b, area, "s/a", 100);
         let bb = put(&b, area, "s/b", 100);
         let c = put(&b, area, "s/c", 100);
@@ -277,7 +245,7 @@ mod tests {
         b.closed(&c);
         // The order survives a reload through the saved index: c, then e.
         b.save().unwrap();
-        let again = Budget::load(area);
+        let again = load(area);
         assert_eq!(again.used(), 200);
         again.set_limit(100);
         assert!(!c.exists() && e.exists());
@@ -289,6 +257,6 @@ mod tests {
         let p = dir.path().join("data/x/y");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, b"12345").unwrap();
-        assert_eq!(Budget::load(dir.path()).used(), 5);
+        assert_eq!(load(dir.path()).used(), 5);
     }
 }

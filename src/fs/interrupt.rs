@@ -54,16 +54,23 @@ pub enum Waited<T> {
     GaveUp,
 }
 
-/// Waits for `fut`, at most `timeout`, and no longer than thread `caller` wants it.
+/// Waits for `fut`, at most `timeout` (when given), and no longer than thread `caller`
+/// wants it.
 pub async fn wait_for<T>(
     caller: u32,
-    timeout: Duration,
+    timeout: Option<Duration>,
     fut: impl std::future::Future<Output = T>,
 ) -> Waited<T> {
+    let bounded = async {
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    };
     tokio::select! {
-        r = tokio::time::timeout(timeout, fut) => match r {
-            Ok(v) => Waited::Done(v),
-            Err(_) => Waited::TimedOut,
+        r = bounded => match r {
+            Some(v) => Waited::Done(v),
+            None => Waited::TimedOut,
         },
         () = wait_gave_up(caller) => Waited::GaveUp,
     }

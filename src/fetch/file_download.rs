@@ -11,100 +11,19 @@
 //! When every byte is there the file is checked (size, and MD5 when listed) and renamed to its
 //! final name in the cache. Readers keep reading the same open file throughout.
 
-use crate::cache::{Cache, CommitError, PartialFile};
-use crate::fetcher::FetchError;
-use crate::xnat::http::backoff;
-use crate::xnat::{RemoteFile, XnatApi, XnatError};
+use super::FetchContext;
+use super::error::FetchError;
+use super::hasher::Hasher;
+use super::ranges::Ranges;
+use super::readahead::{MIN_WINDOW, Readahead};
+use crate::cache::PartialFile;
+use crate::xnat::retry::{Attempts, BODY_ATTEMPTS};
+use crate::xnat::{RemoteFile, XnatError};
 use futures::StreamExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Byte ranges that are present, kept sorted and merged.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Ranges(Vec<(u64, u64)>);
-
-impl Ranges {
-    pub fn insert(&mut self, start: u64, end: u64) {
-        if start >= end {
-            return;
-        }
-        let (mut s, mut e) = (start, end);
-        let mut kept = Vec::with_capacity(self.0.len() + 1);
-        for &(a, b) in &self.0 {
-            if b < s || a > e {
-                kept.push((a, b));
-            } else {
-                s = s.min(a);
-                e = e.max(b);
-            }
-        }
-        kept.push((s, e));
-        kept.sort_unstable();
-        self.0 = kept;
-    }
-
-    /// Whether all of `start..end` is present.
-    pub fn contains(&self, start: u64, end: u64) -> bool {
-        start >= end || self.0.iter().any(|&(a, b)| a <= start && end <= b)
-    }
-
-    /// The end of the present run that holds `pos`, if any.
-    pub fn run_end(&self, pos: u64) -> Option<u64> {
-        self.0
-            .iter()
-            .find(|&&(a, b)| a <= pos && pos < b)
-            .map(|&(_, b)| b)
-    }
-
-    /// The first absent byte at or after `pos`.
-    pub fn next_gap(&self, pos: u64) -> u64 {
-        self.run_end(pos).unwrap_or(pos)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(|(a, b)| b - a).sum()
-    }
-}
-
-/// What the server does with `Range`, learnt from its answers (unknown until then).
-#[derive(Debug, Default)]
-pub struct RangeSupport(AtomicU8);
-
-const HONOURED: u8 = 1;
-const IGNORED: u8 = 2;
-
-impl RangeSupport {
-    pub fn honoured(&self) -> Option<bool> {
-        match self.0.load(Ordering::Relaxed) {
-            HONOURED => Some(true),
-            IGNORED => Some(false),
-            _ => None,
-        }
-    }
-    fn learn(&self, honoured: bool) {
-        self.0
-            .store(if honoured { HONOURED } else { IGNORED }, Ordering::Relaxed);
-    }
-}
-
-/// Readahead window of ranged requests: starts small, doubles while reads go on in order.
-pub const MIN_WINDOW: u64 = 1 << 20;
-pub const MAX_WINDOW: u64 = 64 << 20;
-/// How far one download may run ahead of its hashing, in bytes.
-pub const HASH_AHEAD: usize = 32 << 20;
-
-/// The memory budget is counted in units of this many bytes.
-pub const MEMORY_UNIT: usize = 1024;
-
-/// A memory budget of `bytes` for data held in memory by downloads (chunks waiting to be
-/// hashed), shared by a whole mount.
-pub fn memory_budget(bytes: u64) -> Arc<tokio::sync::Semaphore> {
-    let units = (bytes / MEMORY_UNIT as u64).clamp(256, tokio::sync::Semaphore::MAX_PERMITS as u64);
-    Arc::new(tokio::sync::Semaphore::new(units as usize))
-}
 
 /// Files up to this size are verified before any of their bytes is served.
 pub const VERIFY_BEFORE_SERVING: u64 = 4 << 20;
@@ -123,9 +42,10 @@ struct State {
     present: Ranges,
     runs: Vec<Run>,
     next_run: u64,
-    /// The end of the last window fetched, and its size, for readahead.
-    window_end: u64,
-    window: u64,
+    /// Where the last read ended, and the window of ranged requests it earned.
+    readahead: Readahead,
+    /// Attempts that failed so far (a reader that joins after one may try a fresh download).
+    failed_attempts: u32,
     /// MD5 of the whole file, when one request delivered it all in order and hashed it.
     digest: Option<String>,
     part: Option<PartialFile>,
@@ -136,41 +56,26 @@ struct State {
     last_progress: Instant,
 }
 
-/// What all the downloads of a mount share.
-pub struct Shared {
-    pub api: Arc<dyn XnatApi>,
-    /// Requests run here (reads may come from threads outside the runtime).
-    pub rt: tokio::runtime::Handle,
-    pub cache: Cache,
-    pub range: RangeSupport,
-    /// The memory budget of all downloads together.
-    pub memory: Arc<tokio::sync::Semaphore>,
-    /// Give up after this long without receiving a byte.
-    pub stall_timeout: Duration,
-}
-
 pub struct FileDownload {
-    shared: Arc<Shared>,
+    ctx: Arc<FetchContext>,
     pub file: RemoteFile,
     dest: PathBuf,
     fd: std::fs::File,
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<u64>,
-    retries: u32,
 }
 
 impl FileDownload {
     pub fn new(
-        shared: Arc<Shared>,
+        ctx: Arc<FetchContext>,
         file: RemoteFile,
         dest: PathBuf,
     ) -> Result<Arc<FileDownload>, FetchError> {
-        let io = |e: std::io::Error| FetchError::Cache(e.to_string());
-        let part = shared.cache.begin().map_err(io)?;
-        part.set_len(file.size).map_err(io)?;
-        let fd = part.reopen().map_err(io)?;
+        let part = ctx.cache.begin().map_err(FetchError::cache)?;
+        part.set_len(file.size).map_err(FetchError::cache)?;
+        let fd = part.reopen().map_err(FetchError::cache)?;
         Ok(Arc::new(FileDownload {
-            shared,
+            ctx,
             file,
             dest,
             fd,
@@ -178,8 +83,8 @@ impl FileDownload {
                 present: Ranges::default(),
                 runs: Vec::new(),
                 next_run: 0,
-                window_end: 0,
-                window: MIN_WINDOW,
+                readahead: Readahead::default(),
+                failed_attempts: 0,
                 digest: None,
                 part: Some(part),
                 failed: None,
@@ -187,7 +92,6 @@ impl FileDownload {
                 last_progress: Instant::now(),
             }),
             changed: tokio::sync::watch::channel(0).0,
-            retries: 3,
         }))
     }
 
@@ -215,13 +119,18 @@ impl FileDownload {
                     return Err(e.clone());
                 }
             }
-            if tokio::time::timeout(self.shared.stall_timeout, rx.changed())
+            if tokio::time::timeout(self.ctx.stall_timeout, rx.changed())
                 .await
                 .is_err()
             {
                 return Err(XnatError::Timeout(format!("{} did not finish", self.file.uri)).into());
             }
         }
+    }
+
+    /// How many of its attempts have failed so far.
+    pub fn failed_attempts(&self) -> u32 {
+        self.state.lock().unwrap().failed_attempts
     }
 
     /// Whether the download failed for good (a new one must be started).
@@ -253,7 +162,7 @@ impl FileDownload {
             self.fd
                 .read_exact_at(&mut buf, offset)
                 .map(|()| buf)
-                .map_err(|e| FetchError::Cache(e.to_string())),
+                .map_err(FetchError::cache),
         )
     }
 
@@ -303,7 +212,7 @@ impl FileDownload {
                 st.last_progress.max(asked)
             };
             let left = self
-                .shared
+                .ctx
                 .stall_timeout
                 .saturating_sub(waited_since.elapsed());
             match tokio::time::timeout(left.max(Duration::from_millis(10)), rx.changed()).await {
@@ -311,10 +220,10 @@ impl FileDownload {
                 Ok(Err(_)) => return Err(FetchError::Cache("download dropped".into())),
                 Err(_) => {
                     let st = self.state.lock().unwrap();
-                    if st.last_progress.max(asked).elapsed() >= self.shared.stall_timeout {
+                    if st.last_progress.max(asked).elapsed() >= self.ctx.stall_timeout {
                         return Err(XnatError::Timeout(format!(
                             "no data for {} in {:?}",
-                            self.file.uri, self.shared.stall_timeout
+                            self.file.uri, self.ctx.stall_timeout
                         ))
                         .into());
                     }
@@ -332,7 +241,7 @@ impl FileDownload {
         let mut buf = vec![0u8; (end - offset) as usize];
         self.fd
             .read_exact_at(&mut buf, offset)
-            .map_err(|e| FetchError::Cache(e.to_string()))?;
+            .map_err(FetchError::cache)?;
         Ok(buf)
     }
 
@@ -356,14 +265,9 @@ impl FileDownload {
     /// Starts a ranged request at `from` for up to `len` bytes, stopping where present
     /// bytes begin.
     fn start_window(self: &Arc<Self>, st: &mut State, from: u64, len: u64) {
-        let next_present = st
-            .present
-            .0
-            .iter()
-            .map(|&(a, _)| a)
-            .find(|&a| a > from)
-            .unwrap_or(u64::MAX);
-        let to = (from + len).min(self.file.size).min(next_present);
+        let to = (from + len)
+            .min(self.file.size)
+            .min(st.present.next_run_start(from));
         if from < to {
             self.start(st, from, to);
         }
@@ -373,7 +277,7 @@ impl FileDownload {
     /// reads ahead of a sequential reader where the server honours ranges.
     fn plan(self: &Arc<Self>, st: &mut State, offset: u64, end: u64, covered: bool) {
         let size = self.file.size;
-        match self.shared.range.honoured() {
+        match self.ctx.range.honoured() {
             // XNAT itself: one stream of the whole body serves every reader.
             Some(false) => {
                 if !covered && st.runs.is_empty() {
@@ -389,32 +293,25 @@ impl FileDownload {
                 }
             }
             Some(true) => {
-                let sequential =
-                    offset == st.window_end || (offset < st.window_end && end > st.window_end);
-                st.window = if sequential {
-                    (st.window * 2).min(MAX_WINDOW)
-                } else if covered {
-                    st.window
-                } else {
-                    MIN_WINDOW
-                };
+                let sequential = st.readahead.on_read(offset, end, covered);
+                let window = st.readahead.window();
                 let gap = st.present.next_gap(offset);
                 let joined = st
                     .runs
                     .iter()
                     .any(|r| r.pos <= gap && gap < r.end && gap - r.pos <= JOIN_DISTANCE);
                 if !covered && !joined {
-                    let want = st.window.max(end - gap);
-                    self.start_window(st, gap, want);
+                    self.start_window(st, gap, window.max(end - gap));
                 }
                 // Read ahead: keep about one window on its way past this read.
                 let frontier = Self::frontier(st, end);
-                if (sequential || !covered) && frontier < size && frontier - end < st.window {
-                    self.start_window(st, frontier, st.window);
+                if (sequential || !covered) && frontier < size && frontier - end < window {
+                    self.start_window(st, frontier, window);
                 }
+                return;
             }
         }
-        st.window_end = end;
+        st.readahead.moved_to(end);
     }
 
     fn start(self: &Arc<Self>, st: &mut State, start: u64, end: u64) {
@@ -426,7 +323,7 @@ impl FileDownload {
             end,
         });
         let this = self.clone();
-        self.shared
+        self.ctx
             .rt
             .spawn(async move { this.run(id, start, end).await });
     }
@@ -435,23 +332,29 @@ impl FileDownload {
     /// file hashes what it receives, in order, on another thread (MD5 is the costliest step
     /// of a download, and this keeps it off the path that serves readers).
     async fn run(self: Arc<Self>, id: u64, start: u64, end: u64) {
-        let mut attempt = 0;
+        let mut attempts = Attempts::new(BODY_ATTEMPTS);
         let mut pos = start;
         let began = Instant::now();
         let mut hashing = (start == 0 && self.file.digest.is_some())
-            .then(|| Hasher::start(self.shared.memory.clone()));
+            .then(|| Hasher::start(self.ctx.memory.clone()));
         let result = loop {
             match self.fetch(id, pos, end, hashing.as_mut()).await {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     pos = self.run_pos(id).unwrap_or(pos);
-                    let last = self.state.lock().unwrap().last_progress.max(began);
-                    let stalled = last.elapsed() >= self.shared.stall_timeout;
-                    if e.retryable() && attempt < self.retries && !stalled {
-                        attempt += 1;
-                        tracing::warn!("download of {} failed: {e}; trying again", self.file.uri);
-                        tokio::time::sleep(backoff(attempt)).await;
-                    } else {
+                    let last = {
+                        let mut st = self.state.lock().unwrap();
+                        st.failed_attempts += 1;
+                        st.last_progress.max(began)
+                    };
+                    let stalled = last.elapsed() >= self.ctx.stall_timeout;
+                    tracing::warn!(
+                        "download of {} failed (attempt {} of {}): {e}",
+                        self.file.uri,
+                        attempts.made(),
+                        attempts.allowed()
+                    );
+                    if !attempts.again(e.retryable() && !stalled).await {
                         break Err(e);
                     }
                 }
@@ -492,14 +395,14 @@ impl FileDownload {
     ) -> Result<(), FetchError> {
         let ask_end = (end < self.file.size).then_some(end);
         let download = tokio::time::timeout(
-            self.shared.stall_timeout,
-            self.shared.api.download_range(&self.file.uri, pos, ask_end),
+            self.ctx.stall_timeout,
+            self.ctx.api.download_range(&self.file.uri, pos, ask_end),
         )
         .await
         .map_err(|_| XnatError::Timeout(format!("no answer for {}", self.file.uri)))??;
         if pos > 0 || ask_end.is_some() {
             // Only the answer to a real range request tells whether ranges work.
-            self.shared.range.learn(download.partial);
+            self.ctx.range.learn(download.partial);
         }
         if download.partial && download.start != pos {
             return Err(FetchError::Verify(format!(
@@ -522,7 +425,7 @@ impl FileDownload {
         let mut at = download.start;
         let mut body = download.body;
         loop {
-            let next = tokio::time::timeout(self.shared.stall_timeout, body.next())
+            let next = tokio::time::timeout(self.ctx.stall_timeout, body.next())
                 .await
                 .map_err(|_| XnatError::Timeout(format!("no data for {}", self.file.uri)))?;
             let Some(chunk) = next else { break };
@@ -569,7 +472,7 @@ impl FileDownload {
                     let mut old = vec![0u8; n];
                     self.fd
                         .read_exact_at(&mut old, off)
-                        .map_err(|e| FetchError::Cache(e.to_string()))?;
+                        .map_err(FetchError::cache)?;
                     if old != chunk[i..i + n] {
                         return Err(FetchError::Verify(format!(
                             "{}: the server sent other bytes for the same offset",
@@ -579,17 +482,10 @@ impl FileDownload {
                     off += n as u64;
                 }
                 None => {
-                    let next_have = st
-                        .present
-                        .0
-                        .iter()
-                        .map(|&(a, _)| a)
-                        .find(|&a| a > off)
-                        .unwrap_or(u64::MAX);
-                    let n = (next_have.min(end) - off) as usize;
+                    let n = (st.present.next_run_start(off).min(end) - off) as usize;
                     self.fd
                         .write_all_at(&chunk[i..i + n], off)
-                        .map_err(|e| FetchError::Cache(e.to_string()))?;
+                        .map_err(FetchError::cache)?;
                     st.present.insert(off, off + n as u64);
                     off += n as u64;
                 }
@@ -618,113 +514,17 @@ impl FileDownload {
         let this = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             part.commit_filled(&this.file, &this.dest, this.file.size, hashed)
-                .map_err(|e| match e {
-                    CommitError::Verify(v) => FetchError::Verify(v.to_string()),
-                    CommitError::Io(io) => FetchError::Cache(io.to_string()),
-                })
+                .map_err(FetchError::from)
         })
         .await
-        .unwrap_or_else(|e| Err(FetchError::Cache(e.to_string())));
+        .unwrap_or_else(|e| Err(FetchError::cache(e)));
         if let Err(e) = &result {
             tracing::error!("{}: {e}", self.file.uri);
         } else {
             tracing::debug!("cached {}", self.dest.display());
-            self.shared.cache.budget().added(&self.dest, self.file.size);
+            self.ctx.cache.budget().added(&self.dest, self.file.size);
         }
         self.state.lock().unwrap().finished = Some(result);
         self.bump();
-    }
-}
-
-/// MD5 of a body, computed on a blocking thread from the chunks a request receives in order.
-struct Hasher {
-    /// Bytes `0..upto` have been sent to the thread.
-    upto: u64,
-    /// The mount's memory budget: every chunk waiting to be hashed holds its share.
-    memory: Arc<tokio::sync::Semaphore>,
-    /// This download's own share: it may run at most [`HASH_AHEAD`] ahead of its hashing.
-    own: Arc<tokio::sync::Semaphore>,
-    tx: Option<tokio::sync::mpsc::UnboundedSender<HashItem>>,
-    done: tokio::task::JoinHandle<(u64, String)>,
-}
-
-/// A chunk to hash, with the memory it holds until it is hashed.
-type HashItem = (bytes::Bytes, [tokio::sync::OwnedSemaphorePermit; 2]);
-
-impl Hasher {
-    fn start(memory: Arc<tokio::sync::Semaphore>) -> Hasher {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<HashItem>();
-        let done = tokio::task::spawn_blocking(move || {
-            let mut h = <md5::Md5 as md5::Digest>::new();
-            let mut n = 0u64;
-            while let Some((chunk, _held)) = rx.blocking_recv() {
-                md5::Digest::update(&mut h, &chunk);
-                n += chunk.len() as u64;
-            }
-            (n, hex::encode(md5::Digest::finalize(h)))
-        });
-        Hasher {
-            upto: 0,
-            memory,
-            own: Arc::new(tokio::sync::Semaphore::new(HASH_AHEAD / MEMORY_UNIT)),
-            tx: Some(tx),
-            done,
-        }
-    }
-
-    /// Hands over the part of a chunk received at `at` not hashed yet (a retry that starts
-    /// over from 0 resends what was hashed before). Waits while this download is too far
-    /// ahead of its hashing, or the mount's budget is spent: the download then slows to the
-    /// hashing speed instead of piling chunks up in memory.
-    async fn feed(&mut self, at: u64, chunk: &bytes::Bytes) {
-        let end = at + chunk.len() as u64;
-        if at > self.upto || end <= self.upto {
-            return;
-        }
-        let part = chunk.slice((self.upto - at) as usize..);
-        self.upto = end;
-        let units =
-            (part.len().div_ceil(MEMORY_UNIT) as u32).clamp(1, (HASH_AHEAD / MEMORY_UNIT) as u32);
-        let own = self.own.clone().acquire_many_owned(units).await;
-        let global = self.memory.clone().acquire_many_owned(units).await;
-        let (Ok(own), Ok(global)) = (own, global) else {
-            self.tx = None;
-            return;
-        };
-        if let Some(tx) = &self.tx
-            && tx.send((part, [own, global])).is_err()
-        {
-            self.tx = None;
-        }
-    }
-
-    /// The digest, if every byte of a `size`-byte file went through.
-    async fn finish(mut self, size: u64) -> Option<String> {
-        self.tx = None;
-        match self.done.await {
-            Ok((n, digest)) if n == size && self.upto == size => Some(digest),
-            _ => None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_merge_and_answer() {
-        let mut r = Ranges::default();
-        r.insert(10, 20);
-        r.insert(30, 40);
-        assert!(r.contains(12, 18) && !r.contains(15, 25) && r.contains(5, 5));
-        r.insert(20, 30);
-        assert_eq!(r.0, vec![(10, 40)]);
-        r.insert(0, 5);
-        r.insert(5, 10);
-        assert_eq!(r.0, vec![(0, 40)]);
-        assert_eq!(r.next_gap(7), 40);
-        assert_eq!(r.next_gap(45), 45);
-        assert_eq!(r.total(), 40);
     }
 }

@@ -6,7 +6,7 @@
 //! server is never asked: everything comes from what was browsed or prefetched before.
 //! Answers that say something about the data (404, 401, 403) are never papered over.
 
-use crate::xnat::{
+use super::{
     Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session, XnatApi, XnatError,
 };
 use async_trait::async_trait;

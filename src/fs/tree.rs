@@ -67,18 +67,6 @@ pub enum TreeError {
     Xnat(#[from] XnatError),
 }
 
-impl TreeError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            TreeError::NotFound | TreeError::Xnat(XnatError::NotFound(_)) => libc::ENOENT,
-            TreeError::NotDir => libc::ENOTDIR,
-            TreeError::Xnat(XnatError::Forbidden(_)) => libc::EACCES,
-            TreeError::Xnat(XnatError::Timeout(_)) => libc::ETIMEDOUT,
-            TreeError::Xnat(_) => libc::EIO,
-        }
-    }
-}
-
 /// A folder's entries, in listing order: name and inode.
 pub type Children = Arc<Vec<(String, u64)>>;
 

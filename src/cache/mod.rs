@@ -1,0 +1,341 @@
+//! The on-disk cache: its folder, and everything in it.
+//!
+//! One area per server URL under the cache dir. Every path under the cache dir is built in
+//! this module and nowhere else ([`Area`]):
+//!
+//! ```text
+//! <cache dir>/xnatfs.log                   the background mount's log (default)
+//! <cache dir>/<area>/data/<session ID>/scans/<scan>/resources/<label>/files/<path>
+//!                   data/<session ID>/resources/<label>/files/<path>
+//!                   tmp/                   partial files, before they are verified
+//!                   listings/              listings kept for offline use
+//!                   index.json             the size cap's use order
+//! ```
+//!
+//! `data/` holds the mount's layout keyed by accession ID. A file is written under a
+//! temporary name in `tmp/` ([`partial`]), checked against the listed size and MD5, and only
+//! then renamed into place: a file under its final name is always complete and verified.
+//! Mount and prefetch share this cache; [`budget`] keeps it under its cap; [`stats`] reports
+//! and clears it.
+
+pub mod budget;
+pub mod partial;
+pub mod stats;
+
+pub use partial::{CommitError, PartialFile, VerifyError, hash_file, read_at, read_file_at};
+pub use stats::{AreaStats, clear, stats};
+
+use crate::names::{is_safe_component, safe_relative_path};
+use crate::xnat::{RemoteFile, ResourceRef};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The default cache dir: `$XDG_CACHE_HOME/xnatfs`, else `~/.cache/xnatfs`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("xnatfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("xnatfs")
+}
+
+/// The log file of a background mount, unless `--log-file` says otherwise.
+pub fn default_log_file(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("xnatfs.log")
+}
+
+/// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`).
+pub fn area_name(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/').replace("://", "_");
+    trimmed
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn mkdir_private(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// One server's area of the cache: where each thing it holds lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Area {
+    root: PathBuf,
+}
+
+impl Area {
+    const DATA: &'static str = "data";
+    const TMP: &'static str = "tmp";
+    const LISTINGS: &'static str = "listings";
+    const INDEX: &'static str = "index.json";
+    /// The folders an area holds (made when it is opened).
+    const FOLDERS: [&'static str; 3] = [Self::DATA, Self::TMP, Self::LISTINGS];
+
+    /// The area of `server_url` under `cache_dir`.
+    pub fn of(cache_dir: &Path, server_url: &str) -> Area {
+        Area::at(cache_dir.join(area_name(server_url)))
+    }
+
+    /// The area whose folder is `root`.
+    pub fn at(root: PathBuf) -> Area {
+        Area { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Complete, verified files in the mount's layout.
+    pub fn data(&self) -> PathBuf {
+        self.root.join(Self::DATA)
+    }
+
+    /// Partial files.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join(Self::TMP)
+    }
+
+    /// Listings kept for offline use.
+    pub fn listings(&self) -> PathBuf {
+        self.root.join(Self::LISTINGS)
+    }
+
+    /// The size cap's saved use order.
+    pub fn index(&self) -> PathBuf {
+        self.root.join(Self::INDEX)
+    }
+
+    /// Whether `root` looks like an area (it has a data folder).
+    pub fn exists(&self) -> bool {
+        self.data().is_dir()
+    }
+
+    /// Creates the area's folders, private to the user.
+    fn create(&self) -> io::Result<()> {
+        for f in Self::FOLDERS {
+            mkdir_private(&self.root.join(f))?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything the area holds (its folders and its index), leaving it empty and
+    /// usable. Nothing else in its folder is touched.
+    pub fn empty(&self) -> io::Result<()> {
+        for f in Self::FOLDERS {
+            match std::fs::remove_dir_all(self.root.join(f)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match std::fs::remove_file(self.index()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.create()
+    }
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    area: Area,
+    budget: Arc<budget::Budget>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("area", &self.area).finish()
+    }
+}
+
+impl Cache {
+    /// Opens (creating it, private to the user) the area of `server_url` under `cache_dir`.
+    pub fn open(cache_dir: &Path, server_url: &str) -> io::Result<Cache> {
+        mkdir_private(cache_dir)?;
+        std::fs::set_permissions(cache_dir, std::fs::Permissions::from_mode(0o700))?;
+        let area = Area::of(cache_dir, server_url);
+        area.create()?;
+        let budget = Arc::new(budget::Budget::load(area.data(), area.index()));
+        Ok(Cache { area, budget })
+    }
+
+    /// The size cap and use order of the cached files.
+    pub fn budget(&self) -> &budget::Budget {
+        &self.budget
+    }
+
+    pub fn area(&self) -> &Area {
+        &self.area
+    }
+
+    /// Where a file of a resource lives in the cache; `None` if any part is unsafe.
+    pub fn file_path(&self, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
+        Cache::layout_path(&self.area.data(), res, rel)
+    }
+
+    /// `base/<session>/scans/<scan>/resources/<label>/files/<rel>` (or
+    /// `base/<session>/resources/<label>/files/<rel>`); `None` if any part is unsafe.
+    pub fn layout_path(base: &Path, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
+        let mut p = base.to_path_buf();
+        if !is_safe_component(&res.session_id) || !is_safe_component(&res.label) {
+            return None;
+        }
+        p.push(&res.session_id);
+        if let Some(scan) = &res.scan {
+            if !is_safe_component(scan) {
+                return None;
+            }
+            p.push("scans");
+            p.push(scan);
+        }
+        p.push("resources");
+        p.push(&res.label);
+        p.push("files");
+        for part in safe_relative_path(rel)? {
+            p.push(part);
+        }
+        Some(p)
+    }
+
+    /// The cached copy of `file`, when it is there and has the listed size.
+    pub fn lookup(&self, res: &ResourceRef, file: &RemoteFile) -> Option<PathBuf> {
+        let path = self.file_path(res, &file.path)?;
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !(meta.is_file() && meta.len() == file.size) {
+            return None;
+        }
+        self.budget.touch(&path);
+        Some(path)
+    }
+
+    /// Where partial files are written before they are verified.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.area.tmp()
+    }
+
+    /// Starts writing a new copy of a file, under a temporary name.
+    pub fn begin(&self) -> io::Result<PartialFile> {
+        PartialFile::new_in(&self.tmp_dir(), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use md5::{Digest, Md5};
+
+    fn res(scan: Option<&str>, label: &str) -> ResourceRef {
+        ResourceRef {
+            session_id: "XNAT_E00001".into(),
+            scan: scan.map(Into::into),
+            label: label.into(),
+        }
+    }
+
+    fn remote(path: &str, body: &[u8], digest: bool) -> RemoteFile {
+        RemoteFile {
+            path: path.into(),
+            size: body.len() as u64,
+            digest: digest.then(|| hex::encode(Md5::digest(body))),
+            uri: format!("/data/x/{path}"),
+        }
+    }
+
+    #[test]
+    fn layout_and_hostile_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "http://127.0.0.1:8080/").unwrap();
+        assert!(cache.area().root().ends_with("http_127.0.0.1_8080"));
+        let p = cache
+            .file_path(&res(Some("2"), "DICOM"), "a/b.dcm")
+            .unwrap();
+        assert!(p.ends_with("data/XNAT_E00001/scans/2/resources/DICOM/files/a/b.dcm"));
+        let s = cache.file_path(&res(None, "QC"), "r.html").unwrap();
+        assert!(s.ends_with("data/XNAT_E00001/resources/QC/files/r.html"));
+        assert!(cache.file_path(&res(Some(".."), "DICOM"), "x").is_none());
+        assert!(cache.file_path(&res(None, "../.."), "x").is_none());
+        assert!(cache.file_path(&res(None, "QC"), "../../x").is_none());
+        assert!(cache.file_path(&res(None, "QC"), "/etc/passwd").is_none());
+    }
+
+    #[test]
+    fn stats_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Cache::open(dir.path(), "http://a").unwrap();
+        let b = Cache::open(dir.path(), "http://b").unwrap();
+        for (cache, body) in [(&a, &b"12345"[..]), (&b, &b"123"[..])] {
+            let f = remote("x.dcm", body, true);
+            let r = res(Some("1"), "DICOM");
+            let mut part = cache.begin().unwrap();
+            part.write(body).unwrap();
+            part.commit(&f, &cache.file_path(&r, "x.dcm").unwrap())
+                .unwrap();
+        }
+        let st = stats(dir.path()).unwrap();
+        assert_eq!(st.len(), 2);
+        assert_eq!(
+            (st[0].area.as_str(), st[0].files, st[0].bytes),
+            ("http_a", 1, 5)
+        );
+        a.budget().save().unwrap();
+        assert!(a.area().index().exists());
+        let cleared = clear(dir.path(), Some("http://a")).unwrap();
+        assert_eq!(cleared.len(), 1);
+        let st = stats(dir.path()).unwrap();
+        assert_eq!((st[0].files, st[1].files), (0, 1));
+        // Everything the area held goes, the index too: the next mount counts nothing.
+        assert!(!a.area().index().exists());
+        let reopened = Cache::open(dir.path(), "http://a").unwrap();
+        assert_eq!(reopened.budget().used(), 0);
+        assert!(reopened.area().tmp().is_dir() && reopened.area().listings().is_dir());
+        assert!(stats(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_verified_files_become_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "http://h").unwrap();
+        let r = res(Some("1"), "DICOM");
+        let good = remote("x.dcm", b"hello world", true);
+        let dest = cache.file_path(&r, &good.path).unwrap();
+
+        // Short body: refused, nothing visible.
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello").unwrap();
+        assert!(matches!(
+            part.commit(&good, &dest),
+            Err(CommitError::Verify(VerifyError::Size { .. }))
+        ));
+        assert!(cache.lookup(&r, &good).is_none());
+
+        // Right size, wrong bytes: refused by the digest.
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello WORLD").unwrap();
+        assert!(matches!(
+            part.commit(&good, &dest),
+            Err(CommitError::Verify(VerifyError::Digest { .. }))
+        ));
+        assert!(cache.lookup(&r, &good).is_none());
+
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello ").unwrap();
+        part.write(b"world").unwrap();
+        part.commit(&good, &dest).unwrap();
+        assert_eq!(cache.lookup(&r, &good), Some(dest.clone()));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(cache.area().tmp()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,182 @@
+//! A file on its way into the cache (or into `--out`): written under a temporary name, checked
+//! against the listed size and MD5, and only then renamed into place, so a file under its
+//! final name is always complete and verified.
+
+use super::mkdir_private;
+use crate::xnat::RemoteFile;
+use md5::{Digest, Md5};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Why a downloaded body was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{path}: got {got} bytes, the listing says {want}")]
+    Size { path: String, got: u64, want: u64 },
+    #[error("{path}: MD5 {got} does not match the listed digest {want}")]
+    Digest {
+        path: String,
+        got: String,
+        want: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("cannot write the cache: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A file being written into the cache. Dropped without [`PartialFile::commit`], it leaves
+/// nothing behind.
+pub struct PartialFile {
+    tmp: tempfile::NamedTempFile,
+    hasher: Md5,
+    written: u64,
+    /// Cache files and folders are private to the user (0600/0700); plain `--out` copies get
+    /// ordinary permissions.
+    private: bool,
+}
+
+impl PartialFile {
+    /// A new partial file in `tmp_dir`, which must be on the file system of its destination
+    /// so that the final rename is atomic.
+    pub fn new_in(tmp_dir: &Path, private: bool) -> io::Result<PartialFile> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".part-")
+            .tempfile_in(tmp_dir)?;
+        Ok(PartialFile {
+            tmp,
+            hasher: Md5::new(),
+            written: 0,
+            private,
+        })
+    }
+
+    /// Gives the file its full length up front (a sparse file filled out of order).
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        self.tmp.as_file().set_len(len)
+    }
+
+    /// Another handle on the same file, for reading and for writing at offsets.
+    pub fn reopen(&self) -> io::Result<std::fs::File> {
+        self.tmp.reopen()
+    }
+
+    /// Commits a file that was filled through [`Self::reopen`] handles rather than
+    /// [`Self::write`]: `md5` is its digest when the filler could hash it in order; otherwise
+    /// it is computed here when the listing has one to check.
+    pub fn commit_filled(
+        mut self,
+        file: &RemoteFile,
+        dest: &Path,
+        len: u64,
+        md5: Option<String>,
+    ) -> Result<(), CommitError> {
+        self.written = len;
+        let got = match (md5, &file.digest) {
+            (Some(d), _) => Some(d),
+            (None, Some(_)) => Some(hash_file(self.tmp.path())?),
+            (None, None) => None,
+        };
+        self.check_and_persist(file, dest, got)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tmp.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks size and digest against the listing, then renames the file to `dest`.
+    pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
+        let md5 = hex::encode(self.hasher.clone().finalize());
+        self.check_and_persist(file, dest, Some(md5))
+    }
+
+    fn check_and_persist(
+        self,
+        file: &RemoteFile,
+        dest: &Path,
+        md5: Option<String>,
+    ) -> Result<(), CommitError> {
+        let got = self.written;
+        if got != file.size {
+            return Err(VerifyError::Size {
+                path: file.path.clone(),
+                got,
+                want: file.size,
+            }
+            .into());
+        }
+        if let (Some(want), Some(got)) = (&file.digest, md5)
+            && &got != want
+        {
+            return Err(VerifyError::Digest {
+                path: file.path.clone(),
+                got,
+                want: want.clone(),
+            }
+            .into());
+        }
+        if let Some(parent) = dest.parent() {
+            if self.private {
+                mkdir_private(parent)?;
+            } else {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let mut tmp = self.tmp;
+        tmp.flush()?;
+        let mode = if self.private { 0o600 } else { 0o644 };
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        tmp.persist(dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Reads up to `size` bytes at `offset` of an open file (fewer only at its end).
+pub fn read_at(file: &std::fs::File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Reads up to `size` bytes at `offset` of the file at `path`.
+pub fn read_file_at(path: &Path, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    read_at(&std::fs::File::open(path)?, offset, size)
+}
+
+/// MD5 hex of a file's contents.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

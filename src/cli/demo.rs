@@ -1,0 +1,132 @@
+//! `xnatfs demo`: the built-in mock server, mounted and shown.
+
+use super::{client, runtime};
+use crate::mock::data::{Dataset, SampleSpec};
+use crate::mock::{MockOptions, MockServer};
+use crate::mount::{self, MountOptions, MountPlan};
+use crate::settings::Settings;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
+    std::fs::create_dir_all(mountpoint)
+        .with_context(|| format!("cannot create {}", mountpoint.display()))?;
+    mount::prepare_mountpoint(mountpoint)?;
+    let server = MockServer::start(
+        "127.0.0.1:0".parse().expect("a valid address"),
+        Dataset::sample(&SampleSpec::default()),
+        MockOptions::default(),
+    )
+    .context("cannot start the demo server")?;
+    let url = server.url();
+    eprintln!("xnatfs demo: mock XNAT server at {url} (user demo, password demo)");
+    let cache = tempfile::Builder::new()
+        .prefix("xnatfs-demo-cache-")
+        .tempdir()
+        .context("cannot create a cache dir")?;
+    let settings = Settings {
+        url: url.clone(),
+        credentials: crate::xnat::http::Credentials {
+            user: Some("demo".into()),
+            password: Some("demo".into()),
+            token: None,
+        },
+        default_project: None,
+    };
+    let rt = runtime()?;
+    let timeout = Duration::from_secs(30);
+    let plan = MountPlan {
+        client: client(&settings, timeout, false)?,
+        cache_dir: cache.path().to_path_buf(),
+        offline: false,
+        project: None,
+        default_project: None,
+        sessions: Vec::new(),
+        cache_size: None,
+        options: MountOptions {
+            mountpoint: mountpoint.to_path_buf(),
+            dir_ttl: Duration::from_secs(60),
+            io_timeout: timeout,
+            threads: 4,
+            allow_other: false,
+            max_memory: crate::fetch::DEFAULT_MAX_MEMORY,
+        },
+    };
+    let mut lister = None;
+    let served = mount::run(&rt, plan, || {
+        eprintln!("xnatfs demo: mounted on {}", mountpoint.display());
+        let shown = mountpoint.to_path_buf();
+        lister = Some(std::thread::spawn(move || {
+            let result = show_demo(&shown);
+            if once {
+                let _ = mount::unmount(&shown);
+            }
+            result
+        }));
+    });
+    let shown = match lister {
+        Some(l) => l
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the listing thread panicked"))),
+        None => Ok(()),
+    };
+    served.and(shown)
+}
+
+/// Prints what the demo mount holds, through the mount itself.
+fn show_demo(root: &Path) -> Result<()> {
+    let ls = |p: &Path| -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(p)
+            .with_context(|| format!("cannot list {}", p.display()))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        Ok(names)
+    };
+    println!("$ ls {}", root.display());
+    for project in ls(root)? {
+        println!("{project}/");
+        for session in ls(&root.join(&project))? {
+            println!("  {session}/");
+        }
+    }
+    let session = root.join("DEMO").join("SUBJ01_MR1");
+    println!(
+        "\n$ find {} -type f | head -12   (sizes from the listings; nothing downloaded)",
+        session.display()
+    );
+    fn walk(dir: &Path, out: &mut Vec<(u64, PathBuf)>) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let meta = e.metadata()?;
+            if meta.is_dir() {
+                walk(&e.path(), out)?;
+            } else {
+                out.push((meta.len(), e.path()));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(&session, &mut files)?;
+    for (size, path) in files.iter().take(12) {
+        println!("{size:>10}  {}", path.display());
+    }
+    println!("... {} files in all", files.len());
+    let report = session.join("resources/QC/files/qc_report.html");
+    let text = std::fs::read_to_string(&report)
+        .with_context(|| format!("cannot read {}", report.display()))?;
+    println!(
+        "\n$ head -c 80 {}\n{}",
+        report.display(),
+        &text[..text.len().min(80)]
+    );
+    println!(
+        "\nxnatfs demo: try `ls -lR {}` or `md5sum {}/DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/*` in another shell",
+        root.display(),
+        root.display()
+    );
+    Ok(())
+}

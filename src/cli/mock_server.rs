@@ -1,0 +1,109 @@
+//! `xnatfs mock-server`: the mock XNAT server alone.
+
+use super::runtime;
+use crate::mock::data::{Dataset, SampleSpec};
+use crate::mock::{MockOptions, MockState};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct MockServerArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Serve this folder (<project>/<session>/scans/<scan>/resources/<label>/files/...)
+    /// instead of the sample data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// User name the server accepts.
+    #[arg(long, default_value = "demo")]
+    pub user: String,
+    /// Password the server accepts.
+    #[arg(
+        long,
+        default_value = "demo",
+        env = "XNATFS_MOCK_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: String,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Honour HTTP Range on file bodies (XNAT itself does not).
+    #[arg(long)]
+    pub honour_range: bool,
+    /// Seconds of idleness after which a JSESSION expires.
+    #[arg(long, default_value_t = 900)]
+    pub token_ttl: u64,
+    /// DICOM files per DICOM resource in the sample data.
+    #[arg(long, default_value_t = SampleSpec::default().dicom_files)]
+    pub dicom_files: usize,
+    /// Bytes per DICOM file in the sample data.
+    #[arg(long, default_value_t = SampleSpec::default().dicom_size)]
+    pub dicom_size: u64,
+    /// Bytes of each NIfTI image in the sample data.
+    #[arg(long, default_value_t = SampleSpec::default().nifti_size)]
+    pub nifti_size: u64,
+    /// Scans per MR session in the sample data.
+    #[arg(long, default_value_t = SampleSpec::default().scans)]
+    pub scans: usize,
+    /// Percentage of requests that go wrong (500s, bodies cut short, 2 s stalls).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub fault_percent: u32,
+}
+
+pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
+    let data = match &args.data {
+        Some(dir) => Dataset::from_dir(dir)
+            .with_context(|| format!("cannot read the data folder {}", dir.display()))?,
+        None => Dataset::sample(&SampleSpec {
+            dicom_files: args.dicom_files,
+            dicom_size: args.dicom_size,
+            nifti_size: args.nifti_size,
+            scans: args.scans,
+        }),
+    };
+    let options = MockOptions {
+        user: args.user.clone(),
+        password: args.password.clone(),
+        token_ttl: Duration::from_secs(args.token_ttl),
+        ..MockOptions::default()
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.bind, args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.bind, args.port))?;
+        let state = MockState::new(data, options);
+        state
+            .controls
+            .latency_ms
+            .store(args.latency_ms, std::sync::atomic::Ordering::SeqCst);
+        state
+            .controls
+            .honour_range
+            .store(args.honour_range, std::sync::atomic::Ordering::SeqCst);
+        state
+            .controls
+            .fault_percent
+            .store(args.fault_percent, std::sync::atomic::Ordering::SeqCst);
+        let addr = listener.local_addr()?;
+        // Scripts read this line to learn the port.
+        println!(
+            "mock XNAT server listening on http://{addr} (user {}, password set)",
+            args.user
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        crate::mock::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        Ok(())
+    })
+}

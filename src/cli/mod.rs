@@ -1,0 +1,206 @@
+//! The command line: parsing and wiring only. Each command has its own file here, with its
+//! flags and the few lines that hand off to the module that does the work.
+
+mod cache;
+mod daemon;
+mod demo;
+mod mock_server;
+mod mount;
+mod prefetch;
+
+pub use self::cache::CacheCommand;
+pub use self::mock_server::MockServerArgs;
+pub use self::mount::MountArgs;
+pub use self::prefetch::PrefetchArgs;
+
+use crate::settings::{ServerArgs, Settings};
+use crate::xnat::http::{ClientOptions, HttpXnat};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xnatfs",
+    version,
+    about = "Mount an XNAT server read-only as folders",
+    long_about = "Mount an XNAT server read-only as ordinary folders: listings come lazily from XNAT's REST API,\n\
+                  file contents are fetched on first read into an on-disk cache.\n\n\
+                  Layout: <session>/scans/<scan>/resources/<label>/files/<name...>\n        \
+                  <session>/resources/<label>/files/<name...>\n\n\
+                  The server and credentials come from XNAT_URL, XNAT_USER, XNAT_PASS (or XNAT_TOKEN),\n\
+                  --url/--user, a profile in ~/.config/xnatfs/config.toml, or ~/.netrc.",
+    after_help = "Examples:\n  \
+                  xnatfs demo                                  # try it with the built-in demo server\n  \
+                  export XNAT_URL=https://xnat.example.org XNAT_USER=alice\n  \
+                  xnatfs mount ~/xnat                          # all projects you can read\n  \
+                  xnatfs mount ~/xnat -P MYPROJ                # one project's sessions\n  \
+                  xnatfs mount ~/xnat -E XNAT_E00001 -E XNAT_E00002\n  \
+                  xnatfs unmount ~/xnat"
+)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount XNAT on a folder (returns once the mount is ready; serves in the background).
+    #[command(after_help = "Examples:\n  \
+        xnatfs mount /mnt/xnat\n  \
+        xnatfs mount /mnt/xnat -P MYPROJ\n  \
+        xnatfs mount /mnt/xnat -P MYPROJ -E SUBJ01_MR1\n  \
+        xnatfs mount /mnt/xnat -E XNAT_E00001 --foreground -v")]
+    Mount(MountArgs),
+    /// Download whole sessions, chosen scans or filtered resources in parallel, verified.
+    #[command(
+        after_help = "Into the mount's cache by default (a mount then reads them with no request, even offline),\n\
+        or with --out into plain folders: DIR/<session>/scans/<scan>/resources/<label>/files/...\n\n\
+        Examples:\n  \
+        xnatfs prefetch -E XNAT_E00001                          # a whole session, into the cache\n  \
+        xnatfs prefetch -P MYPROJ -E SUBJ01_MR1 -s 1,2 -r DICOM  # scans 1 and 2, DICOM only\n  \
+        xnatfs prefetch -P MYPROJ --out ./data -w 8              # every session of a project\n  \
+        xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n\n\
+        Exit status: 0 only when every planned file is present and verified."
+    )]
+    Prefetch(PrefetchArgs),
+    /// Show or clear the on-disk cache.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  xnatfs cache stats\n  xnatfs cache clear --url https://xnat.example.org"
+    )]
+    Cache(CacheCommand),
+    /// Unmount a folder mounted by xnatfs.
+    Unmount {
+        /// The folder to unmount.
+        mountpoint: PathBuf,
+    },
+    /// Start the built-in demo XNAT server and mount it: see xnatfs work with no server.
+    #[command(after_help = "Examples:\n  \
+        xnatfs demo                   # mounts on /tmp/xnatfs-demo until Ctrl-C\n  \
+        xnatfs demo ~/demo --once     # mount, list, unmount, exit")]
+    Demo {
+        /// Where to mount (created if missing).
+        #[arg(default_value = "/tmp/xnatfs-demo")]
+        mountpoint: PathBuf,
+        /// List the mount, then unmount and exit instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run the mock XNAT server alone (for tests, demos and other tools).
+    #[command(
+        name = "mock-server",
+        after_help = "Examples:\n  \
+        xnatfs mock-server --port 8080              # sample data, user demo / password demo\n  \
+        xnatfs mock-server --data ./tree --latency-ms 20"
+    )]
+    MockServer(MockServerArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerFlags {
+    /// XNAT server URL (default: $XNAT_URL, or the profile's).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// User name (default: $XNAT_USER, the profile's, or ~/.netrc's).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Profile in ~/.config/xnatfs/config.toml.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Accept any TLS certificate (unsafe; for test servers only).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl ServerFlags {
+    /// What the flags say about the server, for [`crate::settings::resolve`].
+    pub fn server_args(&self) -> ServerArgs {
+        ServerArgs {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // fuser warns about an unmount that already happened; its real errors still show.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},fuser=error,hyper=warn,reqwest=warn,h2=warn"
+        ))
+    });
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the command line; the return value is the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    // The background mount logs to its file at info level at least.
+    let verbose = if daemon::is_child() {
+        cli.verbose.max(1)
+    } else {
+        cli.verbose
+    };
+    init_logging(verbose);
+    let result = match cli.command {
+        Command::Mount(args) => mount::cmd_mount(args),
+        Command::Prefetch(args) => prefetch::cmd_prefetch(args),
+        Command::Unmount { mountpoint } => mount::cmd_unmount(&mountpoint),
+        Command::Cache(c) => cache::cmd_cache(c),
+        Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
+        Command::MockServer(args) => mock_server::cmd_mock_server(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("xnatfs: {e:#}");
+            1
+        }
+    }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("xnatfs-io")
+        .build()
+        .context("cannot start the I/O runtime")
+}
+
+pub(crate) fn client(
+    settings: &Settings,
+    io_timeout: Duration,
+    insecure: bool,
+) -> Result<Arc<HttpXnat>> {
+    if insecure {
+        tracing::warn!("--insecure: TLS certificates are not checked");
+    }
+    let options = ClientOptions {
+        timeout: io_timeout,
+        insecure,
+        ..ClientOptions::default()
+    };
+    Ok(Arc::new(HttpXnat::new(
+        &settings.url,
+        settings.credentials.clone(),
+        options,
+    )?))
+}

@@ -1,0 +1,117 @@
+//! `xnatfs mount` and `xnatfs unmount`.
+
+use super::{ServerFlags, client, daemon, runtime};
+use crate::cache::default_cache_dir;
+use crate::mount::{self, MountOptions, MountPlan, Unmounted};
+use crate::settings::{self, Settings};
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// The folder to mount on (must exist and be empty).
+    pub mountpoint: PathBuf,
+    /// Show this project's sessions at the root (labels in -E are looked up here).
+    #[arg(short = 'P', long)]
+    pub project: Option<String>,
+    /// Show just this session (accession ID, or label with -P); repeatable.
+    #[arg(short = 'E', long = "session")]
+    pub sessions: Vec<String>,
+    /// Cache dir (default: $XDG_CACHE_HOME/xnatfs or ~/.cache/xnatfs).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Stay attached; Ctrl-C or SIGTERM unmounts.
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+    /// Seconds listings are kept before they are asked again.
+    #[arg(long, default_value_t = 60)]
+    pub dir_ttl: u64,
+    /// Seconds any one wait for the server may take before the operation fails.
+    #[arg(long, default_value_t = 30)]
+    pub io_timeout: u64,
+    /// Log file when in the background (default: <cache dir>/xnatfs.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// No server at all: serve what was browsed or prefetched before, from the cache.
+    #[arg(long)]
+    pub offline: bool,
+    /// Cap on the cache's size (like 500M or 50G); least recently used files not open are
+    /// evicted (default: 20G, or less to keep 10% of the disk free).
+    #[arg(long, value_parser = crate::units::parse_size)]
+    pub cache_size: Option<u64>,
+    /// Memory downloads may hold at once (like 256M); past it they slow down to wait.
+    #[arg(long, value_parser = crate::units::parse_size, default_value = "512M")]
+    pub max_memory: u64,
+    /// Let other users read the mount (it is private to you by default; as non-root this
+    /// needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+pub fn cmd_mount(args: MountArgs) -> Result<()> {
+    let child = daemon::is_child();
+    let settings = settings::resolve(&args.server.server_args(), !child, !args.offline)?;
+    mount::prepare_mountpoint(&args.mountpoint)?;
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    if !args.foreground && !child {
+        let log = args
+            .log_file
+            .clone()
+            .unwrap_or_else(|| crate::cache::default_log_file(&cache_dir));
+        return daemon::spawn(&settings, &cache_dir, &log, &args.mountpoint);
+    }
+    let result = serve(&args, &settings, cache_dir, child);
+    if child && let Err(e) = &result {
+        daemon::failed(e);
+    }
+    result
+}
+
+/// Mounts and serves in this process until unmounted.
+fn serve(args: &MountArgs, settings: &Settings, cache_dir: PathBuf, child: bool) -> Result<()> {
+    let io_timeout = Duration::from_secs(args.io_timeout.max(1));
+    let plan = MountPlan {
+        client: client(settings, io_timeout, args.server.insecure)?,
+        cache_dir,
+        offline: args.offline,
+        project: args.project.clone(),
+        default_project: settings.default_project.clone(),
+        sessions: args.sessions.clone(),
+        cache_size: args.cache_size,
+        options: MountOptions {
+            mountpoint: args.mountpoint.clone(),
+            dir_ttl: Duration::from_secs(args.dir_ttl),
+            io_timeout,
+            threads: 4,
+            allow_other: args.allow_other,
+            max_memory: args.max_memory,
+        },
+    };
+    mount::run(&runtime()?, plan, || {
+        if child {
+            // The parent is waiting on our stdout for the verdict.
+            daemon::ready();
+        } else {
+            eprintln!(
+                "xnatfs: mounted {} on {} (Ctrl-C to unmount)",
+                settings.url,
+                args.mountpoint.display()
+            );
+        }
+    })
+}
+
+pub fn cmd_unmount(mountpoint: &Path) -> Result<()> {
+    match mount::unmount(mountpoint)? {
+        Unmounted::Clean => eprintln!("xnatfs: unmounted {}", mountpoint.display()),
+        Unmounted::Lazy => eprintln!(
+            "xnatfs: {} is busy; detached it (it goes away when the last file on it is closed)",
+            mountpoint.display()
+        ),
+    }
+    Ok(())
+}

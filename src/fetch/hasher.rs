@@ -1,0 +1,113 @@
+//! MD5 of a body on its own thread (the costliest step of a download), and the memory budget
+//! that bounds how much of a mount's downloads waits in memory to be hashed.
+
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How far one download may run ahead of its hashing, in bytes.
+pub const HASH_AHEAD: usize = 32 << 20;
+
+/// The memory budget is counted in units of this many bytes.
+pub const MEMORY_UNIT: usize = 1024;
+
+/// A memory budget of `bytes` for data held in memory by downloads (chunks waiting to be
+/// hashed), shared by a whole mount.
+pub fn memory_budget(bytes: u64) -> Arc<Semaphore> {
+    let units = (bytes / MEMORY_UNIT as u64).clamp(256, Semaphore::MAX_PERMITS as u64);
+    Arc::new(Semaphore::new(units as usize))
+}
+
+/// MD5 of a body, computed on a blocking thread from the chunks a request receives in order.
+pub struct Hasher {
+    /// Bytes `0..upto` have been sent to the thread.
+    upto: u64,
+    /// The mount's memory budget: every chunk waiting to be hashed holds its share.
+    memory: Arc<Semaphore>,
+    /// This download's own share: it may run at most [`HASH_AHEAD`] ahead of its hashing.
+    own: Arc<Semaphore>,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<HashItem>>,
+    done: tokio::task::JoinHandle<(u64, String)>,
+}
+
+/// A chunk to hash, with the memory it holds until it is hashed.
+type HashItem = (bytes::Bytes, [OwnedSemaphorePermit; 2]);
+
+impl Hasher {
+    pub fn start(memory: Arc<Semaphore>) -> Hasher {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<HashItem>();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut h = <md5::Md5 as md5::Digest>::new();
+            let mut n = 0u64;
+            while let Some((chunk, _held)) = rx.blocking_recv() {
+                md5::Digest::update(&mut h, &chunk);
+                n += chunk.len() as u64;
+            }
+            (n, hex::encode(md5::Digest::finalize(h)))
+        });
+        Hasher {
+            upto: 0,
+            memory,
+            own: Arc::new(Semaphore::new(HASH_AHEAD / MEMORY_UNIT)),
+            tx: Some(tx),
+            done,
+        }
+    }
+
+    /// Hands over the part of a chunk received at `at` not hashed yet (a retry that starts
+    /// over from 0 resends what was hashed before). Waits while this download is too far
+    /// ahead of its hashing, or the mount's budget is spent: the download then slows to the
+    /// hashing speed instead of piling chunks up in memory.
+    pub async fn feed(&mut self, at: u64, chunk: &bytes::Bytes) {
+        let end = at + chunk.len() as u64;
+        if at > self.upto || end <= self.upto {
+            return;
+        }
+        let part = chunk.slice((self.upto - at) as usize..);
+        self.upto = end;
+        let units =
+            (part.len().div_ceil(MEMORY_UNIT) as u32).clamp(1, (HASH_AHEAD / MEMORY_UNIT) as u32);
+        let own = self.own.clone().acquire_many_owned(units).await;
+        let global = self.memory.clone().acquire_many_owned(units).await;
+        let (Ok(own), Ok(global)) = (own, global) else {
+            self.tx = None;
+            return;
+        };
+        if let Some(tx) = &self.tx
+            && tx.send((part, [own, global])).is_err()
+        {
+            self.tx = None;
+        }
+    }
+
+    /// The digest, if every byte of a `size`-byte file went through.
+    pub async fn finish(mut self, size: u64) -> Option<String> {
+        self.tx = None;
+        match self.done.await {
+            Ok((n, digest)) if n == size && self.upto == size => Some(digest),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use md5::Digest;
+
+    #[tokio::test]
+    async fn hashes_in_order_skipping_what_was_sent_before() {
+        let body = bytes::Bytes::from(vec![7u8; 300_000]);
+        let mut h = Hasher::start(memory_budget(1 << 20));
+        h.feed(0, &body.slice(..100_000)).await;
+        // A retry from the start resends bytes already hashed: only the new part counts.
+        h.feed(0, &body.slice(..200_000)).await;
+        h.feed(200_000, &body.slice(200_000..)).await;
+        assert_eq!(
+            h.finish(300_000).await,
+            Some(hex::encode(md5::Md5::digest(&body)))
+        );
+        let mut gap = Hasher::start(memory_budget(1 << 20));
+        gap.feed(1000, &body.slice(..10)).await;
+        assert_eq!(gap.finish(1010).await, None, "a gap means no digest");
+    }
+}

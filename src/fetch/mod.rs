@@ -1,0 +1,174 @@
+//! Getting file bodies into the cache for a mount: one download per file however many
+//! readers want it ([`Fetcher`], the registry of active downloads), each answered as its bytes
+//! arrive ([`file_download`]), ranged where the server allows ([`readahead`], [`ranges`]),
+//! hashed on its own thread within a memory budget ([`hasher`]).
+//!
+//! Which layer retries what is written down in [`crate::xnat::retry`].
+
+pub mod error;
+pub mod file_download;
+pub mod hasher;
+pub mod ranges;
+pub mod readahead;
+
+pub use error::FetchError;
+pub use file_download::FileDownload;
+
+use crate::cache::Cache;
+use crate::xnat::{RemoteFile, ResourceRef, XnatApi};
+use ranges::RangeSupport;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Default memory budget of a mount's downloads.
+pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
+
+/// What every download of a mount works with.
+pub struct FetchContext {
+    pub api: Arc<dyn XnatApi>,
+    /// Requests run here (reads may come from threads outside the runtime).
+    pub rt: tokio::runtime::Handle,
+    pub cache: Cache,
+    /// What the server does with `Range`, learnt once for the mount.
+    pub range: RangeSupport,
+    /// The memory budget of all downloads together.
+    pub memory: Arc<tokio::sync::Semaphore>,
+    /// Give up after this long without receiving a byte.
+    pub stall_timeout: Duration,
+}
+
+pub struct Fetcher {
+    ctx: Arc<FetchContext>,
+    active: Mutex<HashMap<PathBuf, Arc<FileDownload>>>,
+}
+
+impl Fetcher {
+    /// `rt`: where downloads run; `stall_timeout`: how long a download may go without a byte.
+    pub fn new(
+        api: Arc<dyn XnatApi>,
+        rt: tokio::runtime::Handle,
+        cache: Cache,
+        stall_timeout: Duration,
+    ) -> Arc<Fetcher> {
+        Self::with_max_memory(api, rt, cache, stall_timeout, DEFAULT_MAX_MEMORY)
+    }
+
+    /// As [`Fetcher::new`], with downloads holding at most `max_memory` bytes in memory at once.
+    pub fn with_max_memory(
+        api: Arc<dyn XnatApi>,
+        rt: tokio::runtime::Handle,
+        cache: Cache,
+        stall_timeout: Duration,
+        max_memory: u64,
+    ) -> Arc<Fetcher> {
+        Arc::new(Fetcher {
+            ctx: Arc::new(FetchContext {
+                api,
+                rt,
+                cache,
+                range: RangeSupport::default(),
+                memory: hasher::memory_budget(max_memory),
+                stall_timeout,
+            }),
+            active: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.ctx.cache
+    }
+
+    /// Whether the server was seen to honour `Range` (`None`: not known yet).
+    pub fn range_honoured(&self) -> Option<bool> {
+        self.ctx.range.honoured()
+    }
+
+    /// The download of `file`, shared by all its readers; one that failed is replaced by a new
+    /// one, so the next read tries again.
+    pub fn download(
+        &self,
+        res: &ResourceRef,
+        file: &RemoteFile,
+    ) -> Result<Arc<FileDownload>, FetchError> {
+        let dest = self
+            .ctx
+            .cache
+            .file_path(res, &file.path)
+            .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
+        let mut active = self.active.lock().unwrap();
+        if let Some(d) = active.get(&dest)
+            && !d.failed()
+        {
+            return Ok(d.clone());
+        }
+        // Forget downloads that are over (their readers hold their own handles).
+        active.retain(|_, d| d.finished().is_none() && !d.failed());
+        let d = FileDownload::new(self.ctx.clone(), file.clone(), dest.clone())?;
+        active.insert(dest, d.clone());
+        Ok(d)
+    }
+
+    /// Reads `size` bytes at `offset` of `file`: from the cache when it is complete there, else
+    /// as soon as they arrive.
+    pub async fn read(
+        &self,
+        res: &ResourceRef,
+        file: &RemoteFile,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, FetchError> {
+        if let Some(path) = self.ctx.cache.lookup(res, file) {
+            return crate::cache::read_file_at(&path, offset, size).map_err(FetchError::cache);
+        }
+        let d = self.download(res, file)?;
+        let failures_before = d.failed_attempts();
+        match d.read(offset, size).await {
+            // This read joined a download that was already failing (the server went away and
+            // came back): it gets one fresh download before it fails. A read that saw the
+            // download through from its start does not: its attempts are all used.
+            Err(e)
+                if failures_before > 0
+                    && e.retryable()
+                    && !matches!(e, FetchError::Verify(_))
+                    && d.failed() =>
+            {
+                self.download(res, file)?.read(offset, size).await
+            }
+            other => other,
+        }
+    }
+
+    /// Downloads the whole file into the cache (if needed) and returns its path.
+    pub async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
+        if let Some(path) = self.ctx.cache.lookup(res, file) {
+            return Ok(path);
+        }
+        let dest = self
+            .ctx
+            .cache
+            .file_path(res, &file.path)
+            .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
+        if file.size == 0 {
+            let part = self.ctx.cache.begin().map_err(FetchError::cache)?;
+            part.commit(file, &dest)?;
+            return Ok(dest);
+        }
+        let d = self.download(res, file)?;
+        // Ask for every byte, in order (what is there already is answered at once).
+        const STEP: u32 = 16 << 20;
+        let mut off = 0;
+        while off < file.size {
+            let got = d.read(off, STEP).await?;
+            off += got.len().max(1) as u64;
+        }
+        d.wait_finished().await?;
+        self.ctx.cache.lookup(res, file).ok_or_else(|| {
+            FetchError::Cache(format!(
+                "{} is not in the cache after its download",
+                file.path
+            ))
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! The filesystem core: lookup, getattr, readdir, open, read and release over the directory
+//! model ([`tree`]), the downloads ([`crate::fetch`]) and the cache, answering with
+//! [`Errno`]s and holding no FUSE types, so that it is tested without mounting. The FUSE
+//! adapter ([`fuse`]) only translates kernel requests into these calls.
+
+pub mod errno;
+pub mod fuse;
+pub mod interrupt;
+pub mod tree;
+
+pub use errno::Errno;
+
+use crate::cache::read_at;
+use crate::fetch::Fetcher;
+use crate::xnat::{RemoteFile, ResourceRef};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::OnceCell;
+use tree::{Children, Node, Tree};
+
+pub struct FsOptions {
+    /// How long the kernel may keep names and attributes.
+    pub attr_ttl: Duration,
+    /// Bound on any wait for the server in one request.
+    pub io_timeout: Duration,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What `stat` shows of a file or folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub is_dir: bool,
+    pub size: u64,
+    /// 0o555 for folders, 0o444 for files: the mount is read-only.
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub time: SystemTime,
+}
+
+/// How a file was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Complete in the cache at `path`: the kernel may read it directly (FUSE passthrough).
+    Passthrough { fh: u64, path: PathBuf },
+    /// Reads come to [`XnatFs::read`].
+    Served { fh: u64 },
+}
+
+struct OpenFile {
+    /// The complete cache file when it was there at open (kept from eviction while open).
+    cached: Option<PathBuf>,
+    res: Arc<ResourceRef>,
+    file: Arc<RemoteFile>,
+    /// The complete cache file, once there.
+    local: OnceLock<Arc<std::fs::File>>,
+}
+
+enum Handle {
+    File(Arc<OpenFile>),
+    /// A complete cache file the kernel reads directly (kept from eviction while open).
+    Passthrough(PathBuf),
+    /// An open folder: listed once, so a listing read in several calls stays consistent.
+    Dir(Arc<OnceCell<Children>>),
+}
+
+pub struct XnatFs {
+    tree: Arc<Tree>,
+    fetcher: Arc<Fetcher>,
+    opts: FsOptions,
+    mounted_at: SystemTime,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+impl XnatFs {
+    pub fn new(tree: Arc<Tree>, fetcher: Arc<Fetcher>, opts: FsOptions) -> Arc<XnatFs> {
+        Arc::new(XnatFs {
+            tree,
+            fetcher,
+            opts,
+            mounted_at: SystemTime::now(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> Attr {
+        let is_dir = node.is_dir();
+        Attr {
+            ino,
+            is_dir,
+            size: node.size(),
+            perm: if is_dir { 0o555 } else { 0o444 },
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            time: self.mounted_at,
+        }
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.handles.lock().unwrap().insert(fh, h);
+        fh
+    }
+
+    /// The child `name` of folder `parent`, listing the folder first if needed.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
+        match self.tree.lookup(parent, name).await {
+            Ok((ino, node)) => Ok(self.attr(ino, &node)),
+            Err(e) => {
+                let errno = Errno::from(&e);
+                if errno != Errno::NOENT {
+                    tracing::warn!("lookup of {name:?} failed: {e}");
+                }
+                Err(errno)
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
+        let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
+        Ok(self.attr(ino, &node))
+    }
+
+    /// Whether the caller may access `ino` (`write`: for writing, which it never may).
+    pub fn access(&self, ino: u64, write: bool) -> Result<(), Errno> {
+        if write {
+            return Err(Errno::ROFS);
+        }
+        self.tree.node(ino).map(drop).ok_or(Errno::NOENT)
+    }
+
+    /// Opens file `ino` for reading (`write`: opened for writing or truncation, refused).
+    /// A file complete in the cache is offered for passthrough when `passthrough` allows.
+    pub fn open(&self, ino: u64, write: bool, passthrough: bool) -> Result<Opened, Errno> {
+        if write {
+            return Err(Errno::ROFS);
+        }
+        let (res, file) = match self.tree.node(ino) {
+            Some(Node::File(res, file)) => (res, file),
+            Some(_) => return Err(Errno::ISDIR),
+            None => return Err(Errno::NOENT),
+        };
+        let cache = self.fetcher.cache();
+        let cached = cache.lookup(&res, &file);
+        if let Some(path) = &cached {
+            cache.budget().opened(path);
+            if passthrough {
+                let fh = self.add_handle(Handle::Passthrough(path.clone()));
+                return Ok(Opened::Passthrough {
+                    fh,
+                    path: path.clone(),
+                });
+            }
+        }
+        let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+            cached,
+            res,
+            file,
+            local: OnceLock::new(),
+        })));
+        Ok(Opened::Served { fh })
+    }
+
+    fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, Errno> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::File(f)) => Ok(f.clone()),
+            _ => Err(Errno::BADF),
+        }
+    }
+
+    /// Reads `size` bytes at `offset` of open file `fh` if that needs no wait: from the
+    /// complete cache file, or bytes of a download that have arrived. `None`: call
+    /// [`Self::read`].
+    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        let open = match self.open_file(fh) {
+            Ok(open) => open,
+            Err(e) => return Some(Err(e)),
+        };
+        let local = open.local.get().cloned().or_else(|| {
+            let path = self.fetcher.cache().lookup(&open.res, &open.file)?;
+            let f = Arc::new(std::fs::File::open(path).ok()?);
+            let _ = open.local.set(f.clone());
+            Some(f)
+        });
+        if let Some(local) = local {
+            return Some(read_at(&local, offset, size).map_err(|e| Errno::of_io(&e)));
+        }
+        let d = self.fetcher.download(&open.res, &open.file).ok()?;
+        d.read_now(offset, size)
+            .map(|r| r.map_err(|e| Errno::from(&e)))
+    }
+
+    /// Reads `size` bytes at `offset` of open file `fh`, waiting for them to arrive. A file
+    /// gone from the server (404) is ENOENT, and its resource is listed again next time.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let open = self.open_file(fh)?;
+        self.fetcher
+            .read(&open.res, &open.file, offset, size)
+            .await
+            .map_err(|e| {
+                tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
+                let errno = Errno::from(&e);
+                if errno == Errno::NOENT {
+                    self.tree.forget_resource(&open.res);
+                }
+                errno
+            })
+    }
+
+    pub fn release(&self, fh: u64) {
+        let closed = match self.handles.lock().unwrap().remove(&fh) {
+            Some(Handle::Passthrough(path)) => Some(path),
+            Some(Handle::File(f)) => f.cached.clone(),
+            _ => None,
+        };
+        if let Some(path) = closed {
+            self.fetcher.cache().budget().closed(&path);
+        }
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
+        match self.tree.node(ino) {
+            Some(node) if node.is_dir() => Ok(self.add_handle(Handle::Dir(Arc::default()))),
+            Some(_) => Err(Errno::NOTDIR),
+            None => Err(Errno::NOENT),
+        }
+    }
+
+    fn dir_snapshot(&self, fh: u64) -> Result<Arc<OnceCell<Children>>, Errno> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Dir(d)) => Ok(d.clone()),
+            _ => Err(Errno::BADF),
+        }
+    }
+
+    /// The entries of open folder `fh` if they were listed already (no wait).
+    pub fn listed(&self, fh: u64) -> Result<Option<Children>, Errno> {
+        Ok(self.dir_snapshot(fh)?.get().cloned())
+    }
+
+    /// The entries of open folder `fh` (folder `ino`), listed once per open.
+    pub async fn list(&self, fh: u64, ino: u64) -> Result<Children, Errno> {
+        let snapshot = self.dir_snapshot(fh)?;
+        snapshot
+            .get_or_try_init(|| self.tree.children(ino))
+            .await
+            .cloned()
+            .map_err(|e| {
+                tracing::warn!("listing failed: {e}");
+                Errno::from(&e)
+            })
+    }
+
+    /// `.` and `..`, then the entries of folder `ino`, from position `offset` on: each with
+    /// the position that follows it, its name and attributes.
+    pub fn entries<'a>(
+        &'a self,
+        ino: u64,
+        kids: &'a Children,
+        offset: u64,
+    ) -> impl Iterator<Item = (u64, &'a str, Attr)> + 'a {
+        let dots = [(".", ino), ("..", ino)];
+        dots.into_iter()
+            .chain(kids.iter().map(|(n, i)| (n.as_str(), *i)))
+            .enumerate()
+            .skip(offset as usize)
+            .map(move |(i, (name, child))| {
+                let attr = match self.tree.node(child) {
+                    Some(node) => self.attr(child, &node),
+                    None => self.attr(child, &Node::Root),
+                };
+                (i as u64 + 1, name, attr)
+            })
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().unwrap().remove(&fh);
+    }
+}

@@ -1,0 +1,95 @@
+//! The verified whole-file download of a prefetch: one file, through a partial file, checked
+//! (size, and MD5 when listed) before it takes its final name.
+
+use crate::cache::PartialFile;
+use crate::fetch::FetchError;
+use crate::xnat::retry::Attempts;
+use crate::xnat::{RemoteFile, XnatApi, XnatError};
+use futures::StreamExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How hard to try a transfer, and how to keep the result.
+#[derive(Debug, Clone)]
+pub struct TransferPolicy {
+    /// Attempts at one body in all (see [`crate::xnat::retry`]).
+    pub attempts: u32,
+    /// Give up after this long without receiving a byte.
+    pub stall_timeout: Duration,
+    /// Keep files private to the user (the cache), or with ordinary permissions (`--out`).
+    pub private: bool,
+}
+
+/// Downloads `file` to `dest` through a partial file in `tmp_dir`, checking size and MD5 before
+/// it takes its final name; tried again after transient failures (5xx, resets, short bodies),
+/// up to `policy.attempts`, or until no byte has arrived for `policy.stall_timeout`.
+/// `on_bytes` hears of every chunk received (for progress).
+pub async fn download_verified(
+    api: &dyn XnatApi,
+    file: &RemoteFile,
+    dest: &Path,
+    tmp_dir: &Path,
+    policy: &TransferPolicy,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(), FetchError> {
+    let mut attempts = Attempts::new(policy.attempts);
+    let mut last_progress = Instant::now();
+    loop {
+        let once = download_once(
+            api,
+            file,
+            dest,
+            tmp_dir,
+            policy,
+            &mut last_progress,
+            on_bytes,
+        );
+        match once.await {
+            Ok(()) => {
+                tracing::debug!("downloaded {}", dest.display());
+                return Ok(());
+            }
+            Err(e) => {
+                let progressing = last_progress.elapsed() < policy.stall_timeout;
+                if !attempts.again(e.retryable() && progressing).await {
+                    tracing::error!("download of {} failed: {e}", file.uri);
+                    return Err(e);
+                }
+                tracing::debug!("download of {} failed: {e}; trying again", file.uri);
+            }
+        }
+    }
+}
+
+async fn download_once(
+    api: &dyn XnatApi,
+    file: &RemoteFile,
+    dest: &Path,
+    tmp_dir: &Path,
+    policy: &TransferPolicy,
+    last_progress: &mut Instant,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(), FetchError> {
+    let stall_timeout = policy.stall_timeout;
+    let mut download = tokio::time::timeout(stall_timeout, api.download(&file.uri))
+        .await
+        .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri)))??;
+    let mut part = PartialFile::new_in(tmp_dir, policy.private).map_err(FetchError::cache)?;
+    loop {
+        let next = tokio::time::timeout(stall_timeout, download.body.next())
+            .await
+            .map_err(|_| XnatError::Timeout(format!("no data for {}", file.uri)))?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk?;
+        *last_progress = Instant::now();
+        if part.written() + chunk.len() as u64 > file.size {
+            return Err(FetchError::Verify(format!(
+                "{}: the body is longer than the listed {} bytes",
+                file.path, file.size
+            )));
+        }
+        part.write(&chunk).map_err(FetchError::cache)?;
+        on_bytes(chunk.len() as u64);
+    }
+    Ok(part.commit(file, dest)?)
+}

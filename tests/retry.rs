@@ -1,0 +1,106 @@
+//! Attempts never multiply across layers (the rule in `src/xnat/retry.rs`): against the mock
+//! server, a listing or a body that always fails is asked for exactly the documented number of
+//! times, however many layers sit between the caller and the server.
+
+mod common;
+
+use common::{small_sample, start_mock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use xnatfs::cache::Cache;
+use xnatfs::fetch::Fetcher;
+use xnatfs::mock::MockServer;
+use xnatfs::prefetch::verified::{TransferPolicy, download_verified};
+use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
+use xnatfs::xnat::retry::{BODY_ATTEMPTS, LISTING_ATTEMPTS, PREFETCH_BODY_ATTEMPTS};
+use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi};
+
+fn client(url: &str) -> Arc<HttpXnat> {
+    let creds = Credentials {
+        user: Some("demo".into()),
+        password: Some("demo".into()),
+        token: None,
+    };
+    let options = ClientOptions {
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    Arc::new(HttpXnat::new(url, creds, options).unwrap())
+}
+
+/// How many requests the mock has seen whose path and query contain `part`.
+fn asked(mock: &MockServer, part: &str) -> usize {
+    mock.state
+        .request_log()
+        .iter()
+        .filter(|r| r.contains(part))
+        .count()
+}
+
+fn scan_resource() -> ResourceRef {
+    ResourceRef {
+        session_id: "XNAT_E00001".into(),
+        scan: Some("2".into()),
+        label: "DICOM".into(),
+    }
+}
+
+/// A mock whose file bodies always fail (503) while listings answer, a logged-in client, and
+/// the first DICOM file of a scan.
+fn failing_bodies(rt: &tokio::runtime::Runtime) -> (MockServer, Arc<HttpXnat>, RemoteFile) {
+    let mock = start_mock(small_sample());
+    let api = client(&mock.url());
+    let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
+    mock.state.controls.files_down.store(true, Ordering::SeqCst);
+    (mock, api, file)
+}
+
+#[test]
+fn a_listing_that_always_fails_is_asked_for_exactly_the_documented_times() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = start_mock(small_sample());
+    let api = client(&mock.url());
+    rt.block_on(api.projects()).unwrap(); // logged in
+    mock.state.controls.down.store(true, Ordering::SeqCst);
+    assert!(rt.block_on(api.sessions("DEMO")).is_err());
+    assert_eq!(
+        asked(&mock, "/data/projects/DEMO/experiments"),
+        LISTING_ATTEMPTS as usize
+    );
+}
+
+#[test]
+fn a_body_read_through_the_mount_core_is_asked_for_exactly_the_documented_times() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mock, api, file) = failing_bodies(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), &mock.url()).unwrap();
+    let fetcher = Fetcher::new(api, rt.handle().clone(), cache, Duration::from_secs(30));
+    let read = rt.block_on(fetcher.read(&scan_resource(), &file, 0, 4096));
+    assert!(read.is_err(), "{read:?}");
+    assert_eq!(asked(&mock, &file.uri), BODY_ATTEMPTS as usize);
+}
+
+#[test]
+fn a_body_in_a_prefetch_is_asked_for_exactly_the_documented_times() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mock, api, file) = failing_bodies(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = TransferPolicy {
+        attempts: PREFETCH_BODY_ATTEMPTS,
+        stall_timeout: Duration::from_secs(30),
+        private: false,
+    };
+    let dest = dir.path().join("x.dcm");
+    let done = rt.block_on(download_verified(
+        api.as_ref(),
+        &file,
+        &dest,
+        dir.path(),
+        &policy,
+        &|_| {},
+    ));
+    assert!(done.is_err() && !dest.exists());
+    assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize);
+}
