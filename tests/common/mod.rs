@@ -7,9 +7,11 @@
 #![allow(dead_code, unused_imports)]
 
 mod data;
+mod expect;
 mod mount;
 
 pub use data::*;
+pub use expect::*;
 pub use mount::*;
 
 use std::path::{Path, PathBuf};

@@ -168,8 +168,11 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
         .args(&["-E", "XNAT_E00001", "--io-timeout", "5"])
         .mount();
     let big = m.path("XNAT_E00001/scans/2/resources/NIFTI/files/T1w.nii.gz");
-    let e = std::fs::read(&big).expect_err("3 MiB cannot fit a 1 MiB cache");
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_errno(
+        std::fs::read(&big),
+        &[libc::EIO],
+        "3 MiB cannot fit a 1 MiB cache",
+    );
     // Nothing half-written under a final name, no partial file left, and small files still work.
     let area = disk.path().join(xnatfs::cache::area_name(&mock.url()));
     assert!(

@@ -133,8 +133,7 @@ fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
     let mut child = m.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    let e = std::fs::read_dir(&m.mountpoint).expect_err("stale");
-    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    assert_errno(std::fs::read_dir(&m.mountpoint), &[libc::ENOTCONN], "stale");
     // The next mount on it says so, cleans it up, and mounts.
     let home = m.home.clone();
     let out = xnatfs(&mock.url(), &home)
