@@ -57,13 +57,7 @@ fn expected_out(
                 }
         })
         .map(|(_, scan, r, f)| {
-            let p = match scan {
-                Some(sc) => format!(
-                    "{dir}/scans/{}/resources/{}/files/{}",
-                    sc.id, r.label, f.path
-                ),
-                None => format!("{dir}/resources/{}/files/{}", r.label, f.path),
-            };
+            let p = format!("{dir}/{}", path_in_session(scan, r, f));
             (PathBuf::from(p), f.md5().to_string())
         })
         .collect()

@@ -75,7 +75,7 @@ fn the_cache_stays_under_its_cap() {
         .args(&["--cache-size", "700K"])
         .mount();
     // Keep one file open: it is never evicted.
-    let kept = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let kept = m.path(SUBJ01_T1W);
     let want_kept = md5_file(&kept);
     let held = std::fs::File::open(&kept).unwrap();
     for (rel, _, md5) in &expected {
@@ -161,7 +161,10 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
         nifti_size: 3 << 20,
         scans: 2,
     });
-    let dcm = data.projects[0].sessions[0].scans[0].resources[0].files[0].clone();
+    let dcm = mock_file(
+        &data,
+        "DEMO/SUBJ01_MR1/scans/1/resources/DICOM/files/1.3.12.2.1107.5.2.1.00001.dcm",
+    );
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url())
         .cache_dir(disk.path())

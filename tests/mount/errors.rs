@@ -65,35 +65,28 @@ fn unknown_names_are_enoent_fast() {
 fn bad_bodies_give_eio_and_cache_nothing() {
     let mut data = small_sample();
     // A file whose listed digest is wrong, one whose listed size is wrong.
-    {
-        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-        let files = &mut session.resources[1].files; // PROTOCOLS
-        let f = std::sync::Arc::get_mut(&mut files[0]).unwrap();
-        f.listed_size = Some(f.size() + 5);
-        let g = std::sync::Arc::get_mut(&mut files[1]).unwrap();
-        g.listed_digest_override = Some("0123456789abcdef0123456789abcdef".into());
-    }
+    let protocols = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
+    let f = mock_file_mut(&mut data, &format!("{protocols}/scan protocol.txt"));
+    f.listed_size = Some(f.size() + 5);
+    let g = mock_file_mut(&mut data, &format!("{protocols}/notes+v2.txt"));
+    g.listed_digest_override = Some("0123456789abcdef0123456789abcdef".into());
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url()).mount();
-    let dir = m.path("DEMO/SUBJ01_MR1/resources/PROTOCOLS/files");
+    let dir = m.path(protocols);
     for name in ["scan protocol.txt", "notes+v2.txt"] {
         assert_errno(std::fs::read(dir.join(name)), &[libc::EIO], name);
     }
     // A body cut short by the server: retried, then served right.
     mock.state.controls.truncate_next.store(1, Ordering::SeqCst);
-    let nifti = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
-    let want = expected_files(&small_sample())
-        .into_iter()
-        .find(|(p, _, _)| p.ends_with("SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz"))
-        .unwrap()
-        .2;
-    assert_eq!(md5_file(&nifti), want);
+    let nifti = m.path(SUBJ01_T1W);
+    let want = mock_file(&small_sample(), SUBJ01_T1W);
+    assert_eq!(md5_file(&nifti), want.md5());
     // Always cut short: EIO, and nothing under a final name in the cache.
     mock.state
         .controls
         .truncate_next
         .store(100, Ordering::SeqCst);
-    let other = m.path("DEMO/SUBJ02_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let other = m.path(SUBJ02_T1W);
     assert_errno(std::fs::read(&other), &[libc::EIO], "truncated every time");
     mock.state.controls.truncate_next.store(0, Ordering::SeqCst);
     let cached = walk_files(&m.cache_dir);
@@ -250,14 +243,11 @@ fn hostile_names_never_escape() {
 #[test]
 fn a_file_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
     let mut data = small_sample();
-    {
-        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-        let f = std::sync::Arc::get_mut(&mut session.resources[0].files[1]).unwrap(); // QC figs/motion.png
-        f.body_gone = true;
-    }
+    let motion = "DEMO/SUBJ01_MR1/resources/QC/files/figs/motion.png";
+    mock_file_mut(&mut data, motion).body_gone = true;
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url()).mount();
-    let gone = m.path("DEMO/SUBJ01_MR1/resources/QC/files/figs/motion.png");
+    let gone = m.path(motion);
     assert!(gone.is_file());
     let listings = mock.state.controls.listings.load(Ordering::SeqCst);
     assert_errno(std::fs::read(&gone), &[libc::ENOENT], "gone");

@@ -162,7 +162,7 @@ fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
     let m = MountBuilder::new(&mock.url())
         .args(&["--io-timeout", "60"])
         .mount();
-    let file = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let file = m.path(SUBJ01_T1W);
     assert!(file.is_file());
     mock.state
         .controls

@@ -15,9 +15,7 @@ fn tree_sizes_and_no_downloads_for_listing() {
     assert_eq!(got, want);
     // ls -lR, stat and find never download file contents.
     assert_eq!(mock.state.file_gets(), 0);
-    let meta =
-        std::fs::metadata(m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz"))
-            .unwrap();
+    let meta = std::fs::metadata(m.path(SUBJ01_T1W)).unwrap();
     assert_eq!(meta.len(), 300_000);
     assert_eq!(meta.permissions().mode() & 0o777, 0o444);
     let dir = std::fs::metadata(m.path("DEMO")).unwrap();
@@ -83,15 +81,12 @@ fn project_and_session_roots() {
 fn thousands_of_files_list_fully() {
     use xnatfs::mock::data::{Body, MockFile};
     let mut data = small_sample();
-    {
-        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-        let files = &mut session.resources[1].files; // PROTOCOLS
-        for i in 0..3000 {
-            files.push(MockFile::new(
-                format!("many/file_{i:05}_with_a_fairly_long_name.txt"),
-                Body::Memory(bytes::Bytes::from(format!("{i}\n"))),
-            ));
-        }
+    let files = resource_files_mut(&mut data, "DEMO/SUBJ01_MR1/resources/PROTOCOLS");
+    for i in 0..3000 {
+        files.push(MockFile::new(
+            format!("many/file_{i:05}_with_a_fairly_long_name.txt"),
+            Body::Memory(bytes::Bytes::from(format!("{i}\n"))),
+        ));
     }
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url()).mount();

@@ -14,7 +14,7 @@ fn listings_and_cached_files_stay_served_while_the_server_is_away() {
         .args(&["--dir-ttl", "0", "--io-timeout", "3"])
         .mount();
     let before = walk_files(&m.mountpoint);
-    let cached = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let cached = m.path(SUBJ01_T1W);
     let want = std::fs::read(&cached).unwrap();
     drop(mock);
     assert_eq!(

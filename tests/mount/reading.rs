@@ -11,7 +11,7 @@ fn concurrent_readers_share_one_download() {
     let mock = start_mock(data);
     mock.state.controls.latency_ms.store(200, Ordering::SeqCst);
     let m = MountBuilder::new(&mock.url()).mount();
-    let file = m.path("DEMO/SUBJ02_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let file = m.path(SUBJ02_T1W);
     assert!(file.is_file());
     let before = mock.state.file_gets();
     let sums: Vec<String> = std::thread::scope(|s| {
@@ -67,7 +67,7 @@ fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
             nifti_size: big,
             scans: 2,
         });
-        let source = data.projects[0].sessions[0].scans[1].resources[1].files[0].clone();
+        let source = mock_file(&data, SUBJ01_T1W);
         let mock = start_mock(data);
         mock.state
             .controls
@@ -76,9 +76,7 @@ fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
         let m = MountBuilder::new(&mock.url())
             .args(&["--max-memory", "1M"])
             .mount();
-        let mut f =
-            std::fs::File::open(m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz"))
-                .unwrap();
+        let mut f = std::fs::File::open(m.path(SUBJ01_T1W)).unwrap();
         let mut seed = 7u64;
         for _ in 0..60 {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -102,13 +100,13 @@ fn a_cached_file_reads_while_another_download_is_stalled() {
     let m = MountBuilder::new(&mock.url())
         .args(&["--io-timeout", "4"])
         .mount();
-    let cached = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let cached = m.path(SUBJ01_T1W);
     let want = std::fs::read(&cached).unwrap();
     mock.state
         .controls
         .stall_files
         .store(true, Ordering::SeqCst);
-    let stalled = m.path("DEMO/SUBJ02_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz");
+    let stalled = m.path(SUBJ02_T1W);
     let blocked = std::thread::spawn(move || std::fs::read(stalled));
     std::thread::sleep(Duration::from_millis(300));
     assert!(!blocked.is_finished(), "the stalled read is waiting");
