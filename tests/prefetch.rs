@@ -476,22 +476,16 @@ fn project_wide_prefetch_with_a_name_and_bad_combinations() {
 
 #[test]
 fn hostile_names_in_listings_and_zip_entries_never_escape() {
-    use xnatfs::mock::data::{Body, MockFile};
     let mut data = small_sample();
-    {
-        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-        let files = &mut session.scans[0].resources[0].files; // scan 1 DICOM
-        for evil in [
+    add_hostile_files(
+        &mut data,
+        "DEMO/SUBJ01_MR1/scans/1/resources/DICOM",
+        &[
             "../../../../escaped.dcm",
             "/tmp/xnatfs-absolute.dcm",
             "a/../../../b.dcm",
-        ] {
-            files.push(MockFile::new(
-                evil,
-                Body::Memory(bytes::Bytes::from_static(b"evil")),
-            ));
-        }
-    }
+        ],
+    );
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
     let root = home.path().join("deep/er");

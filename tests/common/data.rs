@@ -1,10 +1,13 @@
-//! The mock's data set in tests: the small sample, where its files show in a mount, and
-//! finding a file or resource by that path (to read it, or to change it before the mock
-//! starts).
+//! The mock's data set in tests: the small sample, where its files show in a mount, finding
+//! a file or resource by that path (to read it, or to change it before the mock starts), and
+//! adding files with hostile names.
 
+use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
-use xnatfs::mock::data::{Dataset, MockFile, MockResource, MockScan, MockSession, SampleSpec};
+use xnatfs::mock::data::{
+    Body, Dataset, MockFile, MockResource, MockScan, MockSession, SampleSpec,
+};
 
 /// The T1w image of the first DEMO session, in a mount with no -P or -E.
 pub const SUBJ01_T1W: &str = "DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz";
@@ -128,4 +131,17 @@ pub fn mock_file_mut<'a>(data: &'a mut Dataset, path: &str) -> &'a mut MockFile 
         .unwrap_or_else(|| panic!("no file {path} in the data set"));
     Arc::get_mut(&mut resource_mut(data, at, path).files[fi])
         .unwrap_or_else(|| panic!("{path}: change the data set before the mock starts"))
+}
+
+/// Adds to the resource at `dir` (as for [`resource_files_mut`]) a 4-byte file (`evil`)
+/// listed under each of `names`: whatever a hostile server might list, such as `../` paths,
+/// absolute paths, names with a NUL, names over 255 bytes, or a name listed twice.
+pub fn add_hostile_files(data: &mut Dataset, dir: &str, names: &[&str]) {
+    let files = resource_files_mut(data, dir);
+    for name in names {
+        files.push(MockFile::new(
+            *name,
+            Body::Memory(Bytes::from_static(b"evil")),
+        ));
+    }
 }

@@ -206,24 +206,18 @@ fn bad_input_fails_before_mounting_with_a_clear_message() {
 
 #[test]
 fn hostile_names_never_escape() {
-    use xnatfs::mock::data::{Body, MockFile};
     let mut data = small_sample();
-    {
-        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-        let files = &mut session.resources[0].files; // QC
-        for evil in [
+    add_hostile_files(
+        &mut data,
+        "DEMO/SUBJ01_MR1/resources/QC",
+        &[
             "../../../../escaped.txt",
             "/tmp/absolute.txt",
             "a/../../b.txt",
             "..",
             "ok/./x",
-        ] {
-            files.push(MockFile::new(
-                evil,
-                Body::Memory(bytes::Bytes::from_static(b"evil")),
-            ));
-        }
-    }
+        ],
+    );
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url()).mount();
     let dir = m.path("DEMO/SUBJ01_MR1/resources/QC/files");
