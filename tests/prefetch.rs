@@ -536,11 +536,11 @@ fn ctrl_c_leaves_no_partial_file_and_a_rerun_finishes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while mock.state.file_gets() < 3 {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "3 files fetched within 30 s",
+        || mock.state.file_gets() >= 3,
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();

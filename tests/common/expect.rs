@@ -1,4 +1,5 @@
-//! Assertions on how an operation fails: with which errno, and within how long.
+//! Assertions on how an operation fails (with which errno, within how long), and a wait for a
+//! condition with a time limit.
 
 use std::io;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -54,4 +55,14 @@ pub fn assert_fails_within<T: Send + 'static>(
         "{what}: failed with {e}, but took {took:?} (limit {limit:?})"
     );
     e
+}
+
+/// Checks `done` every 20 ms until it holds; panics with `what` once `limit` has passed.
+#[track_caller]
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -4,7 +4,7 @@
 use crate::common::*;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn background_mount_returns_when_ready_and_unmounts() {
@@ -46,14 +46,11 @@ fn background_mount_returns_when_ready_and_unmounts() {
     );
     assert!(!is_mounted(&mp));
     // The background process ends by itself once unmounted.
-    let start = Instant::now();
-    while daemon_running(&mp) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the background mount did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the background mount did not exit",
+        || !daemon_running(&mp),
+    );
     drop(guard);
 }
 
@@ -202,14 +199,11 @@ fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
     let pid = m.child.as_ref().unwrap().id() as i32;
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let start = Instant::now();
-    while is_mounted(&m.mountpoint) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "still mounted after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "still mounted after SIGTERM",
+        || !is_mounted(&m.mountpoint),
+    );
     let log = std::fs::read_to_string(&m.log_path).unwrap();
     assert!(log.contains("is busy; detached"), "{log}");
     // The open file still reads; once it is closed the process ends by itself.
@@ -232,14 +226,12 @@ fn wait_exit(
     limit: Duration,
     what: &str,
 ) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut status = None;
+    wait_until(limit, what, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 /// Runs `cmd`, checks that it is still waiting after 500 ms, sends it SIGINT (Ctrl-C) and
