@@ -88,6 +88,16 @@ pub fn walk_files(root: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// The names in folder `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn md5_file(path: &Path) -> String {
     use md5::{Digest, Md5};
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

@@ -50,23 +50,13 @@ fn project_and_session_roots() {
     let m = MountBuilder::new(&mock.url())
         .args(&["-P", "PILOT"])
         .mount();
-    let mut names: Vec<String> = std::fs::read_dir(&m.mountpoint)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["SUBJ01_EEG1", "SUBJ01_MR1"]);
+    assert_eq!(dir_names(&m.mountpoint), ["SUBJ01_EEG1", "SUBJ01_MR1"]);
     drop(m);
 
     let m = MountBuilder::new(&mock.url())
         .args(&["-E", "XNAT_E00002", "-P", "PILOT", "-E", "SUBJ01_MR1"])
         .mount();
-    let mut names: Vec<String> = std::fs::read_dir(&m.mountpoint)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["SUBJ01_MR1", "XNAT_E00002"]);
+    assert_eq!(dir_names(&m.mountpoint), ["SUBJ01_MR1", "XNAT_E00002"]);
     // The label resolved within PILOT, not DEMO: PILOT's session is XNAT_E00003.
     assert!(m.path("SUBJ01_MR1/scans/2").is_dir());
     let log = mock.state.request_log();
@@ -91,10 +81,7 @@ fn thousands_of_files_list_fully() {
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url()).mount();
     let dir = m.path("DEMO/SUBJ01_MR1/resources/PROTOCOLS/files/many");
-    let names: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: std::collections::BTreeSet<String> = dir_names(&dir).into_iter().collect();
     assert_eq!(names.len(), 3000);
     assert!(names.contains("file_02999_with_a_fairly_long_name.txt"));
     assert_eq!(
