@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::start_mock;
+use common::{SUBJ01_T1W, mock_file, mock_file_mut, start_mock};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
         nifti_size: BIG,
         scans: 2,
     });
-    let source = data.projects[0].sessions[0].scans[1].resources[1].files[0].clone();
+    let source = mock_file(&data, SUBJ01_T1W);
     let mock = start_mock(data);
     mock.state
         .controls
@@ -179,9 +179,7 @@ fn a_body_that_disagrees_with_its_digest_is_an_error_at_the_end() {
         nifti_size: 8 << 20,
         scans: 2,
     });
-    let session = Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-    let nifti = &mut session.scans[1].resources[1].files[0];
-    Arc::get_mut(nifti).unwrap().listed_digest_override = Some("0".repeat(32));
+    mock_file_mut(&mut data, SUBJ01_T1W).listed_digest_override = Some("0".repeat(32));
     let mock = start_mock(data);
     let rt = runtime();
     let api = demo_client(&mock.url());

@@ -57,13 +57,7 @@ fn expected_out(
                 }
         })
         .map(|(_, scan, r, f)| {
-            let p = match scan {
-                Some(sc) => format!(
-                    "{dir}/scans/{}/resources/{}/files/{}",
-                    sc.id, r.label, f.path
-                ),
-                None => format!("{dir}/resources/{}/files/{}", r.label, f.path),
-            };
+            let p = format!("{dir}/{}", path_in_session(scan, r, f));
             (PathBuf::from(p), f.md5().to_string())
         })
         .collect()
@@ -482,22 +476,16 @@ fn project_wide_prefetch_with_a_name_and_bad_combinations() {
 
 #[test]
 fn hostile_names_in_listings_and_zip_entries_never_escape() {
-    use xnatfs::mock::data::{Body, MockFile};
     let mut data = small_sample();
-    {
-        let session = std::sync::Arc::get_mut(&mut data.projects[0].sessions[0]).unwrap();
-        let files = &mut session.scans[0].resources[0].files; // scan 1 DICOM
-        for evil in [
+    add_hostile_files(
+        &mut data,
+        "DEMO/SUBJ01_MR1/scans/1/resources/DICOM",
+        &[
             "../../../../escaped.dcm",
             "/tmp/xnatfs-absolute.dcm",
             "a/../../../b.dcm",
-        ] {
-            files.push(MockFile::new(
-                evil,
-                Body::Memory(bytes::Bytes::from_static(b"evil")),
-            ));
-        }
-    }
+        ],
+    );
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
     let root = home.path().join("deep/er");
@@ -548,11 +536,11 @@ fn ctrl_c_leaves_no_partial_file_and_a_rerun_finishes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while mock.state.file_gets() < 3 {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "3 files fetched within 30 s",
+        || mock.state.file_gets() >= 3,
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();

@@ -1,0 +1,147 @@
+//! The mock's data set in tests: the small sample, where its files show in a mount, finding
+//! a file or resource by that path (to read it, or to change it before the mock starts), and
+//! adding files with hostile names.
+
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::sync::Arc;
+use xnatfs::mock::data::{
+    Body, Dataset, MockFile, MockResource, MockScan, MockSession, SampleSpec,
+};
+
+/// The T1w image of the first DEMO session, in a mount with no -P or -E.
+pub const SUBJ01_T1W: &str = "DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz";
+/// The T1w image of the second DEMO session.
+pub const SUBJ02_T1W: &str = "DEMO/SUBJ02_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz";
+
+pub fn small_sample() -> Dataset {
+    Dataset::sample(&SampleSpec {
+        dicom_files: 6,
+        dicom_size: 4096,
+        nifti_size: 300_000,
+        scans: 3,
+    })
+}
+
+/// A resource's folder below its session's: `scans/<id>/resources/<label>`, or
+/// `resources/<label>` for a resource of the session itself.
+pub fn resource_dir(scan: Option<&MockScan>, r: &MockResource) -> String {
+    match scan {
+        Some(sc) => format!("scans/{}/resources/{}", sc.id, r.label),
+        None => format!("resources/{}", r.label),
+    }
+}
+
+/// Where a file lies below its session's folder: `<resource_dir>/files/<path>`.
+pub fn path_in_session(scan: Option<&MockScan>, r: &MockResource, f: &MockFile) -> String {
+    format!("{}/files/{}", resource_dir(scan, r), f.path)
+}
+
+/// Where a file shows in a mount with no -P or -E: `<project>/<session label>/...`.
+pub fn mount_path(
+    s: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> String {
+    format!("{}/{}/{}", s.project, s.label, path_in_session(scan, r, f))
+}
+
+/// The mount-relative path of each sample file under a `-P`-less mount, with its MD5.
+pub fn expected_files(data: &Dataset) -> Vec<(PathBuf, u64, String)> {
+    let mut out: Vec<_> = data
+        .all_files()
+        .into_iter()
+        .map(|(s, scan, r, f)| {
+            let path = mount_path(s, scan, r, f);
+            (PathBuf::from(path), f.size(), f.md5().to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The file of `data` at `path` in a mount with no -P or -E (as [`SUBJ01_T1W`]); panics if
+/// there is none.
+pub fn mock_file(data: &Dataset, path: &str) -> Arc<MockFile> {
+    data.all_files()
+        .into_iter()
+        .find(|&(s, scan, r, f)| mount_path(s, scan, r, f) == path)
+        .map(|(.., f)| f.clone())
+        .unwrap_or_else(|| panic!("no file {path} in the data set"))
+}
+
+/// A resource's place in a data set: project, session, scan (`None`: the session's own) and
+/// resource, as indices.
+type ResourceAt = (usize, usize, Option<usize>, usize);
+
+/// Every resource of `data` with its place and its folder in a mount with no -P or -E.
+fn resources(data: &Dataset) -> Vec<(ResourceAt, String, &MockResource)> {
+    let mut out = Vec::new();
+    for (pi, p) in data.projects.iter().enumerate() {
+        for (si, s) in p.sessions.iter().enumerate() {
+            let session = format!("{}/{}", s.project, s.label);
+            for (ci, sc) in s.scans.iter().enumerate() {
+                for (ri, r) in sc.resources.iter().enumerate() {
+                    let dir = format!("{session}/{}", resource_dir(Some(sc), r));
+                    out.push(((pi, si, Some(ci), ri), dir, r));
+                }
+            }
+            for (ri, r) in s.resources.iter().enumerate() {
+                let dir = format!("{session}/{}", resource_dir(None, r));
+                out.push(((pi, si, None, ri), dir, r));
+            }
+        }
+    }
+    out
+}
+
+fn resource_mut<'a>(data: &'a mut Dataset, at: ResourceAt, what: &str) -> &'a mut MockResource {
+    let (pi, si, scan, ri) = at;
+    let session = Arc::get_mut(&mut data.projects[pi].sessions[si])
+        .unwrap_or_else(|| panic!("{what}: change the data set before the mock starts"));
+    match scan {
+        Some(ci) => &mut session.scans[ci].resources[ri],
+        None => &mut session.resources[ri],
+    }
+}
+
+/// The files of the resource whose folder in a mount with no -P or -E is `dir`
+/// (`DEMO/SUBJ01_MR1/resources/QC`, with or without `/files`), to change before the mock
+/// starts; panics if there is none.
+pub fn resource_files_mut<'a>(data: &'a mut Dataset, dir: &str) -> &'a mut Vec<Arc<MockFile>> {
+    let want = dir.strip_suffix("/files").unwrap_or(dir);
+    let at = resources(data)
+        .into_iter()
+        .find(|(_, d, _)| d == want)
+        .map(|(at, ..)| at)
+        .unwrap_or_else(|| panic!("no resource {dir} in the data set"));
+    &mut resource_mut(data, at, dir).files
+}
+
+/// The file of `data` at `path` (as for [`mock_file`]), to change before the mock starts.
+pub fn mock_file_mut<'a>(data: &'a mut Dataset, path: &str) -> &'a mut MockFile {
+    let (at, fi) = resources(data)
+        .into_iter()
+        .find_map(|(at, dir, r)| {
+            let rel = path.strip_prefix(&dir)?.strip_prefix("/files/")?;
+            let fi = r.files.iter().position(|f| f.path == rel)?;
+            Some((at, fi))
+        })
+        .unwrap_or_else(|| panic!("no file {path} in the data set"));
+    Arc::get_mut(&mut resource_mut(data, at, path).files[fi])
+        .unwrap_or_else(|| panic!("{path}: change the data set before the mock starts"))
+}
+
+/// Adds to the resource at `dir` (as for [`resource_files_mut`]) a 4-byte file (`evil`)
+/// listed under each of `names`: whatever a hostile server might list, such as `../` paths,
+/// absolute paths, names with a NUL, names over 255 bytes, or a name listed twice.
+pub fn add_hostile_files(data: &mut Dataset, dir: &str, names: &[&str]) {
+    let files = resource_files_mut(data, dir);
+    for name in names {
+        files.push(MockFile::new(
+            *name,
+            Body::Memory(Bytes::from_static(b"evil")),
+        ));
+    }
+}

@@ -1,0 +1,248 @@
+//! Errors and timeouts: writes refused, unknown names, bad bodies, a server that goes away,
+//! files gone from the server, bad input on the command line, and hostile names.
+
+use crate::common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[test]
+fn writes_are_refused_with_erofs() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url()).mount();
+    let dir = m.path("DEMO/SUBJ01_MR1/resources/QC/files");
+    let file = dir.join("qc_report.html");
+    let erofs = |r: std::io::Result<()>, what: &str| {
+        assert_errno(r, &[libc::EROFS], what);
+    };
+    erofs(std::fs::write(dir.join("new.txt"), b"x"), "create");
+    erofs(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map(drop),
+        "open for writing",
+    );
+    erofs(std::fs::create_dir(dir.join("d")), "mkdir");
+    erofs(std::fs::remove_file(&file), "unlink");
+    erofs(std::fs::rename(&file, dir.join("moved.html")), "rename");
+    erofs(
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o777)),
+        "chmod",
+    );
+    erofs(
+        std::fs::remove_dir(m.path("DEMO/SUBJ01_MR1/scans/1")),
+        "rmdir",
+    );
+    // Reading still works after all that.
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("QC for SUBJ01_MR1")
+    );
+}
+
+#[test]
+fn unknown_names_are_enoent_fast() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url()).mount();
+    for rel in [
+        "NOPE",
+        "DEMO/NOPE",
+        "DEMO/SUBJ01_MR1/nope",
+        "DEMO/SUBJ01_MR1/scans/99",
+        "DEMO/SUBJ01_MR1/scans/1/resources/NOPE/files",
+        "DEMO/SUBJ01_MR1/scans/1/resources/DICOM/files/nope.dcm",
+    ] {
+        let path = m.path(rel);
+        assert_fails_within(rel, &[libc::ENOENT], Duration::from_secs(2), move || {
+            std::fs::metadata(path)
+        });
+    }
+}
+
+#[test]
+fn bad_bodies_give_eio_and_cache_nothing() {
+    let mut data = small_sample();
+    // A file whose listed digest is wrong, one whose listed size is wrong.
+    let protocols = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
+    let f = mock_file_mut(&mut data, &format!("{protocols}/scan protocol.txt"));
+    f.listed_size = Some(f.size() + 5);
+    let g = mock_file_mut(&mut data, &format!("{protocols}/notes+v2.txt"));
+    g.listed_digest_override = Some("0123456789abcdef0123456789abcdef".into());
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let dir = m.path(protocols);
+    for name in ["scan protocol.txt", "notes+v2.txt"] {
+        assert_errno(std::fs::read(dir.join(name)), &[libc::EIO], name);
+    }
+    // A body cut short by the server: retried, then served right.
+    mock.state.controls.truncate_next.store(1, Ordering::SeqCst);
+    let nifti = m.path(SUBJ01_T1W);
+    let want = mock_file(&small_sample(), SUBJ01_T1W);
+    assert_eq!(md5_file(&nifti), want.md5());
+    // Always cut short: EIO, and nothing under a final name in the cache.
+    mock.state
+        .controls
+        .truncate_next
+        .store(100, Ordering::SeqCst);
+    let other = m.path(SUBJ02_T1W);
+    assert_errno(std::fs::read(&other), &[libc::EIO], "truncated every time");
+    mock.state.controls.truncate_next.store(0, Ordering::SeqCst);
+    let cached = walk_files(&m.cache_dir);
+    assert!(
+        !cached.iter().any(|(p, _)| p
+            .to_string_lossy()
+            .contains("XNAT_E00002/scans/2/resources/NIFTI")
+            || p.to_string_lossy().contains("PROTOCOLS")),
+        "{cached:?}"
+    );
+    // The next read tries again and succeeds.
+    assert_eq!(std::fs::metadata(&other).unwrap().len(), 300_000);
+    assert_eq!(std::fs::read(&other).unwrap().len(), 300_000);
+}
+
+#[test]
+fn server_going_away_gives_eio_in_bounded_time_and_recovers() {
+    let data = small_sample();
+    let mock = start_mock(data);
+    let addr = mock.addr;
+    let state = mock.state.clone();
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "5"])
+        .mount();
+    let cached = m.path("DEMO/SUBJ01_MR1/resources/QC/files/qc_report.html");
+    let report = std::fs::read(&cached).unwrap();
+    let uncached = m.path("DEMO/SUBJ01_MR1/resources/QC/files/figs/motion.png");
+    assert!(uncached.is_file());
+    drop(mock);
+    let path = uncached.clone();
+    assert_fails_within(
+        "server down",
+        &[libc::EIO, libc::ETIMEDOUT],
+        Duration::from_secs(20),
+        move || std::fs::read(path),
+    );
+    // What is cached is still served.
+    assert_eq!(std::fs::read(&cached).unwrap(), report);
+    // A hung server (it accepts but never answers) also fails in bounded time.
+    let hung = std::net::TcpListener::bind(addr).unwrap();
+    let path = uncached.clone();
+    assert_fails_within(
+        "server hung",
+        &[libc::EIO, libc::ETIMEDOUT],
+        Duration::from_secs(30),
+        move || std::fs::read(path),
+    );
+    drop(hung);
+    // The server comes back on the same address: reads work again.
+    let _back = xnatfs::mock::MockServer::start_with_state(addr, state).unwrap();
+    assert_eq!(std::fs::read(&uncached).unwrap().len(), 12_345);
+}
+
+fn mount_fails(url: &str, args: &[&str], env: &[(&str, &str)], want: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let mut cmd = xnatfs(url, home.path());
+    cmd.arg("mount").arg(&mp).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        stderr.contains(want),
+        "{args:?}: expected {want:?} in {stderr:?}"
+    );
+    assert!(!is_mounted(&mp));
+    force_unmount(&mp);
+}
+
+#[test]
+fn bad_input_fails_before_mounting_with_a_clear_message() {
+    let mock = start_mock(small_sample());
+    let url = mock.url();
+    mount_fails(
+        &url,
+        &["-E", "XNAT_E99999"],
+        &[],
+        "unknown session XNAT_E99999",
+    );
+    mount_fails(
+        &url,
+        &["-P", "DEMO", "-E", "NOPE"],
+        &[],
+        "unknown session NOPE in project DEMO",
+    );
+    mount_fails(&url, &["-P", "NOPE"], &[], "unknown project NOPE");
+    mount_fails(
+        &url,
+        &[],
+        &[("XNAT_PASS", "wrong")],
+        "wrong user name or password",
+    );
+    mount_fails("http://127.0.0.1:9", &[], &[], "cannot reach the server");
+    mount_fails("not a url", &[], &[], "not a valid server URL");
+    // A mount point that does not exist, and one that is a file.
+    let home = tempfile::tempdir().unwrap();
+    let out = xnatfs(&url, home.path())
+        .args(["mount", "/nonexistent/xnatfs-mnt"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let file = home.path().join("f");
+    std::fs::write(&file, b"").unwrap();
+    let out = xnatfs(&url, home.path())
+        .arg("mount")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a folder"));
+}
+
+#[test]
+fn hostile_names_never_escape() {
+    let mut data = small_sample();
+    add_hostile_files(
+        &mut data,
+        "DEMO/SUBJ01_MR1/resources/QC",
+        &[
+            "../../../../escaped.txt",
+            "/tmp/absolute.txt",
+            "a/../../b.txt",
+            "..",
+            "ok/./x",
+        ],
+    );
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let dir = m.path("DEMO/SUBJ01_MR1/resources/QC/files");
+    assert_eq!(dir_names(&dir), ["figs", "qc_report.html"]);
+    for (p, _) in walk_files(&m.mountpoint) {
+        assert!(!p.to_string_lossy().contains("escaped"));
+    }
+    assert!(!m.dir.path().join("escaped.txt").exists());
+    assert!(!std::path::Path::new("/tmp/absolute.txt").exists());
+}
+
+#[test]
+fn a_file_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
+    let mut data = small_sample();
+    let motion = "DEMO/SUBJ01_MR1/resources/QC/files/figs/motion.png";
+    mock_file_mut(&mut data, motion).body_gone = true;
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let gone = m.path(motion);
+    assert!(gone.is_file());
+    let listings = mock.state.controls.listings.load(Ordering::SeqCst);
+    assert_errno(std::fs::read(&gone), &[libc::ENOENT], "gone");
+    // The next look at the folder asks XNAT again.
+    let _ = std::fs::read_dir(m.path("DEMO/SUBJ01_MR1/resources/QC/files/figs"))
+        .unwrap()
+        .count();
+    assert!(mock.state.controls.listings.load(Ordering::SeqCst) > listings);
+}

@@ -1,0 +1,254 @@
+//! A mount's life: mounting in the background, unmounting, signals (SIGTERM, Ctrl-C on a
+//! waiting process), stale mounts left by a killed process, and the demo command.
+
+use crate::common::*;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[test]
+fn background_mount_returns_when_ready_and_unmounts() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let out = xnatfs(&mock.url(), home.path())
+        .arg("mount")
+        .arg(&mp)
+        .args(["-P", "DEMO"])
+        .output()
+        .unwrap();
+    let guard = scopeguard(mp.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ready means ready: no polling needed.
+    assert!(mp.join("SUBJ01_MR1/scans/1/resources/DICOM/files").is_dir());
+    // A second mount on the same folder is refused.
+    let again = xnatfs(&mock.url(), home.path())
+        .arg("mount")
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("busy"));
+    let un = xnatfs(&mock.url(), home.path())
+        .arg("unmount")
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(
+        un.status.success(),
+        "{}",
+        String::from_utf8_lossy(&un.stderr)
+    );
+    assert!(!is_mounted(&mp));
+    // The background process ends by itself once unmounted.
+    wait_until(
+        Duration::from_secs(10),
+        "the background mount did not exit",
+        || !daemon_running(&mp),
+    );
+    drop(guard);
+}
+
+/// Whether an `xnatfs mount` process for `mp` is still alive.
+fn daemon_running(mp: &std::path::Path) -> bool {
+    let want = mp.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let args: Vec<String> = c
+                        .split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect();
+                    args.first().is_some_and(|a| a.ends_with("xnatfs")) && args.contains(&want)
+                })
+                .unwrap_or(false)
+        })
+}
+
+struct Unmounter(PathBuf);
+fn scopeguard(p: PathBuf) -> Unmounter {
+    Unmounter(p)
+}
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        force_unmount(&self.0);
+    }
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url()).mount();
+    let pid = m.child.as_ref().unwrap().id() as i32;
+    assert!(m.path("DEMO").is_dir());
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = wait_exit(
+        m.child.as_mut().unwrap(),
+        Duration::from_secs(10),
+        "no exit after SIGTERM",
+    );
+    assert!(status.success(), "{status}");
+    assert!(!is_mounted(&m.mountpoint));
+}
+
+#[test]
+fn demo_command_mounts_lists_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp = dir.path().join("demo");
+    let _guard = scopeguard(mp.clone());
+    let out = std::process::Command::new(BIN)
+        .arg("demo")
+        .arg(&mp)
+        .arg("--once")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SUBJ01_MR1/"), "{stdout}");
+    assert!(stdout.contains("QC for SUBJ01_MR1"), "{stdout}");
+    assert!(!is_mounted(&mp));
+}
+
+#[test]
+fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url()).mount();
+    assert!(m.path("DEMO").is_dir());
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_errno(std::fs::read_dir(&m.mountpoint), &[libc::ENOTCONN], "stale");
+    // The next mount on it says so, cleans it up, and mounts.
+    let home = m.home.clone();
+    let out = xnatfs(&mock.url(), &home)
+        .arg("mount")
+        .arg(&m.mountpoint)
+        .arg("--cache-dir")
+        .arg(&m.cache_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stale mount"), "{stderr}");
+    assert!(m.path("DEMO/SUBJ01_MR1").is_dir());
+    let un = xnatfs(&mock.url(), &home)
+        .arg("unmount")
+        .arg(&m.mountpoint)
+        .output()
+        .unwrap();
+    assert!(un.status.success());
+}
+
+#[test]
+fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
+    let mock = start_mock(small_sample());
+    // A long I/O timeout: the reader must not have to sit it out.
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "60"])
+        .mount();
+    let file = m.path(SUBJ01_T1W);
+    assert!(file.is_file());
+    mock.state
+        .controls
+        .stall_files
+        .store(true, Ordering::SeqCst);
+    ctrl_c_ends_it_at_once(std::process::Command::new("cat").arg(&file), "cat");
+    mock.state
+        .controls
+        .stall_files
+        .store(false, Ordering::SeqCst);
+}
+
+#[test]
+fn ctrl_c_on_a_listing_that_waits_for_the_server_ends_at_once() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "60"])
+        .mount();
+    assert!(m.path("DEMO").is_dir());
+    mock.state
+        .controls
+        .latency_ms
+        .store(20_000, Ordering::SeqCst);
+    ctrl_c_ends_it_at_once(
+        std::process::Command::new("ls").arg(m.path("DEMO/SUBJ02_MR1/scans")),
+        "ls",
+    );
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
+}
+
+#[test]
+fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url()).mount();
+    let held =
+        std::fs::File::open(m.path("DEMO/SUBJ01_MR1/resources/QC/files/qc_report.html")).unwrap();
+    let pid = m.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_until(
+        Duration::from_secs(10),
+        "still mounted after SIGTERM",
+        || !is_mounted(&m.mountpoint),
+    );
+    let log = std::fs::read_to_string(&m.log_path).unwrap();
+    assert!(log.contains("is busy; detached"), "{log}");
+    // The open file still reads; once it is closed the process ends by itself.
+    use std::io::Read;
+    let mut text = String::new();
+    (&held).read_to_string(&mut text).unwrap();
+    assert!(text.contains("QC for SUBJ01_MR1"));
+    drop(held);
+    let status = wait_exit(
+        m.child.as_mut().unwrap(),
+        Duration::from_secs(10),
+        "no exit after the last file closed",
+    );
+    assert!(status.success(), "{status}");
+}
+
+/// Waits for `child` to exit within `limit`, failing the test with `what` if it does not.
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(limit, what, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+/// Runs `cmd`, checks that it is still waiting after 500 ms, sends it SIGINT (Ctrl-C) and
+/// checks that it ends within 5 s.
+fn ctrl_c_ends_it_at_once(cmd: &mut std::process::Command, name: &str) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "{name} is waiting");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_exit(
+        &mut child,
+        Duration::from_secs(5),
+        &format!("{name} still waits after Ctrl-C"),
+    );
+}

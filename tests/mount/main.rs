@@ -1,0 +1,11 @@
+//! Real FUSE mounts of the mock XNAT server, one module a topic.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cache;
+mod errors;
+mod lifecycle;
+mod listing;
+mod offline;
+mod reading;

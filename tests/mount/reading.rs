@@ -1,0 +1,127 @@
+//! Reading files: concurrent readers, large files read at random, reads beside a stalled
+//! download, and reads across an expired session.
+
+use crate::common::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[test]
+fn concurrent_readers_share_one_download() {
+    let data = small_sample();
+    let mock = start_mock(data);
+    mock.state.controls.latency_ms.store(200, Ordering::SeqCst);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let file = m.path(SUBJ02_T1W);
+    assert!(file.is_file());
+    let before = mock.state.file_gets();
+    let sums: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6).map(|_| s.spawn(|| md5_file(&file))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(sums.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(mock.state.file_gets() - before, 1);
+}
+
+#[test]
+fn expired_session_is_renewed_mid_mount() {
+    for login_page in [false, true] {
+        let mock = start_mock_with(
+            small_sample(),
+            xnatfs::mock::MockOptions {
+                login_page_on_expiry: login_page,
+                ..Default::default()
+            },
+        );
+        let m = MountBuilder::new(&mock.url()).mount();
+        let a = m.path("DEMO/SUBJ01_MR1/resources/PROTOCOLS/files/scan protocol.txt");
+        assert!(
+            std::fs::read_to_string(&a)
+                .unwrap()
+                .starts_with("protocol for SUBJ01_MR1")
+        );
+        let logins = mock.state.controls.logins.load(Ordering::SeqCst);
+        mock.state.expire_sessions();
+        // Both a listing and a file body need the session; both must renew it.
+        let b = m.path("DEMO/SUBJ02_MR1/resources/QC/files/qc_report.html");
+        assert!(
+            std::fs::read_to_string(&b)
+                .unwrap()
+                .contains("QC for SUBJ02_MR1"),
+            "login page mode {login_page}"
+        );
+        assert_eq!(
+            mock.state.controls.logins.load(Ordering::SeqCst),
+            logins + 1
+        );
+    }
+}
+
+#[test]
+fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
+    use std::io::{Read, Seek, SeekFrom};
+    let big = 12 << 20;
+    for honour in [false, true] {
+        let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+            dicom_files: 1,
+            dicom_size: 100,
+            nifti_size: big,
+            scans: 2,
+        });
+        let source = mock_file(&data, SUBJ01_T1W);
+        let mock = start_mock(data);
+        mock.state
+            .controls
+            .honour_range
+            .store(honour, Ordering::SeqCst);
+        let m = MountBuilder::new(&mock.url())
+            .args(&["--max-memory", "1M"])
+            .mount();
+        let mut f = std::fs::File::open(m.path(SUBJ01_T1W)).unwrap();
+        let mut seed = 7u64;
+        for _ in 0..60 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let off = (seed >> 20) % big;
+            let len = ((seed >> 8) % 200_000) as usize + 1;
+            f.seek(SeekFrom::Start(off)).unwrap();
+            let mut got = Vec::new();
+            (&mut f).take(len as u64).read_to_end(&mut got).unwrap();
+            assert_eq!(
+                got,
+                source.read_at(off, len).unwrap(),
+                "{off}+{len} (range {honour})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cached_file_reads_while_another_download_is_stalled() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "4"])
+        .mount();
+    let cached = m.path(SUBJ01_T1W);
+    let want = std::fs::read(&cached).unwrap();
+    mock.state
+        .controls
+        .stall_files
+        .store(true, Ordering::SeqCst);
+    let stalled = m.path(SUBJ02_T1W);
+    let blocked = std::thread::spawn(move || std::fs::read(stalled));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!blocked.is_finished(), "the stalled read is waiting");
+    // Served while the other is stuck: listings, stat, and the cached file.
+    assert_eq!(std::fs::read(&cached).unwrap(), want);
+    assert!(m.path("DEMO/SUBJ02_MR1/resources").is_dir());
+    assert!(!blocked.is_finished());
+    // The stalled read ends with an error within its I/O timeout, not never.
+    assert_errno(
+        blocked.join().unwrap(),
+        &[libc::EIO, libc::ETIMEDOUT],
+        "stalled",
+    );
+    mock.state
+        .controls
+        .stall_files
+        .store(false, Ordering::SeqCst);
+}
