@@ -9,6 +9,7 @@ pub mod data;
 mod faults;
 mod responses;
 mod routes;
+mod zip_download;
 
 use data::Dataset;
 use std::collections::HashMap;

@@ -1,8 +1,9 @@
 //! Building the answers: HTML status pages, JSON `ResultSet` listings and rows, session
-//! documents, file bodies (with HTTP ranges when asked to honour them) and ZIP downloads.
+//! documents and file bodies (with HTTP ranges when asked to honour them). ZIP downloads are in
+//! [`super::zip_download`].
 
 use super::MockState;
-use super::data::{MockFile, MockResource, MockScan, MockSession};
+use super::data::{MockFile, MockProject, MockResource, MockScan, MockSession};
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -56,14 +57,31 @@ pub(super) fn session_row(s: &MockSession) -> Value {
            "URI": format!("/data/experiments/{}", s.id)})
 }
 
-pub(super) fn session_document(s: &MockSession) -> Response {
-    let doc = json!({"items": [{
+pub(super) fn project_row(p: &MockProject) -> Value {
+    json!({"ID": p.id, "secondary_ID": p.id, "name": p.name, "description": "",
+           "pi_firstname": "", "pi_lastname": "", "URI": format!("/data/projects/{}", p.id)})
+}
+
+pub(super) fn scan_row(session: &MockSession, sc: &MockScan) -> Value {
+    json!({"xsiType": sc.xsi_type, "xnat_imagescandata_id": format!("{}", 200000 + sc.id.len()),
+           "note": "", "series_description": sc.series_description, "ID": sc.id,
+           "type": sc.scan_type, "quality": sc.quality,
+           "URI": format!("/data/experiments/{}/scans/{}", session.id, sc.id)})
+}
+
+/// The single-object document of a session (`{"items": [...]}`), not a `ResultSet`.
+pub(super) fn session_doc(s: &MockSession) -> Value {
+    json!({"items": [{
         "meta": {"xsi:type": s.xsi_type, "isHistory": false, "start_date": "Mon Jan 01 12:00:00 UTC 2024"},
         "data_fields": {"ID": s.id, "label": s.label, "project": s.project, "date": s.date,
                          "subject_ID": s.subject_id, "id": s.id},
         "children": [{"field": "scans/scan", "items": s.scans.iter().map(|sc| json!({
             "data_fields": {"ID": sc.id, "type": sc.scan_type}})).collect::<Vec<_>>()}]
-    }]});
+    }]})
+}
+
+pub(super) fn session_document(s: &MockSession) -> Response {
+    let doc = session_doc(s);
     (
         [(header::CONTENT_TYPE, "application/json")],
         doc.to_string(),
@@ -111,6 +129,25 @@ fn file_uri(
     }
 }
 
+/// One row of a files listing.
+pub(super) fn file_row(
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> Value {
+    let size = f.listed_size.unwrap_or_else(|| f.size());
+    json!({"Name": f.name(), "Size": size.to_string(),
+    "URI": file_uri(session, scan, r, f), "collection": r.label,
+    "file_tags": "", "file_format": "", "file_content": "",
+    "cat_ID": r.id.to_string(),
+    "digest": match (&f.listed_digest_override, f.listed_digest) {
+        (Some(d), _) => d.clone(),
+        (None, true) => f.md5().to_string(),
+        (None, false) => String::new(),
+    }})
+}
+
 pub(super) fn file_rows(
     entries: &[(Option<&MockScan>, &MockResource)],
     session: &MockSession,
@@ -118,16 +155,7 @@ pub(super) fn file_rows(
     let mut rows = Vec::new();
     for (scan, r) in entries {
         for f in &r.files {
-            let size = f.listed_size.unwrap_or_else(|| f.size());
-            rows.push(json!({"Name": f.name(), "Size": size.to_string(),
-            "URI": file_uri(session, *scan, r, f), "collection": r.label,
-            "file_tags": "", "file_format": "", "file_content": "",
-            "cat_ID": r.id.to_string(),
-            "digest": match (&f.listed_digest_override, f.listed_digest) {
-                (Some(d), _) => d.clone(),
-                (None, true) => f.md5().to_string(),
-                (None, false) => String::new(),
-            }}));
+            rows.push(file_row(session, *scan, r, f));
         }
     }
     let body = json!({"ResultSet": {"Result": rows, "title": "Files",
@@ -155,7 +183,7 @@ fn content_type(name: &str) -> &'static str {
 }
 
 /// Parses `bytes=a-b` / `bytes=a-` / `bytes=-n` into an inclusive range within `size`.
-fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+pub(super) fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     if spec.contains(',') || size == 0 {
         return None;
@@ -172,7 +200,7 @@ fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     (start <= end && start < size).then_some((start, end))
 }
 
-const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = 256 * 1024;
 
 pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &HeaderMap) -> Response {
     let c = &state.controls;
@@ -261,123 +289,6 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
         if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
             h.insert(header::CONTENT_RANGE, v);
         }
-    }
-    resp
-}
-
-fn zip_entry_path(
-    session: &MockSession,
-    scan: Option<&MockScan>,
-    r: &MockResource,
-    f: &MockFile,
-) -> String {
-    match scan {
-        Some(sc) => {
-            let ty: String = sc
-                .scan_type
-                .chars()
-                .map(|c| {
-                    if c.is_alphanumeric() || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!(
-                "{}/scans/{}-{ty}/resources/{}/files/{}",
-                session.label, sc.id, r.label, f.path
-            )
-        }
-        None => format!("{}/resources/{}/files/{}", session.label, r.label, f.path),
-    }
-}
-
-/// A ZIP of the given resources' files, STORED, streamed with no Content-Length.
-pub(super) fn zip_response(
-    state: &MockState,
-    session: &MockSession,
-    entries: &[(Option<&MockScan>, &MockResource)],
-) -> Response {
-    use std::io::Write;
-    let mut files = Vec::new();
-    for (scan, r) in entries {
-        for f in &r.files {
-            files.push((zip_entry_path(session, *scan, r, f), f.clone()));
-        }
-    }
-    if files.is_empty() {
-        return not_found("files");
-    }
-    state.controls.file_gets.fetch_add(1, Ordering::SeqCst);
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    // Like XNAT's (Java's ZipOutputStream with STORED entries), every local header carries the
-    // entry's size and CRC, so a client can unpack the stream as it arrives. The zip crate writes
-    // those only to a seekable file, so the archive is built in a temporary file, then streamed.
-    tokio::task::spawn_blocking(move || {
-        let built = (|| -> zip::result::ZipResult<std::fs::File> {
-            let mut zw = zip::ZipWriter::new(tempfile::tempfile()?);
-            for (name, f) in files {
-                let opts = zip::write::SimpleFileOptions::default()
-                    .compression_method(zip::CompressionMethod::Stored)
-                    .large_file(f.size() >= u32::MAX as u64);
-                zw.start_file(name, opts)?;
-                let mut pos = 0;
-                while pos < f.size() {
-                    let chunk = f.read_at(pos, CHUNK)?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    pos += chunk.len() as u64;
-                    zw.write_all(&chunk)?;
-                }
-            }
-            zw.finish()
-        })();
-        let mut file = match built {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-        };
-        use std::io::{Read, Seek};
-        if let Err(e) = file.rewind() {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        break; // the client went away
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut resp = Response::new(HttpBody::from_stream(stream));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("attachment; filename=\"{}.zip\";", session.label))
-    {
-        h.insert(header::CONTENT_DISPOSITION, v);
     }
     resp
 }

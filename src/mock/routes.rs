@@ -1,11 +1,12 @@
 //! The URL routing: matching XNAT's REST URLs (under `/data/archive`, `/data` or `/REST`) to
 //! answers, with XNAT's routing quirks.
 
-use super::data::{MockResource, MockScan, MockSession};
+use super::data::{Dataset, MockResource, MockScan, MockSession};
 use super::responses::{
-    file_body, file_rows, html, listing, not_found, resource_rows, session_document, session_row,
-    zip_response,
+    file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
+    session_document, session_row,
 };
+use super::zip_download::zip_response;
 use super::{MockState, auth, faults};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -128,18 +129,12 @@ fn route(
         state.controls.listings.fetch_add(1, Ordering::SeqCst);
     }
     match segs {
-        ["projects"] => listing(
-            data.projects
-                .iter()
-                .map(|p| {
-                    json!({"ID": p.id, "secondary_ID": p.id, "name": p.name, "description": "",
-                           "pi_firstname": "", "pi_lastname": "", "URI": format!("/data/projects/{}", p.id)})
-                })
-                .collect(),
-            true,
-        ),
+        ["projects"] => listing(data.projects.iter().map(project_row).collect(), true),
         ["projects", p, "experiments"] => match data.projects.iter().find(|x| x.id == *p) {
-            Some(project) => listing(project.sessions.iter().map(|s| session_row(s)).collect(), true),
+            Some(project) => listing(
+                project.sessions.iter().map(|s| session_row(s)).collect(),
+                true,
+            ),
             None => not_found("project"),
         },
         ["experiments"] => {
@@ -155,21 +150,18 @@ fn route(
             )
         }
         ["projects", p, "experiments", x, tail @ ..] => {
-            let found = data
-                .session(x)
-                .filter(|s| s.project == *p)
-                .or_else(|| {
-                    data.projects
-                        .iter()
-                        .find(|pr| pr.id == *p)
-                        .and_then(|pr| pr.sessions.iter().find(|s| s.label == *x))
-                });
-            let Some(session) = found else {
+            let Some(session) = session_in_project(data, p, x) else {
                 return not_found("experiment");
             };
             match tail {
                 // The resources of a session under its project are routed...
-                ["resources", more @ ..] => session_routes(state, session, &[&["resources"], more].concat(), query, headers),
+                ["resources", more @ ..] => session_routes(
+                    state,
+                    session,
+                    &[&["resources"], more].concat(),
+                    query,
+                    headers,
+                ),
                 // ...but scans are not: XNAT answers with the session document and 200.
                 _ => session_document(session),
             }
@@ -179,9 +171,11 @@ fn route(
                 let mut rows: Vec<Value> = Vec::new();
                 for s in &project.sessions {
                     if !rows.iter().any(|r| r["ID"] == s.subject_id.as_str()) {
-                        rows.push(json!({"ID": s.subject_id, "project": p, "label": s.subject_label,
+                        rows.push(
+                            json!({"ID": s.subject_id, "project": p, "label": s.subject_label,
                             "insert_date": "2024-01-01 12:00:00.0", "insert_user": "admin",
-                            "URI": format!("/data/subjects/{}", s.subject_id)}));
+                            "URI": format!("/data/subjects/{}", s.subject_id)}),
+                        );
                     }
                 }
                 listing(rows, true)
@@ -211,7 +205,38 @@ fn route(
     }
 }
 
-fn find_resource<'a>(resources: &'a [MockResource], key: &str) -> Option<&'a MockResource> {
+/// A session of project `p` by accession ID, or by label within the project.
+pub(super) fn session_in_project<'a>(
+    data: &'a Dataset,
+    p: &str,
+    x: &str,
+) -> Option<&'a Arc<MockSession>> {
+    data.session(x).filter(|s| s.project == p).or_else(|| {
+        data.projects
+            .iter()
+            .find(|pr| pr.id == p)
+            .and_then(|pr| pr.sessions.iter().find(|s| s.label == x))
+    })
+}
+
+/// The scans a spec names: `ALL`, or IDs and types separated by commas.
+pub(super) fn select_scans<'a>(session: &'a MockSession, spec: &str) -> Vec<&'a MockScan> {
+    session
+        .scans
+        .iter()
+        .filter(|sc| {
+            spec == "ALL"
+                || spec
+                    .split(',')
+                    .any(|want| want == sc.id || want == sc.scan_type)
+        })
+        .collect()
+}
+
+pub(super) fn find_resource<'a>(
+    resources: &'a [MockResource],
+    key: &str,
+) -> Option<&'a MockResource> {
     resources
         .iter()
         .find(|r| r.label == key)
@@ -225,18 +250,6 @@ fn session_routes(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Response {
-    let select_scans = |spec: &str| -> Vec<&MockScan> {
-        session
-            .scans
-            .iter()
-            .filter(|sc| {
-                spec == "ALL"
-                    || spec
-                        .split(',')
-                        .any(|want| want == sc.id || want == sc.scan_type)
-            })
-            .collect()
-    };
     let zip = query.get("format").map(String::as_str) == Some("zip");
     match tail {
         ["scans"] => {
@@ -247,21 +260,16 @@ fn session_routes(
                 .scans
                 .iter()
                 .filter(|_| visible)
-                .map(|sc| {
-                    json!({"xsiType": sc.xsi_type, "xnat_imagescandata_id": format!("{}", 200000 + sc.id.len()),
-                           "note": "", "series_description": sc.series_description, "ID": sc.id,
-                           "type": sc.scan_type, "quality": sc.quality,
-                           "URI": format!("/data/experiments/{}/scans/{}", session.id, sc.id)})
-                })
+                .map(|sc| scan_row(session, sc))
                 .collect();
             listing(rows, true)
         }
-        ["scans", spec, "resources"] => match select_scans(spec).first() {
+        ["scans", spec, "resources"] => match select_scans(session, spec).first() {
             Some(scan) => listing(resource_rows(&scan.resources, session, Some(scan)), true),
             None => not_found("scan"),
         },
         ["scans", spec, "files"] => {
-            let entries: Vec<_> = select_scans(spec)
+            let entries: Vec<_> = select_scans(session, spec)
                 .into_iter()
                 .flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r)))
                 .collect();
@@ -275,7 +283,7 @@ fn session_routes(
             }
         }
         ["scans", spec, "resources", res, "files", path @ ..] => {
-            let Some(scan) = select_scans(spec).into_iter().next() else {
+            let Some(scan) = select_scans(session, spec).into_iter().next() else {
                 return not_found("scan");
             };
             let Some(r) = find_resource(&scan.resources, res) else {
