@@ -7,11 +7,13 @@
 mod auth;
 pub mod data;
 mod faults;
+pub mod memory_api;
 mod responses;
 mod routes;
 mod zip_download;
 
 use data::Dataset;
+pub use memory_api::MemoryXnat;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
