@@ -1,0 +1,61 @@
+//! Latency and faults injected before an answer, as [`super::Controls`] asks.
+
+use super::responses::html;
+use super::{MockState, data_seed};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Waits out the added latency, then gives the answer to send instead of the real one when
+/// the server is down, failing or (pseudo-randomly) faulty, or `None` to go on. A truncation
+/// fault is left in `truncate_next` for the request's file body to take up.
+pub(super) async fn inject(state: &MockState, uri: &Uri) -> Option<Response> {
+    let c = &state.controls;
+    let latency = c.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if c.down.load(Ordering::SeqCst) {
+        return Some(html(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"));
+    }
+    if c.fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Some(html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        ));
+    }
+
+    let n = c.requests.load(Ordering::SeqCst);
+    let fault =
+        data_seed(n ^ 0x5EED) % 1000 < u64::from(c.fault_percent.load(Ordering::SeqCst)) * 10;
+    let file_body = uri
+        .path()
+        .split_once("/files/")
+        .is_some_and(|(_, rest)| !rest.is_empty());
+    if file_body && c.files_down.load(Ordering::SeqCst) {
+        return Some(html(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"));
+    }
+    // A third of the faults is a 2 s stall before an otherwise normal answer; of the rest,
+    // file bodies are cut short half the time, and everything else is a 500.
+    let kind = data_seed(n) % 6;
+    if fault && kind < 2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let fault = fault && kind >= 2;
+    let truncate_fault = fault && file_body && kind % 2 == 1;
+    if fault && !truncate_fault {
+        return Some(html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error (injected)",
+        ));
+    }
+    if truncate_fault {
+        // Taken up by this request's file body.
+        c.truncate_next.fetch_add(1, Ordering::SeqCst);
+    }
+    None
+}

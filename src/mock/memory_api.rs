@@ -1,0 +1,514 @@
+//! [`MemoryXnat`]: the [`XnatApi`] straight over a [`Dataset`] in memory, with no HTTP, for
+//! unit tests of the core that need neither a server nor a mount. It answers as
+//! [`crate::xnat::http::HttpXnat`] does against a [`super::MockServer`] serving the same data
+//! (the mock's code finds and writes the answers, the client's code parses them), honours
+//! ranges as a caching proxy would, counts calls, and fails when a test asks it to.
+
+use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
+use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
+use super::responses::{session_doc, session_row};
+use super::routes::{find_resource, select_scans, session_in_project};
+use super::zip_download::{write_zip, zip_entries};
+use crate::xnat::json::{self, Row};
+use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
+use crate::xnat::{XnatApi, XnatError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Bodies stream in chunks of this size.
+const CHUNK: usize = 64 * 1024;
+const LISTINGS: [&str; 6] = [
+    "projects",
+    "sessions",
+    "session",
+    "scans",
+    "resources",
+    "files",
+];
+const BODIES: [&str; 2] = ["download_range", "download_zip"];
+
+/// The data set's projects, sessions, scans, resources and files, answered in memory.
+#[derive(Debug, Default)]
+pub struct MemoryXnat {
+    data: Dataset,
+    calls: Mutex<HashMap<&'static str, usize>>,
+    fail_listings: Mutex<Option<XnatError>>,
+    fail_bodies: Mutex<Option<XnatError>>,
+}
+
+impl MemoryXnat {
+    pub fn new(data: Dataset) -> Self {
+        MemoryXnat {
+            data,
+            ..Default::default()
+        }
+    }
+
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// Calls so far of one trait method, by name (`"files"`, `"download_range"`, ...), failed
+    /// ones included. `download` counts as `download_range`, which it calls.
+    pub fn calls(&self, method: &str) -> usize {
+        self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
+    /// Calls of the listing methods: projects, sessions, session, scans, resources, files.
+    pub fn listing_calls(&self) -> usize {
+        LISTINGS.iter().map(|m| self.calls(m)).sum()
+    }
+
+    /// Calls of the body methods: download_range (and so download), download_zip.
+    pub fn body_calls(&self) -> usize {
+        BODIES.iter().map(|m| self.calls(m)).sum()
+    }
+
+    /// Every listing method fails with `err` from now on (`None`: they answer again).
+    pub fn fail_listings(&self, err: Option<XnatError>) {
+        *self.fail_listings.lock().unwrap() = err;
+    }
+
+    /// Every body method fails with `err` from now on (`None`: they answer again).
+    pub fn fail_bodies(&self, err: Option<XnatError>) {
+        *self.fail_bodies.lock().unwrap() = err;
+    }
+
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    /// Counts a call, then fails it if a test asked for that.
+    fn call(&self, method: &'static str) -> Result<()> {
+        self.count(method);
+        let fail = match LISTINGS.contains(&method) {
+            true => &self.fail_listings,
+            false => &self.fail_bodies,
+        };
+        fail.lock().unwrap().clone().map_or(Ok(()), Err)
+    }
+
+    /// A session by accession ID; `NotFound(path)` as the server answers for `path`.
+    fn session_by_id(&self, id: &str, path: &str) -> Result<&MockSession> {
+        let found = self.data.session(id).map(|s| &**s);
+        found.ok_or_else(|| XnatError::NotFound(path.to_string()))
+    }
+
+    /// A resource by session accession ID, scan and label (or numeric ID), as the mock finds it.
+    fn resource(
+        &self,
+        session_id: &str,
+        scan: Option<&str>,
+        label: &str,
+    ) -> Option<(&MockSession, Option<&MockScan>, &MockResource)> {
+        let s = self.data.session(session_id)?;
+        match scan {
+            Some(spec) => {
+                let sc = *select_scans(s, spec).first()?;
+                Some((s, Some(sc), find_resource(&sc.resources, label)?))
+            }
+            None => Some((s, None, find_resource(&s.resources, label)?)),
+        }
+    }
+
+    /// The file that a `/data/experiments/...` URI (as [`XnatApi::files`] gives them) names,
+    /// unless its body is gone.
+    fn file_at(&self, uri: &str) -> Option<Arc<MockFile>> {
+        let rest = ["/data/archive/", "/data/", "/REST/"]
+            .iter()
+            .find_map(|prefix| uri.strip_prefix(prefix))?;
+        let segs: Vec<&str> = rest.split('/').collect();
+        let (id, scan, rest) = match segs.as_slice() {
+            ["experiments", id, "scans", spec, rest @ ..] => (id, Some(*spec), rest),
+            ["experiments", id, rest @ ..] => (id, None, rest),
+            _ => return None,
+        };
+        let ["resources", label, "files", path @ ..] = rest else {
+            return None;
+        };
+        let (_, _, r) = self.resource(id, scan, label)?;
+        let wanted = path.join("/");
+        let file = r.files.iter().find(|f| f.path == wanted && !f.body_gone);
+        file.cloned()
+    }
+}
+
+fn rows(values: impl IntoIterator<Item = Value>) -> Vec<Row> {
+    let object = |v: Value| v.as_object().cloned();
+    values.into_iter().filter_map(object).collect()
+}
+
+/// A body of `start..end` read by `read(pos, len)`, streamed in chunks.
+fn streamed(
+    read: impl Fn(u64, usize) -> std::io::Result<Vec<u8>> + Send + Sync + 'static,
+    (start, end): (u64, u64),
+    partial: bool,
+    path: &str,
+) -> Download {
+    let (path, read) = (path.to_string(), Arc::new(read));
+    let body = futures::stream::try_unfold(start, move |pos| {
+        let (read, path) = (read.clone(), path.clone());
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let chunk = read(pos, ((end - pos) as usize).min(CHUNK));
+            let chunk = chunk.map_err(|e| XnatError::Network {
+                path,
+                msg: e.to_string(),
+            })?;
+            // A file shorter than it claims ends the body there.
+            let next = if chunk.is_empty() {
+                end
+            } else {
+                pos + chunk.len() as u64
+            };
+            Ok(Some((Bytes::from(chunk), next)))
+        }
+    });
+    Download {
+        content_length: Some(end - start),
+        start,
+        partial,
+        body: Box::pin(body),
+    }
+}
+
+#[async_trait]
+impl XnatApi for MemoryXnat {
+    async fn projects(&self) -> Result<Vec<Project>> {
+        self.call("projects")?;
+        Ok(json::projects(&rows(
+            self.data.projects.iter().map(project_row),
+        )))
+    }
+
+    async fn sessions(&self, project: &str) -> Result<Vec<Session>> {
+        self.call("sessions")?;
+        let Some(p) = self.data.projects.iter().find(|p| p.id == project) else {
+            let msg = format!("project {project} (or you may not read it)");
+            return Err(XnatError::NotFound(msg));
+        };
+        Ok(json::sessions(&rows(
+            p.sessions.iter().map(|s| session_row(s)),
+        )))
+    }
+
+    async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {
+        self.call("session")?;
+        let (path, found) = match project {
+            Some(p) => (
+                format!("/data/projects/{p}/experiments/{id_or_label}"),
+                session_in_project(&self.data, p, id_or_label),
+            ),
+            None => (
+                format!("/data/experiments/{id_or_label}"),
+                self.data.session(id_or_label),
+            ),
+        };
+        match found {
+            Some(s) => json::session_document(session_doc(s).to_string().as_bytes(), &path),
+            None => Err(XnatError::NotFound(match project {
+                Some(p) => format!("session {id_or_label} in project {p}"),
+                None => format!(
+                    "session {id_or_label} (an accession ID like XNAT_E00001, or a label with -P PROJECT)"
+                ),
+            })),
+        }
+    }
+
+    async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
+        self.call("scans")?;
+        let path = format!("/data/experiments/{}/scans", session.id);
+        let s = self.session_by_id(&session.id, &path)?;
+        // Non-MR sessions list their scans only when asked with their xsiType.
+        let visible = s.xsi_type == "xnat:mrSessionData" || session.scan_xsi_type().is_some();
+        let listed = s.scans.iter().filter(|_| visible);
+        Ok(json::scans(&rows(listed.map(|sc| scan_row(s, sc)))))
+    }
+
+    async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
+        self.call("resources")?;
+        let path = match scan {
+            Some(sc) => format!("/data/experiments/{session_id}/scans/{sc}/resources"),
+            None => format!("/data/experiments/{session_id}/resources"),
+        };
+        let s = self.session_by_id(session_id, &path)?;
+        let values = match scan.map(|spec| select_scans(s, spec).first().copied()) {
+            Some(Some(sc)) => resource_rows(&sc.resources, s, Some(sc)),
+            Some(None) => return Err(XnatError::NotFound(path)),
+            None => resource_rows(&s.resources, s, None),
+        };
+        Ok(json::resources(&rows(values)))
+    }
+
+    async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
+        self.call("files")?;
+        let path = format!("{}/files", resource.rest_path());
+        let (id, scan) = (&resource.session_id, resource.scan.as_deref());
+        let Some((s, scan, r)) = self.resource(id, scan, &resource.label) else {
+            return Err(XnatError::NotFound(path));
+        };
+        let (files, skipped) = json::files(&rows(r.files.iter().map(|f| file_row(s, scan, r, f))));
+        for s in skipped {
+            tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
+        }
+        Ok(files)
+    }
+
+    async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download> {
+        self.call("download_range")?;
+        let file = self.file_at(uri);
+        let file = file.ok_or_else(|| XnatError::NotFound(uri.to_string()))?;
+        // The Range header the HTTP client would send, read as the mock reads it.
+        let range = match (start, end) {
+            (0, None) => None,
+            (s, None) => Some(format!("bytes={s}-")),
+            (s, Some(e)) => Some(format!("bytes={s}-{}", e.saturating_sub(1))),
+        };
+        let (partial, span) = match range.and_then(|r| parse_range(&r, file.size())) {
+            Some((a, b)) => (true, (a, b + 1)),
+            None => (false, (0, file.size())),
+        };
+        Ok(streamed(
+            move |pos, n| file.read_at(pos, n),
+            span,
+            partial,
+            uri,
+        ))
+    }
+
+    async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
+        self.call("download_zip")?;
+        let path = format!("{}/files", resource.rest_path());
+        let (id, scan) = (&resource.session_id, resource.scan.as_deref());
+        let found = self.resource(id, scan, &resource.label);
+        let files = found.map_or_else(Vec::new, |(s, scan, r)| zip_entries(s, &[(scan, r)]));
+        if files.is_empty() {
+            return Err(XnatError::NotFound(path));
+        }
+        let zip = write_zip(std::io::Cursor::new(Vec::new()), files);
+        let zip = zip.map_err(|e| XnatError::BadResponse {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+        let zip = Bytes::from(zip.into_inner());
+        let len = zip.len() as u64;
+        let read = move |pos: u64, n: usize| Ok(zip.slice(pos as usize..pos as usize + n).to_vec());
+        // Streamed with no Content-Length, as the server sends it.
+        let download = streamed(read, (0, len), false, &path);
+        Ok(Download {
+            content_length: None,
+            ..download
+        })
+    }
+
+    fn forget_files(&self, _resource: &ResourceRef) {
+        self.count("forget_files");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::data::SampleSpec;
+    use crate::mock::{MockOptions, MockServer};
+    use crate::xnat::http::{ClientOptions, Credentials, HttpXnat};
+    use futures::TryStreamExt;
+    use std::sync::atomic::Ordering;
+
+    fn small() -> Dataset {
+        Dataset::sample(&SampleSpec {
+            dicom_files: 3,
+            dicom_size: 1000,
+            nifti_size: 200_000,
+            scans: 3,
+        })
+    }
+
+    async fn bytes_of(d: Download) -> (usize, Vec<u8>) {
+        let chunks: Vec<Bytes> = d.body.try_collect().await.unwrap();
+        (chunks.len(), chunks.concat())
+    }
+
+    /// What matters of a download: where it starts, whether partial, its length and bytes.
+    async fn body(d: Result<Download>) -> (u64, bool, Option<u64>, Vec<u8>) {
+        let d = d.unwrap();
+        let head = (d.start, d.partial, d.content_length);
+        (head.0, head.1, head.2, bytes_of(d).await.1)
+    }
+
+    fn nifti() -> ResourceRef {
+        ResourceRef {
+            session_id: "XNAT_E00001".into(),
+            scan: Some("2".into()),
+            label: "NIFTI".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_are_listed_and_unknown_ones_not_found() {
+        let api = MemoryXnat::new(small());
+        let sessions = api.sessions("PILOT").await.unwrap();
+        let labels: Vec<_> = sessions.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["SUBJ01_MR1", "SUBJ01_EEG1"]);
+        let by_label = api.session(Some("PILOT"), "SUBJ01_MR1").await.unwrap();
+        assert_eq!(by_label.id, "XNAT_E00003");
+        let eeg = api.session(None, "XNAT_E00004").await.unwrap();
+        assert_eq!(api.scans(&eeg).await.unwrap().len(), 1);
+        let err = |r: Result<_>| matches!(r, Err(XnatError::NotFound(_)));
+        assert!(err(api.sessions("NOPE").await.map(drop)));
+        assert!(err(api
+            .session(Some("DEMO"), "XNAT_E00004")
+            .await
+            .map(drop)));
+        assert!(err(api.session(None, "SUBJ01_MR1").await.map(drop)));
+        assert!(err(api.resources("XNAT_E09999", None).await.map(drop)));
+        assert_eq!((api.calls("sessions"), api.calls("session")), (2, 4));
+        assert_eq!((api.listing_calls(), api.body_calls()), (8, 0));
+    }
+
+    #[tokio::test]
+    async fn bodies_match_the_data_set_whole_and_in_ranges() {
+        let api = MemoryXnat::new(small());
+        let files = api.files(&nifti()).await.unwrap();
+        let mock = &api.data().session("XNAT_E00001").unwrap().scans[1].resources[1].files[0];
+        assert_eq!(files[0].digest.as_deref(), Some(mock.md5()));
+        assert_eq!(files[0].size, 200_000);
+        let whole = api.download(&files[0].uri).await.unwrap();
+        assert_eq!(
+            (whole.partial, whole.content_length),
+            (false, Some(200_000))
+        );
+        let (chunks, bytes) = bytes_of(whole).await;
+        assert_eq!(chunks, 4);
+        assert_eq!(bytes, mock.read_at(0, 200_000).unwrap());
+        use md5::Digest;
+        assert_eq!(hex::encode(md5::Md5::digest(&bytes)), mock.md5());
+        let part = api
+            .download_range(&files[0].uri, 70_000, Some(70_100))
+            .await
+            .unwrap();
+        assert_eq!((part.partial, part.start), (true, 70_000));
+        assert_eq!(bytes_of(part).await.1, mock.read_at(70_000, 100).unwrap());
+        let zip = bytes_of(api.download_zip(&nifti()).await.unwrap()).await.1;
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        let entry = archive.by_index(0).unwrap();
+        assert_eq!(
+            entry.name().unwrap(),
+            "SUBJ01_MR1/scans/2-T1w/resources/NIFTI/files/T1w.nii.gz"
+        );
+        assert_eq!(entry.size(), 200_000);
+        let gone = api
+            .download("/data/experiments/XNAT_E00001/resources/QC/files/x")
+            .await;
+        assert!(matches!(gone, Err(XnatError::NotFound(_))));
+        assert_eq!(
+            (api.calls("download_range"), api.calls("download_zip")),
+            (3, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_on_request_and_every_call_counted() {
+        let api = MemoryXnat::new(small());
+        let uri = api.files(&nifti()).await.unwrap()[0].uri.clone();
+        let down = XnatError::Status {
+            status: 503,
+            path: uri.clone(),
+        };
+        api.fail_bodies(Some(down));
+        assert!(matches!(
+            api.download(&uri).await,
+            Err(XnatError::Status { status: 503, .. })
+        ));
+        assert!(api.files(&nifti()).await.is_ok());
+        api.fail_listings(Some(XnatError::Timeout("listing".into())));
+        assert!(matches!(api.projects().await, Err(XnatError::Timeout(_))));
+        api.fail_bodies(None);
+        api.fail_listings(None);
+        assert!(api.download(&uri).await.is_ok());
+        api.forget_files(&nifti());
+        assert_eq!((api.listing_calls(), api.body_calls()), (3, 2));
+        assert_eq!(api.calls("forget_files"), 1);
+    }
+
+    /// Every listing, and the bodies, as the HTTP client gets them from the mock server.
+    #[test]
+    fn answers_as_the_http_client_does_against_the_mock_server() {
+        let localhost = "127.0.0.1:0".parse().unwrap();
+        let server = MockServer::start(localhost, small(), MockOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // As a caching proxy would, like MemoryXnat.
+        server
+            .state
+            .controls
+            .honour_range
+            .store(true, Ordering::SeqCst);
+        rt.block_on(same_answers(&server.url()));
+    }
+
+    async fn same_answers(url: &str) {
+        let creds = Credentials {
+            user: Some("demo".into()),
+            password: Some("demo".into()),
+            token: None,
+        };
+        let http = HttpXnat::new(url, creds, ClientOptions::default()).unwrap();
+        let mem = MemoryXnat::new(small());
+        assert_eq!(
+            http.projects().await.unwrap(),
+            mem.projects().await.unwrap()
+        );
+        for p in mem.projects().await.unwrap() {
+            let sessions = mem.sessions(&p.id).await.unwrap();
+            assert_eq!(http.sessions(&p.id).await.unwrap(), sessions);
+            for s in sessions {
+                let (a, b) = (
+                    http.session(Some(&p.id), &s.label),
+                    mem.session(Some(&p.id), &s.label),
+                );
+                assert_eq!(a.await.unwrap(), b.await.unwrap());
+                let (a, b) = (http.session(None, &s.id), mem.session(None, &s.id));
+                assert_eq!(a.await.unwrap(), b.await.unwrap());
+                let scans = mem.scans(&s).await.unwrap();
+                assert_eq!(http.scans(&s).await.unwrap(), scans);
+                let mut scan_ids: Vec<Option<String>> =
+                    scans.into_iter().map(|sc| Some(sc.id)).collect();
+                scan_ids.push(None);
+                for scan in scan_ids {
+                    let resources = mem.resources(&s.id, scan.as_deref()).await.unwrap();
+                    assert_eq!(
+                        http.resources(&s.id, scan.as_deref()).await.unwrap(),
+                        resources
+                    );
+                    for r in resources {
+                        let rr = ResourceRef {
+                            session_id: s.id.clone(),
+                            scan: scan.clone(),
+                            label: r.label,
+                        };
+                        let files = mem.files(&rr).await.unwrap();
+                        assert_eq!(http.files(&rr).await.unwrap(), files);
+                        let uri = &files[0].uri;
+                        let (a, b) = (http.download(uri), mem.download(uri));
+                        assert_eq!(body(a.await).await, body(b.await).await);
+                        let (a, b) = (
+                            http.download_range(uri, 3, None),
+                            mem.download_range(uri, 3, None),
+                        );
+                        assert_eq!(body(a.await).await, body(b.await).await);
+                        let (a, b) = (http.download_zip(&rr), mem.download_zip(&rr));
+                        assert_eq!(body(a.await).await, body(b.await).await);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Building the answers: HTML status pages, JSON `ResultSet` listings and rows, session
+//! documents and file bodies (with HTTP ranges when asked to honour them). ZIP downloads are in
+//! [`super::zip_download`].
+
+use super::MockState;
+use super::data::{MockFile, MockProject, MockResource, MockScan, MockSession};
+use axum::body::Body as HttpBody;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub(super) fn html(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<html><head><title>Status page</title></head><body><h3>{message}</h3></body></html>"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html;charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) fn login_page() -> Response {
+    html(
+        StatusCode::OK,
+        "<!DOCTYPE html><html><body><form action=\"/login\">XNAT login</form></body></html>",
+    )
+}
+
+pub(super) fn not_found(what: &str) -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        &format!("Unable to find the specified {what}."),
+    )
+}
+
+pub(super) fn listing(rows: Vec<Value>, total: bool) -> Response {
+    let mut rs = json!({ "Result": rows });
+    if total {
+        rs["totalRecords"] = Value::String(rs["Result"].as_array().map_or(0, Vec::len).to_string());
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "ResultSet": rs }).to_string(),
+    )
+        .into_response()
+}
+
+pub(super) fn session_row(s: &MockSession) -> Value {
+    json!({"ID": s.id, "project": s.project, "date": s.date, "xsiType": s.xsi_type,
+           "label": s.label, "insert_date": "2024-01-01 12:00:00.0",
+           "URI": format!("/data/experiments/{}", s.id)})
+}
+
+pub(super) fn project_row(p: &MockProject) -> Value {
+    json!({"ID": p.id, "secondary_ID": p.id, "name": p.name, "description": "",
+           "pi_firstname": "", "pi_lastname": "", "URI": format!("/data/projects/{}", p.id)})
+}
+
+pub(super) fn scan_row(session: &MockSession, sc: &MockScan) -> Value {
+    json!({"xsiType": sc.xsi_type, "xnat_imagescandata_id": format!("{}", 200000 + sc.id.len()),
+           "note": "", "series_description": sc.series_description, "ID": sc.id,
+           "type": sc.scan_type, "quality": sc.quality,
+           "URI": format!("/data/experiments/{}/scans/{}", session.id, sc.id)})
+}
+
+/// The single-object document of a session (`{"items": [...]}`), not a `ResultSet`.
+pub(super) fn session_doc(s: &MockSession) -> Value {
+    json!({"items": [{
+        "meta": {"xsi:type": s.xsi_type, "isHistory": false, "start_date": "Mon Jan 01 12:00:00 UTC 2024"},
+        "data_fields": {"ID": s.id, "label": s.label, "project": s.project, "date": s.date,
+                         "subject_ID": s.subject_id, "id": s.id},
+        "children": [{"field": "scans/scan", "items": s.scans.iter().map(|sc| json!({
+            "data_fields": {"ID": sc.id, "type": sc.scan_type}})).collect::<Vec<_>>()}]
+    }]})
+}
+
+pub(super) fn session_document(s: &MockSession) -> Response {
+    let doc = session_doc(s);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
+pub(super) fn resource_rows(
+    resources: &[MockResource],
+    session: &MockSession,
+    scan: Option<&MockScan>,
+) -> Vec<Value> {
+    resources
+        .iter()
+        .map(|r| {
+            let size: u64 = r.files.iter().map(|f| f.size()).sum();
+            let (category, cat_id, cat_desc) = match scan {
+                Some(sc) => ("scans", sc.id.clone(), sc.scan_type.clone()),
+                None => ("resources", session.id.clone(), " ".to_string()),
+            };
+            json!({"xnat_abstractresource_id": r.id.to_string(), "label": r.label,
+                   "element_name": "xnat:resourceCatalog", "category": category,
+                   "cat_id": cat_id, "cat_desc": cat_desc,
+                   "file_count": r.files.len().to_string(), "file_size": size.to_string(),
+                   "tags": "", "content": r.content, "format": r.format})
+        })
+        .collect()
+}
+
+fn file_uri(
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> String {
+    match scan {
+        Some(sc) => format!(
+            "/data/experiments/{}/scans/{}/resources/{}/files/{}",
+            session.id, sc.id, r.id, f.path
+        ),
+        None => format!(
+            "/data/experiments/{}/resources/{}/files/{}",
+            session.id, r.id, f.path
+        ),
+    }
+}
+
+/// One row of a files listing.
+pub(super) fn file_row(
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> Value {
+    let size = f.listed_size.unwrap_or_else(|| f.size());
+    json!({"Name": f.name(), "Size": size.to_string(),
+    "URI": file_uri(session, scan, r, f), "collection": r.label,
+    "file_tags": "", "file_format": "", "file_content": "",
+    "cat_ID": r.id.to_string(),
+    "digest": match (&f.listed_digest_override, f.listed_digest) {
+        (Some(d), _) => d.clone(),
+        (None, true) => f.md5().to_string(),
+        (None, false) => String::new(),
+    }})
+}
+
+pub(super) fn file_rows(
+    entries: &[(Option<&MockScan>, &MockResource)],
+    session: &MockSession,
+) -> Response {
+    let mut rows = Vec::new();
+    for (scan, r) in entries {
+        for f in &r.files {
+            rows.push(file_row(session, *scan, r, f));
+        }
+    }
+    let body = json!({"ResultSet": {"Result": rows, "title": "Files",
+                                    "Columns": [{"key": "URI", "serverRoot": ""}]}});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn content_type(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".html") || lower.ends_with(".htm") {
+        "text/html"
+    } else if lower.ends_with(".txt") {
+        "text/plain"
+    } else if lower.ends_with(".png") {
+        "image/png"
+    } else if lower.ends_with(".gif") {
+        "image/gif"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Parses `bytes=a-b` / `bytes=a-` / `bytes=-n` into an inclusive range within `size`.
+pub(super) fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().ok()?, size - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+pub(super) const CHUNK: usize = 256 * 1024;
+
+pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &HeaderMap) -> Response {
+    let c = &state.controls;
+    let size = file.size();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| c.honour_range.load(Ordering::SeqCst))
+        .and_then(|v| parse_range(v, size));
+    let (status, start, end) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let truncate = c
+        .truncate_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let stop_at = if truncate {
+        start + (end - start) / 2
+    } else {
+        end
+    };
+    let stall = c.stall_files.load(Ordering::SeqCst);
+    let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
+    let sent = c.bytes_sent.clone();
+    c.file_gets.fetch_add(1, Ordering::SeqCst);
+    let stream =
+        futures::stream::unfold((file.clone(), start, stall), move |(file, pos, stall)| {
+            let sent = sent.clone();
+            async move {
+                if stall {
+                    // Hold the connection open, sending nothing, for far longer than any client waits.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                if !delay.is_zero() && pos > start {
+                    tokio::time::sleep(delay).await;
+                }
+                if pos >= stop_at {
+                    if truncate {
+                        return Some((
+                            Err(std::io::Error::other("injected truncation")),
+                            (file, end, false),
+                        ));
+                    }
+                    return None;
+                }
+                let n = ((stop_at - pos) as usize).min(CHUNK);
+                let chunk = tokio::task::spawn_blocking({
+                    let file = file.clone();
+                    move || file.read_at(pos, n)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match chunk {
+                    Ok(bytes) if !bytes.is_empty() => {
+                        let next = pos + bytes.len() as u64;
+                        sent.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                        Some((Ok(Bytes::from(bytes)), (file, next, false)))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some((Err(e), (file, stop_at, false))),
+                }
+            }
+        });
+    let mut resp = Response::new(HttpBody::from_stream(stream));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(file.name())),
+    );
+    h.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_static("Mon, 01 Jan 2024 12:00:00 GMT"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("must-revalidate"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\";", file.name())) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! The URL routing: matching XNAT's REST URLs (under `/data/archive`, `/data` or `/REST`) to
+//! answers, with XNAT's routing quirks.
+
+use super::data::{Dataset, MockResource, MockScan, MockSession};
+use super::responses::{
+    file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
+    session_document, session_row,
+};
+use super::zip_download::zip_response;
+use super::{MockState, auth, faults};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Percent-decodes the way XNAT does: only when the path holds `%20` or `%2B` (and then `+`
+/// is a space too).
+fn xnat_decode(path: &str) -> String {
+    if !(path.contains("%20") || path.contains("%2B") || path.contains("%2b")) {
+        return path.to_string();
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_map(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// Every request: counted and logged, then faults, login and the route.
+pub(super) async fn handle(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let c = &state.controls;
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    tracing::debug!("mock: {method} {uri}");
+    state.log.lock().unwrap().push(format!(
+        "{method} {}",
+        uri.path_and_query().map_or("", |p| p.as_str())
+    ));
+    if uri.path() == "/mock/stats" {
+        // Not XNAT: the mock's own counters, for scripts (benchmarks, soak).
+        let body = json!({
+            "requests": c.requests.load(Ordering::SeqCst),
+            "logins": c.logins.load(Ordering::SeqCst),
+            "file_gets": c.file_gets.load(Ordering::SeqCst),
+            "listings": c.listings.load(Ordering::SeqCst),
+            "bytes_sent": c.bytes_sent.load(Ordering::SeqCst),
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    if let Some(answer) = faults::inject(&state, &uri).await {
+        return answer;
+    }
+    let path = xnat_decode(uri.path());
+    let rest = ["/data/archive/", "/data/", "/REST/"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix));
+    let Some(rest) = rest else {
+        return not_found("resource");
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
+
+    if segs == ["JSESSION"] {
+        return auth::jsession(&state, &method, &headers);
+    }
+    if let Some(refused) = auth::refusal(&state, &headers) {
+        return refused;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return html(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    }
+    let query = query_map(&uri);
+    route(&state, &segs, &query, &headers)
+}
+
+fn route(
+    state: &MockState,
+    segs: &[&str],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let data = &state.data;
+    let is_listing =
+        !matches!(segs.iter().position(|s| *s == "files"), Some(i) if i + 1 < segs.len());
+    let format = query.get("format").map(String::as_str);
+    if is_listing && format != Some("json") && format != Some("zip") {
+        // XNAT negotiates and answers HTML to a browser-like request.
+        return html(StatusCode::OK, "XNAT listing (ask for format=json)");
+    }
+    if is_listing && format == Some("json") {
+        state.controls.listings.fetch_add(1, Ordering::SeqCst);
+    }
+    match segs {
+        ["projects"] => listing(data.projects.iter().map(project_row).collect(), true),
+        ["projects", p, "experiments"] => match data.projects.iter().find(|x| x.id == *p) {
+            Some(project) => listing(
+                project.sessions.iter().map(|s| session_row(s)).collect(),
+                true,
+            ),
+            None => not_found("project"),
+        },
+        ["experiments"] => {
+            let project = query.get("project");
+            listing(
+                data.projects
+                    .iter()
+                    .filter(|p| project.is_none_or(|want| *want == p.id))
+                    .flat_map(|p| &p.sessions)
+                    .map(|s| session_row(s))
+                    .collect(),
+                true,
+            )
+        }
+        ["projects", p, "experiments", x, tail @ ..] => {
+            let Some(session) = session_in_project(data, p, x) else {
+                return not_found("experiment");
+            };
+            match tail {
+                // The resources of a session under its project are routed...
+                ["resources", more @ ..] => session_routes(
+                    state,
+                    session,
+                    &[&["resources"], more].concat(),
+                    query,
+                    headers,
+                ),
+                // ...but scans are not: XNAT answers with the session document and 200.
+                _ => session_document(session),
+            }
+        }
+        ["projects", p, "subjects"] => match data.projects.iter().find(|x| x.id == *p) {
+            Some(project) => {
+                let mut rows: Vec<Value> = Vec::new();
+                for s in &project.sessions {
+                    if !rows.iter().any(|r| r["ID"] == s.subject_id.as_str()) {
+                        rows.push(
+                            json!({"ID": s.subject_id, "project": p, "label": s.subject_label,
+                            "insert_date": "2024-01-01 12:00:00.0", "insert_user": "admin",
+                            "URI": format!("/data/subjects/{}", s.subject_id)}),
+                        );
+                    }
+                }
+                listing(rows, true)
+            }
+            None => not_found("project"),
+        },
+        // The full path through the subject is routed for scans too.
+        ["projects", p, "subjects", subj, "experiments", x, tail @ ..] => {
+            let found = data
+                .projects
+                .iter()
+                .find(|pr| pr.id == *p)
+                .and_then(|pr| pr.sessions.iter().find(|s| s.id == *x || s.label == *x))
+                .filter(|s| s.subject_id == *subj || s.subject_label == *subj);
+            match found {
+                Some(session) if tail.is_empty() => session_document(session),
+                Some(session) => session_routes(state, session, tail, query, headers),
+                None => not_found("experiment"),
+            }
+        }
+        ["experiments", id, tail @ ..] => match data.session(id) {
+            Some(session) if tail.is_empty() => session_document(session),
+            Some(session) => session_routes(state, session, tail, query, headers),
+            None => not_found("experiment"),
+        },
+        _ => not_found("resource"),
+    }
+}
+
+/// A session of project `p` by accession ID, or by label within the project.
+pub(super) fn session_in_project<'a>(
+    data: &'a Dataset,
+    p: &str,
+    x: &str,
+) -> Option<&'a Arc<MockSession>> {
+    data.session(x).filter(|s| s.project == p).or_else(|| {
+        data.projects
+            .iter()
+            .find(|pr| pr.id == p)
+            .and_then(|pr| pr.sessions.iter().find(|s| s.label == x))
+    })
+}
+
+/// The scans a spec names: `ALL`, or IDs and types separated by commas.
+pub(super) fn select_scans<'a>(session: &'a MockSession, spec: &str) -> Vec<&'a MockScan> {
+    session
+        .scans
+        .iter()
+        .filter(|sc| {
+            spec == "ALL"
+                || spec
+                    .split(',')
+                    .any(|want| want == sc.id || want == sc.scan_type)
+        })
+        .collect()
+}
+
+pub(super) fn find_resource<'a>(
+    resources: &'a [MockResource],
+    key: &str,
+) -> Option<&'a MockResource> {
+    resources
+        .iter()
+        .find(|r| r.label == key)
+        .or_else(|| resources.iter().find(|r| r.id.to_string() == key))
+}
+
+fn session_routes(
+    state: &MockState,
+    session: &MockSession,
+    tail: &[&str],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let zip = query.get("format").map(String::as_str) == Some("zip");
+    match tail {
+        ["scans"] => {
+            // Non-MR sessions list their scans only when asked with their xsiType.
+            let needs_type = session.xsi_type != "xnat:mrSessionData";
+            let visible = !needs_type || query.contains_key("xsiType");
+            let rows = session
+                .scans
+                .iter()
+                .filter(|_| visible)
+                .map(|sc| scan_row(session, sc))
+                .collect();
+            listing(rows, true)
+        }
+        ["scans", spec, "resources"] => match select_scans(session, spec).first() {
+            Some(scan) => listing(resource_rows(&scan.resources, session, Some(scan)), true),
+            None => not_found("scan"),
+        },
+        ["scans", spec, "files"] => {
+            let entries: Vec<_> = select_scans(session, spec)
+                .into_iter()
+                .flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r)))
+                .collect();
+            if entries.is_empty() {
+                return not_found("scan");
+            }
+            if zip {
+                zip_response(state, session, &entries)
+            } else {
+                file_rows(&entries, session)
+            }
+        }
+        ["scans", spec, "resources", res, "files", path @ ..] => {
+            let Some(scan) = select_scans(session, spec).into_iter().next() else {
+                return not_found("scan");
+            };
+            let Some(r) = find_resource(&scan.resources, res) else {
+                return not_found("resource");
+            };
+            files_or_body(state, session, Some(scan), r, path, zip, headers)
+        }
+        ["resources"] => listing(resource_rows(&session.resources, session, None), true),
+        ["files"] => {
+            let entries: Vec<_> = session.resources.iter().map(|r| (None, r)).collect();
+            if zip {
+                zip_response(state, session, &entries)
+            } else {
+                file_rows(&entries, session)
+            }
+        }
+        ["resources", res, "files", path @ ..] => match find_resource(&session.resources, res) {
+            Some(r) => files_or_body(state, session, None, r, path, zip, headers),
+            None => not_found("resource"),
+        },
+        _ => not_found("resource"),
+    }
+}
+
+fn files_or_body(
+    state: &MockState,
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    path: &[&str],
+    zip: bool,
+    headers: &HeaderMap,
+) -> Response {
+    if path.is_empty() {
+        let entries = [(scan, r)];
+        return if zip {
+            zip_response(state, session, &entries)
+        } else {
+            file_rows(&entries, session)
+        };
+    }
+    let wanted = path.join("/");
+    match r.files.iter().find(|f| f.path == wanted) {
+        Some(f) if !f.body_gone => file_body(state, f.clone(), headers),
+        // A missing file: 404 with an empty body.
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_follows_xnat() {
+        assert_eq!(xnat_decode("/a/b%41"), "/a/b%41");
+        assert_eq!(xnat_decode("/a%20b/c%2Bd+e"), "/a b/c+d e");
+    }
+}

@@ -1,0 +1,147 @@
+//! ZIP downloads (`.../files?format=zip`): the resources' files in one archive of STORED
+//! entries named `<session label>/scans/<id>-<type>/resources/<label>/files/<path>`.
+
+use super::MockState;
+use super::data::{MockFile, MockResource, MockScan, MockSession};
+use super::responses::{CHUNK, not_found};
+use axum::body::Body as HttpBody;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+fn zip_entry_path(
+    session: &MockSession,
+    scan: Option<&MockScan>,
+    r: &MockResource,
+    f: &MockFile,
+) -> String {
+    match scan {
+        Some(sc) => {
+            let ty: String = sc
+                .scan_type
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!(
+                "{}/scans/{}-{ty}/resources/{}/files/{}",
+                session.label, sc.id, r.label, f.path
+            )
+        }
+        None => format!("{}/resources/{}/files/{}", session.label, r.label, f.path),
+    }
+}
+
+/// The ZIP entries of the given resources' files: (path in the archive, file).
+pub(super) fn zip_entries(
+    session: &MockSession,
+    entries: &[(Option<&MockScan>, &MockResource)],
+) -> Vec<(String, Arc<MockFile>)> {
+    let mut files = Vec::new();
+    for (scan, r) in entries {
+        for f in &r.files {
+            files.push((zip_entry_path(session, *scan, r, f), f.clone()));
+        }
+    }
+    files
+}
+
+/// Writes `files` as a ZIP of STORED entries. `w` must seek for the sizes and CRCs to go in the
+/// local headers.
+pub(super) fn write_zip<W: std::io::Write + std::io::Seek>(
+    w: W,
+    files: Vec<(String, Arc<MockFile>)>,
+) -> zip::result::ZipResult<W> {
+    use std::io::Write;
+    let mut zw = zip::ZipWriter::new(w);
+    for (name, f) in files {
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(f.size() >= u32::MAX as u64);
+        zw.start_file(name, opts)?;
+        let mut pos = 0;
+        while pos < f.size() {
+            let chunk = f.read_at(pos, CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            pos += chunk.len() as u64;
+            zw.write_all(&chunk)?;
+        }
+    }
+    zw.finish()
+}
+
+/// A ZIP of the given resources' files, STORED, streamed with no Content-Length.
+pub(super) fn zip_response(
+    state: &MockState,
+    session: &MockSession,
+    entries: &[(Option<&MockScan>, &MockResource)],
+) -> Response {
+    let files = zip_entries(session, entries);
+    if files.is_empty() {
+        return not_found("files");
+    }
+    state.controls.file_gets.fetch_add(1, Ordering::SeqCst);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    // Like XNAT's (Java's ZipOutputStream with STORED entries), every local header carries the
+    // entry's size and CRC, so a client can unpack the stream as it arrives. The zip crate writes
+    // those only to a seekable file, so the archive is built in a temporary file, then streamed.
+    tokio::task::spawn_blocking(move || {
+        let built = tempfile::tempfile()
+            .map_err(zip::result::ZipError::from)
+            .and_then(|tmp| write_zip(tmp, files));
+        let mut file = match built {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        use std::io::{Read, Seek};
+        if let Err(e) = file.rewind() {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(HttpBody::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.zip\";", session.label))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
