@@ -2,16 +2,20 @@
 
 use std::time::Duration;
 
-/// Parses a size like `500M`, `20G`, `1.5T` or a plain number of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// Splits `12.5G` into a non-negative finite number and its unit (`"G"`).
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let t = s.trim();
     let (num, unit) = t
         .find(|c: char| c.is_ascii_alphabetic())
         .map_or((t, ""), |i| (&t[..i], &t[i..]));
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 500M or 20G)"))?;
+    let n: f64 = num.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n, unit))
+}
+
+/// Parses a size like `500M`, `20G`, `1.5T` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) =
+        number_and_unit(s).ok_or_else(|| format!("{s:?} is not a size (like 500M or 20G)"))?;
     let mult = match unit
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -48,15 +52,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses a duration like `30s`, `5m`, `1h`, `250ms`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((t, ""), |i| (&t[..i], &t[i..]));
-    let n: f64 = num
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+    let (n, unit) = number_and_unit(s)
         .ok_or_else(|| format!("{s:?} is not a duration (like 30s, 5m or 1h)"))?;
     let secs = match unit {
         "" | "s" => n,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{SUBJ01_T1W, mock_file, mock_file_mut, start_mock};
+use common::{SUBJ01_T1W, demo_client, mock_file, mock_file_mut, start_mock};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,7 +11,6 @@ use xnatfs::cache::Cache;
 use xnatfs::fetch::Fetcher;
 use xnatfs::mock::data::{Body, Dataset, MockFile, SampleSpec};
 use xnatfs::mock::{MockServer, MockState};
-use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
 use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi};
 
 const BIG: u64 = 24 << 20;
@@ -62,20 +61,6 @@ fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
         source,
         _cache: dir,
     }
-}
-
-/// A client of the mock with its demo credentials.
-fn demo_client(url: &str) -> Arc<dyn XnatApi> {
-    let creds = Credentials {
-        user: Some("demo".into()),
-        password: Some("demo".into()),
-        token: None,
-    };
-    let options = ClientOptions {
-        timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Arc::new(HttpXnat::new(url, creds, options).unwrap())
 }
 
 /// A deterministic pseudo-random sequence.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{small_sample, start_mock};
+use common::{demo_client, small_sample, start_mock};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,22 +12,8 @@ use xnatfs::cache::Cache;
 use xnatfs::fetch::Fetcher;
 use xnatfs::mock::MockServer;
 use xnatfs::prefetch::verified::{TransferPolicy, download_verified};
-use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
 use xnatfs::xnat::retry::{BODY_ATTEMPTS, LISTING_ATTEMPTS, PREFETCH_BODY_ATTEMPTS};
 use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi};
-
-fn client(url: &str) -> Arc<HttpXnat> {
-    let creds = Credentials {
-        user: Some("demo".into()),
-        password: Some("demo".into()),
-        token: None,
-    };
-    let options = ClientOptions {
-        timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    Arc::new(HttpXnat::new(url, creds, options).unwrap())
-}
 
 /// How many requests the mock has seen whose path and query contain `part`.
 fn asked(mock: &MockServer, part: &str) -> usize {
@@ -48,9 +34,11 @@ fn scan_resource() -> ResourceRef {
 
 /// A mock whose file bodies always fail (503) while listings answer, a logged-in client, and
 /// the first DICOM file of a scan.
-fn failing_bodies(rt: &tokio::runtime::Runtime) -> (MockServer, Arc<HttpXnat>, RemoteFile) {
+fn failing_bodies(
+    rt: &tokio::runtime::Runtime,
+) -> (MockServer, Arc<xnatfs::xnat::http::HttpXnat>, RemoteFile) {
     let mock = start_mock(small_sample());
-    let api = client(&mock.url());
+    let api = demo_client(&mock.url());
     let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
     mock.state.controls.files_down.store(true, Ordering::SeqCst);
     (mock, api, file)
@@ -60,7 +48,7 @@ fn failing_bodies(rt: &tokio::runtime::Runtime) -> (MockServer, Arc<HttpXnat>, R
 fn a_listing_that_always_fails_is_asked_for_exactly_the_documented_times() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = start_mock(small_sample());
-    let api = client(&mock.url());
+    let api = demo_client(&mock.url());
     rt.block_on(api.projects()).unwrap(); // logged in
     mock.state.controls.down.store(true, Ordering::SeqCst);
     assert!(rt.block_on(api.sessions("DEMO")).is_err());

@@ -144,6 +144,12 @@ impl Budget {
         }
     }
 
+    /// Whether `path` is open (and so kept from eviction).
+    pub fn is_open(&self, path: &Path) -> bool {
+        self.rel(path)
+            .is_some_and(|rel| self.inner.lock().unwrap().open.contains_key(&rel))
+    }
+
     pub fn closed(&self, path: &Path) {
         if let Some(rel) = self.rel(path) {
             let mut inner = self.inner.lock().unwrap();

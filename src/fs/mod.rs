@@ -8,6 +8,9 @@ pub mod fuse;
 pub mod interrupt;
 pub mod tree;
 
+#[cfg(test)]
+mod tests;
+
 pub use errno::Errno;
 
 use crate::cache::read_at;

@@ -321,98 +321,59 @@ fn keep_safe_unique(entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::xnat::{Download, Project, Resource, Scan};
-    use async_trait::async_trait;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::mock::MemoryXnat;
+    use crate::mock::data::MockSession;
+    use crate::mock::data::{Body, Dataset, MockFile, MockProject, MockResource, MockScan};
 
-    /// A tiny in-memory XNAT with one session, counting the listings it answers.
-    #[derive(Default)]
-    struct Fake {
-        calls: AtomicUsize,
-    }
-
-    fn session() -> Session {
-        Session {
+    /// A tiny XNAT with one session (`P/S1`, accession ID `E1`), a scan `2` and the session
+    /// each with a resource `DICOM` of files 10, 20, 30 and 40 bytes long, three of them in
+    /// subfolders; and a project whose name is unsafe.
+    pub(crate) fn tiny() -> Dataset {
+        let files = || {
+            [
+                ("a.dcm", 10),
+                ("sub/b.dcm", 20),
+                ("sub/deep/c.dcm", 30),
+                ("sub/d.dcm", 40),
+            ]
+            .into_iter()
+            .map(|(path, n)| MockFile::new(path, Body::Memory(vec![b'x'; n].into())))
+            .collect()
+        };
+        let dicom = |id| MockResource {
+            id,
+            label: "DICOM".into(),
+            format: "DICOM".into(),
+            content: String::new(),
+            files: files(),
+        };
+        let session = MockSession {
             id: "E1".into(),
             label: "S1".into(),
             project: "P".into(),
+            subject_id: "XNAT_S1".into(),
+            subject_label: "S".into(),
             xsi_type: "xnat:mrSessionData".into(),
             date: String::new(),
-        }
-    }
-
-    #[async_trait]
-    impl XnatApi for Fake {
-        async fn projects(&self) -> crate::xnat::Result<Vec<Project>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(vec![
-                Project {
-                    id: "P".into(),
-                    name: "p".into(),
-                },
-                Project {
-                    id: "..".into(),
-                    name: "evil".into(),
-                },
-            ])
-        }
-        async fn sessions(&self, project: &str) -> crate::xnat::Result<Vec<Session>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            match project {
-                "P" => Ok(vec![session()]),
-                _ => Err(XnatError::NotFound(project.into())),
-            }
-        }
-        async fn session(&self, _: Option<&str>, _: &str) -> crate::xnat::Result<Session> {
-            Ok(session())
-        }
-        async fn scans(&self, _: &Session) -> crate::xnat::Result<Vec<Scan>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(vec![Scan {
+            scans: vec![MockScan {
                 id: "2".into(),
                 scan_type: "T1".into(),
                 series_description: String::new(),
                 quality: String::new(),
-                xsi_type: String::new(),
-            }])
-        }
-        async fn resources(&self, _: &str, _: Option<&str>) -> crate::xnat::Result<Vec<Resource>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(vec![Resource {
-                id: "11".into(),
-                label: "DICOM".into(),
-                format: String::new(),
-                file_count: None,
-                file_size: None,
-            }])
-        }
-        async fn files(&self, _: &ResourceRef) -> crate::xnat::Result<Vec<RemoteFile>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let f = |path: &str, size| RemoteFile {
-                path: path.into(),
-                size,
-                digest: None,
-                uri: format!("/u/{path}"),
-            };
-            Ok(vec![
-                f("a.dcm", 10),
-                f("sub/b.dcm", 20),
-                f("sub/deep/c.dcm", 30),
-                f("sub/d.dcm", 40),
-            ])
-        }
-        async fn download_range(
-            &self,
-            _: &str,
-            _: u64,
-            _: Option<u64>,
-        ) -> crate::xnat::Result<Download> {
-            unreachable!("the tree never downloads")
-        }
-        async fn download_zip(&self, _: &ResourceRef) -> crate::xnat::Result<Download> {
-            unreachable!("the tree never downloads")
+                xsi_type: "xnat:mrScanData".into(),
+                resources: vec![dicom(11)],
+            }],
+            resources: vec![dicom(12)],
+        };
+        let project = |id: &str, sessions| MockProject {
+            id: id.into(),
+            name: id.into(),
+            sessions,
+        };
+        Dataset {
+            projects: vec![project("P", vec![Arc::new(session)]), project("..", vec![])],
         }
     }
 
@@ -440,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn layout_sizes_and_stable_inodes() {
-        let fake = Arc::new(Fake::default());
+        let fake = Arc::new(MemoryXnat::new(tiny()));
         let tree = Tree::new(fake.clone(), Root::Server, Duration::from_secs(60));
         let root: Vec<String> = tree
             .children(ROOT_INO)
@@ -476,11 +437,11 @@ mod tests {
             .map(|e| e.0.clone())
             .collect();
         assert_eq!(names, ["b.dcm", "deep", "d.dcm"]);
-        let calls = fake.calls.load(Ordering::SeqCst);
+        let calls = fake.listing_calls();
         // Looking the same path up again hits the listing cache and gives the same inode.
         let again = walk(&tree, &DEEP).await.unwrap();
         assert_eq!(again.0, ino);
-        assert_eq!(fake.calls.load(Ordering::SeqCst), calls);
+        assert_eq!(fake.listing_calls(), calls);
         let session_level = walk(&tree, &["P", "S1", "resources", "DICOM", "files", "a.dcm"])
             .await
             .unwrap();
@@ -491,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_names_and_files_as_folders() {
         let tree = Tree::new(
-            Arc::new(Fake::default()),
+            Arc::new(MemoryXnat::new(tiny())),
             Root::Project("P".into()),
             Duration::ZERO,
         );

@@ -29,6 +29,21 @@ pub fn start_mock_with(data: Dataset, options: MockOptions) -> MockServer {
     MockServer::start("127.0.0.1:0".parse().unwrap(), data, options).expect("mock server starts")
 }
 
+/// An HTTP client of the mock at `url` with its demo credentials.
+pub fn demo_client(url: &str) -> std::sync::Arc<xnatfs::xnat::http::HttpXnat> {
+    use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
+    let creds = Credentials {
+        user: Some("demo".into()),
+        password: Some("demo".into()),
+        token: None,
+    };
+    let options = ClientOptions {
+        timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    std::sync::Arc::new(HttpXnat::new(url, creds, options).unwrap())
+}
+
 /// A `Command` for the binary with a clean environment: the mock's URL and the demo
 /// credentials, and a private HOME so no profile or netrc of the machine is read.
 pub fn xnatfs(url: &str, home: &Path) -> Command {

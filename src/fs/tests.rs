@@ -1,0 +1,283 @@
+//! The filesystem core without a mount: lookups and listings over the in-memory XNAT, opens
+//! (passthrough or served, pinned in the cache or not), reads and releases, and the errno of
+//! each failure.
+
+use super::tree::tests::tiny;
+use super::tree::{ROOT_INO, Root, Tree};
+use super::{Attr, Errno, FsOptions, Opened, XnatFs};
+use crate::cache::Cache;
+use crate::fetch::Fetcher;
+use crate::mock::MemoryXnat;
+use crate::xnat::XnatError;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Setup {
+    fs: Arc<XnatFs>,
+    api: Arc<MemoryXnat>,
+    cache: Cache,
+    _dir: tempfile::TempDir,
+}
+
+/// The core over [`tiny`] with its own cache; listings kept for `ttl`.
+fn setup(ttl: Duration) -> Setup {
+    let api = Arc::new(MemoryXnat::new(tiny()));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://memory").unwrap();
+    let tree = Arc::new(Tree::new(api.clone(), Root::Server, ttl));
+    let rt = tokio::runtime::Handle::current();
+    let fetcher = Fetcher::new(api.clone(), rt, cache.clone(), Duration::from_secs(5));
+    let opts = FsOptions {
+        attr_ttl: ttl,
+        io_timeout: Duration::from_secs(5),
+        uid: 1234,
+        gid: 5678,
+    };
+    Setup {
+        fs: XnatFs::new(tree, fetcher, opts),
+        api,
+        cache,
+        _dir: dir,
+    }
+}
+
+const FILE: &str = "P/S1/scans/2/resources/DICOM/files/sub/deep/c.dcm";
+
+async fn walk(fs: &XnatFs, path: &str) -> Result<Attr, Errno> {
+    let mut attr = fs.getattr(ROOT_INO)?;
+    for name in path.split('/') {
+        attr = fs.lookup(attr.ino, name).await?;
+    }
+    Ok(attr)
+}
+
+/// Reads a whole open file through the core, waiting where needed.
+async fn read_all(fs: &XnatFs, fh: u64, size: u64) -> Result<Vec<u8>, Errno> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let at = out.len() as u64;
+        let got = match fs.read_now(fh, at, 7) {
+            Some(now) => now?,
+            None => fs.read(fh, at, 7).await?,
+        };
+        assert!(!got.is_empty(), "a read before the end is never empty");
+        out.extend(got);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookup_walks_the_layout_with_sizes_and_read_only_modes() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    assert!(!file.is_dir);
+    assert_eq!(
+        (file.size, file.perm, file.uid, file.gid),
+        (30, 0o444, 1234, 5678)
+    );
+    let folder = walk(&s.fs, "P/S1/resources/DICOM/files/sub").await.unwrap();
+    assert!(folder.is_dir && folder.perm == 0o555);
+    assert_eq!(s.fs.getattr(file.ino).unwrap(), file);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_unsafe_names_are_enoent() {
+    let s = setup(Duration::from_secs(60));
+    for bad in ["nope", "..", ".", "a/b", "", "P/S1/nope"] {
+        assert_eq!(walk(&s.fs, bad).await, Err(Errno::NOENT), "{bad:?}");
+    }
+    assert_eq!(s.fs.getattr(999_999), Err(Errno::NOENT));
+    assert_eq!(s.fs.access(999_999, false), Err(Errno::NOENT));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_listing_gives_the_errno_of_its_failure() {
+    let cases = [
+        (XnatError::Timeout("slow".into()), Errno::TIMEDOUT),
+        (XnatError::Forbidden("/data/projects".into()), Errno::ACCES),
+        (XnatError::NotFound("/data/projects".into()), Errno::NOENT),
+        (XnatError::Auth("refused".into()), Errno::IO),
+    ];
+    for (err, want) in cases {
+        let s = setup(Duration::ZERO);
+        s.api.fail_listings(Some(err));
+        assert_eq!(walk(&s.fs, "P").await, Err(want));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readdir_gives_dots_then_entries_listed_once_per_open() {
+    let s = setup(Duration::ZERO);
+    let sub = walk(&s.fs, "P/S1/scans/2/resources/DICOM/files/sub")
+        .await
+        .unwrap();
+    let fh = s.fs.opendir(sub.ino).unwrap();
+    assert_eq!(
+        s.fs.listed(fh),
+        Ok(None),
+        "nothing listed before the first read"
+    );
+    let kids = s.fs.list(fh, sub.ino).await.unwrap();
+    let calls = s.api.listing_calls();
+    let names = |offset| -> Vec<(u64, String, bool)> {
+        s.fs.entries(sub.ino, &kids, offset)
+            .map(|(next, name, attr)| (next, name.to_string(), attr.is_dir))
+            .collect()
+    };
+    let all = names(0);
+    let want = [
+        (1, ".", true),
+        (2, "..", true),
+        (3, "b.dcm", false),
+        (4, "deep", true),
+        (5, "d.dcm", false),
+    ];
+    assert_eq!(all.len(), want.len());
+    for ((next, name, dir), (wn, wname, wdir)) in all.iter().zip(want) {
+        assert_eq!((*next, name.as_str(), *dir), (wn, wname, wdir));
+    }
+    // A listing read in several calls resumes where it stopped, from the same snapshot.
+    assert_eq!(names(3), all[3..].to_vec());
+    assert!(s.fs.listed(fh).unwrap().is_some());
+    s.fs.list(fh, sub.ino).await.unwrap();
+    assert_eq!(
+        s.api.listing_calls(),
+        calls,
+        "an open folder is listed once"
+    );
+    s.fs.releasedir(fh);
+    assert_eq!(s.fs.listed(fh), Err(Errno::BADF));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_and_folders_refuse_the_other_kinds_operations() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let folder = walk(&s.fs, "P/S1").await.unwrap();
+    assert_eq!(s.fs.opendir(file.ino), Err(Errno::NOTDIR));
+    assert_eq!(s.fs.open(folder.ino, false, true), Err(Errno::ISDIR));
+    assert_eq!(
+        s.fs.open(file.ino, true, true),
+        Err(Errno::ROFS),
+        "writes are refused"
+    );
+    assert_eq!(s.fs.access(file.ino, true), Err(Errno::ROFS));
+    assert_eq!(s.fs.access(file.ino, false), Ok(()));
+    assert_eq!(s.fs.read(777, 0, 10).await, Err(Errno::BADF));
+    assert_eq!(s.fs.read_now(777, 0, 10), Some(Err(Errno::BADF)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+        panic!("a file not in the cache is served by us, whatever passthrough allows");
+    };
+    assert_eq!(read_all(&s.fs, fh, 30).await.unwrap(), vec![b'x'; 30]);
+    assert_eq!(
+        s.fs.read(fh, 30, 10).await.unwrap(),
+        b"",
+        "nothing past the end"
+    );
+    let cached = s
+        .cache
+        .area()
+        .data()
+        .join("E1/scans/2/resources/DICOM/files/sub/deep/c.dcm");
+    assert!(cached.is_file(), "the whole file went into the cache");
+    assert!(
+        !s.cache.budget().is_open(&cached),
+        "it was not there at open: not pinned"
+    );
+    s.fs.release(fh);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_file_opens_for_passthrough_pinned_until_released() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+        panic!()
+    };
+    read_all(&s.fs, fh, 30).await.unwrap();
+    s.fs.release(fh);
+    let bodies = s.api.body_calls();
+    let Ok(Opened::Passthrough { fh, path }) = s.fs.open(file.ino, false, true) else {
+        panic!("a complete cache file goes to the kernel when passthrough is allowed");
+    };
+    assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 30]);
+    assert!(
+        s.cache.budget().is_open(&path),
+        "kept from eviction while open"
+    );
+    s.fs.release(fh);
+    assert!(!s.cache.budget().is_open(&path), "and let go when released");
+    assert_eq!(s.api.body_calls(), bodies);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_passthrough_a_cached_file_is_read_from_the_cache_at_once() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, false) else {
+        panic!()
+    };
+    read_all(&s.fs, fh, 30).await.unwrap();
+    s.fs.release(fh);
+    let bodies = s.api.body_calls();
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, false) else {
+        panic!("no passthrough asked for: served");
+    };
+    let path = s
+        .cache
+        .area()
+        .data()
+        .join("E1/scans/2/resources/DICOM/files/sub/deep/c.dcm");
+    assert!(
+        s.cache.budget().is_open(&path),
+        "the cache file is pinned while open"
+    );
+    assert_eq!(
+        s.fs.read_now(fh, 5, 100),
+        Some(Ok(vec![b'x'; 25])),
+        "no wait"
+    );
+    s.fs.release(fh);
+    assert!(!s.cache.budget().is_open(&path));
+    assert_eq!(s.api.body_calls(), bodies, "no request for a cached file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+        panic!()
+    };
+    s.api.fail_bodies(Some(XnatError::NotFound(FILE.into())));
+    assert_eq!(s.fs.read(fh, 0, 10).await, Err(Errno::NOENT));
+    let files_listed = s.api.calls("files");
+    walk(&s.fs, FILE).await.unwrap();
+    assert_eq!(
+        s.api.calls("files"),
+        files_listed + 1,
+        "the resource is listed again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_is_eacces_after_one_request() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+        panic!()
+    };
+    s.api.fail_bodies(Some(XnatError::Forbidden(FILE.into())));
+    assert_eq!(s.fs.read(fh, 0, 10).await, Err(Errno::ACCES));
+    assert_eq!(
+        s.api.body_calls(),
+        1,
+        "a lasting failure is not tried again"
+    );
+}
