@@ -2,12 +2,12 @@
 //! (passthrough or served, pinned in the cache or not), reads and releases, and the errno of
 //! each failure.
 
-use super::tree::tests::tiny;
 use super::tree::{ROOT_INO, Root, Tree};
 use super::{Attr, Errno, FsOptions, Opened, XnatFs};
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
 use crate::mock::MemoryXnat;
+use crate::mock::data::Dataset;
 use crate::xnat::XnatError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +19,9 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-/// The core over [`tiny`] with its own cache; listings kept for `ttl`.
+/// The core over [`Dataset::tiny`] with its own cache; listings kept for `ttl`.
 fn setup(ttl: Duration) -> Setup {
-    let api = Arc::new(MemoryXnat::new(tiny()));
+    let api = Arc::new(MemoryXnat::new(Dataset::tiny()));
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "http://memory").unwrap();
     let tree = Arc::new(Tree::new(api.clone(), Root::Server, ttl));

@@ -321,61 +321,10 @@ fn keep_safe_unique(entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::mock::MemoryXnat;
-    use crate::mock::data::MockSession;
-    use crate::mock::data::{Body, Dataset, MockFile, MockProject, MockResource, MockScan};
-
-    /// A tiny XNAT with one session (`P/S1`, accession ID `E1`), a scan `2` and the session
-    /// each with a resource `DICOM` of files 10, 20, 30 and 40 bytes long, three of them in
-    /// subfolders; and a project whose name is unsafe.
-    pub(crate) fn tiny() -> Dataset {
-        let files = || {
-            [
-                ("a.dcm", 10),
-                ("sub/b.dcm", 20),
-                ("sub/deep/c.dcm", 30),
-                ("sub/d.dcm", 40),
-            ]
-            .into_iter()
-            .map(|(path, n)| MockFile::new(path, Body::Memory(vec![b'x'; n].into())))
-            .collect()
-        };
-        let dicom = |id| MockResource {
-            id,
-            label: "DICOM".into(),
-            format: "DICOM".into(),
-            content: String::new(),
-            files: files(),
-        };
-        let session = MockSession {
-            id: "E1".into(),
-            label: "S1".into(),
-            project: "P".into(),
-            subject_id: "XNAT_S1".into(),
-            subject_label: "S".into(),
-            xsi_type: "xnat:mrSessionData".into(),
-            date: String::new(),
-            scans: vec![MockScan {
-                id: "2".into(),
-                scan_type: "T1".into(),
-                series_description: String::new(),
-                quality: String::new(),
-                xsi_type: "xnat:mrScanData".into(),
-                resources: vec![dicom(11)],
-            }],
-            resources: vec![dicom(12)],
-        };
-        let project = |id: &str, sessions| MockProject {
-            id: id.into(),
-            name: id.into(),
-            sessions,
-        };
-        Dataset {
-            projects: vec![project("P", vec![Arc::new(session)]), project("..", vec![])],
-        }
-    }
+    use crate::mock::data::Dataset;
 
     /// A file three folders down inside a resource.
     const DEEP: [&str; 10] = [
@@ -399,44 +348,25 @@ pub(crate) mod tests {
         Ok(cur)
     }
 
+    async fn names(tree: &Tree, ino: u64) -> Vec<String> {
+        let kids = tree.children(ino).await.unwrap();
+        kids.iter().map(|e| e.0.clone()).collect()
+    }
+
     #[tokio::test]
     async fn layout_sizes_and_stable_inodes() {
-        let fake = Arc::new(MemoryXnat::new(tiny()));
+        let fake = Arc::new(MemoryXnat::new(Dataset::tiny()));
         let tree = Tree::new(fake.clone(), Root::Server, Duration::from_secs(60));
-        let root: Vec<String> = tree
-            .children(ROOT_INO)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.0.clone())
-            .collect();
-        assert_eq!(root, ["P"], "the unsafe project name is skipped");
+        assert_eq!(
+            names(&tree, ROOT_INO).await,
+            ["P"],
+            "the unsafe project name is skipped"
+        );
         let (ino, node) = walk(&tree, &DEEP).await.unwrap();
         assert_eq!(node.size(), 30);
         assert!(!node.is_dir());
-        let (sub, _) = walk(
-            &tree,
-            &[
-                "P",
-                "S1",
-                "scans",
-                "2",
-                "resources",
-                "DICOM",
-                "files",
-                "sub",
-            ],
-        )
-        .await
-        .unwrap();
-        let names: Vec<String> = tree
-            .children(sub)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.0.clone())
-            .collect();
-        assert_eq!(names, ["b.dcm", "deep", "d.dcm"]);
+        let (sub, _) = walk(&tree, &DEEP[..8]).await.unwrap();
+        assert_eq!(names(&tree, sub).await, ["b.dcm", "deep", "d.dcm"]);
         let calls = fake.listing_calls();
         // Looking the same path up again hits the listing cache and gives the same inode.
         let again = walk(&tree, &DEEP).await.unwrap();
@@ -452,7 +382,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn unknown_names_and_files_as_folders() {
         let tree = Tree::new(
-            Arc::new(MemoryXnat::new(tiny())),
+            Arc::new(MemoryXnat::new(Dataset::tiny())),
             Root::Project("P".into()),
             Duration::ZERO,
         );

@@ -10,6 +10,7 @@ mod faults;
 pub mod memory_api;
 mod responses;
 mod routes;
+pub mod sample;
 mod zip_download;
 
 use data::Dataset;

@@ -1,6 +1,6 @@
 //! [`HttpXnat`]: the [`XnatApi`] over XNAT's REST API, with a JSESSION cookie that is renewed
-//! by itself when the server answers 401 (or its HTML login page) and transient failures
-//! retried with backoff.
+//! by itself when the server answers 401 (or its HTML login page). Listings are retried with
+//! backoff; file bodies get one attempt per call (see [`super::retry`]).
 
 use super::json::{self, Row};
 use super::retry::{Attempts, LISTING_ATTEMPTS};

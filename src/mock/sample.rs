@@ -1,0 +1,297 @@
+//! The built-in sample data set (the demo's, and most tests'), and a tiny one for core tests.
+
+use super::data::{Body, Dataset, MockFile, MockProject, MockResource, MockScan, MockSession};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The shape of the generated sample data set.
+#[derive(Debug, Clone)]
+pub struct SampleSpec {
+    /// DICOM files in each DICOM resource.
+    pub dicom_files: usize,
+    /// Size of each DICOM file.
+    pub dicom_size: u64,
+    /// Size of the NIfTI image of the T1w scans.
+    pub nifti_size: u64,
+    /// Scans per MR session: 1 Localizer, 2 T1w (DICOM, NIFTI, SNAPSHOTS), 3 rsfMRI (DICOM in
+    /// two subfolders), then fMRI runs (DICOM).
+    pub scans: usize,
+}
+
+impl Default for SampleSpec {
+    fn default() -> Self {
+        SampleSpec {
+            dicom_files: 24,
+            dicom_size: 48 * 1024,
+            nifti_size: 6 * 1024 * 1024,
+            scans: 3,
+        }
+    }
+}
+
+fn dicom_prefix() -> Bytes {
+    let mut p = vec![0u8; 128];
+    p.extend_from_slice(b"DICM");
+    Bytes::from(p)
+}
+
+struct Builder {
+    next_resource: u64,
+    next_seed: u64,
+    spec: SampleSpec,
+}
+
+impl Builder {
+    fn generated(&mut self, path: &str, size: u64, prefix: Bytes) -> Arc<MockFile> {
+        self.next_seed += 1;
+        MockFile::new(
+            path,
+            Body::Generated {
+                seed: self.next_seed,
+                size,
+                prefix,
+            },
+        )
+    }
+
+    fn resource(&mut self, label: &str, format: &str, files: Vec<Arc<MockFile>>) -> MockResource {
+        self.next_resource += 1;
+        MockResource {
+            id: self.next_resource,
+            label: label.into(),
+            format: format.into(),
+            content: String::new(),
+            files,
+        }
+    }
+
+    fn dicom(&mut self, scan: &str, folders: &[&str]) -> MockResource {
+        let mut files = Vec::new();
+        for i in 0..self.spec.dicom_files {
+            let folder = folders[i % folders.len()];
+            let name = format!("1.3.12.2.1107.5.2.{scan}.{:05}.dcm", i + 1);
+            let path = if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            };
+            let size = self.spec.dicom_size + (i as u64 % 7) * 17;
+            files.push(self.generated(&path, size, dicom_prefix()));
+        }
+        self.resource("DICOM", "DICOM", files)
+    }
+
+    fn mr_session(&mut self, id: &str, label: &str, project: &str, date: &str) -> MockSession {
+        let mut scans = Vec::new();
+        let mut scan_specs: Vec<(String, String, &[&str])> = vec![
+            ("1".into(), "Localizer".into(), &[""]),
+            ("2".into(), "T1w".into(), &[""]),
+            ("3".into(), "rsfMRI".into(), &["echo1", "echo2"]),
+        ];
+        for n in 4..=self.spec.scans {
+            scan_specs.push((n.to_string(), format!("fMRI_run{}", n - 3), &[""]));
+        }
+        scan_specs.truncate(self.spec.scans.max(1));
+        for (sid, ty, folders) in scan_specs {
+            let (sid, ty) = (sid.as_str(), ty.as_str());
+            let mut resources = vec![self.dicom(sid, folders)];
+            if ty == "T1w" {
+                let nifti = self.generated("T1w.nii.gz", self.spec.nifti_size, Bytes::new());
+                resources.push(self.resource("NIFTI", "NIFTI", vec![nifti]));
+                let snaps = vec![
+                    self.generated("T1w_qc.gif", 20_000, Bytes::from_static(b"GIF89a")),
+                    self.generated("T1w_qc_t.gif", 3_000, Bytes::from_static(b"GIF89a")),
+                ];
+                resources.push(self.resource("SNAPSHOTS", "GIF", snaps));
+            }
+            scans.push(MockScan {
+                id: sid.into(),
+                scan_type: ty.into(),
+                series_description: ty.into(),
+                quality: "usable".into(),
+                xsi_type: "xnat:mrScanData".into(),
+                resources,
+            });
+        }
+        let report = MockFile::new(
+            "qc_report.html",
+            Body::Memory(Bytes::from(format!(
+                "<!DOCTYPE html><html><body><h1>QC for {label}</h1><p>pass</p></body></html>\n"
+            ))),
+        );
+        let motion = self.generated("figs/motion.png", 12_345, Bytes::from_static(b"\x89PNG"));
+        let protocol = MockFile::new(
+            "scan protocol.txt",
+            Body::Memory(Bytes::from(format!("protocol for {label}\nTR=2000\n"))),
+        );
+        let notes = MockFile::new(
+            "notes+v2.txt",
+            Body::Memory(Bytes::from_static(b"version 2 notes\n")),
+        );
+        let resources = vec![
+            self.resource("QC", "HTML", vec![report, motion]),
+            self.resource("PROTOCOLS", "TXT", vec![protocol, notes]),
+        ];
+        MockSession {
+            id: id.into(),
+            label: label.into(),
+            project: project.into(),
+            subject_id: String::new(),
+            subject_label: label.split('_').next().unwrap_or(label).into(),
+            xsi_type: "xnat:mrSessionData".into(),
+            date: date.into(),
+            scans,
+            resources,
+        }
+    }
+}
+
+impl Dataset {
+    /// The built-in sample: projects DEMO and PILOT (with a session label that repeats across
+    /// them, and an EEG session whose scans need `xsiType` and whose files have no digest).
+    pub fn sample(spec: &SampleSpec) -> Dataset {
+        let mut b = Builder {
+            next_resource: 1000,
+            next_seed: 0,
+            spec: spec.clone(),
+        };
+        let demo = vec![
+            Arc::new(b.mr_session("XNAT_E00001", "SUBJ01_MR1", "DEMO", "2024-03-01")),
+            Arc::new(b.mr_session("XNAT_E00002", "SUBJ02_MR1", "DEMO", "2024-03-08")),
+        ];
+        let mut edf = b.generated("SUBJ01_EEG1.edf", 100_000, Bytes::from_static(b"0       "));
+        Arc::get_mut(&mut edf).expect("new file").listed_digest = false;
+        let eeg = MockSession {
+            id: "XNAT_E00004".into(),
+            label: "SUBJ01_EEG1".into(),
+            project: "PILOT".into(),
+            subject_id: String::new(),
+            subject_label: "SUBJ01".into(),
+            xsi_type: "xnat:eegSessionData".into(),
+            date: "2024-04-02".into(),
+            scans: vec![MockScan {
+                id: "1".into(),
+                scan_type: "EEG".into(),
+                series_description: "resting EEG".into(),
+                quality: "usable".into(),
+                xsi_type: "xnat:eegScanData".into(),
+                resources: vec![b.resource("EDF", "EDF", vec![edf])],
+            }],
+            resources: vec![],
+        };
+        let pilot = vec![
+            Arc::new(b.mr_session("XNAT_E00003", "SUBJ01_MR1", "PILOT", "2023-11-20")),
+            Arc::new(eeg),
+        ];
+        let mut data = Dataset {
+            projects: vec![
+                MockProject {
+                    id: "DEMO".into(),
+                    name: "Demo project".into(),
+                    sessions: demo,
+                },
+                MockProject {
+                    id: "PILOT".into(),
+                    name: "Pilot study".into(),
+                    sessions: pilot,
+                },
+            ],
+        };
+        data.number_subjects();
+        data
+    }
+
+    /// Gives each (project, subject label) an accession ID, `XNAT_S00001` on.
+    pub(super) fn number_subjects(&mut self) {
+        let mut ids: Vec<(String, String)> = Vec::new();
+        for p in &mut self.projects {
+            for s in &mut p.sessions {
+                let key = (s.project.clone(), s.subject_label.clone());
+                let n = match ids.iter().position(|k| *k == key) {
+                    Some(i) => i + 1,
+                    None => {
+                        ids.push(key);
+                        ids.len()
+                    }
+                };
+                Arc::make_mut(s).subject_id = format!("XNAT_S{n:05}");
+            }
+        }
+    }
+
+    /// A tiny data set for core tests: project `P` with one session (`S1`, accession ID
+    /// `E1`), whose scan `2` and the session itself each hold a resource `DICOM` of files
+    /// 10, 20, 30 and 40 bytes long (three of them in subfolders); and a project whose name
+    /// (`..`) is unsafe.
+    pub fn tiny() -> Dataset {
+        let files = || {
+            [
+                ("a.dcm", 10),
+                ("sub/b.dcm", 20),
+                ("sub/deep/c.dcm", 30),
+                ("sub/d.dcm", 40),
+            ]
+            .into_iter()
+            .map(|(path, n)| MockFile::new(path, Body::Memory(vec![b'x'; n].into())))
+            .collect()
+        };
+        let dicom = |id| MockResource {
+            id,
+            label: "DICOM".into(),
+            format: "DICOM".into(),
+            content: String::new(),
+            files: files(),
+        };
+        let session = MockSession {
+            id: "E1".into(),
+            label: "S1".into(),
+            project: "P".into(),
+            subject_id: "XNAT_S1".into(),
+            subject_label: "S".into(),
+            xsi_type: "xnat:mrSessionData".into(),
+            date: String::new(),
+            scans: vec![MockScan {
+                id: "2".into(),
+                scan_type: "T1".into(),
+                series_description: String::new(),
+                quality: String::new(),
+                xsi_type: "xnat:mrScanData".into(),
+                resources: vec![dicom(11)],
+            }],
+            resources: vec![dicom(12)],
+        };
+        let project = |id: &str, sessions| MockProject {
+            id: id.into(),
+            name: id.into(),
+            sessions,
+        };
+        Dataset {
+            projects: vec![project("P", vec![Arc::new(session)]), project("..", vec![])],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_is_deterministic_and_has_the_quirks() {
+        let a = Dataset::sample(&SampleSpec::default());
+        let b = Dataset::sample(&SampleSpec::default());
+        let (fa, fb) = (a.all_files(), b.all_files());
+        assert_eq!(fa.len(), fb.len());
+        assert_eq!(fa[5].3.md5(), fb[5].3.md5());
+        let labels: Vec<_> = a
+            .projects
+            .iter()
+            .flat_map(|p| &p.sessions)
+            .map(|s| s.label.as_str())
+            .collect();
+        assert_eq!(labels.iter().filter(|l| **l == "SUBJ01_MR1").count(), 2);
+        assert!(fa.iter().any(|f| f.3.path.contains('/')));
+        assert!(fa.iter().any(|f| f.3.path.contains(' ')));
+        let dcm = fa.iter().find(|f| f.3.path.ends_with(".dcm")).unwrap().3;
+        assert_eq!(&dcm.read_at(128, 4).unwrap(), b"DICM");
+    }
+}
