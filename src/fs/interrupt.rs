@@ -4,8 +4,13 @@
 //! us the kernel makes its caller wait for the answer even after Ctrl-C (buffered reads are
 //! the exception: their page waits are killable). So a wait for the server (a lookup or a
 //! listing, and reads) watches its caller: once it has a terminating signal pending (SIGINT,
-//! SIGTERM, SIGKILL, SIGHUP, SIGQUIT) or is gone, the wait ends with EINTR at once, instead
-//! of after the I/O timeout.
+//! SIGTERM, SIGKILL, SIGHUP, SIGQUIT), the wait ends with EINTR at once, instead of after the
+//! I/O timeout.
+//!
+//! Only a definite answer ends a wait. A caller we cannot see is still waiting: in a container
+//! the kernel reports callers from outside the daemon's PID namespace as pid 0, and `/proc`
+//! mounted with `hidepid` hides other users' processes; a caller that is gone no longer needs
+//! an answer, and its request ends with the I/O timeout.
 
 use std::time::Duration;
 
@@ -17,10 +22,14 @@ const TERMINATING: [u32; 5] = [
     libc::SIGTERM as u32,
 ];
 
-/// Whether thread `tid` has a terminating signal pending, or no longer exists.
+/// Whether thread `tid` is known to have a terminating signal pending. Unknown (pid 0, or
+/// no readable `/proc/<tid>/status`) is not giving up.
 pub fn gave_up(tid: u32) -> bool {
+    if tid == 0 {
+        return false;
+    }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return true;
+        return false;
     };
     status
         .lines()
@@ -81,8 +90,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_live_thread_without_signals_has_not_given_up() {
-        assert!(!gave_up(std::process::id()));
-        assert!(gave_up(u32::MAX - 1), "a thread that does not exist has");
+    fn only_a_known_pending_signal_is_giving_up() {
+        assert!(
+            !gave_up(std::process::id()),
+            "a live thread without signals"
+        );
+        assert!(
+            !gave_up(u32::MAX - 1),
+            "a thread we cannot see is still waiting"
+        );
+        assert!(
+            !gave_up(0),
+            "a caller from another PID namespace is still waiting"
+        );
     }
 }

@@ -47,7 +47,20 @@ pub fn demo_client(url: &str) -> std::sync::Arc<xnatfs::xnat::http::HttpXnat> {
 /// A `Command` for the binary with a clean environment: the mock's URL and the demo
 /// credentials, and a private HOME so no profile or netrc of the machine is read.
 pub fn xnatfs(url: &str, home: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    xnatfs_via(&[], url, home)
+}
+
+/// As [`xnatfs`], run through `wrapper` (a command and its arguments, like
+/// `unshare --pid --fork`), when given.
+pub fn xnatfs_via(wrapper: &[String], url: &str, home: &Path) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)

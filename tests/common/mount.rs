@@ -1,6 +1,6 @@
 //! A real mount of the mock by the `xnatfs` binary, unmounted when dropped, with a watchdog.
 
-use super::{force_unmount, is_mounted, xnatfs};
+use super::{force_unmount, is_mounted, xnatfs_via};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ pub struct MountBuilder {
     args: Vec<String>,
     cache_dir: Option<PathBuf>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 impl MountBuilder {
@@ -35,7 +36,13 @@ impl MountBuilder {
             args: vec![],
             cache_dir: None,
             env: vec![],
+            wrapper: vec![],
         }
+    }
+    /// Runs the daemon through this command (like `unshare --pid --fork --kill-child`).
+    pub fn via(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+        self
     }
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
@@ -61,7 +68,7 @@ impl MountBuilder {
             .cache_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("cache"));
-        let mut cmd = xnatfs(&self.url, &home);
+        let mut cmd = xnatfs_via(&self.wrapper, &self.url, &home);
         // The log goes to a file: a pipe nobody reads would fill and stall the daemon.
         let log_path = dir.path().join("xnatfs.log");
         let log = std::fs::File::create(&log_path).unwrap();

@@ -190,6 +190,31 @@ fn ctrl_c_on_a_listing_that_waits_for_the_server_ends_at_once() {
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
 
+/// In a container the daemon has its own PID namespace and the kernel names every caller
+/// pid 0: a wait for a slow server must go on (it once ended with EINTR after 100 ms).
+#[test]
+fn in_its_own_pid_namespace_slow_answers_still_arrive() {
+    let data = small_sample();
+    let t1w = mock_file(&data, SUBJ01_T1W);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .via(&["unshare", "--pid", "--fork", "--kill-child"])
+        .args(&["--io-timeout", "30"])
+        .mount();
+    mock.state.controls.latency_ms.store(400, Ordering::SeqCst);
+    assert_eq!(
+        dir_names(&m.path("DEMO/SUBJ02_MR1/scans")),
+        ["1", "2", "3"],
+        "a listing that takes 400 ms"
+    );
+    assert_eq!(
+        md5_file(&m.path(SUBJ01_T1W)),
+        t1w.md5(),
+        "reads that wait too"
+    );
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
+}
+
 #[test]
 fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
     let mock = start_mock(small_sample());
