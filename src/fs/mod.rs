@@ -47,15 +47,24 @@ pub struct Attr {
 }
 
 /// How a file was opened.
+///
+/// Linux refuses to mix the two kinds on one inode: while a passthrough open is live, every
+/// other open of the inode must be passthrough too (with the same backing file), and while a
+/// page-cached open is live, no passthrough open may start; either mistake fails the open
+/// with EIO (`fs/fuse/iomode.c`). [`XnatFs::open`] counts the open handles of each kind per
+/// inode and chooses so that they never conflict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
-    /// Complete in the cache at `path`: the kernel may read it directly (FUSE passthrough).
+    /// The kernel reads the cache file at `path` directly (FUSE passthrough). When other
+    /// passthrough handles of the inode are open, their backing file is shared, even if
+    /// `path` is gone from the cache since.
     Passthrough { fh: u64, path: PathBuf },
     /// Reads come to [`XnatFs::read`].
     Served { fh: u64 },
 }
 
 struct OpenFile {
+    ino: u64,
     /// The complete cache file when it was there at open (kept from eviction while open).
     cached: Option<PathBuf>,
     res: Arc<ResourceRef>,
@@ -66,8 +75,13 @@ struct OpenFile {
 
 enum Handle {
     File(Arc<OpenFile>),
-    /// A complete cache file the kernel reads directly (kept from eviction while open).
-    Passthrough(PathBuf),
+    /// A cache file the kernel reads directly, and whether it pinned it in the cache (kept
+    /// from eviction while open).
+    Passthrough {
+        ino: u64,
+        path: PathBuf,
+        pinned: bool,
+    },
     /// An open folder: listed once, so a listing read in several calls stays consistent.
     Dir(Arc<OnceCell<Children>>),
 }
@@ -78,7 +92,16 @@ pub struct XnatFs {
     opts: FsOptions,
     mounted_at: SystemTime,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Open file handles per inode, of each kind.
+    open_kinds: Mutex<HashMap<u64, OpenKinds>>,
     next_fh: AtomicU64,
+}
+
+/// How many handles of an inode are open, of each kind.
+#[derive(Debug, Default, Clone, Copy)]
+struct OpenKinds {
+    passthrough: u32,
+    served: u32,
 }
 
 impl XnatFs {
@@ -89,6 +112,7 @@ impl XnatFs {
             opts,
             mounted_at: SystemTime::now(),
             handles: Mutex::new(HashMap::new()),
+            open_kinds: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         })
     }
@@ -144,7 +168,8 @@ impl XnatFs {
     }
 
     /// Opens file `ino` for reading (`write`: opened for writing or truncation, refused).
-    /// A file complete in the cache is offered for passthrough when `passthrough` allows.
+    /// With `passthrough` allowed, a file complete in the cache is handed to the kernel, as
+    /// far as the other open handles of the inode let it (see [`Opened`]).
     pub fn open(&self, ino: u64, write: bool, passthrough: bool) -> Result<Opened, Errno> {
         if write {
             return Err(Errno::ROFS);
@@ -155,18 +180,33 @@ impl XnatFs {
             None => return Err(Errno::NOENT),
         };
         let cache = self.fetcher.cache();
+        let mut kinds = self.open_kinds.lock().unwrap();
+        let open = kinds.entry(ino).or_default();
         let cached = cache.lookup(&res, &file);
         if let Some(path) = &cached {
             cache.budget().opened(path);
-            if passthrough {
-                let fh = self.add_handle(Handle::Passthrough(path.clone()));
-                return Ok(Opened::Passthrough {
-                    fh,
-                    path: path.clone(),
-                });
-            }
         }
+        let passthrough =
+            passthrough && (open.passthrough > 0 || (open.served == 0 && cached.is_some()));
+        if passthrough {
+            open.passthrough += 1;
+            let pinned = cached.is_some();
+            // Joining live passthrough handles whose cache copy is gone: the path only names
+            // the file; the kernel reads the backing file they share.
+            let path = match cached.or_else(|| cache.file_path(&res, &file.path)) {
+                Some(p) => p,
+                None => PathBuf::from(&file.path),
+            };
+            let fh = self.add_handle(Handle::Passthrough {
+                ino,
+                path: path.clone(),
+                pinned,
+            });
+            return Ok(Opened::Passthrough { fh, path });
+        }
+        open.served += 1;
         let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
+            ino,
             cached,
             res,
             file,
@@ -222,13 +262,24 @@ impl XnatFs {
     }
 
     pub fn release(&self, fh: u64) {
-        let closed = match self.handles.lock().unwrap().remove(&fh) {
-            Some(Handle::Passthrough(path)) => Some(path),
-            Some(Handle::File(f)) => f.cached.clone(),
-            _ => None,
+        let (ino, passthrough, pinned) = match self.handles.lock().unwrap().remove(&fh) {
+            Some(Handle::Passthrough { ino, path, pinned }) => (ino, true, pinned.then_some(path)),
+            Some(Handle::File(f)) => (f.ino, false, f.cached.clone()),
+            _ => return,
         };
-        if let Some(path) = closed {
+        if let Some(path) = pinned {
             self.fetcher.cache().budget().closed(&path);
+        }
+        let mut kinds = self.open_kinds.lock().unwrap();
+        if let Some(open) = kinds.get_mut(&ino) {
+            if passthrough {
+                open.passthrough = open.passthrough.saturating_sub(1);
+            } else {
+                open.served = open.served.saturating_sub(1);
+            }
+            if open.passthrough == 0 && open.served == 0 {
+                kinds.remove(&ino);
+            }
         }
     }
 

@@ -281,3 +281,36 @@ async fn a_refused_body_is_eacces_after_one_request() {
         "a lasting failure is not tried again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opens_of_one_inode_never_mix_passthrough_and_page_cached_handles() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let Ok(Opened::Served { fh: first }) = s.fs.open(file.ino, false, true) else {
+        panic!()
+    };
+    read_all(&s.fs, first, 30).await.unwrap();
+    // Complete in the cache now, but a page-cached handle is open: no passthrough beside it.
+    let Ok(Opened::Served { fh: second }) = s.fs.open(file.ino, false, true) else {
+        panic!("a passthrough open beside a page-cached one fails with EIO in the kernel");
+    };
+    s.fs.release(first);
+    s.fs.release(second);
+    let Ok(Opened::Passthrough { fh: third, path }) = s.fs.open(file.ino, false, true) else {
+        panic!("once nothing is open, a cached file goes to the kernel");
+    };
+    // The cache copy goes (evicted, cleared): opens beside the passthrough one stay
+    // passthrough, sharing its backing file, and pin nothing.
+    std::fs::remove_file(&path).unwrap();
+    let Ok(Opened::Passthrough { fh: fourth, .. }) = s.fs.open(file.ino, false, true) else {
+        panic!("a page-cached open beside a passthrough one fails with EIO in the kernel");
+    };
+    s.fs.release(third);
+    s.fs.release(fourth);
+    assert!(!s.cache.budget().is_open(&path));
+    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+        panic!("nothing open and nothing cached: served");
+    };
+    assert_eq!(read_all(&s.fs, fh, 30).await.unwrap(), vec![b'x'; 30]);
+    s.fs.release(fh);
+}

@@ -1,5 +1,5 @@
 //! Reading files: concurrent readers, large files read at random, reads beside a stalled
-//! download, and reads across an expired session.
+//! download, reads across an expired session, and opens of one file of both kinds.
 
 use crate::common::*;
 use std::sync::atomic::Ordering;
@@ -124,4 +124,45 @@ fn a_cached_file_reads_while_another_download_is_stalled() {
         .controls
         .stall_files
         .store(false, Ordering::SeqCst);
+}
+
+/// `md5sum` of a file in another process, checked against the source.
+fn md5sum_in_another_process(path: &std::path::Path, want: &str) {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "md5sum failed: {said}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(want));
+}
+
+/// Linux refuses a FUSE passthrough open beside a page-cached open of one inode and the
+/// reverse (EIO): a second reader of a file that became cached while the first kept it open,
+/// and a reader of a file whose cache copy went while another kept it open, both read.
+#[test]
+fn a_second_open_never_conflicts_with_an_open_of_another_kind() {
+    use std::io::Read;
+    let data = small_sample();
+    let (t1w, t2w) = (mock_file(&data, SUBJ01_T1W), mock_file(&data, SUBJ02_T1W));
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    // A cold open, kept open while its download finishes, then a second reader.
+    let mut first = std::fs::File::open(m.path(SUBJ01_T1W)).unwrap();
+    let mut bytes = Vec::new();
+    first.read_to_end(&mut bytes).unwrap();
+    md5sum_in_another_process(&m.path(SUBJ01_T1W), t1w.md5());
+    drop(first);
+    // A cached file kept open (by the kernel, passthrough), its cache copy cleared, then a
+    // second reader.
+    md5sum_in_another_process(&m.path(SUBJ02_T1W), t2w.md5());
+    let kept = std::fs::File::open(m.path(SUBJ02_T1W)).unwrap();
+    let cleared = xnatfs(&mock.url(), &m.home)
+        .args(["cache", "clear", "--cache-dir"])
+        .arg(&m.cache_dir)
+        .output()
+        .unwrap();
+    assert!(cleared.status.success());
+    md5sum_in_another_process(&m.path(SUBJ02_T1W), t2w.md5());
+    drop(kept);
 }
