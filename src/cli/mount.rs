@@ -25,12 +25,13 @@ pub struct MountArgs {
     /// Stay attached; Ctrl-C or SIGTERM unmounts.
     #[arg(long, short = 'f')]
     pub foreground: bool,
-    /// Seconds listings are kept before they are asked again.
-    #[arg(long, default_value_t = 60)]
-    pub dir_ttl: u64,
-    /// Seconds any one wait for the server may take before the operation fails.
-    #[arg(long, default_value_t = 30)]
-    pub io_timeout: u64,
+    /// How long listings are kept before they are asked again (like 60s, 5m; plain numbers
+    /// are seconds).
+    #[arg(long, value_parser = crate::units::parse_duration, default_value = "60s")]
+    pub dir_ttl: Duration,
+    /// How long one operation may wait for the server before it fails (like 30s, 2m).
+    #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
+    pub io_timeout: Duration,
     /// Log file when in the background (default: <cache dir>/xnatfs.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -41,7 +42,8 @@ pub struct MountArgs {
     /// evicted (default: 20G, or less to keep 10% of the disk free).
     #[arg(long, value_parser = crate::units::parse_size)]
     pub cache_size: Option<u64>,
-    /// Memory downloads may hold at once (like 256M); past it they slow down to wait.
+    /// Memory downloads may hold at once (like 256M, at least 16M); past it they slow down to
+    /// wait.
     #[arg(long, value_parser = crate::units::parse_size, default_value = "512M")]
     pub max_memory: u64,
     /// Let other users read the mount (it is private to you by default; as non-root this
@@ -73,7 +75,7 @@ pub fn cmd_mount(args: MountArgs) -> Result<()> {
 
 /// Mounts and serves in this process until unmounted.
 fn serve(args: &MountArgs, settings: &Settings, cache_dir: PathBuf, child: bool) -> Result<()> {
-    let io_timeout = Duration::from_secs(args.io_timeout.max(1));
+    let io_timeout = args.io_timeout.max(Duration::from_secs(1));
     let plan = MountPlan {
         client: client(settings, io_timeout, args.server.insecure)?,
         cache_dir,
@@ -84,7 +86,7 @@ fn serve(args: &MountArgs, settings: &Settings, cache_dir: PathBuf, child: bool)
         cache_size: args.cache_size,
         options: MountOptions {
             mountpoint: args.mountpoint.clone(),
-            dir_ttl: Duration::from_secs(args.dir_ttl),
+            dir_ttl: args.dir_ttl,
             io_timeout,
             threads: 4,
             allow_other: args.allow_other,

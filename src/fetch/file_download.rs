@@ -11,11 +11,11 @@
 //! When every byte is there the file is checked (size, and MD5 when listed) and renamed to its
 //! final name in the cache. Readers keep reading the same open file throughout.
 
-use super::FetchContext;
 use super::error::FetchError;
 use super::hasher::Hasher;
 use super::ranges::Ranges;
 use super::readahead::{MIN_WINDOW, Readahead};
+use super::{FetchContext, ProgressMark};
 use crate::cache::PartialFile;
 use crate::xnat::retry::{Attempts, BODY_ATTEMPTS};
 use crate::xnat::{RemoteFile, XnatError};
@@ -53,7 +53,8 @@ struct State {
     failed: Option<FetchError>,
     /// Verified and renamed to its final name (or refused).
     finished: Option<Result<(), FetchError>>,
-    last_progress: Instant,
+    /// When a byte of progress was last made (see [`ProgressMark`]).
+    progress: ProgressMark,
 }
 
 pub struct FileDownload {
@@ -89,7 +90,7 @@ impl FileDownload {
                 part: Some(part),
                 failed: None,
                 finished: None,
-                last_progress: Instant::now(),
+                progress: ProgressMark::default(),
             }),
             changed: tokio::sync::watch::channel(0).0,
         }))
@@ -209,7 +210,7 @@ impl FileDownload {
                     self.plan(&mut st, want_off, want_end, false);
                     planned = true;
                 }
-                st.last_progress.max(asked)
+                st.progress.at().max(asked)
             };
             let left = self
                 .ctx
@@ -220,7 +221,7 @@ impl FileDownload {
                 Ok(Err(_)) => return Err(FetchError::Cache("download dropped".into())),
                 Err(_) => {
                     let st = self.state.lock().unwrap();
-                    if st.last_progress.max(asked).elapsed() >= self.ctx.stall_timeout {
+                    if st.progress.at().max(asked).elapsed() >= self.ctx.stall_timeout {
                         return Err(XnatError::Timeout(format!(
                             "no data for {} in {:?}",
                             self.file.uri, self.ctx.stall_timeout
@@ -345,7 +346,7 @@ impl FileDownload {
                     let last = {
                         let mut st = self.state.lock().unwrap();
                         st.failed_attempts += 1;
-                        st.last_progress.max(began)
+                        st.progress.at().max(began)
                     };
                     let stalled = last.elapsed() >= self.ctx.stall_timeout;
                     tracing::warn!(
@@ -424,10 +425,14 @@ impl FileDownload {
         }
         let mut at = download.start;
         let mut body = download.body;
+        let asked = Instant::now();
         loop {
-            let next = tokio::time::timeout(self.ctx.stall_timeout, body.next())
+            // Until the stall timeout since the last progress (not merely the last byte).
+            let since = self.state.lock().unwrap().progress.at().max(asked);
+            let left = self.ctx.stall_timeout.saturating_sub(since.elapsed());
+            let next = tokio::time::timeout(left, body.next())
                 .await
-                .map_err(|_| XnatError::Timeout(format!("no data for {}", self.file.uri)))?;
+                .map_err(|_| XnatError::Timeout(format!("no progress for {}", self.file.uri)))?;
             let Some(chunk) = next else { break };
             let chunk = chunk?;
             let chunk_end = at + chunk.len() as u64;
@@ -491,7 +496,8 @@ impl FileDownload {
                 }
             }
         }
-        st.last_progress = Instant::now();
+        let complete = st.present.contains(0, self.file.size);
+        st.progress.arrived(chunk.len() as u64, complete);
         drop(st);
         self.bump();
         Ok(())

@@ -10,11 +10,35 @@ pub const HASH_AHEAD: usize = 32 << 20;
 /// The memory budget is counted in units of this many bytes.
 pub const MEMORY_UNIT: usize = 1024;
 
-/// A memory budget of `bytes` for data held in memory by downloads (chunks waiting to be
-/// hashed), shared by a whole mount.
-pub fn memory_budget(bytes: u64) -> Arc<Semaphore> {
-    let units = (bytes / MEMORY_UNIT as u64).clamp(256, Semaphore::MAX_PERMITS as u64);
-    Arc::new(Semaphore::new(units as usize))
+/// The smallest memory budget: a smaller `--max-memory` is raised to this.
+pub const MIN_MEMORY: u64 = 16 << 20;
+
+/// The memory budget for data held in memory by downloads (chunks waiting to be hashed),
+/// shared by a whole mount.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    units: Arc<Semaphore>,
+    total: u32,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes`, at least [`MIN_MEMORY`].
+    pub fn new(bytes: u64) -> MemoryBudget {
+        let units = (bytes.max(MIN_MEMORY) / MEMORY_UNIT as u64)
+            .min(Semaphore::MAX_PERMITS as u64)
+            .min(u64::from(u32::MAX)) as u32;
+        MemoryBudget {
+            units: Arc::new(Semaphore::new(units as usize)),
+            total: units,
+        }
+    }
+
+    /// Holds `units` of the budget until the permit is dropped; a request for more than the
+    /// whole budget holds all of it (so it waits for the others, and never for ever).
+    async fn hold(&self, units: u32) -> Option<OwnedSemaphorePermit> {
+        let units = units.min(self.total);
+        self.units.clone().acquire_many_owned(units).await.ok()
+    }
 }
 
 /// MD5 of a body, computed on a blocking thread from the chunks a request receives in order.
@@ -22,7 +46,7 @@ pub struct Hasher {
     /// Bytes `0..upto` have been sent to the thread.
     upto: u64,
     /// The mount's memory budget: every chunk waiting to be hashed holds its share.
-    memory: Arc<Semaphore>,
+    memory: MemoryBudget,
     /// This download's own share: it may run at most [`HASH_AHEAD`] ahead of its hashing.
     own: Arc<Semaphore>,
     tx: Option<tokio::sync::mpsc::UnboundedSender<HashItem>>,
@@ -33,7 +57,7 @@ pub struct Hasher {
 type HashItem = (bytes::Bytes, [OwnedSemaphorePermit; 2]);
 
 impl Hasher {
-    pub fn start(memory: Arc<Semaphore>) -> Hasher {
+    pub fn start(memory: MemoryBudget) -> Hasher {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<HashItem>();
         let done = tokio::task::spawn_blocking(move || {
             let mut h = <md5::Md5 as md5::Digest>::new();
@@ -66,9 +90,9 @@ impl Hasher {
         self.upto = end;
         let units =
             (part.len().div_ceil(MEMORY_UNIT) as u32).clamp(1, (HASH_AHEAD / MEMORY_UNIT) as u32);
-        let own = self.own.clone().acquire_many_owned(units).await;
-        let global = self.memory.clone().acquire_many_owned(units).await;
-        let (Ok(own), Ok(global)) = (own, global) else {
+        let own = self.own.clone().acquire_many_owned(units).await.ok();
+        let global = self.memory.hold(units).await;
+        let (Some(own), Some(global)) = (own, global) else {
             self.tx = None;
             return;
         };
@@ -97,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn hashes_in_order_skipping_what_was_sent_before() {
         let body = bytes::Bytes::from(vec![7u8; 300_000]);
-        let mut h = Hasher::start(memory_budget(1 << 20));
+        let mut h = Hasher::start(MemoryBudget::new(1 << 20));
         h.feed(0, &body.slice(..100_000)).await;
         // A retry from the start resends bytes already hashed: only the new part counts.
         h.feed(0, &body.slice(..200_000)).await;
@@ -106,8 +130,26 @@ mod tests {
             h.finish(300_000).await,
             Some(hex::encode(md5::Md5::digest(&body)))
         );
-        let mut gap = Hasher::start(memory_budget(1 << 20));
+        let mut gap = Hasher::start(MemoryBudget::new(1 << 20));
         gap.feed(1000, &body.slice(..10)).await;
         assert_eq!(gap.finish(1010).await, None, "a gap means no digest");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_larger_than_the_whole_budget_still_goes_through() {
+        let budget = MemoryBudget::new(1); // raised to the floor
+        assert_eq!(u64::from(budget.total), MIN_MEMORY / MEMORY_UNIT as u64);
+        let mut h = Hasher::start(budget.clone());
+        let big = bytes::Bytes::from(vec![1u8; HASH_AHEAD]);
+        // A chunk of 32 MiB is twice the whole budget.
+        let fed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            h.feed(0, &big).await;
+            h.feed(big.len() as u64, &big).await;
+        });
+        assert!(
+            fed.await.is_ok(),
+            "never waits for more than the budget holds"
+        );
+        assert!(h.finish(2 * HASH_AHEAD as u64).await.is_some());
     }
 }

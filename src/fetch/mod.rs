@@ -20,10 +20,46 @@ use ranges::RangeSupport;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Default memory budget of a mount's downloads.
 pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
+
+/// A body makes progress while at least this many bytes arrive per stall timeout: a server
+/// that sends a byte now and then never quite stalls, and must not hold a reader for ever.
+pub const PROGRESS_BYTES: u64 = 64 << 10;
+
+/// When a body last made progress ([`PROGRESS_BYTES`] since the mark before, or its end).
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressMark {
+    at: Instant,
+    since: u64,
+}
+
+impl Default for ProgressMark {
+    fn default() -> Self {
+        ProgressMark {
+            at: Instant::now(),
+            since: 0,
+        }
+    }
+}
+
+impl ProgressMark {
+    /// `n` more bytes arrived (`complete`: the body is all there now).
+    pub fn arrived(&mut self, n: u64, complete: bool) {
+        self.since += n;
+        if self.since >= PROGRESS_BYTES || complete {
+            self.at = Instant::now();
+            self.since = 0;
+        }
+    }
+
+    /// When progress was last made.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
 
 /// What every download of a mount works with.
 pub struct FetchContext {
@@ -34,7 +70,7 @@ pub struct FetchContext {
     /// What the server does with `Range`, learnt once for the mount.
     pub range: RangeSupport,
     /// The memory budget of all downloads together.
-    pub memory: Arc<tokio::sync::Semaphore>,
+    pub memory: hasher::MemoryBudget,
     /// Give up after this long without receiving a byte.
     pub stall_timeout: Duration,
 }
@@ -69,7 +105,7 @@ impl Fetcher {
                 rt,
                 cache,
                 range: RangeSupport::default(),
-                memory: hasher::memory_budget(max_memory),
+                memory: hasher::MemoryBudget::new(max_memory),
                 stall_timeout,
             }),
             active: Mutex::new(HashMap::new()),

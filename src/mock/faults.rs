@@ -2,8 +2,10 @@
 
 use super::responses::html;
 use super::{MockState, data_seed};
+use axum::body::Body;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
+use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -58,4 +60,22 @@ pub(super) async fn inject(state: &MockState, uri: &Uri) -> Option<Response> {
         c.truncate_next.fetch_add(1, Ordering::SeqCst);
     }
     None
+}
+
+/// The answer as it is, or sent one byte at a time when `drip_ms` is set.
+pub(super) fn drip(state: &MockState, answer: Response) -> Response {
+    let every = state.controls.drip_ms.load(Ordering::SeqCst);
+    if every == 0 {
+        return answer;
+    }
+    let (parts, body) = answer.into_parts();
+    let bytes = body.into_data_stream().flat_map(|chunk| {
+        let chunk = chunk.unwrap_or_default();
+        futures::stream::iter((0..chunk.len()).map(move |i| chunk.slice(i..i + 1)))
+    });
+    let dripping = bytes.then(move |b| async move {
+        tokio::time::sleep(Duration::from_millis(every)).await;
+        Ok::<_, std::io::Error>(b)
+    });
+    Response::from_parts(parts, Body::from_stream(dripping))
 }

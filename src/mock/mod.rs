@@ -58,6 +58,9 @@ pub struct Controls {
     pub stall_files: AtomicBool,
     /// Pause between chunks (256 KiB) of a file body, in milliseconds: a slow link.
     pub chunk_delay_ms: AtomicU64,
+    /// Every answer after the login (listings and bodies) is sent one byte at a time, one
+    /// byte every this many milliseconds, while set (0: off): a server that never quite stalls.
+    pub drip_ms: AtomicU64,
     /// File body bytes sent.
     pub bytes_sent: Arc<AtomicU64>,
     /// Every request: 503 while set.

@@ -108,7 +108,8 @@ pub(super) async fn handle(
         return html(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
     let query = query_map(&uri);
-    route(&state, &segs, &query, &headers)
+    let answer = route(&state, &segs, &query, &headers);
+    faults::drip(&state, answer)
 }
 
 fn route(

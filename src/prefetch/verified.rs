@@ -2,12 +2,12 @@
 //! (size, and MD5 when listed) before it takes its final name.
 
 use crate::cache::PartialFile;
-use crate::fetch::FetchError;
+use crate::fetch::{FetchError, ProgressMark};
 use crate::xnat::retry::Attempts;
 use crate::xnat::{RemoteFile, XnatApi, XnatError};
 use futures::StreamExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How hard to try a transfer, and how to keep the result.
 #[derive(Debug, Clone)]
@@ -33,24 +33,16 @@ pub async fn download_verified(
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<(), FetchError> {
     let mut attempts = Attempts::new(policy.attempts);
-    let mut last_progress = Instant::now();
+    let mut progress = ProgressMark::default();
     loop {
-        let once = download_once(
-            api,
-            file,
-            dest,
-            tmp_dir,
-            policy,
-            &mut last_progress,
-            on_bytes,
-        );
+        let once = download_once(api, file, dest, tmp_dir, policy, &mut progress, on_bytes);
         match once.await {
             Ok(()) => {
                 tracing::debug!("downloaded {}", dest.display());
                 return Ok(());
             }
             Err(e) => {
-                let progressing = last_progress.elapsed() < policy.stall_timeout;
+                let progressing = progress.at().elapsed() < policy.stall_timeout;
                 if !attempts.again(e.retryable() && progressing).await {
                     tracing::error!("download of {} failed: {e}", file.uri);
                     return Err(e);
@@ -67,7 +59,7 @@ async fn download_once(
     dest: &Path,
     tmp_dir: &Path,
     policy: &TransferPolicy,
-    last_progress: &mut Instant,
+    progress: &mut ProgressMark,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<(), FetchError> {
     let stall_timeout = policy.stall_timeout;
@@ -75,13 +67,15 @@ async fn download_once(
         .await
         .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri)))??;
     let mut part = PartialFile::new_in(tmp_dir, policy.private).map_err(FetchError::cache)?;
+    let asked = std::time::Instant::now();
     loop {
-        let next = tokio::time::timeout(stall_timeout, download.body.next())
+        // Until the stall timeout since the last progress (not merely the last byte).
+        let left = stall_timeout.saturating_sub(progress.at().max(asked).elapsed());
+        let next = tokio::time::timeout(left, download.body.next())
             .await
-            .map_err(|_| XnatError::Timeout(format!("no data for {}", file.uri)))?;
+            .map_err(|_| XnatError::Timeout(format!("no progress for {}", file.uri)))?;
         let Some(chunk) = next else { break };
         let chunk = chunk?;
-        *last_progress = Instant::now();
         if part.written() + chunk.len() as u64 > file.size {
             return Err(FetchError::Verify(format!(
                 "{}: the body is longer than the listed {} bytes",
@@ -89,6 +83,7 @@ async fn download_once(
             )));
         }
         part.write(&chunk).map_err(FetchError::cache)?;
+        progress.arrived(chunk.len() as u64, part.written() == file.size);
         on_bytes(chunk.len() as u64);
     }
     Ok(part.commit(file, dest)?)

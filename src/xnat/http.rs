@@ -39,6 +39,10 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Attempts at a listing in all (see [`super::retry`]; file bodies get one per call).
     pub listing_attempts: u32,
+    /// Bound on one attempt at a listing or a login, answer and body together: a server
+    /// that sends a byte now and then must not hold it for ever. (File bodies are bounded by
+    /// their readers' progress rule instead: see `crate::fetch::PROGRESS_BYTES`.)
+    pub listing_deadline: Duration,
     /// Accept any TLS certificate.
     pub insecure: bool,
 }
@@ -48,6 +52,7 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(30),
             listing_attempts: LISTING_ATTEMPTS,
+            listing_deadline: Duration::from_secs(300),
             insecure: false,
         }
     }
@@ -184,6 +189,7 @@ impl HttpXnat {
             .http
             .post(format!("{}{path}", self.base))
             .basic_auth(user, Some(password))
+            .timeout(self.options.listing_deadline)
             .send()
             .await
             .map_err(|e| network_error(path, e))?;
@@ -274,6 +280,9 @@ impl HttpXnat {
                 .header(COOKIE, format!("JSESSIONID={token}"));
             if let Some(r) = range {
                 req = req.header(reqwest::header::RANGE, r);
+            }
+            if expect == Expect::Json {
+                req = req.timeout(self.options.listing_deadline);
             }
             let resp = req.send().await.map_err(|e| network_error(path, e))?;
             let status = resp.status();

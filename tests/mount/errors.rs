@@ -109,18 +109,19 @@ fn server_going_away_gives_eio_in_bounded_time_and_recovers() {
     let addr = mock.addr;
     let state = mock.state.clone();
     let m = MountBuilder::new(&mock.url())
-        .args(&["--io-timeout", "5"])
+        .args(&["--io-timeout", "5s"])
         .mount();
     let cached = m.path("DEMO/SUBJ01_MR1/resources/QC/files/qc_report.html");
     let report = std::fs::read(&cached).unwrap();
     let uncached = m.path("DEMO/SUBJ01_MR1/resources/QC/files/figs/motion.png");
     assert!(uncached.is_file());
     drop(mock);
+    // `--io-timeout` bounds one operation: retries and their pauses included.
     let path = uncached.clone();
     assert_fails_within(
         "server down",
         &[libc::EIO, libc::ETIMEDOUT],
-        Duration::from_secs(20),
+        Duration::from_secs(5 + 3),
         move || std::fs::read(path),
     );
     // What is cached is still served.
@@ -131,7 +132,7 @@ fn server_going_away_gives_eio_in_bounded_time_and_recovers() {
     assert_fails_within(
         "server hung",
         &[libc::EIO, libc::ETIMEDOUT],
-        Duration::from_secs(30),
+        Duration::from_secs(5 + 3),
         move || std::fs::read(path),
     );
     drop(hung);
@@ -185,6 +186,21 @@ fn bad_input_fails_before_mounting_with_a_clear_message() {
     );
     mount_fails("http://127.0.0.1:9", &[], &[], "cannot reach the server");
     mount_fails("not a url", &[], &[], "not a valid server URL");
+    // Durations: absurd or unreadable values are usage errors (exit 2), never a panic.
+    for (args, want) in [
+        (&["--io-timeout", "18446744073709551615"][..], "too long"),
+        (&["--dir-ttl", "soon"][..], "not a duration"),
+        (&["--io-timeout", "5d"][..], "unknown unit"),
+    ] {
+        mount_fails(&url, args, &[], want);
+        let home = tempfile::tempdir().unwrap();
+        let out = xnatfs(&url, home.path())
+            .args(["mount", "/tmp"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
     // A mount point that does not exist, and one that is a file.
     let home = tempfile::tempdir().unwrap();
     let out = xnatfs(&url, home.path())
