@@ -27,18 +27,23 @@ struct Inner {
 /// The default cap: 20 GiB, or less so that 10% of the disk stays free.
 pub fn default_limit(dir: &Path, used_now: u64) -> u64 {
     const CAP: u64 = 20 << 30;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+    let Some((total, avail)) = disk_space(dir) else {
         return CAP;
     };
+    let room = (avail + used_now).saturating_sub(total / 10);
+    room.min(CAP)
+}
+
+/// The size of the file system holding `dir`, and the bytes free on it for us.
+pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statvfs fills the struct we pass; the path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return CAP;
+        return None;
     }
-    let total = st.f_blocks as u64 * st.f_frsize as u64;
-    let avail = st.f_bavail as u64 * st.f_frsize as u64;
-    let room = (avail + used_now).saturating_sub(total / 10);
-    room.min(CAP)
+    let frsize = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
 }
 
 fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
@@ -164,10 +169,25 @@ impl Budget {
 
     /// Removes least recently used files that are not open until the cache fits its cap.
     fn evict(&self) {
+        self.evict_while(|inner, limit| inner.total > limit);
+    }
+
+    /// Makes room for a file of `incoming` bytes before it is written: evicts least recently
+    /// used files that are not open until the cache fits its cap with it and the disk has it
+    /// free (a download that would fill the disk fails; one that waits for room does not).
+    pub fn make_room(&self, incoming: u64) {
+        self.evict_while(|inner, limit| {
+            inner.total + incoming > limit
+                || disk_space(&self.data_dir).is_some_and(|(_, free)| free < incoming)
+        });
+    }
+
+    /// Evicts least recently used files that are not open while `too_full` says so.
+    fn evict_while(&self, too_full: impl Fn(&Inner, u64) -> bool) {
         let mut inner = self.inner.lock().unwrap();
         let Some(limit) = inner.limit else { return };
         let mut skipped = Vec::new();
-        while inner.total > limit {
+        while too_full(&inner, limit) {
             let Some((rel, size)) = inner.lru.pop_lru() else {
                 break;
             };

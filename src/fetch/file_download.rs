@@ -72,6 +72,7 @@ impl FileDownload {
         file: RemoteFile,
         dest: PathBuf,
     ) -> Result<Arc<FileDownload>, FetchError> {
+        ctx.cache.budget().make_room(file.size);
         let part = ctx.cache.begin().map_err(FetchError::cache)?;
         part.set_len(file.size).map_err(FetchError::cache)?;
         let fd = part.reopen().map_err(FetchError::cache)?;
@@ -374,7 +375,9 @@ impl FileDownload {
             if let Err(e) = result {
                 tracing::error!("download of {} failed: {e}", self.file.uri);
                 st.failed.get_or_insert(e);
-                st.part = None; // the partial file goes away with its last reader
+                st.part = None; // the partial file's name goes now
+                // Its space too, though readers may still hold it open: they fail now anyway.
+                let _ = self.fd.set_len(0);
             }
         }
         self.bump();

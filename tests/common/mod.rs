@@ -131,3 +131,40 @@ pub fn md5_file(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     hex::encode(Md5::digest(&bytes))
 }
+
+/// A small tmpfs mounted on a temporary folder, unmounted when dropped (CI runs as root;
+/// elsewhere `mount` returns `None` and the test says so and stops).
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "xnatfs-test"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("cannot mount a tmpfs here (not root?): skipping this test");
+            return None;
+        }
+        Some(Tmpfs {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        xnatfs::cache::budget::disk_space(&self.path).map_or(0, |(_, free)| free)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}

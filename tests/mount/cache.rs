@@ -2,9 +2,9 @@
 //! and kept listings on a remount.
 
 use crate::common::*;
-use std::path::PathBuf;
+
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[test]
 fn every_file_reads_right_then_comes_from_cache_and_survives_a_remount() {
@@ -128,33 +128,9 @@ fn a_remount_lists_a_session_browsed_a_moment_ago_with_no_request() {
 
 #[test]
 fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
-    // A 1 MiB tmpfs as the cache dir (CI runs as root; elsewhere this test says so and stops).
-    let disk = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=1m",
-            "xnatfs-test",
-            disk.path().to_str().unwrap(),
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("cannot mount a tmpfs here (not root?): skipping the ENOSPC test");
+    let Some(disk) = Tmpfs::mount("1m") else {
         return;
-    }
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _disk_guard = Umount(disk.path().to_path_buf());
+    };
     let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
         dicom_files: 3,
         dicom_size: 4096,
@@ -167,7 +143,7 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
     );
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url())
-        .cache_dir(disk.path())
+        .cache_dir(&disk.path)
         .args(&["-E", "XNAT_E00001", "--io-timeout", "5"])
         .mount();
     let big = m.path("XNAT_E00001/scans/2/resources/NIFTI/files/T1w.nii.gz");
@@ -177,7 +153,11 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
         "3 MiB cannot fit a 1 MiB cache",
     );
     // Nothing half-written under a final name, no partial file left, and small files still work.
-    let area = disk.path().join(xnatfs::cache::area_name(&mock.url()));
+    // The failed download's space is given back at once, though it was open.
+    wait_until(Duration::from_secs(5), "the space given back", || {
+        disk.free() > 900 << 10
+    });
+    let area = disk.path.join(xnatfs::cache::area_name(&mock.url()));
     assert!(
         !area
             .join("data/XNAT_E00001/scans/2/resources/NIFTI/files/T1w.nii.gz")
@@ -189,4 +169,28 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
         dcm.path
     ));
     assert_eq!(md5_file(&small), dcm.md5());
+}
+
+/// A download makes room before it starts: on a full cache disk, files not open are evicted
+/// first, instead of the download failing for want of space.
+#[test]
+fn a_download_evicts_to_make_room_on_a_small_disk() {
+    let Some(disk) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+        dicom_files: 3,
+        dicom_size: 4096,
+        nifti_size: 550_000,
+        scans: 2,
+    });
+    let (one, two) = (mock_file(&data, SUBJ01_T1W), mock_file(&data, SUBJ02_T1W));
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .cache_dir(&disk.path)
+        .args(&["--io-timeout", "5"])
+        .mount();
+    assert_eq!(md5_file(&m.path(SUBJ01_T1W)), one.md5());
+    // Two of them do not fit on the disk at once: the first (closed) makes way.
+    assert_eq!(md5_file(&m.path(SUBJ02_T1W)), two.md5());
 }
