@@ -67,7 +67,7 @@ async fn bodies_match_the_data_set_whole_and_in_ranges() {
     let api = MemoryXnat::new(small());
     let files = api.files(&nifti()).await.unwrap();
     let mock = &api.data().session("XNAT_E00001").unwrap().scans[1].resources[1].files[0];
-    assert_eq!(files[0].digest.as_deref(), Some(mock.md5()));
+    assert_eq!(files[0].digest.as_deref(), Some(mock.md5().as_str()));
     assert_eq!(files[0].size, 200_000);
     let whole = api.download(&files[0].uri).await.unwrap();
     assert_eq!(

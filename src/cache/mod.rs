@@ -19,6 +19,7 @@
 //! and clears it.
 
 pub mod budget;
+pub mod digest_attr;
 pub mod partial;
 pub mod stats;
 
@@ -209,15 +210,50 @@ impl Cache {
         Some(p)
     }
 
-    /// The cached copy of `file`, when it is there and has the listed size.
+    /// The cached copy of `file`, when it is there and is the listed file.
     pub fn lookup(&self, res: &ResourceRef, file: &RemoteFile) -> Option<PathBuf> {
         let path = self.file_path(res, &file.path)?;
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        if !(meta.is_file() && meta.len() == file.size) {
+        if !self.is_current(&path, file) {
             return None;
         }
         self.budget.touch(&path);
         Some(path)
+    }
+
+    /// Whether the cache file at `path` is `file` as listed now: its size, and the digest it
+    /// was verified against (see [`digest_attr`]). A copy kept before digests were kept is
+    /// hashed once and then keeps its digest.
+    pub fn is_current(&self, path: &Path, file: &RemoteFile) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if !(meta.is_file() && meta.len() == file.size) {
+            return false;
+        }
+        let Some(want) = &file.digest else {
+            return true;
+        };
+        match digest_attr::read(path) {
+            digest_attr::Kept::Digest(kept) => kept == *want,
+            digest_attr::Kept::Unsupported => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "the cache's file system keeps no extended attributes: cached files are \
+                         checked by size only, so a file changed on the server with the same size \
+                         may be served from an old copy; put the cache on a local disk"
+                    )
+                });
+                true
+            }
+            digest_attr::Kept::Missing => {
+                let same = hash_file(path).is_ok_and(|got| got == *want);
+                if same {
+                    digest_attr::write_path(path, want);
+                }
+                same
+            }
+        }
     }
 
     /// Where partial files are written before they are verified.
@@ -337,5 +373,33 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
         // No temporary files are left behind.
         assert_eq!(std::fs::read_dir(cache.area().tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_copy_counts_only_while_its_digest_is_the_listed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "http://h").unwrap();
+        let r = res(Some("1"), "DICOM");
+        let old = remote("x.dcm", b"hello world", true);
+        let dest = cache.file_path(&r, &old.path).unwrap();
+        let mut part = cache.begin().unwrap();
+        part.write(b"hello world").unwrap();
+        part.commit(&old, &dest).unwrap();
+        assert_eq!(cache.lookup(&r, &old), Some(dest.clone()));
+        // Changed on the server, same size: the copy is not that file.
+        let new = remote("x.dcm", b"HELLO WORLD", true);
+        assert_eq!(cache.lookup(&r, &new), None);
+        // A copy that keeps no digest (from before digests were kept) is hashed once.
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::write(&dest, b"hello world").unwrap();
+        let kept = digest_attr::read(&dest);
+        assert_eq!(cache.lookup(&r, &old), Some(dest.clone()));
+        assert_eq!(cache.lookup(&r, &new), None);
+        if kept != digest_attr::Kept::Unsupported {
+            assert_eq!(
+                digest_attr::read(&dest),
+                digest_attr::Kept::Digest(old.digest.clone().unwrap())
+            );
+        }
     }
 }

@@ -136,6 +136,11 @@ impl PartialFile {
         }
         let mut tmp = self.tmp;
         tmp.flush()?;
+        if self.private
+            && let Some(verified) = &file.digest
+        {
+            super::digest_attr::write(tmp.as_file(), verified);
+        }
         let mode = if self.private { 0o600 } else { 0o644 };
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode))?;

@@ -75,9 +75,13 @@ pub struct FetchContext {
     pub stall_timeout: Duration,
 }
 
+/// A download is of one version of a file: its cache path, listed size and digest (a file
+/// that changes on the server is another download).
+type DownloadKey = (PathBuf, u64, Option<String>);
+
 pub struct Fetcher {
     ctx: Arc<FetchContext>,
-    active: Mutex<HashMap<PathBuf, Arc<FileDownload>>>,
+    active: Mutex<HashMap<DownloadKey, Arc<FileDownload>>>,
 }
 
 impl Fetcher {
@@ -133,16 +137,17 @@ impl Fetcher {
             .cache
             .file_path(res, &file.path)
             .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
+        let key = (dest, file.size, file.digest.clone());
         let mut active = self.active.lock().unwrap();
-        if let Some(d) = active.get(&dest)
+        if let Some(d) = active.get(&key)
             && !d.failed()
         {
             return Ok(d.clone());
         }
         // Forget downloads that are over (their readers hold their own handles).
         active.retain(|_, d| d.finished().is_none() && !d.failed());
-        let d = FileDownload::new(self.ctx.clone(), file.clone(), dest.clone())?;
-        active.insert(dest, d.clone());
+        let d = FileDownload::new(self.ctx.clone(), file.clone(), key.0.clone())?;
+        active.insert(key, d.clone());
         Ok(d)
     }
 

@@ -149,6 +149,23 @@ impl FuseAdapter {
     }
 }
 
+/// Tells the kernel to drop what it keeps of an inode (its attributes and page cache), for a
+/// file that changed on the server. Sent from a thread of its own, waited for at most a
+/// second: a notification must never hold up the request that found the change.
+pub fn kernel_invalidator(notifier: fuser::Notifier) -> super::tree::OnChange {
+    let notifier = Arc::new(notifier);
+    Box::new(move |ino| {
+        let n = notifier.clone();
+        let (done, told) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // ENOENT: the kernel keeps nothing of it.
+            let _ = n.inval_inode(INodeNo(ino), 0, -1);
+            let _ = done.send(());
+        });
+        let _ = told.recv_timeout(Duration::from_secs(1));
+    })
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Large kernel readahead: files do not change, and most reads are sequential.

@@ -79,8 +79,12 @@ struct Inodes {
     next: u64,
 }
 
+/// Told of each file whose listing changed (its inode), so the kernel drops what it kept.
+pub type OnChange = Box<dyn Fn(u64) + Send + Sync>;
+
 pub struct Tree {
     api: Arc<dyn XnatApi>,
+    on_change: std::sync::OnceLock<OnChange>,
     root: Root,
     dir_ttl: Duration,
     inodes: RwLock<Inodes>,
@@ -94,6 +98,7 @@ impl Tree {
         nodes.insert(ROOT_INO, Node::Root);
         Tree {
             api,
+            on_change: std::sync::OnceLock::new(),
             root,
             dir_ttl,
             inodes: RwLock::new(Inodes {
@@ -104,6 +109,12 @@ impl Tree {
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Calls `f` with the inode of each file whose size or digest a fresh listing shows
+    /// changed (set once, when the mount is made).
+    pub fn on_change(&self, f: OnChange) {
+        let _ = self.on_change.set(f);
     }
 
     /// Forgets the listings of a resource's files (a file of it turned out to be gone), so
@@ -156,21 +167,35 @@ impl Tree {
     /// Gives each listed child its inode (the same one as before for a name seen before) and
     /// records its current node.
     fn register(&self, parent: u64, listed: Vec<(String, Node)>) -> Vec<(String, u64)> {
-        let mut inodes = self.inodes.write().unwrap();
+        let mut changed = Vec::new();
         let mut out = Vec::with_capacity(listed.len());
-        for (name, node) in listed {
-            let key = (parent, name);
-            let ino = match inodes.names.get(&key) {
-                Some(ino) => *ino,
-                None => {
-                    let ino = inodes.next;
-                    inodes.next += 1;
-                    inodes.names.insert(key.clone(), ino);
-                    ino
+        {
+            let mut inodes = self.inodes.write().unwrap();
+            for (name, node) in listed {
+                let key = (parent, name);
+                let ino = match inodes.names.get(&key) {
+                    Some(ino) => *ino,
+                    None => {
+                        let ino = inodes.next;
+                        inodes.next += 1;
+                        inodes.names.insert(key.clone(), ino);
+                        ino
+                    }
+                };
+                if let (Some(Node::File(_, was)), Node::File(_, now)) =
+                    (inodes.nodes.get(&ino), &node)
+                    && (was.size != now.size || was.digest != now.digest)
+                {
+                    changed.push(ino);
                 }
-            };
-            inodes.nodes.insert(ino, node);
-            out.push((key.1, ino));
+                inodes.nodes.insert(ino, node);
+                out.push((key.1, ino));
+            }
+        }
+        if let Some(tell) = self.on_change.get() {
+            for ino in changed {
+                tell(ino);
+            }
         }
         out
     }
@@ -403,5 +428,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(file, again);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changed_in_a_fresh_listing_is_told() {
+        let api = Arc::new(MemoryXnat::new(Dataset::tiny()));
+        let tree = Tree::new(api.clone(), Root::Server, Duration::ZERO);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let seen = told.clone();
+        tree.on_change(Box::new(move |ino| seen.lock().unwrap().push(ino)));
+        let (ino, _) = walk(&tree, &DEEP).await.unwrap();
+        walk(&tree, &DEEP).await.unwrap();
+        assert!(told.lock().unwrap().is_empty(), "listed again, unchanged");
+        let file = &api.data().projects[0].sessions[0].scans[0].resources[0].files[2];
+        assert_eq!(file.path, "sub/deep/c.dcm");
+        file.change(crate::mock::data::Body::Memory(vec![b'y'; 30].into()));
+        let (again, node) = walk(&tree, &DEEP).await.unwrap();
+        assert_eq!((again, node.size()), (ino, 30));
+        assert_eq!(
+            *told.lock().unwrap(),
+            [ino],
+            "the same size, another digest"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 pub use super::sample::SampleSpec;
 
@@ -69,6 +69,9 @@ pub struct MockFile {
     /// Listed, but its body is gone (404), as when a file is deleted after a listing.
     pub body_gone: bool,
     digest: OnceLock<String>,
+    /// What replaced the body on the server since (a file changed in place): its size, bytes
+    /// and digest are served from then on.
+    changed: RwLock<Option<Arc<MockFile>>>,
 }
 
 /// A file's bytes: made up on the fly from a seed (so a 1 GiB file costs no memory and any
@@ -98,7 +101,17 @@ impl MockFile {
             listed_digest_override: None,
             body_gone: false,
             digest: OnceLock::new(),
+            changed: RwLock::new(None),
         })
+    }
+
+    /// Changes the file on the server: from now on it has `body` (its size and digest too).
+    pub fn change(&self, body: Body) {
+        *self.changed.write().unwrap() = Some(MockFile::new(self.path.clone(), body));
+    }
+
+    fn current(&self) -> Option<Arc<MockFile>> {
+        self.changed.read().unwrap().clone()
     }
 
     pub fn name(&self) -> &str {
@@ -106,6 +119,9 @@ impl MockFile {
     }
 
     pub fn size(&self) -> u64 {
+        if let Some(now) = self.current() {
+            return now.size();
+        }
         match &self.body {
             Body::Generated { size, .. } | Body::Disk { size, .. } => *size,
             Body::Memory(b) => b.len() as u64,
@@ -114,6 +130,9 @@ impl MockFile {
 
     /// Reads up to `len` bytes at `offset`.
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        if let Some(now) = self.current() {
+            return now.read_at(offset, len);
+        }
         let len = len.min(self.size().saturating_sub(offset) as usize);
         match &self.body {
             Body::Generated { seed, prefix, .. } => {
@@ -138,20 +157,25 @@ impl MockFile {
     }
 
     /// MD5 hex of the whole body, computed once.
-    pub fn md5(&self) -> &str {
-        self.digest.get_or_init(|| {
-            let mut hasher = Md5::new();
-            let mut offset = 0;
-            while offset < self.size() {
-                let chunk = self.read_at(offset, 1 << 20).unwrap_or_default();
-                if chunk.is_empty() {
-                    break;
+    pub fn md5(&self) -> String {
+        if let Some(now) = self.current() {
+            return now.md5();
+        }
+        self.digest
+            .get_or_init(|| {
+                let mut hasher = Md5::new();
+                let mut offset = 0;
+                while offset < self.size() {
+                    let chunk = self.read_at(offset, 1 << 20).unwrap_or_default();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    offset += chunk.len() as u64;
+                    hasher.update(&chunk);
                 }
-                offset += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
-            hex::encode(hasher.finalize())
-        })
+                hex::encode(hasher.finalize())
+            })
+            .clone()
     }
 }
 

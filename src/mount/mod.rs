@@ -152,7 +152,7 @@ pub fn mount(
         opts.max_memory,
     );
     let core = XnatFs::new(
-        tree,
+        tree.clone(),
         fetcher,
         FsOptions {
             attr_ttl: opts.dir_ttl,
@@ -177,8 +177,10 @@ pub fn mount(
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    fuser::Session::new(fs, &opts.mountpoint, &config)
-        .with_context(|| format!("cannot mount on {}", opts.mountpoint.display()))
+    let session = fuser::Session::new(fs, &opts.mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", opts.mountpoint.display()))?;
+    tree.on_change(crate::fs::fuse::kernel_invalidator(session.notifier()));
+    Ok(session)
 }
 
 /// Serves `session` until the file system is unmounted, unmounting it on SIGINT or SIGTERM.

@@ -100,7 +100,8 @@ impl Destination {
     }
 
     /// Whether `dest` already holds `file`: the listed size, and in `--out` folders (which
-    /// users may change) the listed MD5 too. Files in the cache were verified when written.
+    /// users may change) the listed MD5 too. Files in the cache were verified when written,
+    /// against the digest they keep: it must be the one listed now.
     pub fn holds(&self, file: &RemoteFile, dest: &Path) -> bool {
         let Ok(meta) = std::fs::symlink_metadata(dest) else {
             return false;
@@ -109,6 +110,8 @@ impl Destination {
             return false;
         }
         match (self, &file.digest) {
+            // The digest it was verified against must be the one listed now.
+            (Destination::Cache(cache), _) => cache.is_current(dest, file),
             (Destination::Out { .. }, Some(want)) => {
                 crate::cache::hash_file(dest).is_ok_and(|got| &got == want)
             }

@@ -4,6 +4,7 @@
 mod common;
 
 mod cache;
+mod changes;
 mod errors;
 mod lifecycle;
 mod listing;

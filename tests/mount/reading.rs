@@ -151,11 +151,11 @@ fn a_second_open_never_conflicts_with_an_open_of_another_kind() {
     let mut first = std::fs::File::open(m.path(SUBJ01_T1W)).unwrap();
     let mut bytes = Vec::new();
     first.read_to_end(&mut bytes).unwrap();
-    md5sum_in_another_process(&m.path(SUBJ01_T1W), t1w.md5());
+    md5sum_in_another_process(&m.path(SUBJ01_T1W), &t1w.md5());
     drop(first);
     // A cached file kept open (by the kernel, passthrough), its cache copy cleared, then a
     // second reader.
-    md5sum_in_another_process(&m.path(SUBJ02_T1W), t2w.md5());
+    md5sum_in_another_process(&m.path(SUBJ02_T1W), &t2w.md5());
     let kept = std::fs::File::open(m.path(SUBJ02_T1W)).unwrap();
     let cleared = xnatfs(&mock.url(), &m.home)
         .args(["cache", "clear", "--cache-dir"])
@@ -163,6 +163,6 @@ fn a_second_open_never_conflicts_with_an_open_of_another_kind() {
         .output()
         .unwrap();
     assert!(cleared.status.success());
-    md5sum_in_another_process(&m.path(SUBJ02_T1W), t2w.md5());
+    md5sum_in_another_process(&m.path(SUBJ02_T1W), &t2w.md5());
     drop(kept);
 }

@@ -1,0 +1,103 @@
+//! The listed digest kept with each cache file, as an extended attribute
+//! (`user.xnatfs.md5`): set on the partial file before its rename, so the name and the digest
+//! it was verified against arrive together. A cache file counts only while its digest is the
+//! one the current listing gives (a file changed on the server with the same size must not
+//! be served from an old copy).
+//!
+//! Where the cache's file system keeps no user extended attributes (some NFS and Lustre
+//! setups), a copy is taken on its size alone; `cache` logs this once.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+const NAME: &[u8] = b"user.xnatfs.md5\0";
+
+/// What a cache file says of its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// The MD5 (hex) it was verified against.
+    Digest(String),
+    /// None kept (written before digests were kept, or by hand).
+    Missing,
+    /// The file system keeps no extended attributes.
+    Unsupported,
+}
+
+/// Keeps `md5` with the open file `f` (best effort: see [`Kept::Unsupported`]).
+pub fn write(f: &std::fs::File, md5: &str) {
+    // SAFETY: the fd is open; NAME is NUL-terminated; the value is a valid buffer.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            NAME.as_ptr().cast(),
+            md5.as_ptr().cast(),
+            md5.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "cannot keep a digest with a cache file: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The digest kept with the file at `path`.
+pub fn read(path: &Path) -> Kept {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return Kept::Missing;
+    };
+    let mut buf = [0u8; 64];
+    // SAFETY: both strings are NUL-terminated; buf is writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            NAME.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n >= 0 {
+        return match std::str::from_utf8(&buf[..n as usize]) {
+            Ok(s) => Kept::Digest(s.to_string()),
+            Err(_) => Kept::Missing,
+        };
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOTSUP) => Kept::Unsupported,
+        _ => Kept::Missing,
+    }
+}
+
+/// Keeps `md5` with the file at `path` (a copy verified after the fact).
+pub fn write_path(path: &Path, md5: &str) {
+    if let Ok(f) = std::fs::File::open(path) {
+        write(&f, md5);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_travels_with_the_file_through_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let f = std::fs::File::create(&a).unwrap();
+        match read(&a) {
+            Kept::Unsupported => return, // this file system keeps none: nothing to test
+            kept => assert_eq!(kept, Kept::Missing),
+        }
+        write(&f, "0123456789abcdef0123456789abcdef");
+        let b = dir.path().join("b");
+        std::fs::rename(&a, &b).unwrap();
+        assert_eq!(
+            read(&b),
+            Kept::Digest("0123456789abcdef0123456789abcdef".into())
+        );
+    }
+}
