@@ -43,6 +43,7 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// The session's date in XNAT for what is in a session; the mount's time above.
     pub time: SystemTime,
 }
 
@@ -130,7 +131,7 @@ impl XnatFs {
             perm: if is_dir { 0o555 } else { 0o444 },
             uid: self.opts.uid,
             gid: self.opts.gid,
-            time: self.mounted_at,
+            time: self.tree.time_of(node).unwrap_or(self.mounted_at),
         }
     }
 

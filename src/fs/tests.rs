@@ -21,7 +21,12 @@ struct Setup {
 
 /// The core over [`Dataset::tiny`] with its own cache; listings kept for `ttl`.
 fn setup(ttl: Duration) -> Setup {
-    let api = Arc::new(MemoryXnat::new(Dataset::tiny()));
+    setup_with(Dataset::tiny(), ttl)
+}
+
+/// The core over `data`.
+fn setup_with(data: Dataset, ttl: Duration) -> Setup {
+    let api = Arc::new(MemoryXnat::new(data));
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "http://memory").unwrap();
     let tree = Arc::new(Tree::new(api.clone(), Root::Server, ttl));
@@ -313,4 +318,14 @@ async fn opens_of_one_inode_never_mix_passthrough_and_page_cached_handles() {
     };
     assert_eq!(read_all(&s.fs, fh, 30).await.unwrap(), vec![b'x'; 30]);
     s.fs.release(fh);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn times_are_the_session_date() {
+    let mut data = Dataset::tiny();
+    std::sync::Arc::make_mut(&mut data.projects[0].sessions[0]).date = "2024-03-01".into();
+    let s = setup_with(data, Duration::from_secs(60));
+    let day = std::time::UNIX_EPOCH + Duration::from_secs(1_709_251_200);
+    assert_eq!(walk(&s.fs, FILE).await.unwrap().time, day);
+    assert_eq!(walk(&s.fs, "P/S1").await.unwrap().time, day);
 }

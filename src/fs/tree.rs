@@ -12,7 +12,7 @@ use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -90,6 +90,8 @@ pub struct Tree {
     inodes: RwLock<Inodes>,
     dirs: Mutex<HashMap<u64, (Instant, Children)>>,
     files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
+    /// Each session's date (by accession ID), for the times of everything in it.
+    dates: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl Tree {
@@ -108,6 +110,7 @@ impl Tree {
             }),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
+            dates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -126,6 +129,22 @@ impl Tree {
         self.dirs.lock().unwrap().retain(
             |ino, _| !matches!(inodes.nodes.get(ino), Some(Node::FilesDir(r, _)) if **r == *res),
         );
+    }
+
+    /// The time `node` shows (mtime): the date of its session in XNAT, the same on every
+    /// mount (`rsync`, `make` and `find -newer` rely on it); `None` above sessions, or when
+    /// XNAT gives no date.
+    pub fn time_of(&self, node: &Node) -> Option<SystemTime> {
+        let session_id = match node {
+            Node::Root | Node::Project(_) => return None,
+            Node::Session(s)
+            | Node::ScansDir(s)
+            | Node::Scan(s, _)
+            | Node::ScanResources(s, _)
+            | Node::SessionResources(s) => return session_date(&s.date),
+            Node::Resource(r) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
+        };
+        self.dates.lock().unwrap().get(session_id).copied()
     }
 
     pub fn node(&self, ino: u64) -> Option<Node> {
@@ -182,6 +201,11 @@ impl Tree {
                         ino
                     }
                 };
+                if let Node::Session(session) = &node
+                    && let Some(date) = session_date(&session.date)
+                {
+                    self.dates.lock().unwrap().insert(session.id.clone(), date);
+                }
                 if let (Some(Node::File(_, was)), Node::File(_, now)) =
                     (inodes.nodes.get(&ino), &node)
                     && (was.size != now.size || was.digest != now.digest)
@@ -265,6 +289,25 @@ impl Tree {
         };
         Ok(keep_safe_unique(entries))
     }
+}
+
+/// XNAT's session date (`2024-03-01`) as midnight UTC of that day.
+fn session_date(date: &str) -> Option<SystemTime> {
+    let mut parts = date.trim().splitn(3, '-').map(str::parse::<i64>);
+    let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(days as u64 * 86_400))
 }
 
 fn sessions_by_label(sessions: Vec<Session>) -> Vec<(String, Node)> {
@@ -450,5 +493,18 @@ mod tests {
             [ino],
             "the same size, another digest"
         );
+    }
+
+    #[test]
+    fn session_dates_are_midnight_utc() {
+        let day = |d: &str| {
+            session_date(d).map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
+        };
+        assert_eq!(day("1970-01-01"), Some(0));
+        assert_eq!(day("2024-03-01"), Some(1_709_251_200));
+        assert_eq!(day("2000-02-29"), Some(951_782_400));
+        for bad in ["", "2024-13-01", "yesterday", "1969-12-31", "2024-03"] {
+            assert_eq!(day(bad), None, "{bad:?}");
+        }
     }
 }

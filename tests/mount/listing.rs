@@ -89,3 +89,21 @@ fn thousands_of_files_list_fully() {
         "1234\n"
     );
 }
+
+/// Times are XNAT's: everything in a session shows the session's date, the same on every
+/// mount (rsync, make and `find -newer` rely on it).
+#[test]
+fn files_and_folders_show_their_session_date_on_every_mount() {
+    let mock = start_mock(small_sample());
+    let cache = tempfile::tempdir().unwrap();
+    let march_first_2024 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_709_251_200);
+    for _ in 0..2 {
+        let m = MountBuilder::new(&mock.url())
+            .cache_dir(cache.path())
+            .mount();
+        for path in [SUBJ01_T1W, "DEMO/SUBJ01_MR1/scans", "DEMO/SUBJ01_MR1"] {
+            let meta = std::fs::metadata(m.path(path)).unwrap();
+            assert_eq!(meta.modified().unwrap(), march_first_2024, "{path}");
+        }
+    }
+}
