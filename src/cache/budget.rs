@@ -222,7 +222,11 @@ impl Budget {
         };
         let dir = self.index_path.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer(&mut tmp, &entries)?;
+        // Buffered: the writer makes a write call per token otherwise.
+        let mut out = std::io::BufWriter::new(&mut tmp);
+        serde_json::to_writer(&mut out, &entries)?;
+        std::io::Write::flush(&mut out)?;
+        drop(out);
         tmp.persist(&self.index_path).map_err(|e| e.error)?;
         Ok(())
     }

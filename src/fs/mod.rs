@@ -327,7 +327,7 @@ impl XnatFs {
     ) -> impl Iterator<Item = (u64, &'a str, Attr)> + 'a {
         let dots = [(".", ino), ("..", ino)];
         dots.into_iter()
-            .chain(kids.iter().map(|(n, i)| (n.as_str(), *i)))
+            .chain(kids.iter())
             .enumerate()
             .skip(offset as usize)
             .map(move |(i, (name, child))| {

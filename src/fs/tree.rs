@@ -68,14 +68,42 @@ pub enum TreeError {
 }
 
 /// A folder's entries, in listing order: name and inode.
-pub type Children = Arc<Vec<(String, u64)>>;
+pub type Children = Arc<Listing>;
+
+/// A folder's entries in listing order, with their inodes, and found by name at once (a
+/// resource may hold hundreds of thousands of files).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    entries: Vec<(Arc<str>, u64)>,
+    by_name: HashMap<Arc<str>, u64>,
+}
+
+impl Listing {
+    /// Names and inodes, in listing order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().map(|(n, i)| (&**n, *i))
+    }
+
+    /// The inode of entry `name`.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
 
 /// A resource's files, as one listing.
 type FileList = Arc<Vec<Arc<RemoteFile>>>;
 
 struct Inodes {
     nodes: HashMap<u64, Node>,
-    names: HashMap<(u64, String), u64>,
+    names: HashMap<(u64, Arc<str>), u64>,
     next: u64,
 }
 
@@ -161,6 +189,9 @@ impl Tree {
         let node = self.node(ino).ok_or(TreeError::NotFound)?;
         let listed = self.list(&node).await?;
         let kids = Arc::new(self.register(ino, listed));
+        if kids.len() > 10_000 {
+            give_back_freed_memory();
+        }
         self.dirs
             .lock()
             .unwrap()
@@ -174,24 +205,23 @@ impl Tree {
             return Err(TreeError::NotFound);
         }
         let kids = self.children(parent).await?;
-        let ino = kids
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, ino)| *ino)
-            .ok_or(TreeError::NotFound)?;
+        let ino = kids.get(name).ok_or(TreeError::NotFound)?;
         let node = self.node(ino).ok_or(TreeError::NotFound)?;
         Ok((ino, node))
     }
 
     /// Gives each listed child its inode (the same one as before for a name seen before) and
     /// records its current node.
-    fn register(&self, parent: u64, listed: Vec<(String, Node)>) -> Vec<(String, u64)> {
+    fn register(&self, parent: u64, listed: Vec<(String, Node)>) -> Listing {
         let mut changed = Vec::new();
-        let mut out = Vec::with_capacity(listed.len());
+        let mut out = Listing {
+            entries: Vec::with_capacity(listed.len()),
+            by_name: HashMap::with_capacity(listed.len()),
+        };
         {
             let mut inodes = self.inodes.write().unwrap();
             for (name, node) in listed {
-                let key = (parent, name);
+                let key = (parent, Arc::<str>::from(name));
                 let ino = match inodes.names.get(&key) {
                     Some(ino) => *ino,
                     None => {
@@ -213,7 +243,8 @@ impl Tree {
                     changed.push(ino);
                 }
                 inodes.nodes.insert(ino, node);
-                out.push((key.1, ino));
+                out.by_name.insert(key.1.clone(), ino);
+                out.entries.push((key.1, ino));
             }
         }
         if let Some(tell) = self.on_change.get() {
@@ -288,6 +319,16 @@ impl Tree {
             Node::File(..) => return Err(TreeError::NotDir),
         };
         Ok(keep_safe_unique(entries))
+    }
+}
+
+/// Returns the memory freed while a big listing was built to the system (glibc keeps it
+/// otherwise, and a daemon that listed a 200,000-file folder once would stay that large).
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -418,7 +459,7 @@ mod tests {
 
     async fn names(tree: &Tree, ino: u64) -> Vec<String> {
         let kids = tree.children(ino).await.unwrap();
-        kids.iter().map(|e| e.0.clone()).collect()
+        kids.iter().map(|(name, _)| name.to_string()).collect()
     }
 
     #[tokio::test]

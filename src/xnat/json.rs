@@ -7,6 +7,7 @@
 
 use super::{Project, RemoteFile, Resource, Scan, Session, XnatError};
 use crate::names::safe_relative_path;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub type Row = Map<String, Value>;
@@ -17,23 +18,25 @@ pub fn result_rows(body: &[u8], path: &str) -> Result<Vec<Row>, XnatError> {
         path: path.to_string(),
         msg,
     };
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| {
         if looks_like_html(body) {
             bad("an HTML page where JSON was expected".into())
         } else {
             bad(format!("malformed JSON: {e}"))
         }
     })?;
-    let rows = value
-        .get("ResultSet")
-        .and_then(|rs| rs.get("Result"))
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no ResultSet.Result in the answer".into()))?;
-    rows.iter()
-        .map(|row| {
-            row.as_object()
-                .cloned()
-                .ok_or_else(|| bad("a ResultSet row is not an object".into()))
+    let rows = match value
+        .get_mut("ResultSet")
+        .and_then(|rs| rs.get_mut("Result"))
+        .map(Value::take)
+    {
+        Some(Value::Array(rows)) => rows,
+        _ => return Err(bad("no ResultSet.Result in the answer".into())),
+    };
+    rows.into_iter()
+        .map(|row| match row {
+            Value::Object(map) => Ok(map),
+            _ => Err(bad("a ResultSet row is not an object".into())),
         })
         .collect()
 }
@@ -173,52 +176,168 @@ pub struct SkippedFile {
     pub reason: &'static str,
 }
 
+/// The fields of a files listing row that xnatfs uses, as strings (XNAT sends numbers as
+/// strings; a number, a boolean or null is taken as its text).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct FileRow {
+    #[serde(rename = "Name", deserialize_with = "lenient")]
+    pub name: String,
+    #[serde(rename = "Size", deserialize_with = "lenient")]
+    pub size: String,
+    #[serde(rename = "URI", deserialize_with = "lenient")]
+    pub uri: String,
+    #[serde(deserialize_with = "lenient")]
+    pub digest: String,
+}
+
+impl FileRow {
+    fn of(row: &Row) -> FileRow {
+        FileRow {
+            name: field(row, "Name"),
+            size: field(row, "Size"),
+            uri: field(row, "URI"),
+            digest: field(row, "digest"),
+        }
+    }
+}
+
+/// Any JSON scalar as text: strings as they are, numbers and booleans printed, null as `""`.
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+/// A `ResultSet` whose rows are parsed straight into `T`, with no generic JSON tree (a files
+/// listing of 200,000 rows would cost hundreds of megabytes as one).
+#[derive(Deserialize)]
+struct Typed<T> {
+    #[serde(rename = "ResultSet")]
+    result_set: TypedRows<T>,
+}
+
+#[derive(Deserialize)]
+struct TypedRows<T> {
+    #[serde(rename = "Result")]
+    result: Vec<T>,
+}
+
+/// The files of a files listing body: parsed row by row into [`FileRow`]s; a body that does
+/// not parse that way is read as generic rows instead, whose errors say what is wrong.
+pub fn files_listing(
+    body: bytes::Bytes,
+    path: &str,
+) -> Result<(Vec<RemoteFile>, Vec<SkippedFile>), XnatError> {
+    let rows = match serde_json::from_slice::<Typed<FileRow>>(&body) {
+        Ok(typed) => typed.result_set.result,
+        Err(_) => return Ok(files(&result_rows(&body, path)?)),
+    };
+    drop(body); // before the files are built: a big listing's peak memory
+    Ok(files_of(rows))
+}
+
 /// The files of a resource. Rows whose path is unsafe, whose size is not a number, or whose
 /// path repeats an earlier row are skipped and reported.
 pub fn files(rows: &[Row]) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
-    let mut files: Vec<RemoteFile> = Vec::with_capacity(rows.len());
-    let mut skipped = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for r in rows {
-        let uri = field(r, "URI");
-        let name = field(r, "Name");
-        let path = path_in_resource(&uri, &name);
-        let skip = |reason| SkippedFile {
-            name: path.clone(),
-            reason,
+    files_of(rows.iter().map(FileRow::of))
+}
+
+fn files_of(rows: impl IntoIterator<Item = FileRow>) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
+    let rows = rows.into_iter();
+    let mut files: Vec<RemoteFile> = Vec::with_capacity(rows.size_hint().0);
+    // Each file's row, and each skipped row with its place, to report them in listing order.
+    let mut row_of: Vec<usize> = Vec::with_capacity(files.capacity());
+    let mut skipped: Vec<(usize, SkippedFile)> = Vec::new();
+    for (row, r) in rows.enumerate() {
+        let path = path_in_resource(&r.uri, &r.name);
+        let skip = |reason| {
+            let name = path.clone();
+            (row, SkippedFile { name, reason })
         };
         if safe_relative_path(&path).is_none() {
             skipped.push(skip("unsafe file name"));
             continue;
         }
-        let Some(size) = number_field(r, "Size") else {
+        let Some(size) = r.size.trim().parse().ok() else {
             skipped.push(skip("Size is not a number"));
             continue;
         };
-        if uri.is_empty() {
+        if r.uri.is_empty() {
             skipped.push(skip("no URI"));
             continue;
         }
-        if !seen.insert(path.clone()) {
-            skipped.push(skip("duplicate name in the listing"));
-            continue;
-        }
-        let digest = field(r, "digest").trim().to_ascii_lowercase();
+        let mut digest = r.digest;
+        digest.make_ascii_lowercase();
         let digest =
             (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest);
         files.push(RemoteFile {
             path,
             size,
             digest,
-            uri,
+            uri: r.uri,
         });
+        row_of.push(row);
     }
-    (files, skipped)
+    // A path that repeats an earlier row's: the later row goes (found by sorting positions,
+    // with no copy of the paths).
+    let mut order: Vec<u32> = (0..files.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        files[a as usize]
+            .path
+            .cmp(&files[b as usize].path)
+            .then(a.cmp(&b))
+    });
+    let mut repeated = vec![false; files.len()];
+    for pair in order.windows(2) {
+        if files[pair[0] as usize].path == files[pair[1] as usize].path {
+            repeated[pair[1] as usize] = true;
+        }
+    }
+    let mut n = 0;
+    files.retain(|f| {
+        let keep = !repeated[n];
+        n += 1;
+        if !keep {
+            let name = f.path.clone();
+            let reason = "duplicate name in the listing";
+            skipped.push((row_of[n - 1], SkippedFile { name, reason }));
+        }
+        keep
+    });
+    files.shrink_to_fit();
+    skipped.sort_by_key(|(row, _)| *row);
+    (files, skipped.into_iter().map(|(_, s)| s).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_files_listing_reads_the_same_row_by_row_as_whole() {
+        let body = br#"{"ResultSet":{"Result":[
+            {"Name":"a.dcm","Size":"10","URI":"/data/experiments/E/scans/1/resources/7/files/s/a.dcm",
+             "digest":"D41D8CD98F00B204E9800998ECF8427E","collection":"DICOM"},
+            {"URI":"/data/experiments/E/resources/8/files/b.txt","Name":"b.txt","Size":20,"digest":null},
+            {"Name":"../x","Size":"1","URI":"/data/experiments/E/resources/8/files/../x"}
+        ],"title":"Files"}}"#;
+        let typed = files_listing(bytes::Bytes::from_static(body), "/x").unwrap();
+        assert_eq!(typed, files(&result_rows(body, "/x").unwrap()));
+        assert_eq!(typed.0.len(), 2);
+        assert_eq!(typed.0[0].path, "s/a.dcm");
+        assert_eq!(typed.0[1].size, 20);
+        assert_eq!(typed.1.len(), 1);
+        // Not a listing: the generic reading says why.
+        let err =
+            files_listing(bytes::Bytes::from_static(b"<html>login</html>"), "/x").unwrap_err();
+        assert!(err.to_string().contains("HTML"), "{err}");
+        let body = bytes::Bytes::from_static(br#"{"ResultSet":{"Result":[1]}}"#);
+        let err = files_listing(body, "/x").unwrap_err();
+        assert!(err.to_string().contains("not an object"), "{err}");
+    }
 
     #[test]
     fn listing_with_string_numbers_and_varying_keys() {

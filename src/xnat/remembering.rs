@@ -74,7 +74,11 @@ impl RememberingApi {
     fn store<T: Serialize>(&self, key: &str, value: &T) {
         let write = || -> std::io::Result<()> {
             let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-            serde_json::to_writer(&mut tmp, &(key, value))?;
+            // Buffered: the writer makes a write call per token otherwise.
+            let mut out = std::io::BufWriter::new(&mut tmp);
+            serde_json::to_writer(&mut out, &(key, value))?;
+            std::io::Write::flush(&mut out)?;
+            drop(out);
             tmp.persist(self.path(key)).map_err(|e| e.error)?;
             Ok(())
         };
