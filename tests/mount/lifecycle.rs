@@ -83,6 +83,69 @@ impl Drop for Unmounter {
     }
 }
 
+/// A small tmpfs on a temporary folder (the tests run as root), unmounted when dropped.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tmpfs");
+        std::fs::create_dir(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "xnatfs-test-tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs (the tests run as root)");
+        Tmpfs { _dir: dir, path }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        while is_mounted(&self.path) {
+            let status = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn unmount_refuses_what_xnatfs_did_not_mount() {
+    let tmpfs = Tmpfs::mount();
+    std::fs::write(tmpfs.path.join("kept"), b"kept").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = xnatfs("http://127.0.0.1:9", home.path())
+        .arg("unmount")
+        .arg(&tmpfs.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not an xnatfs mount"), "{stderr}");
+    assert!(is_mounted(&tmpfs.path), "the tmpfs stays mounted");
+    assert_eq!(std::fs::read(tmpfs.path.join("kept")).unwrap(), b"kept");
+    // A folder with nothing mounted on it is said to be so.
+    let out = xnatfs("http://127.0.0.1:9", home.path())
+        .arg("unmount")
+        .arg(home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is not mounted"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn sigterm_unmounts_cleanly() {
     let mock = start_mock(small_sample());
