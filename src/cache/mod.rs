@@ -68,6 +68,21 @@ pub(crate) fn mkdir_private(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
+/// Creates the cache dir `path` (and any missing parent) private to the user, 0700. A folder
+/// that is already there is used as it is: its mode is the owner's business (it may be a
+/// shared folder like a 1777 `/tmp`), and the areas xnatfs makes in it are private anyway.
+pub fn create_cache_dir(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        mkdir_private(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        // The umask may have taken bits away; what xnatfs made is exactly 0700.
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// One server's area of the cache: where each thing it holds lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Area {
@@ -161,10 +176,10 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// Opens (creating it, private to the user) the area of `server_url` under `cache_dir`.
+    /// Opens the area of `server_url` under `cache_dir`, creating it (and the cache dir, when
+    /// missing) private to the user.
     pub fn open(cache_dir: &Path, server_url: &str) -> io::Result<Cache> {
-        mkdir_private(cache_dir)?;
-        std::fs::set_permissions(cache_dir, std::fs::Permissions::from_mode(0o700))?;
+        create_cache_dir(cache_dir)?;
         let area = Area::of(cache_dir, server_url);
         area.create()?;
         let budget = Arc::new(budget::Budget::load(area.data(), area.index()));
@@ -301,6 +316,25 @@ mod tests {
         assert_eq!(reopened.budget().used(), 0);
         assert!(reopened.area().tmp().is_dir() && reopened.area().listings().is_dir());
         assert!(stats(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_existing_cache_dir_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let cache = Cache::open(&shared, "http://h").unwrap();
+        assert_eq!(mode(&shared), 0o1777, "a shared folder is left as it was");
+        assert_eq!(mode(cache.area().root()) & 0o077, 0, "the area is private");
+        // A cache dir xnatfs makes itself (parents too) is private.
+        let made = dir.path().join("new/cache");
+        Cache::open(&made, "http://h").unwrap();
+        assert_eq!((mode(&made), mode(&dir.path().join("new"))), (0o700, 0o700));
     }
 
     #[test]

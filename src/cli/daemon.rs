@@ -49,7 +49,7 @@ pub fn spawn(
     mountpoint: &Path,
 ) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(cache_dir)
+    crate::cache::create_cache_dir(cache_dir)
         .with_context(|| format!("cannot create the cache dir {}", cache_dir.display()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
