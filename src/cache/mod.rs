@@ -10,7 +10,13 @@
 //!                   tmp/                   partial files, before they are verified
 //!                   listings/              listings kept for offline use
 //!                   index.json             the size cap's use order
+//!                   .xnatfs-area           says xnatfs made this folder an area
 //! ```
+//!
+//! Only a folder with the marker is an area to `cache stats` and `cache clear`, whatever else
+//! the cache dir holds (it may be a folder the user keeps other things in). An area made
+//! before the marker existed (`data/`, `tmp/` and `listings/`, an `index.json` at most, and
+//! nothing else) is adopted: counted, cleared, and marked when next opened.
 //!
 //! `data/` holds the mount's layout keyed by accession ID. A file is written under a
 //! temporary name in `tmp/` ([`partial`]), checked against the listed size and MD5, and only
@@ -94,6 +100,8 @@ impl Area {
     const TMP: &'static str = "tmp";
     const LISTINGS: &'static str = "listings";
     const INDEX: &'static str = "index.json";
+    /// The file that marks a folder as an area xnatfs made.
+    const MARKER: &'static str = ".xnatfs-area";
     /// The folders an area holds (made when it is opened).
     const FOLDERS: [&'static str; 3] = [Self::DATA, Self::TMP, Self::LISTINGS];
 
@@ -131,16 +139,74 @@ impl Area {
         self.root.join(Self::INDEX)
     }
 
-    /// Whether `root` looks like an area (it has a data folder).
-    pub fn exists(&self) -> bool {
-        self.data().is_dir()
+    /// The marker file.
+    fn marker(&self) -> PathBuf {
+        self.root.join(Self::MARKER)
     }
 
-    /// Creates the area's folders, private to the user.
+    /// Whether `root` is an area xnatfs made: it holds the marker, or it is an area made
+    /// before the marker existed.
+    pub fn exists(&self) -> bool {
+        std::fs::symlink_metadata(self.marker()).is_ok_and(|m| m.is_file())
+            || self.is_unmarked_area()
+    }
+
+    /// Whether `root` holds exactly what an area made before the marker held: its three
+    /// folders (real folders, not links), an index at most, and nothing else.
+    fn is_unmarked_area(&self) -> bool {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return false;
+        };
+        let mut folders = 0;
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            let Ok(kind) = entry.file_type() else {
+                return false;
+            };
+            let name = entry.file_name();
+            if Self::FOLDERS.iter().any(|f| name == *f) && kind.is_dir() {
+                folders += 1;
+            } else if !(name == Self::INDEX && kind.is_file()) {
+                return false;
+            }
+        }
+        folders == Self::FOLDERS.len()
+    }
+
+    /// Opens the area, creating it when its folder is not there. A folder by the area's name
+    /// that xnatfs did not make (no marker, not an area made before the marker, not empty) is
+    /// refused and left untouched.
+    fn open_or_create(&self) -> io::Result<()> {
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let empty = std::fs::read_dir(&self.root).is_ok_and(|mut d| d.next().is_none());
+                if !(self.exists() || empty) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{} is there but is not an xnatfs cache area (it has no {} file); \
+                             move it away or choose another --cache-dir",
+                            self.root.display(),
+                            Self::MARKER
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.create()
+    }
+
+    /// Creates the area's folders, private to the user, and its marker.
     fn create(&self) -> io::Result<()> {
         for f in Self::FOLDERS {
             mkdir_private(&self.root.join(f))?;
         }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.marker())?;
         Ok(())
     }
 
@@ -181,7 +247,7 @@ impl Cache {
     pub fn open(cache_dir: &Path, server_url: &str) -> io::Result<Cache> {
         create_cache_dir(cache_dir)?;
         let area = Area::of(cache_dir, server_url);
-        area.create()?;
+        area.open_or_create()?;
         let budget = Arc::new(budget::Budget::load(area.data(), area.index()));
         Ok(Cache { area, budget })
     }
@@ -316,6 +382,52 @@ mod tests {
         assert_eq!(reopened.budget().used(), 0);
         assert!(reopened.area().tmp().is_dir() && reopened.area().listings().is_dir());
         assert!(stats(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_what_xnatfs_made_is_an_area() {
+        let dir = tempfile::tempdir().unwrap();
+        let mkfile = |rel: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"precious").unwrap();
+            p
+        };
+        let a = Cache::open(dir.path(), "http://a").unwrap();
+        let mut part = a.begin().unwrap();
+        part.write(b"12345").unwrap();
+        let dest = a.file_path(&res(Some("1"), "DICOM"), "x.dcm").unwrap();
+        part.commit(&remote("x.dcm", b"12345", true), &dest)
+            .unwrap();
+        // A folder with what an area made before the marker holds: data/, tmp/, listings/.
+        let area_shaped = |name: &str| {
+            for sub in ["tmp", "listings"] {
+                std::fs::create_dir_all(dir.path().join(name).join(sub)).unwrap();
+            }
+            mkfile(&format!("{name}/data/s/f"))
+        };
+        // The user's own folders beside the areas (--cache-dir ~).
+        let user_data = mkfile("myproject/data/file");
+        let user_all = area_shaped("lookalike");
+        mkfile("lookalike/notes.txt");
+        // An area made before the marker (its index at most beside): adopted.
+        let old = area_shaped("http_old");
+        mkfile("http_old/index.json");
+
+        let names = |st: Vec<AreaStats>| st.into_iter().map(|s| s.area).collect::<Vec<_>>();
+        assert_eq!(names(stats(dir.path()).unwrap()), ["http_a", "http_old"]);
+        assert_eq!(
+            names(clear(dir.path(), None).unwrap()),
+            ["http_a", "http_old"]
+        );
+        assert!(!dest.exists() && !old.exists());
+        assert_eq!(std::fs::read(&user_data).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&user_all).unwrap(), b"precious");
+        // A folder by an area's name that xnatfs did not make is refused, left as it was.
+        mkfile("http_mine/data/file");
+        let err = Cache::open(dir.path(), "http://mine").map(|_| ());
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert!(!dir.path().join("http_mine/tmp").exists());
     }
 
     fn mode(path: &Path) -> u32 {
