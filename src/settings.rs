@@ -113,9 +113,29 @@ pub struct NetrcEntry {
     pub password: Option<String>,
 }
 
+/// The words of a `.netrc` text, without macro bodies: a `macdef NAME` line starts a macro
+/// that runs to the next empty line, and nothing in it is an entry (it stays as one `macdef`
+/// word, which ends the entry being read).
+fn netrc_tokens(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        for word in line.split_whitespace() {
+            if word == "macdef" {
+                tokens.push(word);
+                // The macro's name and the rest of its line, then its body.
+                lines.by_ref().find(|body| body.is_empty());
+                break;
+            }
+            tokens.push(word);
+        }
+    }
+    tokens
+}
+
 /// The entry for `host` in a `.netrc` text (or its `default` entry).
 pub fn netrc_lookup(text: &str, host: &str) -> Option<NetrcEntry> {
-    let mut tokens = text.split_whitespace();
+    let mut tokens = netrc_tokens(text).into_iter();
     let mut found: Option<NetrcEntry> = None;
     let mut default: Option<NetrcEntry> = None;
     let mut current: Option<(bool, NetrcEntry)> = None; // (is_default, entry) being read
@@ -151,11 +171,7 @@ pub fn netrc_lookup(text: &str, host: &str) -> Option<NetrcEntry> {
                     }
                 }
             }
-            "macdef" => {
-                // A macro runs to the next blank line; no XNAT credentials live there.
-                finish(current.take(), &mut found);
-                tokens.next();
-            }
+            "macdef" => finish(current.take(), &mut found),
             _ => {}
         }
     }
@@ -248,6 +264,32 @@ mod tests {
             Some("anon".into())
         );
         assert_eq!(netrc_lookup("machine a login x", "b"), None);
+    }
+
+    #[test]
+    fn netrc_macro_bodies_hold_no_entries() {
+        let alice = Some(NetrcEntry {
+            login: Some("alice".into()),
+            password: Some("s3cret".into()),
+        });
+        let text = "machine other.org login bob password b0b\n\
+                    macdef init machine xnat.example.org login evil password y\n\
+                    machine xnat.example.org login evil password stolen\n\
+                    \x20\n\
+                    default login evil password stolen\n\
+                    \n\
+                    machine xnat.example.org login alice password s3cret\n";
+        assert_eq!(netrc_lookup(text, "xnat.example.org"), alice);
+        assert_eq!(
+            netrc_lookup(text, "unknown.org"),
+            None,
+            "no default outside it"
+        );
+        // Windows line ends; a macro running to the end of the file.
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(netrc_lookup(&crlf, "xnat.example.org"), alice);
+        let unended = "macdef m\nmachine xnat.example.org login evil password y\n";
+        assert_eq!(netrc_lookup(unended, "xnat.example.org"), None);
     }
 
     #[test]
