@@ -188,40 +188,82 @@ fn netrc_for(url: &str) -> Option<NetrcEntry> {
     netrc_lookup(&text, &host)
 }
 
+/// The environment variables xnatctl reads.
+#[derive(Debug, Default, Clone)]
+struct Env {
+    url: Option<String>,
+    user: Option<String>,
+    pass: Option<String>,
+    token: Option<String>,
+}
+
+impl Env {
+    fn read() -> Env {
+        Env {
+            url: env("XNAT_URL"),
+            user: env("XNAT_USER"),
+            pass: env("XNAT_PASS"),
+            token: env("XNAT_TOKEN"),
+        }
+    }
+}
+
+/// Chooses the server and credentials from the flags, the environment, the profile and
+/// `.netrc` (looked up by `netrc` for the chosen URL).
+fn choose(
+    args: &ServerArgs,
+    env: &Env,
+    profile: &Profile,
+    netrc: impl FnOnce(&str) -> Option<NetrcEntry>,
+) -> Result<Settings> {
+    let url = args
+        .url
+        .clone()
+        .or(env.url.clone())
+        .or(profile.url.clone())
+        .context(
+            "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
+             (try `xnatfs demo` to see xnatfs work with no server)",
+        )?;
+    let netrc = netrc(&url).unwrap_or_default();
+    let user = args
+        .user
+        .clone()
+        .or(env.user.clone())
+        .or(profile.user.clone())
+        .or(netrc.login.clone());
+    let password = env.pass.clone().or(profile.password.clone()).or(netrc
+        .password
+        .filter(|_| netrc.login.is_some() && netrc.login == user));
+    Ok(Settings {
+        url,
+        credentials: Credentials {
+            user,
+            password,
+            token: env.token.clone(),
+        },
+        default_project: profile.default_project.clone(),
+    })
+}
+
 /// Resolves the server and credentials. Prompts for a password only when `may_prompt` and
 /// standard input is a terminal. Without `need_credentials` (an offline mount), a missing
 /// password is no error.
 pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> Result<Settings> {
     let wanted = args.profile.clone().or_else(|| env("XNATFS_PROFILE"));
     let profile = load_profile(&config_path(), wanted.as_deref())?.unwrap_or_default();
-    let url = args
-        .url
-        .clone()
-        .or_else(|| env("XNAT_URL"))
-        .or(profile.url.clone())
-        .context(
-            "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
-             (try `xnatfs demo` to see xnatfs work with no server)",
-        )?;
-    let netrc = netrc_for(&url).unwrap_or_default();
-    let user = args
-        .user
-        .clone()
-        .or_else(|| env("XNAT_USER"))
-        .or(profile.user.clone())
-        .or(netrc.login.clone());
-    let token = env("XNAT_TOKEN");
-    let mut password = env("XNAT_PASS").or(profile.password.clone());
-    if password.is_none() && netrc.login.is_some() && netrc.login == user {
-        password = netrc.password.clone();
-    }
-    if password.is_none() && token.is_none() && need_credentials {
+    let mut settings = choose(args, &Env::read(), &profile, netrc_for)?;
+    let creds = &mut settings.credentials;
+    if creds.password.is_none() && creds.token.is_none() && need_credentials {
         use std::io::IsTerminal;
-        match &user {
+        match &creds.user {
             Some(u) if may_prompt && std::io::stdin().is_terminal() => {
-                password = Some(
-                    rpassword::prompt_password(format!("XNAT password for {u} at {url}: "))
-                        .context("cannot read the password")?,
+                creds.password = Some(
+                    rpassword::prompt_password(format!(
+                        "XNAT password for {u} at {}: ",
+                        settings.url
+                    ))
+                    .context("cannot read the password")?,
                 );
             }
             Some(u) => bail!(
@@ -232,15 +274,7 @@ pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> R
             }
         }
     }
-    Ok(Settings {
-        url,
-        credentials: Credentials {
-            user,
-            password,
-            token,
-        },
-        default_project: profile.default_project,
-    })
+    Ok(settings)
 }
 
 #[cfg(test)]
