@@ -1,6 +1,7 @@
 //! Which server and which credentials: flags, then the environment variables xnatctl reads
 //! (`XNAT_URL`, `XNAT_USER`, `XNAT_PASS`, `XNAT_TOKEN`), then a profile in
-//! `~/.config/xnatfs/config.toml`, then `~/.netrc`, then a prompt on a terminal.
+//! `~/.config/xnatfs/config.toml`, then `~/.netrc`, then a prompt on a terminal. A profile's
+//! user and password go only to the profile's own server.
 //!
 //! ```toml
 //! default_profile = "work"
@@ -188,6 +189,20 @@ fn netrc_for(url: &str) -> Option<NetrcEntry> {
     netrc_lookup(&text, &host)
 }
 
+/// Whether `a` and `b` name the same server: the same scheme, host, port (the scheme's
+/// default when none is written) and path, a trailing slash aside.
+pub fn same_server(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+                && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+        }
+        _ => false,
+    }
+}
+
 /// The environment variables xnatctl reads.
 #[derive(Debug, Default, Clone)]
 struct Env {
@@ -209,7 +224,8 @@ impl Env {
 }
 
 /// Chooses the server and credentials from the flags, the environment, the profile and
-/// `.netrc` (looked up by `netrc` for the chosen URL).
+/// `.netrc` (looked up by `netrc` for the chosen URL). A profile's user and password go only
+/// to the profile's own server ([`same_server`]), and its password only with its own user.
 fn choose(
     args: &ServerArgs,
     env: &Env,
@@ -225,16 +241,34 @@ fn choose(
             "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
              (try `xnatfs demo` to see xnatfs work with no server)",
         )?;
+    let own_server = profile.url.as_deref().is_some_and(|p| same_server(p, &url));
+    if profile.password.is_some() && !own_server {
+        tracing::warn!(
+            "the profile's password is not sent to {url}: the profile is for {}",
+            profile
+                .url
+                .as_deref()
+                .unwrap_or("no server (it has no url)")
+        );
+    }
+    let (profile_user, profile_password) = match own_server {
+        true => (profile.user.clone(), profile.password.clone()),
+        false => (None, None),
+    };
     let netrc = netrc(&url).unwrap_or_default();
     let user = args
         .user
         .clone()
         .or(env.user.clone())
-        .or(profile.user.clone())
+        .or(profile_user.clone())
         .or(netrc.login.clone());
-    let password = env.pass.clone().or(profile.password.clone()).or(netrc
-        .password
-        .filter(|_| netrc.login.is_some() && netrc.login == user));
+    let password = env
+        .pass
+        .clone()
+        .or(profile_password.filter(|_| profile_user.is_none() || profile_user == user))
+        .or(netrc
+            .password
+            .filter(|_| netrc.login.is_some() && netrc.login == user));
     Ok(Settings {
         url,
         credentials: Credentials {
@@ -324,6 +358,63 @@ mod tests {
         assert_eq!(netrc_lookup(&crlf, "xnat.example.org"), alice);
         let unended = "macdef m\nmachine xnat.example.org login evil password y\n";
         assert_eq!(netrc_lookup(unended, "xnat.example.org"), None);
+    }
+
+    fn profile(url: Option<&str>) -> Profile {
+        Profile {
+            url: url.map(Into::into),
+            user: Some("alice".into()),
+            password: Some("pw".into()),
+            default_project: None,
+        }
+    }
+
+    /// The user and password chosen for `url` (None: the profile's own URL).
+    fn chosen(
+        url: Option<&str>,
+        user: Option<&str>,
+        p: &Profile,
+    ) -> (Option<String>, Option<String>) {
+        let args = ServerArgs {
+            url: url.map(Into::into),
+            user: user.map(Into::into),
+            profile: None,
+        };
+        let s = choose(&args, &Env::default(), p, |_| None).unwrap();
+        (s.credentials.user, s.credentials.password)
+    }
+
+    #[test]
+    fn a_profiles_password_goes_only_to_its_own_server() {
+        let p = profile(Some("https://xnat.example.org/"));
+        let alice = (Some("alice".to_string()), Some("pw".to_string()));
+        for same in [
+            None,
+            Some("https://xnat.example.org"),
+            Some("https://XNAT.example.org:443/"),
+        ] {
+            assert_eq!(chosen(same, None, &p), alice, "{same:?}");
+        }
+        for other in [
+            "https://evil.example.org",
+            "http://xnat.example.org",
+            "https://xnat.example.org:8443",
+            "https://xnat.example.org/other",
+            "https://xnat.example.org.evil.org",
+        ] {
+            assert_eq!(chosen(Some(other), None, &p), (None, None), "{other}");
+        }
+        // Through XNAT_URL just the same.
+        let env = Env {
+            url: Some("https://evil.example.org".into()),
+            ..Env::default()
+        };
+        let s = choose(&ServerArgs::default(), &env, &p, |_| None).unwrap();
+        assert_eq!(s.credentials.password, None);
+        // A profile with no URL belongs to no server; another user never gets its password.
+        let url = Some("https://xnat.example.org");
+        assert_eq!(chosen(url, None, &profile(None)), (None, None));
+        assert_eq!(chosen(url, Some("bob"), &p), (Some("bob".into()), None));
     }
 
     #[test]
