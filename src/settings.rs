@@ -203,6 +203,36 @@ pub fn same_server(a: &str, b: &str) -> bool {
     }
 }
 
+/// `url` without the user name and password it may hold (`https://alice:secret@host/` gives
+/// `https://host/`): the form that is shown, logged, sent on, and named on disk.
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The user name and password written in `url` (`https://alice:secret@host/`), decoded.
+fn url_userinfo(url: &str) -> (Option<String>, Option<String>) {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return (None, None);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = Some(parsed.username())
+        .filter(|u| !u.is_empty())
+        .map(decode);
+    (user, parsed.password().map(decode))
+}
+
 /// The environment variables xnatctl reads.
 #[derive(Debug, Default, Clone)]
 struct Env {
@@ -226,13 +256,15 @@ impl Env {
 /// Chooses the server and credentials from the flags, the environment, the profile and
 /// `.netrc` (looked up by `netrc` for the chosen URL). A profile's user and password go only
 /// to the profile's own server ([`same_server`]), and its password only with its own user.
+/// A user name and password written in the URL are used (as xnatctl and curl do) unless
+/// `--user` names another user; the URL kept in the settings never holds them.
 fn choose(
     args: &ServerArgs,
     env: &Env,
     profile: &Profile,
     netrc: impl FnOnce(&str) -> Option<NetrcEntry>,
 ) -> Result<Settings> {
-    let url = args
+    let given = args
         .url
         .clone()
         .or(env.url.clone())
@@ -241,6 +273,8 @@ fn choose(
             "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
              (try `xnatfs demo` to see xnatfs work with no server)",
         )?;
+    let url = without_userinfo(&given);
+    let (url_user, url_password) = url_userinfo(&given);
     let own_server = profile.url.as_deref().is_some_and(|p| same_server(p, &url));
     if profile.password.is_some() && !own_server {
         tracing::warn!(
@@ -248,7 +282,7 @@ fn choose(
             profile
                 .url
                 .as_deref()
-                .unwrap_or("no server (it has no url)")
+                .map_or("no server (it has no url)".into(), without_userinfo)
         );
     }
     let (profile_user, profile_password) = match own_server {
@@ -259,12 +293,13 @@ fn choose(
     let user = args
         .user
         .clone()
+        .or(url_user.clone())
         .or(env.user.clone())
         .or(profile_user.clone())
         .or(netrc.login.clone());
-    let password = env
-        .pass
-        .clone()
+    let password = url_password
+        .filter(|_| url_user.is_some() && url_user == user)
+        .or(env.pass.clone())
         .or(profile_password.filter(|_| profile_user.is_none() || profile_user == user))
         .or(netrc
             .password
@@ -415,6 +450,48 @@ mod tests {
         let url = Some("https://xnat.example.org");
         assert_eq!(chosen(url, None, &profile(None)), (None, None));
         assert_eq!(chosen(url, Some("bob"), &p), (Some("bob".into()), None));
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_used_and_never_shown() {
+        let raw = "https://alice:s%40cret@xnat.example.org:8443/xnat/";
+        for url in [raw, "https://alice:s%40cret@xnat.example.org:8443/xnat"] {
+            let args = ServerArgs {
+                url: Some(url.into()),
+                ..ServerArgs::default()
+            };
+            let s = choose(&args, &Env::default(), &Profile::default(), |_| None).unwrap();
+            assert_eq!(
+                (
+                    s.credentials.user.as_deref(),
+                    s.credentials.password.as_deref()
+                ),
+                (Some("alice"), Some("s@cret"))
+            );
+            assert!(!format!("{s:?}").contains("cret"), "{s:?}");
+            let shown = format!("{} {}", s.url, crate::cache::area_name(&s.url));
+            assert!(
+                !shown.contains("cret") && !shown.contains("alice"),
+                "{shown}"
+            );
+            assert!(
+                s.url.starts_with("https://xnat.example.org:8443/xnat"),
+                "{shown}"
+            );
+        }
+        let area = crate::cache::area_name(raw);
+        assert_eq!(area, "https_xnat.example.org_8443_xnat");
+        // Even where it is no URL at all.
+        assert_eq!(without_userinfo("alice:secret@host/x@y"), "host/x@y");
+        assert_eq!(without_userinfo("https://host/a@b"), "https://host/a@b");
+        // --user names another user: the URL's password is not theirs.
+        let args = ServerArgs {
+            url: Some(raw.into()),
+            user: Some("bob".into()),
+            profile: None,
+        };
+        let s = choose(&args, &Env::default(), &Profile::default(), |_| None).unwrap();
+        assert_eq!(s.credentials.password, None);
     }
 
     #[test]

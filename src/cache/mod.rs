@@ -52,8 +52,10 @@ pub fn default_log_file(cache_dir: &Path) -> PathBuf {
     cache_dir.join("xnatfs.log")
 }
 
-/// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`).
+/// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`),
+/// never with the user name or password the URL may hold.
 pub fn area_name(url: &str) -> String {
+    let url = crate::settings::without_userinfo(url);
     let trimmed = url.trim_end_matches('/').replace("://", "_");
     trimmed
         .chars()
