@@ -18,6 +18,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// What the command line says about the server.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +66,43 @@ fn home() -> PathBuf {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The variables that hold secrets: read once, then taken out of the environment.
+const SECRET_VARS: [&str; 2] = ["XNAT_PASS", "XNAT_TOKEN"];
+
+/// [`SECRET_VARS`]' values as this process started with them, once
+/// [`take_secrets_from_env`] has run.
+static SECRET_ENV: OnceLock<[Option<String>; 2]> = OnceLock::new();
+
+/// Reads `XNAT_PASS` and `XNAT_TOKEN` and removes them from this process's environment, so
+/// that nothing it starts (the background mount, fusermount3) inherits them; [`resolve`]
+/// reads them from here afterwards. (What `/proc/<pid>/environ` shows is the environment the
+/// process started with: only a process started without them, like the background mount,
+/// never shows them there.)
+///
+/// # Safety
+///
+/// It changes the process environment: no other thread may be running (call it first thing
+/// in `main`).
+pub unsafe fn take_secrets_from_env() {
+    let _ = SECRET_ENV.set(SECRET_VARS.map(env));
+    for name in SECRET_VARS {
+        // SAFETY: the caller guarantees that no other thread runs.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// A secret variable's value: as taken by [`take_secrets_from_env`], else from the
+/// environment.
+fn secret_env(name: &str) -> Option<String> {
+    match (
+        SECRET_ENV.get(),
+        SECRET_VARS.iter().position(|v| *v == name),
+    ) {
+        (Some(values), Some(i)) => values[i].clone(),
+        _ => env(name),
+    }
 }
 
 fn load_profile(path: &Path, wanted: Option<&str>) -> Result<Option<Profile>> {
@@ -247,8 +285,8 @@ impl Env {
         Env {
             url: env("XNAT_URL"),
             user: env("XNAT_USER"),
-            pass: env("XNAT_PASS"),
-            token: env("XNAT_TOKEN"),
+            pass: secret_env("XNAT_PASS"),
+            token: secret_env("XNAT_TOKEN"),
         }
     }
 }
