@@ -1,6 +1,7 @@
 //! Which server and which credentials: flags, then the environment variables xnatctl reads
 //! (`XNAT_URL`, `XNAT_USER`, `XNAT_PASS`, `XNAT_TOKEN`), then a profile in
-//! `~/.config/xnatfs/config.toml`, then `~/.netrc`, then a prompt on a terminal.
+//! `~/.config/xnatfs/config.toml`, then `~/.netrc`, then a prompt on a terminal. A profile's
+//! user and password go only to the profile's own server.
 //!
 //! ```toml
 //! default_profile = "work"
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// What the command line says about the server.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +68,43 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The variables that hold secrets: read once, then taken out of the environment.
+const SECRET_VARS: [&str; 2] = ["XNAT_PASS", "XNAT_TOKEN"];
+
+/// [`SECRET_VARS`]' values as this process started with them, once
+/// [`take_secrets_from_env`] has run.
+static SECRET_ENV: OnceLock<[Option<String>; 2]> = OnceLock::new();
+
+/// Reads `XNAT_PASS` and `XNAT_TOKEN` and removes them from this process's environment, so
+/// that nothing it starts (the background mount, fusermount3) inherits them; [`resolve`]
+/// reads them from here afterwards. (What `/proc/<pid>/environ` shows is the environment the
+/// process started with: only a process started without them, like the background mount,
+/// never shows them there.)
+///
+/// # Safety
+///
+/// It changes the process environment: no other thread may be running (call it first thing
+/// in `main`).
+pub unsafe fn take_secrets_from_env() {
+    let _ = SECRET_ENV.set(SECRET_VARS.map(env));
+    for name in SECRET_VARS {
+        // SAFETY: the caller guarantees that no other thread runs.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// A secret variable's value: as taken by [`take_secrets_from_env`], else from the
+/// environment.
+fn secret_env(name: &str) -> Option<String> {
+    match (
+        SECRET_ENV.get(),
+        SECRET_VARS.iter().position(|v| *v == name),
+    ) {
+        (Some(values), Some(i)) => values[i].clone(),
+        _ => env(name),
+    }
+}
+
 fn load_profile(path: &Path, wanted: Option<&str>) -> Result<Option<Profile>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -113,9 +152,29 @@ pub struct NetrcEntry {
     pub password: Option<String>,
 }
 
+/// The words of a `.netrc` text, without macro bodies: a `macdef NAME` line starts a macro
+/// that runs to the next empty line, and nothing in it is an entry (it stays as one `macdef`
+/// word, which ends the entry being read).
+fn netrc_tokens(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        for word in line.split_whitespace() {
+            if word == "macdef" {
+                tokens.push(word);
+                // The macro's name and the rest of its line, then its body.
+                lines.by_ref().find(|body| body.is_empty());
+                break;
+            }
+            tokens.push(word);
+        }
+    }
+    tokens
+}
+
 /// The entry for `host` in a `.netrc` text (or its `default` entry).
 pub fn netrc_lookup(text: &str, host: &str) -> Option<NetrcEntry> {
-    let mut tokens = text.split_whitespace();
+    let mut tokens = netrc_tokens(text).into_iter();
     let mut found: Option<NetrcEntry> = None;
     let mut default: Option<NetrcEntry> = None;
     let mut current: Option<(bool, NetrcEntry)> = None; // (is_default, entry) being read
@@ -151,11 +210,7 @@ pub fn netrc_lookup(text: &str, host: &str) -> Option<NetrcEntry> {
                     }
                 }
             }
-            "macdef" => {
-                // A macro runs to the next blank line; no XNAT credentials live there.
-                finish(current.take(), &mut found);
-                tokens.next();
-            }
+            "macdef" => finish(current.take(), &mut found),
             _ => {}
         }
     }
@@ -172,40 +227,150 @@ fn netrc_for(url: &str) -> Option<NetrcEntry> {
     netrc_lookup(&text, &host)
 }
 
+/// Whether `a` and `b` name the same server: the same scheme, host, port (the scheme's
+/// default when none is written) and path, a trailing slash aside.
+pub fn same_server(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+                && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+        }
+        _ => false,
+    }
+}
+
+/// `url` without the user name and password it may hold (`https://alice:secret@host/` gives
+/// `https://host/`): the form that is shown, logged, sent on, and named on disk.
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The user name and password written in `url` (`https://alice:secret@host/`), decoded.
+fn url_userinfo(url: &str) -> (Option<String>, Option<String>) {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return (None, None);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = Some(parsed.username())
+        .filter(|u| !u.is_empty())
+        .map(decode);
+    (user, parsed.password().map(decode))
+}
+
+/// The environment variables xnatctl reads.
+#[derive(Debug, Default, Clone)]
+struct Env {
+    url: Option<String>,
+    user: Option<String>,
+    pass: Option<String>,
+    token: Option<String>,
+}
+
+impl Env {
+    fn read() -> Env {
+        Env {
+            url: env("XNAT_URL"),
+            user: env("XNAT_USER"),
+            pass: secret_env("XNAT_PASS"),
+            token: secret_env("XNAT_TOKEN"),
+        }
+    }
+}
+
+/// Chooses the server and credentials from the flags, the environment, the profile and
+/// `.netrc` (looked up by `netrc` for the chosen URL). A profile's user and password go only
+/// to the profile's own server ([`same_server`]), and its password only with its own user.
+/// A user name and password written in the URL are used (as xnatctl and curl do) unless
+/// `--user` names another user; the URL kept in the settings never holds them.
+fn choose(
+    args: &ServerArgs,
+    env: &Env,
+    profile: &Profile,
+    netrc: impl FnOnce(&str) -> Option<NetrcEntry>,
+) -> Result<Settings> {
+    let given = args
+        .url
+        .clone()
+        .or(env.url.clone())
+        .or(profile.url.clone())
+        .context(
+            "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
+             (try `xnatfs demo` to see xnatfs work with no server)",
+        )?;
+    let url = without_userinfo(&given);
+    let (url_user, url_password) = url_userinfo(&given);
+    let own_server = profile.url.as_deref().is_some_and(|p| same_server(p, &url));
+    if profile.password.is_some() && !own_server {
+        tracing::warn!(
+            "the profile's password is not sent to {url}: the profile is for {}",
+            profile
+                .url
+                .as_deref()
+                .map_or("no server (it has no url)".into(), without_userinfo)
+        );
+    }
+    let (profile_user, profile_password) = match own_server {
+        true => (profile.user.clone(), profile.password.clone()),
+        false => (None, None),
+    };
+    let netrc = netrc(&url).unwrap_or_default();
+    let user = args
+        .user
+        .clone()
+        .or(url_user.clone())
+        .or(env.user.clone())
+        .or(profile_user.clone())
+        .or(netrc.login.clone());
+    let password = url_password
+        .filter(|_| url_user.is_some() && url_user == user)
+        .or(env.pass.clone())
+        .or(profile_password.filter(|_| profile_user.is_none() || profile_user == user))
+        .or(netrc
+            .password
+            .filter(|_| netrc.login.is_some() && netrc.login == user));
+    Ok(Settings {
+        url,
+        credentials: Credentials {
+            user,
+            password,
+            token: env.token.clone(),
+        },
+        default_project: profile.default_project.clone(),
+    })
+}
+
 /// Resolves the server and credentials. Prompts for a password only when `may_prompt` and
 /// standard input is a terminal. Without `need_credentials` (an offline mount), a missing
 /// password is no error.
 pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> Result<Settings> {
     let wanted = args.profile.clone().or_else(|| env("XNATFS_PROFILE"));
     let profile = load_profile(&config_path(), wanted.as_deref())?.unwrap_or_default();
-    let url = args
-        .url
-        .clone()
-        .or_else(|| env("XNAT_URL"))
-        .or(profile.url.clone())
-        .context(
-            "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
-             (try `xnatfs demo` to see xnatfs work with no server)",
-        )?;
-    let netrc = netrc_for(&url).unwrap_or_default();
-    let user = args
-        .user
-        .clone()
-        .or_else(|| env("XNAT_USER"))
-        .or(profile.user.clone())
-        .or(netrc.login.clone());
-    let token = env("XNAT_TOKEN");
-    let mut password = env("XNAT_PASS").or(profile.password.clone());
-    if password.is_none() && netrc.login.is_some() && netrc.login == user {
-        password = netrc.password.clone();
-    }
-    if password.is_none() && token.is_none() && need_credentials {
+    let mut settings = choose(args, &Env::read(), &profile, netrc_for)?;
+    let creds = &mut settings.credentials;
+    if creds.password.is_none() && creds.token.is_none() && need_credentials {
         use std::io::IsTerminal;
-        match &user {
+        match &creds.user {
             Some(u) if may_prompt && std::io::stdin().is_terminal() => {
-                password = Some(
-                    rpassword::prompt_password(format!("XNAT password for {u} at {url}: "))
-                        .context("cannot read the password")?,
+                creds.password = Some(
+                    rpassword::prompt_password(format!(
+                        "XNAT password for {u} at {}: ",
+                        settings.url
+                    ))
+                    .context("cannot read the password")?,
                 );
             }
             Some(u) => bail!(
@@ -216,15 +381,7 @@ pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> R
             }
         }
     }
-    Ok(Settings {
-        url,
-        credentials: Credentials {
-            user,
-            password,
-            token,
-        },
-        default_project: profile.default_project,
-    })
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -248,6 +405,131 @@ mod tests {
             Some("anon".into())
         );
         assert_eq!(netrc_lookup("machine a login x", "b"), None);
+    }
+
+    #[test]
+    fn netrc_macro_bodies_hold_no_entries() {
+        let alice = Some(NetrcEntry {
+            login: Some("alice".into()),
+            password: Some("s3cret".into()),
+        });
+        let text = "machine other.org login bob password b0b\n\
+                    macdef init machine xnat.example.org login evil password y\n\
+                    machine xnat.example.org login evil password stolen\n\
+                    \x20\n\
+                    default login evil password stolen\n\
+                    \n\
+                    machine xnat.example.org login alice password s3cret\n";
+        assert_eq!(netrc_lookup(text, "xnat.example.org"), alice);
+        assert_eq!(
+            netrc_lookup(text, "unknown.org"),
+            None,
+            "no default outside it"
+        );
+        // Windows line ends; a macro running to the end of the file.
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(netrc_lookup(&crlf, "xnat.example.org"), alice);
+        let unended = "macdef m\nmachine xnat.example.org login evil password y\n";
+        assert_eq!(netrc_lookup(unended, "xnat.example.org"), None);
+    }
+
+    fn profile(url: Option<&str>) -> Profile {
+        Profile {
+            url: url.map(Into::into),
+            user: Some("alice".into()),
+            password: Some("pw".into()),
+            default_project: None,
+        }
+    }
+
+    /// The user and password chosen for `url` (None: the profile's own URL).
+    fn chosen(
+        url: Option<&str>,
+        user: Option<&str>,
+        p: &Profile,
+    ) -> (Option<String>, Option<String>) {
+        let args = ServerArgs {
+            url: url.map(Into::into),
+            user: user.map(Into::into),
+            profile: None,
+        };
+        let s = choose(&args, &Env::default(), p, |_| None).unwrap();
+        (s.credentials.user, s.credentials.password)
+    }
+
+    #[test]
+    fn a_profiles_password_goes_only_to_its_own_server() {
+        let p = profile(Some("https://xnat.example.org/"));
+        let alice = (Some("alice".to_string()), Some("pw".to_string()));
+        for same in [
+            None,
+            Some("https://xnat.example.org"),
+            Some("https://XNAT.example.org:443/"),
+        ] {
+            assert_eq!(chosen(same, None, &p), alice, "{same:?}");
+        }
+        for other in [
+            "https://evil.example.org",
+            "http://xnat.example.org",
+            "https://xnat.example.org:8443",
+            "https://xnat.example.org/other",
+            "https://xnat.example.org.evil.org",
+        ] {
+            assert_eq!(chosen(Some(other), None, &p), (None, None), "{other}");
+        }
+        // Through XNAT_URL just the same.
+        let env = Env {
+            url: Some("https://evil.example.org".into()),
+            ..Env::default()
+        };
+        let s = choose(&ServerArgs::default(), &env, &p, |_| None).unwrap();
+        assert_eq!(s.credentials.password, None);
+        // A profile with no URL belongs to no server; another user never gets its password.
+        let url = Some("https://xnat.example.org");
+        assert_eq!(chosen(url, None, &profile(None)), (None, None));
+        assert_eq!(chosen(url, Some("bob"), &p), (Some("bob".into()), None));
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_used_and_never_shown() {
+        let raw = "https://alice:s%40cret@xnat.example.org:8443/xnat/";
+        for url in [raw, "https://alice:s%40cret@xnat.example.org:8443/xnat"] {
+            let args = ServerArgs {
+                url: Some(url.into()),
+                ..ServerArgs::default()
+            };
+            let s = choose(&args, &Env::default(), &Profile::default(), |_| None).unwrap();
+            assert_eq!(
+                (
+                    s.credentials.user.as_deref(),
+                    s.credentials.password.as_deref()
+                ),
+                (Some("alice"), Some("s@cret"))
+            );
+            assert!(!format!("{s:?}").contains("cret"), "{s:?}");
+            let shown = format!("{} {}", s.url, crate::cache::area_name(&s.url));
+            assert!(
+                !shown.contains("cret") && !shown.contains("alice"),
+                "{shown}"
+            );
+            assert!(
+                s.url.starts_with("https://xnat.example.org:8443/xnat"),
+                "{shown}"
+            );
+        }
+        let area = crate::cache::area_name(raw);
+        assert_eq!(area, "https_xnat.example.org_8443_xnat");
+        // Even where it is no URL at all.
+        assert_eq!(without_userinfo("alice:secret@host/x@y"), "host/x@y");
+        assert_eq!(without_userinfo("https://host/a@b"), "https://host/a@b");
+        // --user names another user: the URL's password is not theirs.
+        let args = ServerArgs {
+            url: Some(raw.into()),
+            user: Some("bob".into()),
+            profile: None,
+        };
+        let s = choose(&args, &Env::default(), &Profile::default(), |_| None).unwrap();
+        assert_eq!(s.credentials.password, None);
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! is open. The order is kept in memory (the `lru` crate) and saved as `index.json` in the
 //! cache area, so a remount neither rescans a large cache nor forgets what was used last; with
 //! no index (first use, or after a crash) the files are scanned once, oldest first.
+//!
+//! What is read back from disk is not trusted: an index entry that is not a plain relative
+//! path below the data dir (absolute, `..`, empty parts) is dropped, the scan does not follow
+//! links, and a file is evicted only through real folders of the data dir.
 
+use crate::names::safe_relative_path;
 use lru::LruCache;
 use std::collections::HashMap;
 use std::io;
@@ -51,10 +56,12 @@ fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
         return;
     };
     for e in entries.flatten() {
+        // DirEntry's type does not follow links: a link is neither walked nor counted.
+        let Ok(kind) = e.file_type() else { continue };
         let Ok(meta) = e.metadata() else { continue };
-        if meta.is_dir() {
+        if kind.is_dir() {
             scan(&e.path(), root, out);
-        } else if meta.is_file() {
+        } else if kind.is_file() {
             let rel = e.path().strip_prefix(root).map(Path::to_path_buf);
             if let Ok(rel) = rel {
                 out.push((
@@ -67,6 +74,28 @@ fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
     }
 }
 
+/// Whether `rel` is a plain relative path (no root, no `.` or `..`, no empty part).
+fn is_safe_rel(rel: &Path) -> bool {
+    rel.to_str().and_then(safe_relative_path).is_some()
+}
+
+/// `root/rel` when `rel` is a safe relative path and every folder on the way below `root` is
+/// a real folder, not a link that would lead out of it.
+fn inside(root: &Path, rel: &Path) -> Option<PathBuf> {
+    if !is_safe_rel(rel) {
+        return None;
+    }
+    let mut path = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        path.push(part);
+        if parts.peek().is_some() && !std::fs::symlink_metadata(&path).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(path)
+}
+
 impl Budget {
     /// Loads the saved index `index_path` of the files under `data_dir`, or scans them.
     pub fn load(data_dir: PathBuf, index_path: PathBuf) -> Budget {
@@ -77,9 +106,22 @@ impl Budget {
             .and_then(|b| serde_json::from_slice(&b).ok());
         match saved {
             Some(entries) => {
+                let all = entries.len();
                 for (rel, size) in entries {
+                    if !is_safe_rel(&rel) {
+                        continue;
+                    }
                     total += size;
-                    lru.put(rel, size);
+                    if let Some(old) = lru.put(rel, size) {
+                        total -= old;
+                    }
+                }
+                if lru.len() < all {
+                    tracing::warn!(
+                        "{}: dropped {} entries that are not paths inside the cache",
+                        index_path.display(),
+                        all - lru.len()
+                    );
                 }
             }
             None => {
@@ -196,7 +238,14 @@ impl Budget {
                 continue;
             }
             inner.total -= size;
-            match std::fs::remove_file(self.data_dir.join(&rel)) {
+            let Some(path) = inside(&self.data_dir, &rel) else {
+                tracing::warn!(
+                    "not evicting {}: not a path inside the cache",
+                    rel.display()
+                );
+                continue;
+            };
+            match std::fs::remove_file(path) {
                 Ok(()) => tracing::debug!("evicted {} ({size} bytes)", rel.display()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!("cannot evict {}: {e}", rel.display()),
@@ -279,6 +328,50 @@ mod tests {
         assert_eq!(again.used(), 200);
         again.set_limit(100);
         assert!(!c.exists() && e.exists());
+    }
+
+    #[test]
+    fn index_entries_outside_the_cache_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = dir.path().join("area");
+        let victims = [
+            dir.path().join("absolute"),
+            area.join("x"),
+            dir.path().join("y"),
+        ];
+        for v in &victims {
+            std::fs::create_dir_all(v.parent().unwrap()).unwrap();
+            std::fs::write(v, b"precious").unwrap();
+        }
+        let inside = area.join("data/s/f");
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::write(&inside, b"12345").unwrap();
+        // Through a link in the data dir to a folder outside.
+        std::os::unix::fs::symlink(dir.path(), area.join("data/link")).unwrap();
+        let index = serde_json::json!([
+            [victims[0], 8],
+            ["../x", 8],
+            ["s/../../../y", 8],
+            ["link/absolute", 8],
+            ["", 8],
+            ["s/f", 5],
+            ["s/f", 5],
+        ]);
+        std::fs::write(area.join("index.json"), index.to_string()).unwrap();
+        let b = load(&area);
+        assert_eq!(
+            b.used(),
+            13,
+            "paths that are not plain relative paths are dropped; a repeat counts once"
+        );
+        b.set_limit(0);
+        for v in &victims {
+            assert_eq!(std::fs::read(v).unwrap(), b"precious", "{}", v.display());
+        }
+        assert!(!inside.exists(), "what is inside the cache is evicted");
+        // The scan, with no index, does not follow the link either.
+        std::fs::remove_file(area.join("index.json")).unwrap();
+        assert_eq!(load(&area).used(), 0);
     }
 
     #[test]

@@ -10,7 +10,13 @@
 //!                   tmp/                   partial files, before they are verified
 //!                   listings/              listings kept for offline use
 //!                   index.json             the size cap's use order
+//!                   .xnatfs-area           says xnatfs made this folder an area
 //! ```
+//!
+//! Only a folder with the marker is an area to `cache stats` and `cache clear`, whatever else
+//! the cache dir holds (it may be a folder the user keeps other things in). An area made
+//! before the marker existed (`data/`, `tmp/` and `listings/`, an `index.json` at most, and
+//! nothing else) is adopted: counted, cleared, and marked when next opened.
 //!
 //! `data/` holds the mount's layout keyed by accession ID. A file is written under a
 //! temporary name in `tmp/` ([`partial`]), checked against the listed size and MD5, and only
@@ -47,8 +53,10 @@ pub fn default_log_file(cache_dir: &Path) -> PathBuf {
     cache_dir.join("xnatfs.log")
 }
 
-/// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`).
+/// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`),
+/// never with the user name or password the URL may hold.
 pub fn area_name(url: &str) -> String {
+    let url = crate::settings::without_userinfo(url);
     let trimmed = url.trim_end_matches('/').replace("://", "_");
     trimmed
         .chars()
@@ -69,6 +77,21 @@ pub(crate) fn mkdir_private(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
+/// Creates the cache dir `path` (and any missing parent) private to the user, 0700. A folder
+/// that is already there is used as it is: its mode is the owner's business (it may be a
+/// shared folder like a 1777 `/tmp`), and the areas xnatfs makes in it are private anyway.
+pub fn create_cache_dir(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        mkdir_private(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        // The umask may have taken bits away; what xnatfs made is exactly 0700.
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// One server's area of the cache: where each thing it holds lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Area {
@@ -80,6 +103,8 @@ impl Area {
     const TMP: &'static str = "tmp";
     const LISTINGS: &'static str = "listings";
     const INDEX: &'static str = "index.json";
+    /// The file that marks a folder as an area xnatfs made.
+    const MARKER: &'static str = ".xnatfs-area";
     /// The folders an area holds (made when it is opened).
     const FOLDERS: [&'static str; 3] = [Self::DATA, Self::TMP, Self::LISTINGS];
 
@@ -117,16 +142,74 @@ impl Area {
         self.root.join(Self::INDEX)
     }
 
-    /// Whether `root` looks like an area (it has a data folder).
-    pub fn exists(&self) -> bool {
-        self.data().is_dir()
+    /// The marker file.
+    fn marker(&self) -> PathBuf {
+        self.root.join(Self::MARKER)
     }
 
-    /// Creates the area's folders, private to the user.
+    /// Whether `root` is an area xnatfs made: it holds the marker, or it is an area made
+    /// before the marker existed.
+    pub fn exists(&self) -> bool {
+        std::fs::symlink_metadata(self.marker()).is_ok_and(|m| m.is_file())
+            || self.is_unmarked_area()
+    }
+
+    /// Whether `root` holds exactly what an area made before the marker held: its three
+    /// folders (real folders, not links), an index at most, and nothing else.
+    fn is_unmarked_area(&self) -> bool {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return false;
+        };
+        let mut folders = 0;
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            let Ok(kind) = entry.file_type() else {
+                return false;
+            };
+            let name = entry.file_name();
+            if Self::FOLDERS.iter().any(|f| name == *f) && kind.is_dir() {
+                folders += 1;
+            } else if !(name == Self::INDEX && kind.is_file()) {
+                return false;
+            }
+        }
+        folders == Self::FOLDERS.len()
+    }
+
+    /// Opens the area, creating it when its folder is not there. A folder by the area's name
+    /// that xnatfs did not make (no marker, not an area made before the marker, not empty) is
+    /// refused and left untouched.
+    fn open_or_create(&self) -> io::Result<()> {
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let empty = std::fs::read_dir(&self.root).is_ok_and(|mut d| d.next().is_none());
+                if !(self.exists() || empty) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{} is there but is not an xnatfs cache area (it has no {} file); \
+                             move it away or choose another --cache-dir",
+                            self.root.display(),
+                            Self::MARKER
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.create()
+    }
+
+    /// Creates the area's folders, private to the user, and its marker.
     fn create(&self) -> io::Result<()> {
         for f in Self::FOLDERS {
             mkdir_private(&self.root.join(f))?;
         }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.marker())?;
         Ok(())
     }
 
@@ -162,12 +245,12 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// Opens (creating it, private to the user) the area of `server_url` under `cache_dir`.
+    /// Opens the area of `server_url` under `cache_dir`, creating it (and the cache dir, when
+    /// missing) private to the user.
     pub fn open(cache_dir: &Path, server_url: &str) -> io::Result<Cache> {
-        mkdir_private(cache_dir)?;
-        std::fs::set_permissions(cache_dir, std::fs::Permissions::from_mode(0o700))?;
+        create_cache_dir(cache_dir)?;
         let area = Area::of(cache_dir, server_url);
-        area.create()?;
+        area.open_or_create()?;
         let budget = Arc::new(budget::Budget::load(area.data(), area.index()));
         Ok(Cache { area, budget })
     }
@@ -337,6 +420,71 @@ mod tests {
         assert_eq!(reopened.budget().used(), 0);
         assert!(reopened.area().tmp().is_dir() && reopened.area().listings().is_dir());
         assert!(stats(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_what_xnatfs_made_is_an_area() {
+        let dir = tempfile::tempdir().unwrap();
+        let mkfile = |rel: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"precious").unwrap();
+            p
+        };
+        let a = Cache::open(dir.path(), "http://a").unwrap();
+        let mut part = a.begin().unwrap();
+        part.write(b"12345").unwrap();
+        let dest = a.file_path(&res(Some("1"), "DICOM"), "x.dcm").unwrap();
+        part.commit(&remote("x.dcm", b"12345", true), &dest)
+            .unwrap();
+        // A folder with what an area made before the marker holds: data/, tmp/, listings/.
+        let area_shaped = |name: &str| {
+            for sub in ["tmp", "listings"] {
+                std::fs::create_dir_all(dir.path().join(name).join(sub)).unwrap();
+            }
+            mkfile(&format!("{name}/data/s/f"))
+        };
+        // The user's own folders beside the areas (--cache-dir ~).
+        let user_data = mkfile("myproject/data/file");
+        let user_all = area_shaped("lookalike");
+        mkfile("lookalike/notes.txt");
+        // An area made before the marker (its index at most beside): adopted.
+        let old = area_shaped("http_old");
+        mkfile("http_old/index.json");
+
+        let names = |st: Vec<AreaStats>| st.into_iter().map(|s| s.area).collect::<Vec<_>>();
+        assert_eq!(names(stats(dir.path()).unwrap()), ["http_a", "http_old"]);
+        assert_eq!(
+            names(clear(dir.path(), None).unwrap()),
+            ["http_a", "http_old"]
+        );
+        assert!(!dest.exists() && !old.exists());
+        assert_eq!(std::fs::read(&user_data).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&user_all).unwrap(), b"precious");
+        // A folder by an area's name that xnatfs did not make is refused, left as it was.
+        mkfile("http_mine/data/file");
+        let err = Cache::open(dir.path(), "http://mine").map(|_| ());
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert!(!dir.path().join("http_mine/tmp").exists());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_existing_cache_dir_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let cache = Cache::open(&shared, "http://h").unwrap();
+        assert_eq!(mode(&shared), 0o1777, "a shared folder is left as it was");
+        assert_eq!(mode(cache.area().root()) & 0o077, 0, "the area is private");
+        // A cache dir xnatfs makes itself (parents too) is private.
+        let made = dir.path().join("new/cache");
+        Cache::open(&made, "http://h").unwrap();
+        assert_eq!((mode(&made), mode(&dir.path().join("new"))), (0o700, 0o700));
     }
 
     #[test]

@@ -30,7 +30,8 @@ fn count(dir: &Path, files: &mut u64, bytes: &mut u64) {
     }
 }
 
-/// The areas under `cache_dir`, by name.
+/// The areas under `cache_dir`, by name: only folders xnatfs made ([`Area::exists`]); nothing
+/// else in the cache dir is counted or cleared.
 fn areas(cache_dir: &Path) -> io::Result<Vec<(String, Area)>> {
     let mut found: Vec<(String, Area)> = match std::fs::read_dir(cache_dir) {
         Ok(r) => r

@@ -2,14 +2,74 @@
 //! with the user's own arguments and a marker in its environment, as a detached child that
 //! mounts and serves; the parent returns once the child says the mount is ready (or why it
 //! failed). A new mount flag needs nothing here: the child parses the same command line.
+//!
+//! The server and credentials the parent resolved reach the child through its stdin, never
+//! its environment or command line (which `/proc/<pid>/environ` and `ps` show for as long
+//! as the mount lives): the child starts without `XNAT_PASS`, `XNAT_TOKEN` and the rest, and
+//! a user name and password in `--url` are taken out of its arguments.
 
-use crate::settings::Settings;
+use crate::settings::{Settings, without_userinfo};
+use crate::xnat::http::Credentials;
 use anyhow::{Context, Result, bail};
-use std::io::{BufRead, BufReader};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
 /// Set in the child's environment: "you are the background mount".
 const MARKER: &str = "XNATFS_DAEMON_CHILD";
+
+/// The variables the child must not inherit: it gets the settings through its stdin.
+const SETTINGS_VARS: [&str; 4] = ["XNAT_URL", "XNAT_USER", "XNAT_PASS", "XNAT_TOKEN"];
+
+/// The settings as the parent hands them to the child.
+#[derive(Serialize, Deserialize)]
+struct Handoff {
+    url: String,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    default_project: Option<String>,
+}
+
+/// In the child: the settings its parent resolved, read from stdin.
+pub fn received_settings() -> Result<Settings> {
+    let text = std::io::read_to_string(std::io::stdin())
+        .context("cannot read the settings from the parent")?;
+    let h: Handoff =
+        serde_json::from_str(&text).context("cannot read the settings from the parent")?;
+    Ok(Settings {
+        url: h.url,
+        credentials: Credentials {
+            user: h.user,
+            password: h.password,
+            token: h.token,
+        },
+        default_project: h.default_project,
+    })
+}
+
+/// This program's arguments for the child, with any user name and password taken out of
+/// `--url`'s value.
+fn child_args() -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut after_url = false;
+    let mut options_ended = false;
+    for arg in std::env::args_os().skip(1) {
+        let text = arg.to_str().filter(|_| !options_ended);
+        let kept = match text {
+            Some(url) if after_url => without_userinfo(url).into(),
+            Some(a) if a.starts_with("--url=") => {
+                format!("--url={}", without_userinfo(&a["--url=".len()..])).into()
+            }
+            _ => arg.clone(),
+        };
+        after_url = text == Some("--url");
+        options_ended |= text == Some("--");
+        out.push(kept);
+    }
+    out
+}
 
 /// Whether this process is the background child of `xnatfs mount`.
 pub fn is_child() -> bool {
@@ -29,7 +89,6 @@ pub fn failed(e: &anyhow::Error) {
 
 /// Points stdout at /dev/null, so the parent's read of it ends.
 fn detach_stdout() {
-    use std::io::Write;
     let _ = std::io::stdout().flush();
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
@@ -49,7 +108,7 @@ pub fn spawn(
     mountpoint: &Path,
 ) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(cache_dir)
+    crate::cache::create_cache_dir(cache_dir)
         .with_context(|| format!("cannot create the cache dir {}", cache_dir.display()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -58,22 +117,11 @@ pub fn spawn(
         .with_context(|| format!("cannot open the log file {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1)).env(MARKER, "1");
-    // The child gets the resolved server and credentials through its environment, never argv
-    // (it must not prompt for a password again).
-    cmd.env("XNAT_URL", &settings.url);
-    let creds = &settings.credentials;
-    for (name, value) in [
-        ("XNAT_USER", &creds.user),
-        ("XNAT_PASS", &creds.password),
-        ("XNAT_TOKEN", &creds.token),
-    ] {
-        match value {
-            Some(v) => cmd.env(name, v),
-            None => cmd.env_remove(name),
-        };
+    cmd.args(child_args()).env(MARKER, "1");
+    for name in SETTINGS_VARS {
+        cmd.env_remove(name);
     }
-    cmd.stdin(std::process::Stdio::null())
+    cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(log);
     // SAFETY: setsid is async-signal-safe; the child leaves our session and terminal so that
@@ -85,6 +133,19 @@ pub fn spawn(
         });
     }
     let mut child = cmd.spawn().context("cannot start the background mount")?;
+    let creds = &settings.credentials;
+    let handoff = Handoff {
+        url: settings.url.clone(),
+        user: creds.user.clone(),
+        password: creds.password.clone(),
+        token: creds.token.clone(),
+        default_project: settings.default_project.clone(),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that fails before reading says so on its stdout, read below.
+        let _ = serde_json::to_writer(&mut stdin, &handoff);
+        let _ = stdin.flush();
+    }
     let stdout = child
         .stdout
         .take()

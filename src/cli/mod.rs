@@ -152,6 +152,8 @@ fn init_logging(verbose: u8) {
 
 /// Runs the command line; the return value is the process exit code.
 pub fn main() -> i32 {
+    // SAFETY: first thing in main: no other thread runs yet.
+    unsafe { crate::settings::take_secrets_from_env() };
     fewer_malloc_arenas();
     let cli = Cli::parse();
     // The background mount logs to its file at info level at least.

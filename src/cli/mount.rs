@@ -56,7 +56,11 @@ pub struct MountArgs {
 
 pub fn cmd_mount(args: MountArgs) -> Result<()> {
     let child = daemon::is_child();
-    let settings = settings::resolve(&args.server.server_args(), !child, !args.offline)?;
+    let settings = match child {
+        // The background mount gets what its parent resolved, through its stdin.
+        true => daemon::received_settings()?,
+        false => settings::resolve(&args.server.server_args(), true, !args.offline)?,
+    };
     mount::prepare_mountpoint(&args.mountpoint)?;
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     if !args.foreground && !child {

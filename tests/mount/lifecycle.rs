@@ -34,43 +34,98 @@ fn background_mount_returns_when_ready_and_unmounts() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("busy"));
-    let un = xnatfs(&mock.url(), home.path())
-        .arg("unmount")
-        .arg(&mp)
-        .output()
-        .unwrap();
+    unmount_background(&mock.url(), home.path(), &mp);
+    drop(guard);
+}
+
+/// `xnatfs unmount mp`; checks that it succeeds and that the background process ends by
+/// itself.
+fn unmount_background(url: &str, home: &std::path::Path, mp: &std::path::Path) {
+    let un = xnatfs(url, home).arg("unmount").arg(mp).output().unwrap();
     assert!(
         un.status.success(),
         "{}",
         String::from_utf8_lossy(&un.stderr)
     );
-    assert!(!is_mounted(&mp));
-    // The background process ends by itself once unmounted.
+    assert!(!is_mounted(mp));
     wait_until(
         Duration::from_secs(10),
         "the background mount did not exit",
-        || !daemon_running(&mp),
+        || !daemon_running(mp),
     );
-    drop(guard);
 }
 
 /// Whether an `xnatfs mount` process for `mp` is still alive.
 fn daemon_running(mp: &std::path::Path) -> bool {
+    !mount_processes(mp).is_empty()
+}
+
+/// The `xnatfs mount` processes for `mp`: their /proc folders.
+fn mount_processes(mp: &std::path::Path) -> Vec<PathBuf> {
     let want = mp.to_string_lossy().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| {
-            std::fs::read(e.path().join("cmdline"))
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read(p.join("cmdline"))
                 .map(|c| {
-                    let args: Vec<String> = c
-                        .split(|b| *b == 0)
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect();
+                    let args = nul_separated(&c);
                     args.first().is_some_and(|a| a.ends_with("xnatfs")) && args.contains(&want)
                 })
                 .unwrap_or(false)
         })
+        .collect()
+}
+
+fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[test]
+fn the_background_mount_holds_no_secret_in_its_environment_or_arguments() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    // The password both in XNAT_PASS and in the URL.
+    let url_with_password = mock.url().replacen("://", "://demo:demo@", 1);
+    let out = xnatfs(&mock.url(), home.path())
+        .env_remove("XNAT_URL")
+        .env_remove("XNAT_USER")
+        .env("XNAT_TOKEN", "not-a-session")
+        .arg("mount")
+        .arg(&mp)
+        .arg("--url")
+        .arg(&url_with_password)
+        .output()
+        .unwrap();
+    let _guard = scopeguard(mp.clone());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("demo@"), "{stderr}");
+    assert!(mp.join("DEMO/SUBJ01_MR1").is_dir());
+    let procs = mount_processes(&mp);
+    assert_eq!(procs.len(), 1, "one background mount: {procs:?}");
+    let environ = nul_separated(&std::fs::read(procs[0].join("environ")).unwrap());
+    assert!(
+        environ
+            .iter()
+            .any(|v| v.starts_with("XNATFS_DAEMON_CHILD=")),
+        "{environ:?}"
+    );
+    for secret in ["XNAT_PASS=", "XNAT_TOKEN=", "XNAT_URL="] {
+        assert!(
+            !environ.iter().any(|v| v.starts_with(secret)),
+            "{secret} in {environ:?}"
+        );
+    }
+    let cmdline = nul_separated(&std::fs::read(procs[0].join("cmdline")).unwrap());
+    assert!(!cmdline.iter().any(|a| a.contains("demo@")), "{cmdline:?}");
+    unmount_background(&mock.url(), home.path(), &mp);
 }
 
 struct Unmounter(PathBuf);
@@ -81,6 +136,69 @@ impl Drop for Unmounter {
     fn drop(&mut self) {
         force_unmount(&self.0);
     }
+}
+
+/// A small tmpfs on a temporary folder (the tests run as root), unmounted when dropped.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tmpfs");
+        std::fs::create_dir(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "xnatfs-test-tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs (the tests run as root)");
+        Tmpfs { _dir: dir, path }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        while is_mounted(&self.path) {
+            let status = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn unmount_refuses_what_xnatfs_did_not_mount() {
+    let tmpfs = Tmpfs::mount();
+    std::fs::write(tmpfs.path.join("kept"), b"kept").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = xnatfs("http://127.0.0.1:9", home.path())
+        .arg("unmount")
+        .arg(&tmpfs.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not an xnatfs mount"), "{stderr}");
+    assert!(is_mounted(&tmpfs.path), "the tmpfs stays mounted");
+    assert_eq!(std::fs::read(tmpfs.path.join("kept")).unwrap(), b"kept");
+    // A folder with nothing mounted on it is said to be so.
+    let out = xnatfs("http://127.0.0.1:9", home.path())
+        .arg("unmount")
+        .arg(home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is not mounted"),
+        "{stderr}"
+    );
 }
 
 #[test]
