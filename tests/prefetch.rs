@@ -564,3 +564,35 @@ fn ctrl_c_leaves_no_partial_file_and_a_rerun_finishes() {
     ));
     assert_eq!(actual_out(&out), want);
 }
+
+#[test]
+fn out_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mock = start_mock(small_sample());
+    for (umask, file_mode, dir_mode) in [(0o027, 0o640, 0o750), (0o002, 0o664, 0o775)] {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let mut cmd = xnatfs(&mock.url(), home.path());
+        cmd.args(["prefetch", "-E", "XNAT_E00001", "-s", "2", "--out"])
+            .arg(&out);
+        // SAFETY: umask(2) only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask);
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        ok(&o);
+        let files = walk_files(&out);
+        assert_eq!(files.len(), 9);
+        for (p, _) in &files {
+            let mode = std::fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, file_mode, "umask {umask:o}: {}", p.display());
+            let dir = out.join(p).parent().unwrap().to_path_buf();
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, dir_mode, "umask {umask:o}: {}", dir.display());
+        }
+    }
+}
