@@ -30,8 +30,21 @@ fn prefetch(url: &str, home: &Path, args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Checks that a run ended with exit status `code` and said `want` on stderr; returns stderr.
+#[track_caller]
+fn ended(out: &Output, code: i32, want: &str) -> String {
+    let stderr = stderr_of(out);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(want), "wanted {want:?} in: {stderr}");
+    stderr
+}
+
 fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = stderr_of(out);
     assert!(out.status.success(), "prefetch failed: {stderr}");
     stderr
 }
@@ -595,4 +608,66 @@ fn out_files_follow_the_umask() {
             assert_eq!(mode, dir_mode, "umask {umask:o}: {}", dir.display());
         }
     }
+}
+
+#[test]
+fn a_filter_that_matches_nothing_lists_what_exists_and_ranges_select_numeric_ids() {
+    let data = small_sample();
+    let mock = start_mock(data.clone());
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let out_arg = out.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["-E", "XNAT_E00001", "-r", "DICMO"],
+            "no resource DICMO in session SUBJ01_MR1; it has: DICOM, NIFTI, SNAPSHOTS",
+        ),
+        (
+            vec!["-E", "XNAT_E00001", "-s", "99"],
+            "session SUBJ01_MR1 has no scan 99; it has: 1, 2, 3",
+        ),
+        (
+            vec!["-E", "XNAT_E00001", "-s", "4-9"],
+            "session SUBJ01_MR1 has no scan 4-9; it has: 1, 2, 3",
+        ),
+        (
+            vec![
+                "-P",
+                "DEMO",
+                "-E",
+                "SUBJ01_MR1",
+                "-E",
+                "SUBJ02_MR1",
+                "-r",
+                "QC",
+            ],
+            "no resource QC in any of the 2 sessions; they have: DICOM, NIFTI, SNAPSHOTS (the session's own resources are looked at with --session-resources)",
+        ),
+        (
+            vec!["-E", "XNAT_E00001", "-s", "3-1"],
+            "a range goes from low to high (1-3)",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--out", out_arg]);
+        ended(&prefetch(&mock.url(), home.path(), &all), 1, want);
+        assert_eq!(mock.state.file_gets(), 0, "{args:?}");
+    }
+    assert!(!out.exists() || walk_files(&out).is_empty());
+
+    // A range takes every scan whose numeric ID lies in it.
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &["-E", "XNAT_E00001", "-s", "1-2", "--out", out_arg],
+    ));
+    let want = expected_out(
+        &data,
+        "XNAT_E00001",
+        "XNAT_E00001",
+        Some(&["1", "2"]),
+        |_| true,
+        false,
+    );
+    assert_eq!(actual_out(&out), want);
 }

@@ -2,7 +2,8 @@
 
 use super::{ServerFlags, client, runtime};
 use crate::cache::default_cache_dir;
-use crate::prefetch::plan::{Destination, ScanSelector, Selection};
+use crate::prefetch::plan::Destination;
+use crate::prefetch::select::{ScanSelector, Selection};
 use crate::settings;
 use crate::xnat::XnatApi;
 use crate::xnat::remembering::RememberingApi;
@@ -20,7 +21,7 @@ pub struct PrefetchArgs {
     /// Project: where labels are looked up; alone, all its sessions.
     #[arg(short = 'P', long)]
     pub project: Option<String>,
-    /// Scans: IDs like 1,2,3, or '*' for all.
+    /// Scans: IDs like 1,2,3, ranges of numeric IDs like 1-3, or '*' for all.
     #[arg(short = 's', long = "scans", default_value = "*")]
     pub scans: String,
     /// Only these resource labels (repeatable, or comma-separated).

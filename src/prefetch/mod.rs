@@ -4,6 +4,7 @@
 
 pub mod plan;
 pub mod progress;
+pub mod select;
 pub mod transfer;
 pub mod verified;
 pub mod zip;
@@ -12,8 +13,9 @@ use crate::units::human_bytes;
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
 use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
-use plan::{Destination, Selection};
+use plan::Destination;
 use progress::Progress;
+use select::Selection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transfer::Method;
@@ -84,6 +86,9 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
         opts.workers,
     )
     .await?;
+    for n in &plan.notes {
+        eprintln!("note: {n}");
+    }
     let totals = plan.totals();
     if opts.dry_run {
         print!("{}", plan.describe());

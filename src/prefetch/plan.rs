@@ -1,67 +1,14 @@
 //! What a prefetch will transfer: the sessions, scans and resources chosen by the flags, every
 //! file with its size, digest and destination, and which files are already there.
 
+use super::select::{Seen, Selection, check_filters};
 use crate::cache::Cache;
 use crate::names::is_safe_component;
 use crate::units::human_bytes;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
-
-/// `-s 1,2,3` or `-s '*'`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanSelector {
-    All,
-    Ids(Vec<String>),
-}
-
-impl ScanSelector {
-    pub fn parse(spec: &str) -> Result<Self> {
-        let spec = spec.trim();
-        if spec == "*" || spec.eq_ignore_ascii_case("all") {
-            return Ok(ScanSelector::All);
-        }
-        let ids: Vec<String> = spec
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if ids.is_empty() {
-            bail!("-s needs scan IDs like 1,2,3 or '*' for all scans");
-        }
-        if ids.iter().any(|id| id == "*") {
-            return Ok(ScanSelector::All);
-        }
-        Ok(ScanSelector::Ids(ids))
-    }
-
-    pub fn matches(&self, id: &str) -> bool {
-        match self {
-            ScanSelector::All => true,
-            ScanSelector::Ids(ids) => ids.iter().any(|i| i == id),
-        }
-    }
-}
-
-/// Which scans and resources to take.
-#[derive(Debug, Clone)]
-pub struct Selection {
-    pub scans: ScanSelector,
-    /// `-r`: only these resource labels (empty: all).
-    pub include: Vec<String>,
-    /// `--exclude-resource`: not these.
-    pub exclude: Vec<String>,
-    /// `--session-resources`: the session-level resources too.
-    pub session_resources: bool,
-}
-
-impl Selection {
-    pub fn wants_resource(&self, label: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|l| l == label))
-            && !self.exclude.iter().any(|l| l == label)
-    }
-}
 
 /// Where files go.
 #[derive(Debug, Clone)]
@@ -141,6 +88,8 @@ pub struct Plan {
     pub resources: Vec<PlannedResource>,
     /// Files the listings offered that cannot be written safely.
     pub refused: Vec<String>,
+    /// What the filters did not find in some sessions (not a failure).
+    pub notes: Vec<String>,
 }
 
 /// Totals of a plan.
@@ -232,19 +181,18 @@ pub async fn build(
         label: String,
     }
     let mut wanted: Vec<Wanted> = Vec::new();
+    let mut seen_all = Vec::new();
     for (dir_name, session) in sessions {
         let scans = api.scans(session).await?;
+        let mut seen = Seen {
+            session: session.label.clone(),
+            scans: scans.iter().map(|s| s.id.clone()).collect(),
+            labels: Vec::new(),
+        };
         let chosen: Vec<_> = scans
             .into_iter()
             .filter(|s| selection.scans.matches(&s.id))
             .collect();
-        if let ScanSelector::Ids(ids) = &selection.scans {
-            for id in ids {
-                if !chosen.iter().any(|s| &s.id == id) {
-                    bail!("session {} has no scan {id}", session.label);
-                }
-            }
-        }
         let scan_resources = futures::stream::iter(chosen.iter())
             .map(|scan| async move {
                 let res = api.resources(&session.id, Some(&scan.id)).await?;
@@ -255,6 +203,7 @@ pub async fn build(
             .await?;
         for (scan, resources) in scan_resources {
             for r in resources {
+                seen.labels.push(r.label.clone());
                 if selection.wants_resource(&r.label) {
                     wanted.push(Wanted {
                         session: session.clone(),
@@ -267,6 +216,7 @@ pub async fn build(
         }
         if selection.session_resources {
             for r in api.resources(&session.id, None).await? {
+                seen.labels.push(r.label.clone());
                 if selection.wants_resource(&r.label) {
                     wanted.push(Wanted {
                         session: session.clone(),
@@ -277,7 +227,9 @@ pub async fn build(
                 }
             }
         }
+        seen_all.push(seen);
     }
+    let notes = check_filters(selection, &seen_all, true)?;
     let listed = futures::stream::iter(wanted)
         .map(
             |Wanted {
@@ -298,7 +250,10 @@ pub async fn build(
         .buffered(workers.max(1))
         .try_collect::<Vec<_>>()
         .await?;
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        notes,
+        ..Plan::default()
+    };
     for (session, dir_name, scan_type, res, files) in listed {
         let mut planned = Vec::with_capacity(files.len());
         for file in files {
@@ -354,29 +309,6 @@ pub async fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scan_selectors() {
-        assert_eq!(ScanSelector::parse("*").unwrap(), ScanSelector::All);
-        assert_eq!(ScanSelector::parse("1,2,*").unwrap(), ScanSelector::All);
-        let s = ScanSelector::parse(" 1, 3 ").unwrap();
-        assert!(s.matches("1") && s.matches("3") && !s.matches("2"));
-        assert!(ScanSelector::parse(",").is_err());
-    }
-
-    #[test]
-    fn resource_filters() {
-        let sel = |inc: &[&str], exc: &[&str]| Selection {
-            scans: ScanSelector::All,
-            include: inc.iter().map(|s| s.to_string()).collect(),
-            exclude: exc.iter().map(|s| s.to_string()).collect(),
-            session_resources: false,
-        };
-        assert!(sel(&[], &[]).wants_resource("DICOM"));
-        assert!(sel(&["DICOM"], &[]).wants_resource("DICOM"));
-        assert!(!sel(&["NIFTI"], &[]).wants_resource("DICOM"));
-        assert!(!sel(&[], &["DICOM"]).wants_resource("DICOM"));
-    }
 
     #[test]
     fn out_layout_and_unsafe_names() {
