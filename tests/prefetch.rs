@@ -671,3 +671,104 @@ fn a_filter_that_matches_nothing_lists_what_exists_and_ranges_select_numeric_ids
     );
     assert_eq!(actual_out(&out), want);
 }
+
+#[test]
+fn an_unsafe_session_resource_is_skipped_and_the_rest_is_fetched() {
+    let mut data = small_sample();
+    add_hostile_session_resource(&mut data, "DEMO/SUBJ01_MR1", "../UP");
+    add_hostile_session_resource(&mut data, "DEMO/SUBJ01_MR1", "..");
+    let want = expected_out(
+        &data,
+        "XNAT_E00001",
+        "XNAT_E00001",
+        None,
+        |l| !l.contains(".."),
+        true,
+    );
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    for method in ["files", "zip"] {
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                "XNAT_E00001",
+                "--session-resources",
+                "--out",
+                out.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        );
+        let stderr = ended(
+            &o,
+            1,
+            "skipped /data/experiments/XNAT_E00001/resources/../UP: resource label \"../UP\" is not a usable folder name",
+        );
+        assert!(stderr.contains(" 2 failed, "), "{stderr}");
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+    assert_eq!(walk_files(home.path()).len(), want.len());
+    // The dry run tells the same, with the same exit status.
+    let o = prefetch(
+        &mock.url(),
+        home.path(),
+        &[
+            "-E",
+            "XNAT_E00001",
+            "--session-resources",
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("skipped /data/experiments/XNAT_E00001/resources/../UP")
+    );
+}
+
+#[test]
+fn a_symlinked_folder_inside_out_is_never_followed() {
+    let data = small_sample();
+    let want2 = expected_out(&data, "XNAT_E00002", "SUBJ02_MR1", None, |_| true, false);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("SUBJ01_MR1")).unwrap();
+    let args = [
+        "-P",
+        "DEMO",
+        "-E",
+        "SUBJ01_MR1",
+        "-E",
+        "SUBJ02_MR1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let said = format!(
+        "skipped session SUBJ01_MR1 (/data/experiments/XNAT_E00001): {}/SUBJ01_MR1 is a symlink; refusing to follow it out of --out",
+        out.display()
+    );
+    ended(&prefetch(&mock.url(), home.path(), &args), 1, &said);
+    assert_eq!(walk_files(&elsewhere), Vec::new());
+    std::fs::remove_file(out.join("SUBJ01_MR1")).unwrap();
+    assert_eq!(actual_out(&out), want2);
+
+    // A deeper folder too.
+    std::fs::create_dir_all(out.join("SUBJ01_MR1/scans")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("SUBJ01_MR1/scans/2")).unwrap();
+    let said = "SUBJ01_MR1/scans/2 is a symlink; refusing";
+    ended(&prefetch(&mock.url(), home.path(), &args), 1, said);
+    assert_eq!(walk_files(&elsewhere), Vec::new());
+    assert!(
+        out.join("SUBJ01_MR1/scans/1/resources/DICOM/files")
+            .is_dir()
+    );
+}

@@ -2,7 +2,7 @@
 
 use super::{ServerFlags, client, runtime};
 use crate::cache::default_cache_dir;
-use crate::prefetch::plan::Destination;
+use crate::prefetch::destination::Destination;
 use crate::prefetch::select::{ScanSelector, Selection};
 use crate::settings;
 use crate::xnat::XnatApi;

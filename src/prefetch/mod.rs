@@ -2,6 +2,8 @@
 //! filtered resources in parallel into the mount's cache or a plain folder, verifying every
 //! file. Re-runs transfer only what is missing or wrong.
 
+pub mod breaker;
+pub mod destination;
 pub mod plan;
 pub mod progress;
 pub mod select;
@@ -13,7 +15,8 @@ use crate::units::human_bytes;
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
 use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
-use plan::Destination;
+use breaker::{Breaker, Unreachable};
+use destination::Destination;
 use progress::Progress;
 use select::Selection;
 use std::sync::Arc;
@@ -78,14 +81,23 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
             sessions.len()
         );
     }
-    let plan = plan::build(
+    let breaker = Breaker::default();
+    let built = plan::build(
         api.as_ref(),
         &sessions,
         &opts.selection,
         &opts.destination,
         opts.workers,
+        &breaker,
     )
-    .await?;
+    .await;
+    let plan = match built {
+        Ok(plan) => plan,
+        Err(e) => match e.downcast::<Unreachable>() {
+            Ok(gone) => bail!("{gone} while planning; nothing transferred; run again to resume"),
+            Err(e) => return Err(e),
+        },
+    };
     for n in &plan.notes {
         eprintln!("note: {n}");
     }
@@ -93,7 +105,7 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
     if opts.dry_run {
         print!("{}", plan.describe());
         println!("dry run: nothing transferred");
-        return Ok(plan.refused.is_empty());
+        return Ok(plan.problems.is_empty());
     }
     let to_files = totals.files - totals.present_files;
     let to_bytes = totals.bytes - totals.present_bytes;
@@ -118,10 +130,10 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
     for (path, why) in &report.failed {
         eprintln!("failed: {}: {why}", path.display());
     }
-    for r in &plan.refused {
-        eprintln!("refused (unsafe name): {r}");
+    for p in &plan.problems {
+        eprintln!("{p}");
     }
-    let failed = report.failed.len() + plan.refused.len();
+    let failed = report.failed.len() + plan.problems.len();
     eprintln!(
         "prefetch: {} files ({}) downloaded, {} files ({}) already present, {} failed, in {:.1} s ({:.1} MB/s)",
         report.downloaded_files,

@@ -4,7 +4,8 @@
 //! before it takes its final name. A ZIP entry is written only where the plan says its file
 //! goes, so entry names from the server never become paths.
 
-use super::plan::{Destination, Plan, PlannedFile, PlannedResource};
+use super::destination::Destination;
+use super::plan::{Plan, PlannedFile, PlannedResource};
 use super::progress::Progress;
 use super::verified::{TransferPolicy, download_verified};
 use super::zip::{Outcome, zip_resource};

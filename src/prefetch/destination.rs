@@ -1,0 +1,182 @@
+//! Where a prefetch writes: the mount's cache or a plain `--out` folder; where each file
+//! goes there, whether it is already there, and symlinks inside `--out` that must not be
+//! followed.
+
+use crate::cache::Cache;
+use crate::names::is_safe_component;
+use crate::xnat::{RemoteFile, ResourceRef};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where files go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// The mount's cache, so a mount serves them with no request.
+    Cache(Cache),
+    /// Plain files at `root/<session label or name>/scans/<scan>/resources/<label>/files/...`.
+    Out { root: PathBuf, name: Option<String> },
+}
+
+/// The temporary folder's name inside `--out`.
+pub const OUT_TMP: &str = ".xnatfs-tmp";
+
+impl Destination {
+    /// Where the file at `rel` of `res` (in the session shown as `session_dir`) goes; `None`
+    /// if any part of that path is unsafe.
+    pub fn path_of(&self, session_dir: &str, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
+        match self {
+            Destination::Cache(cache) => cache.file_path(res, rel),
+            Destination::Out { root, name } => {
+                let session_dir = name.as_deref().unwrap_or(session_dir);
+                let relocated = ResourceRef {
+                    session_id: session_dir.to_string(),
+                    ..res.clone()
+                };
+                // The same layout as the cache's data folder, rooted at `root`.
+                let in_cache = Cache::layout_path(Path::new(""), &relocated, rel)?;
+                Some(root.join(in_cache))
+            }
+        }
+    }
+
+    /// Why a session (shown as `session_dir`, with accession ID `id`) cannot be written
+    /// here, if it cannot: its folder name is unsafe, or (under `--out`) its folder is a
+    /// symlink, which would lead out of `--out`.
+    pub fn session_problem(&self, session_dir: &str, id: &str) -> Option<String> {
+        match self {
+            Destination::Cache(_) => {
+                (!is_safe_component(id)).then(|| format!("{id:?} is not a usable folder name"))
+            }
+            Destination::Out { root, name } => {
+                let dir = name.as_deref().unwrap_or(session_dir);
+                if !is_safe_component(dir) {
+                    return Some(format!("{dir:?} is not a usable folder name"));
+                }
+                is_symlink(&root.join(dir)).then(|| symlink_refused(&root.join(dir)))
+            }
+        }
+    }
+
+    /// Under `--out`, the first folder between the root and `path` that is a symlink (one
+    /// that would take writes out of `--out`). `seen` remembers folders already looked at.
+    pub fn symlink_on_the_way(
+        &self,
+        path: &Path,
+        seen: &mut HashMap<PathBuf, bool>,
+    ) -> Option<PathBuf> {
+        let Destination::Out { root, .. } = self else {
+            return None;
+        };
+        let rel = path.parent()?.strip_prefix(root).ok()?;
+        let mut dir = root.clone();
+        for part in rel.components() {
+            dir.push(part);
+            let link = *seen.entry(dir.clone()).or_insert_with(|| is_symlink(&dir));
+            if link {
+                return Some(dir);
+            }
+        }
+        None
+    }
+
+    /// The folder partial files are written in (on the destination's file system).
+    pub fn tmp_dir(&self) -> PathBuf {
+        match self {
+            Destination::Cache(cache) => cache.tmp_dir(),
+            Destination::Out { root, .. } => root.join(OUT_TMP),
+        }
+    }
+
+    /// Whether `dest` already holds `file`: the listed size, and in `--out` folders (which
+    /// users may change) the listed MD5 too. Files in the cache were verified when written.
+    pub fn holds(&self, file: &RemoteFile, dest: &Path) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(dest) else {
+            return false;
+        };
+        if !meta.is_file() || meta.len() != file.size {
+            return false;
+        }
+        match (self, &file.digest) {
+            (Destination::Out { .. }, Some(want)) => {
+                crate::cache::hash_file(dest).is_ok_and(|got| &got == want)
+            }
+            _ => true,
+        }
+    }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// The refusal of a symlink inside `--out`.
+pub fn symlink_refused(link: &Path) -> String {
+    format!(
+        "{} is a symlink; refusing to follow it out of --out (remove it, or choose another --out)",
+        link.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_layout_and_unsafe_names() {
+        let d = Destination::Out {
+            root: PathBuf::from("/out"),
+            name: None,
+        };
+        let res = ResourceRef {
+            session_id: "XNAT_E1".into(),
+            scan: Some("2".into()),
+            label: "DICOM".into(),
+        };
+        assert_eq!(
+            d.path_of("SUBJ01", &res, "a/b.dcm").unwrap(),
+            PathBuf::from("/out/SUBJ01/scans/2/resources/DICOM/files/a/b.dcm")
+        );
+        let named = Destination::Out {
+            root: PathBuf::from("/out"),
+            name: Some("mine".into()),
+        };
+        let session_res = ResourceRef {
+            scan: None,
+            ..res.clone()
+        };
+        assert_eq!(
+            named.path_of("SUBJ01", &session_res, "x").unwrap(),
+            PathBuf::from("/out/mine/resources/DICOM/files/x")
+        );
+        assert!(d.path_of("..", &res, "x").is_none());
+        assert!(d.path_of("S", &res, "../../x").is_none());
+        assert!(d.session_problem("..", "XNAT_E1").is_some());
+    }
+
+    #[test]
+    fn symlinks_inside_out_are_found_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(root.join("S1/scans")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("S2")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("S1/scans/2")).unwrap();
+        let d = Destination::Out {
+            root: root.clone(),
+            name: None,
+        };
+        assert!(d.session_problem("S1", "E1").is_none());
+        let why = d.session_problem("S2", "E2").unwrap();
+        assert!(why.contains("is a symlink; refusing"), "{why}");
+        let mut seen = HashMap::new();
+        assert_eq!(
+            d.symlink_on_the_way(&root.join("S1/scans/2/resources/R/files/x"), &mut seen),
+            Some(root.join("S1/scans/2"))
+        );
+        assert_eq!(
+            d.symlink_on_the_way(&root.join("S1/scans/3/resources/R/files/x"), &mut seen),
+            None
+        );
+    }
+}
