@@ -1,12 +1,13 @@
 //! Where a prefetch writes: the mount's cache or a plain `--out` folder; where each file
-//! goes there, whether it is already there, and symlinks inside `--out` that must not be
-//! followed.
+//! goes there, whether it is already there, and the run's own folder of partial files, which
+//! goes away with the run however it ends (done, stopped, interrupted).
 
 use crate::cache::Cache;
 use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
 
 /// Where files go.
 #[derive(Debug, Clone)]
@@ -79,7 +80,8 @@ impl Destination {
         None
     }
 
-    /// The folder partial files are written in (on the destination's file system).
+    /// The folder partial files are written in (on the destination's file system); each run
+    /// makes its own folder inside it ([`RunTmp`]).
     pub fn tmp_dir(&self) -> PathBuf {
         match self {
             Destination::Cache(cache) => cache.tmp_dir(),
@@ -115,6 +117,67 @@ pub fn symlink_refused(link: &Path) -> String {
         "{} is a symlink; refusing to follow it out of --out (remove it, or choose another --out)",
         link.display()
     )
+}
+
+/// A run's own folder of partial files, inside the destination's temporary folder. Dropped
+/// (the run done, stopped, or its future dropped on a signal), it stops the run (`stop`: so
+/// that threads unpacking a ZIP write no more) and is removed with whatever is in it, and
+/// `--out`'s temporary folder too when nothing else is left there.
+#[derive(Debug)]
+pub struct RunTmp {
+    path: PathBuf,
+    /// `--out`'s temporary folder, to remove when empty.
+    out_tmp: Option<PathBuf>,
+    stop: CancellationToken,
+}
+
+impl RunTmp {
+    pub fn new(dest: &Destination, stop: CancellationToken) -> anyhow::Result<RunTmp> {
+        let base = dest.tmp_dir();
+        let out_tmp = matches!(dest, Destination::Out { .. }).then(|| base.clone());
+        if is_symlink(&base) {
+            anyhow::bail!("{}", symlink_refused(&base));
+        }
+        match std::fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && base.is_dir() => {}
+            Err(e) => anyhow::bail!("cannot create {}: {e}", base.display()),
+        }
+        let path = tempfile::Builder::new()
+            .prefix("prefetch-")
+            .tempdir_in(&base)
+            .map_err(|e| anyhow::anyhow!("cannot create a folder in {}: {e}", base.display()))?
+            .keep();
+        Ok(RunTmp {
+            path,
+            out_tmp,
+            stop,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunTmp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        // A ZIP being unpacked on a blocking thread may still add a file while this runs:
+        // try again (it creates no more once it has seen the stop).
+        for _ in 0..5 {
+            match std::fs::remove_dir_all(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+        if let Some(out_tmp) = &self.out_tmp {
+            // Only partial files live there; an empty folder is not worth leaving.
+            let _ = std::fs::remove_dir(out_tmp);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,5 +241,28 @@ mod tests {
             d.symlink_on_the_way(&root.join("S1/scans/3/resources/R/files/x"), &mut seen),
             None
         );
+
+        // The temporary folder as a symlink: refused, nothing written through it.
+        std::os::unix::fs::symlink(&elsewhere, root.join(OUT_TMP)).unwrap();
+        let e = RunTmp::new(&d, CancellationToken::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(".xnatfs-tmp is a symlink"), "{e}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_run_folder_goes_away_with_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Destination::Out {
+            root: dir.path().to_path_buf(),
+            name: None,
+        };
+        let stop = CancellationToken::new();
+        let run = RunTmp::new(&d, stop.clone()).unwrap();
+        std::fs::write(run.path().join(".part-x"), b"half").unwrap();
+        drop(run);
+        assert!(stop.is_cancelled());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
