@@ -5,33 +5,59 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use xnatfs::mock::data::Dataset;
+use xnatfs::mock::data::{Dataset, SampleSpec};
 
 /// Runs `xnatfs prefetch ARGS` with a private HOME; panics if it runs over 120 s.
 fn prefetch(url: &str, home: &Path, args: &[&str]) -> Output {
-    let mut child = xnatfs(url, home)
+    finish(spawn_prefetch(url, home, args), Duration::from_secs(120))
+}
+
+/// Starts `xnatfs prefetch ARGS` with a private HOME, its output captured.
+fn spawn_prefetch(url: &str, home: &Path, args: &[&str]) -> Child {
+    xnatfs(url, home)
         .arg("prefetch")
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits for `child` and returns its output; kills it and panics if it runs over `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > limit {
             let _ = child.kill();
-            panic!("prefetch {args:?} ran over 120 s");
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "prefetch ran over {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
 }
 
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Checks that a run ended with exit status `code` and said `want` on stderr; returns stderr.
+#[track_caller]
+fn ended(out: &Output, code: i32, want: &str) -> String {
+    let stderr = stderr_of(out);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(want), "wanted {want:?} in: {stderr}");
+    stderr
+}
+
 fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = stderr_of(out);
     assert!(out.status.success(), "prefetch failed: {stderr}");
     stderr
 }
@@ -513,54 +539,476 @@ fn hostile_names_in_listings_and_zip_entries_never_escape() {
     assert!(!Path::new("/tmp/xnatfs-absolute.dcm").exists());
 }
 
+/// `--cache-dir CACHE` or `--out OUT`.
+fn destination<'a>(to_cache: bool, out: &'a Path, cache: &'a Path) -> [&'a str; 2] {
+    match to_cache {
+        true => ["--cache-dir", cache.to_str().unwrap()],
+        false => ["--out", out.to_str().unwrap()],
+    }
+}
+
+/// Partial files left below `root`: anything in a `tmp` or `.xnatfs-tmp` folder, or named
+/// like a partial file.
+fn partial_files(root: &Path) -> Vec<PathBuf> {
+    if !root.exists() {
+        return Vec::new();
+    }
+    walk_files(root)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            p.components()
+                .any(|c| c.as_os_str() == "tmp" || c.as_os_str() == ".xnatfs-tmp")
+                || p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".part-"))
+        })
+        .collect()
+}
+
 #[test]
-fn ctrl_c_leaves_no_partial_file_and_a_rerun_finishes() {
+fn sigint_and_sigterm_leave_no_partial_file_anywhere_exit_130_and_143_and_a_rerun_finishes() {
+    let data = Dataset::sample(&SampleSpec {
+        dicom_files: 4,
+        dicom_size: 600 * 1024,
+        nifti_size: 2_000_000,
+        scans: 3,
+    });
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, false);
+    let mock = start_mock(data);
+    let c = &mock.state.controls;
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        for method in ["files", "zip"] {
+            for to_cache in [false, true] {
+                let case = format!("signal {signal}, --method {method}, cache {to_cache}");
+                let home = tempfile::tempdir().unwrap();
+                let out = home.path().join("out");
+                let cache = home.path().join("cache-dir");
+                let mut args = vec!["-E", "XNAT_E00001", "-w", "2", "--method", method];
+                args.extend(destination(to_cache, &out, &cache));
+                // Slow enough that transfers are under way, partial files and all, when the
+                // signal comes.
+                c.latency_ms.store(200, Ordering::SeqCst);
+                c.chunk_delay_ms.store(50, Ordering::SeqCst);
+                let gets = mock.state.file_gets();
+                let child = spawn_prefetch(&mock.url(), home.path(), &args);
+                wait_until(Duration::from_secs(30), "transfers start", || {
+                    mock.state.file_gets() >= gets + 2
+                });
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(child.id() as i32, signal) };
+                let o = finish(child, Duration::from_secs(30));
+                let said = "xnatfs: prefetch interrupted; no partial file was left; run it again to finish";
+                ended(&o, code, said);
+                assert_eq!(partial_files(&out), Vec::<PathBuf>::new(), "{case}");
+                assert_eq!(partial_files(&cache), Vec::<PathBuf>::new(), "{case}");
+                assert!(!out.join(".xnatfs-tmp").exists(), "{case}");
+                // Whatever is under a final name is complete and right.
+                let got = if to_cache {
+                    BTreeMap::new()
+                } else {
+                    actual_out(&out)
+                };
+                assert!(got.len() < want.len(), "{case}");
+                for (p, md5) in &got {
+                    assert_eq!(want.get(p), Some(md5), "{case}: {}", p.display());
+                }
+                c.latency_ms.store(0, Ordering::SeqCst);
+                c.chunk_delay_ms.store(0, Ordering::SeqCst);
+                ok(&prefetch(&mock.url(), home.path(), &args));
+                if !to_cache {
+                    assert_eq!(actual_out(&out), want, "{case}");
+                }
+                assert_eq!(partial_files(&cache), Vec::<PathBuf>::new(), "{case}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_filter_that_matches_nothing_lists_what_exists_and_ranges_select_numeric_ids() {
     let data = small_sample();
+    let mock = start_mock(data.clone());
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let out_arg = out.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["-E", "XNAT_E00001", "-r", "DICMO"],
+            "no resource DICMO in session SUBJ01_MR1; it has: DICOM, NIFTI, SNAPSHOTS",
+        ),
+        (
+            vec!["-E", "XNAT_E00001", "-s", "99"],
+            "session SUBJ01_MR1 has no scan 99; it has: 1, 2, 3",
+        ),
+        (
+            vec!["-E", "XNAT_E00001", "-s", "4-9"],
+            "session SUBJ01_MR1 has no scan 4-9; it has: 1, 2, 3",
+        ),
+        (
+            vec![
+                "-P",
+                "DEMO",
+                "-E",
+                "SUBJ01_MR1",
+                "-E",
+                "SUBJ02_MR1",
+                "-r",
+                "QC",
+            ],
+            "no resource QC in any of the 2 sessions; they have: DICOM, NIFTI, SNAPSHOTS (the session's own resources are looked at with --session-resources)",
+        ),
+        (
+            vec!["-E", "XNAT_E00001", "-s", "3-1"],
+            "a range goes from low to high (1-3)",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--out", out_arg]);
+        ended(&prefetch(&mock.url(), home.path(), &all), 1, want);
+        assert_eq!(mock.state.file_gets(), 0, "{args:?}");
+    }
+    assert!(!out.exists() || walk_files(&out).is_empty());
+
+    // A range takes every scan whose numeric ID lies in it.
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &["-E", "XNAT_E00001", "-s", "1-2", "--out", out_arg],
+    ));
+    let want = expected_out(
+        &data,
+        "XNAT_E00001",
+        "XNAT_E00001",
+        Some(&["1", "2"]),
+        |_| true,
+        false,
+    );
+    assert_eq!(actual_out(&out), want);
+}
+
+#[test]
+fn a_server_that_goes_away_mid_prefetch_stops_with_exit_5_and_a_rerun_resumes() {
+    let data = Dataset::sample(&SampleSpec {
+        dicom_files: 30,
+        dicom_size: 4096,
+        nifti_size: 300_000,
+        scans: 3,
+    });
     let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, false);
     let mock = start_mock(data);
     mock.state.controls.latency_ms.store(100, Ordering::SeqCst);
     let home = tempfile::tempdir().unwrap();
     let out = home.path().join("out");
-    let mut child = xnatfs(&mock.url(), home.path())
-        .args([
-            "prefetch",
-            "-E",
-            "XNAT_E00001",
-            "--method",
-            "files",
-            "-w",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "3 files fetched within 30 s",
-        || mock.state.file_gets() >= 3,
-    );
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    // Whatever is under a final name is complete and right.
+    let args = [
+        "-E",
+        "XNAT_E00001",
+        "--out",
+        out.to_str().unwrap(),
+        "--method",
+        "files",
+        "-w",
+        "5",
+    ];
+    let child = spawn_prefetch(&mock.url(), home.path(), &args);
+    wait_until(Duration::from_secs(30), "transfers start", || {
+        mock.state.file_gets() >= 5
+    });
+    // The server goes away: connections are refused from now on.
+    let (addr, state) = (mock.addr, mock.state.clone());
+    drop(mock);
+    let started = Instant::now();
+    // Without a limit, each of ~90 files would take its 5 attempts (~6 s) in turn.
+    let o = finish(child, Duration::from_secs(60));
+    let stderr = ended(&o, 5, "xnatfs: server unreachable; ");
+    assert!(started.elapsed() < Duration::from_secs(45), "{stderr}");
     let got = actual_out(&out);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("xnatfs: server unreachable; "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        line,
+        format!(
+            "xnatfs: server unreachable; {} of {} files left; run again to resume",
+            want.len() - got.len(),
+            want.len()
+        )
+    );
     assert!(got.len() < want.len());
-    for (p, md5) in &got {
-        assert!(
-            !p.starts_with(".xnatfs-tmp"),
-            "partial file left: {}",
-            p.display()
-        );
-        assert_eq!(want.get(p), Some(md5), "{}", p.display());
-    }
+    assert_eq!(partial_files(&out), Vec::<PathBuf>::new());
+
+    // Back on the same address: a re-run fetches only what is missing.
+    let mock = xnatfs::mock::MockServer::start_with_state(addr, state).unwrap();
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
-    ok(&prefetch(
+    let gets = mock.state.file_gets();
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert_eq!(actual_out(&out), want);
+    assert_eq!(
+        (mock.state.file_gets() - gets) as usize,
+        want.len() - got.len()
+    );
+}
+
+#[test]
+fn retries_that_work_are_counted_not_warned_and_failures_are_listed_once_capped() {
+    let mut data = Dataset::sample(&SampleSpec {
+        dicom_files: 12,
+        dicom_size: 4096,
+        nifti_size: 300_000,
+        scans: 3,
+    });
+    // Every DICOM file of scans 1 and 2 is gone from the server: 24 failures.
+    let mut gone = Vec::new();
+    for scan in ["1", "2"] {
+        let dir = format!("DEMO/SUBJ01_MR1/scans/{scan}/resources/DICOM");
+        for f in resource_files_mut(&mut data, &dir) {
+            std::sync::Arc::get_mut(f).unwrap().body_gone = true;
+            gone.push(f.path.clone());
+        }
+    }
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+
+    // Three bodies cut short, each fetched again: counted, not warned.
+    let ok_out = home.path().join("ok");
+    mock.state.controls.truncate_next.store(3, Ordering::SeqCst);
+    let stderr = ok(&prefetch(
         &mock.url(),
         home.path(),
-        &["-E", "XNAT_E00001", "--out", out.to_str().unwrap()],
+        &[
+            "-E",
+            "XNAT_E00001",
+            "-s",
+            "3",
+            "--method",
+            "files",
+            "--out",
+            ok_out.to_str().unwrap(),
+        ],
     ));
-    assert_eq!(actual_out(&out), want);
+    assert!(stderr.contains(" 3 retried, "), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+
+    let out = home.path().join("out");
+    let cache = home.path().join("cache-dir");
+    for to_cache in [false, true] {
+        let mut args = vec!["-E", "XNAT_E00001", "--method", "files"];
+        args.extend(destination(to_cache, &out, &cache));
+        let o = prefetch(&mock.url(), home.path(), &args);
+        let stderr = ended(&o, 4, "\n... and 4 more\n");
+        let failed: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("failed: "))
+            .collect();
+        assert_eq!(failed.len(), 20, "{stderr}");
+        for line in &failed {
+            // By XNAT path, and by --out path; never by a cache path.
+            assert!(
+                line.starts_with("failed: /data/experiments/XNAT_E00001/scans/"),
+                "{line}"
+            );
+            if to_cache {
+                assert!(!line.contains(" -> "), "{line}");
+            } else {
+                assert!(
+                    line.contains(&format!(" -> {}/XNAT_E00001/scans/", out.display())),
+                    "{line}"
+                );
+            }
+        }
+        assert!(!stderr.contains(cache.to_str().unwrap()), "{stderr}");
+        // Each failure on one line at most: the log does not repeat them.
+        for name in &gone {
+            let lines = stderr.lines().filter(|l| l.contains(name.as_str())).count();
+            assert!(lines <= 1, "{name}: {stderr}");
+        }
+        assert!(
+            !stderr.contains("ERROR") && !stderr.contains("WARN"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(" 24 failed, "), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unsafe_session_resource_is_skipped_the_rest_is_fetched_and_the_exit_is_4() {
+    let mut data = small_sample();
+    add_hostile_session_resource(&mut data, "DEMO/SUBJ01_MR1", "../UP");
+    add_hostile_session_resource(&mut data, "DEMO/SUBJ01_MR1", "..");
+    let want = expected_out(
+        &data,
+        "XNAT_E00001",
+        "XNAT_E00001",
+        None,
+        |l| !l.contains(".."),
+        true,
+    );
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    for method in ["files", "zip"] {
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                "XNAT_E00001",
+                "--session-resources",
+                "--out",
+                out.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        );
+        let stderr = ended(
+            &o,
+            4,
+            "skipped /data/experiments/XNAT_E00001/resources/../UP: resource label \"../UP\" is not a usable folder name",
+        );
+        assert!(stderr.contains(" 2 skipped, "), "{stderr}");
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+    assert_eq!(walk_files(home.path()).len(), want.len());
+    // The dry run tells the same, with the same exit status.
+    let o = prefetch(
+        &mock.url(),
+        home.path(),
+        &[
+            "-E",
+            "XNAT_E00001",
+            "--session-resources",
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("skipped /data/experiments/XNAT_E00001/resources/../UP")
+    );
+}
+
+#[test]
+fn prefetch_help_and_the_readme_document_every_exit_status() {
+    let home = tempfile::tempdir().unwrap();
+    let o = xnatfs("http://127.0.0.1:9", home.path())
+        .args(["prefetch", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (code, what) in [
+        (0, "every planned file is present and verified"),
+        (1, "failed"),
+        (2, "usage"),
+        (4, "partial"),
+        (5, "server unreachable"),
+        (130, "interrupted (SIGINT"),
+        (143, "terminated (SIGTERM"),
+    ] {
+        assert!(
+            help.contains(&format!("{code:>5}  {what}")),
+            "{code}: {help}"
+        );
+        assert!(
+            readme.contains(&format!("| {code} | {what}")),
+            "README: {code}"
+        );
+    }
+    // Usage errors are clap's.
+    let o = xnatfs("http://127.0.0.1:9", home.path())
+        .args(["prefetch", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn out_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mock = start_mock(small_sample());
+    for (umask, file_mode, dir_mode) in [(0o027, 0o640, 0o750), (0o002, 0o664, 0o775)] {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let mut cmd = xnatfs(&mock.url(), home.path());
+        cmd.args(["prefetch", "-E", "XNAT_E00001", "-s", "2", "--out"])
+            .arg(&out);
+        // SAFETY: umask(2) only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask);
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        ok(&o);
+        let files = walk_files(&out);
+        assert_eq!(files.len(), 9);
+        for (p, _) in &files {
+            let mode = std::fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, file_mode, "umask {umask:o}: {}", p.display());
+            let dir = out.join(p).parent().unwrap().to_path_buf();
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, dir_mode, "umask {umask:o}: {}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn a_symlinked_session_or_temporary_folder_inside_out_is_never_followed() {
+    let data = small_sample();
+    let want2 = expected_out(&data, "XNAT_E00002", "SUBJ02_MR1", None, |_| true, false);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("SUBJ01_MR1")).unwrap();
+    let args = [
+        "-P",
+        "DEMO",
+        "-E",
+        "SUBJ01_MR1",
+        "-E",
+        "SUBJ02_MR1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let said = format!(
+        "skipped session SUBJ01_MR1 (/data/experiments/XNAT_E00001): {}/SUBJ01_MR1 is a symlink; refusing to follow it out of --out",
+        out.display()
+    );
+    ended(&prefetch(&mock.url(), home.path(), &args), 4, &said);
+    assert_eq!(walk_files(&elsewhere), Vec::new());
+    std::fs::remove_file(out.join("SUBJ01_MR1")).unwrap();
+    assert_eq!(actual_out(&out), want2);
+
+    // A deeper folder too.
+    std::fs::create_dir_all(out.join("SUBJ01_MR1/scans")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("SUBJ01_MR1/scans/2")).unwrap();
+    let said = "SUBJ01_MR1/scans/2 is a symlink; refusing";
+    ended(&prefetch(&mock.url(), home.path(), &args), 4, said);
+    assert_eq!(walk_files(&elsewhere), Vec::new());
+    assert!(
+        out.join("SUBJ01_MR1/scans/1/resources/DICOM/files")
+            .is_dir()
+    );
+
+    // The temporary folder: nothing is transferred through it.
+    std::fs::remove_file(out.join("SUBJ01_MR1/scans/2")).unwrap();
+    std::fs::remove_dir_all(out.join("SUBJ02_MR1")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join(".xnatfs-tmp")).unwrap();
+    let gets = mock.state.file_gets();
+    let said = format!(
+        "{}/.xnatfs-tmp is a symlink; refusing to follow it out of --out",
+        out.display()
+    );
+    ended(&prefetch(&mock.url(), home.path(), &args), 1, &said);
+    assert_eq!(mock.state.file_gets(), gets);
+    assert_eq!(walk_files(&elsewhere), Vec::new());
 }

@@ -37,7 +37,7 @@ pub struct PartialFile {
     hasher: Md5,
     written: u64,
     /// Cache files and folders are private to the user (0600/0700); plain `--out` copies get
-    /// ordinary permissions.
+    /// ordinary permissions (those the umask leaves).
     private: bool,
 }
 
@@ -45,9 +45,13 @@ impl PartialFile {
     /// A new partial file in `tmp_dir`, which must be on the file system of its destination
     /// so that the final rename is atomic.
     pub fn new_in(tmp_dir: &Path, private: bool) -> io::Result<PartialFile> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".part-")
-            .tempfile_in(tmp_dir)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".part-");
+        if !private {
+            // Created as any new file is: 0666 less the umask.
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(tmp_dir)?;
         Ok(PartialFile {
             tmp,
             hasher: Md5::new(),
@@ -141,9 +145,10 @@ impl PartialFile {
         {
             super::digest_attr::write(tmp.as_file(), verified);
         }
-        let mode = if self.private { 0o600 } else { 0o644 };
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if self.private {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         tmp.persist(dest).map_err(|e| e.error)?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 mod cache;
 mod daemon;
 mod demo;
+mod exit;
 mod mock_server;
 mod mount;
 mod prefetch;
@@ -58,16 +59,7 @@ pub enum Command {
         xnatfs mount /mnt/xnat -E XNAT_E00001 --foreground -v")]
     Mount(MountArgs),
     /// Download whole sessions, chosen scans or filtered resources in parallel, verified.
-    #[command(
-        after_help = "Into the mount's cache by default (a mount then reads them with no request, even offline),\n\
-        or with --out into plain folders: DIR/<session>/scans/<scan>/resources/<label>/files/...\n\n\
-        Examples:\n  \
-        xnatfs prefetch -E XNAT_E00001                          # a whole session, into the cache\n  \
-        xnatfs prefetch -P MYPROJ -E SUBJ01_MR1 -s 1,2 -r DICOM  # scans 1 and 2, DICOM only\n  \
-        xnatfs prefetch -P MYPROJ --out ./data -w 8              # every session of a project\n  \
-        xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n\n\
-        Exit status: 0 only when every planned file is present and verified."
-    )]
+    #[command(after_help = prefetch::after_help())]
     Prefetch(PrefetchArgs),
     /// Show or clear the on-disk cache.
     #[command(
@@ -165,18 +157,15 @@ pub fn main() -> i32 {
     init_logging(verbose);
     let result = match cli.command {
         Command::Mount(args) => mount::cmd_mount(args),
-        Command::Prefetch(args) => prefetch::cmd_prefetch(args),
+        Command::Prefetch(args) => return prefetch::cmd_prefetch(args).code(),
         Command::Unmount { mountpoint } => mount::cmd_unmount(&mountpoint),
         Command::Cache(c) => cache::cmd_cache(c),
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
     };
     match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("xnatfs: {e:#}");
-            1
-        }
+        Ok(()) => exit::Exit::Ok.code(),
+        Err(e) => failed(e).code(),
     }
 }
 
@@ -189,6 +178,12 @@ fn fewer_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// Reports an error that ends a command.
+fn failed(e: anyhow::Error) -> exit::Exit {
+    eprintln!("xnatfs: {e:#}");
+    exit::Exit::Failed
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -1,8 +1,10 @@
 //! `xnatfs prefetch`.
 
-use super::{ServerFlags, client, runtime};
+use super::exit::{self, Exit};
+use super::{ServerFlags, client, failed, runtime};
 use crate::cache::default_cache_dir;
-use crate::prefetch::plan::{Destination, ScanSelector, Selection};
+use crate::prefetch::destination::Destination;
+use crate::prefetch::select::{ScanSelector, Selection};
 use crate::settings;
 use crate::xnat::XnatApi;
 use crate::xnat::remembering::RememberingApi;
@@ -20,7 +22,7 @@ pub struct PrefetchArgs {
     /// Project: where labels are looked up; alone, all its sessions.
     #[arg(short = 'P', long)]
     pub project: Option<String>,
-    /// Scans: IDs like 1,2,3, or '*' for all.
+    /// Scans: IDs like 1,2,3, ranges of numeric IDs like 1-3, or '*' for all.
     #[arg(short = 's', long = "scans", default_value = "*")]
     pub scans: String,
     /// Only these resource labels (repeatable, or comma-separated).
@@ -65,7 +67,30 @@ pub struct PrefetchArgs {
     pub server: ServerFlags,
 }
 
-pub fn cmd_prefetch(args: PrefetchArgs) -> Result<()> {
+/// `xnatfs prefetch --help` after the options: where files go, examples, exit codes.
+pub fn after_help() -> String {
+    format!(
+        "Into the mount's cache by default (a mount then reads them with no request, even offline),\n\
+        or with --out into plain folders: DIR/<session>/scans/<scan>/resources/<label>/files/...\n\n\
+        Examples:\n  \
+        xnatfs prefetch -E XNAT_E00001                          # a whole session, into the cache\n  \
+        xnatfs prefetch -P MYPROJ -E SUBJ01_MR1 -s 1,2 -r DICOM  # scans 1 and 2, DICOM only\n  \
+        xnatfs prefetch -P MYPROJ --out ./data -w 8              # every session of a project\n  \
+        xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n\n\
+        {}",
+        exit::table()
+    )
+}
+
+/// Runs `xnatfs prefetch`; what it returns is the exit status.
+pub fn cmd_prefetch(args: PrefetchArgs) -> Exit {
+    match prefetch(args) {
+        Ok(exit) => exit,
+        Err(e) => failed(e),
+    }
+}
+
+fn prefetch(args: PrefetchArgs) -> Result<Exit> {
     let settings = settings::resolve(&args.server.server_args(), true, true)?;
     let selection = Selection {
         scans: ScanSelector::parse(&args.scans)?,
@@ -119,24 +144,23 @@ pub fn cmd_prefetch(args: PrefetchArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        tokio::select! {
-            r = crate::prefetch::run(api, &opts) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        // Dropping the prefetch on a signal drops every transfer under way with its partial
+        // file, and the run's folder of partial files with whatever is left in it.
+        Ok::<_, anyhow::Error>(tokio::select! {
+            r = crate::prefetch::run(api, &opts) => r.map(Exit::from),
+            _ = tokio::signal::ctrl_c() => Ok(Exit::Interrupted),
+            _ = term.recv() => Ok(Exit::Terminated),
+        })
+    })?;
+    // A server that went away may not answer: do not wait for it long.
+    rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(3), client.logout()).await;
     });
-    rt.block_on(client.logout());
-    match outcome {
-        None => {
-            eprintln!(
-                "xnatfs: prefetch interrupted; no partial file was left under its final name; run it again to finish"
-            );
-            rt.shutdown_timeout(Duration::from_secs(1));
-            std::process::exit(130);
-        }
-        Some(Ok(true)) => Ok(()),
-        Some(Ok(false)) => bail!(
-            "prefetch incomplete: some files failed (listed above); run it again to retry them"
-        ),
-        Some(Err(e)) => Err(e),
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Ok(Exit::Interrupted | Exit::Terminated) = outcome {
+        eprintln!("xnatfs: prefetch interrupted; no partial file was left; run it again to finish");
     }
+    outcome
 }

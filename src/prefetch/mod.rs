@@ -2,8 +2,11 @@
 //! filtered resources in parallel into the mount's cache or a plain folder, verifying every
 //! file. Re-runs transfer only what is missing or wrong.
 
+pub mod breaker;
+pub mod destination;
 pub mod plan;
 pub mod progress;
+pub mod select;
 pub mod transfer;
 pub mod verified;
 pub mod zip;
@@ -12,11 +15,14 @@ use crate::units::human_bytes;
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
 use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
-use plan::{Destination, Selection};
+use breaker::{Breaker, Unreachable};
+use destination::{Destination, RunTmp};
+use plan::Plan;
 use progress::Progress;
+use select::Selection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use transfer::Method;
+use transfer::{Method, Report};
 use verified::TransferPolicy;
 
 pub struct PrefetchOptions {
@@ -55,8 +61,25 @@ pub async fn resolve_sessions(
     named_sessions(api, in_project, &opts.sessions).await
 }
 
-/// Runs a prefetch. `Ok(true)` when every planned file is present and verified.
-pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> {
+/// How a prefetch ended (the command line makes an exit code of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every planned file is present and verified; nothing was left out.
+    Complete,
+    /// Some sessions, resources or files failed or were left out (each named); what else
+    /// was planned is present and verified.
+    Partial,
+    /// Items failed and no planned file is present.
+    Failed,
+    /// The server stopped answering part way; a re-run resumes.
+    Unreachable,
+}
+
+/// Lines of failures (and of notes) printed at most; the rest are counted.
+pub const LISTED_AT_MOST: usize = 20;
+
+/// Runs a prefetch, telling on stderr what failed or was left out and how it ended.
+pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending> {
     let started = Instant::now();
     let sessions = resolve_sessions(api.as_ref(), opts).await?;
     if let Destination::Cache(_) = &opts.destination {
@@ -76,23 +99,45 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
             sessions.len()
         );
     }
-    let plan = plan::build(
+    let breaker = Breaker::default();
+    let built = plan::build(
         api.as_ref(),
         &sessions,
         &opts.selection,
         &opts.destination,
         opts.workers,
+        &breaker,
     )
-    .await?;
+    .await;
+    let plan = match built {
+        Ok(plan) => plan,
+        Err(e) => match e.downcast::<Unreachable>() {
+            Ok(gone) => {
+                eprintln!(
+                    "xnatfs: {gone} while planning; nothing transferred; run again to resume"
+                );
+                return Ok(Ending::Unreachable);
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    print_capped(plan.notes.iter().map(|n| format!("note: {n}")));
     let totals = plan.totals();
     if opts.dry_run {
         print!("{}", plan.describe());
         println!("dry run: nothing transferred");
-        return Ok(plan.refused.is_empty());
+        return Ok(if plan.problems.is_empty() {
+            Ending::Complete
+        } else {
+            Ending::Partial
+        });
     }
-    let to_files = totals.files - totals.present_files;
-    let to_bytes = totals.bytes - totals.present_bytes;
-    let progress = Progress::new(to_files, to_bytes, opts.quiet);
+    let run_tmp = RunTmp::new(&opts.destination, breaker.token())?;
+    let progress = Progress::new(
+        totals.files - totals.present_files,
+        totals.bytes - totals.present_bytes,
+        opts.quiet,
+    );
     let policy = TransferPolicy {
         attempts: PREFETCH_BODY_ATTEMPTS,
         stall_timeout: opts.io_timeout,
@@ -102,30 +147,81 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<bool> 
         api.clone(),
         &plan,
         &opts.destination,
+        run_tmp.path(),
         opts.workers,
         opts.method,
         &policy,
         &progress,
+        &breaker,
     )
     .await;
+    drop(run_tmp);
     progress.finish();
-    let secs = started.elapsed().as_secs_f64();
-    for (path, why) in &report.failed {
-        eprintln!("failed: {}: {why}", path.display());
-    }
-    for r in &plan.refused {
-        eprintln!("refused (unsafe name): {r}");
-    }
-    let failed = report.failed.len() + plan.refused.len();
+    let out = matches!(opts.destination, Destination::Out { .. });
+    Ok(conclude(
+        &plan,
+        &report,
+        out,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Tells what was left out and what failed (by XNAT path, and by `--out` path when `out`),
+/// the summary, and how the run ended.
+fn conclude(plan: &Plan, report: &Report, out: bool, secs: f64) -> Ending {
+    let skipped = plan.problems.iter().map(ToString::to_string);
+    let failed = report.failed.iter().map(|f| match out {
+        true => format!("failed: {} -> {}: {}", f.uri, f.dest.display(), f.why),
+        false => format!("failed: {}: {}", f.uri, f.why),
+    });
+    print_capped(skipped.chain(failed));
     eprintln!(
-        "prefetch: {} files ({}) downloaded, {} files ({}) already present, {} failed, in {:.1} s ({:.1} MB/s)",
+        "prefetch: {} files ({}) downloaded, {} retried, {} files ({}) already present, {} failed, {} skipped, in {secs:.1} s ({:.1} MB/s)",
         report.downloaded_files,
         human_bytes(report.downloaded_bytes),
+        report.retried,
         report.skipped_files,
         human_bytes(report.skipped_bytes),
-        failed,
-        secs,
+        report.failed.len(),
+        plan.problems.len(),
         report.downloaded_bytes as f64 / secs.max(0.001) / 1e6
     );
-    Ok(failed == 0 && report.downloaded_files + report.skipped_files == totals.files)
+    let total = plan.totals().files;
+    let present = report.downloaded_files + report.skipped_files;
+    let left = total - present;
+    let ending = if report.unreachable {
+        Ending::Unreachable
+    } else if left == 0 && plan.problems.is_empty() {
+        Ending::Complete
+    } else if present == 0 {
+        Ending::Failed
+    } else {
+        Ending::Partial
+    };
+    match ending {
+        Ending::Complete => {}
+        Ending::Unreachable => eprintln!(
+            "xnatfs: server unreachable; {left} of {total} files left; run again to resume"
+        ),
+        Ending::Partial | Ending::Failed => eprintln!(
+            "xnatfs: prefetch incomplete: {left} of {total} files left, {} items skipped (listed above); run it again to retry them",
+            plan.problems.len()
+        ),
+    }
+    ending
+}
+
+/// Prints `lines` to stderr, at most [`LISTED_AT_MOST`], then how many more there were.
+fn print_capped(lines: impl Iterator<Item = String>) {
+    let mut more = 0usize;
+    for (i, line) in lines.enumerate() {
+        if i < LISTED_AT_MOST {
+            eprintln!("{line}");
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        eprintln!("... and {more} more");
+    }
 }

@@ -1,124 +1,18 @@
 //! What a prefetch will transfer: the sessions, scans and resources chosen by the flags, every
-//! file with its size, digest and destination, and which files are already there.
+//! file with its size, digest and destination, and which files are already there. A session,
+//! scan, resource or file that cannot be listed or written safely is left out as a
+//! [`Problem`], and the rest planned.
 
-use crate::cache::Cache;
+use super::breaker::{Breaker, Unreachable, is_unreachable};
+use super::destination::{Destination, symlink_refused};
+use super::select::{Seen, Selection, check_filters};
 use crate::names::is_safe_component;
 use crate::units::human_bytes;
-use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi};
-use anyhow::{Result, bail};
-use futures::{StreamExt, TryStreamExt};
-use std::path::{Path, PathBuf};
-
-/// `-s 1,2,3` or `-s '*'`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanSelector {
-    All,
-    Ids(Vec<String>),
-}
-
-impl ScanSelector {
-    pub fn parse(spec: &str) -> Result<Self> {
-        let spec = spec.trim();
-        if spec == "*" || spec.eq_ignore_ascii_case("all") {
-            return Ok(ScanSelector::All);
-        }
-        let ids: Vec<String> = spec
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if ids.is_empty() {
-            bail!("-s needs scan IDs like 1,2,3 or '*' for all scans");
-        }
-        if ids.iter().any(|id| id == "*") {
-            return Ok(ScanSelector::All);
-        }
-        Ok(ScanSelector::Ids(ids))
-    }
-
-    pub fn matches(&self, id: &str) -> bool {
-        match self {
-            ScanSelector::All => true,
-            ScanSelector::Ids(ids) => ids.iter().any(|i| i == id),
-        }
-    }
-}
-
-/// Which scans and resources to take.
-#[derive(Debug, Clone)]
-pub struct Selection {
-    pub scans: ScanSelector,
-    /// `-r`: only these resource labels (empty: all).
-    pub include: Vec<String>,
-    /// `--exclude-resource`: not these.
-    pub exclude: Vec<String>,
-    /// `--session-resources`: the session-level resources too.
-    pub session_resources: bool,
-}
-
-impl Selection {
-    pub fn wants_resource(&self, label: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|l| l == label))
-            && !self.exclude.iter().any(|l| l == label)
-    }
-}
-
-/// Where files go.
-#[derive(Debug, Clone)]
-pub enum Destination {
-    /// The mount's cache, so a mount serves them with no request.
-    Cache(Cache),
-    /// Plain files at `root/<session label or name>/scans/<scan>/resources/<label>/files/...`.
-    Out { root: PathBuf, name: Option<String> },
-}
-
-impl Destination {
-    /// Where the file at `rel` of `res` (in the session shown as `session_dir`) goes; `None`
-    /// if any part of that path is unsafe.
-    pub fn path_of(&self, session_dir: &str, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
-        match self {
-            Destination::Cache(cache) => cache.file_path(res, rel),
-            Destination::Out { root, name } => {
-                let session_dir = name.as_deref().unwrap_or(session_dir);
-                let relocated = ResourceRef {
-                    session_id: session_dir.to_string(),
-                    ..res.clone()
-                };
-                // The same layout as the cache's data folder, rooted at `root`.
-                let in_cache = Cache::layout_path(Path::new(""), &relocated, rel)?;
-                Some(root.join(in_cache))
-            }
-        }
-    }
-
-    /// The folder partial files are written in (on the destination's file system).
-    pub fn tmp_dir(&self) -> PathBuf {
-        match self {
-            Destination::Cache(cache) => cache.tmp_dir(),
-            Destination::Out { root, .. } => root.join(".xnatfs-tmp"),
-        }
-    }
-
-    /// Whether `dest` already holds `file`: the listed size, and in `--out` folders (which
-    /// users may change) the listed MD5 too. Files in the cache were verified when written,
-    /// against the digest they keep: it must be the one listed now.
-    pub fn holds(&self, file: &RemoteFile, dest: &Path) -> bool {
-        let Ok(meta) = std::fs::symlink_metadata(dest) else {
-            return false;
-        };
-        if !meta.is_file() || meta.len() != file.size {
-            return false;
-        }
-        match (self, &file.digest) {
-            // The digest it was verified against must be the one listed now.
-            (Destination::Cache(cache), _) => cache.is_current(dest, file),
-            (Destination::Out { .. }, Some(want)) => {
-                crate::cache::hash_file(dest).is_ok_and(|got| &got == want)
-            }
-            _ => true,
-        }
-    }
-}
+use crate::xnat::{self, RemoteFile, ResourceRef, Scan, Session, XnatApi};
+use anyhow::Result;
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub struct PlannedFile {
@@ -142,8 +36,33 @@ pub struct PlannedResource {
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
     pub resources: Vec<PlannedResource>,
-    /// Files the listings offered that cannot be written safely.
-    pub refused: Vec<String>,
+    /// Sessions, scans, resources and files left out, and why: a listing that failed, a
+    /// name that cannot be written safely, a symlink in the way.
+    pub problems: Vec<Problem>,
+    /// What the filters did not find in some sessions (not a failure).
+    pub notes: Vec<String>,
+}
+
+/// Something the plan had to leave out: its XNAT path, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub item: String,
+    pub why: String,
+}
+
+impl Problem {
+    pub fn new(item: impl Into<String>, why: impl std::fmt::Display) -> Problem {
+        Problem {
+            item: item.into(),
+            why: why.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped {}: {}", self.item, self.why)
+    }
 }
 
 /// Totals of a plan.
@@ -210,120 +129,160 @@ impl Plan {
             t.files - t.present_files,
             human_bytes(t.bytes - t.present_bytes)
         );
-        for r in &self.refused {
-            let _ = writeln!(out, "refused (unsafe name): {r}");
+        for p in &self.problems {
+            let _ = writeln!(out, "{p}");
         }
         out
     }
 }
 
 /// Lists what `selection` takes from `sessions` and where each file goes. Listings run
-/// `workers` at a time.
+/// `workers` at a time. A listing that fails, or a name that cannot be written safely, leaves
+/// that item out (in [`Plan::problems`]); the rest is planned. Errors: a filter that matches
+/// nothing, or a server that stops answering ([`Unreachable`], as `breaker` decides).
 pub async fn build(
     api: &dyn XnatApi,
     sessions: &[(String, Session)],
     selection: &Selection,
     dest: &Destination,
     workers: usize,
+    breaker: &Breaker,
 ) -> Result<Plan> {
-    // Every resource to list.
+    // A resource to list.
     struct Wanted {
         session: Session,
         dir_name: String,
-        /// The scan's ID and type, for scan resources.
-        scan: Option<(String, String)>,
-        label: String,
+        scan_type: Option<String>,
+        res: ResourceRef,
     }
+    let workers = workers.max(1);
+    let mut plan = Plan::default();
     let mut wanted: Vec<Wanted> = Vec::new();
+    let mut seen_all = Vec::new();
+    let mut labels_known = true;
     for (dir_name, session) in sessions {
-        let scans = api.scans(session).await?;
-        let chosen: Vec<_> = scans
-            .into_iter()
-            .filter(|s| selection.scans.matches(&s.id))
-            .collect();
-        if let ScanSelector::Ids(ids) = &selection.scans {
-            for id in ids {
-                if !chosen.iter().any(|s| &s.id == id) {
-                    bail!("session {} has no scan {id}", session.label);
-                }
-            }
+        let at = format!("/data/experiments/{}", session.id);
+        if let Some(why) = dest.session_problem(dir_name, &session.id) {
+            let item = format!("session {} ({at})", session.label);
+            plan.problems.push(Problem::new(item, why));
+            continue;
         }
-        let scan_resources = futures::stream::iter(chosen.iter())
-            .map(|scan| async move {
-                let res = api.resources(&session.id, Some(&scan.id)).await?;
-                Ok::<_, anyhow::Error>((scan, res))
-            })
-            .buffered(workers.max(1))
-            .try_collect::<Vec<_>>()
-            .await?;
-        for (scan, resources) in scan_resources {
-            for r in resources {
-                if selection.wants_resource(&r.label) {
-                    wanted.push(Wanted {
-                        session: session.clone(),
-                        dir_name: dir_name.clone(),
-                        scan: Some((scan.id.clone(), scan.scan_type.clone())),
-                        label: r.label,
-                    });
-                }
+        let scans = match heard(breaker, api.scans(session).await)? {
+            Ok(scans) => scans,
+            Err(e) => {
+                plan.problems.push(Problem::new(format!("{at}/scans"), e));
+                continue;
+            }
+        };
+        let mut seen = Seen {
+            session: session.label.clone(),
+            scans: scans.iter().map(|s| s.id.clone()).collect(),
+            labels: Vec::new(),
+        };
+        // Where resources are listed: each chosen scan, and the session itself when asked.
+        let mut places: Vec<Option<&Scan>> = Vec::new();
+        for scan in scans.iter().filter(|s| selection.scans.matches(&s.id)) {
+            if is_safe_component(&scan.id) {
+                places.push(Some(scan));
+            } else {
+                let why = format!("scan ID {:?} is not a usable folder name", scan.id);
+                plan.problems.push(Problem::new(format!("{at}/scans"), why));
             }
         }
         if selection.session_resources {
-            for r in api.resources(&session.id, None).await? {
-                if selection.wants_resource(&r.label) {
-                    wanted.push(Wanted {
-                        session: session.clone(),
-                        dir_name: dir_name.clone(),
-                        scan: None,
-                        label: r.label,
-                    });
-                }
-            }
+            places.push(None);
         }
-    }
-    let listed = futures::stream::iter(wanted)
-        .map(
-            |Wanted {
-                 session,
-                 dir_name,
-                 scan,
-                 label,
-             }| async move {
+        let mut listings = futures::stream::iter(places)
+            .map(|scan| async move {
+                let listed = api
+                    .resources(&session.id, scan.map(|s| s.id.as_str()))
+                    .await;
+                (scan, listed)
+            })
+            .buffered(workers);
+        while let Some((scan, listed)) = listings.next().await {
+            let resources = match heard(breaker, listed)? {
+                Ok(resources) => resources,
+                Err(e) => {
+                    labels_known = false;
+                    let item = match scan {
+                        Some(s) => format!("{at}/scans/{}/resources", s.id),
+                        None => format!("{at}/resources"),
+                    };
+                    plan.problems.push(Problem::new(item, e));
+                    continue;
+                }
+            };
+            for r in resources {
+                seen.labels.push(r.label.clone());
+                if !selection.wants_resource(&r.label) {
+                    continue;
+                }
                 let res = ResourceRef {
                     session_id: session.id.clone(),
-                    scan: scan.as_ref().map(|(id, _)| id.clone()),
-                    label,
+                    scan: scan.map(|s| s.id.clone()),
+                    label: r.label,
                 };
-                let files = api.files(&res).await?;
-                Ok::<_, anyhow::Error>((session, dir_name, scan.map(|(_, t)| t), res, files))
-            },
-        )
-        .buffered(workers.max(1))
-        .try_collect::<Vec<_>>()
-        .await?;
-    let mut plan = Plan::default();
-    for (session, dir_name, scan_type, res, files) in listed {
-        let mut planned = Vec::with_capacity(files.len());
-        for file in files {
-            let safe = is_safe_component(&dir_name)
-                && is_safe_component(&res.label)
-                && res.scan.as_deref().is_none_or(is_safe_component);
-            match dest.path_of(&dir_name, &res, &file.path).filter(|_| safe) {
-                Some(path) => planned.push(PlannedFile {
-                    file,
-                    dest: path,
-                    present: false,
-                }),
-                None => plan
-                    .refused
-                    .push(format!("{}/{}", res.rest_path(), file.path)),
+                if !is_safe_component(&res.label) {
+                    let why = format!("resource label {:?} is not a usable folder name", res.label);
+                    plan.problems.push(Problem::new(res.rest_path(), why));
+                    continue;
+                }
+                wanted.push(Wanted {
+                    session: session.clone(),
+                    dir_name: dir_name.clone(),
+                    scan_type: scan.map(|s| s.scan_type.clone()),
+                    res,
+                });
             }
         }
+        seen_all.push(seen);
+    }
+    plan.notes = check_filters(selection, &seen_all, labels_known)?;
+
+    let mut listings = futures::stream::iter(wanted)
+        .map(|w| async move {
+            let files = api.files(&w.res).await;
+            (w, files)
+        })
+        .buffered(workers);
+    let mut dirs_seen = HashMap::new();
+    let mut links_refused = HashSet::new();
+    while let Some((w, files)) = listings.next().await {
+        let files = match heard(breaker, files)? {
+            Ok(files) => files,
+            Err(e) => {
+                let item = format!("{}/files", w.res.rest_path());
+                plan.problems.push(Problem::new(item, e));
+                continue;
+            }
+        };
+        let mut planned = Vec::with_capacity(files.len());
+        for file in files {
+            let Some(path) = dest.path_of(&w.dir_name, &w.res, &file.path) else {
+                let item = format!("{}/files/{}", w.res.rest_path(), file.path);
+                plan.problems
+                    .push(Problem::new(item, "not a usable file name"));
+                continue;
+            };
+            if let Some(link) = dest.symlink_on_the_way(&path, &mut dirs_seen) {
+                if links_refused.insert(link.clone()) {
+                    let why = symlink_refused(&link);
+                    plan.problems.push(Problem::new(w.res.rest_path(), why));
+                }
+                continue;
+            }
+            planned.push(PlannedFile {
+                file,
+                dest: path,
+                present: false,
+            });
+        }
         plan.resources.push(PlannedResource {
-            session,
-            dir_name,
-            scan_type,
-            res,
+            session: w.session,
+            dir_name: w.dir_name,
+            scan_type: w.scan_type,
+            res: w.res,
             files: planned,
         });
     }
@@ -354,61 +313,189 @@ pub async fn build(
     Ok(plan)
 }
 
+/// Tells `breaker` how a listing went: the listing as it was, or [`Unreachable`] once so
+/// many in a row could not reach the server.
+fn heard<T>(breaker: &Breaker, listed: xnat::Result<T>) -> Result<xnat::Result<T>> {
+    breaker.record(listed.as_ref().map(|_| ()).map_err(is_unreachable));
+    match listed {
+        Err(e) if breaker.tripped() => Err(Unreachable(e.to_string()).into()),
+        listed => Ok(listed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mock::MemoryXnat;
+    use crate::mock::data::{Dataset, SampleSpec};
+    use crate::prefetch::select::ScanSelector;
+    use crate::xnat::{Download, Project, Resource, XnatError};
+    use async_trait::async_trait;
 
-    #[test]
-    fn scan_selectors() {
-        assert_eq!(ScanSelector::parse("*").unwrap(), ScanSelector::All);
-        assert_eq!(ScanSelector::parse("1,2,*").unwrap(), ScanSelector::All);
-        let s = ScanSelector::parse(" 1, 3 ").unwrap();
-        assert!(s.matches("1") && s.matches("3") && !s.matches("2"));
-        assert!(ScanSelector::parse(",").is_err());
+    /// The sample in memory, with listings that fail where a test says: the scans of one
+    /// session, the resources of one scan, the files of one resource (with `err`).
+    struct Failing {
+        inner: MemoryXnat,
+        /// Listings whose path (as in [`Problem::item`]) is here fail.
+        fail: Vec<String>,
+        err: XnatError,
     }
 
-    #[test]
-    fn resource_filters() {
-        let sel = |inc: &[&str], exc: &[&str]| Selection {
+    impl Failing {
+        fn check(&self, path: String) -> xnat::Result<()> {
+            match self.fail.contains(&path) {
+                true => Err(self.err.clone()),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl XnatApi for Failing {
+        async fn projects(&self) -> xnat::Result<Vec<Project>> {
+            self.inner.projects().await
+        }
+        async fn sessions(&self, project: &str) -> xnat::Result<Vec<Session>> {
+            self.inner.sessions(project).await
+        }
+        async fn session(&self, project: Option<&str>, name: &str) -> xnat::Result<Session> {
+            self.inner.session(project, name).await
+        }
+        async fn scans(&self, session: &Session) -> xnat::Result<Vec<Scan>> {
+            self.check(format!("/data/experiments/{}/scans", session.id))?;
+            self.inner.scans(session).await
+        }
+        async fn resources(&self, id: &str, scan: Option<&str>) -> xnat::Result<Vec<Resource>> {
+            let path = match scan {
+                Some(s) => format!("/data/experiments/{id}/scans/{s}/resources"),
+                None => format!("/data/experiments/{id}/resources"),
+            };
+            self.check(path)?;
+            self.inner.resources(id, scan).await
+        }
+        async fn files(&self, res: &ResourceRef) -> xnat::Result<Vec<RemoteFile>> {
+            self.check(format!("{}/files", res.rest_path()))?;
+            self.inner.files(res).await
+        }
+        async fn download_range(
+            &self,
+            uri: &str,
+            start: u64,
+            end: Option<u64>,
+        ) -> xnat::Result<Download> {
+            self.inner.download_range(uri, start, end).await
+        }
+        async fn download_zip(&self, res: &ResourceRef) -> xnat::Result<Download> {
+            self.inner.download_zip(res).await
+        }
+    }
+
+    fn sample() -> Dataset {
+        Dataset::sample(&SampleSpec {
+            dicom_files: 2,
+            dicom_size: 100,
+            nifti_size: 100,
+            scans: 3,
+        })
+    }
+
+    fn everything() -> Selection {
+        Selection {
             scans: ScanSelector::All,
-            include: inc.iter().map(|s| s.to_string()).collect(),
-            exclude: exc.iter().map(|s| s.to_string()).collect(),
-            session_resources: false,
-        };
-        assert!(sel(&[], &[]).wants_resource("DICOM"));
-        assert!(sel(&["DICOM"], &[]).wants_resource("DICOM"));
-        assert!(!sel(&["NIFTI"], &[]).wants_resource("DICOM"));
-        assert!(!sel(&[], &["DICOM"]).wants_resource("DICOM"));
+            include: Vec::new(),
+            exclude: Vec::new(),
+            session_resources: true,
+        }
     }
 
-    #[test]
-    fn out_layout_and_unsafe_names() {
-        let d = Destination::Out {
-            root: PathBuf::from("/out"),
+    async fn sessions(api: &dyn XnatApi, ids: &[&str]) -> Vec<(String, Session)> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push((id.to_string(), api.session(None, id).await.unwrap()));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_failing_listing_leaves_out_its_item_and_the_rest_is_planned() {
+        let fail = [
+            "/data/experiments/XNAT_E00001/scans",
+            "/data/experiments/XNAT_E00002/scans/2/resources",
+            "/data/experiments/XNAT_E00002/resources/QC/files",
+        ];
+        let api = Failing {
+            inner: MemoryXnat::new(sample()),
+            fail: fail.iter().map(|s| s.to_string()).collect(),
+            err: XnatError::Status {
+                status: 500,
+                path: "/x".into(),
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = Destination::Out {
+            root: dir.path().to_path_buf(),
             name: None,
         };
-        let res = ResourceRef {
-            session_id: "XNAT_E1".into(),
-            scan: Some("2".into()),
-            label: "DICOM".into(),
-        };
-        assert_eq!(
-            d.path_of("SUBJ01", &res, "a/b.dcm").unwrap(),
-            PathBuf::from("/out/SUBJ01/scans/2/resources/DICOM/files/a/b.dcm")
+        let sessions = sessions(&api, &["XNAT_E00001", "XNAT_E00002"]).await;
+        let breaker = Breaker::default();
+        let plan = build(&api, &sessions, &everything(), &dest, 4, &breaker)
+            .await
+            .unwrap();
+        let items: Vec<&str> = plan.problems.iter().map(|p| p.item.as_str()).collect();
+        assert_eq!(items, fail);
+        assert!(plan.problems[0].why.contains("HTTP 500"));
+        // The rest of XNAT_E00002: scans 1 and 3 (DICOM), its session resources but QC.
+        let mut planned: Vec<String> = plan.resources.iter().map(|r| r.res.rest_path()).collect();
+        planned.sort();
+        let mut want: Vec<String> = [
+            "/data/experiments/XNAT_E00002/scans/1/resources/DICOM",
+            "/data/experiments/XNAT_E00002/scans/3/resources/DICOM",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let session_res = api.inner.resources("XNAT_E00002", None).await.unwrap();
+        want.extend(
+            session_res
+                .iter()
+                .filter(|r| r.label != "QC")
+                .map(|r| format!("/data/experiments/XNAT_E00002/resources/{}", r.label)),
         );
-        let named = Destination::Out {
-            root: PathBuf::from("/out"),
-            name: Some("mine".into()),
+        want.sort();
+        assert_eq!(planned, want);
+        assert!(!breaker.tripped());
+    }
+
+    #[tokio::test]
+    async fn listings_that_cannot_reach_the_server_stop_the_plan() {
+        let api = Failing {
+            inner: MemoryXnat::new(sample()),
+            fail: ["XNAT_E00001", "XNAT_E00002", "XNAT_E00003", "XNAT_E00004"]
+                .iter()
+                .map(|id| format!("/data/experiments/{id}/scans"))
+                .collect(),
+            err: XnatError::Network {
+                path: "/x".into(),
+                msg: "Connection refused".into(),
+            },
         };
-        let session_res = ResourceRef {
-            scan: None,
-            ..res.clone()
+        let dest = Destination::Out {
+            root: PathBuf::from("/nonexistent"),
+            name: None,
         };
-        assert_eq!(
-            named.path_of("SUBJ01", &session_res, "x").unwrap(),
-            PathBuf::from("/out/mine/resources/DICOM/files/x")
-        );
-        assert!(d.path_of("..", &res, "x").is_none());
-        assert!(d.path_of("S", &res, "../../x").is_none());
+        let ids = ["XNAT_E00001", "XNAT_E00002", "XNAT_E00003", "XNAT_E00004"];
+        let sessions = sessions(&api, &ids).await;
+        let breaker = Breaker::new(3);
+        let e = build(&api, &sessions, &everything(), &dest, 4, &breaker)
+            .await
+            .unwrap_err();
+        assert!(e.downcast_ref::<Unreachable>().is_some(), "{e}");
+        assert!(breaker.tripped());
+        // Fewer in a row than the limit: each is a problem, the plan goes on.
+        let breaker = Breaker::new(5);
+        let plan = build(&api, &sessions, &everything(), &dest, 4, &breaker)
+            .await
+            .unwrap();
+        assert_eq!(plan.problems.len(), 4);
     }
 }

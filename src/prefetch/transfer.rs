@@ -2,16 +2,19 @@
 //! resource's ZIP streamed and unpacked on the fly (no temporary zip on disk), `workers` jobs at
 //! a time. Every file goes through a partial file and is verified (size, MD5 when listed)
 //! before it takes its final name. A ZIP entry is written only where the plan says its file
-//! goes, so entry names from the server never become paths.
+//! goes, so entry names from the server never become paths. When the server is taken for gone
+//! ([`Breaker`]), no more jobs start and those under way are dropped.
 
-use super::plan::{Destination, Plan, PlannedFile, PlannedResource};
+use super::breaker::{Breaker, fetch_unreachable};
+use super::destination::Destination;
+use super::plan::{Plan, PlannedFile, PlannedResource};
 use super::progress::Progress;
 use super::verified::{TransferPolicy, download_verified};
-use super::zip::{Outcome, zip_resource};
+use super::zip::zip_resource;
 use crate::xnat::XnatApi;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// How files are fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,8 +46,72 @@ pub struct Report {
     pub downloaded_bytes: u64,
     pub skipped_files: u64,
     pub skipped_bytes: u64,
-    /// Each failed file: its destination and why.
-    pub failed: Vec<(PathBuf, String)>,
+    /// Files that arrived after more than one attempt.
+    pub retried: u64,
+    /// Each failed file, once.
+    pub failed: Vec<Failure>,
+    /// The server was taken for gone: the jobs left were not run.
+    pub unreachable: bool,
+}
+
+/// A file that could not be transferred.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Its XNAT path (REST URI).
+    pub uri: String,
+    /// Where it was to go.
+    pub dest: PathBuf,
+    pub why: String,
+}
+
+/// What became of one file.
+#[derive(Debug)]
+pub struct Outcome {
+    pub file: PlannedFile,
+    /// It took more than one attempt (a retry, or a ZIP that did not deliver it).
+    pub retried: bool,
+    pub result: Result<(), String>,
+}
+
+/// Where jobs tell of bytes and of each file as it ends, so that a stopped run still counts
+/// what it did.
+pub struct Ledger<'a> {
+    progress: &'a Progress,
+    dest: &'a Destination,
+    report: Mutex<Report>,
+}
+
+impl Ledger<'_> {
+    pub fn bytes(&self, n: u64) {
+        self.progress.add_bytes(n);
+    }
+
+    pub fn done(&self, o: Outcome) {
+        let mut report = self.report.lock().unwrap();
+        match o.result {
+            Ok(()) => {
+                self.progress.file_done();
+                report.downloaded_files += 1;
+                report.downloaded_bytes += o.file.file.size;
+                report.retried += u64::from(o.retried);
+                if let Destination::Cache(cache) = self.dest {
+                    cache.budget().added(&o.file.dest, o.file.file.size);
+                }
+            }
+            Err(why) => {
+                // The line names the file already: say why without naming it again.
+                let uri = o.file.file.uri;
+                let why = why
+                    .replace(&format!(" for {uri}"), "")
+                    .replace(&format!(": {uri}"), "");
+                report.failed.push(Failure {
+                    uri,
+                    dest: o.file.dest,
+                    why,
+                })
+            }
+        }
+    }
 }
 
 enum Job<'a> {
@@ -52,96 +119,81 @@ enum Job<'a> {
     Zip(&'a PlannedResource),
 }
 
+/// Transfers what `plan` says is missing, writing partial files in `tmp_dir`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     api: Arc<dyn XnatApi>,
     plan: &Plan,
     dest: &Destination,
+    tmp_dir: &Path,
     workers: usize,
     method: Method,
     policy: &TransferPolicy,
     progress: &Progress,
+    breaker: &Breaker,
 ) -> Report {
-    let mut report = Report::default();
+    let ledger = Ledger {
+        progress,
+        dest,
+        report: Mutex::new(Report::default()),
+    };
     let mut jobs = Vec::new();
-    for r in &plan.resources {
-        let missing: Vec<&PlannedFile> = r.files.iter().filter(|f| !f.present).collect();
-        report.skipped_files += (r.files.len() - missing.len()) as u64;
-        report.skipped_bytes += r
-            .files
-            .iter()
-            .filter(|f| f.present)
-            .map(|f| f.file.size)
-            .sum::<u64>();
-        if missing.is_empty() {
-            continue;
+    {
+        let mut report = ledger.report.lock().unwrap();
+        for r in &plan.resources {
+            let missing: Vec<&PlannedFile> = r.files.iter().filter(|f| !f.present).collect();
+            for f in r.files.iter().filter(|f| f.present) {
+                report.skipped_files += 1;
+                report.skipped_bytes += f.file.size;
+            }
+            if missing.is_empty() {
+                continue;
+            }
+            let zip = match method {
+                Method::Files => false,
+                Method::Zip => true,
+                Method::Auto => zip_pays(r, missing.len()),
+            };
+            if zip {
+                jobs.push(Job::Zip(r));
+            } else {
+                jobs.extend(missing.into_iter().map(Job::File));
+            }
         }
-        let zip = match method {
-            Method::Files => false,
-            Method::Zip => true,
-            Method::Auto => zip_pays(r, missing.len()),
-        };
-        if zip {
-            jobs.push(Job::Zip(r));
-        } else {
-            jobs.extend(missing.into_iter().map(Job::File));
-        }
-    }
-    let tmp_dir = dest.tmp_dir();
-    if let Err(e) = std::fs::create_dir_all(&tmp_dir) {
-        for f in plan
-            .resources
-            .iter()
-            .flat_map(|r| &r.files)
-            .filter(|f| !f.present)
-        {
-            report.failed.push((
-                f.dest.clone(),
-                format!("cannot create {}: {e}", tmp_dir.display()),
-            ));
-        }
-        return report;
     }
     let api = api.as_ref();
-    let tmp = tmp_dir.as_path();
-    let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(jobs)
-        .map(|job| async move {
-            match job {
-                Job::File(f) => vec![one_file(api, f, tmp, policy, progress).await],
-                Job::Zip(r) => {
-                    let (mut done, leftover) = zip_resource(api, r, tmp, policy, progress).await;
-                    // Whatever the ZIP did not deliver intact is fetched file by file.
-                    for f in &leftover {
-                        done.push(one_file(api, f, tmp, policy, progress).await);
+    let ledger = &ledger;
+    futures::stream::iter(jobs)
+        .for_each_concurrent(workers.max(1), |job| async move {
+            if breaker.stopping() {
+                return;
+            }
+            let work = async {
+                match job {
+                    Job::File(f) => one_file(api, f, tmp_dir, policy, ledger, breaker, false).await,
+                    Job::Zip(r) => {
+                        let leftover = zip_resource(api, r, tmp_dir, policy, ledger, breaker).await;
+                        // Whatever the ZIP did not deliver intact is fetched file by file.
+                        for f in &leftover {
+                            one_file(api, f, tmp_dir, policy, ledger, breaker, true).await;
+                        }
                     }
-                    done
                 }
+            };
+            tokio::select! {
+                _ = breaker.stopped() => {}
+                _ = work => {}
             }
         })
-        .buffer_unordered(workers.max(1))
-        .collect()
         .await;
-    for (path, size, result) in outcomes.into_iter().flatten() {
-        match result {
-            Ok(()) => {
-                report.downloaded_files += 1;
-                report.downloaded_bytes += size;
-                if let Destination::Cache(cache) = dest {
-                    cache.budget().added(&path, size);
-                }
-            }
-            Err(e) => report.failed.push((path, e)),
-        }
-    }
     if let Destination::Cache(cache) = dest
         && let Err(e) = cache.budget().save()
     {
         tracing::warn!("cannot save the cache index: {e}");
     }
-    if matches!(dest, Destination::Out { .. }) {
-        // Only our own partial files live there; an empty folder is not worth leaving.
-        let _ = std::fs::remove_dir(&tmp_dir);
-    }
-    report
+    let mut report = ledger.report.lock().unwrap();
+    report.unreachable = breaker.tripped();
+    std::mem::take(&mut *report)
 }
 
 async fn one_file(
@@ -149,15 +201,16 @@ async fn one_file(
     f: &PlannedFile,
     tmp_dir: &Path,
     policy: &TransferPolicy,
-    progress: &Progress,
-) -> Outcome {
-    let result = download_verified(api, &f.file, &f.dest, tmp_dir, policy, &|n| {
-        progress.add_bytes(n)
-    })
-    .await
-    .map_err(|e| e.to_string());
-    if result.is_ok() {
-        progress.file_done();
-    }
-    (f.dest.clone(), f.file.size, result)
+    ledger: &Ledger<'_>,
+    breaker: &Breaker,
+    tried_before: bool,
+) {
+    let result =
+        download_verified(api, &f.file, &f.dest, tmp_dir, policy, &|n| ledger.bytes(n)).await;
+    breaker.record(result.as_ref().map(|_| ()).map_err(fetch_unreachable));
+    ledger.done(Outcome {
+        file: f.clone(),
+        retried: tried_before || result.as_ref().is_ok_and(|&attempts| attempts > 1),
+        result: result.map(|_| ()).map_err(|e| e.to_string()),
+    });
 }

@@ -23,7 +23,9 @@ pub struct TransferPolicy {
 /// Downloads `file` to `dest` through a partial file in `tmp_dir`, checking size and MD5 before
 /// it takes its final name; tried again after transient failures (5xx, resets, short bodies),
 /// up to `policy.attempts`, or until no byte has arrived for `policy.stall_timeout`.
-/// `on_bytes` hears of every chunk received (for progress).
+/// `on_bytes` hears of every chunk received (for progress). Returns the attempts it took.
+/// Retries and the final failure are logged at debug level only: the caller counts the
+/// first and reports the second.
 pub async fn download_verified(
     api: &dyn XnatApi,
     file: &RemoteFile,
@@ -31,7 +33,7 @@ pub async fn download_verified(
     tmp_dir: &Path,
     policy: &TransferPolicy,
     on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<(), FetchError> {
+) -> Result<u32, FetchError> {
     let mut attempts = Attempts::new(policy.attempts);
     let mut progress = ProgressMark::default();
     loop {
@@ -39,12 +41,12 @@ pub async fn download_verified(
         match once.await {
             Ok(()) => {
                 tracing::debug!("downloaded {}", dest.display());
-                return Ok(());
+                return Ok(attempts.made());
             }
             Err(e) => {
                 let progressing = progress.at().elapsed() < policy.stall_timeout;
                 if !attempts.again(e.retryable() && progressing).await {
-                    tracing::error!("download of {} failed: {e}", file.uri);
+                    tracing::debug!("download of {} failed: {e}; giving up", file.uri);
                     return Err(e);
                 }
                 tracing::debug!("download of {} failed: {e}; trying again", file.uri);

@@ -325,7 +325,8 @@ impl HttpXnat {
             };
             match result {
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(
+                    // A retry that works is no news; the last failure reaches the caller.
+                    tracing::debug!(
                         "{e} (attempt {} of {})",
                         attempts.made(),
                         attempts.allowed()

@@ -145,3 +145,33 @@ pub fn add_hostile_files(data: &mut Dataset, dir: &str, names: &[&str]) {
         ));
     }
 }
+
+/// Adds to the session at `dir` (`DEMO/SUBJ01_MR1`, as in a mount with no -P or -E) a
+/// session-level resource labelled `label` holding one 4-byte file (`evil`): for labels a
+/// hostile server might list, such as `../UP`.
+pub fn add_hostile_session_resource(data: &mut Dataset, dir: &str, label: &str) {
+    let next_id = resources(data)
+        .iter()
+        .map(|(.., r)| r.id)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let session = data
+        .projects
+        .iter_mut()
+        .flat_map(|p| p.sessions.iter_mut())
+        .find(|s| format!("{}/{}", s.project, s.label) == dir)
+        .unwrap_or_else(|| panic!("no session {dir} in the data set"));
+    let session = Arc::get_mut(session)
+        .unwrap_or_else(|| panic!("{dir}: change the data set before the mock starts"));
+    session.resources.push(MockResource {
+        id: next_id,
+        label: label.to_string(),
+        format: String::new(),
+        content: String::new(),
+        files: vec![MockFile::new(
+            "evil.txt",
+            Body::Memory(Bytes::from_static(b"evil")),
+        )],
+    });
+}
