@@ -7,7 +7,7 @@
 //! path below the data dir (absolute, `..`, empty parts) is dropped, the scan does not follow
 //! links, and a file is evicted only through real folders of the data dir.
 
-use crate::names::safe_relative_path;
+use super::{index, lease};
 use lru::LruCache;
 use std::collections::HashMap;
 use std::io;
@@ -18,6 +18,8 @@ use std::time::SystemTime;
 pub struct Budget {
     data_dir: PathBuf,
     index_path: PathBuf,
+    /// This process's use of the cache, dropped at a clean exit.
+    _lease: Option<index::Lease>,
     inner: Mutex<Inner>,
 }
 
@@ -74,15 +76,10 @@ fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
     }
 }
 
-/// Whether `rel` is a plain relative path (no root, no `.` or `..`, no empty part).
-fn is_safe_rel(rel: &Path) -> bool {
-    rel.to_str().and_then(safe_relative_path).is_some()
-}
-
 /// `root/rel` when `rel` is a safe relative path and every folder on the way below `root` is
 /// a real folder, not a link that would lead out of it.
 fn inside(root: &Path, rel: &Path) -> Option<PathBuf> {
-    if !is_safe_rel(rel) {
+    if !index::is_safe_rel(rel) {
         return None;
     }
     let mut path = root.to_path_buf();
@@ -97,31 +94,34 @@ fn inside(root: &Path, rel: &Path) -> Option<PathBuf> {
 }
 
 impl Budget {
-    /// Loads the saved index `index_path` of the files under `data_dir`, or scans them.
-    pub fn load(data_dir: PathBuf, index_path: PathBuf) -> Budget {
+    /// Loads the saved index `index_path` of the files under `data_dir` (each entry checked
+    /// against the file on disk), or scans the files when there is no index or when a process
+    /// that used the cache died before it saved (see [`super::index`]). Takes this process's
+    /// lease in `tmp_dir`.
+    pub fn load(data_dir: PathBuf, index_path: PathBuf, tmp_dir: &Path) -> Budget {
+        let (lease, crashed) = index::take_lease(tmp_dir);
+        let saved = if crashed {
+            tracing::info!("a process died without saving the cache index: scanning the cache");
+            None
+        } else {
+            index::read(&index_path)
+        };
         let mut lru = LruCache::unbounded();
         let mut total = 0;
-        let saved: Option<Vec<(PathBuf, u64)>> = std::fs::read(&index_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
         match saved {
             Some(entries) => {
-                let all = entries.len();
-                for (rel, size) in entries {
-                    if !is_safe_rel(&rel) {
+                for (rel, _) in entries {
+                    // The file on disk is the truth: gone, it goes; its size is its own.
+                    let Ok(meta) = std::fs::symlink_metadata(data_dir.join(&rel)) else {
+                        continue;
+                    };
+                    if !meta.is_file() {
                         continue;
                     }
-                    total += size;
-                    if let Some(old) = lru.put(rel, size) {
+                    total += meta.len();
+                    if let Some(old) = lru.put(rel, meta.len()) {
                         total -= old;
                     }
-                }
-                if lru.len() < all {
-                    tracing::warn!(
-                        "{}: dropped {} entries that are not paths inside the cache",
-                        index_path.display(),
-                        all - lru.len()
-                    );
                 }
             }
             None => {
@@ -137,6 +137,7 @@ impl Budget {
         Budget {
             data_dir,
             index_path,
+            _lease: lease,
             inner: Mutex::new(Inner {
                 lru,
                 total,
@@ -233,7 +234,8 @@ impl Budget {
             let Some((rel, size)) = inner.lru.pop_lru() else {
                 break;
             };
-            if inner.open.contains_key(&rel) {
+            // Open here, or in another process that shares the cache (it holds the file).
+            if inner.open.contains_key(&rel) || lease::is_held(&self.data_dir.join(&rel)) {
                 skipped.push((rel, size));
                 continue;
             }
@@ -258,9 +260,10 @@ impl Budget {
         }
     }
 
-    /// Saves the index (least recently used first).
+    /// Saves the index (least recently used first), merged with what other processes saved
+    /// (their files, unknown here, are counted from now on, and the cap enforced with them).
     pub fn save(&self) -> io::Result<()> {
-        let entries: Vec<(PathBuf, u64)> = {
+        let ours: Vec<index::Entry> = {
             let inner = self.inner.lock().unwrap();
             inner
                 .lru
@@ -269,14 +272,19 @@ impl Budget {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect()
         };
-        let dir = self.index_path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        // Buffered: the writer makes a write call per token otherwise.
-        let mut out = std::io::BufWriter::new(&mut tmp);
-        serde_json::to_writer(&mut out, &entries)?;
-        std::io::Write::flush(&mut out)?;
-        drop(out);
-        tmp.persist(&self.index_path).map_err(|e| e.error)?;
+        let theirs = index::save_merged(&self.index_path, &self.data_dir, &ours)?;
+        if !theirs.is_empty() {
+            let mut inner = self.inner.lock().unwrap();
+            // Unknown here, so not used here: the least recently used.
+            for (rel, size) in theirs.into_iter().rev() {
+                if inner.lru.put(rel.clone(), size).is_none() {
+                    inner.total += size;
+                }
+                inner.lru.demote(&rel);
+            }
+            drop(inner);
+            self.evict();
+        }
         Ok(())
     }
 }
@@ -286,7 +294,12 @@ mod tests {
     use super::*;
 
     fn load(area: &Path) -> Budget {
-        Budget::load(area.join("data"), area.join("index.json"))
+        std::fs::create_dir_all(area.join("tmp")).unwrap();
+        Budget::load(
+            area.join("data"),
+            area.join("index.json"),
+            &area.join("tmp"),
+        )
     }
 
     fn put(b: &Budget, area: &Path, name: &str, size: usize) -> PathBuf {
@@ -381,5 +394,22 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, b"12345").unwrap();
         assert_eq!(load(dir.path()).used(), 5);
+    }
+
+    #[test]
+    fn a_file_another_process_holds_open_is_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = dir.path();
+        let b = load(area);
+        let held = put(&b, area, "s/held", 100);
+        let other = put(&b, area, "s/other", 100);
+        // Held shared, as a reader in another process holds it (not open here).
+        let reader = std::fs::File::open(&held).unwrap();
+        lease::share(&reader);
+        b.set_limit(100);
+        assert!(held.exists() && !other.exists());
+        drop(reader);
+        b.set_limit(0);
+        assert!(!held.exists());
     }
 }

@@ -26,10 +26,14 @@
 
 pub mod budget;
 pub mod digest_attr;
+pub mod index;
+pub mod lease;
 pub mod partial;
 pub mod stats;
 
-pub use partial::{CommitError, PartialFile, VerifyError, hash_file, read_at, read_file_at};
+pub use partial::{
+    CommitError, PARTIAL_PREFIX, PartialFile, VerifyError, hash_file, read_at, read_file_at,
+};
 pub use stats::{AreaStats, clear, stats};
 
 use crate::names::{is_safe_component, safe_relative_path};
@@ -251,7 +255,9 @@ impl Cache {
         create_cache_dir(cache_dir)?;
         let area = Area::of(cache_dir, server_url);
         area.open_or_create()?;
-        let budget = Arc::new(budget::Budget::load(area.data(), area.index()));
+        let budget = Arc::new(budget::Budget::load(area.data(), area.index(), &area.tmp()));
+        // Partial files of processes that are gone (killed mid-download, say).
+        lease::sweep(&area.tmp(), lease::SWEEP_MIN_AGE);
         Ok(Cache { area, budget })
     }
 
@@ -520,7 +526,10 @@ mod tests {
         assert_eq!(cache.lookup(&r, &good), Some(dest.clone()));
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
         // No temporary files are left behind.
-        assert_eq!(std::fs::read_dir(cache.area().tmp()).unwrap().count(), 0);
+        let partial = std::fs::read_dir(cache.area().tmp()).unwrap().flatten();
+        let partial =
+            partial.filter(|e| e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX));
+        assert_eq!(partial.count(), 0);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum CommitError {
     Io(#[from] io::Error),
 }
 
+/// How the names of partial files begin.
+pub const PARTIAL_PREFIX: &str = ".part-";
+
 /// A file being written into the cache. Dropped without [`PartialFile::commit`], it leaves
 /// nothing behind.
 pub struct PartialFile {
@@ -44,14 +47,17 @@ pub struct PartialFile {
 impl PartialFile {
     /// A new partial file in `tmp_dir`, which must be on the file system of its destination
     /// so that the final rename is atomic.
+    /// The file is held (see [`super::lease`]) while it is written: one that nobody holds
+    /// belongs to a process that is gone, and is swept.
     pub fn new_in(tmp_dir: &Path, private: bool) -> io::Result<PartialFile> {
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".part-");
+        builder.prefix(PARTIAL_PREFIX);
         if !private {
             // Created as any new file is: 0666 less the umask.
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
         let tmp = builder.tempfile_in(tmp_dir)?;
+        super::lease::hold(tmp.as_file());
         Ok(PartialFile {
             tmp,
             hasher: Md5::new(),

@@ -15,19 +15,28 @@ pub struct AreaStats {
     pub partial: u64,
 }
 
-fn count(dir: &Path, files: &mut u64, bytes: &mut u64) {
+/// Counts the files below `dir` whose names `wanted` takes, and their bytes.
+fn count(dir: &Path, wanted: fn(&str) -> bool, files: &mut u64, bytes: &mut u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let Ok(meta) = e.metadata() else { continue };
         if meta.is_dir() {
-            count(&e.path(), files, bytes);
-        } else if meta.is_file() {
+            count(&e.path(), wanted, files, bytes);
+        } else if meta.is_file() && wanted(&e.file_name().to_string_lossy()) {
             *files += 1;
             *bytes += meta.len();
         }
     }
+}
+
+fn any(_: &str) -> bool {
+    true
+}
+
+fn partial(name: &str) -> bool {
+    name.starts_with(super::partial::PARTIAL_PREFIX)
 }
 
 /// The areas under `cache_dir`, by name: only folders xnatfs made ([`Area::exists`]); nothing
@@ -54,10 +63,10 @@ fn area_stats(name: String, area: &Area) -> AreaStats {
         area: name,
         ..Default::default()
     };
-    count(&area.data(), &mut st.files, &mut st.bytes);
+    count(&area.data(), any, &mut st.files, &mut st.bytes);
     let mut bytes = 0;
-    count(&area.listings(), &mut st.listings, &mut bytes);
-    count(&area.tmp(), &mut st.partial, &mut bytes);
+    count(&area.listings(), any, &mut st.listings, &mut bytes);
+    count(&area.tmp(), partial, &mut st.partial, &mut bytes);
     st
 }
 

@@ -82,6 +82,8 @@ enum Handle {
         ino: u64,
         path: PathBuf,
         pinned: bool,
+        /// The cache file, held shared while open (see [`crate::cache::lease`]).
+        _pin: Option<std::fs::File>,
     },
     /// An open folder: listed once, so a listing read in several calls stays consistent.
     Dir(Arc<OnceCell<Children>>),
@@ -187,6 +189,11 @@ impl XnatFs {
         if let Some(path) = &cached {
             cache.budget().opened(path);
         }
+        // Held shared while open, so that no process sharing the cache evicts it.
+        let pin = cached.as_ref().and_then(|p| std::fs::File::open(p).ok());
+        if let Some(f) = &pin {
+            crate::cache::lease::share(f);
+        }
         let passthrough =
             passthrough && (open.passthrough > 0 || (open.served == 0 && cached.is_some()));
         if passthrough {
@@ -202,16 +209,21 @@ impl XnatFs {
                 ino,
                 path: path.clone(),
                 pinned,
+                _pin: pin,
             });
             return Ok(Opened::Passthrough { fh, path });
         }
         open.served += 1;
+        let local = OnceLock::new();
+        if let Some(f) = pin {
+            let _ = local.set(Arc::new(f));
+        }
         let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
             ino,
             cached,
             res,
             file,
-            local: OnceLock::new(),
+            local,
         })));
         Ok(Opened::Served { fh })
     }
@@ -264,7 +276,9 @@ impl XnatFs {
 
     pub fn release(&self, fh: u64) {
         let (ino, passthrough, pinned) = match self.handles.lock().unwrap().remove(&fh) {
-            Some(Handle::Passthrough { ino, path, pinned }) => (ino, true, pinned.then_some(path)),
+            Some(Handle::Passthrough {
+                ino, path, pinned, ..
+            }) => (ino, true, pinned.then_some(path)),
             Some(Handle::File(f)) => (f.ino, false, f.cached.clone()),
             _ => return,
         };

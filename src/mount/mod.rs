@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a mount saves the cache index, merged with other processes' (see
+/// [`crate::cache::index`]).
+const INDEX_SYNC_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     pub mountpoint: PathBuf,
@@ -84,8 +88,22 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
         human_bytes(limit)
     );
     let session = mount(rt, api, cache.clone(), root, opts)?;
+    // Other processes share the cache: what they added is counted (and the cap kept with
+    // it), and what this one added is saved, every so often.
+    let shared = cache.clone();
+    let syncing = rt.spawn(async move {
+        loop {
+            tokio::time::sleep(INDEX_SYNC_EVERY).await;
+            let cache = shared.clone();
+            let saved = tokio::task::spawn_blocking(move || cache.budget().save()).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!("cannot save the cache index: {e}");
+            }
+        }
+    });
     on_mounted();
     let served = serve(rt, session, &opts.mountpoint);
+    syncing.abort();
     if let Err(e) = cache.budget().save() {
         tracing::warn!("cannot save the cache index: {e}");
     }

@@ -129,6 +129,8 @@ pub fn symlink_refused(link: &Path) -> String {
 #[derive(Debug)]
 pub struct RunTmp {
     path: PathBuf,
+    /// Held while the run lives (a folder nobody holds is swept by the next run or mount).
+    _owner: std::fs::File,
     /// `--out`'s temporary folder, to remove when empty.
     out_tmp: Option<PathBuf>,
     stop: CancellationToken,
@@ -146,13 +148,18 @@ impl RunTmp {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && base.is_dir() => {}
             Err(e) => anyhow::bail!("cannot create {}: {e}", base.display()),
         }
+        // What runs killed before they could clean up left there.
+        crate::cache::lease::sweep(&base, crate::cache::lease::SWEEP_MIN_AGE);
         let path = tempfile::Builder::new()
             .prefix("prefetch-")
             .tempdir_in(&base)
             .map_err(|e| anyhow::anyhow!("cannot create a folder in {}: {e}", base.display()))?
             .keep();
+        let owner = crate::cache::lease::hold_run(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create a file in {}: {e}", path.display()))?;
         Ok(RunTmp {
             path,
+            _owner: owner,
             out_tmp,
             stop,
         })

@@ -168,3 +168,28 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// The partial files below a cache area's `tmp` folder (downloads under way or left behind),
+/// by name.
+pub fn partial_files(tmp: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in walkdir(tmp) {
+        let name = e.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(xnatfs::cache::PARTIAL_PREFIX) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

@@ -10,3 +10,4 @@ mod lifecycle;
 mod listing;
 mod offline;
 mod reading;
+mod shared;
