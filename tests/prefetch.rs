@@ -1012,3 +1012,26 @@ fn a_symlinked_session_or_temporary_folder_inside_out_is_never_followed() {
     assert_eq!(mock.state.file_gets(), gets);
     assert_eq!(walk_files(&elsewhere), Vec::new());
 }
+
+#[test]
+fn durations_take_units_and_absurd_ones_are_usage_errors() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    for (value, want) in [
+        ("18446744073709551615", "too long"),
+        ("soon", "not a duration"),
+    ] {
+        let out = prefetch(
+            &mock.url(),
+            home.path(),
+            &["-E", "XNAT_E00001", "--io-timeout", value],
+        );
+        ended(&out, 2, want);
+    }
+    let out = prefetch(
+        &mock.url(),
+        home.path(),
+        &["-E", "XNAT_E00001", "--io-timeout", "5s", "--dry-run"],
+    );
+    ok(&out);
+}

@@ -57,9 +57,10 @@ pub struct PrefetchArgs {
     /// How to fetch: ZIP per resource where it pays, or one request per file.
     #[arg(long, value_enum, default_value = "auto")]
     pub method: crate::prefetch::transfer::Method,
-    /// Seconds without progress before a transfer is given up (after retries).
-    #[arg(long, default_value_t = 30)]
-    pub io_timeout: u64,
+    /// How long a transfer may go without progress before it is given up (like 30s, 2m;
+    /// plain numbers are seconds).
+    #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
+    pub io_timeout: Duration,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -120,7 +121,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
             )
         }
     };
-    let io_timeout = Duration::from_secs(args.io_timeout.max(1));
+    let io_timeout = args.io_timeout.max(Duration::from_secs(1));
     let client = client(&settings, io_timeout, args.server.insecure)?;
     // Into the cache, the listings are kept too, so a mount can serve these sessions offline.
     let api: Arc<dyn XnatApi> = match &destination {
