@@ -44,8 +44,6 @@ struct State {
     next_run: u64,
     /// Where the last read ended, and the window of ranged requests it earned.
     readahead: Readahead,
-    /// Attempts that failed so far (a reader that joins after one may try a fresh download).
-    failed_attempts: u32,
     /// MD5 of the whole file, when one request delivered it all in order and hashed it.
     digest: Option<String>,
     part: Option<PartialFile>,
@@ -86,7 +84,6 @@ impl FileDownload {
                 runs: Vec::new(),
                 next_run: 0,
                 readahead: Readahead::default(),
-                failed_attempts: 0,
                 digest: None,
                 part: Some(part),
                 failed: None,
@@ -128,11 +125,6 @@ impl FileDownload {
                 return Err(XnatError::Timeout(format!("{} did not finish", self.file.uri)).into());
             }
         }
-    }
-
-    /// How many of its attempts have failed so far.
-    pub fn failed_attempts(&self) -> u32 {
-        self.state.lock().unwrap().failed_attempts
     }
 
     /// Whether the download failed for good (a new one must be started).
@@ -344,11 +336,7 @@ impl FileDownload {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     pos = self.run_pos(id).unwrap_or(pos);
-                    let last = {
-                        let mut st = self.state.lock().unwrap();
-                        st.failed_attempts += 1;
-                        st.progress.at().max(began)
-                    };
+                    let last = self.state.lock().unwrap().progress.at().max(began);
                     let stalled = last.elapsed() >= self.ctx.stall_timeout;
                     tracing::warn!(
                         "download of {} failed (attempt {} of {}): {e}",

@@ -163,22 +163,9 @@ impl Fetcher {
         if let Some(path) = self.ctx.cache.lookup(res, file) {
             return crate::cache::read_file_at(&path, offset, size).map_err(FetchError::cache);
         }
-        let d = self.download(res, file)?;
-        let failures_before = d.failed_attempts();
-        match d.read(offset, size).await {
-            // This read joined a download that was already failing (the server went away and
-            // came back): it gets one fresh download before it fails. A read that saw the
-            // download through from its start does not: its attempts are all used.
-            Err(e)
-                if failures_before > 0
-                    && e.retryable()
-                    && !matches!(e, FetchError::Verify(_))
-                    && d.failed() =>
-            {
-                self.download(res, file)?.read(offset, size).await
-            }
-            other => other,
-        }
+        // A read that joins a download already failing fails with it (attempts never
+        // multiply, and `--io-timeout` bounds the read); the next read starts a new one.
+        self.download(res, file)?.read(offset, size).await
     }
 
     /// Downloads the whole file into the cache (if needed) and returns its path.

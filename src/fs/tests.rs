@@ -329,3 +329,56 @@ async fn times_are_the_session_date() {
     assert_eq!(walk(&s.fs, FILE).await.unwrap().time, day);
     assert_eq!(walk(&s.fs, "P/S1").await.unwrap().time, day);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inodes_the_kernel_forgot_leave_the_table_and_come_back_when_looked_up() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let folder = walk(&s.fs, "P/S1/scans/2/resources/DICOM/files/sub")
+        .await
+        .unwrap();
+    let known = s.fs.tree.inode_count();
+    // The kernel got the file twice (two walks): one forget of one is not enough.
+    walk(&s.fs, FILE).await.unwrap();
+    s.fs.forget(file.ino, 1);
+    assert_eq!(s.fs.getattr(file.ino).map(|a| a.ino), Ok(file.ino));
+    s.fs.forget(file.ino, 1);
+    assert_eq!(s.fs.getattr(file.ino), Err(Errno::NOENT), "forgotten");
+    // A folder forgotten with what it listed.
+    for _ in 0..3 {
+        s.fs.forget(folder.ino, 1);
+    }
+    assert!(s.fs.tree.inode_count() < known);
+    // Looked up again: a new inode, the same file, read right.
+    let again = walk(&s.fs, FILE).await.unwrap();
+    assert_ne!(again.ino, file.ino);
+    assert_eq!(again.size, 30);
+    let Ok(Opened::Served { fh }) = s.fs.open(again.ino, false, false) else {
+        panic!()
+    };
+    assert_eq!(read_all(&s.fs, fh, 30).await.unwrap(), vec![b'x'; 30]);
+    s.fs.release(fh);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_read_after_its_children_were_forgotten_leaves_them_out() {
+    let s = setup(Duration::from_secs(60));
+    let sub = walk(&s.fs, "P/S1/scans/2/resources/DICOM/files/sub")
+        .await
+        .unwrap();
+    let fh = s.fs.opendir(sub.ino).unwrap();
+    let kids = s.fs.list(fh, sub.ino).await.unwrap();
+    for (_, _, attr) in s.fs.entries(sub.ino, &kids, 2).collect::<Vec<_>>() {
+        s.fs.handed_out(attr.ino);
+    }
+    let b = walk(&s.fs, "P/S1/scans/2/resources/DICOM/files/sub/b.dcm")
+        .await
+        .unwrap();
+    s.fs.forget(b.ino, 2);
+    let names: Vec<String> =
+        s.fs.entries(sub.ino, &kids, 0)
+            .map(|(_, n, _)| n.into())
+            .collect();
+    assert_eq!(names, [".", "..", "deep", "d.dcm"]);
+    s.fs.releasedir(fh);
+}

@@ -107,3 +107,31 @@ fn files_and_folders_show_their_session_date_on_every_mount() {
         }
     }
 }
+
+/// The kernel forgets inodes when it drops its caches; xnatfs forgets them too, and every
+/// path still lists and reads right afterwards.
+#[test]
+fn everything_reads_right_after_the_kernel_forgot_its_inodes() {
+    let data = small_sample();
+    let expected = expected_files(&data);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    for round in 0..2 {
+        let files = walk_files(&m.mountpoint);
+        assert_eq!(files.len(), expected.len(), "round {round}");
+        for (path, size, md5) in &expected {
+            assert_eq!(
+                md5_file(&m.mountpoint.join(path)),
+                *md5,
+                "{}",
+                path.display()
+            );
+            assert_eq!(
+                std::fs::metadata(m.mountpoint.join(path)).unwrap().len(),
+                *size
+            );
+        }
+        // Dentries and inodes (root only; elsewhere the second round just repeats).
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+    }
+}
