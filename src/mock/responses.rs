@@ -111,6 +111,17 @@ pub(super) fn resource_rows(
         .collect()
 }
 
+/// The file whose listed URI is `uri`.
+pub(super) fn file_by_uri(
+    data: &super::data::Dataset,
+    uri: &str,
+) -> Option<std::sync::Arc<MockFile>> {
+    data.all_files()
+        .into_iter()
+        .find(|(s, scan, r, f)| file_uri(s, *scan, r, f) == uri)
+        .map(|(_, _, _, f)| f.clone())
+}
+
 fn file_uri(
     session: &MockSession,
     scan: Option<&MockScan>,

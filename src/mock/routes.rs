@@ -7,7 +7,7 @@ use super::responses::{
     session_document, session_row,
 };
 use super::zip_download::zip_response;
-use super::{MockState, auth, faults};
+use super::{MockState, auth, data, faults, responses};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +85,25 @@ pub(super) async fn handle(
             body.to_string(),
         )
             .into_response();
+    }
+    if uri.path() == "/mock/change" {
+        // Not XNAT: changes a file on the server while it runs, for scripts (soak): every
+        // byte of the file whose listed URI is `uri` becomes `fill`, its size kept.
+        let q = query_map(&uri);
+        let fill = q
+            .get("fill")
+            .and_then(|f| f.parse::<u8>().ok())
+            .unwrap_or(b'x');
+        let Some(target) = q.get("uri") else {
+            return html(StatusCode::BAD_REQUEST, "uri= is missing");
+        };
+        return match responses::file_by_uri(&state.data, target) {
+            Some(f) => {
+                f.change(data::Body::Memory(vec![fill; f.size() as usize].into()));
+                html(StatusCode::OK, "changed")
+            }
+            None => not_found("file"),
+        };
     }
     if let Some(answer) = faults::inject(&state, &uri).await {
         return answer;

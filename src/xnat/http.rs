@@ -176,8 +176,25 @@ impl HttpXnat {
         &self.base
     }
 
-    /// Logs in with the password, returning the new JSESSION token.
+    /// Logs in with the password, returning the new JSESSION token. A login the server could
+    /// not answer (5xx, no connection) is tried again like a listing; a refused one never is
+    /// (see [`super::retry`]).
     async fn login(&self) -> Result<String> {
+        let mut attempts = Attempts::new(self.options.listing_attempts);
+        loop {
+            match self.login_once().await {
+                Err(e) if e.is_transient() => {
+                    tracing::debug!("logging in: {e} (attempt {})", attempts.made());
+                    if !attempts.again(true).await {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn login_once(&self) -> Result<String> {
         let (Some(user), Some(password)) = (&self.creds.user, &self.creds.password) else {
             return Err(XnatError::Auth(
                 "the session token was refused and no user name and password are set to log in again"
