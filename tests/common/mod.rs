@@ -6,10 +6,12 @@
 // Each test target uses a part of this module; the rest is unused there.
 #![allow(dead_code, unused_imports)]
 
+mod background;
 mod data;
 mod expect;
 mod mount;
 
+pub use background::*;
 pub use data::*;
 pub use expect::*;
 pub use mount::*;
