@@ -8,11 +8,15 @@ mod exit;
 mod mock_server;
 mod mount;
 mod prefetch;
+mod status;
+mod unmount;
 
 pub use self::cache::CacheCommand;
 pub use self::mock_server::MockServerArgs;
 pub use self::mount::MountArgs;
 pub use self::prefetch::PrefetchArgs;
+pub use self::status::StatusArgs;
+pub use self::unmount::UnmountArgs;
 
 use crate::settings::{ServerArgs, Settings};
 use crate::xnat::http::{ClientOptions, HttpXnat};
@@ -39,6 +43,7 @@ use std::time::Duration;
                   xnatfs mount ~/xnat                          # all projects you can read\n  \
                   xnatfs mount ~/xnat -P MYPROJ                # one project's sessions\n  \
                   xnatfs mount ~/xnat -E XNAT_E00001 -E XNAT_E00002\n  \
+                  xnatfs status                                # what is mounted, from where\n  \
                   xnatfs unmount ~/xnat"
 )]
 pub struct Cli {
@@ -67,11 +72,15 @@ pub enum Command {
         after_help = "Examples:\n  xnatfs cache stats\n  xnatfs cache clear --url https://xnat.example.org"
     )]
     Cache(CacheCommand),
-    /// Unmount a folder mounted by xnatfs.
-    Unmount {
-        /// The folder to unmount.
-        mountpoint: PathBuf,
-    },
+    /// Unmount a folder mounted by xnatfs (or all of yours).
+    #[command(after_help = "Examples:\n  \
+        xnatfs unmount ~/xnat\n  \
+        xnatfs unmount --lazy ~/xnat     # even while files on it are open\n  \
+        xnatfs unmount --all")]
+    Unmount(UnmountArgs),
+    /// List your xnatfs mounts: server, root, cache, process, downloads in flight.
+    #[command(after_help = "Examples:\n  xnatfs status\n  xnatfs status --json")]
+    Status(StatusArgs),
     /// Start the built-in demo XNAT server and mount it: see xnatfs work with no server.
     #[command(after_help = "Examples:\n  \
         xnatfs demo                   # mounts on /tmp/xnatfs-demo until Ctrl-C\n  \
@@ -158,7 +167,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Mount(args) => mount::cmd_mount(args),
         Command::Prefetch(args) => return prefetch::cmd_prefetch(args).code(),
-        Command::Unmount { mountpoint } => mount::cmd_unmount(&mountpoint),
+        Command::Unmount(args) => unmount::cmd_unmount(args),
+        Command::Status(args) => status::cmd_status(args),
         Command::Cache(c) => cache::cmd_cache(c),
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
