@@ -5,6 +5,7 @@ mod cache;
 mod daemon;
 mod demo;
 mod exit;
+mod helper;
 mod mock_server;
 mod mount;
 mod prefetch;
@@ -12,6 +13,7 @@ mod status;
 mod unmount;
 
 pub use self::cache::CacheCommand;
+pub use self::helper::InstallHelperArgs;
 pub use self::mock_server::MockServerArgs;
 pub use self::mount::MountArgs;
 pub use self::prefetch::PrefetchArgs;
@@ -22,8 +24,9 @@ use crate::settings::{ServerArgs, Settings};
 use crate::xnat::http::{ClientOptions, HttpXnat};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -44,7 +47,10 @@ use std::time::Duration;
                   xnatfs mount ~/xnat -P MYPROJ                # one project's sessions\n  \
                   xnatfs mount ~/xnat -E XNAT_E00001 -E XNAT_E00002\n  \
                   xnatfs status                                # what is mounted, from where\n  \
-                  xnatfs unmount ~/xnat"
+                  xnatfs unmount ~/xnat\n\n\
+                  As a mount helper (/etc/fstab, systemd .mount units, mount -t fuse.xnatfs; see\n\
+                  xnatfs install-helper), each -o option a mount flag (cache_dir= is --cache-dir):\n  \
+                  xnatfs https://xnat.example.org /mnt/xnat -o project=MYPROJ,profile=work,allow_other,_netdev"
 )]
 pub struct Cli {
     /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
@@ -101,6 +107,14 @@ pub enum Command {
         xnatfs mock-server --data ./tree --latency-ms 20"
     )]
     MockServer(MockServerArgs),
+    /// Link /sbin/mount.fuse.xnatfs to this program, for mount -t fuse.xnatfs, /etc/fstab
+    /// and systemd .mount units (run as root).
+    #[command(
+        name = "install-helper",
+        after_help = "Then, in /etc/fstab:\n  \
+        https://xnat.example.org /mnt/xnat fuse.xnatfs project=MYPROJ,profile=work,allow_other,_netdev,nofail 0 0"
+    )]
+    InstallHelper(InstallHelperArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -151,12 +165,39 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The command line being run: the process's arguments, or the `xnatfs mount` command line
+/// that its mount(8) helper form stands for.
+static COMMAND_LINE: OnceLock<Vec<OsString>> = OnceLock::new();
+
+/// The command line being run (what the background mount runs again).
+fn command_line() -> Vec<OsString> {
+    COMMAND_LINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+}
+
 /// Runs the command line; the return value is the process exit code.
 pub fn main() -> i32 {
     // SAFETY: first thing in main: no other thread runs yet.
     unsafe { crate::settings::take_secrets_from_env() };
     fewer_malloc_arenas();
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let argv = match helper::helper_form(&argv) {
+        None => argv,
+        Some(Ok(helper::Helper::Mount(args))) => {
+            // SAFETY: still no other thread.
+            unsafe { helper::ensure_home() };
+            args
+        }
+        Some(Ok(helper::Helper::Fake)) => return exit::Exit::Ok.code(),
+        Some(Err(e)) => {
+            eprintln!("xnatfs: {e:#}");
+            return exit::Exit::Usage.code();
+        }
+    };
+    let _ = COMMAND_LINE.set(argv.clone());
+    let cli = Cli::parse_from(argv);
     // The background mount logs to its file at info level at least.
     let verbose = if daemon::is_child() {
         cli.verbose.max(1)
@@ -172,6 +213,7 @@ pub fn main() -> i32 {
         Command::Cache(c) => cache::cmd_cache(c),
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
+        Command::InstallHelper(args) => helper::cmd_install_helper(args),
     };
     match result {
         Ok(()) => exit::Exit::Ok.code(),

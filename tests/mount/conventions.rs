@@ -1,9 +1,10 @@
 //! A mount as the rest of the system sees it: its mount table entry (`fuse.xnatfs`, the server
-//! URL), systemd's readiness message, the folders the daemon keeps, `status`, `unmount --all`
-//! and `--lazy`, and a machine without a FUSE device.
+//! URL), the mount(8) helper form (fstab options, `mount -t fuse.xnatfs`), systemd's readiness
+//! message, the folders the daemon keeps, `status`, `unmount --all` and `--lazy`, and a
+//! machine without a FUSE device.
 //!
-//! Tests that unmount every mount, or change the machine's devices, do so in a mount namespace
-//! of their own (`unshare --mount`): what they mount is gone with it, and other tests' mounts
+//! Tests that mount with mount(8), or unmount every mount, do so in a mount namespace of
+//! their own (`unshare --mount`): what they mount is gone with it, and other tests' mounts
 //! are not touched.
 
 use crate::common::*;
@@ -127,6 +128,102 @@ fn the_mount_shows_as_fuse_xnatfs_with_the_server_url_as_its_source() {
         .unwrap();
     assert_ok(&un);
     assert!(!is_mounted(&m.mountpoint));
+}
+
+#[test]
+fn the_fstab_form_mounts_reads_and_unmounts() {
+    let data = small_sample();
+    let t1w = mock_file(&data, SUBJ01_T1W);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    let cache = home.path().join("fstab-cache");
+    std::fs::create_dir(&mp).unwrap();
+    // As mount(8) and mount.fuse3 pass them: rw, dev and suid added, the fstab's own kept.
+    let options = format!(
+        "rw,project=DEMO,cache_dir={},_netdev,nofail,noauto,users,x-systemd.automount,dev,suid",
+        cache.display()
+    );
+    let out = xnatfs(&mock.url(), home.path())
+        .arg(mock.url())
+        .arg(&mp)
+        .args(["-o", &options])
+        .output()
+        .unwrap();
+    let _guard = scopeguard(mp.clone());
+    assert_ok(&out);
+    assert_eq!(md5_file(&mp.join(T1W_IN_DEMO)), t1w.md5());
+    let status = status_of(&mock.url(), home.path(), &mp);
+    assert_eq!(status["project"], "DEMO");
+    assert_eq!(status["cache_dir"], cache.to_str().unwrap());
+    unmount_background(&mock.url(), home.path(), &mp);
+
+    // A typo is refused before anything is mounted, with the valid options.
+    let typo = xnatfs(&mock.url(), home.path())
+        .arg(mock.url())
+        .arg(&mp)
+        .args(["-o", "projet=DEMO,_netdev"])
+        .output()
+        .unwrap();
+    let stderr = text(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown mount option projet=DEMO; valid options: project=, session="),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&mp));
+}
+
+#[test]
+fn mount_t_fuse_xnatfs_runs_the_installed_helper() {
+    let data = small_sample();
+    let t1w = mock_file(&data, SUBJ01_T1W);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let (mp, up, work) = (
+        home.path().join("mnt"),
+        home.path().join("up"),
+        home.path().join("work"),
+    );
+    for dir in [&mp, &up, &work] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    // /sbin is made writable in the namespace only (an overlay), for install-helper's link;
+    // mount(8) then finds /sbin/mount.fuse.xnatfs, as on a machine where it was installed.
+    // HOME is unset, as where systemd runs mount(8): the helper takes root's.
+    let script = r#"
+        set -e
+        url=$1 mp=$2 up=$3 work=$4
+        mount -t overlay overlay -o "lowerdir=/usr/sbin,upperdir=$up,workdir=$work" /usr/sbin || exit 77
+        "$0" install-helper
+        trap 'umount -l "$mp" 2>/dev/null || true' EXIT
+        env -u HOME mount -t fuse.xnatfs "$url" "$mp" -o project=DEMO,_netdev,nofail
+        findmnt -n -o SOURCE,FSTYPE --mountpoint "$mp"
+        # Anchored: pgrep in a pid namespace cannot tell itself from the rest.
+        daemon=$(pgrep -n -f "^[^ ]*xnatfs mount $mp ")
+        tr '\0' '\n' < "/proc/$daemon/environ" | grep '^HOME='
+        md5sum "$mp/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz"
+        umount "$mp"
+        echo unmounted
+    "#;
+    let url = PathBuf::from(mock.url());
+    let out = in_own_namespace(&mock.url(), home.path(), script, &[&url, &mp, &up, &work]);
+    if out.status.code() == Some(77) {
+        eprintln!("no overlay file system here: skipping this test");
+        return;
+    }
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let shown: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(shown, [mock.url().as_str(), "fuse.xnatfs"], "{stdout}");
+    assert_eq!(lines[1], "HOME=/root", "{stdout}");
+    assert!(lines[2].starts_with(&t1w.md5()), "{stdout}");
+    assert_eq!(lines[3], "unmounted", "{stdout}");
+    assert!(
+        std::fs::read_link(up.join("mount.fuse.xnatfs")).is_ok(),
+        "install-helper made the link"
+    );
 }
 
 #[test]
