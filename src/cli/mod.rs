@@ -2,10 +2,12 @@
 //! flags and the few lines that hand off to the module that does the work.
 
 mod cache;
+mod completions;
 mod daemon;
 mod demo;
 mod exit;
 mod helper;
+mod man;
 mod mock_server;
 mod mount;
 mod prefetch;
@@ -13,7 +15,9 @@ mod status;
 mod unmount;
 
 pub use self::cache::CacheCommand;
+pub use self::completions::CompletionsArgs;
 pub use self::helper::InstallHelperArgs;
+pub use self::man::ManArgs;
 pub use self::mock_server::MockServerArgs;
 pub use self::mount::MountArgs;
 pub use self::prefetch::PrefetchArgs;
@@ -115,6 +119,18 @@ pub enum Command {
         https://xnat.example.org /mnt/xnat fuse.xnatfs project=MYPROJ,profile=work,allow_other,_netdev,nofail 0 0"
     )]
     InstallHelper(InstallHelperArgs),
+    /// Print shell completions (bash, zsh, fish).
+    #[command(after_help = "Examples:\n  \
+        xnatfs completions bash > ~/.local/share/bash-completion/completions/xnatfs\n  \
+        xnatfs completions zsh > ~/.zfunc/_xnatfs\n  \
+        xnatfs completions fish > ~/.config/fish/completions/xnatfs.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page (man -l <(xnatfs man)).
+    #[command(after_help = "Examples:\n  \
+        xnatfs man | man -l -\n  \
+        xnatfs man mount | man -l -\n  \
+        xnatfs man --out-dir /usr/local/share/man/man1")]
+    Man(ManArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -214,6 +230,8 @@ pub fn main() -> i32 {
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
         Command::InstallHelper(args) => helper::cmd_install_helper(args),
+        Command::Completions(args) => completions::cmd_completions(args),
+        Command::Man(args) => man::cmd_man(args),
     };
     match result {
         Ok(()) => exit::Exit::Ok.code(),
@@ -229,6 +247,18 @@ fn fewer_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; called before the threads start.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is no error.
+fn print(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
     }
 }
 
