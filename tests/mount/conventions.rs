@@ -26,6 +26,15 @@ fn table_entry(mp: &Path) -> Option<(String, String)> {
     })
 }
 
+/// The folders `names` in `home`, made.
+fn make_dirs<const N: usize>(home: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|name| {
+        let dir = home.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -136,9 +145,8 @@ fn the_fstab_form_mounts_reads_and_unmounts() {
     let t1w = mock_file(&data, SUBJ01_T1W);
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
-    let mp = home.path().join("mnt");
+    let [mp] = make_dirs(home.path(), ["mnt"]);
     let cache = home.path().join("fstab-cache");
-    std::fs::create_dir(&mp).unwrap();
     // As mount(8) and mount.fuse3 pass them: rw, dev and suid added, the fstab's own kept.
     let options = format!(
         "rw,project=DEMO,cache_dir={},_netdev,nofail,noauto,users,x-systemd.automount,dev,suid",
@@ -180,14 +188,7 @@ fn mount_t_fuse_xnatfs_runs_the_installed_helper() {
     let t1w = mock_file(&data, SUBJ01_T1W);
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
-    let (mp, up, work) = (
-        home.path().join("mnt"),
-        home.path().join("up"),
-        home.path().join("work"),
-    );
-    for dir in [&mp, &up, &work] {
-        std::fs::create_dir(dir).unwrap();
-    }
+    let [mp, up, work] = make_dirs(home.path(), ["mnt", "up", "work"]);
     // /sbin is made writable in the namespace only (an overlay), for install-helper's link;
     // mount(8) then finds /sbin/mount.fuse.xnatfs, as on a machine where it was installed.
     // HOME is unset, as where systemd runs mount(8): the helper takes root's.
@@ -230,9 +231,7 @@ fn mount_t_fuse_xnatfs_runs_the_installed_helper() {
 fn the_background_mount_takes_relative_paths_and_keeps_no_folder_busy() {
     let mock = start_mock(small_sample());
     let home = tempfile::tempdir().unwrap();
-    let cwd = home.path().join("started-here");
-    let mp = cwd.join("mnt");
-    std::fs::create_dir_all(&mp).unwrap();
+    let [cwd, mp] = make_dirs(home.path(), ["started-here", "started-here/mnt"]);
     let out = mount_in_background(
         &mock.url(),
         home.path(),
@@ -308,11 +307,8 @@ fn status_lists_each_mount_with_its_server_root_cache_and_downloads() {
     let mock = start_mock(small_sample());
     let url = mock.url();
     let home = tempfile::tempdir().unwrap();
-    let (a, b) = (home.path().join("a"), home.path().join("b"));
+    let [a, b] = make_dirs(home.path(), ["a", "b"]);
     let cache_b = home.path().join("cache-b");
-    for mp in [&a, &b] {
-        std::fs::create_dir(mp).unwrap();
-    }
     let _guards = (scopeguard(a.clone()), scopeguard(b.clone()));
     assert_ok(&mount_in_background(
         &url,
@@ -415,14 +411,7 @@ fn status_lists_each_mount_with_its_server_root_cache_and_downloads() {
 fn unmount_all_unmounts_every_xnatfs_mount_and_nothing_else() {
     let mock = start_mock(small_sample());
     let home = tempfile::tempdir().unwrap();
-    let (a, b, kept) = (
-        home.path().join("a"),
-        home.path().join("b"),
-        home.path().join("kept"),
-    );
-    for dir in [&a, &b, &kept] {
-        std::fs::create_dir(dir).unwrap();
-    }
+    let [a, b, kept] = make_dirs(home.path(), ["a", "b", "kept"]);
     // In a namespace of its own: --all there does not reach the mounts of tests running
     // beside this one (its copies of them go, the mounts stay).
     let script = r#"
@@ -457,8 +446,7 @@ fn unmount_all_unmounts_every_xnatfs_mount_and_nothing_else() {
 fn unmount_lazy_detaches_a_mount_in_use() {
     let mock = start_mock(small_sample());
     let home = tempfile::tempdir().unwrap();
-    let mp = home.path().join("mnt");
-    std::fs::create_dir(&mp).unwrap();
+    let [mp] = make_dirs(home.path(), ["mnt"]);
     let _guard = scopeguard(mp.clone());
     assert_ok(&mount_in_background(
         &mock.url(),
@@ -500,8 +488,7 @@ fn unmount_lazy_detaches_a_mount_in_use() {
 fn without_a_fuse_device_the_mount_says_how_to_get_one() {
     let mock = start_mock(small_sample());
     let home = tempfile::tempdir().unwrap();
-    let mp = home.path().join("mnt");
-    std::fs::create_dir(&mp).unwrap();
+    let [mp] = make_dirs(home.path(), ["mnt"]);
     // /dev hidden under an empty tmpfs, in a mount namespace of this test's own: a container
     // started without --device /dev/fuse.
     let script = r#"mount -t tmpfs none /dev && exec "$0" mount --foreground "$1""#;
@@ -521,14 +508,7 @@ fn as_a_user_the_mount_goes_through_fusermount3_and_shows_the_same() {
     const NOBODY: u32 = 65534;
     let mock = start_mock(small_sample());
     let home = tempfile::tempdir().unwrap();
-    let (mp, user_home, dev) = (
-        home.path().join("mnt"),
-        home.path().join("user"),
-        home.path().join("dev"),
-    );
-    for dir in [&mp, &user_home, &dev] {
-        std::fs::create_dir(dir).unwrap();
-    }
+    let [mp, user_home, dev] = make_dirs(home.path(), ["mnt", "user", "dev"]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for dir in [&mp, &user_home] {
