@@ -35,13 +35,14 @@ mod tests {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut super::super::Cli::command(), "xnatfs", &mut out);
             let text = String::from_utf8(out).unwrap();
+            // Fish names long flags without their dashes.
             for word in [
                 "mount",
                 "prefetch",
                 "status",
                 "unmount",
-                "--cache-dir",
-                "--lazy",
+                "cache-dir",
+                "lazy",
             ] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }

@@ -13,8 +13,13 @@ pub struct ManArgs {
     pub out_dir: Option<PathBuf>,
 }
 
+/// The command line's definition, each command with the version (for its page's footer).
+fn definition() -> clap::Command {
+    super::Cli::command().mut_subcommands(|c| c.version(env!("CARGO_PKG_VERSION")))
+}
+
 pub fn cmd_man(args: ManArgs) -> Result<()> {
-    let mut cli = super::Cli::command();
+    let mut cli = definition();
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)
             .and_then(|()| clap_mangen::generate_to(cli, dir))
@@ -41,7 +46,7 @@ mod tests {
     use super::*;
 
     fn page(command: Option<&str>) -> String {
-        let mut cli = super::super::Cli::command();
+        let mut cli = definition();
         cli.build();
         let cmd = match command {
             None => cli,
@@ -63,7 +68,10 @@ mod tests {
         assert!(main.contains(".TH xnatfs 1"), "{main}");
         assert!(main.contains("xnatfs\\-status"), "{main}");
         let mount = page(Some("mount"));
-        assert!(mount.contains(".TH xnatfs\\-mount 1"), "{mount}");
+        assert!(
+            mount.contains(".TH xnatfs-mount 1  \"mount 0.1.0\""),
+            "{mount}"
+        );
         assert!(mount.contains("\\-\\-cache\\-dir"), "{mount}");
     }
 }
