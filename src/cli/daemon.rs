@@ -49,13 +49,13 @@ pub fn received_settings() -> Result<Settings> {
     })
 }
 
-/// This program's arguments for the child, with any user name and password taken out of
-/// `--url`'s value.
+/// This command line's arguments for the child (the `xnatfs mount` one that a mount(8)
+/// helper form stands for), with any user name and password taken out of `--url`'s value.
 fn child_args() -> Vec<OsString> {
     let mut out = Vec::new();
     let mut after_url = false;
     let mut options_ended = false;
-    for arg in std::env::args_os().skip(1) {
+    for arg in super::command_line().into_iter().skip(1) {
         let text = arg.to_str().filter(|_| !options_ended);
         let kept = match text {
             Some(url) if after_url => without_userinfo(url).into(),

@@ -44,6 +44,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         default_project: None,
         sessions: Vec::new(),
         cache_size: None,
+        log_file: None,
         options: MountOptions {
             mountpoint: mountpoint.to_path_buf(),
             dir_ttl: Duration::from_secs(60),
@@ -60,7 +61,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         lister = Some(std::thread::spawn(move || {
             let result = show_demo(&shown);
             if once {
-                let _ = mount::unmount(&shown);
+                let _ = mount::unmount(&shown, false);
             }
             result
         }));

@@ -2,24 +2,35 @@
 //! flags and the few lines that hand off to the module that does the work.
 
 mod cache;
+mod completions;
 mod daemon;
 mod demo;
 mod exit;
+mod helper;
+mod man;
 mod mock_server;
 mod mount;
 mod prefetch;
+mod status;
+mod unmount;
 
 pub use self::cache::CacheCommand;
+pub use self::completions::CompletionsArgs;
+pub use self::helper::InstallHelperArgs;
+pub use self::man::ManArgs;
 pub use self::mock_server::MockServerArgs;
 pub use self::mount::MountArgs;
 pub use self::prefetch::PrefetchArgs;
+pub use self::status::StatusArgs;
+pub use self::unmount::UnmountArgs;
 
 use crate::settings::{ServerArgs, Settings};
 use crate::xnat::http::{ClientOptions, HttpXnat};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -39,7 +50,11 @@ use std::time::Duration;
                   xnatfs mount ~/xnat                          # all projects you can read\n  \
                   xnatfs mount ~/xnat -P MYPROJ                # one project's sessions\n  \
                   xnatfs mount ~/xnat -E XNAT_E00001 -E XNAT_E00002\n  \
-                  xnatfs unmount ~/xnat"
+                  xnatfs status                                # what is mounted, from where\n  \
+                  xnatfs unmount ~/xnat\n\n\
+                  As a mount helper (/etc/fstab, systemd .mount units, mount -t fuse.xnatfs; see\n\
+                  xnatfs install-helper), each -o option a mount flag (cache_dir= is --cache-dir):\n  \
+                  xnatfs https://xnat.example.org /mnt/xnat -o project=MYPROJ,profile=work,allow_other,_netdev"
 )]
 pub struct Cli {
     /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
@@ -67,11 +82,15 @@ pub enum Command {
         after_help = "Examples:\n  xnatfs cache stats\n  xnatfs cache clear --url https://xnat.example.org"
     )]
     Cache(CacheCommand),
-    /// Unmount a folder mounted by xnatfs.
-    Unmount {
-        /// The folder to unmount.
-        mountpoint: PathBuf,
-    },
+    /// Unmount a folder mounted by xnatfs (or all of yours).
+    #[command(after_help = "Examples:\n  \
+        xnatfs unmount ~/xnat\n  \
+        xnatfs unmount --lazy ~/xnat     # even while files on it are open\n  \
+        xnatfs unmount --all")]
+    Unmount(UnmountArgs),
+    /// List your xnatfs mounts: server, root, cache, process, downloads in flight.
+    #[command(after_help = "Examples:\n  xnatfs status\n  xnatfs status --json")]
+    Status(StatusArgs),
     /// Start the built-in demo XNAT server and mount it: see xnatfs work with no server.
     #[command(after_help = "Examples:\n  \
         xnatfs demo                   # mounts on /tmp/xnatfs-demo until Ctrl-C\n  \
@@ -92,6 +111,26 @@ pub enum Command {
         xnatfs mock-server --data ./tree --latency-ms 20"
     )]
     MockServer(MockServerArgs),
+    /// Link /sbin/mount.fuse.xnatfs to this program, for mount -t fuse.xnatfs, /etc/fstab
+    /// and systemd .mount units (run as root).
+    #[command(
+        name = "install-helper",
+        after_help = "Then, in /etc/fstab:\n  \
+        https://xnat.example.org /mnt/xnat fuse.xnatfs project=MYPROJ,profile=work,allow_other,_netdev,nofail 0 0"
+    )]
+    InstallHelper(InstallHelperArgs),
+    /// Print shell completions (bash, zsh, fish).
+    #[command(after_help = "Examples:\n  \
+        xnatfs completions bash > ~/.local/share/bash-completion/completions/xnatfs\n  \
+        xnatfs completions zsh > ~/.zfunc/_xnatfs\n  \
+        xnatfs completions fish > ~/.config/fish/completions/xnatfs.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page (man -l <(xnatfs man)).
+    #[command(after_help = "Examples:\n  \
+        xnatfs man | man -l -\n  \
+        xnatfs man mount | man -l -\n  \
+        xnatfs man --out-dir /usr/local/share/man/man1")]
+    Man(ManArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -142,12 +181,39 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The command line being run: the process's arguments, or the `xnatfs mount` command line
+/// that its mount(8) helper form stands for.
+static COMMAND_LINE: OnceLock<Vec<OsString>> = OnceLock::new();
+
+/// The command line being run (what the background mount runs again).
+fn command_line() -> Vec<OsString> {
+    COMMAND_LINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+}
+
 /// Runs the command line; the return value is the process exit code.
 pub fn main() -> i32 {
     // SAFETY: first thing in main: no other thread runs yet.
     unsafe { crate::settings::take_secrets_from_env() };
     fewer_malloc_arenas();
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let argv = match helper::helper_form(&argv) {
+        None => argv,
+        Some(Ok(helper::Helper::Mount(args))) => {
+            // SAFETY: still no other thread.
+            unsafe { helper::ensure_home() };
+            args
+        }
+        Some(Ok(helper::Helper::Fake)) => return exit::Exit::Ok.code(),
+        Some(Err(e)) => {
+            eprintln!("xnatfs: {e:#}");
+            return exit::Exit::Usage.code();
+        }
+    };
+    let _ = COMMAND_LINE.set(argv.clone());
+    let cli = Cli::parse_from(argv);
     // The background mount logs to its file at info level at least.
     let verbose = if daemon::is_child() {
         cli.verbose.max(1)
@@ -158,10 +224,14 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Mount(args) => mount::cmd_mount(args),
         Command::Prefetch(args) => return prefetch::cmd_prefetch(args).code(),
-        Command::Unmount { mountpoint } => mount::cmd_unmount(&mountpoint),
+        Command::Unmount(args) => unmount::cmd_unmount(args),
+        Command::Status(args) => status::cmd_status(args),
         Command::Cache(c) => cache::cmd_cache(c),
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
+        Command::InstallHelper(args) => helper::cmd_install_helper(args),
+        Command::Completions(args) => completions::cmd_completions(args),
+        Command::Man(args) => man::cmd_man(args),
     };
     match result {
         Ok(()) => exit::Exit::Ok.code(),
@@ -177,6 +247,18 @@ fn fewer_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; called before the threads start.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is no error.
+fn print(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
     }
 }
 

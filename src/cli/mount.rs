@@ -1,10 +1,10 @@
-//! `xnatfs mount` and `xnatfs unmount`.
+//! `xnatfs mount`.
 
 use super::{ServerFlags, client, daemon, runtime};
 use crate::cache::default_cache_dir;
-use crate::mount::{self, MountOptions, MountPlan, Unmounted};
+use crate::mount::{self, MountOptions, MountPlan};
 use crate::settings::{self, Settings};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,23 +54,51 @@ pub struct MountArgs {
     pub server: ServerFlags,
 }
 
-pub fn cmd_mount(args: MountArgs) -> Result<()> {
+impl MountArgs {
+    /// Makes the paths absolute, from the folder the command runs in.
+    fn make_paths_absolute(&mut self) -> Result<()> {
+        let absolute = |p: &Path| {
+            std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+        };
+        self.mountpoint = absolute(&self.mountpoint)?;
+        if let Some(dir) = &self.cache_dir {
+            self.cache_dir = Some(absolute(dir)?);
+        }
+        if let Some(log) = &self.log_file {
+            self.log_file = Some(absolute(log)?);
+        }
+        Ok(())
+    }
+}
+
+pub fn cmd_mount(mut args: MountArgs) -> Result<()> {
     let child = daemon::is_child();
+    // Relative paths name what they name from here, even once the background mount has left
+    // this folder (it keeps no folder busy but `/`).
+    args.make_paths_absolute()?;
+    if child {
+        std::env::set_current_dir("/").context("cannot change to the folder /")?;
+    }
     let settings = match child {
         // The background mount gets what its parent resolved, through its stdin.
         true => daemon::received_settings()?,
         false => settings::resolve(&args.server.server_args(), true, !args.offline)?,
     };
     mount::prepare_mountpoint(&args.mountpoint)?;
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let cache_dir = match args.cache_dir.clone() {
+        Some(dir) => dir,
+        None => std::path::absolute(default_cache_dir())?,
+    };
+    let log = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| crate::cache::default_log_file(&cache_dir));
     if !args.foreground && !child {
-        let log = args
-            .log_file
-            .clone()
-            .unwrap_or_else(|| crate::cache::default_log_file(&cache_dir));
         return daemon::spawn(&settings, &cache_dir, &log, &args.mountpoint);
     }
-    let result = serve(&args, &settings, cache_dir, child);
+    // In the foreground the log is this terminal.
+    let log = child.then_some(log);
+    let result = serve(&args, &settings, cache_dir, log, child);
     if child && let Err(e) = &result {
         daemon::failed(e);
     }
@@ -78,7 +106,13 @@ pub fn cmd_mount(args: MountArgs) -> Result<()> {
 }
 
 /// Mounts and serves in this process until unmounted.
-fn serve(args: &MountArgs, settings: &Settings, cache_dir: PathBuf, child: bool) -> Result<()> {
+fn serve(
+    args: &MountArgs,
+    settings: &Settings,
+    cache_dir: PathBuf,
+    log_file: Option<PathBuf>,
+    child: bool,
+) -> Result<()> {
     let io_timeout = args.io_timeout.max(Duration::from_secs(1));
     let plan = MountPlan {
         client: client(settings, io_timeout, args.server.insecure)?,
@@ -88,6 +122,7 @@ fn serve(args: &MountArgs, settings: &Settings, cache_dir: PathBuf, child: bool)
         default_project: settings.default_project.clone(),
         sessions: args.sessions.clone(),
         cache_size: args.cache_size,
+        log_file,
         options: MountOptions {
             mountpoint: args.mountpoint.clone(),
             dir_ttl: args.dir_ttl,
@@ -109,15 +144,4 @@ fn serve(args: &MountArgs, settings: &Settings, cache_dir: PathBuf, child: bool)
             );
         }
     })
-}
-
-pub fn cmd_unmount(mountpoint: &Path) -> Result<()> {
-    match mount::unmount(mountpoint)? {
-        Unmounted::Clean => eprintln!("xnatfs: unmounted {}", mountpoint.display()),
-        Unmounted::Lazy => eprintln!(
-            "xnatfs: {} is busy; detached it (it goes away when the last file on it is closed)",
-            mountpoint.display()
-        ),
-    }
-    Ok(())
 }

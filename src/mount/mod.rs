@@ -1,10 +1,18 @@
 //! A mount's life: choosing what the root shows, mounting, serving until unmounted or
 //! signalled, and unmounting cleanly. [`run`] is the one way to mount, for `xnatfs mount` and
-//! `xnatfs demo` alike; [`mountpoint`] checks and unmounts mount points.
+//! `xnatfs demo` alike; [`kernel`] mounts (as type `fuse.xnatfs`, the server URL its source)
+//! and says what to do when FUSE cannot be used; [`mountpoint`] checks, lists and unmounts
+//! mount points; [`state`] is what a running mount tells `xnatfs status`; [`notify`] tells
+//! systemd it is ready.
 
+pub mod kernel;
 pub mod mountpoint;
+pub mod notify;
+pub mod state;
 
-pub use mountpoint::{Unmounted, is_mounted, prepare_mountpoint, unmount};
+pub use mountpoint::{
+    Unmounted, XnatfsMount, is_mounted, prepare_mountpoint, unmount, xnatfs_mounts,
+};
 
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
@@ -23,6 +31,9 @@ use std::time::Duration;
 /// How often a mount saves the cache index, merged with other processes' (see
 /// [`crate::cache::index`]).
 const INDEX_SYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// How often a mount tells `xnatfs status` the cache's size (when it changed).
+const STATE_REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -49,6 +60,8 @@ pub struct MountPlan {
     pub sessions: Vec<String>,
     /// The cache's cap (default: [`crate::cache::budget::default_limit`]).
     pub cache_size: Option<u64>,
+    /// Where the log goes (for `xnatfs status`), if to a file.
+    pub log_file: Option<PathBuf>,
     pub options: MountOptions,
 }
 
@@ -56,6 +69,11 @@ pub struct MountPlan {
 /// file system is unmounted (SIGINT and SIGTERM unmount it).
 pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnce()) -> Result<()> {
     let opts = &plan.options;
+    // What needs no server first: whether FUSE can be used here at all.
+    let device = kernel::open_device()?;
+    // Resolved now: once mounted, resolving the path would ask this very process.
+    let mountpoint = std::fs::canonicalize(&opts.mountpoint)
+        .with_context(|| format!("cannot use mount point {}", opts.mountpoint.display()))?;
     let url = plan.client.base_url().to_string();
     let (cache, api) = open_cache_and_api(
         plan.client.clone() as Arc<dyn XnatApi>,
@@ -87,28 +105,84 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
         human_bytes(budget.used()),
         human_bytes(limit)
     );
-    let session = mount(rt, api, cache.clone(), root, opts)?;
+    let source = kernel::mount_source(&url);
+    let session = mount(rt, api, cache.clone(), root, opts, device, &source)?;
+    let state = write_state(&plan, &mountpoint, &cache, limit).map(Arc::new);
     // Other processes share the cache: what they added is counted (and the cap kept with
-    // it), and what this one added is saved, every so often.
+    // it), and what this one added is saved, every so often; `status` learns the size.
     let shared = cache.clone();
+    let shown = state.clone();
     let syncing = rt.spawn(async move {
+        let mut since_save = Duration::ZERO;
         loop {
-            tokio::time::sleep(INDEX_SYNC_EVERY).await;
+            tokio::time::sleep(STATE_REFRESH_EVERY).await;
+            since_save += STATE_REFRESH_EVERY;
             let cache = shared.clone();
-            let saved = tokio::task::spawn_blocking(move || cache.budget().save()).await;
+            let save = since_save >= INDEX_SYNC_EVERY;
+            if save {
+                since_save = Duration::ZERO;
+            }
+            let shown = shown.clone();
+            let saved = tokio::task::spawn_blocking(move || {
+                if let Some(state) = &shown
+                    && let Err(e) = state.refresh(cache.budget().used(), limit)
+                {
+                    tracing::debug!("cannot refresh the mount's state file: {e}");
+                }
+                if save { cache.budget().save() } else { Ok(()) }
+            })
+            .await;
             if let Ok(Err(e)) = saved {
                 tracing::warn!("cannot save the cache index: {e}");
             }
         }
     });
+    notify::ready(&format!("mounted {source} on {}", mountpoint.display()));
     on_mounted();
     let served = serve(rt, session, &opts.mountpoint);
+    notify::stopping();
     syncing.abort();
+    drop(state);
     if let Err(e) = cache.budget().save() {
         tracing::warn!("cannot save the cache index: {e}");
     }
     rt.block_on(plan.client.logout());
     served
+}
+
+/// Writes the state file `xnatfs status` reads; a mount that cannot write it still serves.
+fn write_state(
+    plan: &MountPlan,
+    mountpoint: &Path,
+    cache: &Cache,
+    limit: u64,
+) -> Option<state::StateFile> {
+    let pid = std::process::id();
+    let mount_state = state::MountState {
+        pid,
+        started: state::process_start(pid)?,
+        mountpoint: mountpoint.to_path_buf(),
+        server: crate::settings::without_userinfo(plan.client.base_url()),
+        project: plan.project.clone(),
+        sessions: plan.sessions.clone(),
+        offline: plan.offline,
+        cache_dir: std::path::absolute(&plan.cache_dir).unwrap_or(plan.cache_dir.clone()),
+        cache_area: cache.area().root().to_path_buf(),
+        cache_bytes: cache.budget().used(),
+        cache_limit: limit,
+        log_file: plan.log_file.clone(),
+    };
+    let dir = state::state_dir();
+    match state::StateFile::create_in(&dir, mount_state) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(
+                "cannot write the mount's state in {} (xnatfs status shows less): {e}",
+                dir.display()
+            );
+            None
+        }
+    }
 }
 
 /// Opens the cache area of `server_url`, and the client a mount uses: `api` with its
@@ -153,14 +227,25 @@ pub async fn resolve_root(
     Ok(Root::Server)
 }
 
-/// Mounts the file system. The returned session serves nothing until run.
+/// A mounted file system, serving nothing until [`serve`]d.
+pub struct Mounted {
+    session: fuser::Session<FuseAdapter>,
+    /// Mounted by this process with mount(2) rather than by fuser: fuser does not unmount it
+    /// when the session ends in an error.
+    direct: bool,
+}
+
+/// Mounts the file system on `opts.mountpoint` through the opened FUSE `device`, with
+/// `source` as the mount's source.
 pub fn mount(
     rt: &tokio::runtime::Runtime,
     api: Arc<dyn XnatApi>,
     cache: Cache,
     root: Root,
     opts: &MountOptions,
-) -> Result<fuser::Session<FuseAdapter>> {
+    device: std::fs::File,
+    source: &str,
+) -> Result<Mounted> {
     let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
     let fetcher = Fetcher::with_max_memory(
         api,
@@ -184,8 +269,8 @@ pub fn mount(
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
-        fuser::MountOption::FSName("xnatfs".into()),
-        fuser::MountOption::Subtype("xnatfs".into()),
+        fuser::MountOption::FSName(source.to_string()),
+        fuser::MountOption::Subtype(kernel::SUBTYPE.into()),
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoAtime,
@@ -195,18 +280,28 @@ pub fn mount(
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let session = fuser::Session::new(fs, &opts.mountpoint, &config)
-        .with_context(|| format!("cannot mount on {}", opts.mountpoint.display()))?;
+    let mountpoint = &opts.mountpoint;
+    let failed = |e: std::io::Error| anyhow::anyhow!(kernel::mount_error(&e, mountpoint));
+    // SAFETY: geteuid cannot fail.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let direct = as_root
+        && kernel::mount_directly(&device, mountpoint, source, opts.allow_other).map_err(failed)?;
+    let session = if direct {
+        let acl = config.acl;
+        fuser::Session::from_fd(fs, device.into(), acl, config).map_err(|e| {
+            let _ = mountpoint::unmount(mountpoint, true);
+            failed(e)
+        })?
+    } else {
+        drop(device);
+        fuser::Session::new(fs, mountpoint, &config).map_err(failed)?
+    };
     tree.on_change(crate::fs::fuse::kernel_invalidator(session.notifier()));
-    Ok(session)
+    Ok(Mounted { session, direct })
 }
 
-/// Serves `session` until the file system is unmounted, unmounting it on SIGINT or SIGTERM.
-pub fn serve(
-    rt: &tokio::runtime::Runtime,
-    session: fuser::Session<FuseAdapter>,
-    mountpoint: &Path,
-) -> Result<()> {
+/// Serves `mounted` until the file system is unmounted, unmounting it on SIGINT or SIGTERM.
+pub fn serve(rt: &tokio::runtime::Runtime, mounted: Mounted, mountpoint: &Path) -> Result<()> {
     let target = mountpoint.to_path_buf();
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -220,7 +315,7 @@ pub fn serve(
                 _ = term.recv() => "SIGTERM",
             };
             tracing::info!("{name}: unmounting {}", target.display());
-            match unmount(&target) {
+            match unmount(&target, false) {
                 Ok(Unmounted::Clean) => eprintln!("xnatfs: unmounted {}", target.display()),
                 Ok(Unmounted::Lazy) => eprintln!(
                     "xnatfs: {} is busy; detached it (it goes away when the last file on it is closed)",
@@ -230,7 +325,10 @@ pub fn serve(
             }
         }
     });
-    session
-        .run()
-        .context("the FUSE session ended with an error")
+    let served = mounted.session.run();
+    if mounted.direct && served.is_err() {
+        // Not left behind as a stale mount.
+        let _ = unmount(mountpoint, true);
+    }
+    served.context("the FUSE session ended with an error")
 }

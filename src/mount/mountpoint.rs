@@ -1,10 +1,11 @@
 //! The mount point: checking it before a mount, finding mounts, and unmounting (lazily, with a
 //! message, when busy).
 
+use super::kernel;
 use anyhow::{Context, Result, bail};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("the path holds a NUL byte")
@@ -34,32 +35,87 @@ fn unescape_mount_field(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What is mounted on a mount point: the source and the file system type, as the mount table
-/// says.
+/// What is mounted on a mount point: the source, the file system type and the options, as the
+/// mount table says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MountEntry {
     source: String,
+    mountpoint: PathBuf,
     fs_type: String,
+    options: String,
 }
 
 impl MountEntry {
-    /// Whether xnatfs mounted it: `fuse.xnatfs` when mounted through fusermount3, and plain
-    /// `fuse` with the source `xnatfs` when mounted by root (its FSName and Subtype).
+    /// Whether xnatfs mounted it: type `fuse.xnatfs` (with the server URL as its source), or,
+    /// for mounts made by root before xnatfs set its type itself, plain `fuse` with the
+    /// source `xnatfs`.
     fn is_xnatfs(&self) -> bool {
-        self.fs_type == "fuse.xnatfs" || (self.fs_type == "fuse" && self.source == "xnatfs")
+        self.fs_type == kernel::FS_TYPE
+            || (self.fs_type == "fuse" && self.source == kernel::OLD_SOURCE)
     }
+
+    /// Whether user `uid` mounted it (a FUSE mount's `user_id` option).
+    fn is_owned_by(&self, uid: u32) -> bool {
+        let want = format!("user_id={uid}");
+        self.options.split(',').any(|o| o == want)
+    }
+}
+
+/// Every mount in the mount table `table`, in its order.
+fn mount_entries(table: &str) -> impl Iterator<Item = MountEntry> + '_ {
+    table.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (source, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+        Some(MountEntry {
+            source: unescape_mount_field(source),
+            mountpoint: PathBuf::from(unescape_mount_field(mount_point)),
+            fs_type: fs_type.to_string(),
+            options: fields.next().unwrap_or_default().to_string(),
+        })
+    })
 }
 
 /// The topmost mount on `target` in the mount table `table` (mounts stack: the last line wins).
 fn mount_entry_in(table: &str, target: &Path) -> Option<MountEntry> {
-    table.lines().rev().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (source, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
-        (Path::new(&unescape_mount_field(mount_point)) == target).then(|| MountEntry {
-            source: unescape_mount_field(source),
-            fs_type: fs_type.to_string(),
+    mount_entries(table)
+        .filter(|m| m.mountpoint == target)
+        .last()
+}
+
+/// An xnatfs mount in the mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XnatfsMount {
+    pub mountpoint: PathBuf,
+    /// The server URL (the source `xnatfs` for mounts made before it was).
+    pub source: String,
+}
+
+/// The xnatfs mounts of user `uid` in the mount table `table` that are not covered by a later
+/// mount on the same point.
+fn xnatfs_mounts_in(table: &str, uid: u32) -> Vec<XnatfsMount> {
+    let entries: Vec<MountEntry> = mount_entries(table).collect();
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            m.is_xnatfs()
+                && m.is_owned_by(uid)
+                && !entries[i + 1..]
+                    .iter()
+                    .any(|l| l.mountpoint == m.mountpoint)
         })
-    })
+        .map(|(_, m)| XnatfsMount {
+            mountpoint: m.mountpoint.clone(),
+            source: m.source.clone(),
+        })
+        .collect()
+}
+
+/// This user's xnatfs mounts, from the kernel's mount table, in the order they were mounted.
+pub fn xnatfs_mounts() -> Vec<XnatfsMount> {
+    let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // SAFETY: getuid cannot fail.
+    xnatfs_mounts_in(&table, unsafe { libc::getuid() })
 }
 
 /// What is mounted on `path`, from the kernel's mount table.
@@ -141,53 +197,66 @@ fn clean_up_stale(path: &Path) -> Result<()> {
 }
 
 fn lazy_unmount(path: &Path) -> Result<()> {
-    let c = cstring(path)?;
+    umount(path, libc::MNT_DETACH).with_context(|| format!("cannot unmount {}", path.display()))
+}
+
+/// umount2(2) with `flags` (0 or `MNT_DETACH`); where the kernel does not let this user
+/// unmount, the setuid helper `fusermount3 -u` (`-z` to detach) does it instead.
+fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    let c = cstring(path).map_err(std::io::Error::other)?;
     // SAFETY: `c` is a valid NUL-terminated path that lives across the call.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let e = std::io::Error::last_os_error();
-        bail!("cannot unmount {}: {e}", path.display());
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
     }
-    Ok(())
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EPERM) {
+        return Err(e);
+    }
+    let mut helper = std::process::Command::new("fusermount3");
+    helper.arg("-u");
+    if flags & libc::MNT_DETACH != 0 {
+        helper.arg("-z");
+    }
+    let out = helper
+        .arg("--")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|spawn| std::io::Error::other(format!("{e}, and fusermount3: {spawn}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if said.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(said))
 }
 
 /// How an unmount went.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unmounted {
     Clean,
-    /// The mount was busy: it is detached now and goes away when its last user closes it.
+    /// Detached (asked for, or the mount was busy): it goes away when its last user closes it.
     Lazy,
 }
 
-/// Unmounts the xnatfs mount on `path`; when it is busy, detaches it lazily instead. Refuses
-/// anything that is not an xnatfs mount.
-pub fn unmount(path: &Path) -> Result<Unmounted> {
+/// Unmounts the xnatfs mount on `path`; when it is busy, or `lazy` asks for it, detaches it
+/// instead. Refuses anything that is not an xnatfs mount.
+pub fn unmount(path: &Path, lazy: bool) -> Result<Unmounted> {
     check_xnatfs_mount(path)?;
-    let c = cstring(path)?;
-    // SAFETY: as above.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return Ok(Unmounted::Clean);
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EBUSY) => {
-            lazy_unmount(path)?;
-            Ok(Unmounted::Lazy)
-        }
-        Some(libc::EPERM) => {
-            // Not root: the setuid helper may do it for us.
-            let status = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg(path)
-                .status()
-                .with_context(|| format!("cannot unmount {}: {e}", path.display()))?;
-            if !status.success() {
-                bail!("fusermount3 -u {} failed", path.display());
+    if !lazy {
+        match umount(path, 0) {
+            Ok(()) => return Ok(Unmounted::Clean),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                bail!("{} is not mounted", path.display())
             }
-            Ok(Unmounted::Clean)
+            Err(e) => bail!("cannot unmount {}: {e}", path.display()),
         }
-        Some(libc::EINVAL) => bail!("{} is not mounted", path.display()),
-        _ => bail!("cannot unmount {}: {e}", path.display()),
     }
+    lazy_unmount(path)?;
+    Ok(Unmounted::Lazy)
 }
 
 #[cfg(test)]
@@ -196,10 +265,12 @@ mod tests {
 
     const TABLE: &str = "/dev/sda1 / ext4 rw,relatime 0 0\n\
         tmpfs /tmp/with\\040space tmpfs rw 0 0\n\
-        xnatfs /home/u/xnat fuse ro,nosuid,nodev 0 0\n\
-        xnatfs /home/u/user\\040mount fuse.xnatfs ro,nosuid,nodev 0 0\n\
-        sshfs#h: /home/u/ssh fuse.sshfs rw 0 0\n\
-        xnatfs /home/u/stacked fuse ro 0 0\n\
+        xnatfs /home/u/xnat fuse ro,nosuid,nodev,user_id=1000,group_id=1000 0 0\n\
+        xnatfs /home/u/user\\040mount fuse.xnatfs ro,nosuid,nodev,user_id=1000 0 0\n\
+        https://xnat.example.org /home/u/new fuse.xnatfs ro,user_id=1000,group_id=1000 0 0\n\
+        http://127.0.0.1:8080 /mnt/root fuse.xnatfs ro,user_id=0,group_id=0 0 0\n\
+        sshfs#h: /home/u/ssh fuse.sshfs rw,user_id=1000 0 0\n\
+        xnatfs /home/u/stacked fuse ro,user_id=1000 0 0\n\
         tmpfs /home/u/stacked tmpfs rw 0 0\n";
 
     fn entry(path: &str) -> Option<MountEntry> {
@@ -216,11 +287,38 @@ mod tests {
             entry("/home/u/user mount").unwrap().is_xnatfs(),
             "by fusermount3"
         );
+        assert!(
+            entry("/home/u/new").unwrap().is_xnatfs(),
+            "the URL as source"
+        );
+        assert!(entry("/mnt/root").unwrap().is_xnatfs());
         for other in ["/", "/tmp/with space", "/home/u/ssh", "/home/u/stacked"] {
             let e = entry(other).unwrap_or_else(|| panic!("{other} is in the table"));
             assert!(!e.is_xnatfs(), "{other}: {e:?}");
         }
         assert_eq!(entry("/home/u"), None);
+    }
+
+    #[test]
+    fn a_users_mounts_are_the_xnatfs_ones_it_mounted_and_not_covered() {
+        let mounts = xnatfs_mounts_in(TABLE, 1000);
+        let points: Vec<&Path> = mounts.iter().map(|m| m.mountpoint.as_path()).collect();
+        assert_eq!(
+            points,
+            [
+                Path::new("/home/u/xnat"),
+                Path::new("/home/u/user mount"),
+                Path::new("/home/u/new")
+            ]
+        );
+        assert_eq!(mounts[2].source, "https://xnat.example.org");
+        assert_eq!(
+            xnatfs_mounts_in(TABLE, 0),
+            [XnatfsMount {
+                mountpoint: "/mnt/root".into(),
+                source: "http://127.0.0.1:8080".into()
+            }]
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@
 // Each test target uses a part of this module; the rest is unused there.
 #![allow(dead_code, unused_imports)]
 
+mod background;
 mod data;
 mod expect;
 mod mount;
 
+pub use background::*;
 pub use data::*;
 pub use expect::*;
 pub use mount::*;
@@ -45,7 +47,8 @@ pub fn demo_client(url: &str) -> std::sync::Arc<xnatfs::xnat::http::HttpXnat> {
 }
 
 /// A `Command` for the binary with a clean environment: the mock's URL and the demo
-/// credentials, and a private HOME so no profile or netrc of the machine is read.
+/// credentials, and a private HOME (and runtime folder) so no profile or netrc of the
+/// machine is read, and no mount's state file is seen by another test.
 pub fn xnatfs(url: &str, home: &Path) -> Command {
     xnatfs_via(&[], url, home)
 }
@@ -66,6 +69,7 @@ pub fn xnatfs_via(wrapper: &[String], url: &str, home: &Path) -> Command {
         .env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_RUNTIME_DIR", home.join("run"))
         .env("XNAT_URL", url)
         .env("XNAT_USER", "demo")
         .env("XNAT_PASS", "demo");

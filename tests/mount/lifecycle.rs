@@ -38,53 +38,6 @@ fn background_mount_returns_when_ready_and_unmounts() {
     drop(guard);
 }
 
-/// `xnatfs unmount mp`; checks that it succeeds and that the background process ends by
-/// itself.
-fn unmount_background(url: &str, home: &std::path::Path, mp: &std::path::Path) {
-    let un = xnatfs(url, home).arg("unmount").arg(mp).output().unwrap();
-    assert!(
-        un.status.success(),
-        "{}",
-        String::from_utf8_lossy(&un.stderr)
-    );
-    assert!(!is_mounted(mp));
-    wait_until(
-        Duration::from_secs(10),
-        "the background mount did not exit",
-        || !daemon_running(mp),
-    );
-}
-
-/// Whether an `xnatfs mount` process for `mp` is still alive.
-fn daemon_running(mp: &std::path::Path) -> bool {
-    !mount_processes(mp).is_empty()
-}
-
-/// The `xnatfs mount` processes for `mp`: their /proc folders.
-fn mount_processes(mp: &std::path::Path) -> Vec<PathBuf> {
-    let want = mp.to_string_lossy().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read(p.join("cmdline"))
-                .map(|c| {
-                    let args = nul_separated(&c);
-                    args.first().is_some_and(|a| a.ends_with("xnatfs")) && args.contains(&want)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn nul_separated(bytes: &[u8]) -> Vec<String> {
-    bytes
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
 #[test]
 fn the_background_mount_holds_no_secret_in_its_environment_or_arguments() {
     let mock = start_mock(small_sample());
@@ -126,16 +79,6 @@ fn the_background_mount_holds_no_secret_in_its_environment_or_arguments() {
     let cmdline = nul_separated(&std::fs::read(procs[0].join("cmdline")).unwrap());
     assert!(!cmdline.iter().any(|a| a.contains("demo@")), "{cmdline:?}");
     unmount_background(&mock.url(), home.path(), &mp);
-}
-
-struct Unmounter(PathBuf);
-fn scopeguard(p: PathBuf) -> Unmounter {
-    Unmounter(p)
-}
-impl Drop for Unmounter {
-    fn drop(&mut self) {
-        force_unmount(&self.0);
-    }
 }
 
 /// A small tmpfs on a temporary folder (the tests run as root), unmounted when dropped.

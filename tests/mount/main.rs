@@ -5,6 +5,7 @@ mod common;
 
 mod cache;
 mod changes;
+mod conventions;
 mod errors;
 mod lifecycle;
 mod listing;
