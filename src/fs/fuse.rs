@@ -205,10 +205,6 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
-    }
-
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino.0) {
             Ok(attr) => reply.attr(&self.core.options().attr_ttl, &file_attr(&attr)),
@@ -337,9 +333,6 @@ impl Filesystem for FuseAdapter {
                     let fattr = file_attr(&attr);
                     if reply.add(INodeNo(attr.ino), next, name, &ttl, &fattr, Generation(0)) {
                         break;
-                    }
-                    if name != "." && name != ".." {
-                        core.handed_out(attr.ino);
                     }
                 }
                 reply.ok();

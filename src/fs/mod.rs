@@ -146,10 +146,7 @@ impl XnatFs {
     /// The child `name` of folder `parent`, listing the folder first if needed.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
         match self.tree.lookup(parent, name).await {
-            Ok((ino, node)) => {
-                self.tree.looked_up(ino);
-                Ok(self.attr(ino, &node))
-            }
+            Ok((ino, node)) => Ok(self.attr(ino, &node)),
             Err(e) => {
                 let errno = Errno::from(&e);
                 if errno != Errno::NOENT {
@@ -347,27 +344,13 @@ impl XnatFs {
             .chain(kids.iter())
             .enumerate()
             .skip(offset as usize)
-            .filter_map(move |(i, (name, child))| {
-                // A child the kernel forgot since this folder was opened is gone from the
-                // tree: the next listing names it anew.
-                let node = if child == ino {
-                    self.tree.node(child).unwrap_or(Node::Root)
-                } else {
-                    self.tree.node(child)?
+            .map(move |(i, (name, child))| {
+                let attr = match self.tree.node(child) {
+                    Some(node) => self.attr(child, &node),
+                    None => self.attr(child, &Node::Root),
                 };
-                Some((i as u64 + 1, name, self.attr(child, &node)))
+                (i as u64 + 1, name, attr)
             })
-    }
-
-    /// An entry of a listing was handed to the kernel with its attributes (readdirplus): the
-    /// kernel holds its inode as after a lookup.
-    pub fn handed_out(&self, ino: u64) {
-        self.tree.looked_up(ino);
-    }
-
-    /// The kernel forgot inode `ino` `n` times.
-    pub fn forget(&self, ino: u64, n: u64) {
-        self.tree.forget(ino, n);
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -104,11 +104,6 @@ type FileList = Arc<Vec<Arc<RemoteFile>>>;
 struct Inodes {
     nodes: HashMap<u64, Node>,
     names: HashMap<(u64, Arc<str>), u64>,
-    /// Each inode's parent and name (the key of `names`).
-    key_of: HashMap<u64, (u64, Arc<str>)>,
-    /// How many times the kernel was given each inode (lookups, readdirplus entries) and has
-    /// not forgotten yet.
-    lookups: HashMap<u64, u64>,
     next: u64,
 }
 
@@ -139,8 +134,6 @@ impl Tree {
             inodes: RwLock::new(Inodes {
                 nodes,
                 names: HashMap::new(),
-                key_of: HashMap::new(),
-                lookups: HashMap::new(),
                 next: ROOT_INO + 1,
             }),
             dirs: Mutex::new(HashMap::new()),
@@ -153,56 +146,6 @@ impl Tree {
     /// changed (set once, when the mount is made).
     pub fn on_change(&self, f: OnChange) {
         let _ = self.on_change.set(f);
-    }
-
-    /// The kernel was given inode `ino` (in a lookup's or a readdirplus entry's answer).
-    pub fn looked_up(&self, ino: u64) {
-        if ino != ROOT_INO {
-            *self.inodes.write().unwrap().lookups.entry(ino).or_default() += 1;
-        }
-    }
-
-    /// The kernel forgot inode `ino` `n` times. Once it holds it no more, the inode goes
-    /// (a crawl of a huge tree does not grow the table for ever), and so does the listing of
-    /// its parent, which named it: a later lookup lists the parent again and gives the name a
-    /// new inode. Forgotten folders take their listings along, and the files listed for them.
-    pub fn forget(&self, ino: u64, n: u64) {
-        let mut inodes = self.inodes.write().unwrap();
-        let Some(count) = inodes.lookups.get_mut(&ino) else {
-            return;
-        };
-        *count = count.saturating_sub(n);
-        if *count > 0 {
-            return;
-        }
-        inodes.lookups.remove(&ino);
-        let node = inodes.nodes.remove(&ino);
-        let Some(key) = inodes.key_of.remove(&ino) else {
-            return;
-        };
-        inodes.names.remove(&key);
-        drop(inodes);
-        let mut dirs = self.dirs.lock().unwrap();
-        let dropped: usize = [dirs.remove(&key.0), dirs.remove(&ino)]
-            .into_iter()
-            .flatten()
-            .map(|(_, listing)| listing.len())
-            .sum();
-        drop(dirs);
-        if let Some(Node::FilesDir(res, _) | Node::File(res, _)) = node {
-            self.files.lock().unwrap().remove(&*res);
-        }
-        if dropped > 0 {
-            tracing::debug!("the kernel forgot inode {ino}: dropped listings of {dropped} entries");
-        }
-        if dropped > 10_000 {
-            give_back_freed_memory();
-        }
-    }
-
-    /// How many inodes the tree knows (the root included).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.read().unwrap().nodes.len()
     }
 
     /// Forgets the listings of a resource's files (a file of it turned out to be gone), so
@@ -285,7 +228,6 @@ impl Tree {
                         let ino = inodes.next;
                         inodes.next += 1;
                         inodes.names.insert(key.clone(), ino);
-                        inodes.key_of.insert(ino, key.clone());
                         ino
                     }
                 };
