@@ -149,20 +149,20 @@ impl FuseAdapter {
     }
 }
 
-/// Tells the kernel to drop what it keeps of an inode (its attributes and page cache), for a
-/// file that changed on the server. Sent from a thread of its own, waited for at most a
-/// second: a notification must never hold up the request that found the change.
+/// Tells the kernel that a file changed on the server: its name now leads to a new inode (the
+/// kernel looks it up again), and what it kept of the old inode goes. Sent from a thread of its
+/// own and not waited for: the request that found the change may hold a lock the kernel needs
+/// for this (a lookup in the same folder).
 pub fn kernel_invalidator(notifier: fuser::Notifier) -> super::tree::OnChange {
     let notifier = Arc::new(notifier);
-    Box::new(move |ino| {
+    Box::new(move |parent, name, old| {
         let n = notifier.clone();
-        let (done, told) = std::sync::mpsc::channel();
+        let name = std::ffi::OsString::from(name);
         std::thread::spawn(move || {
             // ENOENT: the kernel keeps nothing of it.
-            let _ = n.inval_inode(INodeNo(ino), 0, -1);
-            let _ = done.send(());
+            let _ = n.inval_entry(INodeNo(parent), &name);
+            let _ = n.inval_inode(INodeNo(old), 0, -1);
         });
-        let _ = told.recv_timeout(Duration::from_secs(1));
     })
 }
 
@@ -229,7 +229,8 @@ impl Filesystem for FuseAdapter {
             other => other,
         };
         match opened {
-            // XNAT files do not change while mounted: the kernel may keep its page cache.
+            // The kernel may keep its page cache: a file that changes on the server gets a new
+            // inode (see `kernel_invalidator`).
             Ok(Opened::Served { fh }) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Ok(Opened::Passthrough { .. }) => unreachable!("passthrough was not asked for"),
             Err(e) => reply.error(errno(e)),

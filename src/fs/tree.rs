@@ -5,8 +5,9 @@
 //!                              resources/<label>/files/<path...>
 //! ```
 //! Directories are listed lazily from XNAT and kept for `dir_ttl`. An inode number is given
-//! to a (parent, name) pair the first time it is seen and never changes or is reused while
-//! mounted.
+//! to a (parent, name) pair the first time it is seen and is never reused while mounted; it
+//! changes only when the file under that name changes on the server (another file, another
+//! inode).
 
 use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
@@ -107,8 +108,9 @@ struct Inodes {
     next: u64,
 }
 
-/// Told of each file whose listing changed (its inode), so the kernel drops what it kept.
-pub type OnChange = Box<dyn Fn(u64) + Send + Sync>;
+/// Told of each file whose listing changed (its folder's inode, its name and its old inode),
+/// so that the kernel drops what it kept of the old one.
+pub type OnChange = Box<dyn Fn(u64, &str, u64) + Send + Sync>;
 
 pub struct Tree {
     api: Arc<dyn XnatApi>,
@@ -142,8 +144,9 @@ impl Tree {
         }
     }
 
-    /// Calls `f` with the inode of each file whose size or digest a fresh listing shows
-    /// changed (set once, when the mount is made).
+    /// Calls `f` for each file whose size or digest a fresh listing shows changed: the file
+    /// gets a new inode, and `f` hears of its folder, name and old inode (set once, when the
+    /// mount is made).
     pub fn on_change(&self, f: OnChange) {
         let _ = self.on_change.set(f);
     }
@@ -222,7 +225,7 @@ impl Tree {
             let mut inodes = self.inodes.write().unwrap();
             for (name, node) in listed {
                 let key = (parent, Arc::<str>::from(name));
-                let ino = match inodes.names.get(&key) {
+                let mut ino = match inodes.names.get(&key) {
                     Some(ino) => *ino,
                     None => {
                         let ino = inodes.next;
@@ -240,7 +243,13 @@ impl Tree {
                     (inodes.nodes.get(&ino), &node)
                     && (was.size != now.size || was.digest != now.digest)
                 {
-                    changed.push(ino);
+                    // Another file under the same name: a new inode, so that nothing the
+                    // kernel keeps per inode (pages, a passthrough backing file) mixes the
+                    // two. The old inode stays for whoever has it open.
+                    changed.push((key.1.clone(), ino));
+                    ino = inodes.next;
+                    inodes.next += 1;
+                    inodes.names.insert(key.clone(), ino);
                 }
                 inodes.nodes.insert(ino, node);
                 out.by_name.insert(key.1.clone(), ino);
@@ -248,8 +257,8 @@ impl Tree {
             }
         }
         if let Some(tell) = self.on_change.get() {
-            for ino in changed {
-                tell(ino);
+            for (name, old) in changed {
+                tell(parent, &name, old);
             }
         }
         out
@@ -520,7 +529,9 @@ mod tests {
         let tree = Tree::new(api.clone(), Root::Server, Duration::ZERO);
         let told = Arc::new(Mutex::new(Vec::new()));
         let seen = told.clone();
-        tree.on_change(Box::new(move |ino| seen.lock().unwrap().push(ino)));
+        tree.on_change(Box::new(move |parent, name, old| {
+            seen.lock().unwrap().push((parent, name.to_string(), old))
+        }));
         let (ino, _) = walk(&tree, &DEEP).await.unwrap();
         walk(&tree, &DEEP).await.unwrap();
         assert!(told.lock().unwrap().is_empty(), "listed again, unchanged");
@@ -528,11 +539,17 @@ mod tests {
         assert_eq!(file.path, "sub/deep/c.dcm");
         file.change(crate::mock::data::Body::Memory(vec![b'y'; 30].into()));
         let (again, node) = walk(&tree, &DEEP).await.unwrap();
-        assert_eq!((again, node.size()), (ino, 30));
+        assert_eq!(node.size(), 30);
+        assert_ne!(again, ino, "another file: another inode");
+        let (folder, _) = walk(&tree, &DEEP[..9]).await.unwrap();
         assert_eq!(
             *told.lock().unwrap(),
-            [ino],
+            [(folder, "c.dcm".to_string(), ino)],
             "the same size, another digest"
+        );
+        assert!(
+            tree.node(ino).is_some(),
+            "the old inode stays for its open handles"
         );
     }
 
