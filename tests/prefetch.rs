@@ -386,7 +386,15 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    for session in ["XNAT_E00001", "XNAT_E00002", "XNAT_E00003", "XNAT_E00004"] {
+    let sessions = [
+        "XNAT_E00001",
+        "XNAT_E00002",
+        "XNAT_E00003",
+        "XNAT_E00004",
+        "XNAT_E00005",
+        "XNAT_E00006",
+    ];
+    for session in sessions {
         ok(&prefetch(
             &mock.url(),
             home.path(),
@@ -411,6 +419,34 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
         gets,
         "every read came from the prefetched cache"
     );
+}
+
+/// A PET/MR session's MR and PET scans and a PET/CT session's CT and PET scans are all
+/// fetched: the scans listing is asked with no `xsiType`.
+#[test]
+fn sessions_of_every_modality_are_fetched_whole() {
+    let data = small_sample();
+    let mut want = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, |_| true, true);
+    want.extend(expected_out(
+        &data,
+        "XNAT_E00006",
+        "SUBJ03_PETCT1",
+        None,
+        |_| true,
+        true,
+    ));
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &["-P", "MULTI", "--out", out.to_str().unwrap()],
+    ));
+    assert_eq!(want.len(), 4 * 6, "four scans of six DICOM files");
+    assert_eq!(actual_out(&out), want);
+    let log = mock.state.request_log();
+    assert!(!log.iter().any(|r| r.contains("xsiType")), "{log:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
 use super::responses::{session_doc, session_row};
-use super::routes::{find_resource, select_scans, session_in_project};
+use super::routes::{find_resource, listed_scans, select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
 use crate::xnat::json::{self, Row};
 use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
@@ -224,10 +224,11 @@ impl XnatApi for MemoryXnat {
         self.call("scans")?;
         let path = format!("/data/experiments/{}/scans", session.id);
         let s = self.session_by_id(&session.id, &path)?;
-        // Non-MR sessions list their scans only when asked with their xsiType.
-        let visible = s.xsi_type == "xnat:mrSessionData" || session.scan_xsi_type().is_some();
-        let listed = s.scans.iter().filter(|_| visible);
-        Ok(json::scans(&rows(listed.map(|sc| scan_row(s, sc)))))
+        // As the client asks: with no `xsiType`.
+        let listed = listed_scans(s, None).unwrap_or_default();
+        Ok(json::scans(&rows(
+            listed.into_iter().map(|sc| scan_row(s, sc)),
+        )))
     }
 
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {

@@ -234,6 +234,74 @@ pub(super) fn select_scans<'a>(session: &'a MockSession, spec: &str) -> Vec<&'a 
         .collect()
 }
 
+/// The scan types of XNAT's schema (extensions of `xnat:imageScanData`), for the `xsiType`
+/// of a scans listing.
+const SCAN_TYPES: &[&str] = &[
+    "xnat:mrScanData",
+    "xnat:petScanData",
+    "xnat:ctScanData",
+    "xnat:eegScanData",
+    "xnat:megScanData",
+    "xnat:ecgScanData",
+    "xnat:emgScanData",
+    "xnat:eogScanData",
+    "xnat:esScanData",
+    "xnat:xaScanData",
+    "xnat:xa3DScanData",
+    "xnat:crScanData",
+    "xnat:dxScanData",
+    "xnat:mgScanData",
+    "xnat:nmScanData",
+    "xnat:usScanData",
+    "xnat:rfScanData",
+    "xnat:ioScanData",
+    "xnat:opScanData",
+    "xnat:optScanData",
+    "xnat:smScanData",
+    "xnat:gmScanData",
+    "xnat:hdScanData",
+    "xnat:srScanData",
+    "xnat:scScanData",
+    "xnat:segScanData",
+    "xnat:mrsScanData",
+    "xnat:otherDicomScanData",
+    "xnat:cfmScanData",
+    "xnat:dmsScanData",
+    "xnat:objScanData",
+    "xnat:paScanData",
+    "xnat:posScanData",
+    "xnat:respScanData",
+    "xnat:xcScanData",
+];
+
+/// The scans a scans listing answers for the query's `xsiType`, or `None` when XNAT fails it
+/// (500). The type is the query's root element: by default `xnat:imageScanData`, the parent
+/// of every scan type, so every scan of the session is listed (a PET/MR session's MR and PET
+/// scans alike); a scan type lists the scans of that type only; a type XNAT does not know
+/// (`xnat:petmrScanData`: there is none) fails the query. A value with a comma is ignored.
+/// XNAT: xnat-web `org/nrg/xnat/restlet/resources/ScanList.java` (`getDefaultElementName`,
+/// and a failed query answered with `SERVER_ERROR_INTERNAL`) and `QueryOrganizerResource.java`
+/// (`getRootElementName`).
+pub(super) fn listed_scans<'a>(
+    session: &'a MockSession,
+    xsi_type: Option<&str>,
+) -> Option<Vec<&'a MockScan>> {
+    let root = xsi_type
+        .filter(|t| !t.contains(','))
+        .unwrap_or("xnat:imageScanData");
+    if root != "xnat:imageScanData" && !SCAN_TYPES.contains(&root) {
+        return None;
+    }
+    let all = root == "xnat:imageScanData";
+    Some(
+        session
+            .scans
+            .iter()
+            .filter(|sc| all || sc.xsi_type == root)
+            .collect(),
+    )
+}
+
 pub(super) fn find_resource<'a>(
     resources: &'a [MockResource],
     key: &str,
@@ -253,18 +321,10 @@ fn session_routes(
 ) -> Response {
     let zip = query.get("format").map(String::as_str) == Some("zip");
     match tail {
-        ["scans"] => {
-            // Non-MR sessions list their scans only when asked with their xsiType.
-            let needs_type = session.xsi_type != "xnat:mrSessionData";
-            let visible = !needs_type || query.contains_key("xsiType");
-            let rows = session
-                .scans
-                .iter()
-                .filter(|_| visible)
-                .map(|sc| scan_row(session, sc))
-                .collect();
-            listing(rows, true)
-        }
+        ["scans"] => match listed_scans(session, query.get("xsiType").map(String::as_str)) {
+            Some(scans) => listing(scans.iter().map(|sc| scan_row(session, sc)).collect(), true),
+            None => html(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        },
         ["scans", spec, "resources"] => match select_scans(session, spec).first() {
             Some(scan) => listing(resource_rows(&scan.resources, session, Some(scan)), true),
             None => not_found("scan"),
@@ -337,6 +397,35 @@ fn files_or_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scans_are_listed_by_the_default_type_and_a_made_up_type_fails() {
+        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let petmr = data.session("XNAT_E00005").unwrap();
+        let ids = |xsi: Option<&str>| -> Option<String> {
+            let listed = listed_scans(petmr, xsi)?;
+            Some(
+                listed
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        };
+        assert_eq!(ids(None).as_deref(), Some("1,2"));
+        assert_eq!(ids(Some("xnat:imageScanData")).as_deref(), Some("1,2"));
+        assert_eq!(ids(Some("xnat:petScanData")).as_deref(), Some("2"));
+        assert_eq!(ids(Some("xnat:ctScanData")).as_deref(), Some(""));
+        assert_eq!(ids(Some("xnat:petmrScanData")), None);
+        let state = MockState::new(data.clone(), Default::default());
+        let query = HashMap::from([
+            ("format".to_string(), "json".to_string()),
+            ("xsiType".to_string(), "xnat:petmrScanData".to_string()),
+        ]);
+        let segs = ["experiments", "XNAT_E00005", "scans"];
+        let answer = route(&state, &segs, &query, &HeaderMap::new());
+        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn decoding_follows_xnat() {

@@ -382,12 +382,15 @@ impl XnatApi for HttpXnat {
     }
 
     async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
+        // No `xsiType`: the listing's default type is `xnat:imageScanData`, the parent of every
+        // scan type, so it lists the scans of any session (a PET/MR session's MR and PET scans
+        // alike). A type given is taken as the query's root element: one that XNAT does not
+        // know (`xnat:petmrScanData`) fails the listing with 500, and a real one lists only
+        // scans of that type (`xnat:petScanData` would hide a PET/CT session's CT scans).
+        // XNAT: xnat-web `org/nrg/xnat/restlet/resources/ScanList.java`
+        // (`getDefaultElementName`) and `QueryOrganizerResource.java` (`getRootElementName`).
         let path = format!("/data/experiments/{}/scans", session.id);
-        let query = match session.scan_xsi_type() {
-            Some(xsi) => format!("&xsiType={xsi}"),
-            None => String::new(),
-        };
-        Ok(json::scans(&self.rows(&path, &query).await?))
+        Ok(json::scans(&self.rows(&path, "").await?))
     }
 
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {

@@ -25,21 +25,11 @@ pub struct Session {
     /// Label, unique within its project.
     pub label: String,
     pub project: String,
+    /// The session's type (`xnat:mrSessionData`, `xnat:petmrSessionData`, ...). It says
+    /// nothing of its scans' types: a PET/MR session holds MR and PET scans, a PET/CT session
+    /// CT and PET scans, so no scan type is ever derived from it.
     pub xsi_type: String,
     pub date: String,
-}
-
-impl Session {
-    /// The `xsiType` to pass to the scans listing, for sessions that are not MR
-    /// (`xnat:eegSessionData` -> `xnat:eegScanData`). MR sessions need none.
-    pub fn scan_xsi_type(&self) -> Option<String> {
-        if self.xsi_type.is_empty() || self.xsi_type == "xnat:mrSessionData" {
-            return None;
-        }
-        self.xsi_type
-            .strip_suffix("SessionData")
-            .map(|stem| format!("{stem}ScanData"))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

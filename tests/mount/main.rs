@@ -8,6 +8,7 @@ mod changes;
 mod errors;
 mod lifecycle;
 mod listing;
+mod model;
 mod offline;
 mod reading;
 mod shared;

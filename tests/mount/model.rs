@@ -1,0 +1,42 @@
+//! XNAT's data model as real servers answer it: sessions of every modality, experiments that
+//! are not imaging sessions, resource labels XNAT cannot take in a path, file names Tomcat
+//! refuses raw.
+
+use crate::common::*;
+
+/// The files of project `project` in a mount with no -P or -E, relative to its folder, with
+/// their MD5s.
+fn files_of_project(data: &xnatfs::mock::data::Dataset, project: &str) -> Vec<(String, String)> {
+    let prefix = format!("{project}/");
+    expected_files(data)
+        .into_iter()
+        .filter_map(|(path, _, md5)| {
+            let rel = path.to_str()?.strip_prefix(&prefix)?.to_string();
+            Some((rel, md5))
+        })
+        .collect()
+}
+
+/// A PET/MR session shows its MR and PET scans, a PET/CT session its CT and PET scans: the
+/// scans listing is asked with no `xsiType` (the mock fails a made-up one, as XNAT does).
+#[test]
+fn sessions_of_every_modality_show_all_their_scans() {
+    let data = small_sample();
+    let want = files_of_project(&data, "MULTI");
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    for session in ["SUBJ03_PETMR1", "SUBJ03_PETCT1"] {
+        assert_eq!(dir_names(&m.path(&format!("{session}/scans"))), ["1", "2"]);
+    }
+    assert!(
+        want.iter()
+            .any(|(p, _)| p.starts_with("SUBJ03_PETCT1/scans/1/"))
+    );
+    for (rel, md5) in &want {
+        assert_eq!(&md5_file(&m.path(rel)), md5, "{rel}");
+    }
+    let log = mock.state.request_log();
+    assert!(!log.iter().any(|r| r.contains("xsiType")), "{log:?}");
+}
