@@ -446,7 +446,28 @@ fn sessions_of_every_modality_are_fetched_whole() {
     assert_eq!(want.len(), 4 * 6, "four scans of six DICOM files");
     assert_eq!(actual_out(&out), want);
     let log = mock.state.request_log();
-    assert!(!log.iter().any(|r| r.contains("xsiType")), "{log:?}");
+    let typed_scans = |r: &String| r.contains("/scans?") && r.contains("xsiType");
+    assert!(!log.iter().any(typed_scans), "{log:?}");
+}
+
+/// A project's clinical form (an experiment that is no imaging session, listed by XNAT among
+/// the project's experiments) is never planned: a project-wide prefetch ends complete.
+#[test]
+fn a_clinical_form_in_a_project_is_skipped_and_the_prefetch_ends_complete() {
+    let data = small_sample();
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let args = ["-P", "MULTI", "--session-resources", "--out"];
+    let out_arg = [out.to_str().unwrap()];
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &[&args[..], &out_arg].concat(),
+    ));
+    assert_eq!(dir_names(&out), ["SUBJ03_PETCT1", "SUBJ03_PETMR1"]);
+    let log = mock.state.request_log();
+    assert!(!log.iter().any(|r| r.contains("XNAT_E00007")), "{log:?}");
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub struct MockProject {
     pub sessions: Vec<Arc<MockSession>>,
 }
 
+/// An experiment of a subject: an imaging session, or another subject assessor (a clinical
+/// form), which has no scans.
 #[derive(Debug, Clone)]
 pub struct MockSession {
     pub id: String,
@@ -33,6 +35,15 @@ pub struct MockSession {
     pub date: String,
     pub scans: Vec<MockScan>,
     pub resources: Vec<MockResource>,
+}
+
+impl MockSession {
+    /// Whether this experiment is an imaging session (`xnat:mrSessionData`,
+    /// `xnat:petmrSessionData`, ...) rather than another subject assessor (a clinical form,
+    /// `xnat:subjectVariablesData`), which has no scans.
+    pub fn is_image_session(&self) -> bool {
+        self.xsi_type.ends_with("SessionData")
+    }
 }
 
 #[derive(Debug, Clone)]

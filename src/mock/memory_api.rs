@@ -7,8 +7,10 @@
 use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
 use super::responses::{session_doc, session_row};
-use super::routes::{find_resource, listed_scans, select_scans, session_in_project};
+use super::routes::{find_resource, listed_experiments, listed_scans};
+use super::routes::{select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
+use crate::xnat::http::IMAGE_SESSIONS;
 use crate::xnat::json::{self, Row};
 use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
 use crate::xnat::{XnatApi, XnatError};
@@ -192,9 +194,9 @@ impl XnatApi for MemoryXnat {
             let msg = format!("project {project} (or you may not read it)");
             return Err(XnatError::NotFound(msg));
         };
-        Ok(json::sessions(&rows(
-            p.sessions.iter().map(|s| session_row(s)),
-        )))
+        // As the client asks: imaging sessions only.
+        let listed = listed_experiments(&p.sessions, Some(IMAGE_SESSIONS));
+        Ok(json::sessions(&rows(listed.into_iter().map(session_row))))
     }
 
     async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {
@@ -224,6 +226,9 @@ impl XnatApi for MemoryXnat {
         self.call("scans")?;
         let path = format!("/data/experiments/{}/scans", session.id);
         let s = self.session_by_id(&session.id, &path)?;
+        if !s.is_image_session() {
+            return Err(XnatError::NotFound(path));
+        }
         // As the client asks: with no `xsiType`.
         let listed = listed_scans(s, None).unwrap_or_default();
         Ok(json::scans(&rows(

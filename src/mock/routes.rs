@@ -132,23 +132,22 @@ fn route(
     match segs {
         ["projects"] => listing(data.projects.iter().map(project_row).collect(), true),
         ["projects", p, "experiments"] => match data.projects.iter().find(|x| x.id == *p) {
-            Some(project) => listing(
-                project.sessions.iter().map(|s| session_row(s)).collect(),
-                true,
-            ),
+            Some(project) => {
+                let xsi_type = query.get("xsiType").map(String::as_str);
+                let listed = listed_experiments(&project.sessions, xsi_type);
+                listing(listed.into_iter().map(session_row).collect(), true)
+            }
             None => not_found("project"),
         },
         ["experiments"] => {
             let project = query.get("project");
-            listing(
-                data.projects
-                    .iter()
-                    .filter(|p| project.is_none_or(|want| *want == p.id))
-                    .flat_map(|p| &p.sessions)
-                    .map(|s| session_row(s))
-                    .collect(),
-                true,
-            )
+            let sessions = data
+                .projects
+                .iter()
+                .filter(|p| project.is_none_or(|want| *want == p.id))
+                .flat_map(|p| &p.sessions);
+            let listed = listed_experiments(sessions, query.get("xsiType").map(String::as_str));
+            listing(listed.into_iter().map(session_row).collect(), true)
         }
         ["projects", p, "experiments", x, tail @ ..] => {
             let Some(session) = session_in_project(data, p, x) else {
@@ -230,6 +229,30 @@ pub(super) fn select_scans<'a>(session: &'a MockSession, spec: &str) -> Vec<&'a 
                 || spec
                     .split(',')
                     .any(|want| want == sc.id || want == sc.scan_type)
+        })
+        .collect()
+}
+
+/// The experiments an experiments listing answers for the query's `xsiType`. The type is the
+/// query's root element: by default `xnat:subjectAssessorData`, so every subject assessor is
+/// listed, clinical forms and other experiments that are not imaging sessions included;
+/// `xnat:imageSessionData` keeps the imaging sessions of every modality, and a session type
+/// the sessions of that type. XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptList.java`
+/// and `SubjAssessmentAbst.java` (`getDefaultElementName`), `QueryOrganizerResource.java`
+/// (`getRootElementName`).
+pub(super) fn listed_experiments<'a>(
+    sessions: impl IntoIterator<Item = &'a Arc<MockSession>>,
+    xsi_type: Option<&str>,
+) -> Vec<&'a MockSession> {
+    let root = xsi_type
+        .filter(|t| !t.contains(','))
+        .unwrap_or("xnat:subjectAssessorData");
+    let listed = sessions.into_iter().map(|s| &**s);
+    listed
+        .filter(|s| match root {
+            "xnat:subjectAssessorData" | "xnat:experimentData" => true,
+            "xnat:imageSessionData" => s.is_image_session(),
+            other => s.xsi_type == other,
         })
         .collect()
 }
@@ -321,6 +344,9 @@ fn session_routes(
 ) -> Response {
     let zip = query.get("format").map(String::as_str) == Some("zip");
     match tail {
+        // An experiment that is not an imaging session has no scans listing: XNAT finds the
+        // session as an image session or answers 404 (xnat-web `ScanList.java`).
+        ["scans"] if !session.is_image_session() => not_found("experiment"),
         ["scans"] => match listed_scans(session, query.get("xsiType").map(String::as_str)) {
             Some(scans) => listing(scans.iter().map(|sc| scan_row(session, sc)).collect(), true),
             None => html(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
@@ -425,6 +451,29 @@ mod tests {
         let segs = ["experiments", "XNAT_E00005", "scans"];
         let answer = route(&state, &segs, &query, &HeaderMap::new());
         assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn experiments_are_every_subject_assessor_unless_imaging_sessions_are_asked() {
+        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let multi = &data.projects[2].sessions;
+        let labels = |xsi| -> Vec<String> {
+            let listed = listed_experiments(multi, xsi);
+            listed.iter().map(|s| s.label.clone()).collect()
+        };
+        assert_eq!(
+            labels(None),
+            ["SUBJ03_PETMR1", "SUBJ03_VARS1", "SUBJ03_PETCT1"]
+        );
+        let imaging = ["SUBJ03_PETMR1", "SUBJ03_PETCT1"];
+        assert_eq!(labels(Some("xnat:imageSessionData")), imaging);
+        assert_eq!(labels(Some("xnat:petmrSessionData")), ["SUBJ03_PETMR1"]);
+        // The clinical form has no scans listing.
+        let state = MockState::new(data.clone(), Default::default());
+        let query = HashMap::from([("format".to_string(), "json".to_string())]);
+        let segs = ["experiments", "XNAT_E00007", "scans"];
+        let answer = route(&state, &segs, &query, &HeaderMap::new());
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
     }
 
     #[test]

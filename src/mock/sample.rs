@@ -173,7 +173,7 @@ impl Dataset {
     /// The built-in sample: projects DEMO and PILOT (with a session label that repeats across
     /// them, and an EEG session whose files have no digest), and MULTI, whose sessions hold
     /// scans of more than one type: a PET/MR session (MR and PET scans) and a PET/CT session
-    /// (CT and PET scans).
+    /// (CT and PET scans), beside a clinical form (an experiment that is no imaging session).
     pub fn sample(spec: &SampleSpec) -> Dataset {
         let mut b = Builder {
             next_resource: 1000,
@@ -226,7 +226,14 @@ impl Dataset {
             ]),
             Vec::new(),
         );
-        let multi = vec![Arc::new(petmr), Arc::new(petct)];
+        // A clinical form: a subject assessor that is not an imaging session (no scans).
+        let form = session(
+            ("XNAT_E00007", "SUBJ03_VARS1", "MULTI", "2024-05-06"),
+            "xnat:subjectVariablesData",
+            Vec::new(),
+            Vec::new(),
+        );
+        let multi = vec![Arc::new(petmr), Arc::new(form), Arc::new(petct)];
         let mut data = Dataset {
             projects: vec![
                 MockProject {

@@ -68,6 +68,9 @@ enum Expect {
     },
 }
 
+/// The parent type of imaging sessions of every modality, for listing a project's sessions.
+pub const IMAGE_SESSIONS: &str = "xnat:imageSessionData";
+
 pub struct HttpXnat {
     base: String,
     http: reqwest::Client,
@@ -353,8 +356,16 @@ impl XnatApi for HttpXnat {
     }
 
     async fn sessions(&self, project: &str) -> Result<Vec<Session>> {
+        // A project's experiments are every subject assessor (its default type is
+        // `xnat:subjectAssessorData`), clinical forms and other non-imaging experiments
+        // included, which have no scans: ask for the imaging sessions of every modality.
+        // XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptList.java` and
+        // `SubjAssessmentAbst.java` (`getDefaultElementName`).
         let path = format!("/data/projects/{project}/experiments");
-        match self.rows(&path, "").await {
+        match self
+            .rows(&path, &format!("&xsiType={IMAGE_SESSIONS}"))
+            .await
+        {
             Err(XnatError::NotFound(_)) => Err(XnatError::NotFound(format!(
                 "project {project} (or you may not read it)"
             ))),

@@ -38,5 +38,27 @@ fn sessions_of_every_modality_show_all_their_scans() {
         assert_eq!(&md5_file(&m.path(rel)), md5, "{rel}");
     }
     let log = mock.state.request_log();
-    assert!(!log.iter().any(|r| r.contains("xsiType")), "{log:?}");
+    let typed_scans = |r: &String| r.contains("/scans?") && r.contains("xsiType");
+    assert!(!log.iter().any(typed_scans), "{log:?}");
+}
+
+/// A project lists every subject assessor, clinical forms included; the mount shows its
+/// imaging sessions only, and a crawl of the whole server meets no experiment without scans.
+#[test]
+fn a_clinical_form_in_a_project_is_not_shown_and_breaks_no_crawl() {
+    let data = small_sample();
+    let want = files_of_project(&data, "MULTI");
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let multi = m.path("MULTI");
+    assert_eq!(dir_names(&multi), ["SUBJ03_PETCT1", "SUBJ03_PETMR1"]);
+    let got: Vec<String> = walk_files(&multi)
+        .into_iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(got, want.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+    let log = mock.state.request_log();
+    let listing = "GET /data/projects/MULTI/experiments?format=json&xsiType=xnat:imageSessionData";
+    assert!(log.iter().any(|r| r == listing), "{log:?}");
+    assert!(!log.iter().any(|r| r.contains("XNAT_E00007")), "{log:?}");
 }
