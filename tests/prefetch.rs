@@ -426,14 +426,15 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
 #[test]
 fn sessions_of_every_modality_are_fetched_whole() {
     let data = small_sample();
-    let mut want = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, |_| true, true);
+    let all = |_: &str| true;
+    let mut want = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, all, false);
     want.extend(expected_out(
         &data,
         "XNAT_E00006",
         "SUBJ03_PETCT1",
         None,
-        |_| true,
-        true,
+        all,
+        false,
     ));
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
@@ -443,7 +444,11 @@ fn sessions_of_every_modality_are_fetched_whole() {
         home.path(),
         &["-P", "MULTI", "--out", out.to_str().unwrap()],
     ));
-    assert_eq!(want.len(), 4 * 6, "four scans of six DICOM files");
+    assert_eq!(
+        want.len(),
+        4 * 6 + 1,
+        "four scans of six DICOM files, and T1 raw"
+    );
     assert_eq!(actual_out(&out), want);
     let log = mock.state.request_log();
     let typed_scans = |r: &String| r.contains("/scans?") && r.contains("xsiType");
@@ -468,6 +473,60 @@ fn a_clinical_form_in_a_project_is_skipped_and_the_prefetch_ends_complete() {
     assert_eq!(dir_names(&out), ["SUBJ03_PETCT1", "SUBJ03_PETMR1"]);
     let log = mock.state.request_log();
     assert!(!log.iter().any(|r| r.contains("XNAT_E00007")), "{log:?}");
+}
+
+/// Resources labelled `T1 raw` (a space) and `QC,v2` (a comma) are fetched, file by file and
+/// as ZIPs: requests name them by numeric ID, files go under their labels (in `--out` and in
+/// the cache).
+#[test]
+fn resource_labels_with_a_space_or_a_comma_are_fetched_by_id_under_their_labels() {
+    let data = small_sample();
+    let want = expected_out(&data, "XNAT_E00005", "XNAT_E00005", None, |_| true, true);
+    for label in ["T1 raw", "QC,v2"] {
+        assert!(want.keys().any(|p| p.to_string_lossy().contains(label)));
+    }
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    for method in ["files", "zip"] {
+        let out = home.path().join(method);
+        let args = [
+            "-E",
+            "XNAT_E00005",
+            "--session-resources",
+            "--method",
+            method,
+        ];
+        let out_arg = ["--out", out.to_str().unwrap()];
+        ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[&args[..], &out_arg].concat(),
+        ));
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+    let cache = home.path().join("cache");
+    let args = ["-E", "XNAT_E00005", "--session-resources", "--cache-dir"];
+    let cache_arg = [cache.to_str().unwrap()];
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &[&args[..], &cache_arg].concat(),
+    ));
+    let cached: Vec<String> = walk_files(&cache)
+        .into_iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect();
+    for file in [
+        "data/XNAT_E00005/scans/1/resources/T1 raw/files/T1w_raw.nii",
+        "data/XNAT_E00005/resources/QC,v2/files/report.txt",
+    ] {
+        assert!(
+            cached.iter().any(|p| p.ends_with(file)),
+            "{file}: {cached:?}"
+        );
+    }
+    let log = mock.state.request_log();
+    assert_eq!(resources_named_by_label(&log), Vec::<&String>::new());
 }
 
 #[test]

@@ -283,6 +283,37 @@ impl Dataset {
             .find(|s| s.id == id)
     }
 
+    /// The resource labelled `label` of session `session_id` (of its scan `scan`, if given),
+    /// as the client refers to it; panics if there is none (for tests).
+    pub fn resource_ref(
+        &self,
+        session_id: &str,
+        scan: Option<&str>,
+        label: &str,
+    ) -> crate::xnat::ResourceRef {
+        let s = self.session(session_id).expect("a session of the data set");
+        let resources = match scan {
+            Some(id) => {
+                &s.scans
+                    .iter()
+                    .find(|sc| sc.id == id)
+                    .expect("a scan")
+                    .resources
+            }
+            None => &s.resources,
+        };
+        let r = resources
+            .iter()
+            .find(|r| r.label == label)
+            .expect("a resource");
+        crate::xnat::ResourceRef {
+            session_id: session_id.into(),
+            scan: scan.map(Into::into),
+            label: label.into(),
+            id: r.id.to_string(),
+        }
+    }
+
     /// Every file of the data set with its session, scan (if any) and resource label.
     pub fn all_files(
         &self,

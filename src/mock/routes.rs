@@ -89,7 +89,9 @@ pub(super) async fn handle(
     if let Some(answer) = faults::inject(&state, &uri).await {
         return answer;
     }
-    let path = xnat_decode(uri.path());
+    // Path segments are taken as they come, not URL-decoded, as XNAT takes most of them (a
+    // scan ID and a file path are decoded where they are used).
+    let path = uri.path();
     let rest = ["/data/archive/", "/data/", "/REST/"]
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix));
@@ -325,14 +327,32 @@ pub(super) fn listed_scans<'a>(
     )
 }
 
-pub(super) fn find_resource<'a>(
+/// The resources a resource in a path names. XNAT takes it as it comes, not URL-decoded,
+/// and splits it on commas; each part names the resources of that label, or of that numeric
+/// ID. A label with a space (sent as `T1%20raw`) or a comma names nothing, and its files
+/// listing is empty. XNAT: xnat-web `org/nrg/xnat/restlet/resources/files/XNATCatalogTemplate.java`
+/// (`RESOURCE_ID` split on commas), `SecureResource.java` (`getParameter`: not decoded),
+/// `XNATTemplate.java` (`loadCatalogs`: by ID or label) and `FileList.java`.
+pub(super) fn find_resources<'a>(
     resources: &'a [MockResource],
     key: &str,
-) -> Option<&'a MockResource> {
+) -> Vec<&'a MockResource> {
+    let parts: Vec<&str> = key.split(',').filter(|p| !p.is_empty()).collect();
     resources
         .iter()
-        .find(|r| r.label == key)
-        .or_else(|| resources.iter().find(|r| r.id.to_string() == key))
+        .filter(|r| {
+            let id = r.id.to_string();
+            parts.iter().any(|p| *p == r.label || *p == id)
+        })
+        .collect()
+}
+
+/// Decodes as Java's `URLDecoder` does: `%XX` escapes as UTF-8 bytes, and `+` as a space.
+pub(super) fn url_decode(s: &str) -> String {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn session_routes(
@@ -351,12 +371,12 @@ fn session_routes(
             Some(scans) => listing(scans.iter().map(|sc| scan_row(session, sc)).collect(), true),
             None => html(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         },
-        ["scans", spec, "resources"] => match select_scans(session, spec).first() {
+        ["scans", spec, "resources"] => match select_scans(session, &url_decode(spec)).first() {
             Some(scan) => listing(resource_rows(&scan.resources, session, Some(scan)), true),
             None => not_found("scan"),
         },
         ["scans", spec, "files"] => {
-            let entries: Vec<_> = select_scans(session, spec)
+            let entries: Vec<_> = select_scans(session, &url_decode(spec))
                 .into_iter()
                 .flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r)))
                 .collect();
@@ -369,14 +389,14 @@ fn session_routes(
                 file_rows(&entries, session)
             }
         }
+        // The scan is decoded (xnat-web `XNATTemplate.java`: `getUrlEncodedParameter`).
         ["scans", spec, "resources", res, "files", path @ ..] => {
-            let Some(scan) = select_scans(session, spec).into_iter().next() else {
+            let Some(scan) = select_scans(session, &url_decode(spec)).into_iter().next() else {
                 return not_found("scan");
             };
-            let Some(r) = find_resource(&scan.resources, res) else {
-                return not_found("resource");
-            };
-            files_or_body(state, session, Some(scan), r, path, zip, headers)
+            let found = find_resources(&scan.resources, res);
+            let entries: Vec<_> = found.into_iter().map(|r| (Some(scan), r)).collect();
+            files_or_body(state, session, &entries, path, zip, headers)
         }
         ["resources"] => listing(resource_rows(&session.resources, session, None), true),
         ["files"] => {
@@ -387,33 +407,36 @@ fn session_routes(
                 file_rows(&entries, session)
             }
         }
-        ["resources", res, "files", path @ ..] => match find_resource(&session.resources, res) {
-            Some(r) => files_or_body(state, session, None, r, path, zip, headers),
-            None => not_found("resource"),
-        },
+        ["resources", res, "files", path @ ..] => {
+            let found = find_resources(&session.resources, res);
+            let entries: Vec<_> = found.into_iter().map(|r| (None, r)).collect();
+            files_or_body(state, session, &entries, path, zip, headers)
+        }
         _ => not_found("resource"),
     }
 }
 
+/// The files listing, the ZIP or a file body of the resources a path names. None named: an
+/// empty listing (XNAT finds no catalog, and lists the files of none), a 404 for a ZIP or a
+/// file.
 fn files_or_body(
     state: &MockState,
     session: &MockSession,
-    scan: Option<&MockScan>,
-    r: &MockResource,
+    entries: &[(Option<&MockScan>, &MockResource)],
     path: &[&str],
     zip: bool,
     headers: &HeaderMap,
 ) -> Response {
     if path.is_empty() {
-        let entries = [(scan, r)];
         return if zip {
-            zip_response(state, session, &entries)
+            zip_response(state, session, entries)
         } else {
-            file_rows(&entries, session)
+            file_rows(entries, session)
         };
     }
-    let wanted = path.join("/");
-    match r.files.iter().find(|f| f.path == wanted) {
+    let wanted = xnat_decode(&path.join("/"));
+    let mut files = entries.iter().flat_map(|(_, r)| &r.files);
+    match files.find(|f| f.path == wanted) {
         Some(f) if !f.body_gone => file_body(state, f.clone(), headers),
         // A missing file: 404 with an empty body.
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -474,6 +497,30 @@ mod tests {
         let segs = ["experiments", "XNAT_E00007", "scans"];
         let answer = route(&state, &segs, &query, &HeaderMap::new());
         assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn resources_are_named_undecoded_and_split_on_commas() {
+        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let petmr = data.session("XNAT_E00005").unwrap();
+        let scan = &petmr.scans[0].resources;
+        let labels = |key: &str| -> Vec<String> {
+            let found = find_resources(scan, key);
+            found.iter().map(|r| r.label.clone()).collect()
+        };
+        let (dicom, raw) = (scan[0].id.to_string(), scan[1].id.to_string());
+        assert_eq!(labels("T1 raw"), ["T1 raw"]);
+        assert_eq!(labels(&raw), ["T1 raw"]);
+        assert_eq!(labels(&format!("{dicom},{raw}")), ["DICOM", "T1 raw"]);
+        assert!(labels("T1%20raw").is_empty());
+        let session = &petmr.resources;
+        assert_eq!(find_resources(session, "QC,v2").len(), 0);
+        // A label that names nothing has an empty files listing, as in XNAT.
+        let state = MockState::new(data.clone(), Default::default());
+        let query = HashMap::from([("format".to_string(), "json".to_string())]);
+        let segs = ["experiments", "XNAT_E00005", "resources", "QC,v2", "files"];
+        let answer = route(&state, &segs, &query, &HeaderMap::new());
+        assert_eq!(answer.status(), StatusCode::OK);
     }
 
     #[test]

@@ -173,7 +173,8 @@ impl Dataset {
     /// The built-in sample: projects DEMO and PILOT (with a session label that repeats across
     /// them, and an EEG session whose files have no digest), and MULTI, whose sessions hold
     /// scans of more than one type: a PET/MR session (MR and PET scans) and a PET/CT session
-    /// (CT and PET scans), beside a clinical form (an experiment that is no imaging session).
+    /// (CT and PET scans), beside a clinical form (an experiment that is no imaging session);
+    /// the PET/MR session has resources labelled `T1 raw` and `QC,v2`.
     pub fn sample(spec: &SampleSpec) -> Dataset {
         let mut b = Builder {
             next_resource: 1000,
@@ -208,7 +209,7 @@ impl Dataset {
             Arc::new(b.mr_session("XNAT_E00003", "SUBJ01_MR1", "PILOT", "2023-11-20")),
             Arc::new(eeg),
         ];
-        let petmr = session(
+        let mut petmr = session(
             ("XNAT_E00005", "SUBJ03_PETMR1", "MULTI", "2024-05-06"),
             "xnat:petmrSessionData",
             b.dicom_scans(&[
@@ -217,6 +218,18 @@ impl Dataset {
             ]),
             Vec::new(),
         );
+        // Labels XNAT cannot take in a path: a space, a comma.
+        let raw = b.generated("T1w_raw.nii", 20_000, Bytes::new());
+        petmr.scans[0]
+            .resources
+            .push(b.resource("T1 raw", "NIFTI", vec![raw]));
+        let report = MockFile::new(
+            "report.txt",
+            Body::Memory(Bytes::from_static(b"PET/MR QC, second pass: pass\n")),
+        );
+        petmr
+            .resources
+            .push(b.resource("QC,v2", "TXT", vec![report]));
         let petct = session(
             ("XNAT_E00006", "SUBJ03_PETCT1", "MULTI", "2024-05-07"),
             "xnat:petSessionData",

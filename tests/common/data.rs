@@ -175,3 +175,16 @@ pub fn add_hostile_session_resource(data: &mut Dataset, dir: &str, label: &str) 
         )],
     });
 }
+
+/// The requests of `log` that name a resource other than by its numeric ID
+/// (`.../resources/<label>/files...`): XNAT cannot take every label in a path.
+pub fn resources_named_by_label(log: &[String]) -> Vec<&String> {
+    log.iter()
+        .filter(|line| {
+            line.split("/resources/").skip(1).any(|rest| {
+                let (name, after) = rest.split_once('/').unwrap_or((rest, ""));
+                after.starts_with("files") && !name.chars().all(|c| c.is_ascii_digit())
+            })
+        })
+        .collect()
+}

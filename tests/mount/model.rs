@@ -62,3 +62,26 @@ fn a_clinical_form_in_a_project_is_not_shown_and_breaks_no_crawl() {
     assert!(log.iter().any(|r| r == listing), "{log:?}");
     assert!(!log.iter().any(|r| r.contains("XNAT_E00007")), "{log:?}");
 }
+
+/// Resources labelled `T1 raw` (a space) and `QC,v2` (a comma) show their files: requests
+/// name resources by numeric ID (XNAT takes a label in a path undecoded and split on commas,
+/// and lists no files for `T1%20raw`), folders by label.
+#[test]
+fn resource_labels_with_a_space_or_a_comma_show_their_files() {
+    let data = small_sample();
+    let raw = "MULTI/SUBJ03_PETMR1/scans/1/resources/T1 raw/files/T1w_raw.nii";
+    let raw_md5 = mock_file(&data, raw).md5();
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    let scan = m.path("SUBJ03_PETMR1/scans/1/resources");
+    assert_eq!(dir_names(&scan), ["DICOM", "T1 raw"]);
+    assert_eq!(dir_names(&scan.join("T1 raw/files")), ["T1w_raw.nii"]);
+    assert_eq!(md5_file(&scan.join("T1 raw/files/T1w_raw.nii")), raw_md5);
+    let qc = m.path("SUBJ03_PETMR1/resources/QC,v2/files/report.txt");
+    let report = std::fs::read_to_string(qc).unwrap();
+    assert!(report.starts_with("PET/MR QC"), "{report}");
+    let log = mock.state.request_log();
+    assert_eq!(resources_named_by_label(&log), Vec::<&String>::new());
+}
