@@ -529,6 +529,29 @@ fn resource_labels_with_a_space_or_a_comma_are_fetched_by_id_under_their_labels(
     assert_eq!(resources_named_by_label(&log), Vec::<&String>::new());
 }
 
+/// File names with brackets, braces, quotes, `+`, `%`, spaces and non-ASCII letters are
+/// fetched, file by file (percent-encoded as Tomcat takes them) and as a ZIP.
+#[test]
+fn file_names_tomcat_refuses_raw_are_fetched() {
+    let data = small_sample();
+    let notes = |label: &str| label == "NOTES";
+    let want = expected_out(&data, "XNAT_E00006", "XNAT_E00006", Some(&[]), notes, true);
+    assert_eq!(want.len(), 7);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    for method in ["files", "zip"] {
+        let out = home.path().join(method);
+        let args = ["-E", "XNAT_E00006", "-r", "NOTES", "--session-resources"];
+        let out_arg = ["--method", method, "--out", out.to_str().unwrap()];
+        ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[&args[..], &out_arg].concat(),
+        ));
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+}
+
 #[test]
 fn project_wide_prefetch_with_a_name_and_bad_combinations() {
     let data = small_sample();

@@ -16,33 +16,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Percent-decodes the way XNAT does: only when the path holds `%20` or `%2B` (and then `+`
-/// is a space too).
-fn xnat_decode(path: &str) -> String {
-    if !(path.contains("%20") || path.contains("%2B") || path.contains("%2b")) {
-        return path.to_string();
-    }
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Whether Tomcat, in front of XNAT, refuses a request path (400) before XNAT sees it: every
+/// byte must be one of RFC 3986's path characters (unreserved, `%`, sub-delims, `:`, `@`,
+/// `/`), so raw `[ ] { } | \ ^ " < >`, spaces and non-ASCII bytes are refused. Tomcat:
+/// `java/org/apache/tomcat/util/http/parser/HttpParser.java` (`IS_ABSOLUTEPATH_RELAXED`,
+/// with no `relaxedPathChars`).
+fn tomcat_refuses(path: &str) -> bool {
+    !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/".contains(&b))
 }
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
@@ -85,6 +67,9 @@ pub(super) async fn handle(
             body.to_string(),
         )
             .into_response();
+    }
+    if tomcat_refuses(uri.path()) {
+        return html(StatusCode::BAD_REQUEST, "HTTP Status 400 – Bad Request");
     }
     if let Some(answer) = faults::inject(&state, &uri).await {
         return answer;
@@ -434,9 +419,15 @@ fn files_or_body(
             file_rows(entries, session)
         };
     }
-    let wanted = xnat_decode(&path.join("/"));
-    let mut files = entries.iter().flat_map(|(_, r)| &r.files);
-    match files.find(|f| f.path == wanted) {
+    // A file is looked up by its path as sent, then by it URL-decoded (`%XX` as UTF-8, `+` as
+    // a space). XNAT: xnat-web `org/nrg/xnat/utils/CatalogUtils.java` (`getEntryByURI`), from
+    // `FileList.java`.
+    let raw = path.join("/");
+    let files = || entries.iter().flat_map(|(_, r)| &r.files);
+    let found = files()
+        .find(|f| f.path == raw)
+        .or_else(|| files().find(|f| f.path == url_decode(&raw)));
+    match found {
         Some(f) if !f.body_gone => file_body(state, f.clone(), headers),
         // A missing file: 404 with an empty body.
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -524,8 +515,31 @@ mod tests {
     }
 
     #[test]
-    fn decoding_follows_xnat() {
-        assert_eq!(xnat_decode("/a/b%41"), "/a/b%41");
-        assert_eq!(xnat_decode("/a%20b/c%2Bd+e"), "/a b/c+d e");
+    fn tomcat_refuses_raw_brackets_and_friends() {
+        assert!(!tomcat_refuses(
+            "/data/x/files/a%5B1%5D+b%20c,d(e)@f:g~h.nii"
+        ));
+        for c in [
+            "[", "]", "{", "}", "|", "\\", "^", "\"", "<", ">", " ", "`", "é",
+        ] {
+            assert!(tomcat_refuses(&format!("/data/x/files/a{c}b")), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_found_by_its_path_as_sent_then_url_decoded() {
+        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let state = MockState::new(data, Default::default());
+        let status = |name: &str| {
+            let mut segs = vec!["experiments", "XNAT_E00001", "resources", "PROTOCOLS"];
+            segs.extend(["files", name]);
+            let answer = route(&state, &segs, &HashMap::new(), &HeaderMap::new());
+            answer.status()
+        };
+        assert_eq!(status("notes+v2.txt"), StatusCode::OK);
+        assert_eq!(status("notes%2Bv2.txt"), StatusCode::OK);
+        assert_eq!(status("scan%20protocol.txt"), StatusCode::OK);
+        assert_eq!(status("scan+protocol.txt"), StatusCode::OK);
+        assert_eq!(status("notes%20v2.txt"), StatusCode::NOT_FOUND);
     }
 }

@@ -174,7 +174,8 @@ impl Dataset {
     /// them, and an EEG session whose files have no digest), and MULTI, whose sessions hold
     /// scans of more than one type: a PET/MR session (MR and PET scans) and a PET/CT session
     /// (CT and PET scans), beside a clinical form (an experiment that is no imaging session);
-    /// the PET/MR session has resources labelled `T1 raw` and `QC,v2`.
+    /// the PET/MR session has resources labelled `T1 raw` and `QC,v2`, the PET/CT session
+    /// files whose names hold brackets, braces, quotes, `+`, `%`, spaces and non-ASCII letters.
     pub fn sample(spec: &SampleSpec) -> Dataset {
         let mut b = Builder {
             next_resource: 1000,
@@ -230,6 +231,20 @@ impl Dataset {
         petmr
             .resources
             .push(b.resource("QC,v2", "TXT", vec![report]));
+        // Names Tomcat refuses raw in a path, and names XNAT's decoded lookup would change.
+        let names = [
+            "run[1].nii",
+            "echo{2}|x^y.json",
+            "say \"hi\" <now>.txt",
+            "a+b.txt",
+            "100%.txt",
+            "50% + résumé.txt",
+            "données/T1 [v2].nii",
+        ];
+        let odd = names
+            .iter()
+            .map(|name| b.generated(name, 1_000 + name.len() as u64, Bytes::new()))
+            .collect();
         let petct = session(
             ("XNAT_E00006", "SUBJ03_PETCT1", "MULTI", "2024-05-07"),
             "xnat:petSessionData",
@@ -237,7 +252,7 @@ impl Dataset {
                 ("1", "CT AC", "xnat:ctScanData"),
                 ("2", "FDG PET", "xnat:petScanData"),
             ]),
-            Vec::new(),
+            vec![b.resource("NOTES", "MISC", odd)],
         );
         // A clinical form: a subject assessor that is not an imaging session (no scans).
         let form = session(

@@ -85,3 +85,35 @@ fn resource_labels_with_a_space_or_a_comma_show_their_files() {
     let log = mock.state.request_log();
     assert_eq!(resources_named_by_label(&log), Vec::<&String>::new());
 }
+
+/// File names with brackets, braces, quotes, `+`, `%`, spaces and non-ASCII letters read
+/// right: paths are percent-encoded as Tomcat takes them (it refuses raw `[ ] { } | ^ " < >`)
+/// and XNAT decodes them.
+#[test]
+fn file_names_tomcat_refuses_raw_read_right() {
+    let data = small_sample();
+    let dir = "SUBJ03_PETCT1/resources/NOTES/files";
+    let want: Vec<(String, String)> = files_of_project(&data, "MULTI")
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(dir))
+        .collect();
+    assert_eq!(want.len(), 7);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    let names = dir_names(&m.path(dir));
+    assert!(names.contains(&"run[1].nii".to_string()), "{names:?}");
+    assert!(names.contains(&"50% + résumé.txt".to_string()), "{names:?}");
+    for (rel, md5) in &want {
+        assert_eq!(&md5_file(&m.path(rel)), md5, "{rel}");
+    }
+    let log = mock.state.request_log();
+    for sent in [
+        "/run%5B1%5D.nii",
+        "/50%25%20%2B%20r%C3%A9sum%C3%A9.txt",
+        "/a+b.txt",
+    ] {
+        assert!(log.iter().any(|r| r.ends_with(sent)), "{sent}: {log:?}");
+    }
+}
