@@ -89,6 +89,17 @@ fn expected_out(
         .collect()
 }
 
+/// Runs `xnatfs prefetch ARGS --out DIR` once file by file and once by ZIPs, each into a new
+/// DIR, and checks that DIR then holds `want` (as [`expected_out`] gives it).
+fn fetched_both_ways(url: &str, home: &Path, args: &[&str], want: &BTreeMap<PathBuf, String>) {
+    for method in ["files", "zip"] {
+        let out = home.join(method);
+        let more = ["--method", method, "--out", out.to_str().unwrap()];
+        ok(&prefetch(url, home, &[args, &more[..]].concat()));
+        assert_eq!(&actual_out(&out), want, "{method}");
+    }
+}
+
 fn actual_out(root: &Path) -> BTreeMap<PathBuf, String> {
     walk_files(root)
         .into_iter()
@@ -451,8 +462,7 @@ fn sessions_of_every_modality_are_fetched_whole() {
     );
     assert_eq!(actual_out(&out), want);
     let log = mock.state.request_log();
-    let typed_scans = |r: &String| r.contains("/scans?") && r.contains("xsiType");
-    assert!(!log.iter().any(typed_scans), "{log:?}");
+    assert_eq!(scans_listed_with_a_type(&log), Vec::<&String>::new());
 }
 
 /// A project's clinical form (an experiment that is no imaging session, listed by XNAT among
@@ -463,13 +473,14 @@ fn a_clinical_form_in_a_project_is_skipped_and_the_prefetch_ends_complete() {
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
     let out = home.path().join("out");
-    let args = ["-P", "MULTI", "--session-resources", "--out"];
-    let out_arg = [out.to_str().unwrap()];
-    ok(&prefetch(
-        &mock.url(),
-        home.path(),
-        &[&args[..], &out_arg].concat(),
-    ));
+    let args = [
+        "-P",
+        "MULTI",
+        "--session-resources",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(&prefetch(&mock.url(), home.path(), &args));
     assert_eq!(dir_names(&out), ["SUBJ03_PETCT1", "SUBJ03_PETMR1"]);
     let log = mock.state.request_log();
     assert!(!log.iter().any(|r| r.contains("XNAT_E00007")), "{log:?}");
@@ -487,31 +498,11 @@ fn resource_labels_with_a_space_or_a_comma_are_fetched_by_id_under_their_labels(
     }
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
-    for method in ["files", "zip"] {
-        let out = home.path().join(method);
-        let args = [
-            "-E",
-            "XNAT_E00005",
-            "--session-resources",
-            "--method",
-            method,
-        ];
-        let out_arg = ["--out", out.to_str().unwrap()];
-        ok(&prefetch(
-            &mock.url(),
-            home.path(),
-            &[&args[..], &out_arg].concat(),
-        ));
-        assert_eq!(actual_out(&out), want, "{method}");
-    }
+    let session = ["-E", "XNAT_E00005", "--session-resources"];
+    fetched_both_ways(&mock.url(), home.path(), &session, &want);
     let cache = home.path().join("cache");
-    let args = ["-E", "XNAT_E00005", "--session-resources", "--cache-dir"];
-    let cache_arg = [cache.to_str().unwrap()];
-    ok(&prefetch(
-        &mock.url(),
-        home.path(),
-        &[&args[..], &cache_arg].concat(),
-    ));
+    let args = [&session[..], &["--cache-dir", cache.to_str().unwrap()]];
+    ok(&prefetch(&mock.url(), home.path(), &args.concat()));
     let cached: Vec<String> = walk_files(&cache)
         .into_iter()
         .map(|(p, _)| p.to_string_lossy().into_owned())
@@ -539,17 +530,8 @@ fn file_names_tomcat_refuses_raw_are_fetched() {
     assert_eq!(want.len(), 7);
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();
-    for method in ["files", "zip"] {
-        let out = home.path().join(method);
-        let args = ["-E", "XNAT_E00006", "-r", "NOTES", "--session-resources"];
-        let out_arg = ["--method", method, "--out", out.to_str().unwrap()];
-        ok(&prefetch(
-            &mock.url(),
-            home.path(),
-            &[&args[..], &out_arg].concat(),
-        ));
-        assert_eq!(actual_out(&out), want, "{method}");
-    }
+    let args = ["-E", "XNAT_E00006", "-r", "NOTES", "--session-resources"];
+    fetched_both_ways(&mock.url(), home.path(), &args, &want);
 }
 
 #[test]

@@ -438,9 +438,20 @@ fn files_or_body(
 mod tests {
     use super::*;
 
+    fn sample() -> Dataset {
+        Dataset::sample(&super::super::sample::SampleSpec::default())
+    }
+
+    /// The status of the answer to a GET of `/data/<segs>?<query>`.
+    fn status(data: &Dataset, segs: &[&str], query: &[(&str, &str)]) -> StatusCode {
+        let state = MockState::new(data.clone(), Default::default());
+        let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        route(&state, segs, &query.collect(), &HeaderMap::new()).status()
+    }
+
     #[test]
     fn scans_are_listed_by_the_default_type_and_a_made_up_type_fails() {
-        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let data = sample();
         let petmr = data.session("XNAT_E00005").unwrap();
         let ids = |xsi: Option<&str>| -> Option<String> {
             let listed = listed_scans(petmr, xsi)?;
@@ -457,19 +468,15 @@ mod tests {
         assert_eq!(ids(Some("xnat:petScanData")).as_deref(), Some("2"));
         assert_eq!(ids(Some("xnat:ctScanData")).as_deref(), Some(""));
         assert_eq!(ids(Some("xnat:petmrScanData")), None);
-        let state = MockState::new(data.clone(), Default::default());
-        let query = HashMap::from([
-            ("format".to_string(), "json".to_string()),
-            ("xsiType".to_string(), "xnat:petmrScanData".to_string()),
-        ]);
         let segs = ["experiments", "XNAT_E00005", "scans"];
-        let answer = route(&state, &segs, &query, &HeaderMap::new());
-        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let query = [("format", "json"), ("xsiType", "xnat:petmrScanData")];
+        let failed = StatusCode::INTERNAL_SERVER_ERROR;
+        assert_eq!(status(&data, &segs, &query), failed);
     }
 
     #[test]
     fn experiments_are_every_subject_assessor_unless_imaging_sessions_are_asked() {
-        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let data = sample();
         let multi = &data.projects[2].sessions;
         let labels = |xsi| -> Vec<String> {
             let listed = listed_experiments(multi, xsi);
@@ -483,16 +490,14 @@ mod tests {
         assert_eq!(labels(Some("xnat:imageSessionData")), imaging);
         assert_eq!(labels(Some("xnat:petmrSessionData")), ["SUBJ03_PETMR1"]);
         // The clinical form has no scans listing.
-        let state = MockState::new(data.clone(), Default::default());
-        let query = HashMap::from([("format".to_string(), "json".to_string())]);
         let segs = ["experiments", "XNAT_E00007", "scans"];
-        let answer = route(&state, &segs, &query, &HeaderMap::new());
-        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        let query = [("format", "json")];
+        assert_eq!(status(&data, &segs, &query), StatusCode::NOT_FOUND);
     }
 
     #[test]
     fn resources_are_named_undecoded_and_split_on_commas() {
-        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
+        let data = sample();
         let petmr = data.session("XNAT_E00005").unwrap();
         let scan = &petmr.scans[0].resources;
         let labels = |key: &str| -> Vec<String> {
@@ -507,11 +512,9 @@ mod tests {
         let session = &petmr.resources;
         assert_eq!(find_resources(session, "QC,v2").len(), 0);
         // A label that names nothing has an empty files listing, as in XNAT.
-        let state = MockState::new(data.clone(), Default::default());
-        let query = HashMap::from([("format".to_string(), "json".to_string())]);
         let segs = ["experiments", "XNAT_E00005", "resources", "QC,v2", "files"];
-        let answer = route(&state, &segs, &query, &HeaderMap::new());
-        assert_eq!(answer.status(), StatusCode::OK);
+        let query = [("format", "json")];
+        assert_eq!(status(&data, &segs, &query), StatusCode::OK);
     }
 
     #[test]
@@ -528,18 +531,22 @@ mod tests {
 
     #[test]
     fn a_file_is_found_by_its_path_as_sent_then_url_decoded() {
-        let data = Dataset::sample(&super::super::sample::SampleSpec::default());
-        let state = MockState::new(data, Default::default());
-        let status = |name: &str| {
-            let mut segs = vec!["experiments", "XNAT_E00001", "resources", "PROTOCOLS"];
-            segs.extend(["files", name]);
-            let answer = route(&state, &segs, &HashMap::new(), &HeaderMap::new());
-            answer.status()
+        let data = sample();
+        let file = |name| {
+            let segs = [
+                "experiments",
+                "XNAT_E00001",
+                "resources",
+                "PROTOCOLS",
+                "files",
+                name,
+            ];
+            status(&data, &segs, &[])
         };
-        assert_eq!(status("notes+v2.txt"), StatusCode::OK);
-        assert_eq!(status("notes%2Bv2.txt"), StatusCode::OK);
-        assert_eq!(status("scan%20protocol.txt"), StatusCode::OK);
-        assert_eq!(status("scan+protocol.txt"), StatusCode::OK);
-        assert_eq!(status("notes%20v2.txt"), StatusCode::NOT_FOUND);
+        assert_eq!(file("notes+v2.txt"), StatusCode::OK);
+        assert_eq!(file("notes%2Bv2.txt"), StatusCode::OK);
+        assert_eq!(file("scan%20protocol.txt"), StatusCode::OK);
+        assert_eq!(file("scan+protocol.txt"), StatusCode::OK);
+        assert_eq!(file("notes%20v2.txt"), StatusCode::NOT_FOUND);
     }
 }

@@ -188,3 +188,10 @@ pub fn resources_named_by_label(log: &[String]) -> Vec<&String> {
         })
         .collect()
 }
+
+/// The scans listings of `log` asked with an `xsiType` (which XNAT takes as the only type to
+/// list, or fails).
+pub fn scans_listed_with_a_type(log: &[String]) -> Vec<&String> {
+    let typed = |r: &&String| r.contains("/scans?") && r.contains("xsiType");
+    log.iter().filter(typed).collect()
+}
