@@ -32,17 +32,13 @@ fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
         scans: 2,
     });
     let source = mock_file(&data, SUBJ01_T1W);
+    let res = data.resource_ref("XNAT_E00001", Some("2"), "NIFTI");
     let mock = start_mock(data);
     mock.state
         .controls
         .honour_range
         .store(honour_range, Ordering::SeqCst);
     let api = demo_client(&mock.url());
-    let res = ResourceRef {
-        session_id: "XNAT_E00001".into(),
-        scan: Some("2".into()),
-        label: "NIFTI".into(),
-    };
     let file = rt
         .block_on(api.files(&res))
         .unwrap()
@@ -165,14 +161,10 @@ fn a_body_that_disagrees_with_its_digest_is_an_error_at_the_end() {
         scans: 2,
     });
     mock_file_mut(&mut data, SUBJ01_T1W).listed_digest_override = Some("0".repeat(32));
+    let res = data.resource_ref("XNAT_E00001", Some("2"), "NIFTI");
     let mock = start_mock(data);
     let rt = runtime();
     let api = demo_client(&mock.url());
-    let res = ResourceRef {
-        session_id: "XNAT_E00001".into(),
-        scan: Some("2".into()),
-        label: "NIFTI".into(),
-    };
     let file = rt.block_on(api.files(&res)).unwrap().remove(0);
     let dir = tempfile::tempdir().unwrap();
     let fetcher = Fetcher::new(

@@ -33,11 +33,7 @@ async fn body(d: Result<Download>) -> (u64, bool, Option<u64>, Vec<u8>) {
 }
 
 fn nifti() -> ResourceRef {
-    ResourceRef {
-        session_id: "XNAT_E00001".into(),
-        scan: Some("2".into()),
-        label: "NIFTI".into(),
-    }
+    small().resource_ref("XNAT_E00001", Some("2"), "NIFTI")
 }
 
 #[tokio::test]
@@ -180,11 +176,7 @@ async fn same_answers(url: &str) {
                     resources
                 );
                 for r in resources {
-                    let rr = ResourceRef {
-                        session_id: s.id.clone(),
-                        scan: scan.clone(),
-                        label: r.label,
-                    };
+                    let rr = ResourceRef::of(&s.id, scan.as_deref(), &r);
                     let files = mem.files(&rr).await.unwrap();
                     assert_eq!(http.files(&rr).await.unwrap(), files);
                     let uri = &files[0].uri;

@@ -89,6 +89,17 @@ fn expected_out(
         .collect()
 }
 
+/// Runs `xnatfs prefetch ARGS --out DIR` once file by file and once by ZIPs, each into a new
+/// DIR, and checks that DIR then holds `want` (as [`expected_out`] gives it).
+fn fetched_both_ways(url: &str, home: &Path, args: &[&str], want: &BTreeMap<PathBuf, String>) {
+    for method in ["files", "zip"] {
+        let out = home.join(method);
+        let more = ["--method", method, "--out", out.to_str().unwrap()];
+        ok(&prefetch(url, home, &[args, &more[..]].concat()));
+        assert_eq!(&actual_out(&out), want, "{method}");
+    }
+}
+
 fn actual_out(root: &Path) -> BTreeMap<PathBuf, String> {
     walk_files(root)
         .into_iter()
@@ -386,7 +397,15 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    for session in ["XNAT_E00001", "XNAT_E00002", "XNAT_E00003", "XNAT_E00004"] {
+    let sessions = [
+        "XNAT_E00001",
+        "XNAT_E00002",
+        "XNAT_E00003",
+        "XNAT_E00004",
+        "XNAT_E00005",
+        "XNAT_E00006",
+    ];
+    for session in sessions {
         ok(&prefetch(
             &mock.url(),
             home.path(),
@@ -411,6 +430,108 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
         gets,
         "every read came from the prefetched cache"
     );
+}
+
+/// A PET/MR session's MR and PET scans and a PET/CT session's CT and PET scans are all
+/// fetched: the scans listing is asked with no `xsiType`.
+#[test]
+fn sessions_of_every_modality_are_fetched_whole() {
+    let data = small_sample();
+    let all = |_: &str| true;
+    let mut want = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, all, false);
+    want.extend(expected_out(
+        &data,
+        "XNAT_E00006",
+        "SUBJ03_PETCT1",
+        None,
+        all,
+        false,
+    ));
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &["-P", "MULTI", "--out", out.to_str().unwrap()],
+    ));
+    assert_eq!(
+        want.len(),
+        4 * 6 + 1,
+        "four scans of six DICOM files, and T1 raw"
+    );
+    assert_eq!(actual_out(&out), want);
+    let log = mock.state.request_log();
+    assert_eq!(scans_listed_with_a_type(&log), Vec::<&String>::new());
+}
+
+/// A project's clinical form (an experiment that is no imaging session, listed by XNAT among
+/// the project's experiments) is never planned: a project-wide prefetch ends complete.
+#[test]
+fn a_clinical_form_in_a_project_is_skipped_and_the_prefetch_ends_complete() {
+    let data = small_sample();
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let args = [
+        "-P",
+        "MULTI",
+        "--session-resources",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert_eq!(dir_names(&out), ["SUBJ03_PETCT1", "SUBJ03_PETMR1"]);
+    let log = mock.state.request_log();
+    assert!(!log.iter().any(|r| r.contains("XNAT_E00007")), "{log:?}");
+}
+
+/// Resources labelled `T1 raw` (a space) and `QC,v2` (a comma) are fetched, file by file and
+/// as ZIPs: requests name them by numeric ID, files go under their labels (in `--out` and in
+/// the cache).
+#[test]
+fn resource_labels_with_a_space_or_a_comma_are_fetched_by_id_under_their_labels() {
+    let data = small_sample();
+    let want = expected_out(&data, "XNAT_E00005", "XNAT_E00005", None, |_| true, true);
+    for label in ["T1 raw", "QC,v2"] {
+        assert!(want.keys().any(|p| p.to_string_lossy().contains(label)));
+    }
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let session = ["-E", "XNAT_E00005", "--session-resources"];
+    fetched_both_ways(&mock.url(), home.path(), &session, &want);
+    let cache = home.path().join("cache");
+    let args = [&session[..], &["--cache-dir", cache.to_str().unwrap()]];
+    ok(&prefetch(&mock.url(), home.path(), &args.concat()));
+    let cached: Vec<String> = walk_files(&cache)
+        .into_iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect();
+    for file in [
+        "data/XNAT_E00005/scans/1/resources/T1 raw/files/T1w_raw.nii",
+        "data/XNAT_E00005/resources/QC,v2/files/report.txt",
+    ] {
+        assert!(
+            cached.iter().any(|p| p.ends_with(file)),
+            "{file}: {cached:?}"
+        );
+    }
+    let log = mock.state.request_log();
+    assert_eq!(resources_named_by_label(&log), Vec::<&String>::new());
+}
+
+/// File names with brackets, braces, quotes, `+`, `%`, spaces and non-ASCII letters are
+/// fetched, file by file (percent-encoded as Tomcat takes them) and as a ZIP.
+#[test]
+fn file_names_tomcat_refuses_raw_are_fetched() {
+    let data = small_sample();
+    let notes = |label: &str| label == "NOTES";
+    let want = expected_out(&data, "XNAT_E00006", "XNAT_E00006", Some(&[]), notes, true);
+    assert_eq!(want.len(), 7);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let args = ["-E", "XNAT_E00006", "-r", "NOTES", "--session-resources"];
+    fetched_both_ways(&mock.url(), home.path(), &args, &want);
 }
 
 #[test]

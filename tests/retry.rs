@@ -25,11 +25,7 @@ fn asked(mock: &MockServer, part: &str) -> usize {
 }
 
 fn scan_resource() -> ResourceRef {
-    ResourceRef {
-        session_id: "XNAT_E00001".into(),
-        scan: Some("2".into()),
-        label: "DICOM".into(),
-    }
+    small_sample().resource_ref("XNAT_E00001", Some("2"), "DICOM")
 }
 
 /// A mock whose file bodies always fail (503) while listings answer, a logged-in client, and

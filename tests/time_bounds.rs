@@ -17,11 +17,7 @@ use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
 const STALL: Duration = Duration::from_secs(2);
 
 fn dicom() -> ResourceRef {
-    ResourceRef {
-        session_id: "XNAT_E00001".into(),
-        scan: Some("2".into()),
-        label: "DICOM".into(),
-    }
+    small_sample().resource_ref("XNAT_E00001", Some("2"), "DICOM")
 }
 
 /// A mock that drips every answer at 50 bytes a second from now on, and a file of it.

@@ -366,6 +366,7 @@ mod tests {
             session_id: "XNAT_E00001".into(),
             scan: scan.map(Into::into),
             label: label.into(),
+            id: "1001".into(),
         }
     }
 

@@ -374,11 +374,7 @@ fn resources(
 ) -> Vec<(String, Node)> {
     list.into_iter()
         .map(|r| {
-            let res = ResourceRef {
-                session_id: s.id.clone(),
-                scan: scan.map(str::to_string),
-                label: r.label.clone(),
-            };
+            let res = ResourceRef::of(&s.id, scan, &r);
             (r.label, Node::Resource(Arc::new(res)))
         })
         .collect()

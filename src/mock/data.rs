@@ -21,6 +21,8 @@ pub struct MockProject {
     pub sessions: Vec<Arc<MockSession>>,
 }
 
+/// An experiment of a subject: an imaging session, or another subject assessor (a clinical
+/// form), which has no scans.
 #[derive(Debug, Clone)]
 pub struct MockSession {
     pub id: String,
@@ -33,6 +35,15 @@ pub struct MockSession {
     pub date: String,
     pub scans: Vec<MockScan>,
     pub resources: Vec<MockResource>,
+}
+
+impl MockSession {
+    /// Whether this experiment is an imaging session (`xnat:mrSessionData`,
+    /// `xnat:petmrSessionData`, ...) rather than another subject assessor (a clinical form,
+    /// `xnat:subjectVariablesData`), which has no scans.
+    pub fn is_image_session(&self) -> bool {
+        self.xsi_type.ends_with("SessionData")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +281,37 @@ impl Dataset {
             .iter()
             .flat_map(|p| &p.sessions)
             .find(|s| s.id == id)
+    }
+
+    /// The resource labelled `label` of session `session_id` (of its scan `scan`, if given),
+    /// as the client refers to it; panics if there is none (for tests).
+    pub fn resource_ref(
+        &self,
+        session_id: &str,
+        scan: Option<&str>,
+        label: &str,
+    ) -> crate::xnat::ResourceRef {
+        let s = self.session(session_id).expect("a session of the data set");
+        let resources = match scan {
+            Some(id) => {
+                &s.scans
+                    .iter()
+                    .find(|sc| sc.id == id)
+                    .expect("a scan")
+                    .resources
+            }
+            None => &s.resources,
+        };
+        let r = resources
+            .iter()
+            .find(|r| r.label == label)
+            .expect("a resource");
+        crate::xnat::ResourceRef {
+            session_id: session_id.into(),
+            scan: scan.map(Into::into),
+            label: label.into(),
+            id: r.id.to_string(),
+        }
     }
 
     /// Every file of the data set with its session, scan (if any) and resource label.

@@ -7,8 +7,10 @@
 use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
 use super::responses::{session_doc, session_row};
-use super::routes::{find_resource, select_scans, session_in_project};
+use super::routes::{find_resources, listed_experiments, listed_scans};
+use super::routes::{select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
+use crate::xnat::http::IMAGE_SESSIONS;
 use crate::xnat::json::{self, Row};
 use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
 use crate::xnat::{XnatApi, XnatError};
@@ -97,21 +99,28 @@ impl MemoryXnat {
         found.ok_or_else(|| XnatError::NotFound(path.to_string()))
     }
 
-    /// A resource by session accession ID, scan and label (or numeric ID), as the mock finds it.
-    fn resource(
+    /// The resources a request names (by session accession ID, scan, and the resource as the
+    /// request names it: its numeric ID, or a label), as the mock finds them; `None` when the
+    /// session or scan is not there.
+    fn resources_named(
         &self,
         session_id: &str,
         scan: Option<&str>,
-        label: &str,
-    ) -> Option<(&MockSession, Option<&MockScan>, &MockResource)> {
+        key: &str,
+    ) -> Option<(&MockSession, Vec<Entry<'_>>)> {
         let s = self.data.session(session_id)?;
-        match scan {
+        let entries = match scan {
             Some(spec) => {
                 let sc = *select_scans(s, spec).first()?;
-                Some((s, Some(sc), find_resource(&sc.resources, label)?))
+                let found = find_resources(&sc.resources, key);
+                found.into_iter().map(|r| (Some(sc), r)).collect()
             }
-            None => Some((s, None, find_resource(&s.resources, label)?)),
-        }
+            None => {
+                let found = find_resources(&s.resources, key);
+                found.into_iter().map(|r| (None, r)).collect()
+            }
+        };
+        Some((s, entries))
     }
 
     /// The file that a `/data/experiments/...` URI (as [`XnatApi::files`] gives them) names,
@@ -126,15 +135,18 @@ impl MemoryXnat {
             ["experiments", id, rest @ ..] => (id, None, rest),
             _ => return None,
         };
-        let ["resources", label, "files", path @ ..] = rest else {
+        let ["resources", key, "files", path @ ..] = rest else {
             return None;
         };
-        let (_, _, r) = self.resource(id, scan, label)?;
+        let (_, entries) = self.resources_named(id, scan, key)?;
         let wanted = path.join("/");
-        let file = r.files.iter().find(|f| f.path == wanted && !f.body_gone);
-        file.cloned()
+        let mut files = entries.iter().flat_map(|(_, r)| &r.files);
+        files.find(|f| f.path == wanted && !f.body_gone).cloned()
     }
 }
+
+/// A resource of a session (`None`) or of a scan.
+type Entry<'a> = (Option<&'a MockScan>, &'a MockResource);
 
 fn rows(values: impl IntoIterator<Item = Value>) -> Vec<Row> {
     let object = |v: Value| v.as_object().cloned();
@@ -192,9 +204,9 @@ impl XnatApi for MemoryXnat {
             let msg = format!("project {project} (or you may not read it)");
             return Err(XnatError::NotFound(msg));
         };
-        Ok(json::sessions(&rows(
-            p.sessions.iter().map(|s| session_row(s)),
-        )))
+        // As the client asks: imaging sessions only.
+        let listed = listed_experiments(&p.sessions, Some(IMAGE_SESSIONS));
+        Ok(json::sessions(&rows(listed.into_iter().map(session_row))))
     }
 
     async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {
@@ -224,10 +236,14 @@ impl XnatApi for MemoryXnat {
         self.call("scans")?;
         let path = format!("/data/experiments/{}/scans", session.id);
         let s = self.session_by_id(&session.id, &path)?;
-        // Non-MR sessions list their scans only when asked with their xsiType.
-        let visible = s.xsi_type == "xnat:mrSessionData" || session.scan_xsi_type().is_some();
-        let listed = s.scans.iter().filter(|_| visible);
-        Ok(json::scans(&rows(listed.map(|sc| scan_row(s, sc)))))
+        if !s.is_image_session() {
+            return Err(XnatError::NotFound(path));
+        }
+        // As the client asks: with no `xsiType`.
+        let listed = listed_scans(s, None).unwrap_or_default();
+        Ok(json::scans(&rows(
+            listed.into_iter().map(|sc| scan_row(s, sc)),
+        )))
     }
 
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
@@ -249,10 +265,13 @@ impl XnatApi for MemoryXnat {
         self.call("files")?;
         let path = format!("{}/files", resource.rest_path());
         let (id, scan) = (&resource.session_id, resource.scan.as_deref());
-        let Some((s, scan, r)) = self.resource(id, scan, &resource.label) else {
+        let Some((s, entries)) = self.resources_named(id, scan, resource.rest_name()) else {
             return Err(XnatError::NotFound(path));
         };
-        let (files, skipped) = json::files(&rows(r.files.iter().map(|f| file_row(s, scan, r, f))));
+        let listed = entries
+            .iter()
+            .flat_map(|&(scan, r)| r.files.iter().map(move |f| file_row(s, scan, r, f)));
+        let (files, skipped) = json::files(&rows(listed));
         for s in skipped {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
         }
@@ -285,8 +304,8 @@ impl XnatApi for MemoryXnat {
         self.call("download_zip")?;
         let path = format!("{}/files", resource.rest_path());
         let (id, scan) = (&resource.session_id, resource.scan.as_deref());
-        let found = self.resource(id, scan, &resource.label);
-        let files = found.map_or_else(Vec::new, |(s, scan, r)| zip_entries(s, &[(scan, r)]));
+        let found = self.resources_named(id, scan, resource.rest_name());
+        let files = found.map_or_else(Vec::new, |(s, entries)| zip_entries(s, &entries));
         if files.is_empty() {
             return Err(XnatError::NotFound(path));
         }

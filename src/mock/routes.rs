@@ -16,33 +16,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Percent-decodes the way XNAT does: only when the path holds `%20` or `%2B` (and then `+`
-/// is a space too).
-fn xnat_decode(path: &str) -> String {
-    if !(path.contains("%20") || path.contains("%2B") || path.contains("%2b")) {
-        return path.to_string();
-    }
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Whether Tomcat, in front of XNAT, refuses a request path (400) before XNAT sees it: every
+/// byte must be one of RFC 3986's path characters (unreserved, `%`, sub-delims, `:`, `@`,
+/// `/`), so raw `[ ] { } | \ ^ " < >`, spaces and non-ASCII bytes are refused. Tomcat:
+/// `java/org/apache/tomcat/util/http/parser/HttpParser.java` (`IS_ABSOLUTEPATH_RELAXED`,
+/// with no `relaxedPathChars`).
+fn tomcat_refuses(path: &str) -> bool {
+    !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/".contains(&b))
 }
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
@@ -105,10 +87,15 @@ pub(super) async fn handle(
             None => not_found("file"),
         };
     }
+    if tomcat_refuses(uri.path()) {
+        return html(StatusCode::BAD_REQUEST, "HTTP Status 400 – Bad Request");
+    }
     if let Some(answer) = faults::inject(&state, &uri).await {
         return answer;
     }
-    let path = xnat_decode(uri.path());
+    // Path segments are taken as they come, not URL-decoded, as XNAT takes most of them (a
+    // scan ID and a file path are decoded where they are used).
+    let path = uri.path();
     let rest = ["/data/archive/", "/data/", "/REST/"]
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix));
@@ -151,23 +138,22 @@ fn route(
     match segs {
         ["projects"] => listing(data.projects.iter().map(project_row).collect(), true),
         ["projects", p, "experiments"] => match data.projects.iter().find(|x| x.id == *p) {
-            Some(project) => listing(
-                project.sessions.iter().map(|s| session_row(s)).collect(),
-                true,
-            ),
+            Some(project) => {
+                let xsi_type = query.get("xsiType").map(String::as_str);
+                let listed = listed_experiments(&project.sessions, xsi_type);
+                listing(listed.into_iter().map(session_row).collect(), true)
+            }
             None => not_found("project"),
         },
         ["experiments"] => {
             let project = query.get("project");
-            listing(
-                data.projects
-                    .iter()
-                    .filter(|p| project.is_none_or(|want| *want == p.id))
-                    .flat_map(|p| &p.sessions)
-                    .map(|s| session_row(s))
-                    .collect(),
-                true,
-            )
+            let sessions = data
+                .projects
+                .iter()
+                .filter(|p| project.is_none_or(|want| *want == p.id))
+                .flat_map(|p| &p.sessions);
+            let listed = listed_experiments(sessions, query.get("xsiType").map(String::as_str));
+            listing(listed.into_iter().map(session_row).collect(), true)
         }
         ["projects", p, "experiments", x, tail @ ..] => {
             let Some(session) = session_in_project(data, p, x) else {
@@ -253,14 +239,124 @@ pub(super) fn select_scans<'a>(session: &'a MockSession, spec: &str) -> Vec<&'a 
         .collect()
 }
 
-pub(super) fn find_resource<'a>(
+/// The experiments an experiments listing answers for the query's `xsiType`. The type is the
+/// query's root element: by default `xnat:subjectAssessorData`, so every subject assessor is
+/// listed, clinical forms and other experiments that are not imaging sessions included;
+/// `xnat:imageSessionData` keeps the imaging sessions of every modality, and a session type
+/// the sessions of that type. XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptList.java`
+/// and `SubjAssessmentAbst.java` (`getDefaultElementName`), `QueryOrganizerResource.java`
+/// (`getRootElementName`).
+pub(super) fn listed_experiments<'a>(
+    sessions: impl IntoIterator<Item = &'a Arc<MockSession>>,
+    xsi_type: Option<&str>,
+) -> Vec<&'a MockSession> {
+    let root = xsi_type
+        .filter(|t| !t.contains(','))
+        .unwrap_or("xnat:subjectAssessorData");
+    let listed = sessions.into_iter().map(|s| &**s);
+    listed
+        .filter(|s| match root {
+            "xnat:subjectAssessorData" | "xnat:experimentData" => true,
+            "xnat:imageSessionData" => s.is_image_session(),
+            other => s.xsi_type == other,
+        })
+        .collect()
+}
+
+/// The scan types of XNAT's schema (extensions of `xnat:imageScanData`), for the `xsiType`
+/// of a scans listing.
+const SCAN_TYPES: &[&str] = &[
+    "xnat:mrScanData",
+    "xnat:petScanData",
+    "xnat:ctScanData",
+    "xnat:eegScanData",
+    "xnat:megScanData",
+    "xnat:ecgScanData",
+    "xnat:emgScanData",
+    "xnat:eogScanData",
+    "xnat:esScanData",
+    "xnat:xaScanData",
+    "xnat:xa3DScanData",
+    "xnat:crScanData",
+    "xnat:dxScanData",
+    "xnat:mgScanData",
+    "xnat:nmScanData",
+    "xnat:usScanData",
+    "xnat:rfScanData",
+    "xnat:ioScanData",
+    "xnat:opScanData",
+    "xnat:optScanData",
+    "xnat:smScanData",
+    "xnat:gmScanData",
+    "xnat:hdScanData",
+    "xnat:srScanData",
+    "xnat:scScanData",
+    "xnat:segScanData",
+    "xnat:mrsScanData",
+    "xnat:otherDicomScanData",
+    "xnat:cfmScanData",
+    "xnat:dmsScanData",
+    "xnat:objScanData",
+    "xnat:paScanData",
+    "xnat:posScanData",
+    "xnat:respScanData",
+    "xnat:xcScanData",
+];
+
+/// The scans a scans listing answers for the query's `xsiType`, or `None` when XNAT fails it
+/// (500). The type is the query's root element: by default `xnat:imageScanData`, the parent
+/// of every scan type, so every scan of the session is listed (a PET/MR session's MR and PET
+/// scans alike); a scan type lists the scans of that type only; a type XNAT does not know
+/// (`xnat:petmrScanData`: there is none) fails the query. A value with a comma is ignored.
+/// XNAT: xnat-web `org/nrg/xnat/restlet/resources/ScanList.java` (`getDefaultElementName`,
+/// and a failed query answered with `SERVER_ERROR_INTERNAL`) and `QueryOrganizerResource.java`
+/// (`getRootElementName`).
+pub(super) fn listed_scans<'a>(
+    session: &'a MockSession,
+    xsi_type: Option<&str>,
+) -> Option<Vec<&'a MockScan>> {
+    let root = xsi_type
+        .filter(|t| !t.contains(','))
+        .unwrap_or("xnat:imageScanData");
+    if root != "xnat:imageScanData" && !SCAN_TYPES.contains(&root) {
+        return None;
+    }
+    let all = root == "xnat:imageScanData";
+    Some(
+        session
+            .scans
+            .iter()
+            .filter(|sc| all || sc.xsi_type == root)
+            .collect(),
+    )
+}
+
+/// The resources a resource in a path names. XNAT takes it as it comes, not URL-decoded,
+/// and splits it on commas; each part names the resources of that label, or of that numeric
+/// ID. A label with a space (sent as `T1%20raw`) or a comma names nothing, and its files
+/// listing is empty. XNAT: xnat-web `org/nrg/xnat/restlet/resources/files/XNATCatalogTemplate.java`
+/// (`RESOURCE_ID` split on commas), `SecureResource.java` (`getParameter`: not decoded),
+/// `XNATTemplate.java` (`loadCatalogs`: by ID or label) and `FileList.java`.
+pub(super) fn find_resources<'a>(
     resources: &'a [MockResource],
     key: &str,
-) -> Option<&'a MockResource> {
+) -> Vec<&'a MockResource> {
+    let parts: Vec<&str> = key.split(',').filter(|p| !p.is_empty()).collect();
     resources
         .iter()
-        .find(|r| r.label == key)
-        .or_else(|| resources.iter().find(|r| r.id.to_string() == key))
+        .filter(|r| {
+            let id = r.id.to_string();
+            parts.iter().any(|p| *p == r.label || *p == id)
+        })
+        .collect()
+}
+
+/// Decodes as Java's `URLDecoder` does: `%XX` escapes as UTF-8 bytes, and `+` as a space.
+pub(super) fn url_decode(s: &str) -> String {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn session_routes(
@@ -272,24 +368,19 @@ fn session_routes(
 ) -> Response {
     let zip = query.get("format").map(String::as_str) == Some("zip");
     match tail {
-        ["scans"] => {
-            // Non-MR sessions list their scans only when asked with their xsiType.
-            let needs_type = session.xsi_type != "xnat:mrSessionData";
-            let visible = !needs_type || query.contains_key("xsiType");
-            let rows = session
-                .scans
-                .iter()
-                .filter(|_| visible)
-                .map(|sc| scan_row(session, sc))
-                .collect();
-            listing(rows, true)
-        }
-        ["scans", spec, "resources"] => match select_scans(session, spec).first() {
+        // An experiment that is not an imaging session has no scans listing: XNAT finds the
+        // session as an image session or answers 404 (xnat-web `ScanList.java`).
+        ["scans"] if !session.is_image_session() => not_found("experiment"),
+        ["scans"] => match listed_scans(session, query.get("xsiType").map(String::as_str)) {
+            Some(scans) => listing(scans.iter().map(|sc| scan_row(session, sc)).collect(), true),
+            None => html(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        },
+        ["scans", spec, "resources"] => match select_scans(session, &url_decode(spec)).first() {
             Some(scan) => listing(resource_rows(&scan.resources, session, Some(scan)), true),
             None => not_found("scan"),
         },
         ["scans", spec, "files"] => {
-            let entries: Vec<_> = select_scans(session, spec)
+            let entries: Vec<_> = select_scans(session, &url_decode(spec))
                 .into_iter()
                 .flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r)))
                 .collect();
@@ -302,14 +393,14 @@ fn session_routes(
                 file_rows(&entries, session)
             }
         }
+        // The scan is decoded (xnat-web `XNATTemplate.java`: `getUrlEncodedParameter`).
         ["scans", spec, "resources", res, "files", path @ ..] => {
-            let Some(scan) = select_scans(session, spec).into_iter().next() else {
+            let Some(scan) = select_scans(session, &url_decode(spec)).into_iter().next() else {
                 return not_found("scan");
             };
-            let Some(r) = find_resource(&scan.resources, res) else {
-                return not_found("resource");
-            };
-            files_or_body(state, session, Some(scan), r, path, zip, headers)
+            let found = find_resources(&scan.resources, res);
+            let entries: Vec<_> = found.into_iter().map(|r| (Some(scan), r)).collect();
+            files_or_body(state, session, &entries, path, zip, headers)
         }
         ["resources"] => listing(resource_rows(&session.resources, session, None), true),
         ["files"] => {
@@ -320,33 +411,42 @@ fn session_routes(
                 file_rows(&entries, session)
             }
         }
-        ["resources", res, "files", path @ ..] => match find_resource(&session.resources, res) {
-            Some(r) => files_or_body(state, session, None, r, path, zip, headers),
-            None => not_found("resource"),
-        },
+        ["resources", res, "files", path @ ..] => {
+            let found = find_resources(&session.resources, res);
+            let entries: Vec<_> = found.into_iter().map(|r| (None, r)).collect();
+            files_or_body(state, session, &entries, path, zip, headers)
+        }
         _ => not_found("resource"),
     }
 }
 
+/// The files listing, the ZIP or a file body of the resources a path names. None named: an
+/// empty listing (XNAT finds no catalog, and lists the files of none), a 404 for a ZIP or a
+/// file.
 fn files_or_body(
     state: &MockState,
     session: &MockSession,
-    scan: Option<&MockScan>,
-    r: &MockResource,
+    entries: &[(Option<&MockScan>, &MockResource)],
     path: &[&str],
     zip: bool,
     headers: &HeaderMap,
 ) -> Response {
     if path.is_empty() {
-        let entries = [(scan, r)];
         return if zip {
-            zip_response(state, session, &entries)
+            zip_response(state, session, entries)
         } else {
-            file_rows(&entries, session)
+            file_rows(entries, session)
         };
     }
-    let wanted = path.join("/");
-    match r.files.iter().find(|f| f.path == wanted) {
+    // A file is looked up by its path as sent, then by it URL-decoded (`%XX` as UTF-8, `+` as
+    // a space). XNAT: xnat-web `org/nrg/xnat/utils/CatalogUtils.java` (`getEntryByURI`), from
+    // `FileList.java`.
+    let raw = path.join("/");
+    let files = || entries.iter().flat_map(|(_, r)| &r.files);
+    let found = files()
+        .find(|f| f.path == raw)
+        .or_else(|| files().find(|f| f.path == url_decode(&raw)));
+    match found {
         Some(f) if !f.body_gone => file_body(state, f.clone(), headers),
         // A missing file: 404 with an empty body.
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -357,9 +457,115 @@ fn files_or_body(
 mod tests {
     use super::*;
 
+    fn sample() -> Dataset {
+        Dataset::sample(&super::super::sample::SampleSpec::default())
+    }
+
+    /// The status of the answer to a GET of `/data/<segs>?<query>`.
+    fn status(data: &Dataset, segs: &[&str], query: &[(&str, &str)]) -> StatusCode {
+        let state = MockState::new(data.clone(), Default::default());
+        let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        route(&state, segs, &query.collect(), &HeaderMap::new()).status()
+    }
+
     #[test]
-    fn decoding_follows_xnat() {
-        assert_eq!(xnat_decode("/a/b%41"), "/a/b%41");
-        assert_eq!(xnat_decode("/a%20b/c%2Bd+e"), "/a b/c+d e");
+    fn scans_are_listed_by_the_default_type_and_a_made_up_type_fails() {
+        let data = sample();
+        let petmr = data.session("XNAT_E00005").unwrap();
+        let ids = |xsi: Option<&str>| -> Option<String> {
+            let listed = listed_scans(petmr, xsi)?;
+            Some(
+                listed
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        };
+        assert_eq!(ids(None).as_deref(), Some("1,2"));
+        assert_eq!(ids(Some("xnat:imageScanData")).as_deref(), Some("1,2"));
+        assert_eq!(ids(Some("xnat:petScanData")).as_deref(), Some("2"));
+        assert_eq!(ids(Some("xnat:ctScanData")).as_deref(), Some(""));
+        assert_eq!(ids(Some("xnat:petmrScanData")), None);
+        let segs = ["experiments", "XNAT_E00005", "scans"];
+        let query = [("format", "json"), ("xsiType", "xnat:petmrScanData")];
+        let failed = StatusCode::INTERNAL_SERVER_ERROR;
+        assert_eq!(status(&data, &segs, &query), failed);
+    }
+
+    #[test]
+    fn experiments_are_every_subject_assessor_unless_imaging_sessions_are_asked() {
+        let data = sample();
+        let multi = &data.projects[2].sessions;
+        let labels = |xsi| -> Vec<String> {
+            let listed = listed_experiments(multi, xsi);
+            listed.iter().map(|s| s.label.clone()).collect()
+        };
+        assert_eq!(
+            labels(None),
+            ["SUBJ03_PETMR1", "SUBJ03_VARS1", "SUBJ03_PETCT1"]
+        );
+        let imaging = ["SUBJ03_PETMR1", "SUBJ03_PETCT1"];
+        assert_eq!(labels(Some("xnat:imageSessionData")), imaging);
+        assert_eq!(labels(Some("xnat:petmrSessionData")), ["SUBJ03_PETMR1"]);
+        // The clinical form has no scans listing.
+        let segs = ["experiments", "XNAT_E00007", "scans"];
+        let query = [("format", "json")];
+        assert_eq!(status(&data, &segs, &query), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn resources_are_named_undecoded_and_split_on_commas() {
+        let data = sample();
+        let petmr = data.session("XNAT_E00005").unwrap();
+        let scan = &petmr.scans[0].resources;
+        let labels = |key: &str| -> Vec<String> {
+            let found = find_resources(scan, key);
+            found.iter().map(|r| r.label.clone()).collect()
+        };
+        let (dicom, raw) = (scan[0].id.to_string(), scan[1].id.to_string());
+        assert_eq!(labels("T1 raw"), ["T1 raw"]);
+        assert_eq!(labels(&raw), ["T1 raw"]);
+        assert_eq!(labels(&format!("{dicom},{raw}")), ["DICOM", "T1 raw"]);
+        assert!(labels("T1%20raw").is_empty());
+        let session = &petmr.resources;
+        assert_eq!(find_resources(session, "QC,v2").len(), 0);
+        // A label that names nothing has an empty files listing, as in XNAT.
+        let segs = ["experiments", "XNAT_E00005", "resources", "QC,v2", "files"];
+        let query = [("format", "json")];
+        assert_eq!(status(&data, &segs, &query), StatusCode::OK);
+    }
+
+    #[test]
+    fn tomcat_refuses_raw_brackets_and_friends() {
+        assert!(!tomcat_refuses(
+            "/data/x/files/a%5B1%5D+b%20c,d(e)@f:g~h.nii"
+        ));
+        for c in [
+            "[", "]", "{", "}", "|", "\\", "^", "\"", "<", ">", " ", "`", "é",
+        ] {
+            assert!(tomcat_refuses(&format!("/data/x/files/a{c}b")), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_found_by_its_path_as_sent_then_url_decoded() {
+        let data = sample();
+        let file = |name| {
+            let segs = [
+                "experiments",
+                "XNAT_E00001",
+                "resources",
+                "PROTOCOLS",
+                "files",
+                name,
+            ];
+            status(&data, &segs, &[])
+        };
+        assert_eq!(file("notes+v2.txt"), StatusCode::OK);
+        assert_eq!(file("notes%2Bv2.txt"), StatusCode::OK);
+        assert_eq!(file("scan%20protocol.txt"), StatusCode::OK);
+        assert_eq!(file("scan+protocol.txt"), StatusCode::OK);
+        assert_eq!(file("notes%20v2.txt"), StatusCode::NOT_FOUND);
     }
 }

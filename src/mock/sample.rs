@@ -104,14 +104,7 @@ impl Builder {
                 ];
                 resources.push(self.resource("SNAPSHOTS", "GIF", snaps));
             }
-            scans.push(MockScan {
-                id: sid.into(),
-                scan_type: ty.into(),
-                series_description: ty.into(),
-                quality: "usable".into(),
-                xsi_type: "xnat:mrScanData".into(),
-                resources,
-            });
+            scans.push(scan(sid, ty, "xnat:mrScanData", resources));
         }
         let report = MockFile::new(
             "qc_report.html",
@@ -132,23 +125,57 @@ impl Builder {
             self.resource("QC", "HTML", vec![report, motion]),
             self.resource("PROTOCOLS", "TXT", vec![protocol, notes]),
         ];
-        MockSession {
-            id: id.into(),
-            label: label.into(),
-            project: project.into(),
-            subject_id: String::new(),
-            subject_label: label.split('_').next().unwrap_or(label).into(),
-            xsi_type: "xnat:mrSessionData".into(),
-            date: date.into(),
-            scans,
-            resources,
-        }
+        let at = (id, label, project, date);
+        session(at, "xnat:mrSessionData", scans, resources)
+    }
+
+    /// Scans (`(id, type, xsiType)`) each holding a DICOM resource.
+    fn dicom_scans(&mut self, scans: &[(&str, &str, &str)]) -> Vec<MockScan> {
+        scans
+            .iter()
+            .map(|&(id, ty, xsi)| scan(id, ty, xsi, vec![self.dicom(id, &[""])]))
+            .collect()
+    }
+}
+
+/// A session `(id, label, project, date)` of type `xsi_type`.
+fn session(
+    (id, label, project, date): (&str, &str, &str, &str),
+    xsi_type: &str,
+    scans: Vec<MockScan>,
+    resources: Vec<MockResource>,
+) -> MockSession {
+    MockSession {
+        id: id.into(),
+        label: label.into(),
+        project: project.into(),
+        subject_id: String::new(),
+        subject_label: label.split('_').next().unwrap_or(label).into(),
+        xsi_type: xsi_type.into(),
+        date: date.into(),
+        scans,
+        resources,
+    }
+}
+
+fn scan(id: &str, ty: &str, xsi_type: &str, resources: Vec<MockResource>) -> MockScan {
+    MockScan {
+        id: id.into(),
+        scan_type: ty.into(),
+        series_description: ty.into(),
+        quality: "usable".into(),
+        xsi_type: xsi_type.into(),
+        resources,
     }
 }
 
 impl Dataset {
     /// The built-in sample: projects DEMO and PILOT (with a session label that repeats across
-    /// them, and an EEG session whose scans need `xsiType` and whose files have no digest).
+    /// them, and an EEG session whose files have no digest), and MULTI, whose sessions hold
+    /// scans of more than one type: a PET/MR session (MR and PET scans) and a PET/CT session
+    /// (CT and PET scans), beside a clinical form (an experiment that is no imaging session);
+    /// the PET/MR session has resources labelled `T1 raw` and `QC,v2`, the PET/CT session
+    /// files whose names hold brackets, braces, quotes, `+`, `%`, spaces and non-ASCII letters.
     pub fn sample(spec: &SampleSpec) -> Dataset {
         let mut b = Builder {
             next_resource: 1000,
@@ -183,6 +210,58 @@ impl Dataset {
             Arc::new(b.mr_session("XNAT_E00003", "SUBJ01_MR1", "PILOT", "2023-11-20")),
             Arc::new(eeg),
         ];
+        let mut petmr = session(
+            ("XNAT_E00005", "SUBJ03_PETMR1", "MULTI", "2024-05-06"),
+            "xnat:petmrSessionData",
+            b.dicom_scans(&[
+                ("1", "T1w", "xnat:mrScanData"),
+                ("2", "FDG PET", "xnat:petScanData"),
+            ]),
+            Vec::new(),
+        );
+        // Labels XNAT cannot take in a path: a space, a comma.
+        let raw = b.generated("T1w_raw.nii", 20_000, Bytes::new());
+        petmr.scans[0]
+            .resources
+            .push(b.resource("T1 raw", "NIFTI", vec![raw]));
+        let report = MockFile::new(
+            "report.txt",
+            Body::Memory(Bytes::from_static(b"PET/MR QC, second pass: pass\n")),
+        );
+        petmr
+            .resources
+            .push(b.resource("QC,v2", "TXT", vec![report]));
+        // Names Tomcat refuses raw in a path, and names XNAT's decoded lookup would change.
+        let names = [
+            "run[1].nii",
+            "echo{2}|x^y.json",
+            "say \"hi\" <now>.txt",
+            "a+b.txt",
+            "100%.txt",
+            "50% + résumé.txt",
+            "données/T1 [v2].nii",
+        ];
+        let odd = names
+            .iter()
+            .map(|name| b.generated(name, 1_000 + name.len() as u64, Bytes::new()))
+            .collect();
+        let petct = session(
+            ("XNAT_E00006", "SUBJ03_PETCT1", "MULTI", "2024-05-07"),
+            "xnat:petSessionData",
+            b.dicom_scans(&[
+                ("1", "CT AC", "xnat:ctScanData"),
+                ("2", "FDG PET", "xnat:petScanData"),
+            ]),
+            vec![b.resource("NOTES", "MISC", odd)],
+        );
+        // A clinical form: a subject assessor that is not an imaging session (no scans).
+        let form = session(
+            ("XNAT_E00007", "SUBJ03_VARS1", "MULTI", "2024-05-06"),
+            "xnat:subjectVariablesData",
+            Vec::new(),
+            Vec::new(),
+        );
+        let multi = vec![Arc::new(petmr), Arc::new(form), Arc::new(petct)];
         let mut data = Dataset {
             projects: vec![
                 MockProject {
@@ -194,6 +273,11 @@ impl Dataset {
                     id: "PILOT".into(),
                     name: "Pilot study".into(),
                     sessions: pilot,
+                },
+                MockProject {
+                    id: "MULTI".into(),
+                    name: "Multimodal study".into(),
+                    sessions: multi,
                 },
             ],
         };

@@ -204,6 +204,7 @@ mod tests {
             session_id: "XNAT_E1".into(),
             scan: Some("2".into()),
             label: "DICOM".into(),
+            id: "1001".into(),
         };
         assert_eq!(
             d.path_of("SUBJ01", &res, "a/b.dcm").unwrap(),

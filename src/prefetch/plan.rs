@@ -218,14 +218,10 @@ pub async fn build(
                 if !selection.wants_resource(&r.label) {
                     continue;
                 }
-                let res = ResourceRef {
-                    session_id: session.id.clone(),
-                    scan: scan.map(|s| s.id.clone()),
-                    label: r.label,
-                };
+                let res = ResourceRef::of(&session.id, scan.map(|s| s.id.as_str()), &r);
                 if !is_safe_component(&res.label) {
                     let why = format!("resource label {:?} is not a usable folder name", res.label);
-                    plan.problems.push(Problem::new(res.rest_path(), why));
+                    plan.problems.push(Problem::new(res.label_path(), why));
                     continue;
                 }
                 wanted.push(Wanted {
@@ -252,7 +248,7 @@ pub async fn build(
         let files = match heard(breaker, files)? {
             Ok(files) => files,
             Err(e) => {
-                let item = format!("{}/files", w.res.rest_path());
+                let item = format!("{}/files", w.res.label_path());
                 plan.problems.push(Problem::new(item, e));
                 continue;
             }
@@ -260,7 +256,7 @@ pub async fn build(
         let mut planned = Vec::with_capacity(files.len());
         for file in files {
             let Some(path) = dest.path_of(&w.dir_name, &w.res, &file.path) else {
-                let item = format!("{}/files/{}", w.res.rest_path(), file.path);
+                let item = format!("{}/files/{}", w.res.label_path(), file.path);
                 plan.problems
                     .push(Problem::new(item, "not a usable file name"));
                 continue;
@@ -268,7 +264,7 @@ pub async fn build(
             if let Some(link) = dest.symlink_on_the_way(&path, &mut dirs_seen) {
                 if links_refused.insert(link.clone()) {
                     let why = symlink_refused(&link);
-                    plan.problems.push(Problem::new(w.res.rest_path(), why));
+                    plan.problems.push(Problem::new(w.res.label_path(), why));
                 }
                 continue;
             }
@@ -374,7 +370,7 @@ mod tests {
             self.inner.resources(id, scan).await
         }
         async fn files(&self, res: &ResourceRef) -> xnat::Result<Vec<RemoteFile>> {
-            self.check(format!("{}/files", res.rest_path()))?;
+            self.check(format!("{}/files", res.label_path()))?;
             self.inner.files(res).await
         }
         async fn download_range(
@@ -445,7 +441,7 @@ mod tests {
         assert_eq!(items, fail);
         assert!(plan.problems[0].why.contains("HTTP 500"));
         // The rest of XNAT_E00002: scans 1 and 3 (DICOM), its session resources but QC.
-        let mut planned: Vec<String> = plan.resources.iter().map(|r| r.res.rest_path()).collect();
+        let mut planned: Vec<String> = plan.resources.iter().map(|r| r.res.label_path()).collect();
         planned.sort();
         let mut want: Vec<String> = [
             "/data/experiments/XNAT_E00002/scans/1/resources/DICOM",

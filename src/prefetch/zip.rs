@@ -38,7 +38,7 @@ pub async fn zip_resource(
             breaker.record(Err(is_unreachable(&e)));
             tracing::debug!(
                 "ZIP of {} failed ({e}); fetching its files one by one",
-                r.res.rest_path()
+                r.res.label_path()
             );
             return wanted.into_values().collect();
         }
@@ -87,7 +87,7 @@ pub async fn zip_resource(
     match joined {
         Ok(leftover) => leftover.into_values().collect(),
         Err(e) => {
-            tracing::warn!("unpacking the ZIP of {} failed: {e}", r.res.rest_path());
+            tracing::warn!("unpacking the ZIP of {} failed: {e}", r.res.label_path());
             r.files
                 .iter()
                 .filter(|f| !f.present && !written.contains(&f.file.path))

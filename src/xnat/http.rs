@@ -8,8 +8,10 @@ use super::{Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session,
 use super::{Result, XnatError};
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -68,6 +70,9 @@ enum Expect {
     },
 }
 
+/// The parent type of imaging sessions of every modality, for listing a project's sessions.
+pub const IMAGE_SESSIONS: &str = "xnat:imageSessionData";
+
 pub struct HttpXnat {
     base: String,
     http: reqwest::Client,
@@ -84,23 +89,29 @@ impl fmt::Debug for HttpXnat {
     }
 }
 
-/// Encodes a server path the way XNAT decodes it: XNAT URL-decodes a path only when it holds
-/// `%20` or `%2B`, so a path with a space gets spaces, `+` and `%` encoded, and any other path
-/// is sent as it is (bar `?` and `#`, which would end the path).
+/// Bytes sent as they are in a path: RFC 3986's unreserved set, and `/`.
+const PATH_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Encodes a server path so that Tomcat takes it and XNAT finds the file it names. Tomcat
+/// refuses raw `[ ] { } | \ ^ " < >` (and anything else outside RFC 3986's path characters)
+/// with 400; XNAT looks a file up by the path as sent, then by it URL-decoded (where `+` is a
+/// space). So every byte outside the unreserved set (and `/`) is percent-encoded, and `+` and
+/// `%` too whenever anything is: a path of only unreserved characters, `+` and `%` goes as it
+/// is, and is found raw. Tomcat: `java/org/apache/tomcat/util/http/parser/HttpParser.java`
+/// (`IS_ABSOLUTEPATH_RELAXED`); XNAT: xnat-web `org/nrg/xnat/utils/CatalogUtils.java`
+/// (`getEntryByURI`).
 pub fn encode_path(path: &str) -> String {
-    let decoding = path.contains(' ');
-    let mut out = String::with_capacity(path.len() + 8);
-    for c in path.chars() {
-        match c {
-            ' ' => out.push_str("%20"),
-            '+' if decoding => out.push_str("%2B"),
-            '%' if decoding => out.push_str("%25"),
-            '?' => out.push_str("%3F"),
-            '#' => out.push_str("%23"),
-            c => out.push(c),
-        }
+    const ALSO_KEEPS_PLUS_PERCENT: &AsciiSet = &PATH_KEEPS.remove(b'+').remove(b'%');
+    let light: Cow<str> = utf8_percent_encode(path, ALSO_KEEPS_PLUS_PERCENT).into();
+    match light {
+        Cow::Borrowed(_) => path.to_string(),
+        Cow::Owned(_) => utf8_percent_encode(path, PATH_KEEPS).to_string(),
     }
-    out
 }
 
 fn is_html(resp: &reqwest::Response) -> bool {
@@ -370,8 +381,16 @@ impl XnatApi for HttpXnat {
     }
 
     async fn sessions(&self, project: &str) -> Result<Vec<Session>> {
+        // A project's experiments are every subject assessor (its default type is
+        // `xnat:subjectAssessorData`), clinical forms and other non-imaging experiments
+        // included, which have no scans: ask for the imaging sessions of every modality.
+        // XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptList.java` and
+        // `SubjAssessmentAbst.java` (`getDefaultElementName`).
         let path = format!("/data/projects/{project}/experiments");
-        match self.rows(&path, "").await {
+        match self
+            .rows(&path, &format!("&xsiType={IMAGE_SESSIONS}"))
+            .await
+        {
             Err(XnatError::NotFound(_)) => Err(XnatError::NotFound(format!(
                 "project {project} (or you may not read it)"
             ))),
@@ -399,12 +418,15 @@ impl XnatApi for HttpXnat {
     }
 
     async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
+        // No `xsiType`: the listing's default type is `xnat:imageScanData`, the parent of every
+        // scan type, so it lists the scans of any session (a PET/MR session's MR and PET scans
+        // alike). A type given is taken as the query's root element: one that XNAT does not
+        // know (`xnat:petmrScanData`) fails the listing with 500, and a real one lists only
+        // scans of that type (`xnat:petScanData` would hide a PET/CT session's CT scans).
+        // XNAT: xnat-web `org/nrg/xnat/restlet/resources/ScanList.java`
+        // (`getDefaultElementName`) and `QueryOrganizerResource.java` (`getRootElementName`).
         let path = format!("/data/experiments/{}/scans", session.id);
-        let query = match session.scan_xsi_type() {
-            Some(xsi) => format!("&xsiType={xsi}"),
-            None => String::new(),
-        };
-        Ok(json::scans(&self.rows(&path, &query).await?))
+        Ok(json::scans(&self.rows(&path, "").await?))
     }
 
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
@@ -479,10 +501,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_are_encoded_as_xnat_decodes_them() {
+    fn paths_are_encoded_as_tomcat_takes_them_and_xnat_decodes_them() {
+        assert_eq!(encode_path("/data/a/b_c-1.2~.dcm"), "/data/a/b_c-1.2~.dcm");
         assert_eq!(encode_path("/data/a/b+c%d.dcm"), "/data/a/b+c%d.dcm");
         assert_eq!(encode_path("/data/a b+c%d"), "/data/a%20b%2Bc%25d");
         assert_eq!(encode_path("/x?y#z"), "/x%3Fy%23z");
+        assert_eq!(encode_path("/f/run[1].nii"), "/f/run%5B1%5D.nii");
+        assert_eq!(
+            encode_path(r#"/f/{a}|\^"<>"#),
+            "/f/%7Ba%7D%7C%5C%5E%22%3C%3E"
+        );
+        assert_eq!(encode_path("/f/résumé+1"), "/f/r%C3%A9sum%C3%A9%2B1");
+        assert_eq!(encode_path("/f/a:b@c,d"), "/f/a%3Ab%40c%2Cd");
     }
 
     #[test]

@@ -415,11 +415,5 @@ mod tests {
         let s = session_document(body, "/e").unwrap();
         assert_eq!(s.id, "XNAT_E00001");
         assert_eq!(s.xsi_type, "xnat:mrSessionData");
-        assert_eq!(s.scan_xsi_type(), None);
-        let eeg = Session {
-            xsi_type: "xnat:eegSessionData".into(),
-            ..s
-        };
-        assert_eq!(eeg.scan_xsi_type().as_deref(), Some("xnat:eegScanData"));
     }
 }

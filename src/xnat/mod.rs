@@ -25,21 +25,11 @@ pub struct Session {
     /// Label, unique within its project.
     pub label: String,
     pub project: String,
+    /// The session's type (`xnat:mrSessionData`, `xnat:petmrSessionData`, ...). It says
+    /// nothing of its scans' types: a PET/MR session holds MR and PET scans, a PET/CT session
+    /// CT and PET scans, so no scan type is ever derived from it.
     pub xsi_type: String,
     pub date: String,
-}
-
-impl Session {
-    /// The `xsiType` to pass to the scans listing, for sessions that are not MR
-    /// (`xnat:eegSessionData` -> `xnat:eegScanData`). MR sessions need none.
-    pub fn scan_xsi_type(&self) -> Option<String> {
-        if self.xsi_type.is_empty() || self.xsi_type == "xnat:mrSessionData" {
-            return None;
-        }
-        self.xsi_type
-            .strip_suffix("SessionData")
-            .map(|stem| format!("{stem}ScanData"))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,26 +52,61 @@ pub struct Resource {
     pub file_size: Option<u64>,
 }
 
-/// Where a resource lives: a session, optionally a scan, and the resource label.
+/// Where a resource lives: a session, optionally a scan, and the resource, by numeric ID (how
+/// requests name it) and by label (how folders, the cache and `--out` name it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceRef {
     pub session_id: String,
     pub scan: Option<String>,
     pub label: String,
+    /// The numeric `xnat_abstractresource_id`.
+    pub id: String,
 }
 
 impl ResourceRef {
-    /// The REST path of this resource, under `/data`.
+    /// The resource `r` (as a resources listing gives it) of a session, or of its scan `scan`.
+    pub fn of(session_id: &str, scan: Option<&str>, r: &Resource) -> ResourceRef {
+        ResourceRef {
+            session_id: session_id.to_string(),
+            scan: scan.map(str::to_string),
+            label: r.label.clone(),
+            id: r.id.clone(),
+        }
+    }
+
+    /// The REST path of this resource, under `/data`, naming it by its numeric ID: XNAT takes
+    /// a resource in a path as it comes (not URL-decoded) and splits it on commas, so a label
+    /// with a space, a comma or an `&` cannot name it there; its ID always can (a label only
+    /// when XNAT gave no ID). XNAT: xnat-web
+    /// `org/nrg/xnat/restlet/resources/files/XNATCatalogTemplate.java` (`RESOURCE_ID` split on
+    /// commas), `SecureResource.java` (`getParameter`: not decoded), `FileList.java`.
     pub fn rest_path(&self) -> String {
+        self.path_naming(self.rest_name())
+    }
+
+    /// How requests name this resource: by its numeric ID (by its label only when XNAT gave
+    /// no ID).
+    pub fn rest_name(&self) -> &str {
+        if self.id.is_empty() {
+            &self.label
+        } else {
+            &self.id
+        }
+    }
+
+    /// The path of this resource naming it by its label, as users know it: for messages
+    /// (requests use [`ResourceRef::rest_path`]).
+    pub fn label_path(&self) -> String {
+        self.path_naming(&self.label)
+    }
+
+    fn path_naming(&self, resource: &str) -> String {
         match &self.scan {
             Some(scan) => format!(
-                "/data/experiments/{}/scans/{}/resources/{}",
-                self.session_id, scan, self.label
+                "/data/experiments/{}/scans/{scan}/resources/{resource}",
+                self.session_id
             ),
-            None => format!(
-                "/data/experiments/{}/resources/{}",
-                self.session_id, self.label
-            ),
+            None => format!("/data/experiments/{}/resources/{resource}", self.session_id),
         }
     }
 }

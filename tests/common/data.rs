@@ -175,3 +175,23 @@ pub fn add_hostile_session_resource(data: &mut Dataset, dir: &str, label: &str) 
         )],
     });
 }
+
+/// The requests of `log` that name a resource other than by its numeric ID
+/// (`.../resources/<label>/files...`): XNAT cannot take every label in a path.
+pub fn resources_named_by_label(log: &[String]) -> Vec<&String> {
+    log.iter()
+        .filter(|line| {
+            line.split("/resources/").skip(1).any(|rest| {
+                let (name, after) = rest.split_once('/').unwrap_or((rest, ""));
+                after.starts_with("files") && !name.chars().all(|c| c.is_ascii_digit())
+            })
+        })
+        .collect()
+}
+
+/// The scans listings of `log` asked with an `xsiType` (which XNAT takes as the only type to
+/// list, or fails).
+pub fn scans_listed_with_a_type(log: &[String]) -> Vec<&String> {
+    let typed = |r: &&String| r.contains("/scans?") && r.contains("xsiType");
+    log.iter().filter(typed).collect()
+}

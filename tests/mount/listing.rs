@@ -37,7 +37,7 @@ fn tree_sizes_and_no_downloads_for_listing() {
         "{:?}",
         mock.state.request_log()
     );
-    // The EEG session's scans need xsiType on the listing.
+    // An EEG session's scans are listed as any other session's.
     assert!(
         m.path("PILOT/SUBJ01_EEG1/scans/1/resources/EDF/files/SUBJ01_EEG1.edf")
             .is_file()
