@@ -219,6 +219,12 @@ impl Budget {
     /// used files that are not open until the cache fits its cap with it and the disk has it
     /// free (a download that would fill the disk fails; one that waits for room does not).
     pub fn make_room(&self, incoming: u64) {
+        let fits = |limit: u64| {
+            incoming <= limit && disk_space(&self.data_dir).is_none_or(|(size, _)| incoming <= size)
+        };
+        if !self.inner.lock().unwrap().limit.is_some_and(fits) {
+            return; // no cap set, or the file cannot fit whatever goes: evict nothing for it
+        }
         self.evict_while(|inner, limit| {
             inner.total + incoming > limit
                 || disk_space(&self.data_dir).is_some_and(|(_, free)| free < incoming)

@@ -91,7 +91,17 @@ pub fn take_lease(tmp_dir: &Path) -> (Option<Lease>, bool) {
     if let Ok(entries) = std::fs::read_dir(tmp_dir) {
         for e in entries.flatten() {
             let name = e.file_name();
-            if name.to_string_lossy().starts_with(LEASE_PREFIX) && !lease::is_held(&e.path()) {
+            // A lease younger than a moment may not be locked yet by its new owner.
+            let young = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < lease::SWEEP_MIN_AGE);
+            if name.to_string_lossy().starts_with(LEASE_PREFIX)
+                && !young
+                && !lease::is_held(&e.path())
+            {
                 crashed = true;
                 let _ = std::fs::remove_file(e.path());
             }
@@ -145,6 +155,13 @@ mod tests {
         // A process that dies leaves its lease, held by nobody (unlocked, not removed).
         let mut killed = second.unwrap();
         drop(killed._held.take());
+        let a_while_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&killed.path)
+            .unwrap()
+            .set_modified(a_while_ago)
+            .unwrap();
         std::mem::forget(killed);
         let (_third, crashed) = take_lease(dir.path());
         assert!(crashed);

@@ -52,13 +52,21 @@ pub fn share(f: &File) {
     }
 }
 
-/// Whether some process holds the file at `path` (shared or exclusive). A file that cannot be
-/// opened is not held.
+/// Whether some process holds the file at `path` (shared or exclusive). Only a lock this
+/// process gets says "no": anything else (a lock refused, or one that cannot be asked for) is
+/// taken as "in use", so nothing is ever removed on a guess. The probe opens the file for
+/// writing, as NFS needs for an exclusive lock. A file that is gone is not held.
 pub fn is_held(path: &Path) -> bool {
-    let Ok(f) = File::open(path) else {
-        return false;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
     };
-    matches!(flock(&f, libc::LOCK_EX), Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK))
+    flock(&f, libc::LOCK_EX).is_err()
 }
 
 /// How old an unheld partial file must be before it is swept: its writer holds it a moment

@@ -227,10 +227,12 @@ impl Area {
                 Err(e) => return Err(e),
             }
         }
-        match std::fs::remove_file(self.index()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        for file in [self.index(), self.index().with_extension("json.lock")] {
+            match std::fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         self.create()
     }

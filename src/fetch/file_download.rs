@@ -456,6 +456,9 @@ impl FileDownload {
     fn store(&self, id: u64, at: u64, chunk: &[u8]) -> Result<(), FetchError> {
         let end = at + chunk.len() as u64;
         let mut st = self.state.lock().unwrap();
+        if let Some(e) = &st.failed {
+            return Err(e.clone()); // the download failed for good: its file is given back
+        }
         if let Some(run) = st.runs.iter_mut().find(|r| r.id == id) {
             run.pos = end;
         }
@@ -517,6 +520,7 @@ impl FileDownload {
         .unwrap_or_else(|e| Err(FetchError::cache(e)));
         if let Err(e) = &result {
             tracing::error!("{}: {e}", self.file.uri);
+            let _ = self.fd.set_len(0); // its space, though readers may hold it open
         } else {
             tracing::debug!("cached {}", self.dest.display());
             self.ctx.cache.budget().added(&self.dest, self.file.size);

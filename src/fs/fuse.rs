@@ -229,9 +229,16 @@ impl Filesystem for FuseAdapter {
             other => other,
         };
         match opened {
-            // The kernel may keep its page cache: a file that changes on the server gets a new
-            // inode (see `kernel_invalidator`).
-            Ok(Opened::Served { fh }) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(Opened::Served { fh, keep_cache }) => {
+                // A file that changes on the server gets a new inode (`kernel_invalidator`):
+                // pages kept of a verified copy are the file's.
+                let flags = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags)
+            }
             Ok(Opened::Passthrough { .. }) => unreachable!("passthrough was not asked for"),
             Err(e) => reply.error(errno(e)),
         }

@@ -60,8 +60,10 @@ pub enum Opened {
     /// passthrough handles of the inode are open, their backing file is shared, even if
     /// `path` is gone from the cache since.
     Passthrough { fh: u64, path: PathBuf },
-    /// Reads come to [`XnatFs::read`].
-    Served { fh: u64 },
+    /// Reads come to [`XnatFs::read`]. `keep_cache`: the file was complete and verified in
+    /// the cache at open, so the kernel may keep the pages it read before; otherwise it drops
+    /// them (pages of a download that failed its check must never be served again).
+    Served { fh: u64, keep_cache: bool },
 }
 
 struct OpenFile {
@@ -72,6 +74,10 @@ struct OpenFile {
     file: Arc<RemoteFile>,
     /// The complete cache file, once there.
     local: OnceLock<Arc<std::fs::File>>,
+    /// A body read through this handle failed its check: bytes served from it before may be
+    /// wrong, so every later read fails too (the kernel retries a failed page, and a fresh
+    /// download could answer it: the reader must still learn of the bad file).
+    bad: std::sync::atomic::AtomicBool,
 }
 
 enum Handle {
@@ -183,12 +189,13 @@ impl XnatFs {
             None => return Err(Errno::NOENT),
         };
         let cache = self.fetcher.cache();
-        let mut kinds = self.open_kinds.lock().unwrap();
-        let open = kinds.entry(ino).or_default();
+        // Before the lock: a copy kept before digests were kept is hashed once here.
         let cached = cache.lookup(&res, &file);
         if let Some(path) = &cached {
             cache.budget().opened(path);
         }
+        let mut kinds = self.open_kinds.lock().unwrap();
+        let open = kinds.entry(ino).or_default();
         // Held shared while open, so that no process sharing the cache evicts it.
         let pin = cached.as_ref().and_then(|p| std::fs::File::open(p).ok());
         if let Some(f) = &pin {
@@ -214,6 +221,7 @@ impl XnatFs {
             return Ok(Opened::Passthrough { fh, path });
         }
         open.served += 1;
+        let keep_cache = cached.is_some();
         let local = OnceLock::new();
         if let Some(f) = pin {
             let _ = local.set(Arc::new(f));
@@ -224,8 +232,9 @@ impl XnatFs {
             res,
             file,
             local,
+            bad: Default::default(),
         })));
-        Ok(Opened::Served { fh })
+        Ok(Opened::Served { fh, keep_cache })
     }
 
     fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, Errno> {
@@ -243,6 +252,9 @@ impl XnatFs {
             Ok(open) => open,
             Err(e) => return Some(Err(e)),
         };
+        if open.bad.load(Ordering::SeqCst) {
+            return Some(Err(Errno::IO));
+        }
         let local = open.local.get().cloned().or_else(|| {
             let path = self.fetcher.cache().lookup(&open.res, &open.file)?;
             let f = Arc::new(std::fs::File::open(path).ok()?);
@@ -261,11 +273,17 @@ impl XnatFs {
     /// gone from the server (404) is ENOENT, and its resource is listed again next time.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let open = self.open_file(fh)?;
+        if open.bad.load(Ordering::SeqCst) {
+            return Err(Errno::IO);
+        }
         self.fetcher
             .read(&open.res, &open.file, offset, size)
             .await
             .map_err(|e| {
                 tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
+                if matches!(e, crate::fetch::FetchError::Verify(_)) {
+                    open.bad.store(true, Ordering::SeqCst);
+                }
                 let errno = Errno::from(&e);
                 if errno == Errno::NOENT {
                     self.tree.forget_resource(&open.res);

@@ -176,9 +176,13 @@ async fn files_and_folders_refuse_the_other_kinds_operations() {
 async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh, keep_cache }) = s.fs.open(file.ino, false, true) else {
         panic!("a file not in the cache is served by us, whatever passthrough allows");
     };
+    assert!(
+        !keep_cache,
+        "pages of an unverified download are not kept past a close"
+    );
     assert_eq!(read_all(&s.fs, fh, 30).await.unwrap(), vec![b'x'; 30]);
     assert_eq!(
         s.fs.read(fh, 30, 10).await.unwrap(),
@@ -202,7 +206,7 @@ async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
 async fn a_cached_file_opens_for_passthrough_pinned_until_released() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, true) else {
         panic!()
     };
     read_all(&s.fs, fh, 30).await.unwrap();
@@ -225,15 +229,16 @@ async fn a_cached_file_opens_for_passthrough_pinned_until_released() {
 async fn without_passthrough_a_cached_file_is_read_from_the_cache_at_once() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, false) else {
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
         panic!()
     };
     read_all(&s.fs, fh, 30).await.unwrap();
     s.fs.release(fh);
     let bodies = s.api.body_calls();
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, false) else {
+    let Ok(Opened::Served { fh, keep_cache }) = s.fs.open(file.ino, false, false) else {
         panic!("no passthrough asked for: served");
     };
+    assert!(keep_cache, "a verified copy's pages may be kept");
     let path = s
         .cache
         .area()
@@ -257,7 +262,7 @@ async fn without_passthrough_a_cached_file_is_read_from_the_cache_at_once() {
 async fn a_body_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, true) else {
         panic!()
     };
     s.api.fail_bodies(Some(XnatError::NotFound(FILE.into())));
@@ -275,7 +280,7 @@ async fn a_body_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() 
 async fn a_refused_body_is_eacces_after_one_request() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, true) else {
         panic!()
     };
     s.api.fail_bodies(Some(XnatError::Forbidden(FILE.into())));
@@ -291,12 +296,12 @@ async fn a_refused_body_is_eacces_after_one_request() {
 async fn opens_of_one_inode_never_mix_passthrough_and_page_cached_handles() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh: first }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh: first, .. }) = s.fs.open(file.ino, false, true) else {
         panic!()
     };
     read_all(&s.fs, first, 30).await.unwrap();
     // Complete in the cache now, but a page-cached handle is open: no passthrough beside it.
-    let Ok(Opened::Served { fh: second }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh: second, .. }) = s.fs.open(file.ino, false, true) else {
         panic!("a passthrough open beside a page-cached one fails with EIO in the kernel");
     };
     s.fs.release(first);
@@ -313,7 +318,7 @@ async fn opens_of_one_inode_never_mix_passthrough_and_page_cached_handles() {
     s.fs.release(third);
     s.fs.release(fourth);
     assert!(!s.cache.budget().is_open(&path));
-    let Ok(Opened::Served { fh }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, true) else {
         panic!("nothing open and nothing cached: served");
     };
     assert_eq!(read_all(&s.fs, fh, 30).await.unwrap(), vec![b'x'; 30]);
@@ -328,4 +333,59 @@ async fn times_are_the_session_date() {
     let day = std::time::UNIX_EPOCH + Duration::from_secs(1_709_251_200);
     assert_eq!(walk(&s.fs, FILE).await.unwrap().time, day);
     assert_eq!(walk(&s.fs, "P/S1").await.unwrap().time, day);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_that_was_served_a_bad_body_fails_every_later_read() {
+    use crate::mock::data::{Body, MockFile};
+    let mut data = Dataset::tiny();
+    let size = 5u64 << 20; // over the size verified before any byte is served
+    let big = MockFile::new(
+        "big.bin",
+        Body::Generated {
+            seed: 7,
+            size,
+            prefix: Default::default(),
+        },
+    );
+    let session = std::sync::Arc::make_mut(&mut data.projects[0].sessions[0]);
+    session.resources[0].files.push(big.clone());
+    let s = setup_with(data, Duration::from_secs(60));
+    let file = walk(&s.fs, "P/S1/resources/DICOM/files/big.bin")
+        .await
+        .unwrap();
+    let good = big.body.clone();
+    big.change(Body::Memory(vec![0u8; size as usize].into())); // the same size, bad bytes
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
+        panic!()
+    };
+    // A whole-file reader: bytes before the end are served as they arrive (they cannot be
+    // taken back); the read that reaches the end waits for the check, and fails.
+    let step = 1u32 << 20;
+    let mut at = 0;
+    let mut failed_at = None;
+    while at < size {
+        match s.fs.read(fh, at, step).await {
+            Ok(got) => at += got.len() as u64,
+            Err(e) => {
+                failed_at = Some((at, e));
+                break;
+            }
+        }
+    }
+    assert_eq!(failed_at, Some((size - u64::from(step), Errno::IO)));
+    // The server sends the right bytes again; a fresh download would verify: this handle
+    // must still fail (the kernel retries a failed page), or the reader takes the bad start
+    // for good.
+    big.change(good);
+    assert_eq!(s.fs.read(fh, size - 4096, 4096).await, Err(Errno::IO));
+    assert_eq!(s.fs.read_now(fh, 0, 10), Some(Err(Errno::IO)));
+    s.fs.release(fh);
+    // A new open reads the right file.
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
+        panic!()
+    };
+    let last = s.fs.read(fh, size - 4096, 4096).await.unwrap();
+    assert!(last == big.read_at(size - 4096, 4096).unwrap());
+    s.fs.release(fh);
 }

@@ -187,22 +187,10 @@ impl HttpXnat {
         &self.base
     }
 
-    /// Logs in with the password, returning the new JSESSION token. A login the server could
-    /// not answer (5xx, no connection) is tried again like a listing; a refused one never is
-    /// (see [`super::retry`]).
+    /// Logs in with the password, returning the new JSESSION token: one attempt (a request
+    /// that needs a login retries as a whole: see [`super::retry`]).
     async fn login(&self) -> Result<String> {
-        let mut attempts = Attempts::new(self.options.listing_attempts);
-        loop {
-            match self.login_once().await {
-                Err(e) if e.is_transient() => {
-                    tracing::debug!("logging in: {e} (attempt {})", attempts.made());
-                    if !attempts.again(true).await {
-                        return Err(e);
-                    }
-                }
-                other => return other,
-            }
-        }
+        self.login_once().await
     }
 
     async fn login_once(&self) -> Result<String> {
@@ -270,9 +258,21 @@ impl HttpXnat {
         Ok(fresh)
     }
 
-    /// Checks that the server answers and the credentials work.
+    /// Checks that the server answers and the credentials work. A login the server could not
+    /// answer (5xx, no connection) is tried again like a listing; a refused one never is.
     pub async fn check_login(&self) -> Result<()> {
-        self.current_token().await.map(drop)
+        let mut attempts = Attempts::new(self.options.listing_attempts);
+        loop {
+            match self.current_token().await {
+                Err(e) if e.is_transient() => {
+                    tracing::debug!("logging in: {e} (attempt {})", attempts.made());
+                    if !attempts.again(true).await {
+                        return Err(e);
+                    }
+                }
+                other => return other.map(drop),
+            }
+        }
     }
 
     /// Ends the server session (best effort).

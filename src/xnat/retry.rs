@@ -10,10 +10,11 @@
 //!   verified: a mount's download of a file ([`crate::fetch`]) up to [`BODY_ATTEMPTS`]
 //!   attempts, a prefetch transfer ([`crate::prefetch`]) up to [`PREFETCH_BODY_ATTEMPTS`].
 //!   Either gives up sooner when nothing has arrived for its stall timeout.
-//! - **Logging in**: a login the server could not answer (5xx, no connection) is tried again
-//!   like a listing; a refused one (wrong password) never is (XNAT locks an account after
-//!   repeated failed logins). A session the server refused is renewed once and the request
-//!   sent again: that renews the session, it is not an attempt.
+//! - **Logging in** is one attempt inside the request that needed it, which retries as a whole
+//!   (a listing, a body); the check at mount time tries a login the server could not answer
+//!   (5xx, no connection) again like a listing. A refused login (wrong password) is never tried
+//!   again (XNAT locks an account after repeated failed logins). A session the server refused
+//!   is renewed once and the request sent again: that renews the session, not an attempt.
 //! - Listings kept on disk ([`super::remembering`]) may answer instead of a server that does
 //!   not; they never ask again.
 //!
