@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::{demo_client, small_sample, start_mock};
+use common::{demo_client, small_sample, start_mock, transfer_one};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use xnatfs::cache::Cache;
 use xnatfs::fetch::Fetcher;
 use xnatfs::mock::MockServer;
-use xnatfs::prefetch::verified::{TransferPolicy, download_verified};
 use xnatfs::xnat::retry::{BODY_ATTEMPTS, LISTING_ATTEMPTS, PREFETCH_BODY_ATTEMPTS};
 use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi};
 
@@ -70,21 +69,13 @@ fn a_body_read_through_the_mount_core_is_asked_for_exactly_the_documented_times(
 fn a_body_in_a_prefetch_is_asked_for_exactly_the_documented_times() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mock, api, file) = failing_bodies(&rt);
-    let dir = tempfile::tempdir().unwrap();
-    let policy = TransferPolicy {
-        attempts: PREFETCH_BODY_ATTEMPTS,
-        stall_timeout: Duration::from_secs(30),
-        private: false,
-    };
-    let dest = dir.path().join("x.dcm");
-    let done = rt.block_on(download_verified(
+    let stall = Duration::from_secs(30);
+    assert!(!transfer_one(
+        &rt,
         api.as_ref(),
         &file,
-        &dest,
-        dir.path(),
-        &policy,
-        &|_| {},
+        PREFETCH_BODY_ATTEMPTS,
+        stall
     ));
-    assert!(done.is_err() && !dest.exists());
     assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize);
 }

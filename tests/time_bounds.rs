@@ -3,14 +3,13 @@
 
 mod common;
 
-use common::{demo_client, small_sample, start_mock};
+use common::{demo_client, small_sample, start_mock, transfer_one};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use xnatfs::cache::Cache;
 use xnatfs::fetch::Fetcher;
 use xnatfs::mock::MockServer;
-use xnatfs::prefetch::verified::{TransferPolicy, download_verified};
 use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
 use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
 
@@ -70,22 +69,7 @@ fn a_dripping_body_fails_a_mount_read_within_the_stall_timeout() {
 fn a_dripping_body_fails_a_prefetch_transfer_within_the_stall_timeout() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_mock, api, file) = dripping(&rt);
-    let dir = tempfile::tempdir().unwrap();
-    let policy = TransferPolicy {
-        attempts: 5,
-        stall_timeout: STALL,
-        private: false,
-    };
-    let dest = dir.path().join("x.dcm");
     let started = Instant::now();
-    let done = rt.block_on(download_verified(
-        api.as_ref(),
-        &file,
-        &dest,
-        dir.path(),
-        &policy,
-        &|_| {},
-    ));
-    assert!(done.is_err() && !dest.exists());
+    assert!(!transfer_one(&rt, api.as_ref(), &file, 5, STALL));
     assert!(started.elapsed() < STALL + Duration::from_secs(2));
 }

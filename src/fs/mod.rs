@@ -24,6 +24,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 use tree::{Children, Node, Tree};
 
+/// How long a read through a handle whose read just failed gets the same failure at once.
+const RETRY_GETS_THE_SAME_ANSWER: Duration = Duration::from_secs(1);
+
 pub struct FsOptions {
     /// How long the kernel may keep names and attributes.
     pub attr_ttl: Duration,
@@ -78,6 +81,10 @@ struct OpenFile {
     /// wrong, so every later read fails too (the kernel retries a failed page, and a fresh
     /// download could answer it: the reader must still learn of the bad file).
     bad: std::sync::atomic::AtomicBool,
+    /// The last read that failed through this handle, and when: the kernel retries a failed
+    /// page at once, through the same handle, and gets the same answer (a fresh download for
+    /// it would double the wait of the read that already failed; a new open starts anew).
+    failed: Mutex<Option<(std::time::Instant, Errno)>>,
 }
 
 enum Handle {
@@ -233,6 +240,7 @@ impl XnatFs {
             file,
             local,
             bad: Default::default(),
+            failed: Mutex::new(None),
         })));
         Ok(Opened::Served { fh, keep_cache })
     }
@@ -276,6 +284,11 @@ impl XnatFs {
         if open.bad.load(Ordering::SeqCst) {
             return Err(Errno::IO);
         }
+        if let Some((at, errno)) = *open.failed.lock().unwrap()
+            && at.elapsed() < RETRY_GETS_THE_SAME_ANSWER
+        {
+            return Err(errno);
+        }
         self.fetcher
             .read(&open.res, &open.file, offset, size)
             .await
@@ -288,6 +301,7 @@ impl XnatFs {
                 if errno == Errno::NOENT {
                     self.tree.forget_resource(&open.res);
                 }
+                *open.failed.lock().unwrap() = Some((std::time::Instant::now(), errno));
                 errno
             })
     }

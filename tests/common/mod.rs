@@ -197,3 +197,36 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// One prefetch transfer of `file` into a temporary folder (`attempts` at most, given up
+/// after `stall` without progress): whether it ended with the file there, verified.
+pub fn transfer_one(
+    rt: &tokio::runtime::Runtime,
+    api: &dyn xnatfs::xnat::XnatApi,
+    file: &xnatfs::xnat::RemoteFile,
+    attempts: u32,
+    stall: std::time::Duration,
+) -> bool {
+    use xnatfs::prefetch::verified::{TransferPolicy, download_verified};
+    let dir = tempfile::tempdir().unwrap();
+    let policy = TransferPolicy {
+        attempts,
+        stall_timeout: stall,
+        private: false,
+    };
+    let dest = dir.path().join("file");
+    let done = rt.block_on(download_verified(
+        api,
+        file,
+        &dest,
+        dir.path(),
+        &policy,
+        &|_| {},
+    ));
+    assert_eq!(
+        done.is_ok(),
+        dest.exists(),
+        "a file is there only when verified"
+    );
+    done.is_ok()
+}
