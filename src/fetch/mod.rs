@@ -151,6 +151,14 @@ impl Fetcher {
         Ok(d)
     }
 
+    /// The download of `file` under way, if there is one (none is started).
+    pub fn running(&self, res: &ResourceRef, file: &RemoteFile) -> Option<Arc<FileDownload>> {
+        let dest = self.ctx.cache.file_path(res, &file.path)?;
+        let key = (dest, file.size, file.digest.clone());
+        let active = self.active.lock().unwrap();
+        active.get(&key).filter(|d| !d.failed()).cloned()
+    }
+
     /// Reads `size` bytes at `offset` of `file`: from the cache when it is complete there, else
     /// as soon as they arrive.
     pub async fn read(

@@ -272,7 +272,8 @@ impl XnatFs {
         if let Some(local) = local {
             return Some(read_at(&local, offset, size).map_err(|e| Errno::of_io(&e)));
         }
-        let d = self.fetcher.download(&open.res, &open.file).ok()?;
+        // Only a download under way: starting one is for `read`, which waits for it.
+        let d = self.fetcher.running(&open.res, &open.file)?;
         d.read_now(offset, size)
             .map(|r| r.map_err(|e| Errno::from(&e)))
     }
