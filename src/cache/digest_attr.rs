@@ -60,6 +60,25 @@ pub fn read(path: &Path) -> Kept {
             buf.len(),
         )
     };
+    kept(n, &buf)
+}
+
+/// The digest kept with the open file `f`.
+pub fn read_open(f: &std::fs::File) -> Kept {
+    let mut buf = [0u8; 64];
+    // SAFETY: the fd is open; NAME is NUL-terminated; buf is writable for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            f.as_raw_fd(),
+            NAME.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    kept(n, &buf)
+}
+
+fn kept(n: isize, buf: &[u8]) -> Kept {
     if n >= 0 {
         return match std::str::from_utf8(&buf[..n as usize]) {
             Ok(s) => Kept::Digest(s.to_string()),
@@ -69,13 +88,6 @@ pub fn read(path: &Path) -> Kept {
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::ENOTSUP) => Kept::Unsupported,
         _ => Kept::Missing,
-    }
-}
-
-/// Keeps `md5` with the file at `path` (a copy verified after the fact).
-pub fn write_path(path: &Path, md5: &str) {
-    if let Ok(f) = std::fs::File::open(path) {
-        write(&f, md5);
     }
 }
 

@@ -32,7 +32,7 @@ pub mod partial;
 pub mod stats;
 
 pub use partial::{
-    CommitError, PARTIAL_PREFIX, PartialFile, VerifyError, hash_file, read_at, read_file_at,
+    CommitError, PARTIAL_PREFIX, PartialFile, VerifyError, hash_file, hash_open, read_at,
 };
 pub use stats::{AreaStats, clear, stats};
 
@@ -238,6 +238,42 @@ impl Area {
     }
 }
 
+/// Whether the open cache file `f` is `file` as listed now: its size, and the digest it was
+/// verified against (see [`digest_attr`]). A copy kept before digests were kept is hashed once
+/// and then keeps its digest.
+fn is_current_open(f: &std::fs::File, file: &RemoteFile) -> bool {
+    let Ok(meta) = f.metadata() else {
+        return false;
+    };
+    if !(meta.is_file() && meta.len() == file.size) {
+        return false;
+    }
+    let Some(want) = &file.digest else {
+        return true;
+    };
+    match digest_attr::read_open(f) {
+        digest_attr::Kept::Digest(kept) => kept == *want,
+        digest_attr::Kept::Unsupported => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "the cache's file system keeps no extended attributes: cached files are \
+                     checked by size only, so a file changed on the server with the same size \
+                     may be served from an old copy; put the cache on a local disk"
+                )
+            });
+            true
+        }
+        digest_attr::Kept::Missing => {
+            let same = hash_open(f).is_ok_and(|got| got == *want);
+            if same {
+                digest_attr::write(f, want);
+            }
+            same
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Cache {
     area: Area,
@@ -303,48 +339,30 @@ impl Cache {
 
     /// The cached copy of `file`, when it is there and is the listed file.
     pub fn lookup(&self, res: &ResourceRef, file: &RemoteFile) -> Option<PathBuf> {
+        self.open_current(res, file).map(|(path, _)| path)
+    }
+
+    /// The cached copy of `file`, open, when it is the listed file: checked on the open file
+    /// itself, so that another process that shares the cache and renames another version into
+    /// place meanwhile cannot make this one serve it.
+    pub fn open_current(
+        &self,
+        res: &ResourceRef,
+        file: &RemoteFile,
+    ) -> Option<(PathBuf, std::fs::File)> {
         let path = self.file_path(res, &file.path)?;
-        if !self.is_current(&path, file) {
+        let f = std::fs::File::open(&path).ok()?;
+        if !is_current_open(&f, file) {
             return None;
         }
         self.budget.touch(&path);
-        Some(path)
+        Some((path, f))
     }
 
-    /// Whether the cache file at `path` is `file` as listed now: its size, and the digest it
-    /// was verified against (see [`digest_attr`]). A copy kept before digests were kept is
-    /// hashed once and then keeps its digest.
+    /// Whether the cache file at `path` is `file` as listed now (see [`is_current_open`]).
     pub fn is_current(&self, path: &Path, file: &RemoteFile) -> bool {
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return false;
-        };
-        if !(meta.is_file() && meta.len() == file.size) {
-            return false;
-        }
-        let Some(want) = &file.digest else {
-            return true;
-        };
-        match digest_attr::read(path) {
-            digest_attr::Kept::Digest(kept) => kept == *want,
-            digest_attr::Kept::Unsupported => {
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    tracing::warn!(
-                        "the cache's file system keeps no extended attributes: cached files are \
-                         checked by size only, so a file changed on the server with the same size \
-                         may be served from an old copy; put the cache on a local disk"
-                    )
-                });
-                true
-            }
-            digest_attr::Kept::Missing => {
-                let same = hash_file(path).is_ok_and(|got| got == *want);
-                if same {
-                    digest_attr::write_path(path, want);
-                }
-                same
-            }
-        }
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+            && std::fs::File::open(path).is_ok_and(|f| is_current_open(&f, file))
     }
 
     /// Where partial files are written before they are verified.

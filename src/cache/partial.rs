@@ -176,15 +176,16 @@ pub fn read_at(file: &std::fs::File, offset: u64, size: u32) -> io::Result<Vec<u
     Ok(buf)
 }
 
-/// Reads up to `size` bytes at `offset` of the file at `path`.
-pub fn read_file_at(path: &Path, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-    read_at(&std::fs::File::open(path)?, offset, size)
-}
-
 /// MD5 hex of a file's contents.
 pub fn hash_file(path: &Path) -> io::Result<String> {
+    hash_open(&std::fs::File::open(path)?)
+}
+
+/// MD5 hex of an open file's contents (from its start, whatever its position).
+pub fn hash_open(f: &std::fs::File) -> io::Result<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = std::io::BufReader::new(f);
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

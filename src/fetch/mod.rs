@@ -168,8 +168,8 @@ impl Fetcher {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, FetchError> {
-        if let Some(path) = self.ctx.cache.lookup(res, file) {
-            return crate::cache::read_file_at(&path, offset, size).map_err(FetchError::cache);
+        if let Some((_, f)) = self.ctx.cache.open_current(res, file) {
+            return crate::cache::read_at(&f, offset, size).map_err(FetchError::cache);
         }
         // A read that joins a download already failing fails with it (attempts never
         // multiply, and `--io-timeout` bounds the read); the next read starts a new one.

@@ -18,7 +18,6 @@ use fuser::{
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -100,18 +99,14 @@ impl FuseAdapter {
         });
     }
 
-    /// The backing file of a complete cache file, for passthrough (shared per inode).
-    fn backing_for(
-        &self,
-        ino: u64,
-        path: &Path,
-        reply: &ReplyOpen,
-    ) -> Option<Arc<fuser::BackingId>> {
+    /// The backing file of passthrough handle `fh` (the cache file checked at its open),
+    /// shared per inode.
+    fn backing_for(&self, ino: u64, fh: u64, reply: &ReplyOpen) -> Option<Arc<fuser::BackingId>> {
         let mut backing = self.backing.lock().unwrap();
         if let Some(b) = backing.get(&ino).and_then(Weak::upgrade) {
             return Some(b);
         }
-        let f = std::fs::File::open(path).ok()?;
+        let f = self.core.backing_file(fh)?;
         match reply.open_backing(&f) {
             Ok(id) => {
                 let id = Arc::new(id);
@@ -216,7 +211,7 @@ impl Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         let passthrough = self.passthrough.load(Ordering::Relaxed);
         let opened = match self.core.open(ino.0, write, passthrough) {
-            Ok(Opened::Passthrough { fh, path }) => match self.backing_for(ino.0, &path, &reply) {
+            Ok(Opened::Passthrough { fh, .. }) => match self.backing_for(ino.0, fh, &reply) {
                 Some(backing) => {
                     self.held.lock().unwrap().insert(fh, backing.clone());
                     return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);

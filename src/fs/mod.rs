@@ -95,8 +95,9 @@ enum Handle {
         ino: u64,
         path: PathBuf,
         pinned: bool,
-        /// The cache file, held shared while open (see [`crate::cache::lease`]).
-        _pin: Option<std::fs::File>,
+        /// The cache file, checked at open and held shared while open (see
+        /// [`crate::cache::lease`]).
+        pin: Option<std::fs::File>,
     },
     /// An open folder: listed once, so a listing read in several calls stays consistent.
     Dir(Arc<OnceCell<Children>>),
@@ -197,14 +198,16 @@ impl XnatFs {
         };
         let cache = self.fetcher.cache();
         // Before the lock: a copy kept before digests were kept is hashed once here.
-        let cached = cache.lookup(&res, &file);
+        let current = cache.open_current(&res, &file);
+        let cached = current.as_ref().map(|(path, _)| path.clone());
         if let Some(path) = &cached {
             cache.budget().opened(path);
         }
         let mut kinds = self.open_kinds.lock().unwrap();
         let open = kinds.entry(ino).or_default();
-        // Held shared while open, so that no process sharing the cache evicts it.
-        let pin = cached.as_ref().and_then(|p| std::fs::File::open(p).ok());
+        // The copy checked, held shared while open, so that no process sharing the cache
+        // evicts it.
+        let pin = current.map(|(_, f)| f);
         if let Some(f) = &pin {
             crate::cache::lease::share(f);
         }
@@ -223,7 +226,7 @@ impl XnatFs {
                 ino,
                 path: path.clone(),
                 pinned,
-                _pin: pin,
+                pin,
             });
             return Ok(Opened::Passthrough { fh, path });
         }
@@ -264,8 +267,8 @@ impl XnatFs {
             return Some(Err(Errno::IO));
         }
         let local = open.local.get().cloned().or_else(|| {
-            let path = self.fetcher.cache().lookup(&open.res, &open.file)?;
-            let f = Arc::new(std::fs::File::open(path).ok()?);
+            let (_, f) = self.fetcher.cache().open_current(&open.res, &open.file)?;
+            let f = Arc::new(f);
             let _ = open.local.set(f.clone());
             Some(f)
         });
@@ -328,6 +331,15 @@ impl XnatFs {
             if open.passthrough == 0 && open.served == 0 {
                 kinds.remove(&ino);
             }
+        }
+    }
+
+    /// The cache file a passthrough handle was opened on (the very file checked at open), for
+    /// the kernel to read.
+    pub fn backing_file(&self, fh: u64) -> Option<std::fs::File> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Passthrough { pin: Some(f), .. }) => f.try_clone().ok(),
+            _ => None,
         }
     }
 
