@@ -230,3 +230,18 @@ pub fn transfer_one(
     );
     done.is_ok()
 }
+
+/// Runs `xnatfs prefetch ARGS --cache-dir CACHE` (HOME `home`), which must succeed; returns
+/// what it said.
+pub fn prefetch_into_cache(url: &str, home: &Path, cache: &Path, args: &[&str]) -> String {
+    let out = xnatfs(url, home)
+        .arg("prefetch")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "prefetch {args:?} failed: {said}");
+    said
+}

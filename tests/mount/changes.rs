@@ -73,22 +73,8 @@ fn a_prefetch_run_again_fetches_the_files_that_changed() {
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("cache");
     let prefetch = || {
-        let out = xnatfs(&mock.url(), home.path())
-            .args([
-                "prefetch",
-                "-E",
-                "XNAT_E00001",
-                "-s",
-                "1",
-                "-q",
-                "--cache-dir",
-            ])
-            .arg(&cache)
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{said}");
-        said
+        let args = ["-E", "XNAT_E00001", "-s", "1", "-q"];
+        prefetch_into_cache(&mock.url(), home.path(), &cache, &args)
     };
     prefetch();
     file.change(contents(size, b'd'));

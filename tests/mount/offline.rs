@@ -44,21 +44,11 @@ fn offline_mount_serves_what_was_prefetched_with_no_server() {
     let url = mock.url();
     let cache = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let out = xnatfs(&url, home.path())
-        .args([
-            "prefetch",
-            "-E",
-            "XNAT_E00001",
-            "--session-resources",
-            "--cache-dir",
-        ])
-        .arg(cache.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    prefetch_into_cache(
+        &url,
+        home.path(),
+        cache.path(),
+        &["-E", "XNAT_E00001", "--session-resources"],
     );
     drop(mock);
     // No server at all, and no password needed.

@@ -58,15 +58,11 @@ fn two_mounts_and_a_prefetch_share_one_cache_one_killed_mid_download() {
         .store(0, Ordering::SeqCst);
     std::thread::sleep(xnatfs::cache::lease::SWEEP_MIN_AGE);
     // A prefetch on the same cache sweeps what B left, and completes.
-    let out = xnatfs(&mock.url(), cache.path())
-        .args(["prefetch", "-E", "XNAT_E00002", "-q", "--cache-dir"])
-        .arg(cache.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    prefetch_into_cache(
+        &mock.url(),
+        cache.path(),
+        cache.path(),
+        &["-E", "XNAT_E00002", "-q"],
     );
     assert_eq!(partial_files(&area.join("tmp")), Vec::<String>::new());
     // A still reads its open file, and reads again; the file B did not finish reads whole.
