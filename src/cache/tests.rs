@@ -1,0 +1,203 @@
+//! Unit tests of the cache area: layout, verified writes, stats and clear, kept digests.
+
+use super::*;
+use md5::{Digest, Md5};
+
+fn res(scan: Option<&str>, label: &str) -> ResourceRef {
+    ResourceRef {
+        session_id: "XNAT_E00001".into(),
+        scan: scan.map(Into::into),
+        label: label.into(),
+        id: "1001".into(),
+    }
+}
+
+fn remote(path: &str, body: &[u8], digest: bool) -> RemoteFile {
+    RemoteFile {
+        path: path.into(),
+        size: body.len() as u64,
+        digest: digest.then(|| hex::encode(Md5::digest(body))),
+        uri: format!("/data/x/{path}"),
+    }
+}
+
+#[test]
+fn layout_and_hostile_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://127.0.0.1:8080/").unwrap();
+    assert!(cache.area().root().ends_with("http_127.0.0.1_8080"));
+    let p = cache
+        .file_path(&res(Some("2"), "DICOM"), "a/b.dcm")
+        .unwrap();
+    assert!(p.ends_with("data/XNAT_E00001/scans/2/resources/DICOM/files/a/b.dcm"));
+    let s = cache.file_path(&res(None, "QC"), "r.html").unwrap();
+    assert!(s.ends_with("data/XNAT_E00001/resources/QC/files/r.html"));
+    assert!(cache.file_path(&res(Some(".."), "DICOM"), "x").is_none());
+    assert!(cache.file_path(&res(None, "../.."), "x").is_none());
+    assert!(cache.file_path(&res(None, "QC"), "../../x").is_none());
+    assert!(cache.file_path(&res(None, "QC"), "/etc/passwd").is_none());
+}
+
+#[test]
+fn stats_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Cache::open(dir.path(), "http://a").unwrap();
+    let b = Cache::open(dir.path(), "http://b").unwrap();
+    for (cache, body) in [(&a, &b"12345"[..]), (&b, &b"123"[..])] {
+        let f = remote("x.dcm", body, true);
+        let r = res(Some("1"), "DICOM");
+        let mut part = cache.begin().unwrap();
+        part.write(body).unwrap();
+        part.commit(&f, &cache.file_path(&r, "x.dcm").unwrap())
+            .unwrap();
+    }
+    let st = stats(dir.path()).unwrap();
+    assert_eq!(st.len(), 2);
+    assert_eq!(
+        (st[0].area.as_str(), st[0].files, st[0].bytes),
+        ("http_a", 1, 5)
+    );
+    a.budget().save().unwrap();
+    assert!(a.area().index().exists());
+    let cleared = clear(dir.path(), Some("http://a")).unwrap();
+    assert_eq!(cleared.len(), 1);
+    let st = stats(dir.path()).unwrap();
+    assert_eq!((st[0].files, st[1].files), (0, 1));
+    // Everything the area held goes, the index too: the next mount counts nothing.
+    assert!(!a.area().index().exists());
+    let reopened = Cache::open(dir.path(), "http://a").unwrap();
+    assert_eq!(reopened.budget().used(), 0);
+    assert!(reopened.area().tmp().is_dir() && reopened.area().listings().is_dir());
+    assert!(stats(&dir.path().join("none")).unwrap().is_empty());
+}
+
+#[test]
+fn only_what_xnatfs_made_is_an_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkfile = |rel: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"precious").unwrap();
+        p
+    };
+    let a = Cache::open(dir.path(), "http://a").unwrap();
+    let mut part = a.begin().unwrap();
+    part.write(b"12345").unwrap();
+    let dest = a.file_path(&res(Some("1"), "DICOM"), "x.dcm").unwrap();
+    part.commit(&remote("x.dcm", b"12345", true), &dest)
+        .unwrap();
+    // A folder with what an area made before the marker holds: data/, tmp/, listings/.
+    let area_shaped = |name: &str| {
+        for sub in ["tmp", "listings"] {
+            std::fs::create_dir_all(dir.path().join(name).join(sub)).unwrap();
+        }
+        mkfile(&format!("{name}/data/s/f"))
+    };
+    // The user's own folders beside the areas (--cache-dir ~).
+    let user_data = mkfile("myproject/data/file");
+    let user_all = area_shaped("lookalike");
+    mkfile("lookalike/notes.txt");
+    // An area made before the marker (its index at most beside): adopted.
+    let old = area_shaped("http_old");
+    mkfile("http_old/index.json");
+
+    let names = |st: Vec<AreaStats>| st.into_iter().map(|s| s.area).collect::<Vec<_>>();
+    assert_eq!(names(stats(dir.path()).unwrap()), ["http_a", "http_old"]);
+    assert_eq!(
+        names(clear(dir.path(), None).unwrap()),
+        ["http_a", "http_old"]
+    );
+    assert!(!dest.exists() && !old.exists());
+    assert_eq!(std::fs::read(&user_data).unwrap(), b"precious");
+    assert_eq!(std::fs::read(&user_all).unwrap(), b"precious");
+    // A folder by an area's name that xnatfs did not make is refused, left as it was.
+    mkfile("http_mine/data/file");
+    let err = Cache::open(dir.path(), "http://mine").map(|_| ());
+    assert_eq!(err.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+    assert!(!dir.path().join("http_mine/tmp").exists());
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn an_existing_cache_dir_keeps_its_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let cache = Cache::open(&shared, "http://h").unwrap();
+    assert_eq!(mode(&shared), 0o1777, "a shared folder is left as it was");
+    assert_eq!(mode(cache.area().root()) & 0o077, 0, "the area is private");
+    // A cache dir xnatfs makes itself (parents too) is private.
+    let made = dir.path().join("new/cache");
+    Cache::open(&made, "http://h").unwrap();
+    assert_eq!((mode(&made), mode(&dir.path().join("new"))), (0o700, 0o700));
+}
+
+#[test]
+fn only_verified_files_become_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://h").unwrap();
+    let r = res(Some("1"), "DICOM");
+    let good = remote("x.dcm", b"hello world", true);
+    let dest = cache.file_path(&r, &good.path).unwrap();
+
+    // Short body: refused, nothing visible.
+    let mut part = cache.begin().unwrap();
+    part.write(b"hello").unwrap();
+    assert!(matches!(
+        part.commit(&good, &dest),
+        Err(CommitError::Verify(VerifyError::Size { .. }))
+    ));
+    assert!(cache.lookup(&r, &good).is_none());
+
+    // Right size, wrong bytes: refused by the digest.
+    let mut part = cache.begin().unwrap();
+    part.write(b"hello WORLD").unwrap();
+    assert!(matches!(
+        part.commit(&good, &dest),
+        Err(CommitError::Verify(VerifyError::Digest { .. }))
+    ));
+    assert!(cache.lookup(&r, &good).is_none());
+
+    let mut part = cache.begin().unwrap();
+    part.write(b"hello ").unwrap();
+    part.write(b"world").unwrap();
+    part.commit(&good, &dest).unwrap();
+    assert_eq!(cache.lookup(&r, &good), Some(dest.clone()));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+    // No temporary files are left behind.
+    let partial = std::fs::read_dir(cache.area().tmp()).unwrap().flatten();
+    let partial = partial.filter(|e| e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX));
+    assert_eq!(partial.count(), 0);
+}
+
+#[test]
+fn a_copy_counts_only_while_its_digest_is_the_listed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://h").unwrap();
+    let r = res(Some("1"), "DICOM");
+    let old = remote("x.dcm", b"hello world", true);
+    let dest = cache.file_path(&r, &old.path).unwrap();
+    let mut part = cache.begin().unwrap();
+    part.write(b"hello world").unwrap();
+    part.commit(&old, &dest).unwrap();
+    assert_eq!(cache.lookup(&r, &old), Some(dest.clone()));
+    // Changed on the server, same size: the copy is not that file.
+    let new = remote("x.dcm", b"HELLO WORLD", true);
+    assert_eq!(cache.lookup(&r, &new), None);
+    // A copy that keeps no digest (from before digests were kept) is hashed once.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&dest, b"hello world").unwrap();
+    let kept = digest_attr::read(&dest);
+    assert_eq!(cache.lookup(&r, &old), Some(dest.clone()));
+    assert_eq!(cache.lookup(&r, &new), None);
+    if kept != digest_attr::Kept::Unsupported {
+        assert_eq!(
+            digest_attr::read(&dest),
+            digest_attr::Kept::Digest(old.digest.clone().unwrap())
+        );
+    }
+}

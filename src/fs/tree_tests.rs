@@ -1,0 +1,127 @@
+//! Unit tests of the directory model and inode table, over the in-memory XNAT.
+
+use super::*;
+use crate::mock::MemoryXnat;
+use crate::mock::data::Dataset;
+
+/// A file three folders down inside a resource.
+const DEEP: [&str; 10] = [
+    "P",
+    "S1",
+    "scans",
+    "2",
+    "resources",
+    "DICOM",
+    "files",
+    "sub",
+    "deep",
+    "c.dcm",
+];
+
+async fn walk(tree: &Tree, path: &[&str]) -> Result<(u64, Node), TreeError> {
+    let mut cur = (ROOT_INO, Node::Root);
+    for name in path {
+        cur = tree.lookup(cur.0, name).await?;
+    }
+    Ok(cur)
+}
+
+async fn names(tree: &Tree, ino: u64) -> Vec<String> {
+    let kids = tree.children(ino).await.unwrap();
+    kids.iter().map(|(name, _)| name.to_string()).collect()
+}
+
+#[tokio::test]
+async fn layout_sizes_and_stable_inodes() {
+    let fake = Arc::new(MemoryXnat::new(Dataset::tiny()));
+    let tree = Tree::new(fake.clone(), Root::Server, Duration::from_secs(60));
+    assert_eq!(
+        names(&tree, ROOT_INO).await,
+        ["P"],
+        "the unsafe project name is skipped"
+    );
+    let (ino, node) = walk(&tree, &DEEP).await.unwrap();
+    assert_eq!(node.size(), 30);
+    assert!(!node.is_dir());
+    let (sub, _) = walk(&tree, &DEEP[..8]).await.unwrap();
+    assert_eq!(names(&tree, sub).await, ["b.dcm", "deep", "d.dcm"]);
+    let calls = fake.listing_calls();
+    // Looking the same path up again hits the listing cache and gives the same inode.
+    let again = walk(&tree, &DEEP).await.unwrap();
+    assert_eq!(again.0, ino);
+    assert_eq!(fake.listing_calls(), calls);
+    let session_level = walk(&tree, &["P", "S1", "resources", "DICOM", "files", "a.dcm"])
+        .await
+        .unwrap();
+    assert_eq!(session_level.1.size(), 10);
+    assert_ne!(session_level.0, ino);
+}
+
+#[tokio::test]
+async fn unknown_names_and_files_as_folders() {
+    let tree = Tree::new(
+        Arc::new(MemoryXnat::new(Dataset::tiny())),
+        Root::Project("P".into()),
+        Duration::ZERO,
+    );
+    assert!(matches!(
+        walk(&tree, &["nope"]).await,
+        Err(TreeError::NotFound)
+    ));
+    assert!(matches!(
+        walk(&tree, &[".."]).await,
+        Err(TreeError::NotFound)
+    ));
+    let (file, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"])
+        .await
+        .unwrap();
+    assert!(matches!(tree.children(file).await, Err(TreeError::NotDir)));
+    // With a zero TTL, listings are fetched again, and inodes still do not change.
+    let (again, _) = walk(&tree, &["S1", "resources", "DICOM", "files", "a.dcm"])
+        .await
+        .unwrap();
+    assert_eq!(file, again);
+}
+
+#[tokio::test]
+async fn a_file_that_changed_in_a_fresh_listing_is_told() {
+    let api = Arc::new(MemoryXnat::new(Dataset::tiny()));
+    let tree = Tree::new(api.clone(), Root::Server, Duration::ZERO);
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let seen = told.clone();
+    tree.on_change(Box::new(move |parent, name, old| {
+        seen.lock().unwrap().push((parent, name.to_string(), old))
+    }));
+    let (ino, _) = walk(&tree, &DEEP).await.unwrap();
+    walk(&tree, &DEEP).await.unwrap();
+    assert!(told.lock().unwrap().is_empty(), "listed again, unchanged");
+    let file = &api.data().projects[0].sessions[0].scans[0].resources[0].files[2];
+    assert_eq!(file.path, "sub/deep/c.dcm");
+    file.change(crate::mock::data::Body::Memory(vec![b'y'; 30].into()));
+    let (again, node) = walk(&tree, &DEEP).await.unwrap();
+    assert_eq!(node.size(), 30);
+    assert_ne!(again, ino, "another file: another inode");
+    let (folder, _) = walk(&tree, &DEEP[..9]).await.unwrap();
+    assert_eq!(
+        *told.lock().unwrap(),
+        [(folder, "c.dcm".to_string(), ino)],
+        "the same size, another digest"
+    );
+    assert!(
+        tree.node(ino).is_some(),
+        "the old inode stays for its open handles"
+    );
+}
+
+#[test]
+fn session_dates_are_midnight_utc() {
+    let day = |d: &str| {
+        session_date(d).map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
+    };
+    assert_eq!(day("1970-01-01"), Some(0));
+    assert_eq!(day("2024-03-01"), Some(1_709_251_200));
+    assert_eq!(day("2000-02-29"), Some(951_782_400));
+    for bad in ["", "2024-13-01", "yesterday", "1969-12-31", "2024-03"] {
+        assert_eq!(day(bad), None, "{bad:?}");
+    }
+}
