@@ -7,10 +7,7 @@
 //! Where the cache's file system keeps no user extended attributes (some NFS and Lustre
 //! setups), a copy is taken on its size alone; `cache` logs this once.
 
-use std::ffi::CString;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 const NAME: &[u8] = b"user.xnatfs.md5\0";
 
@@ -43,24 +40,6 @@ pub fn write(f: &std::fs::File, md5: &str) {
             std::io::Error::last_os_error()
         );
     }
-}
-
-/// The digest kept with the file at `path`.
-pub fn read(path: &Path) -> Kept {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return Kept::Missing;
-    };
-    let mut buf = [0u8; 64];
-    // SAFETY: both strings are NUL-terminated; buf is writable for its length.
-    let n = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            NAME.as_ptr().cast(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    kept(n, &buf)
 }
 
 /// The digest kept with the open file `f`.
@@ -100,7 +79,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let f = std::fs::File::create(&a).unwrap();
-        match read(&a) {
+        match read_open(&f) {
             Kept::Unsupported => return, // this file system keeps none: nothing to test
             kept => assert_eq!(kept, Kept::Missing),
         }
@@ -108,7 +87,7 @@ mod tests {
         let b = dir.path().join("b");
         std::fs::rename(&a, &b).unwrap();
         assert_eq!(
-            read(&b),
+            read_open(&std::fs::File::open(&b).unwrap()),
             Kept::Digest("0123456789abcdef0123456789abcdef".into())
         );
     }
