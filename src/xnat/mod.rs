@@ -123,6 +123,27 @@ pub struct RemoteFile {
     pub uri: String,
 }
 
+/// A session's whole tree of listings: its scans with their resources and files, and its
+/// session-level resources with their files. Empty scans and resources are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionTree {
+    pub scans: Vec<ScanTree>,
+    /// The session-level resources (`<session>/resources/<label>`).
+    pub resources: Vec<ResourceTree>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScanTree {
+    pub scan: Scan,
+    pub resources: Vec<ResourceTree>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceTree {
+    pub resource: Resource,
+    pub files: Vec<RemoteFile>,
+}
+
 /// A file body on its way from the server.
 pub struct Download {
     pub content_length: Option<u64>,
@@ -183,6 +204,28 @@ pub trait XnatApi: Send + Sync {
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>>;
     /// Files of a resource. Rows with unsafe paths are left out (with a warning).
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>>;
+    /// A session's whole tree. This default asks listing by listing (one request per folder);
+    /// the HTTP client overrides it with the few requests XNAT can answer it in.
+    async fn session_tree(&self, session: &Session) -> Result<SessionTree> {
+        let mut tree = SessionTree::default();
+        for scan in self.scans(session).await? {
+            let mut resources = Vec::new();
+            for resource in self.resources(&session.id, Some(&scan.id)).await? {
+                let files = self
+                    .files(&ResourceRef::of(&session.id, Some(&scan.id), &resource))
+                    .await?;
+                resources.push(ResourceTree { resource, files });
+            }
+            tree.scans.push(ScanTree { scan, resources });
+        }
+        for resource in self.resources(&session.id, None).await? {
+            let files = self
+                .files(&ResourceRef::of(&session.id, None, &resource))
+                .await?;
+            tree.resources.push(ResourceTree { resource, files });
+        }
+        Ok(tree)
+    }
     /// Starts the download of a file body by its `uri`.
     async fn download(&self, uri: &str) -> Result<Download> {
         self.download_range(uri, 0, None).await
