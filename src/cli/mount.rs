@@ -46,6 +46,10 @@ pub struct MountArgs {
     /// wait.
     #[arg(long, value_parser = crate::units::parse_size, default_value = "512M")]
     pub max_memory: u64,
+    /// While a folder of sessions is walked (find, ls -R, du), fetch the listings of the next
+    /// sessions, this many at a time (never file bodies; 0: off).
+    #[arg(long, value_name = "N", default_value_t = crate::mount::DEFAULT_CRAWL_AHEAD)]
+    pub crawl_ahead: usize,
     /// Let other users read the mount (it is private to you by default; as non-root this
     /// needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
@@ -130,6 +134,7 @@ fn serve(
             threads: 4,
             allow_other: args.allow_other,
             max_memory: args.max_memory,
+            crawl_ahead: args.crawl_ahead,
         },
     };
     mount::run(&runtime()?, plan, || {

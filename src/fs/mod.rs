@@ -6,6 +6,7 @@
 pub mod errno;
 pub mod fuse;
 pub mod interrupt;
+pub mod sessions;
 pub mod tree;
 
 #[cfg(test)]

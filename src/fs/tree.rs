@@ -4,11 +4,15 @@
 //! <root>/[<project>/]<session>/scans/<scan>/resources/<label>/files/<path...>
 //!                              resources/<label>/files/<path...>
 //! ```
-//! Directories are listed lazily from XNAT and kept for `dir_ttl`. An inode number is given
+//! Directories are listed lazily from XNAT and kept for `dir_ttl`. Everything inside a
+//! session comes from its whole tree, fetched when the session is first entered (see
+//! [`super::sessions`]); one resource's files are listed again on their own once older than
+//! `dir_ttl`. An inode number is given
 //! to a (parent, name) pair the first time it is seen and is never reused while mounted; it
 //! changes only when the file under that name changes on the server (another file, another
 //! inode).
 
+use super::sessions::Sessions;
 use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
@@ -100,7 +104,7 @@ impl Listing {
 }
 
 /// A resource's files, as one listing.
-type FileList = Arc<Vec<Arc<RemoteFile>>>;
+pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
 
 struct Inodes {
     nodes: HashMap<u64, Node>,
@@ -122,6 +126,10 @@ pub struct Tree {
     files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
     /// Each session's date (by accession ID), for the times of everything in it.
     dates: Mutex<HashMap<String, SystemTime>>,
+    /// Each session's whole tree, and crawl-ahead.
+    sessions: Sessions,
+    /// Where each session folder is listed: its folder's inode and its place in the listing.
+    places: Mutex<HashMap<u64, (u64, usize)>>,
 }
 
 impl Tree {
@@ -129,7 +137,7 @@ impl Tree {
         let mut nodes = HashMap::new();
         nodes.insert(ROOT_INO, Node::Root);
         Tree {
-            api,
+            api: api.clone(),
             on_change: std::sync::OnceLock::new(),
             root,
             dir_ttl,
@@ -141,7 +149,16 @@ impl Tree {
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             dates: Mutex::new(HashMap::new()),
+            sessions: Sessions::new(api, dir_ttl, 0),
+            places: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Fetches the trees of up to `2 * n` sessions that follow an entered one in its
+    /// folder, `n` at a time (0: none).
+    pub fn with_crawl_ahead(mut self, n: usize) -> Tree {
+        self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n);
+        self
     }
 
     /// Calls `f` for each file whose size or digest a fresh listing shows changed: the file
@@ -156,6 +173,7 @@ impl Tree {
     pub fn forget_resource(&self, res: &ResourceRef) {
         self.api.forget_files(res);
         self.files.lock().unwrap().remove(res);
+        self.sessions.forget(&res.session_id);
         let inodes = self.inodes.read().unwrap();
         self.dirs.lock().unwrap().retain(
             |ino, _| !matches!(inodes.nodes.get(ino), Some(Node::FilesDir(r, _)) if **r == *res),
@@ -190,6 +208,9 @@ impl Tree {
             return Ok(kids.clone());
         }
         let node = self.node(ino).ok_or(TreeError::NotFound)?;
+        if let Node::Session(s) = &node {
+            self.entered(ino, s);
+        }
         let listed = self.list(&node).await?;
         let kids = Arc::new(self.register(ino, listed));
         if kids.len() > 10_000 {
@@ -200,6 +221,33 @@ impl Tree {
             .unwrap()
             .insert(ino, (Instant::now(), kids.clone()));
         Ok(kids)
+    }
+
+    /// A session folder is entered: its tree is fetched in the background, and so are the
+    /// trees of the sessions that follow it in its folder (crawl-ahead).
+    fn entered(&self, ino: u64, session: &Session) {
+        drop(self.sessions.model(session, false));
+        if self.sessions.ahead == 0 {
+            return;
+        }
+        let Some((parent, at)) = self.places.lock().unwrap().get(&ino).copied() else {
+            return;
+        };
+        let Some(listing) = self
+            .dirs
+            .lock()
+            .unwrap()
+            .get(&parent)
+            .map(|(_, k)| k.clone())
+        else {
+            return;
+        };
+        let next = listing.entries.iter().skip(at + 1);
+        for (_, ino) in next.take(2 * self.sessions.ahead) {
+            if let Some(Node::Session(s)) = self.node(*ino) {
+                drop(self.sessions.model(&s, true));
+            }
+        }
     }
 
     /// The child `name` of folder `parent`.
@@ -234,10 +282,12 @@ impl Tree {
                         ino
                     }
                 };
-                if let Node::Session(session) = &node
-                    && let Some(date) = session_date(&session.date)
-                {
-                    self.dates.lock().unwrap().insert(session.id.clone(), date);
+                if let Node::Session(session) = &node {
+                    if let Some(date) = session_date(&session.date) {
+                        self.dates.lock().unwrap().insert(session.id.clone(), date);
+                    }
+                    let at = out.entries.len();
+                    self.places.lock().unwrap().insert(ino, (parent, at));
                 }
                 if let (Some(Node::File(_, was)), Node::File(_, now)) =
                     (inodes.nodes.get(&ino), &node)
@@ -264,11 +314,22 @@ impl Tree {
         out
     }
 
+    /// The files of `res`: kept ones younger than `dir_ttl`, else from its session's tree
+    /// when that is younger, else listed on their own.
     async fn resource_files(&self, res: &ResourceRef) -> Result<FileList, TreeError> {
         if let Some((at, files)) = self.files.lock().unwrap().get(res)
             && at.elapsed() < self.dir_ttl
         {
             return Ok(files.clone());
+        }
+        if let Some((at, model)) = self.sessions.fresh(&res.session_id).await
+            && let Some(files) = model.files_of(res)
+        {
+            self.files
+                .lock()
+                .unwrap()
+                .insert(res.clone(), (at, files.clone()));
+            return Ok(files);
         }
         let files: FileList = Arc::new(
             self.api
@@ -306,20 +367,25 @@ impl Tree {
                 ("scans".into(), Node::ScansDir(s.clone())),
                 ("resources".into(), Node::SessionResources(s.clone())),
             ],
-            Node::ScansDir(s) => api
-                .scans(s)
-                .await?
-                .into_iter()
-                .map(|scan| (scan.id.clone(), Node::Scan(s.clone(), scan.id.into())))
-                .collect(),
+            Node::ScansDir(s) => {
+                let model = self.sessions.model(s, false).await?;
+                let scans = model.scans.iter();
+                scans
+                    .map(|(id, _)| (id.to_string(), Node::Scan(s.clone(), id.clone())))
+                    .collect()
+            }
             Node::Scan(s, id) => vec![(
                 "resources".into(),
                 Node::ScanResources(s.clone(), id.clone()),
             )],
             Node::ScanResources(s, id) => {
-                resources(api.resources(&s.id, Some(id)).await?, s, Some(id))
+                let model = self.sessions.model(s, false).await?;
+                resources(model.resources(Some(id)), s, Some(id))
             }
-            Node::SessionResources(s) => resources(api.resources(&s.id, None).await?, s, None),
+            Node::SessionResources(s) => {
+                let model = self.sessions.model(s, false).await?;
+                resources(model.resources(None), s, None)
+            }
             Node::Resource(r) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
             Node::FilesDir(r, prefix) => {
                 let files = self.resource_files(r).await?;
@@ -368,14 +434,14 @@ fn sessions_by_label(sessions: Vec<Session>) -> Vec<(String, Node)> {
 }
 
 fn resources(
-    list: Vec<crate::xnat::Resource>,
+    list: &[super::sessions::ResourceFiles],
     s: &Session,
     scan: Option<&str>,
 ) -> Vec<(String, Node)> {
-    list.into_iter()
-        .map(|r| {
-            let res = ResourceRef::of(&s.id, scan, &r);
-            (r.label, Node::Resource(Arc::new(res)))
+    list.iter()
+        .map(|(r, _)| {
+            let res = ResourceRef::of(&s.id, scan, r);
+            (r.label.clone(), Node::Resource(Arc::new(res)))
         })
         .collect()
 }

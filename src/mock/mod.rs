@@ -76,6 +76,10 @@ pub struct Controls {
     pub file_gets: AtomicU64,
     /// JSON listings and documents answered.
     pub listings: AtomicU64,
+    /// JSON listings and documents being answered now (latency included).
+    pub listings_in_flight: AtomicU64,
+    /// The most JSON listings and documents that were in flight at once.
+    pub listings_max_in_flight: AtomicU64,
 }
 
 pub struct MockState {

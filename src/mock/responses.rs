@@ -69,14 +69,46 @@ pub(super) fn scan_row(session: &MockSession, sc: &MockScan) -> Value {
            "URI": format!("/data/experiments/{}/scans/{}", session.id, sc.id)})
 }
 
-/// The single-object document of a session (`{"items": [...]}`), not a `ResultSet`.
+/// The single-object document of a session (`{"items": [...]}`), not a `ResultSet`: its
+/// `children` hold the scans (`scans/scan`), each with its resources (`file`), and the
+/// session's own resources (`resources/resource`), empty ones included; values are typed
+/// (numbers are numbers). XNAT's schema: `xnat:imageScanData/file` and
+/// `xnat:experimentData/resources/resource`; a mature client reading them: TIGRLab/datman
+/// `datman/xnat.py` (`_get_experiment_contents`, `_get_scan_rIDs`).
 pub(super) fn session_doc(s: &MockSession) -> Value {
+    let resource = |r: &MockResource| {
+        let size: u64 = r.files.iter().map(|f| f.size()).sum();
+        json!({"meta": {"xsi:type": "xnat:resourceCatalog", "isHistory": false},
+               "data_fields": {"xnat_abstractresource_id": r.id, "label": r.label,
+                               "format": r.format, "content": r.content,
+                               "file_count": r.files.len(), "file_size": size,
+                               "URI": format!("/archive/{}/{}_catalog.xml", s.id, r.label)}})
+    };
+    let scans: Vec<Value> = s
+        .scans
+        .iter()
+        .map(|sc| {
+            json!({"meta": {"xsi:type": sc.xsi_type, "isHistory": false},
+                   "data_fields": {"ID": sc.id, "type": sc.scan_type,
+                                   "series_description": sc.series_description,
+                                   "quality": sc.quality, "image_session_ID": s.id},
+                   "children": [{"field": "file",
+                                 "items": sc.resources.iter().map(resource).collect::<Vec<_>>()}]})
+        })
+        .collect();
+    let mut children = Vec::new();
+    if !scans.is_empty() {
+        children.push(json!({"field": "scans/scan", "items": scans}));
+    }
+    if !s.resources.is_empty() {
+        let items: Vec<Value> = s.resources.iter().map(resource).collect();
+        children.push(json!({"field": "resources/resource", "items": items}));
+    }
     json!({"items": [{
         "meta": {"xsi:type": s.xsi_type, "isHistory": false, "start_date": "Mon Jan 01 12:00:00 UTC 2024"},
         "data_fields": {"ID": s.id, "label": s.label, "project": s.project, "date": s.date,
                          "subject_ID": s.subject_id, "id": s.id},
-        "children": [{"field": "scans/scan", "items": s.scans.iter().map(|sc| json!({
-            "data_fields": {"ID": sc.id, "type": sc.scan_type}})).collect::<Vec<_>>()}]
+        "children": children
     }]})
 }
 

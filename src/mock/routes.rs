@@ -60,6 +60,7 @@ pub(super) async fn handle(
             "logins": c.logins.load(Ordering::SeqCst),
             "file_gets": c.file_gets.load(Ordering::SeqCst),
             "listings": c.listings.load(Ordering::SeqCst),
+            "listings_max_in_flight": c.listings_max_in_flight.load(Ordering::SeqCst),
             "bytes_sent": c.bytes_sent.load(Ordering::SeqCst),
         });
         return (
@@ -90,6 +91,10 @@ pub(super) async fn handle(
     if tomcat_refuses(uri.path()) {
         return html(StatusCode::BAD_REQUEST, "HTTP Status 400 – Bad Request");
     }
+    let _in_flight = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"))
+        .then(|| ListingInFlight::new(c));
     if let Some(answer) = faults::inject(&state, &uri).await {
         return answer;
     }
@@ -116,6 +121,23 @@ pub(super) async fn handle(
     let query = query_map(&uri);
     let answer = route(&state, &segs, &query, &headers);
     faults::drip(&state, answer)
+}
+
+/// Counts a JSON request as in flight while it lives (for `listings_max_in_flight`).
+struct ListingInFlight<'a>(&'a super::Controls);
+
+impl<'a> ListingInFlight<'a> {
+    fn new(c: &'a super::Controls) -> Self {
+        let now = c.listings_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.listings_max_in_flight.fetch_max(now, Ordering::SeqCst);
+        ListingInFlight(c)
+    }
+}
+
+impl Drop for ListingInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.listings_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn route(
@@ -403,8 +425,23 @@ fn session_routes(
             files_or_body(state, session, &entries, path, zip, headers)
         }
         ["resources"] => listing(resource_rows(&session.resources, session, None), true),
+        // A session's files listing lists its own resources' files; `all=true` adds its
+        // scans' (and reconstructions' and assessors', which the mock has none of), each row's
+        // URI naming its scan and numeric resource ID. XNAT: xnat-web
+        // `org/nrg/xnat/restlet/resources/files/XNATTemplate.java` (`loadCatalogs`: `all`
+        // unions the session's, scans', reconstructions' and assessors' resources, each with
+        // its `resource_path`), `FileList.java` (`handleMultipleCatalogs`: URI = that path +
+        // `/files/` + the entry's path) and `org/nrg/xdat/om/base/BaseXnatAbstractresource.java`
+        // (`setBaseURI`: `/data` in front).
         ["files"] => {
-            let entries: Vec<_> = session.resources.iter().map(|r| (None, r)).collect();
+            let all = query.get("all").is_some_and(|v| v == "true");
+            let scans = session.scans.iter().filter(|_| all);
+            let entries: Vec<_> = session
+                .resources
+                .iter()
+                .map(|r| (None, r))
+                .chain(scans.flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r))))
+                .collect();
             if zip {
                 zip_response(state, session, &entries)
             } else {

@@ -46,7 +46,12 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Bytes downloads may hold in memory at once.
     pub max_memory: u64,
+    /// Session trees fetched ahead at once while sessions are walked (0: none).
+    pub crawl_ahead: usize,
 }
+
+/// Session trees fetched ahead at once while a folder of sessions is walked, by default.
+pub const DEFAULT_CRAWL_AHEAD: usize = 6;
 
 /// Everything one mount needs.
 pub struct MountPlan {
@@ -246,7 +251,8 @@ pub fn mount(
     device: std::fs::File,
     source: &str,
 ) -> Result<Mounted> {
-    let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
+    let tree = Tree::new(api.clone(), root, opts.dir_ttl).with_crawl_ahead(opts.crawl_ahead);
+    let tree = Arc::new(tree);
     let fetcher = Fetcher::with_max_memory(
         api,
         rt.handle().clone(),

@@ -6,6 +6,7 @@ use super::json::{self, Row};
 use super::retry::{Attempts, LISTING_ATTEMPTS};
 use super::{Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
 use super::{Result, XnatError};
+use super::{SessionTree, session_tree, session_tree_by_listings};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -368,6 +369,19 @@ impl HttpXnat {
         }
     }
 
+    /// A session's whole tree from two requests at once: the session document and the
+    /// session's files listing with `all=true` (see [`session_tree`]).
+    async fn whole_tree(&self, session: &Session) -> Result<SessionTree> {
+        let doc_path = format!("/data/experiments/{}", session.id);
+        let files_path = format!("{doc_path}/files");
+        let (doc, files) = tokio::join!(
+            self.get_json(&doc_path, ""),
+            self.get_json(&files_path, "&all=true")
+        );
+        let shape = session_tree::shape(&doc?, &doc_path)?;
+        session_tree::with_files(shape, &session.id, files?, &files_path)
+    }
+
     async fn rows(&self, path: &str, query: &str) -> Result<Vec<Row>> {
         let body = self.get_json(path, query).await?;
         json::result_rows(&body, path)
@@ -445,6 +459,23 @@ impl XnatApi for HttpXnat {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
         }
         Ok(files)
+    }
+
+    async fn session_tree(&self, session: &Session) -> Result<SessionTree> {
+        match self.whole_tree(session).await {
+            Ok(tree) => Ok(tree),
+            // A server that cannot be reached answers no listing either.
+            Err(e @ (XnatError::Auth(_) | XnatError::Network { .. } | XnatError::Timeout(_))) => {
+                Err(e)
+            }
+            Err(e) => {
+                // Never a wrong tree: an answer that does not add up, or a request this
+                // server fails (an older XNAT, a proxy), and the session is asked folder by
+                // folder.
+                tracing::debug!("{e}; listing session {} folder by folder", session.id);
+                session_tree_by_listings(self, session).await
+            }
+        }
     }
 
     async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download> {

@@ -189,6 +189,9 @@ pub struct FileRow {
     pub uri: String,
     #[serde(deserialize_with = "lenient")]
     pub digest: String,
+    /// The numeric ID of the file's resource.
+    #[serde(rename = "cat_ID", deserialize_with = "lenient")]
+    pub cat_id: String,
 }
 
 impl FileRow {
@@ -198,6 +201,7 @@ impl FileRow {
             size: field(row, "Size"),
             uri: field(row, "URI"),
             digest: field(row, "digest"),
+            cat_id: field(row, "cat_ID"),
         }
     }
 }
@@ -239,13 +243,22 @@ pub fn files_listing(
     Ok(files_of(rows))
 }
 
+/// The rows of a files listing body, parsed row by row (see [`files_listing`]).
+pub fn file_rows(body: bytes::Bytes, path: &str) -> Result<Vec<FileRow>, XnatError> {
+    match serde_json::from_slice::<Typed<FileRow>>(&body) {
+        Ok(typed) => Ok(typed.result_set.result),
+        Err(_) => Ok(result_rows(&body, path)?.iter().map(FileRow::of).collect()),
+    }
+}
+
 /// The files of a resource. Rows whose path is unsafe, whose size is not a number, or whose
 /// path repeats an earlier row are skipped and reported.
 pub fn files(rows: &[Row]) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
     files_of(rows.iter().map(FileRow::of))
 }
 
-fn files_of(rows: impl IntoIterator<Item = FileRow>) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
+/// The files of a resource from its rows: see [`files`].
+pub fn files_of(rows: impl IntoIterator<Item = FileRow>) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
     let rows = rows.into_iter();
     let mut files: Vec<RemoteFile> = Vec::with_capacity(rows.size_hint().0);
     // Each file's row, and each skipped row with its place, to report them in listing order.

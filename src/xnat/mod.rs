@@ -5,6 +5,7 @@ pub mod http;
 pub mod json;
 pub mod remembering;
 pub mod retry;
+pub mod session_tree;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -207,24 +208,7 @@ pub trait XnatApi: Send + Sync {
     /// A session's whole tree. This default asks listing by listing (one request per folder);
     /// the HTTP client overrides it with the few requests XNAT can answer it in.
     async fn session_tree(&self, session: &Session) -> Result<SessionTree> {
-        let mut tree = SessionTree::default();
-        for scan in self.scans(session).await? {
-            let mut resources = Vec::new();
-            for resource in self.resources(&session.id, Some(&scan.id)).await? {
-                let files = self
-                    .files(&ResourceRef::of(&session.id, Some(&scan.id), &resource))
-                    .await?;
-                resources.push(ResourceTree { resource, files });
-            }
-            tree.scans.push(ScanTree { scan, resources });
-        }
-        for resource in self.resources(&session.id, None).await? {
-            let files = self
-                .files(&ResourceRef::of(&session.id, None, &resource))
-                .await?;
-            tree.resources.push(ResourceTree { resource, files });
-        }
-        Ok(tree)
+        session_tree_by_listings(self, session).await
     }
     /// Starts the download of a file body by its `uri`.
     async fn download(&self, uri: &str) -> Result<Download> {
@@ -237,6 +221,32 @@ pub trait XnatApi: Send + Sync {
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download>;
     /// Drops whatever is remembered of a resource's files listing (a file of it is gone).
     fn forget_files(&self, _resource: &ResourceRef) {}
+}
+
+/// A session's whole tree asked listing by listing: its scans, each scan's resources, each
+/// resource's files, then the session's resources and their files (one request per folder).
+pub async fn session_tree_by_listings<A: XnatApi + ?Sized>(
+    api: &A,
+    session: &Session,
+) -> Result<SessionTree> {
+    let mut tree = SessionTree::default();
+    for scan in api.scans(session).await? {
+        let mut resources = Vec::new();
+        for resource in api.resources(&session.id, Some(&scan.id)).await? {
+            let files = api
+                .files(&ResourceRef::of(&session.id, Some(&scan.id), &resource))
+                .await?;
+            resources.push(ResourceTree { resource, files });
+        }
+        tree.scans.push(ScanTree { scan, resources });
+    }
+    for resource in api.resources(&session.id, None).await? {
+        let files = api
+            .files(&ResourceRef::of(&session.id, None, &resource))
+            .await?;
+        tree.resources.push(ResourceTree { resource, files });
+    }
+    Ok(tree)
 }
 
 /// The sessions the user named (`-E`), each with the name it was given: labels are looked up

@@ -7,7 +7,8 @@
 //! Answers that say something about the data (404, 401, 403) are never papered over.
 
 use super::{
-    Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session, XnatApi, XnatError,
+    Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session, SessionTree,
+    XnatApi, XnatError, session_tree_by_listings,
 };
 use async_trait::async_trait;
 use md5::{Digest, Md5};
@@ -157,6 +158,72 @@ impl RememberingApi {
     }
 }
 
+fn scans_key(session_id: &str) -> String {
+    format!("scans/{session_id}")
+}
+
+fn resources_key(session_id: &str, scan: Option<&str>) -> String {
+    format!("resources/{session_id}/{}", scan.unwrap_or("-"))
+}
+
+impl RememberingApi {
+    /// A session's tree from kept listings all younger than `fresh_for`, or `None`.
+    fn fresh_tree(&self, session: &Session) -> Option<SessionTree> {
+        if self.fresh_for.is_zero() {
+            return None;
+        }
+        let load = |key: String| self.load_fresh(&key);
+        let files = |scan: Option<&str>, resource: Resource| {
+            let key = files_key(&ResourceRef::of(&session.id, scan, &resource));
+            Some(super::ResourceTree {
+                files: self.load_fresh(&key)?,
+                resource,
+            })
+        };
+        let mut tree = SessionTree::default();
+        let scans: Vec<Scan> = self.load_fresh(&scans_key(&session.id))?;
+        for scan in scans {
+            let listed: Vec<Resource> = load(resources_key(&session.id, Some(&scan.id)))?;
+            let resources = listed
+                .into_iter()
+                .map(|r| files(Some(&scan.id), r))
+                .collect::<Option<_>>()?;
+            tree.scans.push(super::ScanTree { scan, resources });
+        }
+        let listed: Vec<Resource> = load(resources_key(&session.id, None))?;
+        tree.resources = listed
+            .into_iter()
+            .map(|r| files(None, r))
+            .collect::<Option<_>>()?;
+        Some(tree)
+    }
+
+    /// A kept listing younger than `fresh_for`.
+    fn load_fresh<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let modified = std::fs::metadata(self.path(key)).and_then(|m| m.modified());
+        let age = modified.ok()?.elapsed().unwrap_or(Duration::ZERO);
+        (age < self.fresh_for).then(|| self.load(key)).flatten()
+    }
+
+    /// Keeps a session's tree as the listings it is made of, under their own keys.
+    fn store_tree(&self, session: &Session, tree: &SessionTree) {
+        let scans: Vec<&Scan> = tree.scans.iter().map(|s| &s.scan).collect();
+        self.store(&scans_key(&session.id), &scans);
+        let keep = |scan: Option<&str>, resources: &[super::ResourceTree]| {
+            let listed: Vec<&Resource> = resources.iter().map(|r| &r.resource).collect();
+            self.store(&resources_key(&session.id, scan), &listed);
+            for r in resources {
+                let key = files_key(&ResourceRef::of(&session.id, scan, &r.resource));
+                self.store(&key, &r.files);
+            }
+        };
+        for s in &tree.scans {
+            keep(Some(&s.scan.id), &s.resources);
+        }
+        keep(None, &tree.resources);
+    }
+}
+
 fn files_key(resource: &ResourceRef) -> String {
     format!(
         "files/{}/{}/{}",
@@ -185,12 +252,12 @@ impl XnatApi for RememberingApi {
     }
 
     async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
-        self.remembered(format!("scans/{}", session.id), self.inner.scans(session))
+        self.remembered(scans_key(&session.id), self.inner.scans(session))
             .await
     }
 
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
-        let key = format!("resources/{session_id}/{}", scan.unwrap_or("-"));
+        let key = resources_key(session_id, scan);
         self.remembered(key, self.inner.resources(session_id, scan))
             .await
     }
@@ -198,6 +265,58 @@ impl XnatApi for RememberingApi {
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
         self.remembered(files_key(resource), self.inner.files(resource))
             .await
+    }
+
+    /// The whole tree from the server, kept as the listings it is made of (so that offline
+    /// mounts and the refresh of one resource find them); from kept listings offline, when
+    /// they are fresh, or when the server cannot be reached.
+    async fn session_tree(&self, session: &Session) -> Result<SessionTree> {
+        if self.offline {
+            return session_tree_by_listings(self, session).await;
+        }
+        if let Some(tree) = self.fresh_tree(session) {
+            return Ok(tree);
+        }
+        let server_away = self
+            .unreachable_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if server_away {
+            return session_tree_by_listings(self, session).await;
+        }
+        let kept = self.path(&scans_key(&session.id)).exists();
+        let ask = self.inner.session_tree(session);
+        let answer = if kept {
+            tokio::time::timeout(self.fallback_after, ask)
+                .await
+                .unwrap_or_else(|_| Err(XnatError::Timeout(format!("the tree of {}", session.id))))
+        } else {
+            ask.await
+        };
+        match answer {
+            Ok(tree) => {
+                *self.unreachable_until.lock().unwrap() = None;
+                self.store_tree(session, &tree);
+                Ok(tree)
+            }
+            // Listing by listing, each served from what was kept while the server is away.
+            Err(e) if e.is_transient() => {
+                let first = self
+                    .unreachable_until
+                    .lock()
+                    .unwrap()
+                    .replace(std::time::Instant::now() + RETRY_SERVER_AFTER)
+                    .is_none();
+                if first && kept {
+                    tracing::warn!(
+                        "{e}; serving listings kept from before until the server answers again"
+                    );
+                }
+                session_tree_by_listings(self, session).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn forget_files(&self, resource: &ResourceRef) {

@@ -32,7 +32,10 @@ fn expired_session_is_renewed_mid_mount() {
                 ..Default::default()
             },
         );
-        let m = MountBuilder::new(&mock.url()).mount();
+        // No crawl-ahead: SUBJ02_MR1's listings are asked after the session expired.
+        let m = MountBuilder::new(&mock.url())
+            .args(&["--crawl-ahead", "0"])
+            .mount();
         let a = m.path("DEMO/SUBJ01_MR1/resources/PROTOCOLS/files/scan protocol.txt");
         assert!(
             std::fs::read_to_string(&a)

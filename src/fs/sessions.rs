@@ -1,0 +1,170 @@
+//! Whole session trees for the mount: each session's scans, resources and files, from one
+//! [`XnatApi::session_tree`] call (two requests against XNAT) when the session is first
+//! entered, instead of one request per folder level; and crawl-ahead, which fetches the
+//! trees of the sessions that follow in their folder while a walker (`find`, `ls -R`, `du`)
+//! is busy with one, a bounded number at a time, never file bodies.
+//!
+//! A tree is fetched in a task of its own, so a caller that gives up (timeout, interrupt)
+//! leaves it to finish for the next one; every caller waits for the same fetch.
+
+use super::tree::FileList;
+use crate::xnat::{Resource, ResourceRef, Session, SessionTree, XnatApi, XnatError};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// A resource and its files.
+pub type ResourceFiles = (Resource, FileList);
+
+/// A session's scans (by ID) with their resources, and its own resources, each resource with
+/// its files.
+#[derive(Debug, Default)]
+pub struct SessionModel {
+    pub scans: Vec<(Arc<str>, Vec<ResourceFiles>)>,
+    pub resources: Vec<ResourceFiles>,
+}
+
+impl SessionModel {
+    fn of(tree: SessionTree) -> SessionModel {
+        let files = |r: crate::xnat::ResourceTree| {
+            let list: FileList = Arc::new(r.files.into_iter().map(Arc::new).collect());
+            (r.resource, list)
+        };
+        SessionModel {
+            scans: tree
+                .scans
+                .into_iter()
+                .map(|s| {
+                    let resources = s.resources.into_iter().map(files).collect();
+                    (Arc::from(s.scan.id), resources)
+                })
+                .collect(),
+            resources: tree.resources.into_iter().map(files).collect(),
+        }
+    }
+
+    /// The resources of scan `scan`, or the session's own (`None`); none for a scan the
+    /// tree does not have.
+    pub fn resources(&self, scan: Option<&str>) -> &[ResourceFiles] {
+        match scan {
+            None => &self.resources,
+            Some(id) => self
+                .scans
+                .iter()
+                .find(|(s, _)| &**s == id)
+                .map_or(&[], |(_, r)| r.as_slice()),
+        }
+    }
+
+    /// The files of `res`, when the tree has that resource (by ID and label).
+    pub fn files_of(&self, res: &ResourceRef) -> Option<FileList> {
+        self.resources(res.scan.as_deref())
+            .iter()
+            .find(|(r, _)| r.id == res.id && r.label == res.label)
+            .map(|(_, files)| files.clone())
+    }
+}
+
+pub type ModelFuture = Shared<BoxFuture<'static, Result<Arc<SessionModel>, XnatError>>>;
+
+struct Fetch {
+    /// When the fetch ended (unset while it runs).
+    done: Arc<OnceLock<Instant>>,
+    model: ModelFuture,
+}
+
+impl Fetch {
+    /// Under way, or done well less than `ttl` ago: callers join it.
+    fn usable(&self, ttl: Duration) -> bool {
+        let failed = matches!(self.model.peek(), Some(Err(_)));
+        !failed && self.done.get().is_none_or(|t| t.elapsed() < ttl)
+    }
+}
+
+/// The session trees fetched or being fetched, by session accession ID.
+pub struct Sessions {
+    api: Arc<dyn XnatApi>,
+    ttl: Duration,
+    fetches: Mutex<HashMap<String, Fetch>>,
+    /// How many sessions ahead of the one entered are fetched (0: none).
+    pub ahead: usize,
+    /// Crawl-ahead fetches in flight at once (`ahead` of them).
+    permits: Arc<Semaphore>,
+}
+
+impl Sessions {
+    pub fn new(api: Arc<dyn XnatApi>, ttl: Duration, ahead: usize) -> Sessions {
+        Sessions {
+            api,
+            ttl,
+            fetches: Mutex::new(HashMap::new()),
+            ahead,
+            permits: Arc::new(Semaphore::new(ahead.max(1))),
+        }
+    }
+
+    /// The tree of `session`: the one fetched (or being fetched) less than the TTL ago, or
+    /// a new fetch, started at once (`ahead` false) or when one of the crawl-ahead places is
+    /// free (`ahead` true).
+    pub fn model(&self, session: &Session, ahead: bool) -> ModelFuture {
+        let mut fetches = self.fetches.lock().unwrap();
+        if let Some(f) = fetches.get(&session.id)
+            && f.usable(self.ttl)
+        {
+            return f.model.clone();
+        }
+        let api = self.api.clone();
+        let permits = ahead.then(|| self.permits.clone());
+        let owned = session.clone();
+        let done = Arc::new(OnceLock::new());
+        let ended = done.clone();
+        let task = tokio::spawn(async move {
+            let _place = match permits {
+                Some(p) => Some(p.acquire_owned().await),
+                None => None,
+            };
+            let tree = api.session_tree(&owned).await;
+            let _ = ended.set(Instant::now());
+            Ok(Arc::new(SessionModel::of(tree?)))
+        });
+        let id = session.id.clone();
+        let model = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(XnatError::Network {
+                    path: format!("/data/experiments/{id}"),
+                    msg: format!("the listing task ended: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        fetches.insert(
+            session.id.clone(),
+            Fetch {
+                done,
+                model: model.clone(),
+            },
+        );
+        model
+    }
+
+    /// The tree of session `id` if it is being fetched or was fetched less than the TTL
+    /// ago, with when that fetch ends.
+    pub async fn fresh(&self, id: &str) -> Option<(Instant, Arc<SessionModel>)> {
+        let (done, model) = {
+            let fetches = self.fetches.lock().unwrap();
+            let f = fetches.get(id).filter(|f| f.usable(self.ttl))?;
+            (f.done.clone(), f.model.clone())
+        };
+        let model = model.await.ok()?;
+        Some((*done.get().unwrap_or(&Instant::now()), model))
+    }
+
+    /// Forgets the tree of session `id` (a file of it turned out to be gone).
+    pub fn forget(&self, id: &str) {
+        self.fetches.lock().unwrap().remove(id);
+    }
+}
