@@ -76,6 +76,9 @@ pub struct Controls {
     pub file_gets: AtomicU64,
     /// JSON listings and documents answered.
     pub listings: AtomicU64,
+    /// A session's files listing ignores `all=true` while set, listing only the session's own
+    /// resources' files (as a server whose `all` does not reach there would).
+    pub files_all_ignored: AtomicBool,
     /// JSON listings and documents being answered now (latency included).
     pub listings_in_flight: AtomicU64,
     /// The most JSON listings and documents that were in flight at once.

@@ -434,7 +434,8 @@ fn session_routes(
         // `/files/` + the entry's path) and `org/nrg/xdat/om/base/BaseXnatAbstractresource.java`
         // (`setBaseURI`: `/data` in front).
         ["files"] => {
-            let all = query.get("all").is_some_and(|v| v == "true");
+            let all = query.get("all").is_some_and(|v| v == "true")
+                && !state.controls.files_all_ignored.load(Ordering::SeqCst);
             let scans = session.scans.iter().filter(|_| all);
             let entries: Vec<_> = session
                 .resources

@@ -6,6 +6,7 @@ mod common;
 mod cache;
 mod changes;
 mod conventions;
+mod crawl;
 mod errors;
 mod lifecycle;
 mod listing;
