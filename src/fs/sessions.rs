@@ -7,7 +7,7 @@
 //! A tree is fetched in a task of its own, so a caller that gives up (timeout, interrupt)
 //! leaves it to finish for the next one; every caller waits for the same fetch.
 
-use super::tree::FileList;
+use super::tree::{Children, FileList};
 use crate::xnat::{Resource, ResourceRef, Session, SessionTree, XnatApi, XnatError};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -166,5 +166,72 @@ impl Sessions {
     /// Forgets the tree of session `id` (a file of it turned out to be gone).
     pub fn forget(&self, id: &str) {
         self.fetches.lock().unwrap().remove(id);
+    }
+}
+
+/// Which sessions of a folder to fetch ahead: crawl-ahead starts once a second session of the
+/// folder is entered (one `cat` deep into one session fetches nothing more), then, from each
+/// session entered, the ones that follow it in listing order (as `find` and `du` walk) and in
+/// name order (as `ls -R` and `tree` walk).
+#[derive(Default)]
+pub struct Walks {
+    folders: Mutex<HashMap<u64, Walk>>,
+}
+
+struct Walk {
+    /// The listing the orders are of (a new listing of the folder starts over).
+    listing: Children,
+    /// Entry indexes in name order, and each entry's place in that order.
+    by_name: Vec<u32>,
+    rank: Vec<u32>,
+    entered: u32,
+}
+
+impl Walks {
+    /// The inodes of up to `n` entries after entry `at` of folder `parent` (listed as
+    /// `listing`) in listing order, then up to `n` after it in name order; none before a
+    /// second entry of the folder was entered.
+    pub fn ahead(&self, parent: u64, listing: &Children, at: usize, n: usize) -> Vec<u64> {
+        let mut folders = self.folders.lock().unwrap();
+        let walk = folders.entry(parent).or_insert_with(|| Walk::of(listing));
+        if !Arc::ptr_eq(&walk.listing, listing) {
+            *walk = Walk::of(listing);
+        }
+        walk.entered += 1;
+        if walk.entered < 2 || at >= walk.rank.len() {
+            return Vec::new();
+        }
+        let inos: Vec<u64> = listing.iter().map(|(_, ino)| ino).collect();
+        let next_listed = (at + 1..inos.len()).take(n);
+        let from = walk.rank[at] as usize + 1;
+        let next_named = walk.by_name[from.min(walk.by_name.len())..]
+            .iter()
+            .take(n)
+            .map(|&i| i as usize);
+        let mut out: Vec<u64> = Vec::with_capacity(2 * n);
+        for i in next_listed.chain(next_named) {
+            if !out.contains(&inos[i]) {
+                out.push(inos[i]);
+            }
+        }
+        out
+    }
+}
+
+impl Walk {
+    fn of(listing: &Children) -> Walk {
+        let names: Vec<&str> = listing.iter().map(|(name, _)| name).collect();
+        let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
+        by_name.sort_by(|&a, &b| names[a as usize].cmp(names[b as usize]));
+        let mut rank = vec![0; names.len()];
+        for (place, &i) in by_name.iter().enumerate() {
+            rank[i as usize] = place as u32;
+        }
+        Walk {
+            listing: listing.clone(),
+            by_name,
+            rank,
+            entered: 0,
+        }
     }
 }

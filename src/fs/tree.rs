@@ -12,7 +12,7 @@
 //! changes only when the file under that name changes on the server (another file, another
 //! inode).
 
-use super::sessions::Sessions;
+use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
@@ -130,6 +130,8 @@ pub struct Tree {
     sessions: Sessions,
     /// Where each session folder is listed: its folder's inode and its place in the listing.
     places: Mutex<HashMap<u64, (u64, usize)>>,
+    /// Which sessions to fetch ahead.
+    walks: Walks,
 }
 
 impl Tree {
@@ -151,6 +153,7 @@ impl Tree {
             dates: Mutex::new(HashMap::new()),
             sessions: Sessions::new(api, dir_ttl, 0),
             places: Mutex::new(HashMap::new()),
+            walks: Walks::default(),
         }
     }
 
@@ -224,7 +227,8 @@ impl Tree {
     }
 
     /// A session folder is entered: its tree is fetched in the background, and so are the
-    /// trees of the sessions that follow it in its folder (crawl-ahead).
+    /// trees of the sessions that follow it in its folder (crawl-ahead, once a walk of the
+    /// folder shows: see [`Walks`]).
     fn entered(&self, ino: u64, session: &Session) {
         drop(self.sessions.model(session, false));
         if self.sessions.ahead == 0 {
@@ -242,9 +246,9 @@ impl Tree {
         else {
             return;
         };
-        let next = listing.entries.iter().skip(at + 1);
-        for (_, ino) in next.take(2 * self.sessions.ahead) {
-            if let Some(Node::Session(s)) = self.node(*ino) {
+        let n = 2 * self.sessions.ahead;
+        for ino in self.walks.ahead(parent, &listing, at, n) {
+            if let Some(Node::Session(s)) = self.node(ino) {
                 drop(self.sessions.model(&s, true));
             }
         }

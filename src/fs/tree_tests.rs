@@ -125,3 +125,76 @@ fn session_dates_are_midnight_utc() {
         assert_eq!(day(bad), None, "{bad:?}");
     }
 }
+
+/// Project `P` of ten sessions `E0`..`E9`, listed in that order, labelled in the reverse
+/// order of names (`S9`..`S0`).
+fn ten_sessions() -> Dataset {
+    let mut data = Dataset::tiny();
+    let one = data.projects[0].sessions[0].clone();
+    data.projects[0].sessions = (0..10)
+        .map(|i| {
+            let mut s = (*one).clone();
+            s.id = format!("E{i}");
+            s.label = format!("S{}", 9 - i);
+            Arc::new(s)
+        })
+        .collect();
+    data
+}
+
+/// How many session trees were asked for (the in-memory XNAT lists each one's scans once).
+fn trees_asked(api: &MemoryXnat) -> usize {
+    api.calls("scans")
+}
+
+#[tokio::test]
+async fn crawl_ahead_starts_with_a_walk_and_follows_listing_and_name_order() {
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(
+        api.clone(),
+        Root::Project("P".into()),
+        Duration::from_secs(60),
+    )
+    .with_crawl_ahead(1);
+    let root = tree.children(ROOT_INO).await.unwrap();
+    let settle = || tokio::time::sleep(Duration::from_millis(100));
+    // One session entered: its tree only (a `cat` deep into one session crawls nothing).
+    tree.lookup(root.get("S9").unwrap(), "scans").await.unwrap();
+    settle().await;
+    assert_eq!(trees_asked(&api), 1);
+    // A second one: a walk. Two ahead in listing order (E2, E3) and in name order (after
+    // S8 comes S9, which is E0, fetched already).
+    tree.lookup(root.get("S8").unwrap(), "scans").await.unwrap();
+    settle().await;
+    assert_eq!(trees_asked(&api), 4);
+    // S0 is E9: itself; nothing follows it in listing order; in name order S1 (E8) and S2
+    // (E7).
+    tree.lookup(root.get("S0").unwrap(), "scans").await.unwrap();
+    settle().await;
+    assert_eq!(trees_asked(&api), 7);
+    // The folders inside come from the trees, with no more listings.
+    let calls = api.listing_calls();
+    let scans = tree
+        .lookup(root.get("S8").unwrap(), "scans")
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(names(&tree, scans).await, ["2"]);
+    assert_eq!(api.listing_calls(), calls);
+}
+
+#[tokio::test]
+async fn no_crawl_ahead_when_off() {
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(
+        api.clone(),
+        Root::Project("P".into()),
+        Duration::from_secs(60),
+    );
+    let root = tree.children(ROOT_INO).await.unwrap();
+    for name in ["S9", "S8", "S7"] {
+        tree.lookup(root.get(name).unwrap(), "scans").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(trees_asked(&api), 3);
+}
