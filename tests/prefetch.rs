@@ -1186,7 +1186,11 @@ fn shards_of_a_project_are_disjoint_and_together_fetch_every_session() {
         let o = prefetch(
             &mock.url(),
             home.path(),
-            &[&args[..], &["--out", alone.to_str().unwrap(), "--method", "files"]].concat(),
+            &[
+                &args[..],
+                &["--out", alone.to_str().unwrap(), "--method", "files"],
+            ]
+            .concat(),
         );
         let stderr = ok(&o);
         let part = dir_names(&alone);
@@ -1220,7 +1224,11 @@ fn shards_of_a_project_are_disjoint_and_together_fetch_every_session() {
         ("1/0", "N must be at least 1"),
         ("x", "--shard takes I/N"),
     ] {
-        let o = prefetch(&mock.url(), home.path(), &["-P", "COHORT", "--shard", shard]);
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &["-P", "COHORT", "--shard", shard],
+        );
         ended(&o, 2, want);
     }
     // A Slurm array numbered 1..3 with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT:

@@ -20,6 +20,7 @@ use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
 use breaker::{Breaker, Unreachable};
 use destination::{Destination, RunTmp};
+use futures::StreamExt;
 use plan::{Problem, Totals};
 use progress::Progress;
 use select::Selection;
@@ -64,8 +65,19 @@ pub async fn resolve_sessions(
         return Ok(sessions.into_iter().map(|s| (s.label.clone(), s)).collect());
     }
     let in_project = opts.project.as_deref().or(opts.default_project.as_deref());
-    named_sessions(api, in_project, &opts.sessions).await
+    // Looked up several at a time (a cohort may be named session by session), in order.
+    let mut found = futures::stream::iter(opts.sessions.chunks(1))
+        .map(|name| named_sessions(api, in_project, name))
+        .buffered(RESOLVED_AT_ONCE);
+    let mut sessions = Vec::with_capacity(opts.sessions.len());
+    while let Some(one) = found.next().await {
+        sessions.extend(one?);
+    }
+    Ok(sessions)
 }
+
+/// `-E` names looked up at once.
+const RESOLVED_AT_ONCE: usize = 16;
 
 /// How a prefetch ended (the command line makes an exit code of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
