@@ -1156,3 +1156,92 @@ fn durations_take_units_and_absurd_ones_are_usage_errors() {
     );
     ok(&out);
 }
+
+/// `--shard I/N` over a project: the parts are disjoint and together every session, each
+/// part's sessions planned and fetched by that run alone into one shared `--out`; I counts
+/// from 0, and anything else is a usage error (exit 2) that says how to count.
+#[test]
+fn shards_of_a_project_are_disjoint_and_together_fetch_every_session() {
+    let data = small_sample().with_cohort(24);
+    let labels: Vec<String> = data
+        .projects
+        .iter()
+        .find(|p| p.id == "COHORT")
+        .unwrap()
+        .sessions
+        .iter()
+        .map(|s| s.label.clone())
+        .collect();
+    let files_per_session = 7;
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let shared = home.path().join("shared");
+    let mut seen: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let gets = mock.state.file_gets();
+        let shard = format!("{i}/3");
+        let args = ["-P", "COHORT", "--session-resources", "--shard", &shard];
+        // Alone, to see which sessions this part holds; then into the shared folder.
+        let alone = home.path().join(format!("part{i}"));
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                &args[..],
+                &["--out", alone.to_str().unwrap(), "--method", "files"],
+            ]
+            .concat(),
+        );
+        let stderr = ok(&o);
+        let part = dir_names(&alone);
+        assert!(
+            stderr.contains(&format!("shard {i}/3: {} of the 24 sessions", part.len())),
+            "{stderr}"
+        );
+        assert!(!part.is_empty() && part.len() < 24, "{part:?}");
+        assert_eq!(
+            (mock.state.file_gets() - gets) as usize,
+            part.len() * files_per_session
+        );
+        for label in &part {
+            assert!(!seen.contains(label), "{label} in two parts");
+            assert_eq!(walk_files(&alone.join(label)).len(), files_per_session);
+        }
+        seen.extend(part);
+        ok(&prefetch(
+            &mock.url(),
+            home.path(),
+            &[&args[..], &["--out", shared.to_str().unwrap()]].concat(),
+        ));
+    }
+    seen.sort();
+    assert_eq!(seen, labels);
+    assert_eq!(dir_names(&shared), labels);
+    assert_eq!(walk_files(&shared).len(), 24 * files_per_session);
+
+    for (shard, want) in [
+        ("3/3", "I counts from 0 to 2"),
+        ("1/0", "N must be at least 1"),
+        ("x", "--shard takes I/N"),
+    ] {
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &["-P", "COHORT", "--shard", shard],
+        );
+        ended(&o, 2, want);
+    }
+    // A Slurm array numbered 1..3 with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT:
+    // refused in every task, not just the one that would be out of range.
+    let o = xnatfs(&mock.url(), home.path())
+        .args(["prefetch", "-P", "COHORT", "--shard", "1/3", "--dry-run"])
+        .envs([
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+        ])
+        .output()
+        .unwrap();
+    ended(&o, 2, "--array=0-2");
+}

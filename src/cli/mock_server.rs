@@ -52,6 +52,10 @@ pub struct MockServerArgs {
     /// Scans per MR session in the sample data.
     #[arg(long, default_value_t = SampleSpec::default().scans)]
     pub scans: usize,
+    /// Add project COHORT of this many small sessions (2 scans of 3 files, one session
+    /// resource each) to the sample data, for benchmarks of whole cohorts.
+    #[arg(long, default_value_t = 0)]
+    pub cohort: usize,
     /// Percentage of requests that go wrong (500s, bodies cut short, 2 s stalls).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub fault_percent: u32,
@@ -66,7 +70,8 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             dicom_size: args.dicom_size,
             nifti_size: args.nifti_size,
             scans: args.scans,
-        }),
+        })
+        .with_cohort(args.cohort),
     };
     let options = MockOptions {
         user: args.user.clone(),

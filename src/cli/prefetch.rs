@@ -64,6 +64,11 @@ pub struct PrefetchArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Only part I of N of the sessions (I from 0 to N-1), split by accession ID: the same
+    /// on every node, disjoint, together everything. For a Slurm array --array=0-<N-1>:
+    /// --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
+    #[arg(long, value_name = "I/N", value_parser = crate::prefetch::shard::Shard::parse)]
+    pub shard: Option<crate::prefetch::shard::Shard>,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -77,7 +82,8 @@ pub fn after_help() -> String {
         xnatfs prefetch -E XNAT_E00001                          # a whole session, into the cache\n  \
         xnatfs prefetch -P MYPROJ -E SUBJ01_MR1 -s 1,2 -r DICOM  # scans 1 and 2, DICOM only\n  \
         xnatfs prefetch -P MYPROJ --out ./data -w 8              # every session of a project\n  \
-        xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n\n\
+        xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n  \
+        xnatfs prefetch -P MYPROJ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT -q  # one node's part (sbatch --array=0-9)\n\n\
         {}",
         exit::table()
     )
@@ -92,6 +98,12 @@ pub fn cmd_prefetch(args: PrefetchArgs) -> Exit {
 }
 
 fn prefetch(args: PrefetchArgs) -> Result<Exit> {
+    if let Some(shard) = args.shard
+        && let Err(e) = shard.check_slurm(&crate::prefetch::shard::SlurmArray::from_env())
+    {
+        eprintln!("xnatfs: {e}");
+        return Ok(Exit::Usage);
+    }
     let settings = settings::resolve(&args.server.server_args(), true, true)?;
     let selection = Selection {
         scans: ScanSelector::parse(&args.scans)?,
@@ -142,6 +154,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         dry_run: args.dry_run,
         io_timeout,
         quiet: args.quiet,
+        shard: args.shard,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {

@@ -303,6 +303,55 @@ impl Dataset {
         }
     }
 
+    /// Adds project `COHORT` of `sessions` small MR sessions, as a cohort of thousands is
+    /// shaped for benchmarks of crawling and prefetching: each has 2 scans (1 T1w, 2 rsfMRI)
+    /// of one DICOM resource of 3 small files, and one session resource (QC, one file).
+    /// Accession IDs `XNAT_E100001` on, labels `C0001_MR1` on.
+    pub fn with_cohort(mut self, sessions: usize) -> Dataset {
+        if sessions == 0 {
+            return self;
+        }
+        let mut b = Builder {
+            next_resource: 1_000_000,
+            next_seed: 1_000_000,
+            spec: SampleSpec::default(),
+        };
+        let mut cohort = Vec::with_capacity(sessions);
+        for n in 1..=sessions {
+            let small = |b: &mut Builder, scan: &str| {
+                let files = (1..=3)
+                    .map(|i| {
+                        let name = format!("1.3.12.2.1107.5.2.{scan}.{i:05}.dcm");
+                        b.generated(&name, 2_000 + 100 * i, dicom_prefix())
+                    })
+                    .collect();
+                b.resource("DICOM", "DICOM", files)
+            };
+            let scans = vec![
+                scan("1", "T1w", "xnat:mrScanData", vec![small(&mut b, "1")]),
+                scan("2", "rsfMRI", "xnat:mrScanData", vec![small(&mut b, "2")]),
+            ];
+            let qc = b.generated("qc.png", 3_000, Bytes::from_static(b"\x89PNG"));
+            let resources = vec![b.resource("QC", "PNG", vec![qc])];
+            let id = format!("XNAT_E{:06}", 100_000 + n);
+            let label = format!("C{n:04}_MR1");
+            let at = (id.as_str(), label.as_str(), "COHORT", "2025-01-01");
+            cohort.push(Arc::new(session(
+                at,
+                "xnat:mrSessionData",
+                scans,
+                resources,
+            )));
+        }
+        self.projects.push(MockProject {
+            id: "COHORT".into(),
+            name: format!("A cohort of {sessions} sessions"),
+            sessions: cohort,
+        });
+        self.number_subjects();
+        self
+    }
+
     /// A tiny data set for core tests: project `P` with one session (`S1`, accession ID
     /// `E1`), whose scan `2` and the session itself each hold a resource `DICOM` of files
     /// 10, 20, 30 and 40 bytes long (three of them in subfolders); and a project whose name
@@ -358,6 +407,27 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cohort_is_sessions_of_two_scans_of_three_files_and_a_session_resource() {
+        let data = Dataset::sample(&SampleSpec::default()).with_cohort(20);
+        let cohort = data.projects.iter().find(|p| p.id == "COHORT").unwrap();
+        assert_eq!(cohort.sessions.len(), 20);
+        for s in &cohort.sessions {
+            assert_eq!(s.scans.len(), 2);
+            assert!(s.scans.iter().all(|sc| sc.resources[0].files.len() == 3));
+            assert_eq!(s.resources.len(), 1);
+        }
+        assert_eq!(cohort.sessions[0].id, "XNAT_E100001");
+        assert_eq!(cohort.sessions[19].label, "C0020_MR1");
+        let ids: std::collections::HashSet<u64> =
+            data.all_files().iter().map(|(_, _, r, _)| r.id).collect();
+        // Every resource ID is its own (the sample's and the cohort's).
+        let resources = data.projects.iter().flat_map(|p| &p.sessions).map(|s| {
+            s.resources.len() + s.scans.iter().map(|sc| sc.resources.len()).sum::<usize>()
+        });
+        assert_eq!(ids.len(), resources.sum::<usize>());
+    }
 
     #[test]
     fn sample_is_deterministic_and_has_the_quirks() {

@@ -1,12 +1,15 @@
-//! `xnatfs prefetch`: plans from the listings, then downloads whole sessions, chosen scans or
-//! filtered resources in parallel into the mount's cache or a plain folder, verifying every
-//! file. Re-runs transfer only what is missing or wrong.
+//! `xnatfs prefetch`: downloads whole sessions, chosen scans or filtered resources in
+//! parallel into the mount's cache or a plain folder, verifying every file; sessions are
+//! planned from their listings while those planned before transfer ([`cohort`]). Re-runs
+//! transfer only what is missing or wrong. `--shard I/N` takes one part of the sessions.
 
 pub mod breaker;
+pub mod cohort;
 pub mod destination;
 pub mod plan;
 pub mod progress;
 pub mod select;
+pub mod shard;
 pub mod transfer;
 pub mod verified;
 pub mod zip;
@@ -17,9 +20,11 @@ use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
 use breaker::{Breaker, Unreachable};
 use destination::{Destination, RunTmp};
-use plan::Plan;
+use futures::StreamExt;
+use plan::{Problem, Totals};
 use progress::Progress;
 use select::Selection;
+use shard::Shard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transfer::{Method, Report};
@@ -40,6 +45,8 @@ pub struct PrefetchOptions {
     pub io_timeout: Duration,
     /// No progress output (summary and failures are still printed).
     pub quiet: bool,
+    /// `--shard I/N`: only this part of the sessions.
+    pub shard: Option<Shard>,
 }
 
 /// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
@@ -58,8 +65,19 @@ pub async fn resolve_sessions(
         return Ok(sessions.into_iter().map(|s| (s.label.clone(), s)).collect());
     }
     let in_project = opts.project.as_deref().or(opts.default_project.as_deref());
-    named_sessions(api, in_project, &opts.sessions).await
+    // Looked up several at a time (a cohort may be named session by session), in order.
+    let mut found = futures::stream::iter(opts.sessions.chunks(1))
+        .map(|name| named_sessions(api, in_project, name))
+        .buffered(RESOLVED_AT_ONCE);
+    let mut sessions = Vec::with_capacity(opts.sessions.len());
+    while let Some(one) = found.next().await {
+        sessions.extend(one?);
+    }
+    Ok(sessions)
 }
+
+/// `-E` names looked up at once.
+const RESOLVED_AT_ONCE: usize = 16;
 
 /// How a prefetch ended (the command line makes an exit code of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,16 +99,7 @@ pub const LISTED_AT_MOST: usize = 20;
 /// Runs a prefetch, telling on stderr what failed or was left out and how it ended.
 pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending> {
     let started = Instant::now();
-    let sessions = resolve_sessions(api.as_ref(), opts).await?;
-    if let Destination::Cache(_) = &opts.destination {
-        // The listings above the sessions, so that a mount finds its way to them offline.
-        let _ = api.projects().await;
-        let mut projects: Vec<&str> = sessions.iter().map(|(_, s)| s.project.as_str()).collect();
-        projects.dedup();
-        for p in projects {
-            let _ = api.sessions(p).await;
-        }
-    }
+    let mut sessions = resolve_sessions(api.as_ref(), opts).await?;
     if let Destination::Out { name: Some(_), .. } = &opts.destination
         && sessions.len() > 1
     {
@@ -99,14 +108,71 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
             sessions.len()
         );
     }
-    let breaker = Breaker::default();
+    if let Some(shard) = opts.shard {
+        let all = sessions.len();
+        sessions.retain(|(_, s)| shard.contains(&s.id));
+        if !opts.quiet {
+            eprintln!(
+                "shard {}/{}: {} of the {all} sessions",
+                shard.index,
+                shard.count,
+                sessions.len()
+            );
+        }
+    }
+    if let Destination::Cache(_) = &opts.destination {
+        // The listings above the sessions, so that a mount finds its way to them offline.
+        let _ = api.projects().await;
+        let mut projects: Vec<&str> = sessions.iter().map(|(_, s)| s.project.as_str()).collect();
+        projects.sort_unstable();
+        projects.dedup();
+        for p in projects {
+            let _ = api.sessions(p).await;
+        }
+    }
+    let breaker = Arc::new(Breaker::default());
+    if opts.dry_run {
+        return dry_run(api.as_ref(), &sessions, opts, &breaker).await;
+    }
+    let run_tmp = RunTmp::new(&opts.destination, breaker.token())?;
+    let progress = Arc::new(Progress::new(sessions.len() as u64, opts.quiet));
+    let policy = TransferPolicy {
+        attempts: PREFETCH_BODY_ATTEMPTS,
+        stall_timeout: opts.io_timeout,
+        private: matches!(opts.destination, Destination::Cache(_)),
+    };
+    let done = cohort::prefetch(
+        api.clone(),
+        sessions,
+        opts,
+        &policy,
+        breaker.clone(),
+        progress.clone(),
+        run_tmp.path(),
+    )
+    .await;
+    drop(run_tmp);
+    progress.finish();
+    let done = done?;
+    print_capped(done.notes.iter().map(|n| format!("note: {n}")));
+    let out = matches!(opts.destination, Destination::Out { .. });
+    Ok(conclude(&done, out, started.elapsed().as_secs_f64()))
+}
+
+/// `--dry-run`: plans every session (in parallel) and prints the plan.
+async fn dry_run(
+    api: &dyn XnatApi,
+    sessions: &[(String, Session)],
+    opts: &PrefetchOptions,
+    breaker: &Breaker,
+) -> Result<Ending> {
     let built = plan::build(
-        api.as_ref(),
-        &sessions,
+        api,
+        sessions,
         &opts.selection,
         &opts.destination,
         opts.workers,
-        &breaker,
+        breaker,
     )
     .await;
     let plan = match built {
@@ -122,76 +188,47 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
         },
     };
     print_capped(plan.notes.iter().map(|n| format!("note: {n}")));
-    let totals = plan.totals();
-    if opts.dry_run {
-        print!("{}", plan.describe());
-        println!("dry run: nothing transferred");
-        return Ok(if plan.problems.is_empty() {
-            Ending::Complete
-        } else {
-            Ending::Partial
-        });
-    }
-    let run_tmp = RunTmp::new(&opts.destination, breaker.token())?;
-    let progress = Progress::new(
-        totals.files - totals.present_files,
-        totals.bytes - totals.present_bytes,
-        opts.quiet,
-    );
-    let policy = TransferPolicy {
-        attempts: PREFETCH_BODY_ATTEMPTS,
-        stall_timeout: opts.io_timeout,
-        private: matches!(opts.destination, Destination::Cache(_)),
-    };
-    let report = transfer::run(
-        api.clone(),
-        &plan,
-        &opts.destination,
-        run_tmp.path(),
-        opts.workers,
-        opts.method,
-        &policy,
-        &progress,
-        &breaker,
-    )
-    .await;
-    drop(run_tmp);
-    progress.finish();
-    let out = matches!(opts.destination, Destination::Out { .. });
-    Ok(conclude(
-        &plan,
-        &report,
-        out,
-        started.elapsed().as_secs_f64(),
-    ))
+    print!("{}", plan.describe());
+    println!("dry run: nothing transferred");
+    Ok(if plan.problems.is_empty() {
+        Ending::Complete
+    } else {
+        Ending::Partial
+    })
 }
 
 /// Tells what was left out and what failed (by XNAT path, and by `--out` path when `out`),
 /// the summary, and how the run ended.
-fn conclude(plan: &Plan, report: &Report, out: bool, secs: f64) -> Ending {
-    let skipped = plan.problems.iter().map(ToString::to_string);
+fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
+    let (problems, report): (&[Problem], &Report) = (&done.problems, &done.report);
+    let skipped = problems.iter().map(ToString::to_string);
     let failed = report.failed.iter().map(|f| match out {
         true => format!("failed: {} -> {}: {}", f.uri, f.dest.display(), f.why),
         false => format!("failed: {}: {}", f.uri, f.why),
     });
     print_capped(skipped.chain(failed));
+    let sessions = match done.sessions {
+        1 => String::new(),
+        n => format!("{n} sessions: "),
+    };
     eprintln!(
-        "prefetch: {} files ({}) downloaded, {} retried, {} files ({}) already present, {} failed, {} skipped, in {secs:.1} s ({:.1} MB/s)",
+        "prefetch: {sessions}{} files ({}) downloaded, {} retried, {} files ({}) already present, {} failed, {} skipped, in {secs:.1} s ({:.1} MB/s)",
         report.downloaded_files,
         human_bytes(report.downloaded_bytes),
         report.retried,
         report.skipped_files,
         human_bytes(report.skipped_bytes),
         report.failed.len(),
-        plan.problems.len(),
+        problems.len(),
         report.downloaded_bytes as f64 / secs.max(0.001) / 1e6
     );
-    let total = plan.totals().files;
+    let Totals { files: total, .. } = done.totals;
     let present = report.downloaded_files + report.skipped_files;
     let left = total - present;
-    let ending = if report.unreachable {
+    let unplanned = done.sessions - done.planned;
+    let ending = if report.unreachable || done.unreachable_planning.is_some() {
         Ending::Unreachable
-    } else if left == 0 && plan.problems.is_empty() {
+    } else if left == 0 && problems.is_empty() {
         Ending::Complete
     } else if present == 0 {
         Ending::Failed
@@ -200,12 +237,22 @@ fn conclude(plan: &Plan, report: &Report, out: bool, secs: f64) -> Ending {
     };
     match ending {
         Ending::Complete => {}
+        Ending::Unreachable if unplanned > 0 && report.downloaded_files == 0 => eprintln!(
+            "xnatfs: {} while planning; nothing transferred; run again to resume",
+            done.unreachable_planning
+                .as_deref()
+                .unwrap_or("server unreachable")
+        ),
+        Ending::Unreachable if unplanned > 0 => eprintln!(
+            "xnatfs: server unreachable; {left} of {total} files left, and {unplanned} of {} sessions not planned yet; run again to resume",
+            done.sessions
+        ),
         Ending::Unreachable => eprintln!(
             "xnatfs: server unreachable; {left} of {total} files left; run again to resume"
         ),
         Ending::Partial | Ending::Failed => eprintln!(
             "xnatfs: prefetch incomplete: {left} of {total} files left, {} items skipped (listed above); run it again to retry them",
-            plan.problems.len()
+            problems.len()
         ),
     }
     ending

@@ -2,13 +2,18 @@
 //! file with its size, digest and destination, and which files are already there. A session,
 //! scan, resource or file that cannot be listed or written safely is left out as a
 //! [`Problem`], and the rest planned.
+//!
+//! Each session is planned on its own ([`plan_session`]) from its whole tree of listings
+//! ([`XnatApi::session_tree`], a couple of requests), so that a cohort's sessions are planned
+//! in parallel and transfers start as each one is planned. Where the tree cannot be had, the
+//! session is listed folder by folder, so that one failing listing leaves out only its item.
 
 use super::breaker::{Breaker, Unreachable, is_unreachable};
 use super::destination::{Destination, symlink_refused};
 use super::select::{Seen, Selection, check_filters};
 use crate::names::is_safe_component;
 use crate::units::human_bytes;
-use crate::xnat::{self, RemoteFile, ResourceRef, Scan, Session, XnatApi};
+use crate::xnat::{self, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
 use anyhow::Result;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -78,12 +83,7 @@ impl Plan {
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for f in self.resources.iter().flat_map(|r| &r.files) {
-            t.files += 1;
-            t.bytes += f.file.size;
-            if f.present {
-                t.present_files += 1;
-                t.present_bytes += f.file.size;
-            }
+            t.add(f);
         }
         t
     }
@@ -136,10 +136,58 @@ impl Plan {
     }
 }
 
-/// Lists what `selection` takes from `sessions` and where each file goes. Listings run
-/// `workers` at a time. A listing that fails, or a name that cannot be written safely, leaves
-/// that item out (in [`Plan::problems`]); the rest is planned. Errors: a filter that matches
-/// nothing, or a server that stops answering ([`Unreachable`], as `breaker` decides).
+/// Sessions planned at once: listings are small and mostly waiting on the server, so more
+/// of them run than transfers (`workers`); bounded so a cohort of thousands does not flood
+/// the server.
+pub fn plan_concurrency(workers: usize) -> usize {
+    (2 * workers).clamp(16, 32)
+}
+
+/// One session's part of a plan.
+#[derive(Debug, Default)]
+pub struct SessionPlan {
+    pub resources: Vec<PlannedResource>,
+    pub problems: Vec<Problem>,
+    /// What the session holds, for the filters' messages; `None` when its scans could not
+    /// be listed (or it cannot be written at all).
+    pub seen: Option<Seen>,
+    /// False when a resources listing of it failed (a label may exist unseen).
+    pub labels_known: bool,
+}
+
+impl SessionPlan {
+    /// Files and bytes planned, and those of them already present.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for f in self.resources.iter().flat_map(|r| &r.files) {
+            t.add(f);
+        }
+        t
+    }
+}
+
+impl Totals {
+    fn add(&mut self, f: &PlannedFile) {
+        self.files += 1;
+        self.bytes += f.file.size;
+        if f.present {
+            self.present_files += 1;
+            self.present_bytes += f.file.size;
+        }
+    }
+
+    pub fn merge(&mut self, o: Totals) {
+        self.files += o.files;
+        self.bytes += o.bytes;
+        self.present_files += o.present_files;
+        self.present_bytes += o.present_bytes;
+    }
+}
+
+/// Lists what `selection` takes from `sessions` and where each file goes, planning
+/// [`plan_concurrency`] sessions at a time (the plan keeps the sessions' order). Errors: a
+/// filter that matches nothing, or a server that stops answering ([`Unreachable`], as
+/// `breaker` decides).
 pub async fn build(
     api: &dyn XnatApi,
     sessions: &[(String, Session)],
@@ -148,123 +196,146 @@ pub async fn build(
     workers: usize,
     breaker: &Breaker,
 ) -> Result<Plan> {
-    // A resource to list.
-    struct Wanted {
-        session: Session,
-        dir_name: String,
-        scan_type: Option<String>,
-        res: ResourceRef,
-    }
-    let workers = workers.max(1);
+    let mut planned = futures::stream::iter(sessions)
+        .map(|(dir_name, session)| plan_session(api, dir_name, session, selection, dest, breaker))
+        .buffered(plan_concurrency(workers));
     let mut plan = Plan::default();
-    let mut wanted: Vec<Wanted> = Vec::new();
     let mut seen_all = Vec::new();
     let mut labels_known = true;
-    for (dir_name, session) in sessions {
-        let at = format!("/data/experiments/{}", session.id);
-        if let Some(why) = dest.session_problem(dir_name, &session.id) {
-            let item = format!("session {} ({at})", session.label);
-            plan.problems.push(Problem::new(item, why));
-            continue;
-        }
-        let scans = match heard(breaker, api.scans(session).await)? {
-            Ok(scans) => scans,
-            Err(e) => {
-                plan.problems.push(Problem::new(format!("{at}/scans"), e));
-                continue;
-            }
-        };
-        let mut seen = Seen {
-            session: session.label.clone(),
-            scans: scans.iter().map(|s| s.id.clone()).collect(),
-            labels: Vec::new(),
-        };
-        // Where resources are listed: each chosen scan, and the session itself when asked.
-        let mut places: Vec<Option<&Scan>> = Vec::new();
-        for scan in scans.iter().filter(|s| selection.scans.matches(&s.id)) {
-            if is_safe_component(&scan.id) {
-                places.push(Some(scan));
-            } else {
-                let why = format!("scan ID {:?} is not a usable folder name", scan.id);
-                plan.problems.push(Problem::new(format!("{at}/scans"), why));
-            }
-        }
-        if selection.session_resources {
-            places.push(None);
-        }
-        let mut listings = futures::stream::iter(places)
-            .map(|scan| async move {
-                let listed = api
-                    .resources(&session.id, scan.map(|s| s.id.as_str()))
-                    .await;
-                (scan, listed)
-            })
-            .buffered(workers);
-        while let Some((scan, listed)) = listings.next().await {
-            let resources = match heard(breaker, listed)? {
-                Ok(resources) => resources,
-                Err(e) => {
-                    labels_known = false;
-                    let item = match scan {
-                        Some(s) => format!("{at}/scans/{}/resources", s.id),
-                        None => format!("{at}/resources"),
-                    };
-                    plan.problems.push(Problem::new(item, e));
-                    continue;
-                }
-            };
-            for r in resources {
-                seen.labels.push(r.label.clone());
-                if !selection.wants_resource(&r.label) {
-                    continue;
-                }
-                let res = ResourceRef::of(&session.id, scan.map(|s| s.id.as_str()), &r);
-                if !is_safe_component(&res.label) {
-                    let why = format!("resource label {:?} is not a usable folder name", res.label);
-                    plan.problems.push(Problem::new(res.label_path(), why));
-                    continue;
-                }
-                wanted.push(Wanted {
-                    session: session.clone(),
-                    dir_name: dir_name.clone(),
-                    scan_type: scan.map(|s| s.scan_type.clone()),
-                    res,
-                });
-            }
-        }
-        seen_all.push(seen);
+    while let Some(one) = planned.next().await {
+        let one = one?;
+        plan.resources.extend(one.resources);
+        plan.problems.extend(one.problems);
+        seen_all.extend(one.seen);
+        labels_known &= one.labels_known;
     }
     plan.notes = check_filters(selection, &seen_all, labels_known)?;
+    Ok(plan)
+}
 
-    let mut listings = futures::stream::iter(wanted)
-        .map(|w| async move {
-            let files = api.files(&w.res).await;
-            (w, files)
-        })
-        .buffered(workers);
-    let mut dirs_seen = HashMap::new();
-    let mut links_refused = HashSet::new();
-    while let Some((w, files)) = listings.next().await {
-        let files = match heard(breaker, files)? {
-            Ok(files) => files,
-            Err(e) => {
-                let item = format!("{}/files", w.res.label_path());
-                plan.problems.push(Problem::new(item, e));
-                continue;
-            }
-        };
+/// Plans one session (shown as `dir_name` under `--out`): from its whole tree when it can be
+/// had, else folder by folder. What cannot be listed or written safely is left out as a
+/// problem. Errors: only a server taken for gone ([`Unreachable`]).
+pub async fn plan_session(
+    api: &dyn XnatApi,
+    dir_name: &str,
+    session: &Session,
+    selection: &Selection,
+    dest: &Destination,
+    breaker: &Breaker,
+) -> Result<SessionPlan> {
+    let at = format!("/data/experiments/{}", session.id);
+    let mut planner = Planner {
+        session,
+        dir_name,
+        selection,
+        dest,
+        plan: SessionPlan {
+            labels_known: true,
+            ..SessionPlan::default()
+        },
+        dirs_seen: HashMap::new(),
+        links_refused: HashSet::new(),
+    };
+    if let Some(why) = dest.session_problem(dir_name, &session.id) {
+        let item = format!("session {} ({at})", session.label);
+        planner.plan.problems.push(Problem::new(item, why));
+        return Ok(planner.plan);
+    }
+    match api.session_tree(session).await {
+        Ok(tree) => {
+            breaker.record(Ok(()));
+            planner.plan_tree(tree);
+        }
+        // The server is not there: listing folder by folder would not fare better.
+        Err(e) if is_unreachable(&e) => {
+            let _ = heard(breaker, Err::<(), _>(e.clone()))?;
+            planner.plan.problems.push(Problem::new(at, e));
+            return Ok(planner.plan);
+        }
+        // The server answered no to some listing: find which, leaving out just its item.
+        Err(e) => {
+            tracing::debug!("the tree of {at} failed ({e}); listing it folder by folder");
+            planner.folder_by_folder(api, breaker).await?;
+        }
+    }
+    let mut plan = planner.plan;
+    mark_present(&mut plan.resources, dest).await;
+    Ok(plan)
+}
+
+/// What one session's planning has found so far.
+struct Planner<'a> {
+    session: &'a Session,
+    dir_name: &'a str,
+    selection: &'a Selection,
+    dest: &'a Destination,
+    plan: SessionPlan,
+    /// Folders looked at for symlinks, and the symlinks refused (each told once).
+    dirs_seen: HashMap<PathBuf, bool>,
+    links_refused: HashSet<PathBuf>,
+}
+
+impl Planner<'_> {
+    fn at(&self) -> String {
+        format!("/data/experiments/{}", self.session.id)
+    }
+
+    fn seen(&self, scans: &[&Scan]) -> Seen {
+        Seen {
+            session: self.session.label.clone(),
+            scans: scans.iter().map(|s| s.id.clone()).collect(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Whether the chosen `scan` can be a folder (else it is a problem).
+    fn usable_scan(&mut self, scan: &Scan) -> bool {
+        if is_safe_component(&scan.id) {
+            return true;
+        }
+        let why = format!("scan ID {:?} is not a usable folder name", scan.id);
+        let item = format!("{}/scans", self.at());
+        self.plan.problems.push(Problem::new(item, why));
+        false
+    }
+
+    /// The resource `r` of the session (of its `scan`, if given) when the filters take it
+    /// and its label can be a folder; its label is seen either way.
+    fn wanted(
+        &mut self,
+        scan: Option<&Scan>,
+        r: &Resource,
+        seen: &mut Seen,
+    ) -> Option<ResourceRef> {
+        seen.labels.push(r.label.clone());
+        if !self.selection.wants_resource(&r.label) {
+            return None;
+        }
+        let res = ResourceRef::of(&self.session.id, scan.map(|s| s.id.as_str()), r);
+        if !is_safe_component(&res.label) {
+            let why = format!("resource label {:?} is not a usable folder name", res.label);
+            self.plan.problems.push(Problem::new(res.label_path(), why));
+            return None;
+        }
+        Some(res)
+    }
+
+    /// Plans the files of a wanted resource.
+    fn add(&mut self, scan: Option<&Scan>, res: ResourceRef, files: Vec<RemoteFile>) {
         let mut planned = Vec::with_capacity(files.len());
         for file in files {
-            let Some(path) = dest.path_of(&w.dir_name, &w.res, &file.path) else {
-                let item = format!("{}/files/{}", w.res.label_path(), file.path);
-                plan.problems
+            let Some(path) = self.dest.path_of(self.dir_name, &res, &file.path) else {
+                let item = format!("{}/files/{}", res.label_path(), file.path);
+                self.plan
+                    .problems
                     .push(Problem::new(item, "not a usable file name"));
                 continue;
             };
-            if let Some(link) = dest.symlink_on_the_way(&path, &mut dirs_seen) {
-                if links_refused.insert(link.clone()) {
+            if let Some(link) = self.dest.symlink_on_the_way(&path, &mut self.dirs_seen) {
+                if self.links_refused.insert(link.clone()) {
                     let why = symlink_refused(&link);
-                    plan.problems.push(Problem::new(w.res.label_path(), why));
+                    self.plan.problems.push(Problem::new(res.label_path(), why));
                 }
                 continue;
             }
@@ -274,24 +345,109 @@ pub async fn build(
                 present: false,
             });
         }
-        plan.resources.push(PlannedResource {
-            session: w.session,
-            dir_name: w.dir_name,
-            scan_type: w.scan_type,
-            res: w.res,
+        self.plan.resources.push(PlannedResource {
+            session: self.session.clone(),
+            dir_name: self.dir_name.to_string(),
+            scan_type: scan.map(|s| s.scan_type.clone()),
+            res,
             files: planned,
         });
     }
-    // What is already there: checked in parallel on blocking threads (it may hash files).
-    let checks: Vec<(usize, usize)> = plan
-        .resources
+
+    fn plan_tree(&mut self, tree: xnat::SessionTree) {
+        let scans: Vec<&Scan> = tree.scans.iter().map(|s| &s.scan).collect();
+        let mut seen = self.seen(&scans);
+        for st in &tree.scans {
+            if !self.selection.scans.matches(&st.scan.id) || !self.usable_scan(&st.scan) {
+                continue;
+            }
+            for rt in &st.resources {
+                if let Some(res) = self.wanted(Some(&st.scan), &rt.resource, &mut seen) {
+                    self.add(Some(&st.scan), res, rt.files.clone());
+                }
+            }
+        }
+        if self.selection.session_resources {
+            for rt in &tree.resources {
+                if let Some(res) = self.wanted(None, &rt.resource, &mut seen) {
+                    self.add(None, res, rt.files.clone());
+                }
+            }
+        }
+        self.plan.seen = Some(seen);
+    }
+
+    /// Lists the session folder by folder (`workers`-free: one session's listings are few):
+    /// its scans, the resources of each chosen scan (and the session's, when asked), the
+    /// files of each wanted resource. A listing that fails leaves out its item.
+    async fn folder_by_folder(&mut self, api: &dyn XnatApi, breaker: &Breaker) -> Result<()> {
+        let at = self.at();
+        let scans = match heard(breaker, api.scans(self.session).await)? {
+            Ok(scans) => scans,
+            Err(e) => {
+                self.plan
+                    .problems
+                    .push(Problem::new(format!("{at}/scans"), e));
+                return Ok(());
+            }
+        };
+        let mut seen = self.seen(&scans.iter().collect::<Vec<_>>());
+        // Where resources are listed: each chosen scan, and the session itself when asked.
+        let mut places: Vec<Option<&Scan>> = Vec::new();
+        for scan in scans.iter().filter(|s| self.selection.scans.matches(&s.id)) {
+            if self.usable_scan(scan) {
+                places.push(Some(scan));
+            }
+        }
+        if self.selection.session_resources {
+            places.push(None);
+        }
+        for scan in places {
+            let listed = api
+                .resources(&self.session.id, scan.map(|s| s.id.as_str()))
+                .await;
+            let resources = match heard(breaker, listed)? {
+                Ok(resources) => resources,
+                Err(e) => {
+                    self.plan.labels_known = false;
+                    let item = match scan {
+                        Some(s) => format!("{at}/scans/{}/resources", s.id),
+                        None => format!("{at}/resources"),
+                    };
+                    self.plan.problems.push(Problem::new(item, e));
+                    continue;
+                }
+            };
+            for r in &resources {
+                let Some(res) = self.wanted(scan, r, &mut seen) else {
+                    continue;
+                };
+                match heard(breaker, api.files(&res).await)? {
+                    Ok(files) => self.add(scan, res, files),
+                    Err(e) => {
+                        let item = format!("{}/files", res.label_path());
+                        self.plan.problems.push(Problem::new(item, e));
+                    }
+                }
+            }
+        }
+        self.plan.seen = Some(seen);
+        Ok(())
+    }
+}
+
+/// Marks the files already at their destination: checked in parallel on blocking threads
+/// (under `--out` it hashes them).
+async fn mark_present(resources: &mut [PlannedResource], dest: &Destination) {
+    let checks: Vec<(usize, usize)> = resources
         .iter()
         .enumerate()
         .flat_map(|(i, r)| (0..r.files.len()).map(move |j| (i, j)))
         .collect();
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     let present = futures::stream::iter(checks)
         .map(|(i, j)| {
-            let f = plan.resources[i].files[j].clone();
+            let f = resources[i].files[j].clone();
             let dest = dest.clone();
             async move {
                 let held = tokio::task::spawn_blocking(move || dest.holds(&f.file, &f.dest))
@@ -300,13 +456,12 @@ pub async fn build(
                 (i, j, held)
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(parallel.max(2))
         .collect::<Vec<_>>()
         .await;
     for (i, j, held) in present {
-        plan.resources[i].files[j].present = held;
+        resources[i].files[j].present = held;
     }
-    Ok(plan)
 }
 
 /// Tells `breaker` how a listing went: the listing as it was, or [`Unreachable`] once so

@@ -120,6 +120,45 @@ pub struct Seen {
     pub labels: Vec<String>,
 }
 
+/// Whether every item of `-s` and `-r` has matched in some session planned so far. Until
+/// then a run holds its transfers back: a filter that matches in no session at all is an
+/// error before anything is transferred (see [`check_filters`]), even when sessions are
+/// planned while others transfer. Without `-s`/`-r` items it is open from the start.
+#[derive(Debug, Clone)]
+pub struct FilterGate {
+    /// Items of `-s` not matched yet (as given).
+    scans: Vec<String>,
+    /// Labels of `-r` not seen yet.
+    labels: Vec<String>,
+}
+
+impl FilterGate {
+    pub fn new(selection: &Selection) -> FilterGate {
+        let scans = match &selection.scans {
+            ScanSelector::All => Vec::new(),
+            ScanSelector::Ids(specs) => specs.iter().map(|s| s.raw.clone()).collect(),
+        };
+        FilterGate {
+            scans,
+            labels: selection.include.clone(),
+        }
+    }
+
+    /// Hears what one more session holds; returns whether the gate is open now.
+    pub fn saw(&mut self, selection: &Selection, seen: Option<&Seen>) -> bool {
+        if let Some(seen) = seen {
+            let unmatched = selection.scans.unmatched(&seen.scans);
+            self.scans.retain(|raw| unmatched.contains(&raw.as_str()));
+            self.labels.retain(|l| !seen.labels.contains(l));
+        }
+        self.is_open()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.scans.is_empty() && self.labels.is_empty()
+    }
+}
+
 /// What the filters say of the sessions that were listed: an error when an item of `-s` or
 /// `-r` matches in none of them (naming what exists), and notes for those missing in only
 /// some sessions or for an `--exclude-resource` that matches nothing. `labels_known` is false
@@ -325,6 +364,22 @@ mod tests {
         assert!(check_filters(&sel("2-3", &["DICOM"], &[]), &one, true).is_ok());
         // A label may exist where a listing failed: no error then.
         assert!(check_filters(&sel("*", &["DICMO"], &[]), &one, false).is_ok());
+    }
+
+    #[test]
+    fn the_gate_opens_once_every_item_matched_somewhere() {
+        assert!(FilterGate::new(&sel("*", &[], &["QC"])).is_open());
+        let s = sel("1,2-3", &["NIFTI"], &[]);
+        let mut gate = FilterGate::new(&s);
+        assert!(!gate.is_open());
+        assert!(!gate.saw(&s, None));
+        assert!(!gate.saw(&s, Some(&seen("S1", &["1"], &["DICOM"]))));
+        assert!(!gate.saw(&s, Some(&seen("S2", &["7"], &["NIFTI"]))));
+        assert!(gate.saw(&s, Some(&seen("S3", &["3"], &[]))));
+        // A typo never opens it.
+        let s = sel("99", &[], &[]);
+        let mut gate = FilterGate::new(&s);
+        assert!(!gate.saw(&s, Some(&seen("S1", &["1", "3"], &["DICOM"]))));
     }
 
     #[test]

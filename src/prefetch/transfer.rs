@@ -1,18 +1,17 @@
 //! Moving the planned files: one request per file over the client's connection pool, or a
-//! resource's ZIP streamed and unpacked on the fly (no temporary zip on disk), `workers` jobs at
-//! a time. Every file goes through a partial file and is verified (size, MD5 when listed)
-//! before it takes its final name. A ZIP entry is written only where the plan says its file
+//! resource's ZIP streamed and unpacked on the fly (no temporary zip on disk), `workers` jobs
+//! at a time, each a task of its own, started as sessions are planned. Every file goes through
+//! a partial file and is verified (size, MD5 when listed) before it takes its final name. A ZIP entry is written only where the plan says its file
 //! goes, so entry names from the server never become paths. When the server is taken for gone
 //! ([`Breaker`]), no more jobs start and those under way are dropped.
 
 use super::breaker::{Breaker, fetch_unreachable};
 use super::destination::Destination;
-use super::plan::{Plan, PlannedFile, PlannedResource};
+use super::plan::{PlannedFile, PlannedResource};
 use super::progress::Progress;
 use super::verified::{TransferPolicy, download_verified};
 use super::zip::zip_resource;
 use crate::xnat::XnatApi;
-use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -75,13 +74,13 @@ pub struct Outcome {
 
 /// Where jobs tell of bytes and of each file as it ends, so that a stopped run still counts
 /// what it did.
-pub struct Ledger<'a> {
-    progress: &'a Progress,
-    dest: &'a Destination,
+pub struct Ledger {
+    progress: Arc<Progress>,
+    dest: Destination,
     report: Mutex<Report>,
 }
 
-impl Ledger<'_> {
+impl Ledger {
     pub fn bytes(&self, n: u64) {
         self.progress.add_bytes(n);
     }
@@ -94,7 +93,7 @@ impl Ledger<'_> {
                 report.downloaded_files += 1;
                 report.downloaded_bytes += o.file.file.size;
                 report.retried += u64::from(o.retried);
-                if let Destination::Cache(cache) = self.dest {
+                if let Destination::Cache(cache) = &self.dest {
                     cache.budget().added(&o.file.dest, o.file.file.size);
                 }
             }
@@ -114,100 +113,187 @@ impl Ledger<'_> {
     }
 }
 
-enum Job<'a> {
-    File(&'a PlannedFile),
-    Zip(&'a PlannedResource),
+/// One unit of work: a file, or a resource's ZIP. It holds its session's [`SessionMark`]:
+/// when the last job of a session ends (or is dropped), the session is done.
+pub struct Job {
+    work: Work,
+    _session: Arc<SessionMark>,
 }
 
-/// Transfers what `plan` says is missing, writing partial files in `tmp_dir`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+enum Work {
+    File(PlannedFile),
+    Zip(PlannedResource),
+}
+
+/// Tells the progress a session is done when the last of its jobs goes.
+pub struct SessionMark(Arc<Progress>);
+
+impl Drop for SessionMark {
+    fn drop(&mut self) {
+        self.0.session_done();
+    }
+}
+
+/// What every job needs.
+struct Context {
     api: Arc<dyn XnatApi>,
-    plan: &Plan,
-    dest: &Destination,
-    tmp_dir: &Path,
-    workers: usize,
+    tmp_dir: PathBuf,
+    policy: TransferPolicy,
+    ledger: Ledger,
+    breaker: Arc<Breaker>,
+}
+
+/// The transfers of a run: jobs are handed in as sessions are planned, and each runs as a
+/// task of its own (so that writing and hashing of different files use every core),
+/// `workers` at a time. Dropped, it aborts the jobs under way (their partial files go with
+/// them).
+pub struct Transfers {
+    ctx: Arc<Context>,
     method: Method,
-    policy: &TransferPolicy,
-    progress: &Progress,
-    breaker: &Breaker,
-) -> Report {
-    let ledger = Ledger {
-        progress,
-        dest,
-        report: Mutex::new(Report::default()),
-    };
-    let mut jobs = Vec::new();
-    {
-        let mut report = ledger.report.lock().unwrap();
-        for r in &plan.resources {
-            let missing: Vec<&PlannedFile> = r.files.iter().filter(|f| !f.present).collect();
-            for f in r.files.iter().filter(|f| f.present) {
-                report.skipped_files += 1;
-                report.skipped_bytes += f.file.size;
-            }
-            if missing.is_empty() {
-                continue;
-            }
-            let zip = match method {
-                Method::Files => false,
-                Method::Zip => true,
-                Method::Auto => zip_pays(r, missing.len()),
-            };
-            if zip {
-                jobs.push(Job::Zip(r));
-            } else {
-                jobs.extend(missing.into_iter().map(Job::File));
-            }
+    workers: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<()>,
+    /// Jobs handed to a worker so far.
+    pub started: u64,
+}
+
+impl Transfers {
+    /// Transfers into `dest`, writing partial files in `tmp_dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        api: Arc<dyn XnatApi>,
+        dest: &Destination,
+        tmp_dir: &Path,
+        workers: usize,
+        method: Method,
+        policy: &TransferPolicy,
+        progress: Arc<Progress>,
+        breaker: Arc<Breaker>,
+    ) -> Transfers {
+        let ledger = Ledger {
+            progress,
+            dest: dest.clone(),
+            report: Mutex::new(Report::default()),
+        };
+        Transfers {
+            ctx: Arc::new(Context {
+                api,
+                tmp_dir: tmp_dir.to_path_buf(),
+                policy: policy.clone(),
+                ledger,
+                breaker,
+            }),
+            method,
+            workers: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
+            tasks: tokio::task::JoinSet::new(),
+            started: 0,
         }
     }
-    let api = api.as_ref();
-    let ledger = &ledger;
-    futures::stream::iter(jobs)
-        .for_each_concurrent(workers.max(1), |job| async move {
-            if breaker.stopping() {
-                return;
+
+    /// The jobs of one planned session: what is missing, per file or as a resource's ZIP
+    /// where that pays. What is present is counted as such; the progress hears of the rest.
+    pub fn jobs_of(&self, resources: Vec<PlannedResource>) -> Vec<Job> {
+        let ledger = &self.ctx.ledger;
+        let mark = Arc::new(SessionMark(ledger.progress.clone()));
+        let mut jobs = Vec::new();
+        let (mut files, mut bytes) = (0, 0);
+        let mut report = ledger.report.lock().unwrap();
+        for r in resources {
+            let missing = r.files.iter().filter(|f| !f.present).count();
+            for f in &r.files {
+                if f.present {
+                    report.skipped_files += 1;
+                    report.skipped_bytes += f.file.size;
+                } else {
+                    files += 1;
+                    bytes += f.file.size;
+                }
             }
+            if missing == 0 {
+                continue;
+            }
+            let zip = match self.method {
+                Method::Files => false,
+                Method::Zip => true,
+                Method::Auto => zip_pays(&r, missing),
+            };
+            let job = |work| Job {
+                work,
+                _session: mark.clone(),
+            };
+            if zip {
+                jobs.push(job(Work::Zip(r)));
+            } else {
+                let missing = r.files.into_iter().filter(|f| !f.present);
+                jobs.extend(missing.map(|f| job(Work::File(f))));
+            }
+        }
+        ledger.progress.planned(files, bytes);
+        jobs
+    }
+
+    /// Starts `job` as soon as a worker is free (waiting for one: planning waits with it).
+    /// Once the run is stopping, jobs are dropped unstarted.
+    pub async fn start(&mut self, job: Job) {
+        let ctx = self.ctx.clone();
+        let permit = tokio::select! {
+            permit = self.workers.clone().acquire_owned() => permit,
+            _ = ctx.breaker.stopped() => return,
+        };
+        let Ok(permit) = permit else { return };
+        while self.tasks.try_join_next().is_some() {}
+        self.started += 1;
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            let _session = job._session;
+            let c = &*ctx;
             let work = async {
-                match job {
-                    Job::File(f) => one_file(api, f, tmp_dir, policy, ledger, breaker, false).await,
-                    Job::Zip(r) => {
-                        let leftover = zip_resource(api, r, tmp_dir, policy, ledger, breaker).await;
+                match &job.work {
+                    Work::File(f) => one_file(c, f, false).await,
+                    Work::Zip(r) => {
+                        let (api, ledger) = (c.api.as_ref(), &c.ledger);
+                        let leftover =
+                            zip_resource(api, r, &c.tmp_dir, &c.policy, ledger, &c.breaker).await;
                         // Whatever the ZIP did not deliver intact is fetched file by file.
                         for f in &leftover {
-                            one_file(api, f, tmp_dir, policy, ledger, breaker, true).await;
+                            one_file(c, f, true).await;
                         }
                     }
                 }
             };
             tokio::select! {
-                _ = breaker.stopped() => {}
+                _ = c.breaker.stopped() => {}
                 _ = work => {}
             }
-        })
-        .await;
-    if let Destination::Cache(cache) = dest
-        && let Err(e) = cache.budget().save()
-    {
-        tracing::warn!("cannot save the cache index: {e}");
+        });
     }
-    let mut report = ledger.report.lock().unwrap();
-    report.unreachable = breaker.tripped();
-    std::mem::take(&mut *report)
+
+    /// Waits for every job started, and tells what they did.
+    pub async fn finish(mut self) -> Report {
+        while self.tasks.join_next().await.is_some() {}
+        if let Destination::Cache(cache) = &self.ctx.ledger.dest
+            && let Err(e) = cache.budget().save()
+        {
+            tracing::warn!("cannot save the cache index: {e}");
+        }
+        let mut report = self.ctx.ledger.report.lock().unwrap();
+        report.unreachable = self.ctx.breaker.tripped();
+        std::mem::take(&mut *report)
+    }
 }
 
-async fn one_file(
-    api: &dyn XnatApi,
-    f: &PlannedFile,
-    tmp_dir: &Path,
-    policy: &TransferPolicy,
-    ledger: &Ledger<'_>,
-    breaker: &Breaker,
-    tried_before: bool,
-) {
-    let result =
-        download_verified(api, &f.file, &f.dest, tmp_dir, policy, &|n| ledger.bytes(n)).await;
-    breaker.record(result.as_ref().map(|_| ()).map_err(fetch_unreachable));
+async fn one_file(c: &Context, f: &PlannedFile, tried_before: bool) {
+    let ledger = &c.ledger;
+    let result = download_verified(
+        c.api.as_ref(),
+        &f.file,
+        &f.dest,
+        &c.tmp_dir,
+        &c.policy,
+        &|n| ledger.bytes(n),
+    )
+    .await;
+    c.breaker
+        .record(result.as_ref().map(|_| ()).map_err(fetch_unreachable));
     ledger.done(Outcome {
         file: f.clone(),
         retried: tried_before || result.as_ref().is_ok_and(|&attempts| attempts > 1),

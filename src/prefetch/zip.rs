@@ -23,7 +23,7 @@ pub async fn zip_resource(
     r: &PlannedResource,
     tmp_dir: &Path,
     policy: &TransferPolicy,
-    ledger: &Ledger<'_>,
+    ledger: &Ledger,
     breaker: &Breaker,
 ) -> Vec<PlannedFile> {
     let wanted: HashMap<String, PlannedFile> = r

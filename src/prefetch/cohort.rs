@@ -1,0 +1,151 @@
+//! A cohort's prefetch as a pipeline: sessions are planned in parallel (a bounded number at a
+//! time, in whatever order their listings come back, so a slow session holds up no other) and
+//! each session's transfers start as soon as it is planned, while the rest are still being
+//! planned. Planning runs ahead of the transfers by a bounded number of sessions, so a cohort
+//! of any size holds only a window of its plan in memory.
+//!
+//! Transfers wait only while a `-s`/`-r` item has matched in no session planned yet
+//! ([`FilterGate`]): a filter that matches nothing anywhere stays an error before anything
+//! is transferred. A session that cannot be planned is a problem of its own; the rest go on.
+
+use super::PrefetchOptions;
+use super::breaker::{Breaker, Unreachable};
+use super::plan::{Problem, SessionPlan, Totals, plan_concurrency, plan_session};
+use super::progress::Progress;
+use super::select::{FilterGate, check_filters};
+use super::transfer::{Job, Report, Transfers};
+use super::verified::TransferPolicy;
+use crate::xnat::{Session, XnatApi};
+use anyhow::Result;
+use futures::StreamExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Sessions planned but not yet handed to the transfers, at most (besides those held back
+/// by the filters).
+const PLANNED_AHEAD: usize = 64;
+
+/// What a cohort's prefetch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Items left out while planning, in the order they were found.
+    pub problems: Vec<Problem>,
+    /// What the filters did not find in some sessions.
+    pub notes: Vec<String>,
+    /// What was planned (files of sessions never planned are not in it).
+    pub totals: Totals,
+    pub report: Report,
+    /// Sessions planned, of `sessions`.
+    pub planned: usize,
+    pub sessions: usize,
+    /// The server was taken for gone while sessions were still being planned.
+    pub unreachable_planning: Option<String>,
+}
+
+/// Plans `sessions` and transfers what they hold into `opts.destination`, partial files in
+/// `tmp_dir`. Errors: a `-s`/`-r` filter that matches in none of the sessions (then nothing
+/// was transferred).
+pub async fn prefetch(
+    api: Arc<dyn XnatApi>,
+    sessions: Vec<(String, Session)>,
+    opts: &PrefetchOptions,
+    policy: &TransferPolicy,
+    breaker: Arc<Breaker>,
+    progress: Arc<Progress>,
+    tmp_dir: &Path,
+) -> Result<Outcome> {
+    let mut outcome = Outcome {
+        sessions: sessions.len(),
+        ..Outcome::default()
+    };
+    let (tx, mut planned) = tokio::sync::mpsc::channel::<Result<SessionPlan>>(PLANNED_AHEAD);
+    // Dropped on return (or with this future, on a signal), it stops the planning.
+    let mut planner = tokio::task::JoinSet::new();
+    {
+        let api = api.clone();
+        let selection = Arc::new(opts.selection.clone());
+        let dest = Arc::new(opts.destination.clone());
+        let breaker = breaker.clone();
+        let at_once = plan_concurrency(opts.workers);
+        planner.spawn(async move {
+            let mut plans = futures::stream::iter(sessions)
+                .map(move |(dir, s)| {
+                    let (api, selection) = (api.clone(), selection.clone());
+                    let (dest, breaker) = (dest.clone(), breaker.clone());
+                    async move {
+                        plan_session(api.as_ref(), &dir, &s, &selection, &dest, &breaker).await
+                    }
+                })
+                .buffer_unordered(at_once);
+            while let Some(one) = plans.next().await {
+                let stop = one.is_err();
+                if tx.send(one).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+    }
+    let mut transfers = Transfers::new(
+        api,
+        &opts.destination,
+        tmp_dir,
+        opts.workers,
+        opts.method,
+        policy,
+        progress,
+        breaker.clone(),
+    );
+    let mut gate = FilterGate::new(&opts.selection);
+    let mut held: Vec<Job> = Vec::new();
+    let mut seen_all = Vec::new();
+    let mut labels_known = true;
+    while let Some(one) = planned.recv().await {
+        let one = match one {
+            Ok(one) => one,
+            Err(e) => {
+                let why = match e.downcast::<Unreachable>() {
+                    Ok(gone) => gone.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                outcome.unreachable_planning = Some(why);
+                break;
+            }
+        };
+        outcome.planned += 1;
+        outcome.totals.merge(one.totals());
+        outcome.problems.extend(one.problems);
+        labels_known &= one.labels_known;
+        let jobs = transfers.jobs_of(one.resources);
+        let open = gate.saw(&opts.selection, one.seen.as_ref());
+        seen_all.extend(one.seen);
+        if open {
+            for job in held.drain(..).chain(jobs) {
+                transfers.start(job).await;
+            }
+        } else {
+            held.extend(jobs);
+        }
+        if breaker.stopping() {
+            break;
+        }
+    }
+    drop(planned);
+    planner.shutdown().await;
+    if outcome.unreachable_planning.is_none() && !breaker.stopping() {
+        match check_filters(&opts.selection, &seen_all, labels_known) {
+            Ok(notes) => outcome.notes = notes,
+            // The gate held every transfer back: nothing was transferred.
+            Err(e) if transfers.started == 0 => return Err(e),
+            Err(e) => outcome.notes.push(e.to_string()),
+        }
+        for job in held {
+            transfers.start(job).await;
+        }
+    }
+    outcome.report = transfers.finish().await;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+#[path = "cohort_tests.rs"]
+mod tests;
