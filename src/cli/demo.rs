@@ -52,6 +52,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             threads: 4,
             allow_other: false,
             max_memory: crate::fetch::DEFAULT_MAX_MEMORY,
+            scan_names: Default::default(),
         },
     };
     let mut lister = None;

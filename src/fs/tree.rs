@@ -10,7 +10,7 @@
 //! inode).
 
 use crate::names::is_safe_component;
-use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
+use crate::xnat::{RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -34,10 +34,12 @@ pub enum Node {
     Project(Arc<str>),
     Session(Arc<Session>),
     ScansDir(Arc<Session>),
-    Scan(Arc<Session>, Arc<str>),
+    /// A scan folder, with the scan as its listing gave it (for its attributes).
+    Scan(Arc<Session>, Arc<Scan>),
     ScanResources(Arc<Session>, Arc<str>),
     SessionResources(Arc<Session>),
-    Resource(Arc<ResourceRef>),
+    /// A resource folder, with the resource as its listing gave it (for its attributes).
+    Resource(Arc<ResourceRef>, Arc<Resource>),
     /// A folder under `files/`: the resource and the path prefix inside it (`""` for
     /// `files/` itself).
     FilesDir(Arc<ResourceRef>, Arc<str>),
@@ -122,6 +124,36 @@ pub struct Tree {
     files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
     /// Each session's date (by accession ID), for the times of everything in it.
     dates: Mutex<HashMap<String, SystemTime>>,
+    scan_names: ScanNames,
+}
+
+/// How scan folders are named. Only the names shown change: lookups go by the name shown,
+/// and everything below (requests, the cache) knows a scan by its ID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanNames {
+    /// `scans/2`: the scan ID, as xnatctl lays out its downloads.
+    #[default]
+    Id,
+    /// `scans/2-T1w`: the scan ID and type, as XNAT names scans in its ZIP downloads.
+    IdType,
+}
+
+impl ScanNames {
+    /// The folder name of `scan`. A name that could not be a folder name (too long) falls
+    /// back to the ID.
+    pub fn name(self, scan: &Scan) -> String {
+        match self {
+            ScanNames::Id => scan.id.clone(),
+            ScanNames::IdType => {
+                let name = crate::xnat::zip_scan_folder(&scan.id, &scan.scan_type);
+                if is_safe_component(&name) {
+                    name
+                } else {
+                    scan.id.clone()
+                }
+            }
+        }
+    }
 }
 
 impl Tree {
@@ -141,7 +173,14 @@ impl Tree {
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             dates: Mutex::new(HashMap::new()),
+            scan_names: ScanNames::Id,
         }
+    }
+
+    /// Names scan folders as `names` says (by ID unless told otherwise).
+    pub fn with_scan_names(mut self, names: ScanNames) -> Tree {
+        self.scan_names = names;
+        self
     }
 
     /// Calls `f` for each file whose size or digest a fresh listing shows changed: the file
@@ -173,7 +212,7 @@ impl Tree {
             | Node::Scan(s, _)
             | Node::ScanResources(s, _)
             | Node::SessionResources(s) => return session_date(&s.date),
-            Node::Resource(r) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
+            Node::Resource(r, _) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
         };
         self.dates.lock().unwrap().get(session_id).copied()
     }
@@ -310,17 +349,22 @@ impl Tree {
                 .scans(s)
                 .await?
                 .into_iter()
-                .map(|scan| (scan.id.clone(), Node::Scan(s.clone(), scan.id.into())))
+                .map(|scan| {
+                    (
+                        self.scan_names.name(&scan),
+                        Node::Scan(s.clone(), scan.into()),
+                    )
+                })
                 .collect(),
-            Node::Scan(s, id) => vec![(
+            Node::Scan(s, scan) => vec![(
                 "resources".into(),
-                Node::ScanResources(s.clone(), id.clone()),
+                Node::ScanResources(s.clone(), scan.id.as_str().into()),
             )],
             Node::ScanResources(s, id) => {
                 resources(api.resources(&s.id, Some(id)).await?, s, Some(id))
             }
             Node::SessionResources(s) => resources(api.resources(&s.id, None).await?, s, None),
-            Node::Resource(r) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
+            Node::Resource(r, _) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
             Node::FilesDir(r, prefix) => {
                 let files = self.resource_files(r).await?;
                 files_under(r, prefix, &files)
@@ -375,7 +419,7 @@ fn resources(
     list.into_iter()
         .map(|r| {
             let res = ResourceRef::of(&s.id, scan, &r);
-            (r.label, Node::Resource(Arc::new(res)))
+            (r.label.clone(), Node::Resource(Arc::new(res), Arc::new(r)))
         })
         .collect()
 }

@@ -17,7 +17,7 @@ pub use mountpoint::{
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
 use crate::fs::fuse::FuseAdapter;
-use crate::fs::tree::{Root, Tree};
+use crate::fs::tree::{Root, ScanNames, Tree};
 use crate::fs::{FsOptions, XnatFs};
 use crate::units::human_bytes;
 use crate::xnat::http::HttpXnat;
@@ -46,6 +46,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Bytes downloads may hold in memory at once.
     pub max_memory: u64,
+    /// How scan folders are named (`scans/2`, or `scans/2-T1w`).
+    pub scan_names: ScanNames,
 }
 
 /// Everything one mount needs.
@@ -246,7 +248,8 @@ pub fn mount(
     device: std::fs::File,
     source: &str,
 ) -> Result<Mounted> {
-    let tree = Arc::new(Tree::new(api.clone(), root, opts.dir_ttl));
+    let tree =
+        Arc::new(Tree::new(api.clone(), root, opts.dir_ttl).with_scan_names(opts.scan_names));
     let fetcher = Fetcher::with_max_memory(
         api,
         rt.handle().clone(),
