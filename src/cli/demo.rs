@@ -53,6 +53,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             allow_other: false,
             max_memory: crate::fetch::DEFAULT_MAX_MEMORY,
             crawl_ahead: mount::DEFAULT_CRAWL_AHEAD,
+            scan_names: Default::default(),
         },
     };
     let mut lister = None;

@@ -2,6 +2,7 @@
 
 use super::{ServerFlags, client, daemon, runtime};
 use crate::cache::default_cache_dir;
+use crate::fs::tree::ScanNames;
 use crate::mount::{self, MountOptions, MountPlan};
 use crate::settings::{self, Settings};
 use anyhow::{Context, Result};
@@ -54,6 +55,12 @@ pub struct MountArgs {
     /// needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// How scan folders are named: `id` (scans/2, as xnatctl lays out its downloads) or
+    /// `id-type` (scans/2-T1w, as XNAT names scans in its ZIP downloads: the type's characters
+    /// other than letters, digits and _ become _). Only the names shown change: the cache and
+    /// `prefetch --out` keep scan IDs.
+    #[arg(long, value_enum, default_value = "id")]
+    pub scan_names: ScanNames,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -135,6 +142,7 @@ fn serve(
             allow_other: args.allow_other,
             max_memory: args.max_memory,
             crawl_ahead: args.crawl_ahead,
+            scan_names: args.scan_names,
         },
     };
     mount::run(&runtime()?, plan, || {

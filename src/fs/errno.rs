@@ -18,6 +18,10 @@ impl Errno {
     pub const ISDIR: Errno = Errno(libc::EISDIR);
     pub const BADF: Errno = Errno(libc::EBADF);
     pub const ROFS: Errno = Errno(libc::EROFS);
+    /// No extended attribute of that name.
+    pub const NODATA: Errno = Errno(libc::ENODATA);
+    /// The caller's buffer is too small for the value.
+    pub const RANGE: Errno = Errno(libc::ERANGE);
 
     /// The errno of an I/O error on the cache's own disk.
     pub fn of_io(e: &std::io::Error) -> Errno {

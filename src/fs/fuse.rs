@@ -9,11 +9,11 @@
 
 use super::interrupt::{Waited, wait_for};
 use super::tree::Children;
-use super::{Attr, Errno, Opened, XnatFs};
+use super::{Attr, Errno, Opened, XnatFs, xattrs};
 use fuser::{
     AccessFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -62,6 +62,16 @@ fn file_type(a: &Attr) -> FileType {
         FileType::Directory
     } else {
         FileType::RegularFile
+    }
+}
+
+/// Answers a `getxattr` or `listxattr` whose caller has a buffer of `size` bytes: the length
+/// for the size probe (`size` 0), the bytes when they fit, else ERANGE.
+fn reply_sized(bytes: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+    match bytes.and_then(|b| xattrs::sized(b, size)) {
+        Ok(xattrs::Sized::Size(n)) => reply.size(n),
+        Ok(xattrs::Sized::Data(b)) => reply.data(&b),
+        Err(e) => reply.error(errno(e)),
     }
 }
 
@@ -359,6 +369,41 @@ impl Filesystem for FuseAdapter {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let name_max = crate::names::MAX_NAME_BYTES as u32;
         reply.statfs(0, 0, 0, 0, 0, 4096, name_max, 4096);
+    }
+
+    /// XNAT's metadata (see [`super::xattrs`]): answered at once from the listings.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = self.core.getxattr(ino.0, name.as_encoded_bytes());
+        reply_sized(value, size, reply);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_sized(self.core.listxattr(ino.0), size, reply);
+    }
+
+    // The kernel refuses both on a read-only mount before they come here; answered the same
+    // way all the same.
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.core.change_xattr(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        match self.core.change_xattr(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

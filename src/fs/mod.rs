@@ -8,6 +8,7 @@ pub mod fuse;
 pub mod interrupt;
 pub mod sessions;
 pub mod tree;
+pub mod xattrs;
 
 #[cfg(test)]
 mod tests;
@@ -175,6 +176,25 @@ impl XnatFs {
     pub fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
         let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
         Ok(self.attr(ino, &node))
+    }
+
+    /// The value of extended attribute `name` of `ino` (see [`xattrs`]): from what the
+    /// listings gave, never a request.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
+        let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
+        xattrs::value(&node, name)
+    }
+
+    /// The names of the extended attributes of `ino`, each ending in NUL.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
+        Ok(xattrs::names(&node))
+    }
+
+    /// Setting or removing an extended attribute: refused, the mount is read-only.
+    pub fn change_xattr(&self, ino: u64) -> Result<(), Errno> {
+        self.tree.node(ino).ok_or(Errno::NOENT)?;
+        Err(Errno::ROFS)
     }
 
     /// Whether the caller may access `ino` (`write`: for writing, which it never may).

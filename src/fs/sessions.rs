@@ -8,7 +8,7 @@
 //! leaves it to finish for the next one; every caller waits for the same fetch.
 
 use super::tree::{Children, FileList};
-use crate::xnat::{Resource, ResourceRef, Session, SessionTree, XnatApi, XnatError};
+use crate::xnat::{Resource, ResourceRef, Scan, Session, SessionTree, XnatApi, XnatError};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ pub type ResourceFiles = (Resource, FileList);
 /// its files.
 #[derive(Debug, Default)]
 pub struct SessionModel {
-    pub scans: Vec<(Arc<str>, Vec<ResourceFiles>)>,
+    pub scans: Vec<(Arc<Scan>, Vec<ResourceFiles>)>,
     pub resources: Vec<ResourceFiles>,
 }
 
@@ -39,7 +39,7 @@ impl SessionModel {
                 .into_iter()
                 .map(|s| {
                     let resources = s.resources.into_iter().map(files).collect();
-                    (Arc::from(s.scan.id), resources)
+                    (Arc::new(s.scan), resources)
                 })
                 .collect(),
             resources: tree.resources.into_iter().map(files).collect(),
@@ -54,7 +54,7 @@ impl SessionModel {
             Some(id) => self
                 .scans
                 .iter()
-                .find(|(s, _)| &**s == id)
+                .find(|(s, _)| s.id == id)
                 .map_or(&[], |(_, r)| r.as_slice()),
         }
     }

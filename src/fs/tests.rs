@@ -389,3 +389,32 @@ async fn a_handle_that_was_served_a_bad_body_fails_every_later_read() {
     assert!(last == big.read_at(size - 4096, 4096).unwrap());
     s.fs.release(fh);
 }
+
+#[tokio::test]
+async fn xattrs_come_from_the_listings_without_a_request() {
+    let s = setup(Duration::from_secs(60));
+    let file = walk(&s.fs, FILE).await.unwrap();
+    let session = walk(&s.fs, "P/S1").await.unwrap();
+    let calls = (s.api.listing_calls(), s.api.body_calls());
+    let md5 = s.fs.getxattr(file.ino, b"user.xnat.md5").unwrap();
+    assert_eq!(md5.len(), 32);
+    assert_eq!(
+        s.fs.getxattr(file.ino, b"user.xnat.size"),
+        Ok(b"30".to_vec())
+    );
+    assert_eq!(
+        s.fs.listxattr(file.ino),
+        Ok(b"user.xnat.md5\0user.xnat.uri\0user.xnat.size\0".to_vec())
+    );
+    // The project's sessions listing asked for the subject's label.
+    let label = s.fs.getxattr(session.ino, b"user.xnat.subject_label");
+    assert_eq!(label, Ok(b"S".to_vec()));
+    assert_eq!(
+        s.fs.getxattr(file.ino, b"user.xnat.nope"),
+        Err(Errno::NODATA)
+    );
+    assert_eq!(s.fs.change_xattr(file.ino), Err(Errno::ROFS));
+    assert_eq!(s.fs.getxattr(999_999, b"user.xnat.id"), Err(Errno::NOENT));
+    assert_eq!(s.fs.listxattr(999_999), Err(Errno::NOENT));
+    assert_eq!((s.api.listing_calls(), s.api.body_calls()), calls);
+}

@@ -14,7 +14,7 @@
 
 use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
-use crate::xnat::{RemoteFile, ResourceRef, Session, XnatApi, XnatError};
+use crate::xnat::{RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -38,10 +38,12 @@ pub enum Node {
     Project(Arc<str>),
     Session(Arc<Session>),
     ScansDir(Arc<Session>),
-    Scan(Arc<Session>, Arc<str>),
+    /// A scan folder, with the scan as its listing gave it (for its attributes).
+    Scan(Arc<Session>, Arc<Scan>),
     ScanResources(Arc<Session>, Arc<str>),
     SessionResources(Arc<Session>),
-    Resource(Arc<ResourceRef>),
+    /// A resource folder, with the resource as its listing gave it (for its attributes).
+    Resource(Arc<ResourceRef>, Arc<Resource>),
     /// A folder under `files/`: the resource and the path prefix inside it (`""` for
     /// `files/` itself).
     FilesDir(Arc<ResourceRef>, Arc<str>),
@@ -132,6 +134,36 @@ pub struct Tree {
     places: Mutex<HashMap<u64, (u64, usize)>>,
     /// Which sessions to fetch ahead.
     walks: Walks,
+    scan_names: ScanNames,
+}
+
+/// How scan folders are named. Only the names shown change: lookups go by the name shown,
+/// and everything below (requests, the cache) knows a scan by its ID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanNames {
+    /// `scans/2`: the scan ID, as xnatctl lays out its downloads.
+    #[default]
+    Id,
+    /// `scans/2-T1w`: the scan ID and type, as XNAT names scans in its ZIP downloads.
+    IdType,
+}
+
+impl ScanNames {
+    /// The folder name of `scan`. A name that could not be a folder name (too long) falls
+    /// back to the ID.
+    pub fn name(self, scan: &Scan) -> String {
+        match self {
+            ScanNames::Id => scan.id.clone(),
+            ScanNames::IdType => {
+                let name = crate::xnat::zip_scan_folder(&scan.id, &scan.scan_type);
+                if is_safe_component(&name) {
+                    name
+                } else {
+                    scan.id.clone()
+                }
+            }
+        }
+    }
 }
 
 impl Tree {
@@ -154,6 +186,7 @@ impl Tree {
             sessions: Sessions::new(api, dir_ttl, 0),
             places: Mutex::new(HashMap::new()),
             walks: Walks::default(),
+            scan_names: ScanNames::Id,
         }
     }
 
@@ -161,6 +194,12 @@ impl Tree {
     /// folder, `n` at a time (0: none).
     pub fn with_crawl_ahead(mut self, n: usize) -> Tree {
         self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n);
+        self
+    }
+
+    /// Names scan folders as `names` says (by ID unless told otherwise).
+    pub fn with_scan_names(mut self, names: ScanNames) -> Tree {
+        self.scan_names = names;
         self
     }
 
@@ -194,7 +233,7 @@ impl Tree {
             | Node::Scan(s, _)
             | Node::ScanResources(s, _)
             | Node::SessionResources(s) => return session_date(&s.date),
-            Node::Resource(r) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
+            Node::Resource(r, _) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
         };
         self.dates.lock().unwrap().get(session_id).copied()
     }
@@ -375,12 +414,15 @@ impl Tree {
                 let model = self.sessions.model(s, false).await?;
                 let scans = model.scans.iter();
                 scans
-                    .map(|(id, _)| (id.to_string(), Node::Scan(s.clone(), id.clone())))
+                    .map(|(scan, _)| {
+                        let name = self.scan_names.name(scan);
+                        (name, Node::Scan(s.clone(), scan.clone()))
+                    })
                     .collect()
             }
-            Node::Scan(s, id) => vec![(
+            Node::Scan(s, scan) => vec![(
                 "resources".into(),
-                Node::ScanResources(s.clone(), id.clone()),
+                Node::ScanResources(s.clone(), scan.id.as_str().into()),
             )],
             Node::ScanResources(s, id) => {
                 let model = self.sessions.model(s, false).await?;
@@ -390,7 +432,7 @@ impl Tree {
                 let model = self.sessions.model(s, false).await?;
                 resources(model.resources(None), s, None)
             }
-            Node::Resource(r) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
+            Node::Resource(r, _) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
             Node::FilesDir(r, prefix) => {
                 let files = self.resource_files(r).await?;
                 files_under(r, prefix, &files)
@@ -445,7 +487,10 @@ fn resources(
     list.iter()
         .map(|(r, _)| {
             let res = ResourceRef::of(&s.id, scan, r);
-            (r.label.clone(), Node::Resource(Arc::new(res)))
+            (
+                r.label.clone(),
+                Node::Resource(Arc::new(res), Arc::new(r.clone())),
+            )
         })
         .collect()
 }

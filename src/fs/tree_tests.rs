@@ -198,3 +198,44 @@ async fn no_crawl_ahead_when_off() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(trees_asked(&api), 3);
 }
+
+#[tokio::test]
+async fn scans_named_by_id_and_type_are_found_by_that_name_and_kept_by_id() {
+    let mut data = Dataset::tiny();
+    Arc::make_mut(&mut data.projects[0].sessions[0]).scans[0].scan_type = "T1 MPRAGE/sag".into();
+    let api = Arc::new(MemoryXnat::new(data));
+    let tree = Tree::new(api.clone(), Root::Server, Duration::from_secs(60))
+        .with_scan_names(ScanNames::IdType);
+    let (scans, _) = walk(&tree, &DEEP[..3]).await.unwrap();
+    assert_eq!(names(&tree, scans).await, ["2-T1_MPRAGE_sag"]);
+    assert!(matches!(
+        walk(&tree, &DEEP[..4]).await,
+        Err(TreeError::NotFound)
+    ));
+    let mut shown = DEEP;
+    shown[3] = "2-T1_MPRAGE_sag";
+    let (_, node) = walk(&tree, &shown).await.unwrap();
+    let Node::File(res, _) = node else {
+        panic!("not a file: {node:?}")
+    };
+    assert_eq!(
+        res.scan.as_deref(),
+        Some("2"),
+        "requests and the cache use the ID"
+    );
+}
+
+#[test]
+fn a_scan_name_that_cannot_be_a_folder_name_falls_back_to_the_id() {
+    let scan = |ty: &str| Scan {
+        id: "7".into(),
+        scan_type: ty.into(),
+        series_description: String::new(),
+        quality: String::new(),
+        xsi_type: String::new(),
+    };
+    assert_eq!(ScanNames::Id.name(&scan("T1w")), "7");
+    assert_eq!(ScanNames::IdType.name(&scan("T1w")), "7-T1w");
+    assert_eq!(ScanNames::IdType.name(&scan("")), "7");
+    assert_eq!(ScanNames::IdType.name(&scan(&"x".repeat(300))), "7");
+}

@@ -6,11 +6,11 @@
 
 use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
-use super::responses::{session_doc, session_row};
+use super::responses::{session_doc, session_row_with};
 use super::routes::{find_resources, listed_experiments, listed_scans};
 use super::routes::{select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
-use crate::xnat::http::IMAGE_SESSIONS;
+use crate::xnat::http::{IMAGE_SESSIONS, SESSION_COLUMNS};
 use crate::xnat::json::{self, Row};
 use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
 use crate::xnat::{XnatApi, XnatError};
@@ -204,9 +204,11 @@ impl XnatApi for MemoryXnat {
             let msg = format!("project {project} (or you may not read it)");
             return Err(XnatError::NotFound(msg));
         };
-        // As the client asks: imaging sessions only.
+        // As the client asks: imaging sessions only, with their subjects' labels.
         let listed = listed_experiments(&p.sessions, Some(IMAGE_SESSIONS));
-        Ok(json::sessions(&rows(listed.into_iter().map(session_row))))
+        let listed = listed.into_iter();
+        let row = |s| session_row_with(s, Some(SESSION_COLUMNS));
+        Ok(json::sessions(&rows(listed.map(row))))
     }
 
     async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {

@@ -51,10 +51,34 @@ pub(super) fn listing(rows: Vec<Value>, total: bool) -> Response {
         .into_response()
 }
 
-pub(super) fn session_row(s: &MockSession) -> Value {
-    json!({"ID": s.id, "project": s.project, "date": s.date, "xsiType": s.xsi_type,
-           "label": s.label, "insert_date": "2024-01-01 12:00:00.0",
-           "URI": format!("/data/experiments/{}", s.id)})
+/// A sessions listing row with the columns `columns=` asks for (comma-separated aliases), or
+/// XNAT's defaults: the columns asked replace the defaults, unknown aliases are left out, and
+/// `URI` always comes. XNAT: xnat-web `org/nrg/xnat/restlet/resources/QueryOrganizerResource.java`
+/// (`populateQuery`, `formatHeaders`), `SubjAssessmentAbst.java` (`getDefaultFields`).
+pub(super) fn session_row_with(s: &MockSession, columns: Option<&str>) -> Value {
+    let columns = columns
+        .filter(|c| *c != "DEFAULT")
+        .unwrap_or("ID,project,date,xsiType,label,insert_date");
+    let mut row = serde_json::Map::new();
+    for column in columns.split(',').map(str::trim) {
+        let value = match column {
+            "ID" => &s.id,
+            "project" => &s.project,
+            "date" => &s.date,
+            "xsiType" => &s.xsi_type,
+            "label" => &s.label,
+            "subject_ID" => &s.subject_id,
+            "subject_label" => &s.subject_label,
+            "insert_date" => "2024-01-01 12:00:00.0",
+            _ => continue,
+        };
+        row.insert(column.to_string(), Value::String(value.to_string()));
+    }
+    row.insert(
+        "URI".into(),
+        Value::String(format!("/data/experiments/{}", s.id)),
+    );
+    Value::Object(row)
 }
 
 pub(super) fn project_row(p: &MockProject) -> Value {

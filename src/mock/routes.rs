@@ -4,7 +4,7 @@
 use super::data::{Dataset, MockResource, MockScan, MockSession};
 use super::responses::{
     file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
-    session_document, session_row,
+    session_document, session_row_with,
 };
 use super::zip_download::zip_response;
 use super::{MockState, auth, data, faults, responses};
@@ -163,7 +163,9 @@ fn route(
             Some(project) => {
                 let xsi_type = query.get("xsiType").map(String::as_str);
                 let listed = listed_experiments(&project.sessions, xsi_type);
-                listing(listed.into_iter().map(session_row).collect(), true)
+                let columns = query.get("columns").map(String::as_str);
+                let rows = listed.into_iter().map(|s| session_row_with(s, columns));
+                listing(rows.collect(), true)
             }
             None => not_found("project"),
         },
@@ -175,7 +177,9 @@ fn route(
                 .filter(|p| project.is_none_or(|want| *want == p.id))
                 .flat_map(|p| &p.sessions);
             let listed = listed_experiments(sessions, query.get("xsiType").map(String::as_str));
-            listing(listed.into_iter().map(session_row).collect(), true)
+            let columns = query.get("columns").map(String::as_str);
+            let rows = listed.into_iter().map(|s| session_row_with(s, columns));
+            listing(rows.collect(), true)
         }
         ["projects", p, "experiments", x, tail @ ..] => {
             let Some(session) = session_in_project(data, p, x) else {

@@ -1,5 +1,6 @@
 //! ZIP downloads (`.../files?format=zip`): the resources' files in one archive of STORED
-//! entries named `<session label>/scans/<id>-<type>/resources/<label>/files/<path>`.
+//! entries named `<session label>/scans/<id>-<type>/resources/<label>/files/<path>` (see
+//! [`crate::xnat::zip_scan_folder`]).
 
 use super::MockState;
 use super::data::{MockFile, MockResource, MockScan, MockSession};
@@ -18,23 +19,13 @@ fn zip_entry_path(
     f: &MockFile,
 ) -> String {
     match scan {
-        Some(sc) => {
-            let ty: String = sc
-                .scan_type
-                .chars()
-                .map(|c| {
-                    if c.is_alphanumeric() || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!(
-                "{}/scans/{}-{ty}/resources/{}/files/{}",
-                session.label, sc.id, r.label, f.path
-            )
-        }
+        Some(sc) => format!(
+            "{}/scans/{}/resources/{}/files/{}",
+            session.label,
+            crate::xnat::zip_scan_folder(&sc.id, &sc.scan_type),
+            r.label,
+            f.path
+        ),
         None => format!("{}/resources/{}/files/{}", session.label, r.label, f.path),
     }
 }

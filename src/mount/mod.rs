@@ -17,7 +17,7 @@ pub use mountpoint::{
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
 use crate::fs::fuse::FuseAdapter;
-use crate::fs::tree::{Root, Tree};
+use crate::fs::tree::{Root, ScanNames, Tree};
 use crate::fs::{FsOptions, XnatFs};
 use crate::units::human_bytes;
 use crate::xnat::http::HttpXnat;
@@ -48,6 +48,8 @@ pub struct MountOptions {
     pub max_memory: u64,
     /// Session trees fetched ahead at once while sessions are walked (0: none).
     pub crawl_ahead: usize,
+    /// How scan folders are named (`scans/2`, or `scans/2-T1w`).
+    pub scan_names: ScanNames,
 }
 
 /// Session trees fetched ahead at once while a folder of sessions is walked, by default.
@@ -251,7 +253,9 @@ pub fn mount(
     device: std::fs::File,
     source: &str,
 ) -> Result<Mounted> {
-    let tree = Tree::new(api.clone(), root, opts.dir_ttl).with_crawl_ahead(opts.crawl_ahead);
+    let tree = Tree::new(api.clone(), root, opts.dir_ttl)
+        .with_crawl_ahead(opts.crawl_ahead)
+        .with_scan_names(opts.scan_names);
     let tree = Arc::new(tree);
     let fetcher = Fetcher::with_max_memory(
         api,

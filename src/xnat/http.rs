@@ -74,6 +74,15 @@ enum Expect {
 /// The parent type of imaging sessions of every modality, for listing a project's sessions.
 pub const IMAGE_SESSIONS: &str = "xnat:imageSessionData";
 
+/// The columns asked of a sessions listing: XNAT's defaults (`ID, project, date, xsiType,
+/// label`, less `insert_date`) and the subject's label, so that no request per session is
+/// needed for it. `columns=` replaces the defaults rather than adding to them; `subject_label`
+/// is XNAT's alias of `xnat:subjectData/label`, joined in by the query. XNAT: xnat-web
+/// `org/nrg/xnat/restlet/resources/QueryOrganizerResource.java` (`populateQuery`),
+/// `SubjAssessmentAbst.java` (`getDefaultFields`), `org/nrg/xnat/helpers/xmlpath/XMLPathShortcuts.java`
+/// (`subject_label`).
+pub const SESSION_COLUMNS: &str = "ID,label,project,date,xsiType,subject_label";
+
 pub struct HttpXnat {
     base: String,
     http: reqwest::Client,
@@ -402,7 +411,10 @@ impl XnatApi for HttpXnat {
         // `SubjAssessmentAbst.java` (`getDefaultElementName`).
         let path = format!("/data/projects/{project}/experiments");
         match self
-            .rows(&path, &format!("&xsiType={IMAGE_SESSIONS}"))
+            .rows(
+                &path,
+                &format!("&xsiType={IMAGE_SESSIONS}&columns={SESSION_COLUMNS}"),
+            )
             .await
         {
             Err(XnatError::NotFound(_)) => Err(XnatError::NotFound(format!(

@@ -84,6 +84,7 @@ pub fn sessions(rows: &[Row]) -> Vec<Session> {
             project: field(r, "project"),
             xsi_type: field(r, "xsiType"),
             date: field(r, "date"),
+            subject_label: field(r, "subject_label"),
         })
         .collect()
 }
@@ -122,6 +123,8 @@ pub fn session_document(body: &[u8], path: &str) -> Result<Session, XnatError> {
         project: field(fields, "project"),
         xsi_type,
         date: field(fields, "date"),
+        // The document names the subject by accession ID (`subject_ID`) only.
+        subject_label: String::new(),
     };
     if session.id.is_empty() {
         return Err(bad("the session document has no ID"));
@@ -147,6 +150,7 @@ pub fn resources(rows: &[Row]) -> Vec<Resource> {
             id: field(r, "xnat_abstractresource_id"),
             label: field(r, "label"),
             format: field(r, "format"),
+            content: field(r, "content"),
             file_count: number_field(r, "file_count"),
             file_size: number_field(r, "file_size"),
         })

@@ -31,6 +31,10 @@ pub struct Session {
     /// CT and PET scans, so no scan type is ever derived from it.
     pub xsi_type: String,
     pub date: String,
+    /// The subject's label, when the listing gave it (`columns=...,subject_label`: the
+    /// sessions of a project); `""` when not known (a session named by `-E`).
+    #[serde(default)]
+    pub subject_label: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,6 +53,9 @@ pub struct Resource {
     pub id: String,
     pub label: String,
     pub format: String,
+    /// What the resource holds, as XNAT's `content` column says (`T1_RAW`, ...); often `""`.
+    #[serde(default)]
+    pub content: String,
     pub file_count: Option<u64>,
     pub file_size: Option<u64>,
 }
@@ -110,6 +117,26 @@ impl ResourceRef {
             None => format!("/data/experiments/{}/resources/{resource}", self.session_id),
         }
     }
+}
+
+/// The folder XNAT names a scan by in its ZIP downloads: `{ID}-{type}`, each character of the
+/// type that is not an ASCII letter, digit or `_` replaced by `_` (Java's `\W`, which sees a
+/// character outside the BMP as two UTF-16 units, so two `_`); just the ID when the scan has no
+/// type. XNAT: xnat-web `org/nrg/xnat/restlet/files/utils/RestFileUtils.java` (`getReMaps`),
+/// used by `org/nrg/xnat/restlet/resources/files/FileList.java` for the default `structure`.
+pub fn zip_scan_folder(id: &str, scan_type: &str) -> String {
+    if scan_type.is_empty() {
+        return id.to_string();
+    }
+    let mut name = format!("{id}-");
+    for c in scan_type.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            name.push(c);
+        } else {
+            name.extend(std::iter::repeat_n('_', c.len_utf16()));
+        }
+    }
+    name
 }
 
 /// One file of a resource, as the files listing describes it.
@@ -284,4 +311,20 @@ pub async fn find_session(api: &dyn XnatApi, project: Option<&str>, name: &str) 
         return Ok(session);
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_are_named_in_zips_as_xnat_names_them() {
+        assert_eq!(zip_scan_folder("2", "T1w"), "2-T1w");
+        assert_eq!(zip_scan_folder("3", "rs fMRI (AP)"), "3-rs_fMRI__AP_");
+        assert_eq!(zip_scan_folder("4", "T1/T2*"), "4-T1_T2_");
+        assert_eq!(zip_scan_folder("5", ""), "5", "no type: the ID alone");
+        // Java's \W is ASCII-only, and sees UTF-16 units.
+        assert_eq!(zip_scan_folder("6", "résumé"), "6-r_sum_");
+        assert_eq!(zip_scan_folder("7", "a\u{1F600}"), "7-a__");
+    }
 }

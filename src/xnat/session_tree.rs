@@ -63,6 +63,7 @@ fn resource(item: &Value, path: &str) -> Result<Resource, XnatError> {
         id: field(f, "xnat_abstractresource_id"),
         label: field(f, "label"),
         format: field(f, "format"),
+        content: field(f, "content"),
         file_count: number_field(f, "file_count"),
         file_size: number_field(f, "file_size"),
     };

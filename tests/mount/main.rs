@@ -10,6 +10,7 @@ mod crawl;
 mod errors;
 mod lifecycle;
 mod listing;
+mod metadata;
 mod model;
 mod offline;
 mod reading;
