@@ -7,10 +7,9 @@
 //! Directories are listed lazily from XNAT and kept for `dir_ttl`. Everything inside a
 //! session comes from its whole tree, fetched when the session is first entered (see
 //! [`super::sessions`]); one resource's files are listed again on their own once older than
-//! `dir_ttl`. An inode number is given
-//! to a (parent, name) pair the first time it is seen and is never reused while mounted; it
-//! changes only when the file under that name changes on the server (another file, another
-//! inode).
+//! `dir_ttl`. An inode number is given to a (parent, name) pair the first time it is seen and
+//! is never reused while mounted; it changes only when the file under that name changes on
+//! the server (another file, another inode).
 
 use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
