@@ -185,7 +185,8 @@ impl Totals {
 }
 
 /// Lists what `selection` takes from `sessions` and where each file goes, planning
-/// [`plan_concurrency`] sessions at a time (the plan keeps the sessions' order). Errors: a
+/// [`plan_concurrency`] sessions at a time (the plan keeps the sessions' order), for
+/// `--dry-run`. Errors: a
 /// filter that matches nothing, or a server that stops answering ([`Unreachable`], as
 /// `breaker` decides).
 pub async fn build(
@@ -196,14 +197,24 @@ pub async fn build(
     workers: usize,
     breaker: &Breaker,
 ) -> Result<Plan> {
-    let mut planned = futures::stream::iter(sessions)
-        .map(|(dir_name, session)| plan_session(api, dir_name, session, selection, dest, breaker))
-        .buffered(plan_concurrency(workers));
+    // In whatever order they finish (a slow session holds up no other), then in order.
+    let mut planned = futures::stream::iter(sessions.iter().enumerate())
+        .map(|(i, (dir_name, session))| async move {
+            (
+                i,
+                plan_session(api, dir_name, session, selection, dest, breaker).await,
+            )
+        })
+        .buffer_unordered(plan_concurrency(workers));
+    let mut done: Vec<Option<SessionPlan>> = Vec::new();
+    done.resize_with(sessions.len(), || None);
+    while let Some((i, one)) = planned.next().await {
+        done[i] = Some(one?);
+    }
     let mut plan = Plan::default();
     let mut seen_all = Vec::new();
     let mut labels_known = true;
-    while let Some(one) = planned.next().await {
-        let one = one?;
+    for one in done.into_iter().flatten() {
         plan.resources.extend(one.resources);
         plan.problems.extend(one.problems);
         seen_all.extend(one.seen);
