@@ -53,6 +53,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             allow_other: false,
             max_memory: crate::fetch::DEFAULT_MAX_MEMORY,
             scan_names: Default::default(),
+            xattrs: true,
         },
     };
     let mut lister = None;

@@ -48,6 +48,8 @@ pub struct MountOptions {
     pub max_memory: u64,
     /// How scan folders are named (`scans/2`, or `scans/2-T1w`).
     pub scan_names: ScanNames,
+    /// XNAT's metadata as `user.xnat.*` extended attributes.
+    pub xattrs: bool,
 }
 
 /// Everything one mount needs.
@@ -266,6 +268,7 @@ pub fn mount(
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
+            xattrs: opts.xattrs,
         },
     );
     let fs = FuseAdapter::new(core, rt.handle().clone());
