@@ -54,6 +54,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             max_memory: crate::fetch::DEFAULT_MAX_MEMORY,
             crawl_ahead: mount::DEFAULT_CRAWL_AHEAD,
             scan_names: Default::default(),
+            xattrs: true,
         },
     };
     let mut lister = None;

@@ -346,7 +346,7 @@ mod tests {
             "https://xnat.example.org",
             "/mnt/xnat",
             "-o",
-            "rw,project=P,session=E1,session=E2,profile=work,cache_dir=/var/cache/x,allow_other,_netdev,nofail,dev,suid,x-systemd.automount,dir_ttl=5m,crawl_ahead=2",
+            "rw,project=P,session=E1,session=E2,profile=work,cache_dir=/var/cache/x,allow_other,_netdev,nofail,dev,suid,x-systemd.automount,dir_ttl=5m,crawl_ahead=2,scan_names=id-type",
         ])
         .unwrap();
         assert_eq!(
@@ -364,6 +364,7 @@ mod tests {
                 "--allow-other",
                 "--dir-ttl=5m",
                 "--crawl-ahead=2",
+                "--scan-names=id-type",
             ]
         );
     }

@@ -61,6 +61,11 @@ pub struct MountArgs {
     /// `prefetch --out` keep scan IDs.
     #[arg(long, value_enum, default_value = "id")]
     pub scan_names: ScanNames,
+    /// Show no user.xnat.* extended attributes (XNAT's metadata, read with getfattr -d).
+    /// With them, `ls -l` costs one or two round trips to xnatfs per file (the kernel asks
+    /// every file system for its security and ACL attributes); without, none.
+    #[arg(long)]
+    pub no_xattrs: bool,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -143,6 +148,7 @@ fn serve(
             max_memory: args.max_memory,
             crawl_ahead: args.crawl_ahead,
             scan_names: args.scan_names,
+            xattrs: !args.no_xattrs,
         },
     };
     mount::run(&runtime()?, plan, || {

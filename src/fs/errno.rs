@@ -22,6 +22,8 @@ impl Errno {
     pub const NODATA: Errno = Errno(libc::ENODATA);
     /// The caller's buffer is too small for the value.
     pub const RANGE: Errno = Errno(libc::ERANGE);
+    /// Not implemented: the kernel stops sending that kind of request.
+    pub const NOSYS: Errno = Errno(libc::ENOSYS);
 
     /// The errno of an I/O error on the cache's own disk.
     pub fn of_io(e: &std::io::Error) -> Errno {

@@ -36,6 +36,9 @@ pub struct FsOptions {
     pub io_timeout: Duration,
     pub uid: u32,
     pub gid: u32,
+    /// XNAT's metadata shown as extended attributes. Off, every attribute request is ENOSYS,
+    /// which the kernel remembers: no other comes (`ls -l` asks for two per file otherwise).
+    pub xattrs: bool,
 }
 
 /// What `stat` shows of a file or folder.
@@ -181,12 +184,18 @@ impl XnatFs {
     /// The value of extended attribute `name` of `ino` (see [`xattrs`]): from what the
     /// listings gave, never a request.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
+        if !self.opts.xattrs {
+            return Err(Errno::NOSYS);
+        }
         let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
         xattrs::value(&node, name)
     }
 
     /// The names of the extended attributes of `ino`, each ending in NUL.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        if !self.opts.xattrs {
+            return Err(Errno::NOSYS);
+        }
         let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
         Ok(xattrs::names(&node))
     }

@@ -50,6 +50,8 @@ pub struct MountOptions {
     pub crawl_ahead: usize,
     /// How scan folders are named (`scans/2`, or `scans/2-T1w`).
     pub scan_names: ScanNames,
+    /// XNAT's metadata as `user.xnat.*` extended attributes.
+    pub xattrs: bool,
 }
 
 /// Session trees fetched ahead at once while a folder of sessions is walked, by default.
@@ -273,6 +275,7 @@ pub fn mount(
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
+            xattrs: opts.xattrs,
         },
     );
     let fs = FuseAdapter::new(core, rt.handle().clone());

@@ -293,3 +293,23 @@ fn scan_names_id_type_show_xnat_zip_names_and_keep_the_cache_by_id() {
     assert_eq!(md5_file(&m.path(SUBJ01_T1W)), want.md5());
     assert_eq!(mock.state.file_gets(), gets, "served from the cache");
 }
+
+#[test]
+fn no_xattrs_shows_none_as_before() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--no-xattrs"])
+        .mount();
+    // ENOSYS to the kernel, which tells the caller the file system keeps no attributes (and
+    // asks no more).
+    let s = m.path("DEMO/SUBJ01_MR1");
+    for _ in 0..2 {
+        assert_errno(
+            getxattr(&s, "user.xnat.id"),
+            &[libc::EOPNOTSUPP],
+            "getxattr",
+        );
+        assert_errno(listxattr(&s), &[libc::EOPNOTSUPP], "listxattr");
+    }
+    assert!(m.path("DEMO/SUBJ01_MR1/scans/2").is_dir());
+}
