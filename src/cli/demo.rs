@@ -52,6 +52,8 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             threads: 4,
             allow_other: false,
             max_memory: crate::fetch::DEFAULT_MAX_MEMORY,
+            series_readahead: crate::fetch::series::DEFAULT_IN_FLIGHT,
+            verify: crate::cache::Verify::Md5,
         },
     };
     let mut lister = None;

@@ -33,6 +33,12 @@ impl MemoryBudget {
         }
     }
 
+    /// Whether at least half of the budget is free: background work (the series read-ahead)
+    /// starts only then, leaving the rest to readers.
+    pub fn half_free(&self) -> bool {
+        self.units.available_permits() as u64 * 2 >= u64::from(self.total)
+    }
+
     /// Holds `units` of the budget until the permit is dropped; a request for more than the
     /// whole budget holds all of it (so it waits for the others, and never for ever).
     async fn hold(&self, units: u32) -> Option<OwnedSemaphorePermit> {

@@ -37,6 +37,7 @@ fn setup_with(data: Dataset, ttl: Duration) -> Setup {
         io_timeout: Duration::from_secs(5),
         uid: 1234,
         gid: 5678,
+        series: Default::default(),
     };
     Setup {
         fs: XnatFs::new(tree, fetcher, opts),

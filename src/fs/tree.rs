@@ -100,7 +100,7 @@ impl Listing {
 }
 
 /// A resource's files, as one listing.
-type FileList = Arc<Vec<Arc<RemoteFile>>>;
+pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
 
 struct Inodes {
     nodes: HashMap<u64, Node>,
@@ -262,6 +262,14 @@ impl Tree {
             }
         }
         out
+    }
+
+    /// A resource's files as listed now, if they were listed within `--dir-ttl` (no request):
+    /// for the series read-ahead.
+    pub fn known_files(&self, res: &ResourceRef) -> Option<FileList> {
+        let files = self.files.lock().unwrap();
+        let (at, list) = files.get(res)?;
+        (at.elapsed() < self.dir_ttl).then(|| list.clone())
     }
 
     async fn resource_files(&self, res: &ResourceRef) -> Result<FileList, TreeError> {

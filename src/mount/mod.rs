@@ -46,6 +46,10 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Bytes downloads may hold in memory at once.
     pub max_memory: u64,
+    /// Files fetched at once ahead of a sequential reader (0: none; `--series-readahead`).
+    pub series_readahead: usize,
+    /// How downloads are checked (`--verify`).
+    pub verify: crate::cache::Verify,
 }
 
 /// Everything one mount needs.
@@ -250,7 +254,7 @@ pub fn mount(
     let fetcher = Fetcher::with_max_memory(
         api,
         rt.handle().clone(),
-        cache,
+        cache.verifying(opts.verify),
         opts.io_timeout,
         opts.max_memory,
     );
@@ -263,6 +267,7 @@ pub fn mount(
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
+            series: crate::fetch::series::SeriesConfig::with_in_flight(opts.series_readahead),
         },
     );
     let fs = FuseAdapter::new(core, rt.handle().clone());

@@ -40,6 +40,8 @@ pub struct PrefetchOptions {
     pub io_timeout: Duration,
     /// No progress output (summary and failures are still printed).
     pub quiet: bool,
+    /// How each file is checked (`--verify`).
+    pub verify: crate::cache::Verify,
 }
 
 /// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
@@ -142,6 +144,7 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
         attempts: PREFETCH_BODY_ATTEMPTS,
         stall_timeout: opts.io_timeout,
         private: matches!(opts.destination, Destination::Cache(_)),
+        verify: opts.verify,
     };
     let report = transfer::run(
         api.clone(),
