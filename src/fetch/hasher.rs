@@ -142,6 +142,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn background_work_waits_while_half_the_budget_is_held() {
+        let budget = MemoryBudget::new(MIN_MEMORY);
+        assert!(budget.half_free());
+        let held = budget.hold(budget.total / 2 + 1).await;
+        assert!(!budget.half_free());
+        drop(held);
+        assert!(budget.half_free());
+    }
+
+    #[tokio::test]
     async fn a_chunk_larger_than_the_whole_budget_still_goes_through() {
         let budget = MemoryBudget::new(1); // raised to the floor
         assert_eq!(u64::from(budget.total), MIN_MEMORY / MEMORY_UNIT as u64);

@@ -8,10 +8,12 @@
 //! - **Started** by the second distinct cold open in a resource within [`SeriesConfig::gap`]
 //!   of the open before it: never by a single open (a one-off `head` downloads one file), nor
 //!   by listing (`ls`, `find`, `stat` open nothing).
-//! - **Bounded**: at most [`SeriesConfig::in_flight`] files at once over all series, and at
-//!   most [`SeriesConfig::ahead_files`] files (and [`SeriesConfig::ahead_bytes`] bytes) fetched
-//!   that the reader has not opened yet; a file larger than the byte window is left to the
-//!   reader (its transfer, not its round trip, is what it costs).
+//! - **Bounded**: at most [`SeriesConfig::in_flight`] files at once over all series, none
+//!   while less than half the memory budget (`--max-memory`) is free, and at most
+//!   [`SeriesConfig::ahead_files`] files (and [`SeriesConfig::ahead_bytes`] bytes, and a
+//!   quarter of the cache's cap) fetched that the reader has not opened yet; a file larger
+//!   than the byte window is left to the reader (its transfer, not its round trip, is what it
+//!   costs).
 //! - **Paused** when the reader stops: no open in the resource for [`SeriesConfig::idle`], or
 //!   more than [`SeriesConfig::running_at_most`] series run (the one opened least recently
 //!   pauses: its reader moved on). A paused series runs again when its reader opens a file it
@@ -44,6 +46,9 @@ pub struct SeriesConfig {
     /// Series kept at most (running, paused or watched).
     pub kept_at_most: usize,
 }
+
+/// A series holds at most this share of the cache's cap ahead of its reader.
+pub const CACHE_SHARE: u64 = 4;
 
 /// Default files in flight (`--series-readahead`).
 pub const DEFAULT_IN_FLIGHT: usize = 8;
@@ -201,12 +206,22 @@ impl<K: Clone + Eq + Hash> SeriesPolicy<K> {
     }
 
     /// The next file to fetch ahead, if any may start now (`memory_room`: the memory budget
-    /// has room for one more download): taken, and counted in flight until
-    /// [`Self::finished`].
-    pub fn next(&mut self, now: Instant, memory_room: bool) -> Option<(K, usize)> {
+    /// has room for one more download; `cache_cap`: the cache's cap, of which a series holds
+    /// at most [`CACHE_SHARE`] ahead of its reader, so that it never evicts what it fetched
+    /// before the reader gets to it): taken, and counted in flight until [`Self::finished`].
+    pub fn next(
+        &mut self,
+        now: Instant,
+        memory_room: bool,
+        cache_cap: Option<u64>,
+    ) -> Option<(K, usize)> {
         self.tick(now);
         if self.in_flight >= self.config.in_flight || !memory_room {
             return None;
+        }
+        let mut config = self.config;
+        if let Some(cap) = cache_cap {
+            config.ahead_bytes = config.ahead_bytes.min(cap / CACHE_SHARE);
         }
         let mut running: Vec<(&K, &mut Series)> = self
             .series
@@ -216,7 +231,7 @@ impl<K: Clone + Eq + Hash> SeriesPolicy<K> {
         // The series opened most recently first.
         running.sort_by_key(|(_, s)| std::cmp::Reverse(s.last_open));
         for (key, s) in running {
-            if let Some(index) = Self::candidate(&self.config, s) {
+            if let Some(index) = Self::candidate(&config, s) {
                 s.handled[index] = true;
                 s.ahead.insert(index, s.sizes[index]);
                 s.in_flight += 1;

@@ -95,7 +95,8 @@ impl SeriesAhead {
             let next = {
                 let mut st = self.state.lock().unwrap();
                 let room = self.fetcher.memory_room();
-                let Some((res, index)) = st.policy.next(Instant::now(), room) else {
+                let cap = self.fetcher.cache().budget().limit();
+                let Some((res, index)) = st.policy.next(Instant::now(), room, cap) else {
                     // Forget the listings of series the policy forgot.
                     let st = &mut *st;
                     st.lists.retain(|k, _| st.policy.knows(k));

@@ -16,7 +16,7 @@ fn sizes(n: usize) -> impl FnOnce() -> Vec<u64> {
 
 /// Takes every file the policy lets start now.
 fn take_all(p: &mut SeriesPolicy<&'static str>, now: Instant) -> Vec<(&'static str, usize)> {
-    std::iter::from_fn(|| p.next(now, true)).collect()
+    std::iter::from_fn(|| p.next(now, true, None)).collect()
 }
 
 #[test]
@@ -173,13 +173,18 @@ fn no_memory_room_or_off_starts_nothing() {
     let t = Instant::now();
     p.opened(&"A", 0, true, t, sizes(10));
     p.opened(&"A", 1, true, t + MS, sizes(10));
-    assert_eq!(p.next(t, false), None);
-    assert_eq!(p.next(t, true), Some(("A", 2)));
+    assert_eq!(p.next(t, false, None), None);
+    assert_eq!(p.next(t, true, Some(40)), Some(("A", 2)));
+    // A cache capped at 30 bytes holds 7 bytes ahead at most: no file of 10 fits.
+    let mut q = SeriesPolicy::new(SeriesConfig::with_in_flight(8));
+    q.opened(&"A", 0, true, t, sizes(10));
+    q.opened(&"A", 1, true, t + MS, sizes(10));
+    assert_eq!(q.next(t, true, Some(30)), None);
     let mut off = SeriesPolicy::new(SeriesConfig::with_in_flight(0));
     off.opened(&"A", 0, true, t, sizes(10));
     assert_eq!(
         off.opened(&"A", 1, true, t + MS, sizes(10)),
         Opened::Nothing
     );
-    assert_eq!(off.next(t, true), None);
+    assert_eq!(off.next(t, true, None), None);
 }

@@ -9,6 +9,8 @@ pub mod interrupt;
 pub mod tree;
 
 #[cfg(test)]
+mod series_tests;
+#[cfg(test)]
 mod tests;
 
 pub use errno::Errno;
