@@ -12,4 +12,5 @@ mod listing;
 mod model;
 mod offline;
 mod reading;
+mod series;
 mod shared;
