@@ -1245,3 +1245,55 @@ fn shards_of_a_project_are_disjoint_and_together_fetch_every_session() {
         .unwrap();
     ended(&o, 2, "--array=0-2");
 }
+
+#[test]
+fn verify_size_fetches_right_bytes_unhashed_both_ways_and_a_short_body_still_fails() {
+    let mut data = small_sample();
+    let protocols = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
+    // A wrong listed digest: only MD5 can tell. A wrong listed size: size can.
+    let wrong_digest = format!("{protocols}/notes+v2.txt");
+    mock_file_mut(&mut data, &wrong_digest).listed_digest_override =
+        Some("0123456789abcdef0123456789abcdef".into());
+    let short = format!("{protocols}/scan protocol.txt");
+    let f = mock_file_mut(&mut data, &short);
+    f.listed_size = Some(f.size() + 5);
+    let mut want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, true);
+    want.retain(|p, _| !p.ends_with("scan protocol.txt"));
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    for method in ["files", "zip"] {
+        let out = home.path().join(method);
+        let args = [
+            "-E",
+            "XNAT_E00001",
+            "--session-resources",
+            "--verify",
+            "size",
+        ];
+        let more = ["--method", method, "--out", out.to_str().unwrap()];
+        let stderr = ended(
+            &prefetch(&mock.url(), home.path(), &[&args[..], &more[..]].concat()),
+            4,
+            "scan protocol.txt",
+        );
+        assert!(!stderr.contains("notes+v2.txt"), "{method}: {stderr}");
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+    // By MD5 (the default), the wrong digest is seen too.
+    let out = home.path().join("md5");
+    let args = ["-E", "XNAT_E00001", "--session-resources", "--out"];
+    let stderr = ended(
+        &prefetch(
+            &mock.url(),
+            home.path(),
+            &[&args[..], &[out.to_str().unwrap()]].concat(),
+        ),
+        4,
+        "notes+v2.txt",
+    );
+    assert!(stderr.contains("scan protocol.txt"), "{stderr}");
+    assert!(
+        !out.join("XNAT_E00001/resources/PROTOCOLS/files/notes+v2.txt")
+            .exists()
+    );
+}

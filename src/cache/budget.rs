@@ -158,6 +158,11 @@ impl Budget {
         self.inner.lock().unwrap().total
     }
 
+    /// The cap, when one is set.
+    pub fn limit(&self) -> Option<u64> {
+        self.inner.lock().unwrap().limit
+    }
+
     /// Caps the cache at `limit` bytes (evicting now if it is over).
     pub fn set_limit(&self, limit: u64) {
         self.inner.lock().unwrap().limit = Some(limit);

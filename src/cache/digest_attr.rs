@@ -10,6 +10,9 @@
 use std::os::fd::AsRawFd;
 
 const NAME: &[u8] = b"user.xnatfs.md5\0";
+/// The digest a copy checked by size only (`--verify size`) was listed with: not verified, so
+/// no [`Kept::Digest`], but a listing that gives another digest shows the file changed.
+const LISTED: &[u8] = b"user.xnatfs.listed-md5\0";
 
 /// What a cache file says of its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +27,28 @@ pub enum Kept {
 
 /// Keeps `md5` with the open file `f` (best effort: see [`Kept::Unsupported`]).
 pub fn write(f: &std::fs::File, md5: &str) {
+    set(f, NAME, md5)
+}
+
+/// Keeps the digest `md5` that the open file `f` was listed with, though not verified against.
+pub fn write_listed(f: &std::fs::File, md5: &str) {
+    set(f, LISTED, md5)
+}
+
+/// The listed digest kept with a copy checked by size only (see [`write_listed`]).
+pub fn read_listed(f: &std::fs::File) -> Option<String> {
+    match get(f, LISTED) {
+        Kept::Digest(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn set(f: &std::fs::File, name: &[u8], md5: &str) {
     // SAFETY: the fd is open; NAME is NUL-terminated; the value is a valid buffer.
     let rc = unsafe {
         libc::fsetxattr(
             f.as_raw_fd(),
-            NAME.as_ptr().cast(),
+            name.as_ptr().cast(),
             md5.as_ptr().cast(),
             md5.len(),
             0,
@@ -44,12 +64,16 @@ pub fn write(f: &std::fs::File, md5: &str) {
 
 /// The digest kept with the open file `f`.
 pub fn read_open(f: &std::fs::File) -> Kept {
+    get(f, NAME)
+}
+
+fn get(f: &std::fs::File, name: &[u8]) -> Kept {
     let mut buf = [0u8; 64];
     // SAFETY: the fd is open; NAME is NUL-terminated; buf is writable for its length.
     let n = unsafe {
         libc::fgetxattr(
             f.as_raw_fd(),
-            NAME.as_ptr().cast(),
+            name.as_ptr().cast(),
             buf.as_mut_ptr().cast(),
             buf.len(),
         )

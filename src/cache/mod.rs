@@ -32,7 +32,7 @@ pub mod partial;
 pub mod stats;
 
 pub use partial::{
-    CommitError, PARTIAL_PREFIX, PartialFile, VerifyError, hash_file, hash_open, read_at,
+    CommitError, PARTIAL_PREFIX, PartialFile, Verify, VerifyError, hash_file, hash_open, read_at,
 };
 pub use stats::{AreaStats, clear, stats};
 
@@ -239,9 +239,11 @@ impl Area {
 }
 
 /// Whether the open cache file `f` is `file` as listed now: its size, and the digest it was
-/// verified against (see [`digest_attr`]). A copy kept before digests were kept is hashed once
-/// and then keeps its digest.
-fn is_current_open(f: &std::fs::File, file: &RemoteFile) -> bool {
+/// verified against (see [`digest_attr`]). A copy that keeps no verified digest (kept before
+/// digests were kept, or checked by size only) is hashed once and then keeps its digest;
+/// with `--verify size`, one checked by size only is taken while the digest it was listed
+/// with is the one listed now.
+fn is_current_open(f: &std::fs::File, file: &RemoteFile, verify: Verify) -> bool {
     let Ok(meta) = f.metadata() else {
         return false;
     };
@@ -265,6 +267,11 @@ fn is_current_open(f: &std::fs::File, file: &RemoteFile) -> bool {
             true
         }
         digest_attr::Kept::Missing => {
+            if verify == Verify::Size
+                && let Some(listed) = digest_attr::read_listed(f)
+            {
+                return listed == *want;
+            }
             let same = hash_open(f).is_ok_and(|got| got == *want);
             if same {
                 digest_attr::write(f, want);
@@ -278,6 +285,8 @@ fn is_current_open(f: &std::fs::File, file: &RemoteFile) -> bool {
 pub struct Cache {
     area: Area,
     budget: Arc<budget::Budget>,
+    /// How new copies are checked, and copies kept without a verified digest taken.
+    verify: Verify,
 }
 
 impl std::fmt::Debug for Cache {
@@ -296,7 +305,21 @@ impl Cache {
         let budget = Arc::new(budget::Budget::load(area.data(), area.index(), &area.tmp()));
         // Partial files of processes that are gone (killed mid-download, say).
         lease::sweep(&area.tmp(), lease::SWEEP_MIN_AGE);
-        Ok(Cache { area, budget })
+        Ok(Cache {
+            area,
+            budget,
+            verify: Verify::Md5,
+        })
+    }
+
+    /// The same cache, checking new copies as `verify` says (see [`Verify`]).
+    pub fn verifying(mut self, verify: Verify) -> Cache {
+        self.verify = verify;
+        self
+    }
+
+    pub fn verify(&self) -> Verify {
+        self.verify
     }
 
     /// The size cap and use order of the cached files.
@@ -352,7 +375,7 @@ impl Cache {
     ) -> Option<(PathBuf, std::fs::File)> {
         let path = self.file_path(res, &file.path)?;
         let f = std::fs::File::open(&path).ok()?;
-        if !is_current_open(&f, file) {
+        if !is_current_open(&f, file, self.verify) {
             return None;
         }
         self.budget.touch(&path);
@@ -362,7 +385,7 @@ impl Cache {
     /// Whether the cache file at `path` is `file` as listed now (see [`is_current_open`]).
     pub fn is_current(&self, path: &Path, file: &RemoteFile) -> bool {
         std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-            && std::fs::File::open(path).is_ok_and(|f| is_current_open(&f, file))
+            && std::fs::File::open(path).is_ok_and(|f| is_current_open(&f, file, self.verify))
     }
 
     /// Where partial files are written before they are verified.
@@ -372,7 +395,7 @@ impl Cache {
 
     /// Starts writing a new copy of a file, under a temporary name.
     pub fn begin(&self) -> io::Result<PartialFile> {
-        PartialFile::new_in(&self.tmp_dir(), true)
+        Ok(PartialFile::new_in(&self.tmp_dir(), true)?.verifying(self.verify))
     }
 }
 

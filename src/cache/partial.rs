@@ -30,6 +30,17 @@ pub enum CommitError {
     Io(#[from] io::Error),
 }
 
+/// How a downloaded body is checked before it takes its final name (`--verify`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Verify {
+    /// Its size, and its MD5 where the listing gives one (one core hashes the body).
+    #[default]
+    Md5,
+    /// Its size only (the listing's size, and the body's own length): no MD5 is computed, so
+    /// reads run at link speed, trusting TCP (and TLS) for the bytes.
+    Size,
+}
+
 /// How the names of partial files begin.
 pub const PARTIAL_PREFIX: &str = ".part-";
 
@@ -42,6 +53,7 @@ pub struct PartialFile {
     /// Cache files and folders are private to the user (0600/0700); plain `--out` copies get
     /// ordinary permissions (those the umask leaves).
     private: bool,
+    verify: Verify,
 }
 
 impl PartialFile {
@@ -63,7 +75,14 @@ impl PartialFile {
             hasher: Md5::new(),
             written: 0,
             private,
+            verify: Verify::Md5,
         })
+    }
+
+    /// Checked as `verify` says when committed (by size alone: no MD5 is computed).
+    pub fn verifying(mut self, verify: Verify) -> PartialFile {
+        self.verify = verify;
+        self
     }
 
     /// Gives the file its full length up front (a sparse file filled out of order).
@@ -89,15 +108,17 @@ impl PartialFile {
         self.written = len;
         let got = match (md5, &file.digest) {
             (Some(d), _) => Some(d),
-            (None, Some(_)) => Some(hash_file(self.tmp.path())?),
-            (None, None) => None,
+            (None, Some(_)) if self.verify == Verify::Md5 => Some(hash_file(self.tmp.path())?),
+            (None, _) => None,
         };
         self.check_and_persist(file, dest, got)
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.tmp.write_all(bytes)?;
-        self.hasher.update(bytes);
+        if self.verify == Verify::Md5 {
+            self.hasher.update(bytes);
+        }
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -108,8 +129,8 @@ impl PartialFile {
 
     /// Checks size and digest against the listing, then renames the file to `dest`.
     pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
-        let md5 = hex::encode(self.hasher.clone().finalize());
-        self.check_and_persist(file, dest, Some(md5))
+        let md5 = (self.verify == Verify::Md5).then(|| hex::encode(self.hasher.clone().finalize()));
+        self.check_and_persist(file, dest, md5)
     }
 
     fn check_and_persist(
@@ -127,12 +148,12 @@ impl PartialFile {
             }
             .into());
         }
-        if let (Some(want), Some(got)) = (&file.digest, md5)
-            && &got != want
+        if let (Some(want), Some(got)) = (&file.digest, &md5)
+            && got != want
         {
             return Err(VerifyError::Digest {
                 path: file.path.clone(),
-                got,
+                got: got.clone(),
                 want: want.clone(),
             }
             .into());
@@ -147,9 +168,15 @@ impl PartialFile {
         let mut tmp = self.tmp;
         tmp.flush()?;
         if self.private
-            && let Some(verified) = &file.digest
+            && let Some(listed) = &file.digest
         {
-            super::digest_attr::write(tmp.as_file(), verified);
+            match md5 {
+                // Verified against the listed digest: kept as the file's digest.
+                Some(_) => super::digest_attr::write(tmp.as_file(), listed),
+                // Checked by size only: the listed digest is kept apart, so that a change on
+                // the server is still seen, and an `md5` mount hashes this copy once.
+                None => super::digest_attr::write_listed(tmp.as_file(), listed),
+            }
         }
         if self.private {
             tmp.as_file()

@@ -201,3 +201,46 @@ fn a_copy_counts_only_while_its_digest_is_the_listed_one() {
         );
     }
 }
+
+#[test]
+fn a_copy_checked_by_size_keeps_its_listed_digest_apart_and_is_hashed_once_by_md5() {
+    let dir = tempfile::tempdir().unwrap();
+    let sized = Cache::open(dir.path(), "http://h")
+        .unwrap()
+        .verifying(Verify::Size);
+    let r = res(Some("1"), "DICOM");
+    let file = remote("x.dcm", b"hello world", true);
+    let dest = sized.file_path(&r, &file.path).unwrap();
+    // Wrong bytes of the right size pass: nothing is hashed. A short body does not.
+    let mut part = sized.begin().unwrap();
+    part.write(b"hello").unwrap();
+    assert!(matches!(
+        part.commit(&file, &dest),
+        Err(CommitError::Verify(VerifyError::Size { .. }))
+    ));
+    let mut part = sized.begin().unwrap();
+    part.write(b"HELLO world").unwrap();
+    part.commit(&file, &dest).unwrap();
+    let f = std::fs::File::open(&dest).unwrap();
+    if digest_attr::read_open(&f) == digest_attr::Kept::Unsupported {
+        return; // no extended attributes here: copies are taken by size
+    }
+    assert_eq!(digest_attr::read_open(&f), digest_attr::Kept::Missing);
+    assert_eq!(digest_attr::read_listed(&f), file.digest.clone());
+    // By size, it is the listed file while its listed digest is the one listed now.
+    assert_eq!(sized.lookup(&r, &file), Some(dest.clone()));
+    let changed = remote("x.dcm", b"HELLO WORLD", true);
+    assert_eq!(sized.lookup(&r, &changed), None);
+    // By MD5, it is hashed once: these bytes are not the listed file.
+    let md5 = Cache::open(dir.path(), "http://h").unwrap();
+    assert_eq!(md5.lookup(&r, &file), None);
+    // A right copy checked by size is hashed once, then keeps its digest.
+    let mut part = sized.begin().unwrap();
+    part.write(b"hello world").unwrap();
+    part.commit(&file, &dest).unwrap();
+    assert_eq!(md5.lookup(&r, &file), Some(dest.clone()));
+    assert_eq!(
+        digest_attr::read_open(&std::fs::File::open(&dest).unwrap()),
+        digest_attr::Kept::Digest(file.digest.clone().unwrap())
+    );
+}

@@ -55,6 +55,8 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             crawl_ahead: mount::DEFAULT_CRAWL_AHEAD,
             scan_names: Default::default(),
             xattrs: true,
+            series_readahead: crate::fetch::series::DEFAULT_IN_FLIGHT,
+            verify: crate::cache::Verify::Md5,
         },
     };
     let mut lister = None;

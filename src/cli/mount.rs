@@ -51,6 +51,19 @@ pub struct MountArgs {
     /// sessions, this many at a time (never file bodies; 0: off).
     #[arg(long, value_name = "N", default_value_t = crate::mount::DEFAULT_CRAWL_AHEAD)]
     pub crawl_ahead: usize,
+    /// Files fetched at once ahead of a sequential reader: when a tool opens cold files of
+    /// one folder one after another (dcm2niix, md5sum, cp -r over a DICOM series), the files
+    /// after them are fetched ahead, in parallel, into the cache; it stops when the reader
+    /// stops. A single open (head of one file) or a listing never starts it. 0: off.
+    #[arg(long, value_name = "N", default_value_t = crate::fetch::series::DEFAULT_IN_FLIGHT)]
+    pub series_readahead: usize,
+    /// How a downloaded file is checked before it is served whole and cached: md5 (its size
+    /// and the MD5 XNAT lists; hashing takes one core, ~600-800 MB/s), or size (its size only:
+    /// reads run at link speed, trusting TCP/TLS for the bytes). Cached copies verified by
+    /// MD5 stay valid either way; copies checked by size are hashed once when a later md5
+    /// mount opens them.
+    #[arg(long, value_enum, default_value = "md5")]
+    pub verify: crate::cache::Verify,
     /// Let other users read the mount (it is private to you by default; as non-root this
     /// needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
@@ -149,6 +162,8 @@ fn serve(
             crawl_ahead: args.crawl_ahead,
             scan_names: args.scan_names,
             xattrs: !args.no_xattrs,
+            series_readahead: args.series_readahead,
+            verify: args.verify,
         },
     };
     mount::run(&runtime()?, plan, || {

@@ -61,6 +61,12 @@ pub struct PrefetchArgs {
     /// plain numbers are seconds).
     #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
     pub io_timeout: Duration,
+    /// How each file is checked before it takes its final name: md5 (its size and the MD5
+    /// XNAT lists) or size (its size only: no MD5 is computed, trusting TCP/TLS for the
+    /// bytes). Files already present in the cache are taken by the digest they keep; in
+    /// --out they are checked by MD5 either way.
+    #[arg(long, value_enum, default_value = "md5")]
+    pub verify: crate::cache::Verify,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -129,7 +135,8 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
             let dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
             Destination::Cache(
                 crate::cache::Cache::open(&dir, &settings.url)
-                    .with_context(|| format!("cannot use the cache dir {}", dir.display()))?,
+                    .with_context(|| format!("cannot use the cache dir {}", dir.display()))?
+                    .verifying(args.verify),
             )
         }
     };
@@ -155,6 +162,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         io_timeout,
         quiet: args.quiet,
         shard: args.shard,
+        verify: args.verify,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {

@@ -239,6 +239,28 @@ impl FileDownload {
         Ok(buf)
     }
 
+    /// Fetches every byte not there yet (not waiting for a reader to ask) and waits until the
+    /// file is verified and under its final name: what the series read-ahead does with a
+    /// file. Readers join it as they join any download.
+    pub async fn fill(self: &Arc<Self>) -> Result<(), FetchError> {
+        {
+            let mut st = self.state.lock().unwrap();
+            if let Some(r) = &st.finished {
+                return r.clone();
+            }
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            let mut at = Self::frontier(&st, 0);
+            while at < self.file.size {
+                let to = st.present.next_run_start(at).min(self.file.size);
+                self.start(&mut st, at, to);
+                at = Self::frontier(&st, to);
+            }
+        }
+        self.wait_finished().await
+    }
+
     /// The first byte at or after `from` that is neither present nor on its way.
     fn frontier(st: &State, from: u64) -> u64 {
         let mut f = st.present.next_gap(from);
@@ -329,7 +351,8 @@ impl FileDownload {
         let mut attempts = Attempts::new(BODY_ATTEMPTS);
         let mut pos = start;
         let began = Instant::now();
-        let mut hashing = (start == 0 && self.file.digest.is_some())
+        let md5 = self.ctx.cache.verify() == crate::cache::Verify::Md5;
+        let mut hashing = (start == 0 && md5 && self.file.digest.is_some())
             .then(|| Hasher::start(self.ctx.memory.clone()));
         let result = loop {
             match self.fetch(id, pos, end, hashing.as_mut()).await {

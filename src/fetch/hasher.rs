@@ -33,6 +33,12 @@ impl MemoryBudget {
         }
     }
 
+    /// Whether at least half of the budget is free: background work (the series read-ahead)
+    /// starts only then, leaving the rest to readers.
+    pub fn half_free(&self) -> bool {
+        self.units.available_permits() as u64 * 2 >= u64::from(self.total)
+    }
+
     /// Holds `units` of the budget until the permit is dropped; a request for more than the
     /// whole budget holds all of it (so it waits for the others, and never for ever).
     async fn hold(&self, units: u32) -> Option<OwnedSemaphorePermit> {
@@ -133,6 +139,16 @@ mod tests {
         let mut gap = Hasher::start(MemoryBudget::new(1 << 20));
         gap.feed(1000, &body.slice(..10)).await;
         assert_eq!(gap.finish(1010).await, None, "a gap means no digest");
+    }
+
+    #[tokio::test]
+    async fn background_work_waits_while_half_the_budget_is_held() {
+        let budget = MemoryBudget::new(MIN_MEMORY);
+        assert!(budget.half_free());
+        let held = budget.hold(budget.total / 2 + 1).await;
+        assert!(!budget.half_free());
+        drop(held);
+        assert!(budget.half_free());
     }
 
     #[tokio::test]

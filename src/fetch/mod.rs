@@ -1,7 +1,8 @@
 //! Getting file bodies into the cache for a mount: one download per file however many
 //! readers want it ([`Fetcher`], the registry of active downloads), each answered as its bytes
 //! arrive ([`file_download`]), ranged where the server allows ([`readahead`], [`ranges`]),
-//! hashed on its own thread within a memory budget ([`hasher`]).
+//! hashed on its own thread within a memory budget ([`hasher`]); the files of a resource are
+//! fetched ahead of a reader who opens them one after another ([`series`], [`series_ahead`]).
 //!
 //! Which layer retries what is written down in [`crate::xnat::retry`].
 
@@ -10,6 +11,8 @@ pub mod file_download;
 pub mod hasher;
 pub mod ranges;
 pub mod readahead;
+pub mod series;
+pub mod series_ahead;
 
 pub use error::FetchError;
 pub use file_download::FileDownload;
@@ -80,7 +83,7 @@ pub struct FetchContext {
 type DownloadKey = (PathBuf, u64, Option<String>);
 
 pub struct Fetcher {
-    ctx: Arc<FetchContext>,
+    pub(crate) ctx: Arc<FetchContext>,
     active: Mutex<HashMap<DownloadKey, Arc<FileDownload>>>,
 }
 
@@ -176,30 +179,33 @@ impl Fetcher {
         self.download(res, file)?.read(offset, size).await
     }
 
-    /// Downloads the whole file into the cache (if needed) and returns its path.
-    pub async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
-        if let Some(path) = self.ctx.cache.lookup(res, file) {
-            return Ok(path);
+    /// Whether the memory budget has room for background downloads (half of it free).
+    pub fn memory_room(&self) -> bool {
+        self.ctx.memory.half_free()
+    }
+
+    /// Downloads the whole file into the cache (if needed), through the download its readers
+    /// share (a reader joins it).
+    pub async fn fill(&self, res: &ResourceRef, file: &RemoteFile) -> Result<(), FetchError> {
+        if self.ctx.cache.lookup(res, file).is_some() {
+            return Ok(());
         }
-        let dest = self
-            .ctx
-            .cache
-            .file_path(res, &file.path)
-            .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
         if file.size == 0 {
+            let dest = self
+                .ctx
+                .cache
+                .file_path(res, &file.path)
+                .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
             let part = self.ctx.cache.begin().map_err(FetchError::cache)?;
             part.commit(file, &dest)?;
-            return Ok(dest);
+            return Ok(());
         }
-        let d = self.download(res, file)?;
-        // Ask for every byte, in order (what is there already is answered at once).
-        const STEP: u32 = 16 << 20;
-        let mut off = 0;
-        while off < file.size {
-            let got = d.read(off, STEP).await?;
-            off += got.len().max(1) as u64;
-        }
-        d.wait_finished().await?;
+        self.download(res, file)?.fill().await
+    }
+
+    /// Downloads the whole file into the cache (if needed) and returns its path.
+    pub async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> Result<PathBuf, FetchError> {
+        self.fill(res, file).await?;
         self.ctx.cache.lookup(res, file).ok_or_else(|| {
             FetchError::Cache(format!(
                 "{} is not in the cache after its download",

@@ -11,12 +11,16 @@ pub mod tree;
 pub mod xattrs;
 
 #[cfg(test)]
+mod series_tests;
+#[cfg(test)]
 mod tests;
 
 pub use errno::Errno;
 
 use crate::cache::read_at;
 use crate::fetch::Fetcher;
+use crate::fetch::series::SeriesConfig;
+use crate::fetch::series_ahead::SeriesAhead;
 use crate::xnat::{RemoteFile, ResourceRef};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +43,8 @@ pub struct FsOptions {
     /// XNAT's metadata shown as extended attributes. Off, every attribute request is ENOSYS,
     /// which the kernel remembers: no other comes (`ls -l` asks for two per file otherwise).
     pub xattrs: bool,
+    /// The read-ahead of a resource's files for a sequential reader (`--series-readahead`).
+    pub series: SeriesConfig,
 }
 
 /// What `stat` shows of a file or folder.
@@ -111,6 +117,8 @@ enum Handle {
 pub struct XnatFs {
     tree: Arc<Tree>,
     fetcher: Arc<Fetcher>,
+    /// Fetches a resource's files ahead of a reader who opens them one after another.
+    series: Option<Arc<SeriesAhead>>,
     opts: FsOptions,
     mounted_at: SystemTime,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -130,6 +138,7 @@ impl XnatFs {
     pub fn new(tree: Arc<Tree>, fetcher: Arc<Fetcher>, opts: FsOptions) -> Arc<XnatFs> {
         Arc::new(XnatFs {
             tree,
+            series: SeriesAhead::start(fetcher.clone(), opts.series),
             fetcher,
             opts,
             mounted_at: SystemTime::now(),
@@ -141,6 +150,11 @@ impl XnatFs {
 
     pub fn options(&self) -> &FsOptions {
         &self.opts
+    }
+
+    /// Files the series read-ahead started fetching.
+    pub fn series_started(&self) -> u64 {
+        self.series.as_ref().map_or(0, |s| s.started())
     }
 
     fn attr(&self, ino: u64, node: &Node) -> Attr {
@@ -232,6 +246,11 @@ impl XnatFs {
         let cached = current.as_ref().map(|(path, _)| path.clone());
         if let Some(path) = &cached {
             cache.budget().opened(path);
+        }
+        if let Some(series) = &self.series {
+            series.opened(&res, &file, cached.is_none(), || {
+                self.tree.known_files(&res)
+            });
         }
         let mut kinds = self.open_kinds.lock().unwrap();
         let open = kinds.entry(ino).or_default();

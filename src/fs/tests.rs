@@ -38,6 +38,7 @@ fn setup_with(data: Dataset, ttl: Duration) -> Setup {
         uid: 1234,
         gid: 5678,
         xattrs: true,
+        series: Default::default(),
     };
     Setup {
         fs: XnatFs::new(tree, fetcher, opts),

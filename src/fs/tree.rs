@@ -356,6 +356,14 @@ impl Tree {
         out
     }
 
+    /// A resource's files as listed now, if they were listed within `--dir-ttl` (no request):
+    /// for the series read-ahead.
+    pub fn known_files(&self, res: &ResourceRef) -> Option<FileList> {
+        let files = self.files.lock().unwrap();
+        let (at, list) = files.get(res)?;
+        (at.elapsed() < self.dir_ttl).then(|| list.clone())
+    }
+
     /// The files of `res`: kept ones younger than `dir_ttl`, else from its session's tree
     /// when that is younger, else listed on their own.
     async fn resource_files(&self, res: &ResourceRef) -> Result<FileList, TreeError> {

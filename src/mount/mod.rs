@@ -52,6 +52,10 @@ pub struct MountOptions {
     pub scan_names: ScanNames,
     /// XNAT's metadata as `user.xnat.*` extended attributes.
     pub xattrs: bool,
+    /// Files fetched at once ahead of a sequential reader (0: none; `--series-readahead`).
+    pub series_readahead: usize,
+    /// How downloads are checked (`--verify`).
+    pub verify: crate::cache::Verify,
 }
 
 /// Session trees fetched ahead at once while a folder of sessions is walked, by default.
@@ -262,7 +266,7 @@ pub fn mount(
     let fetcher = Fetcher::with_max_memory(
         api,
         rt.handle().clone(),
-        cache,
+        cache.verifying(opts.verify),
         opts.io_timeout,
         opts.max_memory,
     );
@@ -276,6 +280,7 @@ pub fn mount(
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
             xattrs: opts.xattrs,
+            series: crate::fetch::series::SeriesConfig::with_in_flight(opts.series_readahead),
         },
     );
     let fs = FuseAdapter::new(core, rt.handle().clone());

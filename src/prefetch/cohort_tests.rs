@@ -118,6 +118,7 @@ fn options(root: &Path, scans: &str) -> PrefetchOptions {
         dry_run: false,
         io_timeout: Duration::from_secs(5),
         quiet: true,
+        verify: crate::cache::Verify::Md5,
         shard: None,
     }
 }
@@ -135,6 +136,7 @@ async fn run(api: Arc<Staged>, opts: &PrefetchOptions) -> (Result<Outcome>, u64)
         attempts: 2,
         stall_timeout: opts.io_timeout,
         private: false,
+        verify: crate::cache::Verify::Md5,
     };
     let progress = Arc::new(Progress::new(sessions.len() as u64, true));
     let run = prefetch(

@@ -47,6 +47,8 @@ pub struct PrefetchOptions {
     pub quiet: bool,
     /// `--shard I/N`: only this part of the sessions.
     pub shard: Option<Shard>,
+    /// How each file is checked (`--verify`).
+    pub verify: crate::cache::Verify,
 }
 
 /// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
@@ -140,6 +142,7 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
         attempts: PREFETCH_BODY_ATTEMPTS,
         stall_timeout: opts.io_timeout,
         private: matches!(opts.destination, Destination::Cache(_)),
+        verify: opts.verify,
     };
     let done = cohort::prefetch(
         api.clone(),

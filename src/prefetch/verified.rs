@@ -18,6 +18,8 @@ pub struct TransferPolicy {
     pub stall_timeout: Duration,
     /// Keep files private to the user (the cache), or with ordinary permissions (`--out`).
     pub private: bool,
+    /// How each file is checked (`--verify`).
+    pub verify: crate::cache::Verify,
 }
 
 /// Downloads `file` to `dest` through a partial file in `tmp_dir`, checking size and MD5 before
@@ -68,7 +70,9 @@ async fn download_once(
     let mut download = tokio::time::timeout(stall_timeout, api.download(&file.uri))
         .await
         .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri)))??;
-    let mut part = PartialFile::new_in(tmp_dir, policy.private).map_err(FetchError::cache)?;
+    let mut part = PartialFile::new_in(tmp_dir, policy.private)
+        .map_err(FetchError::cache)?
+        .verifying(policy.verify);
     let asked = std::time::Instant::now();
     loop {
         // Until the stall timeout since the last progress (not merely the last byte).

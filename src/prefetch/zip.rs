@@ -57,6 +57,7 @@ pub async fn zip_resource(
         marker,
         tmp_dir: tmp,
         private: policy.private,
+        verify: policy.verify,
         events: tx,
         stop: breaker.token(),
     };
@@ -109,6 +110,7 @@ struct Unzip {
     marker: String,
     tmp_dir: std::path::PathBuf,
     private: bool,
+    verify: crate::cache::Verify,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     /// The run is stopping: write nothing more.
     stop: CancellationToken,
@@ -176,7 +178,8 @@ enum EntryError {
 impl Unzip {
     fn write_entry<R: Read>(&self, entry: &mut R, planned: &PlannedFile) -> Result<(), EntryError> {
         let mut part = PartialFile::new_in(&self.tmp_dir, self.private)
-            .map_err(|e| EntryError::Bad(e.to_string()))?;
+            .map_err(|e| EntryError::Bad(e.to_string()))?
+            .verifying(self.verify);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             if self.stop.is_cancelled() {

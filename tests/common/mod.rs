@@ -213,6 +213,7 @@ pub fn transfer_one(
         attempts,
         stall_timeout: stall,
         private: false,
+        verify: Default::default(),
     };
     let dest = dir.path().join("file");
     let done = rt.block_on(download_verified(

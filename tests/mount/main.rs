@@ -14,4 +14,5 @@ mod metadata;
 mod model;
 mod offline;
 mod reading;
+mod series;
 mod shared;
