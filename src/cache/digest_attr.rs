@@ -4,12 +4,18 @@
 //! one the current listing gives (a file changed on the server with the same size must not
 //! be served from an old copy).
 //!
+//! A file whose listed size was stale (XNAT's catalog can be: its body, whose length the answer's
+//! `Content-Length` gives, is the truth) also keeps the size the listing gave when it was
+//! verified (`user.xnatfs.listed-size`): a file listed with no digest counts while the listing
+//! still gives that size.
+//!
 //! Where the cache's file system keeps no user extended attributes (some NFS and Lustre
 //! setups), a copy is taken on its size alone; `cache` logs this once.
 
 use std::os::fd::AsRawFd;
 
 const NAME: &[u8] = b"user.xnatfs.md5\0";
+const LISTED_SIZE: &[u8] = b"user.xnatfs.listed-size\0";
 
 /// What a cache file says of its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +46,43 @@ pub fn write(f: &std::fs::File, md5: &str) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Keeps the size the listing gave with the open file `f`, whose length differs (best effort).
+pub fn write_listed_size(f: &std::fs::File, listed: u64) {
+    let value = listed.to_string();
+    // SAFETY: the fd is open; the name is NUL-terminated; the value is a valid buffer.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            LISTED_SIZE.as_ptr().cast(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "cannot keep a listed size with a cache file: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The listed size kept with the open file `f` (see [`write_listed_size`]).
+pub fn read_listed_size(f: &std::fs::File) -> Option<u64> {
+    let mut buf = [0u8; 24];
+    // SAFETY: the fd is open; the name is NUL-terminated; buf is writable for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            f.as_raw_fd(),
+            LISTED_SIZE.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
 }
 
 /// The digest kept with the open file `f`.

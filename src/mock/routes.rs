@@ -70,8 +70,27 @@ pub(super) async fn handle(
     }
     if uri.path() == "/mock/change" {
         // Not XNAT: changes a file on the server while it runs, for scripts (soak): every
-        // byte of the file whose listed URI is `uri` becomes `fill`, its size kept.
-        let q = query_map(&uri);
+        // byte of the file whose listed URI is `uri` becomes `fill`, its size kept; or with
+        // `listed_size=N`, only its listing changes, to claim N bytes (a stale catalog).
+        let mut q = query_map(&uri);
+        if let Some(target) = q.get_mut("uri") {
+            // Given percent-encoded (a URI with spaces, say), as a query value is.
+            *target = percent_encoding::percent_decode_str(target)
+                .decode_utf8_lossy()
+                .into_owned();
+        }
+        if let (Some(target), Some(n)) = (q.get("uri"), q.get("listed_size")) {
+            let Ok(n) = n.parse::<u64>() else {
+                return html(StatusCode::BAD_REQUEST, "listed_size= is not a number");
+            };
+            return match responses::file_by_uri(&state.data, target) {
+                Some(f) => {
+                    f.set_listed_size(n);
+                    html(StatusCode::OK, "listed size changed")
+                }
+                None => not_found("file"),
+            };
+        }
         let fill = q
             .get("fill")
             .and_then(|f| f.parse::<u8>().ok())

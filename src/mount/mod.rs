@@ -265,7 +265,7 @@ pub fn mount(
             gid: unsafe { libc::getgid() },
         },
     );
-    let fs = FuseAdapter::new(core, rt.handle().clone());
+    let fs = FuseAdapter::new(core.clone(), rt.handle().clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
@@ -297,6 +297,7 @@ pub fn mount(
         fuser::Session::new(fs, mountpoint, &config).map_err(failed)?
     };
     tree.on_change(crate::fs::fuse::kernel_invalidator(session.notifier()));
+    core.on_resize(crate::fs::fuse::kernel_size_invalidator(session.notifier()));
     Ok(Mounted { session, direct })
 }
 
