@@ -6,7 +6,7 @@ use super::responses::{
     file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
     session_document, session_row,
 };
-use super::zip_download::zip_response;
+use super::zip_download::{Compression, zip_response};
 use super::{MockState, auth, data, faults, responses};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -385,7 +385,13 @@ fn session_routes(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Response {
-    let zip = query.get("format").map(String::as_str) == Some("zip");
+    let zip = match query.get("format").map(String::as_str) {
+        Some("zip") => match Compression::of_query(query.get("compression").map(String::as_str)) {
+            Ok(c) => Some(c),
+            Err(refused) => return *refused,
+        },
+        _ => None,
+    };
     match tail {
         // An experiment that is not an imaging session has no scans listing: XNAT finds the
         // session as an image session or answers 404 (xnat-web `ScanList.java`).
@@ -406,10 +412,9 @@ fn session_routes(
             if entries.is_empty() {
                 return not_found("scan");
             }
-            if zip {
-                zip_response(state, session, &entries)
-            } else {
-                file_rows(&entries, session)
+            match zip {
+                Some(c) => zip_response(state, session, &entries, c),
+                None => file_rows(&entries, session),
             }
         }
         // The scan is decoded (xnat-web `XNATTemplate.java`: `getUrlEncodedParameter`).
@@ -424,10 +429,9 @@ fn session_routes(
         ["resources"] => listing(resource_rows(&session.resources, session, None), true),
         ["files"] => {
             let entries: Vec<_> = session.resources.iter().map(|r| (None, r)).collect();
-            if zip {
-                zip_response(state, session, &entries)
-            } else {
-                file_rows(&entries, session)
+            match zip {
+                Some(c) => zip_response(state, session, &entries, c),
+                None => file_rows(&entries, session),
             }
         }
         ["resources", res, "files", path @ ..] => {
@@ -447,14 +451,13 @@ fn files_or_body(
     session: &MockSession,
     entries: &[(Option<&MockScan>, &MockResource)],
     path: &[&str],
-    zip: bool,
+    zip: Option<Compression>,
     headers: &HeaderMap,
 ) -> Response {
     if path.is_empty() {
-        return if zip {
-            zip_response(state, session, entries)
-        } else {
-            file_rows(entries, session)
+        return match zip {
+            Some(c) => zip_response(state, session, entries, c),
+            None => file_rows(entries, session),
         };
     }
     // A file is looked up by its path as sent, then by it URL-decoded (`%XX` as UTF-8, `+` as

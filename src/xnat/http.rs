@@ -462,10 +462,19 @@ impl XnatApi for HttpXnat {
         Ok(body_of(resp, uri))
     }
 
+    /// Asks for STORED entries (`compression=0`), XNAT's default anyway
+    /// (`SecureResource.identifyCompression`, `ZipUtils.DEFAULT_COMPRESSION`): nothing to
+    /// inflate, and no CPU spent on the server compressing what is mostly compressed already.
+    /// A server that sends DEFLATED entries all the same is read too (`prefetch::zip_stream`).
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
         let path = format!("{}/files", resource.rest_path());
         let resp = self
-            .get_once(&path, "?format=zip", Expect::File { html_ok: false }, None)
+            .get_once(
+                &path,
+                "?format=zip&compression=0",
+                Expect::File { html_ok: false },
+                None,
+            )
             .await?;
         Ok(body_of(resp, &path))
     }
