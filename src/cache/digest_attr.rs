@@ -4,6 +4,11 @@
 //! one the current listing gives (a file changed on the server with the same size must not
 //! be served from an old copy).
 //!
+//! A file whose listed size was stale (XNAT's catalog can be: its body, whose length the answer's
+//! `Content-Length` gives, is the truth) also keeps the size the listing gave when it was
+//! verified (`user.xnatfs.listed-size`): a file listed with no digest counts while the listing
+//! still gives that size.
+//!
 //! Where the cache's file system keeps no user extended attributes (some NFS and Lustre
 //! setups), a copy is taken on its size alone; `cache` logs this once.
 
@@ -13,6 +18,8 @@ const NAME: &[u8] = b"user.xnatfs.md5\0";
 /// The digest a copy checked by size only (`--verify size`) was listed with: not verified, so
 /// no [`Kept::Digest`], but a listing that gives another digest shows the file changed.
 const LISTED: &[u8] = b"user.xnatfs.listed-md5\0";
+/// The size a copy was listed with, when its body (the answer's `Content-Length`) had another.
+const LISTED_SIZE: &[u8] = b"user.xnatfs.listed-size\0";
 
 /// What a cache file says of its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,22 +50,35 @@ pub fn read_listed(f: &std::fs::File) -> Option<String> {
     }
 }
 
-fn set(f: &std::fs::File, name: &[u8], md5: &str) {
+fn set(f: &std::fs::File, name: &[u8], value: &str) {
     // SAFETY: the fd is open; NAME is NUL-terminated; the value is a valid buffer.
     let rc = unsafe {
         libc::fsetxattr(
             f.as_raw_fd(),
             name.as_ptr().cast(),
-            md5.as_ptr().cast(),
-            md5.len(),
+            value.as_ptr().cast(),
+            value.len(),
             0,
         )
     };
     if rc != 0 {
         tracing::debug!(
-            "cannot keep a digest with a cache file: {}",
+            "cannot keep an attribute with a cache file: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// Keeps the size the listing gave with the open file `f`, whose length differs (best effort).
+pub fn write_listed_size(f: &std::fs::File, listed: u64) {
+    set(f, LISTED_SIZE, &listed.to_string())
+}
+
+/// The listed size kept with the open file `f` (see [`write_listed_size`]).
+pub fn read_listed_size(f: &std::fs::File) -> Option<u64> {
+    match get(f, LISTED_SIZE) {
+        Kept::Digest(size) => size.parse().ok(),
+        _ => None,
     }
 }
 

@@ -247,8 +247,16 @@ fn is_current_open(f: &std::fs::File, file: &RemoteFile, verify: Verify) -> bool
     let Ok(meta) = f.metadata() else {
         return false;
     };
-    if !(meta.is_file() && meta.len() == file.size) {
+    if !meta.is_file() {
         return false;
+    }
+    if meta.len() != file.size {
+        // A stale catalog size: the copy counts if it was verified against this listing, by
+        // the digest it keeps, or with no digest listed, by the size the listing gave then.
+        return match &file.digest {
+            Some(want) => digest_attr::read_open(f) == digest_attr::Kept::Digest(want.clone()),
+            None => digest_attr::read_listed_size(f) == Some(file.size),
+        };
     }
     let Some(want) = &file.digest else {
         return true;

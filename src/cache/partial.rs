@@ -12,7 +12,7 @@ use std::path::Path;
 /// Why a downloaded body was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VerifyError {
-    #[error("{path}: got {got} bytes, the listing says {want}")]
+    #[error("{path}: got {got} bytes, expected {want}")]
     Size { path: String, got: u64, want: u64 },
     #[error("{path}: MD5 {got} does not match the listed digest {want}")]
     Digest {
@@ -50,6 +50,9 @@ pub struct PartialFile {
     tmp: tempfile::NamedTempFile,
     hasher: Md5,
     written: u64,
+    /// The size the server's answer gave (`Content-Length`), when known: it, not the listed
+    /// size, is what the body must have (see [`PartialFile::expect_size`]).
+    expected: Option<u64>,
     /// Cache files and folders are private to the user (0600/0700); plain `--out` copies get
     /// ordinary permissions (those the umask leaves).
     private: bool,
@@ -74,6 +77,7 @@ impl PartialFile {
             tmp,
             hasher: Md5::new(),
             written: 0,
+            expected: None,
             private,
             verify: Verify::Md5,
         })
@@ -83,6 +87,16 @@ impl PartialFile {
     pub fn verifying(mut self, verify: Verify) -> PartialFile {
         self.verify = verify;
         self
+    }
+
+    /// The body's size as the server's answer gives it (a 200's `Content-Length`): the file
+    /// must have this size rather than the listed one. A listing's `Size` comes from XNAT's
+    /// catalog, which can be stale: XNAT takes an entry's size from its catalog metafield and
+    /// stats the file only when that is empty (xnat-web `org/nrg/xnat/utils/CatalogUtils.java`
+    /// `getEntryDetails`, called by `restlet/resources/files/FileList.java`). The listed digest,
+    /// when there is one, still decides integrity.
+    pub fn expect_size(&mut self, size: u64) {
+        self.expected = Some(size);
     }
 
     /// Gives the file its full length up front (a sparse file filled out of order).
@@ -106,6 +120,7 @@ impl PartialFile {
         md5: Option<String>,
     ) -> Result<(), CommitError> {
         self.written = len;
+        self.expected = Some(len);
         let got = match (md5, &file.digest) {
             (Some(d), _) => Some(d),
             (None, Some(_)) if self.verify == Verify::Md5 => Some(hash_file(self.tmp.path())?),
@@ -127,7 +142,8 @@ impl PartialFile {
         self.written
     }
 
-    /// Checks size and digest against the listing, then renames the file to `dest`.
+    /// Checks size (the answer's, else the listed one) and digest against the listing, then
+    /// renames the file to `dest`.
     pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
         let md5 = (self.verify == Verify::Md5).then(|| hex::encode(self.hasher.clone().finalize()));
         self.check_and_persist(file, dest, md5)
@@ -140,13 +156,21 @@ impl PartialFile {
         md5: Option<String>,
     ) -> Result<(), CommitError> {
         let got = self.written;
-        if got != file.size {
+        let want = self.expected.unwrap_or(file.size);
+        if got != want {
             return Err(VerifyError::Size {
                 path: file.path.clone(),
                 got,
-                want: file.size,
+                want,
             }
             .into());
+        }
+        if got != file.size {
+            tracing::info!(
+                "{}: {got} bytes where the listing says {} (a stale catalog size); kept",
+                file.path,
+                file.size
+            );
         }
         if let (Some(want), Some(got)) = (&file.digest, &md5)
             && got != want
@@ -177,6 +201,9 @@ impl PartialFile {
                 // the server is still seen, and an `md5` mount hashes this copy once.
                 None => super::digest_attr::write_listed(tmp.as_file(), listed),
             }
+        }
+        if self.private && got != file.size {
+            super::digest_attr::write_listed_size(tmp.as_file(), file.size);
         }
         if self.private {
             tmp.as_file()

@@ -244,3 +244,44 @@ fn a_copy_checked_by_size_keeps_its_listed_digest_apart_and_is_hashed_once_by_md
         digest_attr::Kept::Digest(file.digest.clone().unwrap())
     );
 }
+
+/// A listed size can be stale (XNAT's catalog): a body of the size the server's answer gave
+/// is kept, and stays current while the listing is the same (by its digest, or with none, by
+/// the listed size kept with it); a body of another size than the answer's is refused.
+#[test]
+fn a_body_whose_size_the_listing_got_wrong_is_kept_and_stays_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://a").unwrap();
+    let r = res(Some("1"), "DICOM");
+    for digest in [true, false] {
+        let body = b"0123456789";
+        let mut listed = remote(&format!("x{digest}.dcm"), body, digest);
+        listed.size = 7; // stale
+        let dest = cache.file_path(&r, &listed.path).unwrap();
+        let mut part = cache.begin().unwrap();
+        part.expect_size(9);
+        part.write(body).unwrap();
+        assert!(
+            matches!(part.commit(&listed, &dest), Err(CommitError::Verify(_))),
+            "not the answer's size"
+        );
+        let mut part = cache.begin().unwrap();
+        part.expect_size(10);
+        part.write(body).unwrap();
+        part.commit(&listed, &dest).unwrap();
+        if digest_attr::read_open(&std::fs::File::open(&dest).unwrap())
+            == digest_attr::Kept::Unsupported
+        {
+            return; // no extended attributes here: checked by size only
+        }
+        assert!(cache.is_current(&dest, &listed), "digest {digest}");
+        assert!(cache.lookup(&r, &listed).is_some(), "digest {digest}");
+        // Another listing of it is not this copy.
+        let mut other = listed.clone();
+        other.size = 8;
+        if digest {
+            other.digest = Some("0".repeat(32));
+        }
+        assert!(!cache.is_current(&dest, &other), "digest {digest}");
+    }
+}

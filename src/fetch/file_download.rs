@@ -8,6 +8,11 @@
 //! whose window doubles while the reader goes on sequentially and shrinks again on a jump.
 //! Which server this is, is learnt from its first answer (206 or 200), never configured.
 //!
+//! The file's size is the one the first answer gives (a 200's `Content-Length`, a 206's
+//! `Content-Range` total), not the listed one: a listing's `Size` comes from XNAT's catalog,
+//! which can be stale (see [`super::sizes`]). Until an answer has come, reads wait for it; the
+//! listed size only says where to ask first. The MD5, when listed, decides integrity.
+//!
 //! When every byte is there the file is checked (size, and MD5 when listed) and renamed to its
 //! final name in the cache. Readers keep reading the same open file throughout.
 
@@ -39,6 +44,10 @@ struct Run {
 }
 
 struct State {
+    /// The file's size: the listed one until an answer gives it ([`State::size_known`]).
+    size: u64,
+    /// An answer came: [`State::size`] is the server's (or, if it gave none, the listed one).
+    size_known: bool,
     present: Ranges,
     runs: Vec<Run>,
     next_run: u64,
@@ -70,7 +79,8 @@ impl FileDownload {
         file: RemoteFile,
         dest: PathBuf,
     ) -> Result<Arc<FileDownload>, FetchError> {
-        ctx.cache.budget().make_room(file.size);
+        let listed = file.size;
+        ctx.cache.budget().make_room(listed);
         let part = ctx.cache.begin().map_err(FetchError::cache)?;
         part.set_len(file.size).map_err(FetchError::cache)?;
         let fd = part.reopen().map_err(FetchError::cache)?;
@@ -80,6 +90,8 @@ impl FileDownload {
             dest,
             fd,
             state: Mutex::new(State {
+                size: listed,
+                size_known: false,
                 present: Ranges::default(),
                 runs: Vec::new(),
                 next_run: 0,
@@ -92,6 +104,11 @@ impl FileDownload {
             }),
             changed: tokio::sync::watch::channel(0).0,
         }))
+    }
+
+    /// The file's size: the server's once an answer gave it, else the listed one.
+    pub fn size(&self) -> u64 {
+        self.state.lock().unwrap().size
     }
 
     fn bump(&self) {
@@ -140,17 +157,19 @@ impl FileDownload {
         offset: u64,
         size: u32,
     ) -> Option<Result<Vec<u8>, FetchError>> {
-        let end = (offset + u64::from(size)).min(self.file.size);
-        if self.file.size <= VERIFY_BEFORE_SERVING || end >= self.file.size || offset >= end {
-            return None;
-        }
-        {
+        let end = {
             let mut st = self.state.lock().unwrap();
+            let fsize = st.size;
+            let end = (offset + u64::from(size)).min(fsize);
+            if !st.size_known || fsize <= VERIFY_BEFORE_SERVING || end >= fsize || offset >= end {
+                return None;
+            }
             if st.failed.is_some() || !st.present.contains(offset, end) {
                 return None;
             }
             self.plan(&mut st, offset, end, true);
-        }
+            end
+        };
         let mut buf = vec![0u8; (end - offset) as usize];
         Some(
             self.fd
@@ -168,39 +187,49 @@ impl FileDownload {
     /// the read that reaches the end of the file, wait for the check (and fail with it), so a
     /// whole-file reader (`cat`, `cp`, `md5sum`) always learns of a bad body.
     pub async fn read(self: &Arc<Self>, offset: u64, size: u32) -> Result<Vec<u8>, FetchError> {
-        let end = (offset + u64::from(size)).min(self.file.size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let small = self.file.size <= VERIFY_BEFORE_SERVING;
-        // A small file is fetched and checked whole before any of it is served.
-        let (want_off, want_end) = if small {
-            (0, self.file.size)
-        } else {
-            (offset, end)
-        };
         let mut rx = self.changed.subscribe();
         let asked = Instant::now();
         let mut planned = false;
-        loop {
+        let (end, fsize) = loop {
             rx.borrow_and_update();
             let waited_since = {
                 let mut st = self.state.lock().unwrap();
                 if let Some(Err(e)) = &st.finished {
                     return Err(e.clone());
                 }
-                if st.present.contains(want_off, want_end) {
-                    if !planned {
-                        self.plan(&mut st, want_off, want_end, true);
+                // The size is the server's once an answer came (see the module doc).
+                let fsize = st.size;
+                let end = (offset + u64::from(size)).min(fsize);
+                // A small file is fetched and checked whole before any of it is served.
+                let (want_off, want_end) = if fsize <= VERIFY_BEFORE_SERVING {
+                    (0, fsize)
+                } else {
+                    (offset, end)
+                };
+                if st.size_known || fsize == 0 {
+                    if offset >= end {
+                        return Ok(Vec::new());
                     }
-                    break;
+                    if st.present.contains(want_off, want_end) {
+                        if !planned {
+                            self.plan(&mut st, want_off, want_end, true);
+                        }
+                        break (end, fsize);
+                    }
                 }
                 if let Some(e) = &st.failed {
                     return Err(e.clone());
                 }
                 // Once per read, or again if every request ended without bringing these bytes.
+                // Before any answer, a read past the listed end asks for the listed last byte:
+                // the answer says where the end really is.
                 if !planned || st.runs.is_empty() {
-                    self.plan(&mut st, want_off, want_end, false);
+                    let (a, b) = if want_off < want_end {
+                        (want_off, want_end)
+                    } else {
+                        (fsize - 1, fsize)
+                    };
+                    self.plan(&mut st, a, b, false);
                     planned = true;
                 }
                 st.progress.at().max(asked)
@@ -223,12 +252,11 @@ impl FileDownload {
                     }
                 }
             }
-        }
+        };
         // The read that reaches the end of a file being read whole waits for the check (a
         // random read at the end of a file fetched by ranges cannot, and does not).
-        let whole = small
-            || (end == self.file.size
-                && Self::frontier(&self.state.lock().unwrap(), 0) >= self.file.size);
+        let whole = fsize <= VERIFY_BEFORE_SERVING
+            || (end == fsize && Self::frontier(&self.state.lock().unwrap(), 0) >= fsize);
         if whole {
             self.wait_finished().await?;
         }
@@ -237,28 +265,6 @@ impl FileDownload {
             .read_exact_at(&mut buf, offset)
             .map_err(FetchError::cache)?;
         Ok(buf)
-    }
-
-    /// Fetches every byte not there yet (not waiting for a reader to ask) and waits until the
-    /// file is verified and under its final name: what the series read-ahead does with a
-    /// file. Readers join it as they join any download.
-    pub async fn fill(self: &Arc<Self>) -> Result<(), FetchError> {
-        {
-            let mut st = self.state.lock().unwrap();
-            if let Some(r) = &st.finished {
-                return r.clone();
-            }
-            if let Some(e) = &st.failed {
-                return Err(e.clone());
-            }
-            let mut at = Self::frontier(&st, 0);
-            while at < self.file.size {
-                let to = st.present.next_run_start(at).min(self.file.size);
-                self.start(&mut st, at, to);
-                at = Self::frontier(&st, to);
-            }
-        }
-        self.wait_finished().await
     }
 
     /// The first byte at or after `from` that is neither present nor on its way.
@@ -282,7 +288,7 @@ impl FileDownload {
     /// bytes begin.
     fn start_window(self: &Arc<Self>, st: &mut State, from: u64, len: u64) {
         let to = (from + len)
-            .min(self.file.size)
+            .min(st.size)
             .min(st.present.next_run_start(from));
         if from < to {
             self.start(st, from, to);
@@ -292,7 +298,7 @@ impl FileDownload {
     /// Starts whatever request `offset..end` needs (`covered`: it is already there), and
     /// reads ahead of a sequential reader where the server honours ranges.
     fn plan(self: &Arc<Self>, st: &mut State, offset: u64, end: u64, covered: bool) {
-        let size = self.file.size;
+        let size = st.size;
         match self.ctx.range.honoured() {
             // XNAT itself: one stream of the whole body serves every reader.
             Some(false) => {
@@ -373,8 +379,9 @@ impl FileDownload {
                 }
             }
         };
+        let size = self.size();
         let digest = match (hashing, &result) {
-            (Some(h), Ok(())) => h.finish(self.file.size).await,
+            (Some(h), Ok(())) => h.finish(size).await,
             _ => None,
         };
         {
@@ -408,14 +415,29 @@ impl FileDownload {
         end: u64,
         mut hashing: Option<&mut Hasher>,
     ) -> Result<(), FetchError> {
-        let ask_end = (end < self.file.size).then_some(end);
-        let download = tokio::time::timeout(
-            self.ctx.stall_timeout,
-            self.ctx.api.download_range(&self.file.uri, pos, ask_end),
-        )
-        .await
-        .map_err(|_| XnatError::Timeout(format!("no answer for {}", self.file.uri)))??;
-        if pos > 0 || ask_end.is_some() {
+        let (ask_end, size_known) = {
+            let st = self.state.lock().unwrap();
+            ((end < st.size).then_some(end), st.size_known)
+        };
+        let ask = |pos, end| {
+            tokio::time::timeout(
+                self.ctx.stall_timeout,
+                self.ctx.api.download_range(&self.file.uri, pos, end),
+            )
+        };
+        let no_answer = |_| XnatError::Timeout(format!("no answer for {}", self.file.uri));
+        let mut ranged = pos > 0 || ask_end.is_some();
+        let download = match ask(pos, ask_end).await.map_err(no_answer)? {
+            // 416: the range starts past the end, which a proxy that honours ranges says of a
+            // file shorter than its stale listed size. The whole body says how long it is.
+            Err(XnatError::Status { status: 416, .. }) if !size_known && pos > 0 => {
+                ranged = false;
+                ask(0, None).await.map_err(no_answer)??
+            }
+            answer => answer?,
+        };
+        self.learn_size(&download)?;
+        if ranged {
             // Only the answer to a real range request tells whether ranges work.
             self.ctx.range.learn(download.partial);
         }
@@ -426,10 +448,11 @@ impl FileDownload {
             )));
         }
         // A whole body (200) fills the whole file, whatever this request was for.
+        let size = self.size();
         let end = if download.partial {
-            end
+            end.min(size)
         } else {
-            self.file.size
+            size
         };
         if !download.partial {
             let mut st = self.state.lock().unwrap();
@@ -450,10 +473,10 @@ impl FileDownload {
             let Some(chunk) = next else { break };
             let chunk = chunk?;
             let chunk_end = at + chunk.len() as u64;
-            if chunk_end > self.file.size {
+            if chunk_end > size {
                 return Err(FetchError::Verify(format!(
-                    "{}: the body is longer than the listed {} bytes",
-                    self.file.path, self.file.size
+                    "{}: the body is longer than its {size} bytes",
+                    self.file.path
                 )));
             }
             self.store(id, at, &chunk)?;
@@ -467,11 +490,43 @@ impl FileDownload {
         }
         if at < end {
             return Err(FetchError::Verify(format!(
-                "{}: the body ended at {at} of {} bytes",
-                self.file.path, self.file.size
+                "{}: the body ended at {at} of {size} bytes",
+                self.file.path
             )));
         }
         Ok(())
+    }
+
+    /// Takes the file's size from the first answer that gives it (see the module doc). A later
+    /// answer that gives another means the file changed on the server during the download.
+    fn learn_size(&self, download: &crate::xnat::Download) -> Result<(), FetchError> {
+        let mut st = self.state.lock().unwrap();
+        match download.total {
+            Some(total) if st.size_known && total != st.size => Err(FetchError::Verify(format!(
+                "{}: the server gave its size as {} bytes, then as {total}: it changed",
+                self.file.path, st.size
+            ))),
+            Some(total) if !st.size_known && total != st.size => {
+                tracing::info!(
+                    "{}: {total} bytes where the listing says {} (a stale catalog size)",
+                    self.file.uri,
+                    self.file.size
+                );
+                self.fd.set_len(total).map_err(FetchError::cache)?;
+                st.size = total;
+                st.size_known = true;
+                for run in &mut st.runs {
+                    run.end = run.end.min(total);
+                }
+                self.ctx.sizes.learn(&self.file, total);
+                Ok(())
+            }
+            // No size given: the listed one stands, and the body must end there.
+            _ => {
+                st.size_known = true;
+                Ok(())
+            }
+        }
     }
 
     /// Writes a chunk that arrived at `at`: bytes already present are compared, not written
@@ -513,7 +568,7 @@ impl FileDownload {
                 }
             }
         }
-        let complete = st.present.contains(0, self.file.size);
+        let complete = st.present.contains(0, st.size);
         st.progress.arrived(chunk.len() as u64, complete);
         drop(st);
         self.bump();
@@ -522,21 +577,21 @@ impl FileDownload {
 
     /// When every byte is there: verify and give the file its final name.
     async fn maybe_finish(self: &Arc<Self>) {
-        let (part, hashed) = {
+        let (part, hashed, size) = {
             let mut st = self.state.lock().unwrap();
             if st.finished.is_some()
                 || st.failed.is_some()
-                || !st.present.contains(0, self.file.size)
+                || !st.present.contains(0, st.size)
                 || !st.runs.is_empty()
             {
                 return;
             }
-            (st.part.take(), st.digest.take())
+            (st.part.take(), st.digest.take(), st.size)
         };
         let Some(part) = part else { return };
         let this = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            part.commit_filled(&this.file, &this.dest, this.file.size, hashed)
+            part.commit_filled(&this.file, &this.dest, size, hashed)
                 .map_err(FetchError::from)
         })
         .await
@@ -546,7 +601,7 @@ impl FileDownload {
             let _ = self.fd.set_len(0); // its space, though readers may hold it open
         } else {
             tracing::debug!("cached {}", self.dest.display());
-            self.ctx.cache.budget().added(&self.dest, self.file.size);
+            self.ctx.cache.budget().added(&self.dest, size);
         }
         self.state.lock().unwrap().finished = Some(result);
         self.bump();

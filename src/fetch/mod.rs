@@ -13,6 +13,7 @@ pub mod ranges;
 pub mod readahead;
 pub mod series;
 pub mod series_ahead;
+pub mod sizes;
 
 pub use error::FetchError;
 pub use file_download::FileDownload;
@@ -76,6 +77,8 @@ pub struct FetchContext {
     pub memory: hasher::MemoryBudget,
     /// Give up after this long without receiving a byte.
     pub stall_timeout: Duration,
+    /// True sizes of files listed with a stale size.
+    pub sizes: sizes::Sizes,
 }
 
 /// A download is of one version of a file: its cache path, listed size and digest (a file
@@ -114,6 +117,7 @@ impl Fetcher {
                 range: RangeSupport::default(),
                 memory: hasher::MemoryBudget::new(max_memory),
                 stall_timeout,
+                sizes: sizes::Sizes::default(),
             }),
             active: Mutex::new(HashMap::new()),
         })
@@ -121,6 +125,11 @@ impl Fetcher {
 
     pub fn cache(&self) -> &Cache {
         &self.ctx.cache
+    }
+
+    /// True sizes of files whose listed size was stale (see [`sizes`]).
+    pub fn sizes(&self) -> &sizes::Sizes {
+        &self.ctx.sizes
     }
 
     /// Whether the server was seen to honour `Range` (`None`: not known yet).
@@ -172,6 +181,9 @@ impl Fetcher {
         size: u32,
     ) -> Result<Vec<u8>, FetchError> {
         if let Some((_, f)) = self.ctx.cache.open_current(res, file) {
+            if let Ok(meta) = f.metadata() {
+                self.ctx.sizes.learn(file, meta.len());
+            }
             return crate::cache::read_at(&f, offset, size).map_err(FetchError::cache);
         }
         // A read that joins a download already failing fails with it (attempts never
@@ -200,7 +212,19 @@ impl Fetcher {
             part.commit(file, &dest)?;
             return Ok(());
         }
-        self.download(res, file)?.fill().await
+        let d = self.download(res, file)?;
+        // Ask for every byte, in order (what is there already is answered at once), to the
+        // end the server gives (a listed size can be stale).
+        const STEP: u32 = 16 << 20;
+        let mut off = 0;
+        loop {
+            let got = d.read(off, STEP).await?;
+            off += got.len() as u64;
+            if got.is_empty() || off >= d.size() {
+                break;
+            }
+        }
+        d.wait_finished().await
     }
 
     /// Downloads the whole file into the cache (if needed) and returns its path.

@@ -171,6 +171,18 @@ pub fn kernel_invalidator(notifier: fuser::Notifier) -> super::tree::OnChange {
     })
 }
 
+/// Tells the kernel that a file's size is not the one it was told (a stale listed size): its
+/// attributes are dropped, so it asks for them (and the true size) before it reads past what it
+/// took for the end. Sent at once, before the request that learnt it is answered: dropping
+/// attributes takes no lock that request may hold (`fuse_reverse_inval_inode` with a negative
+/// offset touches no pages).
+pub fn kernel_size_invalidator(notifier: fuser::Notifier) -> super::OnResize {
+    Box::new(move |ino| {
+        // ENOENT: the kernel keeps nothing of it.
+        let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+    })
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Large kernel readahead: files do not change, and most reads are sequential.

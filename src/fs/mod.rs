@@ -92,6 +92,8 @@ struct OpenFile {
     /// wrong, so every later read fails too (the kernel retries a failed page, and a fresh
     /// download could answer it: the reader must still learn of the bad file).
     bad: std::sync::atomic::AtomicBool,
+    /// The kernel was told this file's true size (see [`XnatFs::learnt_size`]).
+    told_size: std::sync::atomic::AtomicBool,
     /// The last read that failed through this handle, and when: the kernel retries a failed
     /// page at once, through the same handle, and gets the same answer (a fresh download for
     /// it would double the wait of the read that already failed; a new open starts anew).
@@ -114,8 +116,13 @@ enum Handle {
     Dir(Arc<OnceCell<Children>>),
 }
 
+/// Told of a file whose true size differs from the one the kernel was given (its inode), so
+/// that the kernel asks for its attributes again.
+pub type OnResize = Box<dyn Fn(u64) + Send + Sync>;
+
 pub struct XnatFs {
     tree: Arc<Tree>,
+    on_resize: OnceLock<OnResize>,
     fetcher: Arc<Fetcher>,
     /// Fetches a resource's files ahead of a reader who opens them one after another.
     series: Option<Arc<SeriesAhead>>,
@@ -139,6 +146,7 @@ impl XnatFs {
         Arc::new(XnatFs {
             tree,
             series: SeriesAhead::start(fetcher.clone(), opts.series),
+            on_resize: OnceLock::new(),
             fetcher,
             opts,
             mounted_at: SystemTime::now(),
@@ -157,12 +165,24 @@ impl XnatFs {
         self.series.as_ref().map_or(0, |s| s.started())
     }
 
+    /// Calls `f` with the inode of each file whose true size differs from the one the kernel
+    /// was told (a stale listed size), before the request that found it is answered (set once,
+    /// when the mount is made).
+    pub fn on_resize(&self, f: OnResize) {
+        let _ = self.on_resize.set(f);
+    }
+
     fn attr(&self, ino: u64, node: &Node) -> Attr {
         let is_dir = node.is_dir();
+        // A file's true size where its listed one proved stale (see `crate::fetch::sizes`).
+        let size = match node {
+            Node::File(_, f) => self.fetcher.sizes().of(f).unwrap_or(f.size),
+            _ => node.size(),
+        };
         Attr {
             ino,
             is_dir,
-            size: node.size(),
+            size,
             perm: if is_dir { 0o555 } else { 0o444 },
             uid: self.opts.uid,
             gid: self.opts.gid,
@@ -243,6 +263,12 @@ impl XnatFs {
         let cache = self.fetcher.cache();
         // Before the lock: a copy kept before digests were kept is hashed once here.
         let current = cache.open_current(&res, &file);
+        // Verified against this listing, with another size than listed (a stale catalog).
+        let resized = current
+            .as_ref()
+            .and_then(|(_, f)| f.metadata().ok())
+            .filter(|meta| self.fetcher.sizes().learn(&file, meta.len()))
+            .map(|meta| meta.len() > file.size);
         let cached = current.as_ref().map(|(path, _)| path.clone());
         if let Some(path) = &cached {
             cache.budget().opened(path);
@@ -254,6 +280,13 @@ impl XnatFs {
         }
         let mut kinds = self.open_kinds.lock().unwrap();
         let open = kinds.entry(ino).or_default();
+        // The kernel asks for the size again before it reads past what it took for the end.
+        // A smaller size is told only while no other handle of the file is open: told
+        // during a read, the kernel would keep the old size and serve zeros up to it (see
+        // `learnt_size`).
+        if resized.is_some_and(|grew| grew || (open.passthrough == 0 && open.served == 0)) {
+            self.tell_resized(ino);
+        }
         // The copy checked, held shared while open, so that no process sharing the cache
         // evicts it.
         let pin = current.map(|(_, f)| f);
@@ -292,6 +325,7 @@ impl XnatFs {
             file,
             local,
             bad: Default::default(),
+            told_size: Default::default(),
             failed: Mutex::new(None),
         })));
         Ok(Opened::Served { fh, keep_cache })
@@ -322,12 +356,44 @@ impl XnatFs {
             Some(f)
         });
         if let Some(local) = local {
-            return Some(read_at(&local, offset, size).map_err(|e| Errno::of_io(&e)));
+            let read = read_at(&local, offset, size).map_err(|e| Errno::of_io(&e));
+            return Some(self.learnt_size(&open, offset, size, read));
         }
         // Only a download under way: starting one is for `read`, which waits for it.
         let d = self.fetcher.running(&open.res, &open.file)?;
-        d.read_now(offset, size)
-            .map(|r| r.map_err(|e| Errno::from(&e)))
+        let read = d.read_now(offset, size)?.map_err(|e| Errno::from(&e));
+        Some(self.learnt_size(&open, offset, size, read))
+    }
+
+    /// A read that reaches the listed end of a file, or ends short: if the file's true size
+    /// (learnt from the server's answer) is larger than listed, the kernel is told before this
+    /// read is answered, so that it asks for the size before reading past the listed end.
+    /// (Told of a smaller size while a read is under way, the kernel would keep the old one
+    /// and serve zeros up to it; the short read at the true end tells it instead.)
+    fn learnt_size(
+        &self,
+        open: &OpenFile,
+        offset: u64,
+        size: u32,
+        read: Result<Vec<u8>, Errno>,
+    ) -> Result<Vec<u8>, Errno> {
+        if let Ok(data) = &read
+            && (offset + u64::from(size) >= open.file.size || data.len() < size as usize)
+            && !open.told_size.load(Ordering::Relaxed)
+            && let Some(true_size) = self.fetcher.sizes().of(&open.file)
+        {
+            open.told_size.store(true, Ordering::Relaxed);
+            if true_size > open.file.size {
+                self.tell_resized(open.ino);
+            }
+        }
+        read
+    }
+
+    fn tell_resized(&self, ino: u64) {
+        if let Some(tell) = self.on_resize.get() {
+            tell(ino);
+        }
     }
 
     /// Reads `size` bytes at `offset` of open file `fh`, waiting for them to arrive. A file
@@ -342,7 +408,8 @@ impl XnatFs {
         {
             return Err(errno);
         }
-        self.fetcher
+        let read = self
+            .fetcher
             .read(&open.res, &open.file, offset, size)
             .await
             .map_err(|e| {
@@ -356,7 +423,8 @@ impl XnatFs {
                 }
                 *open.failed.lock().unwrap() = Some((std::time::Instant::now(), errno));
                 errno
-            })
+            });
+        self.learnt_size(&open, offset, size, read)
     }
 
     pub fn release(&self, fh: u64) {

@@ -73,8 +73,13 @@ pub struct MockFile {
     pub body: Body,
     /// Whether the server lists an MD5 digest for this file.
     pub listed_digest: bool,
-    /// The size the listing claims, when it should disagree with the body (a stale catalog).
+    /// The size the listing claims, when it should disagree with the body (a stale catalog:
+    /// XNAT lists the size its catalog keeps, and stats the file only when the catalog has
+    /// none; xnat-web `org/nrg/xnat/utils/CatalogUtils.java`, `getEntryDetails`).
     pub listed_size: Option<u64>,
+    /// A listed size set while the server runs (`/mock/change?listed_size=N`); `u64::MAX`:
+    /// none.
+    stale_size: std::sync::atomic::AtomicU64,
     /// The digest the listing claims, when it should disagree with the body.
     pub listed_digest_override: Option<String>,
     /// Listed, but its body is gone (404), as when a file is deleted after a listing.
@@ -109,6 +114,7 @@ impl MockFile {
             body,
             listed_digest: true,
             listed_size: None,
+            stale_size: std::sync::atomic::AtomicU64::new(u64::MAX),
             listed_digest_override: None,
             body_gone: false,
             digest: OnceLock::new(),
@@ -119,6 +125,21 @@ impl MockFile {
     /// Changes the file on the server: from now on it has `body` (its size and digest too).
     pub fn change(&self, body: Body) {
         *self.changed.write().unwrap() = Some(MockFile::new(self.path.clone(), body));
+    }
+
+    /// Makes the listing claim `size` bytes from now on, whatever the body has (a stale
+    /// catalog).
+    pub fn set_listed_size(&self, size: u64) {
+        self.stale_size
+            .store(size, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The size the files listing gives: the catalog's, which may be stale.
+    pub fn listed_size(&self) -> u64 {
+        match self.stale_size.load(std::sync::atomic::Ordering::SeqCst) {
+            u64::MAX => self.listed_size.unwrap_or_else(|| self.size()),
+            stale => stale,
+        }
     }
 
     fn current(&self) -> Option<Arc<MockFile>> {

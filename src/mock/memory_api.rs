@@ -156,7 +156,7 @@ fn rows(values: impl IntoIterator<Item = Value>) -> Vec<Row> {
 /// A body of `start..end` read by `read(pos, len)`, streamed in chunks.
 fn streamed(
     read: impl Fn(u64, usize) -> std::io::Result<Vec<u8>> + Send + Sync + 'static,
-    (start, end): (u64, u64),
+    (start, end, total): (u64, u64, u64),
     partial: bool,
     path: &str,
 ) -> Download {
@@ -183,6 +183,7 @@ fn streamed(
     });
     Download {
         content_length: Some(end - start),
+        total: Some(total),
         start,
         partial,
         body: Box::pin(body),
@@ -290,13 +291,14 @@ impl XnatApi for MemoryXnat {
             (s, None) => Some(format!("bytes={s}-")),
             (s, Some(e)) => Some(format!("bytes={s}-{}", e.saturating_sub(1))),
         };
-        let (partial, span) = match range.and_then(|r| parse_range(&r, file.size())) {
+        let size = file.size();
+        let (partial, span) = match range.and_then(|r| parse_range(&r, size)) {
             Some((a, b)) => (true, (a, b + 1)),
-            None => (false, (0, file.size())),
+            None => (false, (0, size)),
         };
         Ok(streamed(
             move |pos, n| file.read_at(pos, n),
-            span,
+            (span.0, span.1, size),
             partial,
             uri,
         ))
@@ -320,9 +322,10 @@ impl XnatApi for MemoryXnat {
         let len = zip.len() as u64;
         let read = move |pos: u64, n: usize| Ok(zip.slice(pos as usize..pos as usize + n).to_vec());
         // Streamed with no Content-Length, as the server sends it.
-        let download = streamed(read, (0, len), false, &path);
+        let download = streamed(read, (0, len, len), false, &path);
         Ok(Download {
             content_length: None,
+            total: None,
             ..download
         })
     }

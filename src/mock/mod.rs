@@ -67,6 +67,9 @@ pub struct Controls {
     pub down: AtomicBool,
     /// File bodies (and ZIPs): 503 while set; listings still answer.
     pub files_down: AtomicBool,
+    /// ZIPs come DEFLATED, with sizes in data descriptors, whatever `compression` asks (a
+    /// server that ignores it: not XNAT's default, see `zip_download`).
+    pub zip_deflated: AtomicBool,
     /// Percentage of requests (chosen pseudo-randomly, but the same each run) that go wrong:
     /// a third stall 2 s, the rest fail with a 500 or (file bodies, half the time) stop short.
     pub fault_percent: AtomicU32,

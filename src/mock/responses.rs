@@ -203,7 +203,7 @@ pub(super) fn file_row(
     r: &MockResource,
     f: &MockFile,
 ) -> Value {
-    let size = f.listed_size.unwrap_or_else(|| f.size());
+    let size = f.listed_size();
     json!({"Name": f.name(), "Size": size.to_string(),
     "URI": file_uri(session, scan, r, f), "collection": r.label,
     "file_tags": "", "file_format": "", "file_content": "",

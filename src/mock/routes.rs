@@ -6,7 +6,7 @@ use super::responses::{
     file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
     session_document, session_row_with,
 };
-use super::zip_download::zip_response;
+use super::zip_download::{Compression, zip_response};
 use super::{MockState, auth, data, faults, responses};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -71,8 +71,27 @@ pub(super) async fn handle(
     }
     if uri.path() == "/mock/change" {
         // Not XNAT: changes a file on the server while it runs, for scripts (soak): every
-        // byte of the file whose listed URI is `uri` becomes `fill`, its size kept.
-        let q = query_map(&uri);
+        // byte of the file whose listed URI is `uri` becomes `fill`, its size kept; or with
+        // `listed_size=N`, only its listing changes, to claim N bytes (a stale catalog).
+        let mut q = query_map(&uri);
+        if let Some(target) = q.get_mut("uri") {
+            // Given percent-encoded (a URI with spaces, say), as a query value is.
+            *target = percent_encoding::percent_decode_str(target)
+                .decode_utf8_lossy()
+                .into_owned();
+        }
+        if let (Some(target), Some(n)) = (q.get("uri"), q.get("listed_size")) {
+            let Ok(n) = n.parse::<u64>() else {
+                return html(StatusCode::BAD_REQUEST, "listed_size= is not a number");
+            };
+            return match responses::file_by_uri(&state.data, target) {
+                Some(f) => {
+                    f.set_listed_size(n);
+                    html(StatusCode::OK, "listed size changed")
+                }
+                None => not_found("file"),
+            };
+        }
         let fill = q
             .get("fill")
             .and_then(|f| f.parse::<u8>().ok())
@@ -392,7 +411,13 @@ fn session_routes(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Response {
-    let zip = query.get("format").map(String::as_str) == Some("zip");
+    let zip = match query.get("format").map(String::as_str) {
+        Some("zip") => match Compression::of_query(query.get("compression").map(String::as_str)) {
+            Ok(c) => Some(c),
+            Err(refused) => return *refused,
+        },
+        _ => None,
+    };
     match tail {
         // An experiment that is not an imaging session has no scans listing: XNAT finds the
         // session as an image session or answers 404 (xnat-web `ScanList.java`).
@@ -413,10 +438,9 @@ fn session_routes(
             if entries.is_empty() {
                 return not_found("scan");
             }
-            if zip {
-                zip_response(state, session, &entries)
-            } else {
-                file_rows(&entries, session)
+            match zip {
+                Some(c) => zip_response(state, session, &entries, c),
+                None => file_rows(&entries, session),
             }
         }
         // The scan is decoded (xnat-web `XNATTemplate.java`: `getUrlEncodedParameter`).
@@ -447,10 +471,9 @@ fn session_routes(
                 .map(|r| (None, r))
                 .chain(scans.flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r))))
                 .collect();
-            if zip {
-                zip_response(state, session, &entries)
-            } else {
-                file_rows(&entries, session)
+            match zip {
+                Some(c) => zip_response(state, session, &entries, c),
+                None => file_rows(&entries, session),
             }
         }
         ["resources", res, "files", path @ ..] => {
@@ -470,14 +493,13 @@ fn files_or_body(
     session: &MockSession,
     entries: &[(Option<&MockScan>, &MockResource)],
     path: &[&str],
-    zip: bool,
+    zip: Option<Compression>,
     headers: &HeaderMap,
 ) -> Response {
     if path.is_empty() {
-        return if zip {
-            zip_response(state, session, entries)
-        } else {
-            file_rows(entries, session)
+        return match zip {
+            Some(c) => zip_response(state, session, entries, c),
+            None => file_rows(entries, session),
         };
     }
     // A file is looked up by its path as sent, then by it URL-decoded (`%XX` as UTF-8, `+` as

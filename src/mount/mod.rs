@@ -283,7 +283,7 @@ pub fn mount(
             series: crate::fetch::series::SeriesConfig::with_in_flight(opts.series_readahead),
         },
     );
-    let fs = FuseAdapter::new(core, rt.handle().clone());
+    let fs = FuseAdapter::new(core.clone(), rt.handle().clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
@@ -315,6 +315,7 @@ pub fn mount(
         fuser::Session::new(fs, mountpoint, &config).map_err(failed)?
     };
     tree.on_change(crate::fs::fuse::kernel_invalidator(session.notifier()));
+    core.on_resize(crate::fs::fuse::kernel_size_invalidator(session.notifier()));
     Ok(Mounted { session, direct })
 }
 

@@ -96,16 +96,18 @@ impl Destination {
         let Ok(meta) = std::fs::symlink_metadata(dest) else {
             return false;
         };
-        if !meta.is_file() || meta.len() != file.size {
+        if !meta.is_file() {
             return false;
         }
         match (self, &file.digest) {
-            // The digest it was verified against must be the one listed now.
+            // The digest it was verified against must be the one listed now (its size may
+            // differ from a stale listed size: see `Cache::is_current`).
             (Destination::Cache(cache), _) => cache.is_current(dest, file),
+            // The digest decides, whatever the (possibly stale) listed size says.
             (Destination::Out { .. }, Some(want)) => {
                 crate::cache::hash_file(dest).is_ok_and(|got| &got == want)
             }
-            _ => true,
+            _ => meta.len() == file.size,
         }
     }
 }

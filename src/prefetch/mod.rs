@@ -13,6 +13,7 @@ pub mod shard;
 pub mod transfer;
 pub mod verified;
 pub mod zip;
+pub mod zip_stream;
 
 use crate::units::human_bytes;
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;

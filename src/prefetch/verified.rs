@@ -73,6 +73,9 @@ async fn download_once(
     let mut part = PartialFile::new_in(tmp_dir, policy.private)
         .map_err(FetchError::cache)?
         .verifying(policy.verify);
+    // The answer's size, not the listed one, which can be stale (see `crate::fetch::sizes`).
+    let size = download.total.unwrap_or(file.size);
+    part.expect_size(size);
     let asked = std::time::Instant::now();
     loop {
         // Until the stall timeout since the last progress (not merely the last byte).
@@ -82,14 +85,14 @@ async fn download_once(
             .map_err(|_| XnatError::Timeout(format!("no progress for {}", file.uri)))?;
         let Some(chunk) = next else { break };
         let chunk = chunk?;
-        if part.written() + chunk.len() as u64 > file.size {
+        if part.written() + chunk.len() as u64 > size {
             return Err(FetchError::Verify(format!(
-                "{}: the body is longer than the listed {} bytes",
-                file.path, file.size
+                "{}: the body is longer than its {size} bytes",
+                file.path
             )));
         }
         part.write(&chunk).map_err(FetchError::cache)?;
-        progress.arrived(chunk.len() as u64, part.written() == file.size);
+        progress.arrived(chunk.len() as u64, part.written() == size);
         on_bytes(chunk.len() as u64);
     }
     Ok(part.commit(file, dest)?)

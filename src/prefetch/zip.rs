@@ -1,11 +1,15 @@
 //! A resource's ZIP (`.../files?format=zip`), streamed and unpacked on the fly with no
-//! temporary zip on disk. An entry is written only where the plan says its file goes, so
-//! entry names from the server never become paths.
+//! temporary zip on disk ([`super::zip_stream`]: STORED entries, and DEFLATED ones whose sizes
+//! follow their data). An entry is written only where the plan says its file goes, so entry
+//! names from the server never become paths. An entry's size is the archive's (its header or
+//! data descriptor, checked with its CRC), not the listed one, which can be stale; the listed
+//! digest, when there is one, decides.
 
 use super::breaker::{Breaker, is_unreachable};
 use super::plan::{PlannedFile, PlannedResource};
 use super::transfer::{Ledger, Outcome};
 use super::verified::TransferPolicy;
+use super::zip_stream::{EntryError, ZipStream};
 use crate::cache::PartialFile;
 use crate::xnat::{XnatApi, XnatError};
 use futures::TryStreamExt;
@@ -121,11 +125,12 @@ impl Unzip {
     /// wants. Returns the files still wanted.
     fn run<R: Read>(
         &self,
-        mut reader: R,
+        reader: R,
         mut wanted: HashMap<String, PlannedFile>,
     ) -> HashMap<String, PlannedFile> {
+        let mut zip = ZipStream::new(reader);
         while !self.stop.is_cancelled() {
-            let mut entry = match zip::read::read_zipfile_from_stream(&mut reader) {
+            let entry = match zip.next_entry() {
                 Ok(Some(entry)) => entry,
                 Ok(None) => break,
                 Err(e) => {
@@ -133,22 +138,25 @@ impl Unzip {
                     break;
                 }
             };
-            if entry.is_dir() {
-                continue;
-            }
-            let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+            let name = String::from_utf8_lossy(&entry.name).into_owned();
             let key = name
                 .find(&self.marker)
                 .map(|i| &name[i + self.marker.len()..]);
             let Some(planned) = key.and_then(|k| wanted.remove(k)) else {
-                tracing::warn!("skipping unexpected ZIP entry {name:?}");
-                if std::io::copy(&mut entry, &mut std::io::sink()).is_err() {
+                if !name.ends_with('/') {
+                    tracing::warn!("skipping unexpected ZIP entry {name:?}");
+                }
+                if let Err(EntryError::Stream(e)) = zip.read_data(&entry, |_| Ok(())) {
+                    tracing::debug!("the ZIP stream broke off in {name:?}: {e}");
                     break;
                 }
                 continue;
             };
+            if entry.method != 0 {
+                tracing::debug!("ZIP entry {name:?} is compressed (method {})", entry.method);
+            }
             let key = planned.file.path.clone();
-            match self.write_entry(&mut entry, &planned) {
+            match self.write_entry(&mut zip, &entry, &planned) {
                 Ok(()) => {
                     let _ = self.events.send(Event::Written(planned));
                 }
@@ -168,39 +176,34 @@ impl Unzip {
     }
 }
 
-enum EntryError {
-    /// The entry was read but is not the listed file.
-    Bad(String),
-    /// Reading failed: the rest of the stream is lost.
-    Stream(String),
-}
-
 impl Unzip {
-    fn write_entry<R: Read>(&self, entry: &mut R, planned: &PlannedFile) -> Result<(), EntryError> {
-        let mut part = PartialFile::new_in(&self.tmp_dir, self.private)
-            .map_err(|e| EntryError::Bad(e.to_string()))?
-            .verifying(self.verify);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
+    /// Writes the data of `entry` (the stream is just past its header) to a partial file, and
+    /// gives it its final name once the archive's CRC and size and the listed digest agree.
+    fn write_entry<R: Read>(
+        &self,
+        zip: &mut ZipStream<R>,
+        entry: &super::zip_stream::Entry,
+        planned: &PlannedFile,
+    ) -> Result<(), EntryError> {
+        let mut part =
+            PartialFile::new_in(&self.tmp_dir, self.private).map(|p| p.verifying(self.verify));
+        let size = zip.read_data(entry, |chunk| {
             if self.stop.is_cancelled() {
-                return Err(EntryError::Stream("the prefetch is stopping".into()));
+                return Err(std::io::Error::other("the prefetch is stopping"));
             }
-            let n = entry
-                .read(&mut buf)
-                .map_err(|e| EntryError::Stream(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            if part.written() + n as u64 > planned.file.size {
-                // Drain the rest so the stream stays aligned for the next entry.
-                std::io::copy(entry, &mut std::io::sink())
-                    .map_err(|e| EntryError::Stream(e.to_string()))?;
-                return Err(EntryError::Bad("longer than the listed size".into()));
-            }
-            part.write(&buf[..n])
-                .map_err(|e| EntryError::Bad(e.to_string()))?;
-            let _ = self.events.send(Event::Bytes(n as u64));
+            let part = part
+                .as_mut()
+                .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+            part.write(chunk)?;
+            let _ = self.events.send(Event::Bytes(chunk.len() as u64));
+            Ok(())
+        })?;
+        if self.stop.is_cancelled() {
+            return Err(EntryError::Stream("the prefetch is stopping".into()));
         }
+        let mut part = part.map_err(|e| EntryError::Bad(e.to_string()))?;
+        // The archive's size (checked with its CRC), not the listed one: see the module doc.
+        part.expect_size(size);
         part.commit(&planned.file, &planned.dest)
             .map_err(|e| EntryError::Bad(e.to_string()))
     }

@@ -505,10 +505,19 @@ impl XnatApi for HttpXnat {
         Ok(body_of(resp, uri))
     }
 
+    /// Asks for STORED entries (`compression=0`), XNAT's default anyway
+    /// (`SecureResource.identifyCompression`, `ZipUtils.DEFAULT_COMPRESSION`): nothing to
+    /// inflate, and no CPU spent on the server compressing what is mostly compressed already.
+    /// A server that sends DEFLATED entries all the same is read too (`prefetch::zip_stream`).
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
         let path = format!("{}/files", resource.rest_path());
         let resp = self
-            .get_once(&path, "?format=zip", Expect::File { html_ok: false }, None)
+            .get_once(
+                &path,
+                "?format=zip&compression=0",
+                Expect::File { html_ok: false },
+                None,
+            )
             .await?;
         Ok(body_of(resp, &path))
     }
@@ -519,20 +528,29 @@ fn body_of(resp: reqwest::Response, path: &str) -> Download {
     let content_length = resp.content_length();
     // `Content-Range: bytes START-END/SIZE` on a 206; a 200 is the whole body.
     let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
-    let start = partial
+    let range = partial
         .then(|| resp.headers().get(reqwest::header::CONTENT_RANGE))
         .flatten()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.strip_prefix("bytes "));
+    let start = range
         .and_then(|v| v.split('-').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    let total = if partial {
+        range
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse().ok())
+    } else {
+        content_length
+    };
     let path = path.to_string();
     let body = resp
         .bytes_stream()
         .map_err(move |e| network_error(&path, e));
     Download {
         content_length,
+        total,
         start,
         partial,
         body: Box::pin(body),

@@ -175,6 +175,10 @@ pub struct ResourceTree {
 /// A file body on its way from the server.
 pub struct Download {
     pub content_length: Option<u64>,
+    /// The whole file's size as this answer gives it: a 200's `Content-Length`, the total of
+    /// a 206's `Content-Range`. It is the truth where the listing's `Size` (from XNAT's
+    /// catalog, which can be stale) disagrees; `None` when the answer does not say.
+    pub total: Option<u64>,
     /// Where the body starts in the file: the start of the range when the server honoured a
     /// `Range` request (206), else 0 (200 and the whole body, as XNAT itself answers).
     pub start: u64,

@@ -4,6 +4,7 @@
 mod common;
 
 mod cache;
+mod catalog;
 mod changes;
 mod conventions;
 mod crawl;
