@@ -1308,3 +1308,42 @@ fn verify_size_fetches_right_bytes_unhashed_both_ways_and_a_short_body_still_fai
             .exists()
     );
 }
+
+/// A session of a cohort whose files cannot be had is reported (each file named) and the
+/// rest of the cohort completes: exit 4, and a re-run fetches only what was missing.
+#[test]
+fn a_failing_session_in_a_cohort_is_reported_and_the_rest_complete() {
+    let mut data = small_sample().with_cohort(12);
+    for scan in ["1", "2"] {
+        let dir = format!("COHORT/C0005_MR1/scans/{scan}/resources/DICOM");
+        for f in resource_files_mut(&mut data, &dir) {
+            std::sync::Arc::get_mut(f).unwrap().body_gone = true;
+        }
+    }
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let args = ["-P", "COHORT", "-w", "8", "--out", out.to_str().unwrap()];
+    let o = prefetch(&mock.url(), home.path(), &args);
+    let stderr = ended(&o, 4, "12 sessions: 66 files (");
+    let failed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .collect();
+    assert_eq!(failed.len(), 6, "{stderr}");
+    assert!(
+        failed.iter().all(|l| l.contains("/XNAT_E100005/")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("6 of 72 files left"), "{stderr}");
+    assert_eq!(walk_files(&out).len(), 66);
+    assert_eq!(dir_names(&out).len(), 11);
+    let gets = mock.state.file_gets();
+    let o = prefetch(&mock.url(), home.path(), &args);
+    ended(&o, 4, "66 files (");
+    assert_eq!(
+        mock.state.file_gets() - gets,
+        0,
+        "nothing present is fetched again"
+    );
+}
