@@ -9,6 +9,7 @@ mod conventions;
 mod errors;
 mod lifecycle;
 mod listing;
+mod login;
 mod model;
 mod offline;
 mod reading;
