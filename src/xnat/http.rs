@@ -91,7 +91,11 @@ pub struct HttpXnat {
     /// Where XNAT really is: the given URL until [`login::discover_base`] says otherwise.
     base: RwLock<String>,
     discovered: OnceCell<()>,
+    /// For file bodies: each wait for more bytes bounded by [`ClientOptions::timeout`].
     http: reqwest::Client,
+    /// For listings and logins: XNAT builds a listing whole before its first byte, which can
+    /// take minutes on a big project, so only [`ClientOptions::listing_deadline`] bounds them.
+    listing_http: reqwest::Client,
     creds: Credentials,
     token: Mutex<Option<String>>,
     gate: LoginGate,
@@ -230,23 +234,32 @@ impl HttpXnat {
         // its flow-control windows grow with the link (adaptive windows), so a far server's
         // round trips do not cap throughput at the default 64 KiB window. Plain http is
         // HTTP/1.1 with a connection per request in flight from the pool.
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.timeout)
-            .read_timeout(options.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http2_adaptive_window(true)
-            .danger_accept_invalid_certs(options.insecure)
-            .user_agent(concat!("xnatfs/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &options.ca_bundle {
-            builder = builder.tls_certs_merge(ca_certificates(path)?);
-        }
-        let http = builder.build().map_err(|e| network_error(&base, e))?;
+        let roots = match &options.ca_bundle {
+            Some(path) => ca_certificates(path)?,
+            None => Vec::new(),
+        };
+        let client = |read_timeout: Duration| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(options.timeout)
+                .read_timeout(read_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .http2_adaptive_window(true)
+                .danger_accept_invalid_certs(options.insecure)
+                .user_agent(concat!("xnatfs/", env!("CARGO_PKG_VERSION")));
+            if !roots.is_empty() {
+                builder = builder.tls_certs_merge(roots.clone());
+            }
+            builder.build().map_err(|e| network_error(&base, e))
+        };
+        let http = client(options.timeout)?;
+        let listing_http = client(options.listing_deadline.max(options.timeout))?;
         Ok(HttpXnat {
             token: Mutex::new(creds.token.clone()),
             base: RwLock::new(base.clone()),
             given: base,
             discovered: OnceCell::new(),
             http,
+            listing_http,
             creds,
             gate: LoginGate::new(options.login_retry_after),
             whoami: Default::default(),
@@ -314,7 +327,7 @@ impl HttpXnat {
         let path = "/data/JSESSION";
         let url = format!("{base}{path}");
         let resp = self
-            .http
+            .listing_http
             .post(&url)
             .basic_auth(user, Some(password))
             .timeout(self.options.listing_deadline)
@@ -518,10 +531,11 @@ impl HttpXnat {
         let mut token = self.current_token().await?;
         let url = format!("{}{}{query}", self.base(), encode_path(path));
         for renewed in [false, true] {
-            let mut req = self
-                .http
-                .get(&url)
-                .header(COOKIE, format!("JSESSIONID={token}"));
+            let http = match expect {
+                Expect::Json => &self.listing_http,
+                Expect::File { .. } => &self.http,
+            };
+            let mut req = http.get(&url).header(COOKIE, format!("JSESSIONID={token}"));
             if let Some(r) = range {
                 req = req.header(reqwest::header::RANGE, r);
             }

@@ -1,6 +1,6 @@
-//! Logging in on real sites: redirects and context paths, guest access, account lockout,
-//! session tokens, private CAs, and the errors that say what to do (issue 10 §8-11, issue 12
-//! §3).
+//! Logging in on real sites and talking to them: redirects and context paths, guest access,
+//! account lockout, session tokens, private CAs, slow listings, and the errors that say what
+//! to do (issue 10 §8-11, issue 12 §3).
 
 use crate::common::*;
 use std::path::Path;
@@ -355,4 +355,30 @@ fn an_unreachable_server_with_cached_data_suggests_offline() {
     drop(mock);
     let err = stderr(&failed_mount(&url, home.path(), &[], &[]));
     assert!(err.contains("add --offline"), "{err}");
+}
+
+#[test]
+fn a_listing_cut_off_by_the_callers_timeout_finishes_in_the_background_and_is_kept() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "1s"])
+        .mount();
+    assert!(m.path("DEMO/SUBJ01_MR1").is_dir());
+    let listings = || mock.state.controls.listings.load(Ordering::SeqCst);
+    let before = listings();
+    // A server that takes longer than the caller waits.
+    mock.state.controls.latency_ms.store(2500, Ordering::SeqCst);
+    let scans = m.path("DEMO/SUBJ01_MR1/scans");
+    let p = scans.clone();
+    assert_fails_within(
+        "a slow listing",
+        &[libc::ETIMEDOUT],
+        Duration::from_secs(5),
+        move || std::fs::read_dir(p)?.collect::<std::io::Result<Vec<_>>>(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    // The server is as slow as before, but the listing finished meanwhile and was kept.
+    assert_eq!(dir_names(&scans), ["1", "2", "3"]);
+    assert_eq!(listings(), before + 1, "the listing was asked for once, and kept");
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
