@@ -32,11 +32,14 @@ impl RedirectFront {
     /// Starts on `addr` (port 0: any), redirecting `PATH?QUERY` to `target` + `PATH?QUERY`
     /// with a 301, as http-to-https fronts do.
     pub fn start(addr: SocketAddr, target: &str) -> std::io::Result<RedirectFront> {
+        // Bound here, served by a runtime of its own on its thread (so that it can be started
+        // from inside another runtime too).
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
-        let addr = listener.local_addr()?;
         let stats = Arc::new(FrontStats::default());
         let target = target.trim_end_matches('/').to_string();
         let seen = stats.clone();
@@ -56,6 +59,7 @@ impl RedirectFront {
             .name("xnat-mock-front".into())
             .spawn(move || {
                 let served = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
                     axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = stopped.await;

@@ -379,6 +379,10 @@ fn a_listing_cut_off_by_the_callers_timeout_finishes_in_the_background_and_is_ke
     std::thread::sleep(Duration::from_secs(4));
     // The server is as slow as before, but the listing finished meanwhile and was kept.
     assert_eq!(dir_names(&scans), ["1", "2", "3"]);
-    assert_eq!(listings(), before + 1, "the listing was asked for once, and kept");
+    assert_eq!(
+        listings(),
+        before + 1,
+        "the listing was asked for once, and kept"
+    );
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
