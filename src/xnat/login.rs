@@ -107,7 +107,12 @@ pub fn wrong_base_hint(base: &str) -> String {
 pub fn inside_xnat(url: &str) -> Option<String> {
     let parsed = Url::parse(url).ok()?;
     let segments: Vec<&str> = parsed.path_segments()?.collect();
-    let at = segments.iter().position(|s| XNAT_SEGMENTS.contains(s))?;
+    // XNAT's APIs, and its pages (`app/template/...`, `app/action/...`); a context path may
+    // be named anything else.
+    let at = segments.iter().enumerate().position(|(i, s)| {
+        matches!(*s, "data" | "REST" | "xapi")
+            || (*s == "app" && matches!(segments.get(i + 1).copied(), Some("template" | "action")))
+    })?;
     let mut base = parsed.clone();
     base.set_path(&segments[..at].join("/"));
     base.set_query(None);
@@ -286,6 +291,13 @@ mod tests {
         let e = inside_xnat("https://h/data").unwrap();
         assert!(e.contains("give https://h (without /data)"), "{e}");
         assert_eq!(inside_xnat("https://h/xnat"), None);
+        assert_eq!(
+            inside_xnat("https://h/app/xnat"),
+            None,
+            "a context path named app"
+        );
+        let e = inside_xnat("https://h/xnat/app/template/Login.vm").unwrap();
+        assert!(e.contains("give https://h/xnat "), "{e}");
         assert_eq!(inside_xnat("https://h/"), None);
         assert!(wrong_base_hint("https://h").contains("https://h/xnat"));
     }
