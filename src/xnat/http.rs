@@ -91,10 +91,11 @@ pub struct HttpXnat {
     /// Where XNAT really is: the given URL until [`login::discover_base`] says otherwise.
     base: RwLock<String>,
     discovered: OnceCell<()>,
-    /// For file bodies: each wait for more bytes bounded by [`ClientOptions::timeout`].
+    /// For file bodies and logins: each wait for more bytes bounded by
+    /// [`ClientOptions::timeout`].
     http: reqwest::Client,
-    /// For listings and logins: XNAT builds a listing whole before its first byte, which can
-    /// take minutes on a big project, so only [`ClientOptions::listing_deadline`] bounds them.
+    /// For listings: XNAT builds a listing whole before its first byte, which can take
+    /// minutes on a big project, so only [`ClientOptions::listing_deadline`] bounds them.
     listing_http: reqwest::Client,
     creds: Credentials,
     token: Mutex<Option<String>>,
@@ -326,8 +327,9 @@ impl HttpXnat {
         let base = self.ensure_base().await?;
         let path = "/data/JSESSION";
         let url = format!("{base}{path}");
+        // A login is quick on any XNAT: each wait bounded like a body's.
         let resp = self
-            .listing_http
+            .http
             .post(&url)
             .basic_auth(user, Some(password))
             .timeout(self.options.listing_deadline)

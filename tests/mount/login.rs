@@ -386,3 +386,150 @@ fn a_listing_cut_off_by_the_callers_timeout_finishes_in_the_background_and_is_ke
     );
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
+
+/// `openssl` run in `dir`; false if it is missing or fails.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Kills the TLS server when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_private_ca_is_trusted_with_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A private CA, and a certificate for 127.0.0.1 signed by it.
+    let made = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ) && std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .is_ok()
+        && openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "srv.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+    if !made {
+        eprintln!("no openssl here: the TLS test is skipped");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = std::process::Command::new("openssl")
+        .args([
+            "s_server", "-quiet", "-www", "-cert", "srv.pem", "-key", "srv.key",
+        ])
+        .arg("-accept")
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Killed(server);
+    let url = format!("https://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(10), "the TLS server listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let login = |ca_bundle: Option<std::path::PathBuf>| {
+        use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
+        let creds = Credentials {
+            user: Some("demo".into()),
+            password: Some("demo".into()),
+            token: None,
+        };
+        let options = ClientOptions {
+            timeout: Duration::from_secs(5),
+            listing_attempts: 1,
+            listing_deadline: Duration::from_secs(10),
+            ca_bundle,
+            ..Default::default()
+        };
+        let client = HttpXnat::new(&url, creds, options).unwrap();
+        rt.block_on(client.check_login()).unwrap_err().to_string()
+    };
+    // Not trusted by default: the handshake fails on the certificate.
+    let untrusted = login(None);
+    assert!(
+        untrusted.to_lowercase().contains("certificate") || untrusted.contains("UnknownIssuer"),
+        "{untrusted}"
+    );
+    // Trusted with the CA: the handshake works, and the server answers (it is no XNAT).
+    let trusted = login(Some(d.join("ca.pem")));
+    assert!(
+        !trusted.to_lowercase().contains("certificate") && !trusted.contains("UnknownIssuer"),
+        "{trusted}"
+    );
+}
