@@ -335,13 +335,43 @@ fn choose(
         .or(env.user.clone())
         .or(profile_user.clone())
         .or(netrc.login.clone());
+    let url_password = url_password.filter(|_| url_user.is_some() && url_user == user);
+    let profile_password =
+        profile_password.filter(|_| profile_user.is_none() || profile_user == user);
+    let netrc_password = netrc
+        .password
+        .filter(|_| netrc.login.is_some() && netrc.login == user);
+    // With -v: where each came from (never the secrets themselves).
+    let user_from = [
+        (args.user.is_some(), "--user"),
+        (url_user.is_some(), "the URL"),
+        (env.user.is_some(), "XNAT_USER"),
+        (profile_user.is_some(), "the profile"),
+        (netrc.login.is_some(), "~/.netrc"),
+    ];
+    let password_from = [
+        (url_password.is_some(), "the URL"),
+        (env.pass.is_some(), "XNAT_PASS"),
+        (profile_password.is_some(), "the profile"),
+        (netrc_password.is_some(), "~/.netrc"),
+    ];
+    let first =
+        |from: &[(bool, &'static str)]| from.iter().find(|f| f.0).map_or("nowhere", |f| f.1);
+    tracing::info!(
+        "credentials for {url}: user {} from {}, password from {}{}",
+        user.as_deref().unwrap_or("(none)"),
+        first(&user_from),
+        first(&password_from),
+        if env.token.is_some() {
+            ", session token from XNAT_TOKEN"
+        } else {
+            ""
+        }
+    );
     let password = url_password
-        .filter(|_| url_user.is_some() && url_user == user)
         .or(env.pass.clone())
-        .or(profile_password.filter(|_| profile_user.is_none() || profile_user == user))
-        .or(netrc
-            .password
-            .filter(|_| netrc.login.is_some() && netrc.login == user));
+        .or(profile_password)
+        .or(netrc_password);
     Ok(Settings {
         url,
         credentials: Credentials {
@@ -361,6 +391,10 @@ pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> R
     let profile = load_profile(&config_path(), wanted.as_deref())?.unwrap_or_default();
     let mut settings = choose(args, &Env::read(), &profile, netrc_for)?;
     let creds = &mut settings.credentials;
+    if need_credentials && creds.user.is_none() && creds.token.is_none() && creds.password.is_some()
+    {
+        bail!("no user name: a password is set, but not whose; set XNAT_USER or pass --user");
+    }
     if creds.password.is_none() && creds.token.is_none() && need_credentials {
         use std::io::IsTerminal;
         match &creds.user {

@@ -106,6 +106,7 @@ async fn failures_on_request_and_every_call_counted() {
     let down = XnatError::Status {
         status: 503,
         path: uri.clone(),
+        retry_after: None,
     };
     api.fail_bodies(Some(down));
     assert!(matches!(

@@ -79,3 +79,28 @@ fn a_body_in_a_prefetch_is_asked_for_exactly_the_documented_times() {
     ));
     assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize);
 }
+
+#[test]
+fn a_rate_limiter_is_waited_out_as_it_asks_and_not_counted_as_attempts() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = start_mock(small_sample());
+    let api = demo_client(&mock.url());
+    rt.block_on(api.projects()).unwrap(); // logged in
+    let c = &mock.state.controls;
+    // More throttled answers than there are attempts, each asking for 1 s.
+    c.retry_after_secs.store(1, Ordering::SeqCst);
+    c.throttle_next
+        .store(LISTING_ATTEMPTS + 1, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let sessions = rt.block_on(api.sessions("DEMO")).unwrap();
+    assert!(!sessions.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(u64::from(LISTING_ATTEMPTS + 1)),
+        "each Retry-After waited: {took:?}"
+    );
+    assert_eq!(
+        asked(&mock, "/data/projects/DEMO/experiments"),
+        LISTING_ATTEMPTS as usize + 2
+    );
+}

@@ -59,8 +59,21 @@ pub fn default_log_file(cache_dir: &Path) -> PathBuf {
 
 /// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`),
 /// never with the user name or password the URL may hold.
+/// Spellings of the same server share an area: the scheme and host in any case, the
+/// scheme's own port written or not, a trailing slash or not (`HTTPS://XNAT.example.org:443/`
+/// is `https_xnat.example.org`).
 pub fn area_name(url: &str) -> String {
     let url = crate::settings::without_userinfo(url);
+    let url = match reqwest::Url::parse(url.trim()) {
+        // The parser lowers the scheme and host and drops a default port.
+        Ok(parsed) if parsed.has_host() => {
+            let mut u = parsed;
+            u.set_query(None);
+            u.set_fragment(None);
+            u.as_str().to_string()
+        }
+        _ => url,
+    };
     let trimmed = url.trim_end_matches('/').replace("://", "_");
     trimmed
         .chars()

@@ -285,3 +285,26 @@ fn a_body_whose_size_the_listing_got_wrong_is_kept_and_stays_current() {
         assert!(!cache.is_current(&dest, &other), "digest {digest}");
     }
 }
+
+#[test]
+fn one_area_per_server_however_its_url_is_spelled() {
+    let area = crate::cache::area_name("https://xnat.example.org/xnat");
+    for same in [
+        "https://xnat.example.org/xnat/",
+        "HTTPS://XNAT.Example.org/xnat",
+        "https://xnat.example.org:443/xnat",
+        " https://xnat.example.org/xnat// ",
+    ] {
+        assert_eq!(crate::cache::area_name(same), area, "{same}");
+    }
+    assert_eq!(area, "https_xnat.example.org_xnat");
+    // Paths keep their case (they are case-sensitive); other ports are other servers.
+    assert_ne!(
+        crate::cache::area_name("https://xnat.example.org/XNAT"),
+        area
+    );
+    assert_eq!(
+        crate::cache::area_name("http://127.0.0.1:8080"),
+        "http_127.0.0.1_8080"
+    );
+}

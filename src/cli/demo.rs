@@ -37,7 +37,17 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
     let rt = runtime()?;
     let timeout = Duration::from_secs(30);
     let plan = MountPlan {
-        client: client(&settings, timeout, false)?,
+        client: client(
+            &settings,
+            timeout,
+            &super::ServerFlags {
+                url: None,
+                user: None,
+                profile: None,
+                insecure: false,
+                ca_bundle: None,
+            },
+        )?,
         cache_dir: cache.path().to_path_buf(),
         offline: false,
         project: None,

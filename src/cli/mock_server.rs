@@ -59,6 +59,21 @@ pub struct MockServerArgs {
     /// Percentage of requests that go wrong (500s, bodies cut short, 2 s stalls).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub fault_percent: u32,
+    /// Serve XNAT under this path (like /xnat), as many sites do.
+    #[arg(long, default_value = "")]
+    pub context_path: String,
+    /// Allow guest access: a request without a live session is served as the guest user
+    /// (who sees no data) instead of being refused.
+    #[arg(long)]
+    pub guest: bool,
+    /// Failed logins in a row that lock the account for an hour (0: never), as XNAT's
+    /// maxFailedLogins.
+    #[arg(long, default_value_t = 20)]
+    pub max_failed_logins: u32,
+    /// Also listen on this port of the same address, redirecting every request to the server
+    /// (as a site's http:// front redirects to its https:// address).
+    #[arg(long)]
+    pub redirect_port: Option<u16>,
 }
 
 pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
@@ -77,6 +92,9 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
         user: args.user.clone(),
         password: args.password.clone(),
         token_ttl: Duration::from_secs(args.token_ttl),
+        context_path: args.context_path.trim_end_matches('/').to_string(),
+        guest: args.guest,
+        max_failed_logins: args.max_failed_logins,
         ..MockOptions::default()
     };
     let rt = runtime()?;
@@ -103,6 +121,18 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             "mock XNAT server listening on http://{addr} (user {}, password set)",
             args.user
         );
+        let _front = match args.redirect_port {
+            Some(port) => {
+                let front = crate::mock::RedirectFront::start(
+                    std::net::SocketAddr::new(args.bind, port),
+                    &format!("http://{addr}"),
+                )
+                .with_context(|| format!("cannot listen on {}:{port}", args.bind))?;
+                println!("redirecting http://{} to http://{addr}", front.addr);
+                Some(front)
+            }
+            None => None,
+        };
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::mock::serve(listener, state, async {

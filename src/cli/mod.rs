@@ -147,6 +147,10 @@ pub struct ServerFlags {
     /// Accept any TLS certificate (unsafe; for test servers only).
     #[arg(long)]
     pub insecure: bool,
+    /// Trust the certificate authorities in this PEM file too (a site with a private CA;
+    /// default: $SSL_CERT_FILE).
+    #[arg(long, value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl ServerFlags {
@@ -279,16 +283,30 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn client(
     settings: &Settings,
     io_timeout: Duration,
-    insecure: bool,
+    flags: &ServerFlags,
 ) -> Result<Arc<HttpXnat>> {
-    if insecure {
+    if flags.insecure {
         tracing::warn!("--insecure: TLS certificates are not checked");
     }
-    let options = ClientOptions {
+    let ca_bundle = flags.ca_bundle.clone().or_else(|| {
+        std::env::var_os("SSL_CERT_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let mut options = ClientOptions {
         timeout: io_timeout,
-        insecure,
+        insecure: flags.insecure,
+        ca_bundle,
         ..ClientOptions::default()
     };
+    // For tests: how often an XNAT_TOKEN session is touched (seconds; default 5 minutes).
+    if let Some(secs) = std::env::var("XNATFS_KEEPALIVE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+    {
+        options.keepalive = Duration::from_secs_f64(secs);
+    }
     Ok(Arc::new(HttpXnat::new(
         &settings.url,
         settings.credentials.clone(),

@@ -144,7 +144,7 @@ fn serve(
 ) -> Result<()> {
     let io_timeout = args.io_timeout.max(Duration::from_secs(1));
     let plan = MountPlan {
-        client: client(settings, io_timeout, args.server.insecure)?,
+        client: client(settings, io_timeout, &args.server)?,
         cache_dir,
         offline: args.offline,
         project: args.project.clone(),

@@ -141,7 +141,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         }
     };
     let io_timeout = args.io_timeout.max(Duration::from_secs(1));
-    let client = client(&settings, io_timeout, args.server.insecure)?;
+    let client = client(&settings, io_timeout, &args.server)?;
     // Into the cache, the listings are kept too, so a mount can serve these sessions offline.
     let api: Arc<dyn XnatApi> = match &destination {
         Destination::Cache(cache) => Arc::new(

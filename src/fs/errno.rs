@@ -35,7 +35,8 @@ impl From<&XnatError> for Errno {
     fn from(e: &XnatError) -> Errno {
         match e {
             XnatError::NotFound(_) => Errno::NOENT,
-            XnatError::Forbidden(_) => Errno::ACCES,
+            // Forbidden, or a login refused (remembered: see `crate::xnat::login::LoginGate`).
+            XnatError::Forbidden(_) | XnatError::Auth(_) => Errno::ACCES,
             XnatError::Timeout(_) => Errno::TIMEDOUT,
             _ => Errno::IO,
         }
@@ -73,10 +74,11 @@ mod tests {
         assert_eq!(x(XnatError::NotFound("f".into())), Errno::NOENT);
         assert_eq!(x(XnatError::Forbidden("f".into())), Errno::ACCES);
         assert_eq!(x(XnatError::Timeout("f".into())), Errno::TIMEDOUT);
-        assert_eq!(x(XnatError::Auth("no".into())), Errno::IO);
+        assert_eq!(x(XnatError::Auth("no".into())), Errno::ACCES);
         let status = XnatError::Status {
             status: 500,
             path: "/data".into(),
+            retry_after: None,
         };
         assert_eq!(x(status.clone()), Errno::IO);
         assert_eq!(Errno::from(&TreeError::NotFound), Errno::NOENT);

@@ -146,7 +146,11 @@ impl FuseAdapter {
             Err(e) => done(Err(e)),
             Ok(None) => {
                 let core = self.core.clone();
-                let work = async move { core.list(fh.0, ino.0).await };
+                // The listing is a task of its own: a caller's timeout (or Ctrl-C) ends the
+                // wait, not the listing, which finishes in the background and is kept, so the
+                // next `ls` finds it (XNAT builds a big listing whole before its first byte).
+                let listing = self.rt.spawn(async move { core.list(fh.0, ino.0).await });
+                let work = async move { listing.await.unwrap_or(Err(Errno::IO)) };
                 let timeout = Some(self.core.options().io_timeout);
                 self.answer(req, timeout, "listing".into(), work, done);
             }

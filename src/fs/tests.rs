@@ -103,7 +103,7 @@ async fn a_failed_listing_gives_the_errno_of_its_failure() {
         (XnatError::Timeout("slow".into()), Errno::TIMEDOUT),
         (XnatError::Forbidden("/data/projects".into()), Errno::ACCES),
         (XnatError::NotFound("/data/projects".into()), Errno::NOENT),
-        (XnatError::Auth("refused".into()), Errno::IO),
+        (XnatError::Auth("refused".into()), Errno::ACCES),
     ];
     for (err, want) in cases {
         let s = setup(Duration::ZERO);

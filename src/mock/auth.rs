@@ -1,11 +1,20 @@
-//! Logging in: JSESSION tokens that expire after an idle time, and Basic auth on any request.
+//! Logging in: JSESSION tokens that expire after an idle time, Basic auth on any request,
+//! accounts locked after repeated failed logins, guest access, and who-am-I.
 
 use super::responses::{html, login_page};
-use super::{MockOptions, MockState, data_seed};
+use super::{MockState, data_seed};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// Who a request is served as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Who {
+    User,
+    /// No live session on a site that allows guest access: served, but sees no private data.
+    Guest,
+}
 
 impl MockState {
     fn new_token(&self) -> String {
@@ -33,6 +42,31 @@ impl MockState {
             None => false,
         }
     }
+
+    /// Checks a password login and counts it: `maxFailedLogins` failures in a row lock the
+    /// account for `maxFailedLoginsLockoutDuration`, and a locked account refuses even the
+    /// right password. XNAT: xnat-web `org/nrg/xnat/security/XnatProviderManager.java`
+    /// (failed logins counted, the account locked), `SiteConfigPreferences.java`
+    /// (`maxFailedLogins`, `maxFailedLoginsLockoutDuration` "1 hour").
+    fn password_login(&self, user: &str, password: &str) -> bool {
+        let mut lock = self.lock.lock().unwrap();
+        let locked = matches!(lock.1, Some(until) if Instant::now() < until);
+        let right = user == self.options.user && password == *self.password.lock().unwrap();
+        if right && !locked {
+            *lock = (0, None);
+            return true;
+        }
+        self.controls.failed_logins.fetch_add(1, Ordering::SeqCst);
+        if !locked {
+            lock.0 += 1;
+            let max = self.options.max_failed_logins;
+            if max > 0 && lock.0 >= max {
+                tracing::info!("mock: account {user} locked");
+                *lock = (0, Some(Instant::now() + self.options.lockout));
+            }
+        }
+        false
+    }
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -44,7 +78,8 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .find_map(|c| c.trim().strip_prefix("JSESSIONID=").map(str::to_string))
 }
 
-fn basic_auth_ok(headers: &HeaderMap, options: &MockOptions) -> Option<bool> {
+/// The user name and password of a Basic `Authorization` header.
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
@@ -53,31 +88,46 @@ fn basic_auth_ok(headers: &HeaderMap, options: &MockOptions) -> Option<bool> {
         .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, pass) = decoded.split_once(':')?;
-    Some(user == options.user && pass == options.password)
+    Some((user.to_string(), pass.to_string()))
 }
 
-/// The answer to a request that is not logged in, or `None` when it is.
-pub(super) fn refusal(state: &MockState, headers: &HeaderMap) -> Option<Response> {
+fn unauthorized() -> Response {
+    let mut resp = html(StatusCode::UNAUTHORIZED, "Login required");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"XNAT\""),
+    );
+    resp
+}
+
+/// Who a request is, or the answer to one that is not logged in.
+#[allow(clippy::result_large_err)] // the refusal is sent at once, never carried around
+pub(super) fn identify(state: &MockState, headers: &HeaderMap) -> Result<Who, Response> {
     // Authentication: a live cookie, or Basic auth on the request itself.
     let presented = cookie_token(headers);
-    let authed = match &presented {
-        Some(t) if state.touch(t) => true,
-        _ => basic_auth_ok(headers, &state.options) == Some(true),
-    };
-    if !authed {
-        if presented.is_some() && state.options.login_page_on_expiry {
-            return Some(login_page());
-        }
-        let mut resp = html(StatusCode::UNAUTHORIZED, "Login required");
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"XNAT\""),
-        );
-        return Some(resp);
+    if presented.as_deref().is_some_and(|t| state.touch(t)) {
+        return Ok(Who::User);
     }
-    None
+    if let Some((user, pass)) = basic_auth(headers) {
+        if state.password_login(&user, &pass) {
+            return Ok(Who::User);
+        }
+        return Err(unauthorized());
+    }
+    if state.options.guest {
+        // XNAT serves a request with no (or a dead) session as the guest user when the
+        // site allows it: no 401, and private data is hidden as absent.
+        return Ok(Who::Guest);
+    }
+    if presented.is_some() && state.options.login_page_on_expiry {
+        return Err(login_page());
+    }
+    Err(unauthorized())
 }
 
+/// `/data/JSESSION`: POST (or GET) with Basic auth logs in; GET with a live session cookie
+/// answers that session's ID and keeps it alive (how clients keep a session they were handed
+/// alive); DELETE ends the session. As `../shared/xnat-api.md` ("Authentication") describes.
 pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) -> Response {
     if *method == Method::DELETE {
         if let Some(t) = cookie_token(headers) {
@@ -85,15 +135,24 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
         }
         return StatusCode::OK.into_response();
     }
-    if basic_auth_ok(headers, &state.options) != Some(true) {
-        // A wrong password: 401 with an HTML message and no WWW-Authenticate.
-        return html(
-            StatusCode::UNAUTHORIZED,
-            "Login attempt failed. Please try again.",
-        );
-    }
+    let token = match basic_auth(headers) {
+        Some((user, pass)) if state.password_login(&user, &pass) => state.new_token(),
+        Some(_) => {
+            // A wrong password (or a locked account): 401 with an HTML message and no
+            // WWW-Authenticate.
+            return html(
+                StatusCode::UNAUTHORIZED,
+                "Login attempt failed. Please try again.",
+            );
+        }
+        None => match cookie_token(headers) {
+            Some(t) if *method == Method::GET && state.touch(&t) => {
+                return ([(header::CONTENT_TYPE, "text/plain")], t).into_response();
+            }
+            _ => return unauthorized(),
+        },
+    };
     state.controls.logins.fetch_add(1, Ordering::SeqCst);
-    let token = state.new_token();
     let cookie = format!("JSESSIONID={token}; Path=/; HttpOnly");
     (
         [
@@ -103,4 +162,18 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
         token,
     )
         .into_response()
+}
+
+/// `/xapi/users/username`: the signed-in user's name, as plain text; a guest is refused.
+/// XNAT: xnat-web `org/nrg/xapi/rest/users/UsersApi.java` (the `/xapi/users` controller;
+/// `../shared/xnat-api.md` "Authentication").
+pub(super) fn username(state: &MockState, who: Who) -> Response {
+    match who {
+        Who::User => (
+            [(header::CONTENT_TYPE, "text/plain")],
+            state.options.user.clone(),
+        )
+            .into_response(),
+        Who::Guest => unauthorized(),
+    }
 }

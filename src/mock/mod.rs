@@ -7,6 +7,7 @@
 mod auth;
 pub mod data;
 mod faults;
+mod front;
 pub mod memory_api;
 mod responses;
 mod routes;
@@ -14,6 +15,7 @@ pub mod sample;
 mod zip_download;
 
 use data::Dataset;
+pub use front::RedirectFront;
 pub use memory_api::MemoryXnat;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +32,16 @@ pub struct MockOptions {
     pub token_ttl: Duration,
     /// Answer an expired session with 200 and the HTML login page instead of 401.
     pub login_page_on_expiry: bool,
+    /// The path XNAT is served under (`/xnat`; empty: the root). Outside it, Tomcat's 404;
+    /// the root redirects into it, and the context's root to the login page.
+    pub context_path: String,
+    /// The site allows guest access: a request with no live session is served as the guest
+    /// user, who sees no (private) data, instead of being refused with 401.
+    pub guest: bool,
+    /// Failed logins in a row that lock the account (XNAT: `maxFailedLogins`, 20; 0: never).
+    pub max_failed_logins: u32,
+    /// How long a locked account stays locked (XNAT: `maxFailedLoginsLockoutDuration`, 1 hour).
+    pub lockout: Duration,
 }
 
 impl Default for MockOptions {
@@ -39,6 +51,10 @@ impl Default for MockOptions {
             password: "demo".into(),
             token_ttl: Duration::from_secs(15 * 60),
             login_page_on_expiry: false,
+            context_path: String::new(),
+            guest: false,
+            max_failed_logins: 20,
+            lockout: Duration::from_secs(3600),
         }
     }
 }
@@ -70,6 +86,12 @@ pub struct Controls {
     /// ZIPs come DEFLATED, with sizes in data descriptors, whatever `compression` asks (a
     /// server that ignores it: not XNAT's default, see `zip_download`).
     pub zip_deflated: AtomicBool,
+    /// The next N requests are refused with 429 and `Retry-After: retry_after_secs`, as a
+    /// rate-limiting proxy in front of XNAT does.
+    pub throttle_next: AtomicU32,
+    pub retry_after_secs: AtomicU64,
+    /// Login attempts refused (a wrong password, or a locked account).
+    pub failed_logins: AtomicU64,
     /// Percentage of requests (chosen pseudo-randomly, but the same each run) that go wrong:
     /// a third stall 2 s, the rest fail with a 500 or (file bodies, half the time) stop short.
     pub fault_percent: AtomicU32,
@@ -95,18 +117,34 @@ pub struct MockState {
     tokens: Mutex<HashMap<String, Instant>>,
     log: Mutex<Vec<String>>,
     next_token: AtomicU64,
+    /// The password the server accepts now (it starts as `options.password`).
+    password: Mutex<String>,
+    /// Failed logins in a row, and until when the account is locked.
+    lock: Mutex<(u32, Option<Instant>)>,
 }
 
 impl MockState {
     pub fn new(data: Dataset, options: MockOptions) -> Arc<MockState> {
         Arc::new(MockState {
             data,
-            options,
             controls: Controls::default(),
             tokens: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             next_token: AtomicU64::new(1),
+            password: Mutex::new(options.password.clone()),
+            lock: Mutex::new((0, None)),
+            options,
         })
+    }
+
+    /// Changes the user's password while the server runs (sessions already open stay open).
+    pub fn set_password(&self, password: &str) {
+        *self.password.lock().unwrap() = password.to_string();
+    }
+
+    /// Whether the account is locked now.
+    pub fn locked(&self) -> bool {
+        matches!(self.lock.lock().unwrap().1, Some(until) if Instant::now() < until)
     }
 
     /// Every request so far, as `METHOD /path?query`.

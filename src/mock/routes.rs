@@ -114,12 +114,49 @@ pub(super) async fn handle(
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"))
         .then(|| ListingInFlight::new(c));
+    if c.throttle_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        // A rate-limiting proxy in front of XNAT.
+        let wait = c.retry_after_secs.load(Ordering::SeqCst).to_string();
+        let mut resp = html(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+        if let Ok(v) = header::HeaderValue::from_str(&wait) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     if let Some(answer) = faults::inject(&state, &uri).await {
         return answer;
     }
+    // XNAT under a context path (`/xnat`): Tomcat answers 404 outside it; the root
+    // redirects into it (as sites commonly set it up), and the context's own root redirects
+    // a visitor to the login page.
+    let ctx = state.options.context_path.trim_end_matches('/');
+    let full = uri.path();
+    let inside = full
+        .strip_prefix(ctx)
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+    let Some(path) = inside else {
+        if full == "/" {
+            return redirect(&format!("{ctx}/"));
+        }
+        return html(StatusCode::NOT_FOUND, "HTTP Status 404 – Not Found");
+    };
+    if path.is_empty() || path == "/" {
+        return redirect(&format!("{ctx}/app/template/Login.vm"));
+    }
+    if path.starts_with("/app/template/") {
+        return super::responses::login_page();
+    }
     // Path segments are taken as they come, not URL-decoded, as XNAT takes most of them (a
     // scan ID and a file path are decoded where they are used).
-    let path = uri.path();
+    if path == "/xapi/users/username" {
+        return match auth::identify(&state, &headers) {
+            Ok(who) => auth::username(&state, who),
+            Err(refused) => refused,
+        };
+    }
     let rest = ["/data/archive/", "/data/", "/REST/"]
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix));
@@ -131,13 +168,22 @@ pub(super) async fn handle(
     if segs == ["JSESSION"] {
         return auth::jsession(&state, &method, &headers);
     }
-    if let Some(refused) = auth::refusal(&state, &headers) {
-        return refused;
-    }
+    let who = match auth::identify(&state, &headers) {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     if method != Method::GET && method != Method::HEAD {
         return html(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
     let query = query_map(&uri);
+    if who == auth::Who::Guest {
+        // The guest reads no private data: it is hidden as absent (an empty projects
+        // listing, 404 for everything else).
+        return match segs.as_slice() {
+            ["projects"] => listing(vec![], true),
+            _ => not_found("resource"),
+        };
+    }
     let answer = route(&state, &segs, &query, &headers);
     faults::drip(&state, answer)
 }
@@ -157,6 +203,15 @@ impl Drop for ListingInFlight<'_> {
     fn drop(&mut self) {
         self.0.listings_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// A 302 to `location` on this server.
+fn redirect(location: &str) -> Response {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response()
 }
 
 fn route(

@@ -22,7 +22,7 @@ use crate::fs::{FsOptions, XnatFs};
 use crate::units::human_bytes;
 use crate::xnat::http::HttpXnat;
 use crate::xnat::remembering::RememberingApi;
-use crate::xnat::{XnatApi, named_sessions, unknown};
+use crate::xnat::{XnatApi, named_sessions};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +88,13 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
     let mountpoint = std::fs::canonicalize(&opts.mountpoint)
         .with_context(|| format!("cannot use mount point {}", opts.mountpoint.display()))?;
     let url = plan.client.base_url().to_string();
+    // Logged in first: a mount that cannot log in makes no cache area.
+    if !plan.offline {
+        rt.block_on(plan.client.check_login())
+            .map_err(|e| unreachable_hint(e.into(), &plan.cache_dir, &url))?;
+    }
+    let area = crate::cache::Area::of(&plan.cache_dir, &url);
+    let area_is_new = !area.root().exists();
     let (cache, api) = open_cache_and_api(
         plan.client.clone() as Arc<dyn XnatApi>,
         &plan.cache_dir,
@@ -96,18 +103,23 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
         opts.io_timeout,
         opts.dir_ttl,
     )?;
-    let root = rt.block_on(async {
-        if !plan.offline {
-            plan.client.check_login().await?;
-        }
-        resolve_root(
+    let root = rt
+        .block_on(resolve_root(
             api.as_ref(),
             plan.project.as_deref(),
             plan.default_project.as_deref(),
             &plan.sessions,
-        )
-        .await
-    })?;
+        ))
+        .inspect_err(|_| {
+            if area_is_new {
+                remove_unused_area(&area);
+            }
+        })?;
+    // A session the user handed over (XNAT_TOKEN) is kept alive while mounted.
+    let keepalive = {
+        let _runtime = rt.enter();
+        plan.client.keep_alive()
+    };
     let budget = cache.budget();
     let limit = plan
         .cache_size
@@ -159,8 +171,44 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
     if let Err(e) = cache.budget().save() {
         tracing::warn!("cannot save the cache index: {e}");
     }
+    if let Some(task) = keepalive {
+        task.abort();
+    }
     rt.block_on(plan.client.logout());
     served
+}
+
+/// An error reaching the server, with the way out when data from it is cached: `--offline`.
+fn unreachable_hint(e: anyhow::Error, cache_dir: &Path, url: &str) -> anyhow::Error {
+    let unreachable = matches!(
+        e.downcast_ref::<crate::xnat::XnatError>(),
+        Some(x) if x.is_transient()
+    );
+    let area = crate::cache::Area::of(cache_dir, url);
+    let cached = std::fs::read_dir(area.data()).is_ok_and(|mut d| d.next().is_some())
+        || std::fs::read_dir(area.listings()).is_ok_and(|mut d| d.next().is_some());
+    if unreachable && cached {
+        return e.context(format!(
+            "{url} cannot be reached, but what was browsed or prefetched from it is cached in {}: \
+             add --offline to mount that without the server",
+            area.root().display()
+        ));
+    }
+    e
+}
+
+/// Removes the cache area a failed mount just made (and the listings it kept on the way),
+/// unless a file was stored in it meanwhile (by another process).
+fn remove_unused_area(area: &crate::cache::Area) {
+    let empty = |dir: PathBuf| std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    if empty(area.data())
+        && let Err(e) = std::fs::remove_dir_all(area.root())
+    {
+        tracing::debug!(
+            "cannot remove the unused cache area {}: {e}",
+            area.root().display()
+        );
+    }
 }
 
 /// Writes the state file `xnatfs status` reads; a mount that cannot write it still serves.
@@ -233,7 +281,7 @@ pub async fn resolve_root(
         ));
     }
     if let Some(p) = project {
-        api.sessions(p).await.map_err(unknown)?;
+        crate::xnat::check_project(api, p).await?;
         return Ok(Root::Project(p.to_string()));
     }
     api.projects().await?;

@@ -134,13 +134,15 @@ mod tests {
         for status in [502, 503, 504] {
             assert!(is_unreachable(&XnatError::Status {
                 status,
-                path: "/x".into()
+                path: "/x".into(),
+                retry_after: None,
             }));
         }
         for answered in [
             XnatError::Status {
                 status: 500,
                 path: "/x".into(),
+                retry_after: None,
             },
             XnatError::NotFound("/x".into()),
             XnatError::Auth("no".into()),

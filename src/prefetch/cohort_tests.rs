@@ -43,6 +43,7 @@ impl Staged {
             true => Err(xnat::XnatError::Status {
                 status: 500,
                 path: format!("/data/experiments/{session_id}"),
+                retry_after: None,
             }),
             false => Ok(()),
         }

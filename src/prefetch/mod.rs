@@ -17,7 +17,7 @@ pub mod zip_stream;
 
 use crate::units::human_bytes;
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
-use crate::xnat::{Session, XnatApi, named_sessions, unknown};
+use crate::xnat::{Session, XnatApi, named_sessions};
 use anyhow::{Result, bail};
 use breaker::{Breaker, Unreachable};
 use destination::{Destination, RunTmp};
@@ -64,7 +64,7 @@ pub async fn resolve_sessions(
                 "say what to prefetch: -E SESSION (repeatable), or -P PROJECT for all its sessions"
             );
         };
-        let sessions = api.sessions(project).await.map_err(unknown)?;
+        let sessions = crate::xnat::check_project(api, project).await?;
         return Ok(sessions.into_iter().map(|s| (s.label.clone(), s)).collect());
     }
     let in_project = opts.project.as_deref().or(opts.default_project.as_deref());

@@ -591,6 +591,7 @@ mod tests {
             err: XnatError::Status {
                 status: 500,
                 path: "/x".into(),
+                retry_after: None,
             },
         };
         let dir = tempfile::tempdir().unwrap();

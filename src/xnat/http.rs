@@ -3,6 +3,7 @@
 //! backoff; file bodies get one attempt per call (see [`super::retry`]).
 
 use super::json::{self, Row};
+use super::login::{self, Identity, LoginGate};
 use super::retry::{Attempts, LISTING_ATTEMPTS};
 use super::{Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
 use super::{Result, XnatError};
@@ -14,8 +15,10 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
-use tokio::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
 
 /// Who we are to the server. `Debug` never shows the password or the token.
 #[derive(Clone, Default)]
@@ -48,6 +51,12 @@ pub struct ClientOptions {
     pub listing_deadline: Duration,
     /// Accept any TLS certificate.
     pub insecure: bool,
+    /// PEM certificates of private certificate authorities, trusted besides the system's.
+    pub ca_bundle: Option<PathBuf>,
+    /// How long a refused login is remembered (requests fail at once meanwhile).
+    pub login_retry_after: Duration,
+    /// How often a session the user handed over (`XNAT_TOKEN`) is touched while mounted.
+    pub keepalive: Duration,
 }
 
 impl Default for ClientOptions {
@@ -57,6 +66,9 @@ impl Default for ClientOptions {
             listing_attempts: LISTING_ATTEMPTS,
             listing_deadline: Duration::from_secs(300),
             insecure: false,
+            ca_bundle: None,
+            login_retry_after: login::LOGIN_RETRY_AFTER,
+            keepalive: login::KEEPALIVE_EVERY,
         }
     }
 }
@@ -84,19 +96,68 @@ pub const IMAGE_SESSIONS: &str = "xnat:imageSessionData";
 pub const SESSION_COLUMNS: &str = "ID,label,project,date,xsiType,subject_label";
 
 pub struct HttpXnat {
-    base: String,
+    /// The URL as given (it names the cache area).
+    given: String,
+    /// Where XNAT really is: the given URL until [`login::discover_base`] says otherwise.
+    base: RwLock<String>,
+    discovered: OnceCell<()>,
+    /// For file bodies and logins: each wait for more bytes bounded by
+    /// [`ClientOptions::timeout`].
     http: reqwest::Client,
+    /// For listings: XNAT builds a listing whole before its first byte, which can take
+    /// minutes on a big project, so only [`ClientOptions::listing_deadline`] bounds them.
+    listing_http: reqwest::Client,
     creds: Credentials,
     token: Mutex<Option<String>>,
+    gate: LoginGate,
+    /// Whether the server says who a session is (`/xapi/users/username`), and when (and for
+    /// which session) it was last asked.
+    whoami: std::sync::Mutex<WhoamiState>,
     options: ClientOptions,
 }
+
+#[derive(Debug, Default)]
+struct WhoamiState {
+    supported: bool,
+    last: Option<(String, Instant)>,
+}
+
+/// How soon the identity of the same session is asked again after a 404 or an empty listing.
+const WHOAMI_EVERY: Duration = Duration::from_secs(2);
 
 impl fmt::Debug for HttpXnat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpXnat")
-            .field("base", &self.base)
+            .field("base", &self.base())
             .finish()
     }
+}
+
+/// Seconds a 429 or 503 asks to wait (`Retry-After` in seconds; an HTTP date is not read).
+fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads the PEM certificates of a `--ca-bundle` (or `SSL_CERT_FILE`).
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let bad = |why: String| {
+        XnatError::InvalidUrl(format!(
+            "cannot use the CA bundle {}: {why}; give a PEM file of certificates (--ca-bundle or SSL_CERT_FILE)",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("it holds no certificate".into()));
+    }
+    Ok(certs)
 }
 
 /// Bytes sent as they are in a path: RFC 3986's unreserved set, and `/`.
@@ -149,7 +210,7 @@ fn network_error(path: &str, e: reqwest::Error) -> XnatError {
     }
 }
 
-fn status_error(status: StatusCode, path: &str) -> XnatError {
+fn status_error(status: StatusCode, path: &str, retry_after: Option<u64>) -> XnatError {
     match status {
         StatusCode::UNAUTHORIZED => {
             XnatError::Auth(format!("the server refused the session for {path}"))
@@ -159,6 +220,7 @@ fn status_error(status: StatusCode, path: &str) -> XnatError {
         s => XnatError::Status {
             status: s.as_u16(),
             path: path.to_string(),
+            retry_after,
         },
     }
 }
@@ -176,25 +238,71 @@ impl HttpXnat {
                 "{base:?}: the server URL must start with http:// or https://"
             )));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.timeout)
-            .read_timeout(options.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .danger_accept_invalid_certs(options.insecure)
-            .user_agent(concat!("xnatfs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| network_error(&base, e))?;
+        if let Some(msg) = login::inside_xnat(&base) {
+            return Err(XnatError::InvalidUrl(msg));
+        }
+        // HTTP/2 (https servers that offer it) multiplexes every request on one connection:
+        // its flow-control windows grow with the link (adaptive windows), so a far server's
+        // round trips do not cap throughput at the default 64 KiB window. Plain http is
+        // HTTP/1.1 with a connection per request in flight from the pool.
+        let roots = match &options.ca_bundle {
+            Some(path) => ca_certificates(path)?,
+            None => Vec::new(),
+        };
+        let client = |read_timeout: Duration| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(options.timeout)
+                .read_timeout(read_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .http2_adaptive_window(true)
+                .danger_accept_invalid_certs(options.insecure)
+                .user_agent(concat!("xnatfs/", env!("CARGO_PKG_VERSION")));
+            if !roots.is_empty() {
+                builder = builder.tls_certs_merge(roots.clone());
+            }
+            builder.build().map_err(|e| network_error(&base, e))
+        };
+        let http = client(options.timeout)?;
+        let listing_http = client(options.listing_deadline.max(options.timeout))?;
         Ok(HttpXnat {
             token: Mutex::new(creds.token.clone()),
-            base,
+            base: RwLock::new(base.clone()),
+            given: base,
+            discovered: OnceCell::new(),
             http,
+            listing_http,
             creds,
+            gate: LoginGate::new(options.login_retry_after),
+            whoami: Default::default(),
             options,
         })
     }
 
+    /// The server URL as given: what names the cache area and what the mount shows.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.given
+    }
+
+    /// Where XNAT really is (after redirects, once the first request found out).
+    pub fn server_url(&self) -> String {
+        self.base()
+    }
+
+    fn base(&self) -> String {
+        self.base.read().unwrap().clone()
+    }
+
+    /// Finds the real base URL behind redirects, once, before any credential is sent.
+    async fn ensure_base(&self) -> Result<String> {
+        self.discovered
+            .get_or_try_init(|| async {
+                let timeout = self.options.timeout.min(self.options.listing_deadline);
+                let base = login::discover_base(&self.http, &self.given, timeout).await?;
+                *self.base.write().unwrap() = base;
+                Ok::<(), XnatError>(())
+            })
+            .await?;
+        Ok(self.base())
     }
 
     /// Logs in with the password, returning the new JSESSION token: one attempt (a request
@@ -204,45 +312,76 @@ impl HttpXnat {
     }
 
     async fn login_once(&self) -> Result<String> {
-        let (Some(user), Some(password)) = (&self.creds.user, &self.creds.password) else {
-            return Err(XnatError::Auth(
-                "the session token was refused and no user name and password are set to log in again"
-                    .into(),
-            ));
+        let (user, password) = match (&self.creds.user, &self.creds.password) {
+            (Some(user), Some(password)) => (user, password),
+            (None, _) if self.creds.token.is_some() => {
+                return Err(XnatError::Auth(
+                    "the session of XNAT_TOKEN is not (or no longer) live, and no user name and password are set to log in again: \
+                     get a fresh token, or set XNAT_USER and XNAT_PASS"
+                        .into(),
+                ));
+            }
+            (None, _) => {
+                return Err(XnatError::Auth(
+                    "no user name: set XNAT_USER or pass --user (with XNAT_PASS, or an alias token as user and password)"
+                        .into(),
+                ));
+            }
+            (Some(user), None) => {
+                return Err(XnatError::Auth(format!(
+                    "no password for {user}: set XNAT_PASS, or add it to the profile or ~/.netrc"
+                )));
+            }
         };
+        self.gate.check()?;
+        let base = self.ensure_base().await?;
         let path = "/data/JSESSION";
+        let url = format!("{base}{path}");
+        // A login is quick on any XNAT: each wait bounded like a body's.
         let resp = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(&url)
             .basic_auth(user, Some(password))
             .timeout(self.options.listing_deadline)
             .send()
             .await
-            .map_err(|e| network_error(path, e))?;
+            .map_err(|e| network_error(&url, e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(XnatError::Auth(format!(
-                "wrong user name or password for {user} at {}",
-                self.base
+            let msg = format!(
+                "wrong user name or password for {user} at {base} (or the account is locked; \
+                 on a site that signs in through single sign-on, use an alias token: \
+                 its alias as the user name, its secret as the password)"
+            );
+            self.gate.refused(&msg);
+            return Err(XnatError::Auth(msg));
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+            return Err(XnatError::InvalidUrl(format!(
+                "no XNAT login at {url} (HTTP {}): {}",
+                status.as_u16(),
+                login::wrong_base_hint(&base)
             )));
         }
         if !status.is_success() {
-            return Err(status_error(status, path));
+            return Err(status_error(status, &url, retry_after(&resp)));
         }
-        let body = resp.text().await.map_err(|e| network_error(path, e))?;
+        let body = resp.text().await.map_err(|e| network_error(&url, e))?;
         let token = body.trim();
         if token.is_empty() || json::looks_like_html(token.as_bytes()) || token.len() > 256 {
-            return Err(XnatError::BadResponse {
-                path: path.into(),
-                msg: "no session token in the login answer; is this an XNAT server?".into(),
-            });
+            return Err(XnatError::InvalidUrl(format!(
+                "{url} answered a web page, not an XNAT session: is {base} an XNAT server? {}",
+                login::wrong_base_hint(&base)
+            )));
         }
-        tracing::debug!("logged in to {} as {user}", self.base);
+        self.gate.succeeded();
+        tracing::debug!("logged in to {base} as {user}");
         Ok(token.to_string())
     }
 
     /// The session token, logging in first if there is none yet.
     async fn current_token(&self) -> Result<String> {
+        self.ensure_base().await?;
         let mut token = self.token.lock().await;
         if let Some(t) = token.as_ref() {
             return Ok(t.clone());
@@ -270,9 +409,12 @@ impl HttpXnat {
 
     /// Checks that the server answers and the credentials work. A login the server could not
     /// answer (5xx, no connection) is tried again like a listing; a refused one never is.
+    /// Then asks who the session is: a token the user handed over (`XNAT_TOKEN`) that the
+    /// server does not take (refused, or served as the guest) is replaced by a login with
+    /// the password when there is one, and is an error otherwise: no mount on a dead token.
     pub async fn check_login(&self) -> Result<()> {
         let mut attempts = Attempts::new(self.options.listing_attempts);
-        loop {
+        let token = loop {
             match self.current_token().await {
                 Err(e) if e.is_transient() => {
                     tracing::debug!("logging in: {e} (attempt {})", attempts.made());
@@ -280,9 +422,98 @@ impl HttpXnat {
                         return Err(e);
                     }
                 }
-                other => return other.map(drop),
+                other => break other?,
+            }
+        };
+        let token = match self.identity(&token).await {
+            Identity::Guest if self.creds.password.is_some() => {
+                let fresh = self.renew(&token).await?;
+                if self.identity(&fresh).await == Identity::Guest {
+                    return Err(XnatError::Auth(format!(
+                        "logged in, but {} serves the session as the guest user",
+                        self.base()
+                    )));
+                }
+                fresh
+            }
+            Identity::Guest => {
+                return Err(XnatError::Auth(format!(
+                    "XNAT_TOKEN is not a live session at {}: get a fresh one (log in and copy \
+                     the JSESSIONID cookie), or set XNAT_USER and XNAT_PASS (or an alias token)",
+                    self.base()
+                )));
+            }
+            _ => token,
+        };
+        drop(token);
+        // The first 404 or empty listing from now on asks again at once.
+        self.whoami.lock().unwrap().last = None;
+        Ok(())
+    }
+
+    /// Who the server takes session `token` for; remembers whether it can say at all.
+    async fn identity(&self, token: &str) -> Identity {
+        let timeout = self.options.timeout;
+        let who = login::whoami(&self.http, &self.base(), token, timeout).await;
+        let mut state = self.whoami.lock().unwrap();
+        if let Identity::User(name) = &who {
+            state.supported = true;
+            tracing::info!("signed in to {} as {name}", self.base());
+        }
+        state.last = Some((token.to_string(), Instant::now()));
+        who
+    }
+
+    /// After a 404 or an empty listing: whether the session has quietly become the guest's
+    /// (a site with guest access serves a dead session as the guest, who sees no private
+    /// data). Asked only of servers that said who we were, at most every [`WHOAMI_EVERY`]
+    /// for the same session.
+    async fn became_guest(&self, token: &str) -> bool {
+        {
+            let state = self.whoami.lock().unwrap();
+            let recent =
+                matches!(&state.last, Some((t, at)) if t == token && at.elapsed() < WHOAMI_EVERY);
+            if !state.supported || recent {
+                return false;
             }
         }
+        let guest = self.identity(token).await == Identity::Guest;
+        if guest {
+            tracing::info!("the XNAT session is now the guest's; logging in again");
+        }
+        guest
+    }
+
+    /// Keeps a session the user handed over (`XNAT_TOKEN`) alive while `self` lives, by
+    /// touching `GET /data/JSESSION` every [`ClientOptions::keepalive`]; a session of our own
+    /// needs none (a dead one is replaced by logging in again). Returns the task.
+    pub fn keep_alive(self: &std::sync::Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.creds.token.as_ref()?;
+        let client = std::sync::Arc::downgrade(self);
+        let every = self.options.keepalive.max(Duration::from_millis(100));
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(client) = client.upgrade() else {
+                    return;
+                };
+                let Some(token) = client.token.lock().await.clone() else {
+                    continue;
+                };
+                let touched = client
+                    .http
+                    .get(format!("{}/data/JSESSION", client.base()))
+                    .header(COOKIE, format!("JSESSIONID={token}"))
+                    .timeout(client.options.timeout)
+                    .send()
+                    .await;
+                match touched {
+                    Ok(r) if r.status().is_success() => tracing::debug!("XNAT session kept alive"),
+                    Ok(r) => tracing::info!("keeping the XNAT session alive: HTTP {}", r.status()),
+                    Err(e) => tracing::debug!("keeping the XNAT session alive: {e}"),
+                }
+            }
+        }))
     }
 
     /// Ends the server session (best effort).
@@ -293,7 +524,7 @@ impl HttpXnat {
         if let Some(token) = self.token.lock().await.take() {
             let _ = self
                 .http
-                .delete(format!("{}/data/JSESSION", self.base))
+                .delete(format!("{}/data/JSESSION", self.base()))
                 .header(COOKIE, format!("JSESSIONID={token}"))
                 .send()
                 .await;
@@ -309,13 +540,14 @@ impl HttpXnat {
         expect: Expect,
         range: Option<&str>,
     ) -> Result<reqwest::Response> {
-        let url = format!("{}{}{query}", self.base, encode_path(path));
         let mut token = self.current_token().await?;
+        let url = format!("{}{}{query}", self.base(), encode_path(path));
         for renewed in [false, true] {
-            let mut req = self
-                .http
-                .get(&url)
-                .header(COOKIE, format!("JSESSIONID={token}"));
+            let http = match expect {
+                Expect::Json => &self.listing_http,
+                Expect::File { .. } => &self.http,
+            };
+            let mut req = http.get(&url).header(COOKIE, format!("JSESSIONID={token}"));
             if let Some(r) = range {
                 req = req.header(reqwest::header::RANGE, r);
             }
@@ -342,8 +574,12 @@ impl HttpXnat {
                     XnatError::Auth(format!("access to {path} refused after logging in again"))
                 });
             }
+            if status == StatusCode::NOT_FOUND && !renewed && self.became_guest(&token).await {
+                token = self.renew(&token).await?;
+                continue;
+            }
             if !status.is_success() {
-                return Err(status_error(status, path));
+                return Err(status_error(status, path, retry_after(&resp)));
             }
             return Ok(resp);
         }
@@ -356,12 +592,24 @@ impl HttpXnat {
     async fn get_json(&self, path: &str, query: &str) -> Result<bytes::Bytes> {
         let query = format!("?format=json{query}");
         let mut attempts = Attempts::new(self.options.listing_attempts);
+        let started = Instant::now();
+        let mut throttled = 0;
         loop {
             let result = match self.get_once(path, &query, Expect::Json, None).await {
                 Ok(resp) => resp.bytes().await.map_err(|e| network_error(path, e)),
                 Err(e) => Err(e),
             };
             match result {
+                Err(e) if let Some(wait) = super::retry::throttle_wait(&e, throttled) => {
+                    // A rate limiter (429, or a 503 that says when): waited out as it asks,
+                    // for as long as the listing's deadline allows, not counted as attempts.
+                    throttled += 1;
+                    if started.elapsed() + wait >= self.options.listing_deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!("{e}: waiting {} s as asked", wait.as_secs_f32());
+                    tokio::time::sleep(wait).await;
+                }
                 Err(e) if e.is_transient() => {
                     // A retry that works is no news; the last failure reaches the caller.
                     tracing::debug!(
@@ -393,7 +641,20 @@ impl HttpXnat {
 
     async fn rows(&self, path: &str, query: &str) -> Result<Vec<Row>> {
         let body = self.get_json(path, query).await?;
-        json::result_rows(&body, path)
+        let rows = json::result_rows(&body, path)?;
+        if rows.is_empty() {
+            // An empty listing may be the guest's view of a session that died: ask, and list
+            // again as ourselves if so.
+            let token = self.token.lock().await.clone();
+            if let Some(token) = token
+                && self.became_guest(&token).await
+            {
+                self.renew(&token).await?;
+                let body = self.get_json(path, query).await?;
+                return json::result_rows(&body, path);
+            }
+        }
+        Ok(rows)
     }
 }
 

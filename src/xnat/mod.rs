@@ -3,9 +3,11 @@
 
 pub mod http;
 pub mod json;
+pub mod login;
 pub mod remembering;
 pub mod retry;
 pub mod session_tree;
+pub mod suggest;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -197,7 +199,12 @@ pub enum XnatError {
     #[error("access denied: {0}")]
     Forbidden(String),
     #[error("server answered HTTP {status} for {path}")]
-    Status { status: u16, path: String },
+    Status {
+        status: u16,
+        path: String,
+        /// Seconds the server asked to wait (`Retry-After` on a 429 or 503).
+        retry_after: Option<u64>,
+    },
     #[error("cannot reach the server for {path}: {msg}")]
     Network { path: String, msg: String },
     #[error("unexpected answer for {path}: {msg}")]
@@ -290,10 +297,37 @@ pub async fn named_sessions(
 ) -> anyhow::Result<Vec<(String, Session)>> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let session = find_session(api, project, name).await.map_err(unknown)?;
+        let session = match find_session(api, project, name).await {
+            Ok(s) => s,
+            Err(e @ XnatError::NotFound(_)) => {
+                let hint = suggest::session(api, project, name).await;
+                return Err(with_hint(unknown(e), hint));
+            }
+            Err(e) => return Err(e.into()),
+        };
         out.push((name.clone(), session));
     }
     Ok(out)
+}
+
+/// A project named by the user (`-P`), checked: an unknown one is an error that suggests the
+/// project meant, if one looks like it.
+pub async fn check_project(api: &dyn XnatApi, project: &str) -> anyhow::Result<Vec<Session>> {
+    match api.sessions(project).await {
+        Ok(sessions) => Ok(sessions),
+        Err(e @ XnatError::NotFound(_)) => {
+            let hint = suggest::project(api, project).await;
+            Err(with_hint(unknown(e), hint))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn with_hint(e: anyhow::Error, hint: Option<String>) -> anyhow::Error {
+    match hint {
+        Some(h) => anyhow::anyhow!("{e}; {h}"),
+        None => e,
+    }
 }
 
 /// A `NotFound` as the user reads it ("unknown project X"); other errors as they are.

@@ -18,6 +18,10 @@
 //! - Listings kept on disk ([`super::remembering`]) may answer instead of a server that does
 //!   not; they never ask again.
 //!
+//! - **Rate limiters** (429, or 503 with `Retry-After`) on listings are waited out as they
+//!   ask ([`throttle_wait`]) for as long as the listing's deadline allows, apart from the
+//!   attempts.
+//!
 //! Only transient failures are tried again ([`super::XnatError::is_transient`]: 5xx, 429,
 //! connection failures, timeouts; and, for bodies, a short or corrupt body).
 
@@ -39,6 +43,32 @@ pub fn backoff(attempt: u32) -> Duration {
         .map(|d| u64::from(d.subsec_nanos()) % (base / 2 + 1))
         .unwrap_or(0);
     Duration::from_millis(base + jitter)
+}
+
+/// The longest wait a `Retry-After` is taken for; a longer one is waited this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How long to wait before asking again after `e`, when it is a rate limiter's answer: a
+/// 429, or a 503 with `Retry-After` (what it asks, at most [`MAX_RETRY_AFTER`]; a 429 that
+/// does not say waits 1, 2, 4, ... 30 s, long enough to outlast a proxy's one-minute
+/// window). `waited` is how many such waits came before. `None` for any other failure
+/// (retried by [`Attempts`]). The caller bounds the whole by its deadline.
+pub fn throttle_wait(e: &super::XnatError, waited: u32) -> Option<Duration> {
+    let super::XnatError::Status {
+        status,
+        retry_after,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    match (status, retry_after) {
+        (429 | 503, Some(secs)) => {
+            Some(Duration::from_secs(*secs).clamp(Duration::from_millis(200), MAX_RETRY_AFTER))
+        }
+        (429, None) => Some(Duration::from_secs(1 << waited.min(5)).min(Duration::from_secs(30))),
+        _ => None,
+    }
 }
 
 /// The attempts of one operation, counted against what it is allowed.
@@ -90,6 +120,37 @@ mod tests {
             let ms = backoff(attempt).as_millis() as u64;
             assert!((base..=base + base / 2).contains(&ms), "{attempt}: {ms}");
         }
+    }
+
+    #[test]
+    fn rate_limiters_are_waited_out_as_they_ask() {
+        let status = |status, retry_after| super::super::XnatError::Status {
+            status,
+            path: "/x".into(),
+            retry_after,
+        };
+        assert_eq!(
+            throttle_wait(&status(429, Some(5)), 0),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            throttle_wait(&status(503, Some(600)), 0),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            throttle_wait(&status(429, None), 3),
+            Some(Duration::from_secs(8))
+        );
+        assert_eq!(
+            throttle_wait(&status(429, None), 9),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            throttle_wait(&status(503, None), 0),
+            None,
+            "a plain 503 is an attempt"
+        );
+        assert_eq!(throttle_wait(&status(500, Some(1)), 0), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@ mod crawl;
 mod errors;
 mod lifecycle;
 mod listing;
+mod login;
 mod metadata;
 mod model;
 mod offline;

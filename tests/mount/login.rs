@@ -1,0 +1,536 @@
+//! Logging in on real sites and talking to them: redirects and context paths, guest access,
+//! account lockout, session tokens, private CAs, slow listings, and the errors that say what
+//! to do (issue 10 §8-11, issue 12 §3).
+
+use crate::common::*;
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use xnatfs::mock::{MockOptions, RedirectFront};
+
+/// `xnatfs mount --foreground` that is expected to fail: its output.
+fn failed_mount(url: &str, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mp = home.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut cmd = xnatfs(url, home);
+    cmd.arg("mount")
+        .arg(&mp)
+        .arg("--foreground")
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args);
+    for (k, v) in env {
+        match *v {
+            "" => cmd.env_remove(k),
+            v => cmd.env(k, v),
+        };
+    }
+    let out = cmd.output().unwrap();
+    force_unmount(&mp);
+    assert!(
+        !out.status.success(),
+        "the mount should fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn under_xnat() -> MockOptions {
+    MockOptions {
+        context_path: "/xnat".into(),
+        ..MockOptions::default()
+    }
+}
+
+#[test]
+fn a_redirecting_front_and_a_context_path_are_found_before_any_password_is_sent() {
+    let mock = start_mock_with(small_sample(), under_xnat());
+    // As an http:// front redirects to the https:// site: another port, same host.
+    let front = RedirectFront::start("127.0.0.1:0".parse().unwrap(), &mock.url()).unwrap();
+    let m = MountBuilder::new(&front.url()).args(&["-v"]).mount();
+    assert!(m.path("DEMO/SUBJ01_MR1/scans/2").is_dir());
+    assert_eq!(
+        front.stats.with_credentials.load(Ordering::SeqCst),
+        0,
+        "no credential ever went to the redirecting front"
+    );
+    let log = mock.state.request_log();
+    assert!(
+        log.iter().any(|r| r == "POST /xnat/data/JSESSION"),
+        "{log:?}"
+    );
+    drop(m);
+    // The bare host of a site under /xnat: found the same way.
+    let m = MountBuilder::new(&mock.url()).mount();
+    assert!(m.path("DEMO/SUBJ01_MR1").is_dir());
+    assert_eq!(mock.state.controls.failed_logins.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_wrong_base_path_names_the_url_tried_and_the_fix() {
+    let mock = start_mock_with(small_sample(), under_xnat());
+    let home = tempfile::tempdir().unwrap();
+    let wrong = format!("{}/xnat-old", mock.url());
+    let err = stderr(&failed_mount(&wrong, home.path(), &[], &[]));
+    assert!(err.contains(&format!("{wrong}/data/JSESSION")), "{err}");
+    assert!(
+        err.contains("the one you open XNAT at in a browser"),
+        "{err}"
+    );
+    // A path inside XNAT: refused before any request, with the base to give.
+    let inside = format!("{}/xnat/data/projects", mock.url());
+    let err = stderr(&failed_mount(&inside, home.path(), &[], &[]));
+    assert!(
+        err.contains(&format!(
+            "give {}/xnat (without /data/projects)",
+            mock.url()
+        )),
+        "{err}"
+    );
+    // https to an http server.
+    let https = mock.url().replace("http://", "https://");
+    let err = stderr(&failed_mount(&https, home.path(), &[], &[]));
+    assert!(
+        err.contains(&format!("plain HTTP there, not HTTPS: use {}", mock.url())),
+        "{err}"
+    );
+    // Failed mounts leave no cache area behind.
+    let areas = std::fs::read_dir(home.path().join("cache"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(areas, 0, "no cache area for a failed mount");
+}
+
+/// A web server that is not XNAT: every request gets a 200 HTML page.
+fn plain_web_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "<html><body>It works!</body></html>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_plain_web_server_is_told_apart_from_xnat() {
+    let url = plain_web_server();
+    let home = tempfile::tempdir().unwrap();
+    let err = stderr(&failed_mount(&url, home.path(), &[], &[]));
+    assert!(
+        err.contains(&format!(
+            "{url}/data/JSESSION answered a web page, not an XNAT session"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_session_that_became_the_guests_is_noticed_and_replaced() {
+    let options = MockOptions {
+        guest: true,
+        ..MockOptions::default()
+    };
+    let mock = start_mock_with(small_sample(), options);
+    let m = MountBuilder::new(&mock.url()).mount();
+    assert_eq!(dir_names(&m.path("DEMO")), ["SUBJ01_MR1", "SUBJ02_MR1"]);
+    assert!(
+        mock.state
+            .request_log()
+            .iter()
+            .any(|r| r.starts_with("GET /xapi/users/username")),
+        "who we are is asked at mount"
+    );
+    // The session dies: the site serves its requests as the guest, who sees nothing.
+    mock.state.expire_sessions();
+    let logins = mock.state.controls.logins.load(Ordering::SeqCst);
+    assert!(m.path("DEMO/SUBJ01_MR1/scans/2/resources").is_dir());
+    assert!(m.path(SUBJ01_T1W).is_file());
+    assert_eq!(
+        md5_file(&m.path(SUBJ01_T1W)),
+        mock_file(&small_sample(), SUBJ01_T1W).md5()
+    );
+    assert_eq!(
+        mock.state.controls.logins.load(Ordering::SeqCst),
+        logins + 1,
+        "logged in again once"
+    );
+}
+
+/// A JSESSION of the mock's demo user, as a user would copy it from a browser.
+fn fresh_token(mock: &xnatfs::mock::MockServer) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/data/JSESSION", mock.url()))
+            .basic_auth("demo", Some("demo"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn a_session_token_is_checked_at_mount_and_kept_alive() {
+    let options = MockOptions {
+        guest: true,
+        token_ttl: Duration::from_secs(2),
+        ..MockOptions::default()
+    };
+    let mock = start_mock_with(small_sample(), options);
+    let home = tempfile::tempdir().unwrap();
+    // A dead token and no password: no mount, and the error says what to do.
+    let no_password = [
+        ("XNAT_TOKEN", "0123456789ABCDEF"),
+        ("XNAT_USER", ""),
+        ("XNAT_PASS", ""),
+    ];
+    let err = stderr(&failed_mount(&mock.url(), home.path(), &[], &no_password));
+    assert!(err.contains("XNAT_TOKEN is not a live session"), "{err}");
+    // A live one: mounted, and still alive after more than its idle time.
+    let token = fresh_token(&mock);
+    let m = MountBuilder::new(&mock.url())
+        .env("XNAT_TOKEN", &token)
+        .env("XNAT_USER", "")
+        .env("XNAT_PASS", "")
+        .env("XNATFS_KEEPALIVE_SECS", "0.5")
+        .mount();
+    assert!(m.path("DEMO/SUBJ01_MR1").is_dir());
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(m.path("PILOT/SUBJ01_EEG1/scans").is_dir());
+    assert_eq!(dir_names(&m.path("PILOT")), ["SUBJ01_EEG1", "SUBJ01_MR1"]);
+    assert_eq!(
+        mock.state.controls.logins.load(Ordering::SeqCst),
+        1,
+        "only the token's own login"
+    );
+}
+
+#[test]
+fn a_password_that_stops_working_fails_fast_and_cannot_lock_the_account() {
+    let options = MockOptions {
+        max_failed_logins: 5,
+        ..MockOptions::default()
+    };
+    let mock = start_mock_with(small_sample(), options);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let files = walk_files(&m.path("DEMO/SUBJ01_MR1/scans/1/resources/DICOM/files"));
+    assert!(files.len() >= 6);
+    // The password changes on the server, and the session ends.
+    mock.state.set_password("changed");
+    mock.state.expire_sessions();
+    for (name, _) in files.iter().take(6) {
+        let path = m
+            .path("DEMO/SUBJ01_MR1/scans/1/resources/DICOM/files")
+            .join(name);
+        assert_fails_within(
+            "a read with a refused login",
+            &[libc::EACCES],
+            Duration::from_secs(5),
+            move || std::fs::read(path),
+        );
+    }
+    for path in ["DEMO/SUBJ02_MR1/scans", "PILOT/SUBJ01_EEG1/scans"] {
+        let p = m.path(path);
+        let _ = std::fs::read_dir(p);
+    }
+    assert_eq!(
+        mock.state.controls.failed_logins.load(Ordering::SeqCst),
+        1,
+        "one login attempt, remembered"
+    );
+    assert!(!mock.state.locked());
+    let (_, log) = {
+        let mut m = m;
+        m.unmount()
+    };
+    assert_eq!(log.matches("login refused").count(), 1, "{log}");
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let url = mock.url();
+    let err = stderr(&failed_mount(&url, home.path(), &["-P", "demo"], &[]));
+    assert!(err.contains("did you mean DEMO?"), "{err}");
+    let err = stderr(&failed_mount(
+        &url,
+        home.path(),
+        &["-P", "DEMO", "-E", "subj01_mr1"],
+        &[],
+    ));
+    assert!(err.contains("did you mean SUBJ01_MR1?"), "{err}");
+    let err = stderr(&failed_mount(
+        &url,
+        home.path(),
+        &["-P", "PILOT", "-E", "SUBJ02_MR1"],
+        &[],
+    ));
+    assert!(
+        err.contains("did you mean SUBJ02_MR1 in project DEMO?"),
+        "{err}"
+    );
+    // A password but no user name: says so (and mentions no token).
+    let err = stderr(&failed_mount(&url, home.path(), &[], &[("XNAT_USER", "")]));
+    assert!(err.contains("no user name"), "{err}");
+    assert!(!err.contains("token"), "{err}");
+    // A wrong password: the fix for single sign-on sites too.
+    let err = stderr(&failed_mount(
+        &url,
+        home.path(),
+        &[],
+        &[("XNAT_PASS", "wrong")],
+    ));
+    assert!(err.contains("wrong user name or password"), "{err}");
+    assert!(err.contains("alias token"), "{err}");
+    // A bad CA bundle.
+    let err = stderr(&failed_mount(
+        &url,
+        home.path(),
+        &["--ca-bundle", "/nonexistent.pem"],
+        &[],
+    ));
+    assert!(
+        err.contains("cannot use the CA bundle /nonexistent.pem"),
+        "{err}"
+    );
+    let garbage = home.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let garbage = garbage.to_string_lossy().into_owned();
+    let err = stderr(&failed_mount(
+        &url,
+        home.path(),
+        &["--ca-bundle", &garbage],
+        &[],
+    ));
+    assert!(err.contains("holds no certificate"), "{err}");
+    // None of these left a cache area behind.
+    let areas = std::fs::read_dir(home.path().join("cache"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(areas, 0, "no cache area for a failed mount");
+}
+
+#[test]
+fn verbose_says_where_the_credentials_came_from() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url()).args(&["-v"]).mount();
+    let (_, log) = m.unmount();
+    assert!(
+        log.contains("user demo from XNAT_USER, password from XNAT_PASS"),
+        "{log}"
+    );
+    assert!(!log.contains("password demo"), "{log}");
+}
+
+#[test]
+fn an_unreachable_server_with_cached_data_suggests_offline() {
+    let mock = start_mock(small_sample());
+    let url = mock.url();
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("cache");
+    let m = MountBuilder::new(&url).cache_dir(&cache).mount();
+    std::fs::read(m.path(SUBJ01_T1W)).unwrap();
+    drop(m);
+    drop(mock);
+    let err = stderr(&failed_mount(&url, home.path(), &[], &[]));
+    assert!(err.contains("add --offline"), "{err}");
+}
+
+#[test]
+fn a_listing_cut_off_by_the_callers_timeout_finishes_in_the_background_and_is_kept() {
+    let mock = start_mock(small_sample());
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "1s"])
+        .mount();
+    assert!(m.path("DEMO/SUBJ01_MR1").is_dir());
+    let listings = || mock.state.controls.listings.load(Ordering::SeqCst);
+    let before = listings();
+    // A server that takes longer than the caller waits.
+    mock.state.controls.latency_ms.store(2500, Ordering::SeqCst);
+    let scans = m.path("DEMO/SUBJ01_MR1/scans");
+    let p = scans.clone();
+    assert_fails_within(
+        "a slow listing",
+        &[libc::ETIMEDOUT],
+        Duration::from_secs(5),
+        move || std::fs::read_dir(p)?.collect::<std::io::Result<Vec<_>>>(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    // The server is as slow as before, but the listing finished meanwhile and was kept.
+    assert_eq!(dir_names(&scans), ["1", "2", "3"]);
+    // (The session's whole tree: its document and its files listing, once.)
+    assert_eq!(
+        listings(),
+        before + 2,
+        "the listing was asked for once, and kept"
+    );
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
+}
+
+/// `openssl` run in `dir`; false if it is missing or fails.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Kills the TLS server when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_private_ca_is_trusted_with_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A private CA, and a certificate for 127.0.0.1 signed by it.
+    let made = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ) && std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .is_ok()
+        && openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "srv.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+    if !made {
+        eprintln!("no openssl here: the TLS test is skipped");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = std::process::Command::new("openssl")
+        .args([
+            "s_server", "-quiet", "-www", "-cert", "srv.pem", "-key", "srv.key",
+        ])
+        .arg("-accept")
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Killed(server);
+    let url = format!("https://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(10), "the TLS server listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let login = |ca_bundle: Option<std::path::PathBuf>| {
+        use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
+        let creds = Credentials {
+            user: Some("demo".into()),
+            password: Some("demo".into()),
+            token: None,
+        };
+        let options = ClientOptions {
+            timeout: Duration::from_secs(5),
+            listing_attempts: 1,
+            listing_deadline: Duration::from_secs(10),
+            ca_bundle,
+            ..Default::default()
+        };
+        let client = HttpXnat::new(&url, creds, options).unwrap();
+        rt.block_on(client.check_login()).unwrap_err().to_string()
+    };
+    // Not trusted by default: the handshake fails on the certificate.
+    let untrusted = login(None);
+    assert!(
+        untrusted.to_lowercase().contains("certificate") || untrusted.contains("UnknownIssuer"),
+        "{untrusted}"
+    );
+    // Trusted with the CA: the handshake works, and the server answers (it is no XNAT).
+    let trusted = login(Some(d.join("ca.pem")));
+    assert!(
+        !trusted.to_lowercase().contains("certificate") && !trusted.contains("UnknownIssuer"),
+        "{trusted}"
+    );
+}
