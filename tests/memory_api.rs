@@ -58,6 +58,37 @@ async fn sessions_are_listed_and_unknown_ones_not_found() {
     assert_eq!((api.listing_calls(), api.body_calls()), (8, 0));
 }
 
+/// A shared session is listed in the project it is shared into under its label there, its
+/// `project` still the one that owns it (xnat-web `ProjSubExptList.java`), and is found there
+/// by that label; found by it, it keeps that label.
+#[tokio::test]
+async fn a_shared_session_is_listed_and_found_under_its_label_in_that_project() {
+    let mut data = small();
+    data.share("XNAT_E00001", "PILOT", "PILOT_SUBJ01");
+    let api = MemoryXnat::new(data);
+    let sessions = api.sessions("PILOT").await.unwrap();
+    let shared = sessions.iter().find(|s| s.id == "XNAT_E00001").unwrap();
+    assert_eq!(
+        (shared.label.as_str(), shared.project.as_str()),
+        ("PILOT_SUBJ01", "DEMO")
+    );
+    let found = xnatfs::xnat::find_session(&api, Some("PILOT"), "PILOT_SUBJ01")
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.label.as_str()),
+        ("XNAT_E00001", "PILOT_SUBJ01")
+    );
+    let by_id = xnatfs::xnat::find_session(&api, Some("PILOT"), "XNAT_E00001")
+        .await
+        .unwrap();
+    assert_eq!(by_id.label, "SUBJ01_MR1");
+    assert!(matches!(
+        api.session(Some("PILOT"), "SUBJ02_MR1").await,
+        Err(XnatError::NotFound(_))
+    ));
+}
+
 #[tokio::test]
 async fn bodies_match_the_data_set_whole_and_in_ranges() {
     let api = MemoryXnat::new(small());

@@ -245,3 +245,50 @@ fn unchunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[line_end + 2 + len + 2..];
     }
 }
+
+/// `prefetch -P OTHER -E LABEL` finds a session shared into OTHER by its label there, and
+/// `prefetch -P OTHER` takes it with OTHER's own; the cache holds one copy, by accession ID.
+#[test]
+fn a_session_shared_into_another_project_is_prefetched_by_its_label_there() {
+    let mut data = small_sample();
+    data.share("XNAT_E00001", "PILOT", "PILOT_SUBJ01");
+    let want: std::collections::BTreeMap<String, String> = session_files(&data)
+        .into_iter()
+        .map(|(p, md5)| (p.replacen("XNAT_E00001", "PILOT_SUBJ01", 1), md5))
+        .collect();
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    ok(&prefetch(
+        &mock.url(),
+        home.path(),
+        &[
+            "-P",
+            "PILOT",
+            "-E",
+            "PILOT_SUBJ01",
+            "--session-resources",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(out_files(&out), want);
+    // Every session of PILOT, the shared one included, then it by its accession ID: one copy.
+    let cache = home.path().join("cache");
+    prefetch_into_cache(&mock.url(), home.path(), &cache, &["-P", "PILOT"]);
+    let gets = mock.state.file_gets();
+    prefetch_into_cache(&mock.url(), home.path(), &cache, &["-E", "XNAT_E00001"]);
+    assert_eq!(
+        mock.state.file_gets(),
+        gets,
+        "already there by accession ID"
+    );
+    let t1w: Vec<_> = walk_files(&cache)
+        .into_iter()
+        .filter(|(p, _)| {
+            p.to_string_lossy()
+                .contains("XNAT_E00001/scans/2/resources/NIFTI")
+        })
+        .collect();
+    assert_eq!(t1w.len(), 1, "{t1w:?}");
+}

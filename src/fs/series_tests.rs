@@ -60,6 +60,7 @@ fn series() -> Dataset {
             name: "P".into(),
             sessions: vec![Arc::new(session)],
         }],
+        shares: Vec::new(),
     }
 }
 

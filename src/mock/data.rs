@@ -12,6 +12,20 @@ pub use super::sample::SampleSpec;
 #[derive(Debug, Default, Clone)]
 pub struct Dataset {
     pub projects: Vec<MockProject>,
+    /// Sessions shared into other projects than their own.
+    pub shares: Vec<Share>,
+}
+
+/// A session shared into another project, where it is listed under a label of its own there
+/// (its accession ID is the same). XNAT: `xnat:experimentData/sharing/share`, with `project`
+/// and `label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The session's accession ID.
+    pub session: String,
+    pub project: String,
+    /// Its label in `project` (XNAT lists its own label where this is empty).
+    pub label: String,
 }
 
 #[derive(Debug, Clone)]
@@ -292,9 +306,38 @@ impl Dataset {
                 sessions,
             });
         }
-        let mut data = Dataset { projects };
+        let mut data = Dataset {
+            projects,
+            shares: Vec::new(),
+        };
         data.number_subjects();
         Ok(data)
+    }
+
+    /// Shares session `session_id` into `project` under `label` there.
+    pub fn share(&mut self, session_id: &str, project: &str, label: &str) {
+        self.shares.push(Share {
+            session: session_id.into(),
+            project: project.into(),
+            label: label.into(),
+        });
+    }
+
+    /// The sessions shared into `project`, each with its label there.
+    pub fn shared_into(&self, project: &str) -> Vec<(&Arc<MockSession>, &str)> {
+        self.shares
+            .iter()
+            .filter(|sh| sh.project == project)
+            .filter_map(|sh| {
+                let s = self.session(&sh.session)?;
+                let label = if sh.label.is_empty() {
+                    &s.label
+                } else {
+                    &sh.label
+                };
+                Some((s, label.as_str()))
+            })
+            .collect()
     }
 
     pub fn session(&self, id: &str) -> Option<&Arc<MockSession>> {

@@ -5,9 +5,9 @@
 //! ranges as a caching proxy would, counts calls, and fails when a test asks it to.
 
 use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
+use super::responses::session_doc;
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
-use super::responses::{session_doc, session_row_with};
-use super::routes::{find_resources, listed_experiments, listed_scans};
+use super::routes::{find_resources, listed_scans, project_experiment_rows};
 use super::routes::{select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
 use crate::xnat::http::{IMAGE_SESSIONS, SESSION_COLUMNS};
@@ -206,10 +206,9 @@ impl XnatApi for MemoryXnat {
             return Err(XnatError::NotFound(msg));
         };
         // As the client asks: imaging sessions only, with their subjects' labels.
-        let listed = listed_experiments(&p.sessions, Some(IMAGE_SESSIONS));
-        let listed = listed.into_iter();
-        let row = |s| session_row_with(s, Some(SESSION_COLUMNS));
-        Ok(json::sessions(&rows(listed.map(row))))
+        let listed =
+            project_experiment_rows(&self.data, p, Some(IMAGE_SESSIONS), Some(SESSION_COLUMNS));
+        Ok(json::sessions(&rows(listed)))
     }
 
     async fn session(&self, project: Option<&str>, id_or_label: &str) -> Result<Session> {

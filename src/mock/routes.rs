@@ -1,7 +1,7 @@
 //! The URL routing: matching XNAT's REST URLs (under `/data/archive`, `/data` or `/REST`) to
 //! answers, with XNAT's routing quirks.
 
-use super::data::{Dataset, MockResource, MockScan, MockSession};
+use super::data::{Dataset, MockProject, MockResource, MockScan, MockSession};
 use super::responses::{
     file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
     session_document, session_row_with,
@@ -236,10 +236,11 @@ fn route(
         ["projects", p, "experiments"] => match data.projects.iter().find(|x| x.id == *p) {
             Some(project) => {
                 let xsi_type = query.get("xsiType").map(String::as_str);
-                let listed = listed_experiments(&project.sessions, xsi_type);
                 let columns = query.get("columns").map(String::as_str);
-                let rows = listed.into_iter().map(|s| session_row_with(s, columns));
-                listing(rows.collect(), true)
+                listing(
+                    project_experiment_rows(data, project, xsi_type, columns),
+                    true,
+                )
             }
             None => not_found("project"),
         },
@@ -311,18 +312,56 @@ fn route(
     }
 }
 
-/// A session of project `p` by accession ID, or by label within the project.
+/// A session of project `p` (its own, or shared into it) by accession ID, or by its label
+/// within the project: its own label, or for a shared one, its label there. XNAT:
+/// `XnatExperimentdata.GetExptByProjectIdentifier` (`project`/`label`, then
+/// `sharing/share/project`/`sharing/share/label`).
 pub(super) fn session_in_project<'a>(
     data: &'a Dataset,
     p: &str,
     x: &str,
 ) -> Option<&'a Arc<MockSession>> {
-    data.session(x).filter(|s| s.project == p).or_else(|| {
-        data.projects
-            .iter()
-            .find(|pr| pr.id == p)
-            .and_then(|pr| pr.sessions.iter().find(|s| s.label == x))
-    })
+    let shared = data.shared_into(p);
+    data.session(x)
+        .filter(|s| s.project == p || shared.iter().any(|(sh, _)| sh.id == s.id))
+        .or_else(|| {
+            data.projects
+                .iter()
+                .find(|pr| pr.id == p)
+                .and_then(|pr| pr.sessions.iter().find(|s| s.label == x))
+        })
+        .or_else(|| {
+            shared
+                .iter()
+                .find(|(_, label)| *label == x)
+                .map(|(s, _)| *s)
+        })
+}
+
+/// The rows of project `project`'s experiments listing: its own experiments, then those shared
+/// into it, each under its label there. A shared row's `project` column still names the
+/// project that owns the session; only `label` is the one in this project. XNAT: xnat-web
+/// `org/nrg/xnat/restlet/resources/ProjSubExptList.java` (rows whose `project` or
+/// `sharing/share/project` is the project; `label` replaced from `xnat_experimentData_share`
+/// where the share has one).
+pub(super) fn project_experiment_rows(
+    data: &Dataset,
+    project: &MockProject,
+    xsi_type: Option<&str>,
+    columns: Option<&str>,
+) -> Vec<Value> {
+    let mut rows: Vec<Value> = listed_experiments(&project.sessions, xsi_type)
+        .into_iter()
+        .map(|s| session_row_with(s, columns))
+        .collect();
+    for (s, label) in data.shared_into(&project.id) {
+        if !listed_experiments([s], xsi_type).is_empty() {
+            let mut row = session_row_with(s, columns);
+            row["label"] = label.into();
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// The scans a spec names: `ALL`, or IDs and types separated by commas.

@@ -280,6 +280,7 @@ impl Dataset {
                     sessions: multi,
                 },
             ],
+            shares: Vec::new(),
         };
         data.number_subjects();
         data
@@ -400,6 +401,7 @@ impl Dataset {
         };
         Dataset {
             projects: vec![project("P", vec![Arc::new(session)]), project("..", vec![])],
+            shares: Vec::new(),
         }
     }
 }

@@ -127,6 +127,9 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
         // The listings above the sessions, so that a mount finds its way to them offline.
         let _ = api.projects().await;
         let mut projects: Vec<&str> = sessions.iter().map(|(_, s)| s.project.as_str()).collect();
+        // The project given too: sessions shared into it are listed there, not only where
+        // they are owned.
+        projects.extend(opts.project.as_deref());
         projects.sort_unstable();
         projects.dedup();
         for p in projects {

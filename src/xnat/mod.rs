@@ -340,6 +340,11 @@ pub fn unknown(e: XnatError) -> anyhow::Error {
 
 /// A session named by the user: a label looked up in `project` (when given), or an accession
 /// ID, which works from any project.
+///
+/// A session shared into `project` is found there by its label in that project (XNAT looks a
+/// label up among the project's own sessions, then among those shared into it:
+/// `XnatExperimentdata.GetExptByProjectIdentifier`); its document gives the label and project
+/// it has where it is owned, so it keeps the label it was found by.
 pub async fn find_session(api: &dyn XnatApi, project: Option<&str>, name: &str) -> Result<Session> {
     let found = api.session(project, name).await;
     if project.is_some()
@@ -348,7 +353,12 @@ pub async fn find_session(api: &dyn XnatApi, project: Option<&str>, name: &str) 
     {
         return Ok(session);
     }
-    found
+    found.map(|mut session| {
+        if project.is_some_and(|p| p != session.project) && session.id != name {
+            session.label = name.to_string();
+        }
+        session
+    })
 }
 
 #[cfg(test)]

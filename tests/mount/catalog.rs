@@ -148,3 +148,47 @@ fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(bytes))
 }
+
+/// A session shared into another project shows there under its label in that project, with
+/// `-P` of that project and by that label with `-E`; its files are one copy in the cache, read
+/// through either project.
+#[test]
+fn a_session_shared_into_another_project_shows_there_under_its_label_there() {
+    let mut data = small_sample();
+    data.share("XNAT_E00001", "PILOT", "PILOT_SUBJ01");
+    let want = mock_file(&data, SUBJ01_T1W);
+    let mock = start_mock(data);
+    let cache = tempfile::tempdir().unwrap();
+    let in_pilot = SUBJ01_T1W.replacen("DEMO/SUBJ01_MR1", "PILOT_SUBJ01", 1);
+    {
+        let m = MountBuilder::new(&mock.url())
+            .cache_dir(cache.path())
+            .args(&["-P", "PILOT"])
+            .mount();
+        let mut names = dir_names(&m.mountpoint);
+        names.sort();
+        assert_eq!(names, ["PILOT_SUBJ01", "SUBJ01_EEG1", "SUBJ01_MR1"]);
+        assert_eq!(md5_file(&m.path(&in_pilot)), want.md5());
+    }
+    {
+        let m = MountBuilder::new(&mock.url())
+            .cache_dir(cache.path())
+            .args(&["-P", "PILOT", "-E", "PILOT_SUBJ01"])
+            .mount();
+        assert_eq!(dir_names(&m.mountpoint), ["PILOT_SUBJ01"]);
+        assert_eq!(md5_file(&m.path(&in_pilot)), want.md5());
+    }
+    // The whole server: in both projects, one copy in the cache, read with no request.
+    let gets = mock.state.file_gets();
+    let m = MountBuilder::new(&mock.url())
+        .cache_dir(cache.path())
+        .mount();
+    assert_eq!(md5_file(&m.path(SUBJ01_T1W)), want.md5());
+    assert_eq!(md5_file(&m.path(&format!("PILOT/{in_pilot}"))), want.md5());
+    assert_eq!(mock.state.file_gets(), gets, "one copy in the cache");
+    let copies = walk_files(cache.path())
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("NIFTI/files/T1w.nii.gz"))
+        .count();
+    assert_eq!(copies, 1);
+}

@@ -58,6 +58,7 @@ fn cohort(n: usize) -> Dataset {
             name: "Cohort".into(),
             sessions,
         }],
+        shares: Vec::new(),
     }
 }
 
