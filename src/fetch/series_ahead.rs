@@ -125,7 +125,10 @@ impl SeriesAhead {
 
     /// Fetches one file into the cache; whether it is there now.
     async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> bool {
-        if self.fetcher.cache().lookup(res, file).is_some() {
+        // Off the runtime's threads: a copy that keeps no verified digest is hashed here.
+        let (cache, r, f) = (self.fetcher.cache().clone(), res.clone(), file.clone());
+        let there = tokio::task::spawn_blocking(move || cache.lookup(&r, &f).is_some());
+        if there.await.unwrap_or(false) {
             return false; // there already: nothing was fetched ahead
         }
         match self.fetcher.fill(res, file).await {
