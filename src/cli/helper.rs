@@ -346,7 +346,7 @@ mod tests {
             "https://xnat.example.org",
             "/mnt/xnat",
             "-o",
-            "rw,project=P,session=E1,session=E2,profile=work,cache_dir=/var/cache/x,allow_other,_netdev,nofail,dev,suid,x-systemd.automount,dir_ttl=5m",
+            "rw,project=P,session=E1,session=E2,profile=work,cache_dir=/var/cache/x,allow_other,_netdev,nofail,dev,suid,x-systemd.automount,dir_ttl=5m,verify=size,series_readahead=0",
         ])
         .unwrap();
         assert_eq!(
@@ -363,6 +363,8 @@ mod tests {
                 "--cache-dir=/var/cache/x",
                 "--allow-other",
                 "--dir-ttl=5m",
+                "--verify=size",
+                "--series-readahead=0",
             ]
         );
     }
