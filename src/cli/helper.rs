@@ -346,7 +346,7 @@ mod tests {
             "https://xnat.example.org",
             "/mnt/xnat",
             "-o",
-            "rw,project=P,session=E1,session=E2,profile=work,cache_dir=/var/cache/x,allow_other,_netdev,nofail,dev,suid,x-systemd.automount,dir_ttl=5m,crawl_ahead=2,scan_names=id-type",
+            "rw,project=P,session=E1,session=E2,profile=work,cache_dir=/var/cache/x,allow_other,_netdev,nofail,dev,suid,x-systemd.automount,dir_ttl=5m,crawl_ahead=2,scan_names=id-type,verify=size,series_readahead=0",
         ])
         .unwrap();
         assert_eq!(
@@ -365,6 +365,8 @@ mod tests {
                 "--dir-ttl=5m",
                 "--crawl-ahead=2",
                 "--scan-names=id-type",
+                "--verify=size",
+                "--series-readahead=0",
             ]
         );
     }

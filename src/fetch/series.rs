@@ -19,8 +19,10 @@
 //!   pauses: its reader moved on). A paused series runs again when its reader opens a file it
 //!   fetched ahead; it is forgotten after [`SeriesConfig::forget_after`].
 //!
-//! Files are taken in listing order from the one the reader opened last, wrapping round, each
-//! at most once (a file that failed is left to the reader).
+//! Files are taken in the order of the series' listing (path order, see
+//! [`super::series_ahead`]) from the one the reader opened last, wrapping round, each at most
+//! once (a file that failed is left to the reader). A reader going backwards gains nothing,
+//! and its series holds its window until it pauses.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -26,7 +26,7 @@ pub struct SeriesAhead {
 
 struct State {
     policy: SeriesPolicy<ResourceRef>,
-    /// The listing each series was started from (indices are into it).
+    /// The listing each series was started from, in path order (indices are into it).
     lists: HashMap<ResourceRef, FileList>,
     /// The fetches started and not over (for tests and `status`).
     started: u64,
@@ -74,7 +74,7 @@ impl SeriesAhead {
         let list = match st.lists.get(res) {
             Some(list) => list.clone(),
             None => match files() {
-                Some(list) => list,
+                Some(list) => in_path_order(&list),
                 None => return,
             },
         };
@@ -125,7 +125,10 @@ impl SeriesAhead {
 
     /// Fetches one file into the cache; whether it is there now.
     async fn fetch(&self, res: &ResourceRef, file: &RemoteFile) -> bool {
-        if self.fetcher.cache().lookup(res, file).is_some() {
+        // Off the runtime's threads: a copy that keeps no verified digest is hashed here.
+        let (cache, r, f) = (self.fetcher.cache().clone(), res.clone(), file.clone());
+        let there = tokio::task::spawn_blocking(move || cache.lookup(&r, &f).is_some());
+        if there.await.unwrap_or(false) {
             return false; // there already: nothing was fetched ahead
         }
         match self.fetcher.fill(res, file).await {
@@ -136,6 +139,17 @@ impl SeriesAhead {
             }
         }
     }
+}
+
+/// The files sorted by path: the order a reader walks them in (a folder's files together,
+/// by name), where a listing may interleave subfolders (`echo1/1.dcm`, `echo2/2.dcm`, ...).
+fn in_path_order(list: &FileList) -> FileList {
+    if list.windows(2).all(|w| w[0].path <= w[1].path) {
+        return list.clone();
+    }
+    let mut sorted = list.to_vec();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    Arc::new(sorted)
 }
 
 /// Where `file` is in `list`: just after the reader's last file (`after`) for a sequential
@@ -161,5 +175,32 @@ async fn pump(this: Weak<SeriesAhead>) {
             let _ = tokio::time::timeout(TICK, strong.wake.notified()).await;
         };
         woken.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str) -> Arc<RemoteFile> {
+        Arc::new(RemoteFile {
+            path: path.into(),
+            size: 1,
+            digest: None,
+            uri: format!("/data/{path}"),
+        })
+    }
+
+    #[test]
+    fn a_listing_that_interleaves_subfolders_is_walked_folder_by_folder() {
+        let list: FileList = Arc::new(["e1/1", "e2/2", "e1/3", "e2/4"].map(file).to_vec());
+        let sorted = in_path_order(&list);
+        let paths: Vec<&str> = sorted.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["e1/1", "e1/3", "e2/2", "e2/4"]);
+        // A sequential reader's next file is found next to the last one, by identity.
+        assert_eq!(index_of(&sorted, &list[2], Some(0)), Some(1));
+        assert_eq!(index_of(&sorted, &list[3], None), Some(3));
+        let in_order: FileList = Arc::new(["a", "b"].map(file).to_vec());
+        assert!(Arc::ptr_eq(&in_path_order(&in_order), &in_order));
     }
 }
