@@ -79,7 +79,7 @@ pub fn after_help() -> String {
         xnatfs prefetch -P MYPROJ --out ./data -w 8              # every session of a project\n  \
         xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n\n\
         {}",
-        exit::table()
+        exit::prefetch_table()
     )
 }
 
