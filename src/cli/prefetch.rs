@@ -5,6 +5,7 @@ use super::{ServerFlags, client, failed, runtime};
 use crate::cache::default_cache_dir;
 use crate::prefetch::destination::Destination;
 use crate::prefetch::select::{ScanSelector, Selection};
+use crate::prefetch::summary::Summary;
 use crate::settings;
 use crate::xnat::XnatApi;
 use crate::xnat::remembering::RememberingApi;
@@ -64,6 +65,10 @@ pub struct PrefetchArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print the plan (with --dry-run) or the result as JSON on stdout: per session and in
+    /// total, files, bytes, failures, skipped items, status and exit code. No progress output.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -83,15 +88,38 @@ pub fn after_help() -> String {
     )
 }
 
-/// Runs `xnatfs prefetch`; what it returns is the exit status.
+/// Runs `xnatfs prefetch`; what it returns is the exit status. With `--json`, stdout holds
+/// one JSON document whatever happened (its `exit_code` is the exit status).
 pub fn cmd_prefetch(args: PrefetchArgs) -> Exit {
-    match prefetch(args) {
-        Ok(exit) => exit,
-        Err(e) => failed(e),
+    let json = args.json;
+    let (exit, summary) = match prefetch(args) {
+        Ok(done) => done,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let exit = failed(e);
+            (exit, Some(Summary::ended("failed", Some(msg))))
+        }
+    };
+    if json {
+        let mut summary = summary.unwrap_or_default();
+        summary.exit_code = exit.code();
+        match exit {
+            Exit::Interrupted => summary.status = "interrupted".into(),
+            Exit::Terminated => summary.status = "terminated".into(),
+            Exit::Auth => summary.status = "authentication".into(),
+            Exit::Unreachable => summary.status = "unreachable".into(),
+            Exit::Usage => summary.status = "usage".into(),
+            _ => {}
+        }
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        if let Err(e) = super::print(format!("{text}\n").as_bytes()) {
+            return failed(e);
+        }
     }
+    exit
 }
 
-fn prefetch(args: PrefetchArgs) -> Result<Exit> {
+fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
     let settings = settings::resolve(&args.server.server_args(), true, true)?;
     let selection = Selection {
         scans: ScanSelector::parse(&args.scans)?,
@@ -142,6 +170,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         dry_run: args.dry_run,
         io_timeout,
         quiet: args.quiet,
+        json: args.json,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {
@@ -150,9 +179,9 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         // Dropping the prefetch on a signal drops every transfer under way with its partial
         // file, and the run's folder of partial files with whatever is left in it.
         Ok::<_, anyhow::Error>(tokio::select! {
-            r = crate::prefetch::run(api, &opts) => r.map(Exit::from),
-            _ = tokio::signal::ctrl_c() => Ok(Exit::Interrupted),
-            _ = term.recv() => Ok(Exit::Terminated),
+            r = crate::prefetch::run(api, &opts) => r.map(|o| (Exit::from(o.ending), Some(o.summary))),
+            _ = tokio::signal::ctrl_c() => Ok((Exit::Interrupted, None)),
+            _ = term.recv() => Ok((Exit::Terminated, None)),
         })
     })?;
     // A server that went away may not answer: do not wait for it long.
@@ -160,7 +189,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         let _ = tokio::time::timeout(Duration::from_secs(3), client.logout()).await;
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    if let Ok(Exit::Interrupted | Exit::Terminated) = outcome {
+    if let Ok((Exit::Interrupted | Exit::Terminated, _)) = outcome {
         eprintln!("xnatfs: prefetch interrupted; no partial file was left; run it again to finish");
     }
     outcome

@@ -7,11 +7,12 @@ pub mod destination;
 pub mod plan;
 pub mod progress;
 pub mod select;
+pub mod summary;
 pub mod transfer;
 pub mod verified;
 pub mod zip;
 
-use crate::units::human_bytes;
+use crate::units::{count, files, human_bytes, human_rate};
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
 use crate::xnat::{Session, XnatApi, named_sessions, unknown};
 use anyhow::{Result, bail};
@@ -40,6 +41,14 @@ pub struct PrefetchOptions {
     pub io_timeout: Duration,
     /// No progress output (summary and failures are still printed).
     pub quiet: bool,
+    /// `--json`: stdout holds only the JSON summary (the caller prints it); no progress.
+    pub json: bool,
+}
+
+/// How a prefetch ended, and its summary for `--json`.
+pub struct Outcome {
+    pub ending: Ending,
+    pub summary: summary::Summary,
 }
 
 /// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
@@ -79,7 +88,7 @@ pub enum Ending {
 pub const LISTED_AT_MOST: usize = 20;
 
 /// Runs a prefetch, telling on stderr what failed or was left out and how it ended.
-pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending> {
+pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcome> {
     let started = Instant::now();
     let sessions = resolve_sessions(api.as_ref(), opts).await?;
     if let Destination::Cache(_) = &opts.destination {
@@ -113,10 +122,13 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
         Ok(plan) => plan,
         Err(e) => match e.downcast::<Unreachable>() {
             Ok(gone) => {
-                eprintln!(
-                    "xnatfs: {gone} while planning; nothing transferred; run again to resume"
-                );
-                return Ok(Ending::Unreachable);
+                let msg =
+                    format!("{gone} while planning; nothing transferred; run again to resume");
+                eprintln!("xnatfs: {msg}");
+                return Ok(Outcome {
+                    ending: Ending::Unreachable,
+                    summary: summary::Summary::ended(Ending::Unreachable.name(), Some(msg)),
+                });
             }
             Err(e) => return Err(e),
         },
@@ -124,19 +136,24 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
     print_capped(plan.notes.iter().map(|n| format!("note: {n}")));
     let totals = plan.totals();
     if opts.dry_run {
-        print!("{}", plan.describe());
-        println!("dry run: nothing transferred");
-        return Ok(if plan.problems.is_empty() {
+        if !opts.json {
+            print!("{}", plan.describe());
+            println!("dry run: nothing transferred");
+        }
+        let ending = if plan.problems.is_empty() {
             Ending::Complete
         } else {
             Ending::Partial
-        });
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let summary = summary::Summary::new(&plan, None, ending, secs);
+        return Ok(Outcome { ending, summary });
     }
     let run_tmp = RunTmp::new(&opts.destination, breaker.token())?;
     let progress = Progress::new(
         totals.files - totals.present_files,
         totals.bytes - totals.present_bytes,
-        opts.quiet,
+        opts.quiet || opts.json,
     );
     let policy = TransferPolicy {
         attempts: PREFETCH_BODY_ATTEMPTS,
@@ -158,12 +175,10 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
     drop(run_tmp);
     progress.finish();
     let out = matches!(opts.destination, Destination::Out { .. });
-    Ok(conclude(
-        &plan,
-        &report,
-        out,
-        started.elapsed().as_secs_f64(),
-    ))
+    let secs = started.elapsed().as_secs_f64();
+    let ending = conclude(&plan, &report, out, secs);
+    let summary = summary::Summary::new(&plan, Some(&report), ending, secs);
+    Ok(Outcome { ending, summary })
 }
 
 /// Tells what was left out and what failed (by XNAT path, and by `--out` path when `out`),
@@ -176,15 +191,15 @@ fn conclude(plan: &Plan, report: &Report, out: bool, secs: f64) -> Ending {
     });
     print_capped(skipped.chain(failed));
     eprintln!(
-        "prefetch: {} files ({}) downloaded, {} retried, {} files ({}) already present, {} failed, {} skipped, in {secs:.1} s ({:.1} MB/s)",
-        report.downloaded_files,
+        "prefetch: {} ({}) downloaded, {} retried, {} ({}) already present, {} failed, {} skipped, in {secs:.1} s ({})",
+        files(report.downloaded_files),
         human_bytes(report.downloaded_bytes),
         report.retried,
-        report.skipped_files,
+        files(report.skipped_files),
         human_bytes(report.skipped_bytes),
         report.failed.len(),
         plan.problems.len(),
-        report.downloaded_bytes as f64 / secs.max(0.001) / 1e6
+        human_rate(report.downloaded_bytes as f64 / secs.max(0.001))
     );
     let total = plan.totals().files;
     let present = report.downloaded_files + report.skipped_files;
@@ -201,11 +216,13 @@ fn conclude(plan: &Plan, report: &Report, out: bool, secs: f64) -> Ending {
     match ending {
         Ending::Complete => {}
         Ending::Unreachable => eprintln!(
-            "xnatfs: server unreachable; {left} of {total} files left; run again to resume"
+            "xnatfs: server unreachable; {left} of {} left; run again to resume",
+            files(total)
         ),
         Ending::Partial | Ending::Failed => eprintln!(
-            "xnatfs: prefetch incomplete: {left} of {total} files left, {} items skipped (listed above); run it again to retry them",
-            plan.problems.len()
+            "xnatfs: prefetch incomplete: {left} of {} left, {} skipped (listed above); run it again to retry them",
+            files(total),
+            count(plan.problems.len() as u64, "item", "items")
         ),
     }
     ending

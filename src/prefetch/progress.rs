@@ -1,16 +1,18 @@
-//! Progress of a prefetch: a bar (files, bytes, rate, ETA) on a terminal, a plain line every few
-//! seconds otherwise.
+//! Progress of a prefetch: a one-line bar (bytes, rate, time left, files) on a terminal,
+//! never wider than 80 columns (nor than the terminal), a plain line every few seconds
+//! otherwise. Sizes and rates in the one unit system xnatfs prints everywhere (MiB, MiB/s:
+//! [`crate::units`]).
 
-use crate::units::human_bytes;
-use std::sync::Mutex;
+use crate::units::{human_bytes, human_rate};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total_files: u64,
     total_bytes: u64,
-    files: AtomicU64,
+    files: Arc<AtomicU64>,
     bytes: AtomicU64,
     started: Instant,
     last_line: Mutex<Instant>,
@@ -19,19 +21,102 @@ pub struct Progress {
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
+/// The widest the bar's line gets.
+pub const MAX_WIDTH: usize = 80;
+
+/// The bar itself is at least this wide, at most [`MAX_WIDTH`] less the text beside it.
+const MIN_BAR: usize = 10;
+
+/// What one line of progress says.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub files: u64,
+    pub total_files: u64,
+    pub bytes_per_sec: f64,
+    /// Time left, when it can be told.
+    pub eta: Option<Duration>,
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The text beside the bar: `1.2 GiB/4.0 GiB 85.3 MiB/s 32s 12/40 files`.
+fn stats(s: &Snapshot) -> String {
+    let eta = s.eta.map(short_duration).unwrap_or_else(|| "-".into());
+    format!(
+        "{}/{} {} {eta} {}/{} files",
+        human_bytes(s.bytes),
+        human_bytes(s.total_bytes),
+        human_rate(s.bytes_per_sec),
+        s.files,
+        s.total_files
+    )
+}
+
+/// The whole line, at most `width` columns: `[=====>    ] ` and [`stats`] (the bar goes
+/// first when there is not room for both).
+pub fn line(s: &Snapshot, width: usize) -> String {
+    let text = stats(s);
+    let room = width.saturating_sub(text.chars().count() + 3);
+    if room < MIN_BAR {
+        return text.chars().take(width).collect();
+    }
+    let fraction = match s.total_bytes {
+        0 => 1.0,
+        t => (s.bytes as f64 / t as f64).clamp(0.0, 1.0),
+    };
+    let filled = ((room as f64) * fraction) as usize;
+    let mut bar = "=".repeat(filled);
+    if filled < room {
+        bar.push('>');
+        bar.push_str(&" ".repeat(room - filled - 1));
+    }
+    format!("[{bar}] {text}")
+}
+
+/// The terminal's width on stderr, if it is one.
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize; fd 2 is ours to ask.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}
+
 impl Progress {
     /// `total_*`: what is to be transferred. `quiet`: no progress output at all.
     pub fn new(total_files: u64, total_bytes: u64, quiet: bool) -> Progress {
         use std::io::IsTerminal;
+        let files = Arc::new(AtomicU64::new(0));
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(total_bytes);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-                )
+            let done = files.clone();
+            let width = terminal_width().unwrap_or(MAX_WIDTH).min(MAX_WIDTH);
+            let style = indicatif::ProgressStyle::with_template("{line}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
+                .with_key(
+                    "line",
+                    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let snapshot = Snapshot {
+                            bytes: state.pos(),
+                            total_bytes: state.len().unwrap_or(0),
+                            files: done.load(Ordering::Relaxed),
+                            total_files,
+                            bytes_per_sec: state.per_sec(),
+                            eta: (state.pos() > 0).then(|| state.eta()),
+                        };
+                        let _ = w.write_str(&line(&snapshot, width));
+                    },
+                );
+            bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -39,7 +124,7 @@ impl Progress {
             bar,
             total_files,
             total_bytes,
-            files: AtomicU64::new(0),
+            files,
             bytes: AtomicU64::new(0),
             started: Instant::now(),
             last_line: Mutex::new(Instant::now()),
@@ -57,10 +142,8 @@ impl Progress {
     }
 
     pub fn file_done(&self) {
-        let done = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{done}/{} files", self.total_files));
-        } else {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        if self.bar.is_none() {
             self.maybe_line();
         }
     }
@@ -85,12 +168,12 @@ impl Progress {
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         eprintln!(
-            "prefetch: {}/{} files, {}/{}, {:.1} MB/s",
+            "prefetch: {}/{} files, {}/{}, {}",
             self.files.load(Ordering::Relaxed),
             self.total_files,
             human_bytes(bytes),
             human_bytes(self.total_bytes),
-            bytes as f64 / secs / 1e6
+            human_rate(bytes as f64 / secs)
         );
     }
 
@@ -98,5 +181,52 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_fits_80_columns_whatever_the_numbers() {
+        let big = Snapshot {
+            bytes: 1023 << 40,
+            total_bytes: u64::MAX,
+            files: 9_999_999,
+            total_files: 10_000_000,
+            bytes_per_sec: 1023.9 * 1024.0 * 1024.0,
+            eta: Some(Duration::from_secs(1_000_000)),
+        };
+        let small = Snapshot {
+            bytes: 0,
+            total_bytes: 0,
+            files: 0,
+            total_files: 1,
+            bytes_per_sec: 0.0,
+            eta: None,
+        };
+        let mid = Snapshot {
+            bytes: 600 << 20,
+            total_bytes: 1200 << 20,
+            files: 3,
+            total_files: 10,
+            bytes_per_sec: 85.3 * 1024.0 * 1024.0,
+            eta: Some(Duration::from_secs(65)),
+        };
+        for s in [big, small, mid] {
+            for width in [80, 60, 40, 20] {
+                let l = line(&s, width);
+                assert!(l.chars().count() <= width, "{width}: {l:?}");
+            }
+        }
+        let l = line(&mid, 80);
+        assert_eq!(l.chars().count(), 80, "{l}");
+        assert!(
+            l.ends_with("] 600.0 MiB/1.2 GiB 85.3 MiB/s 1m05s 3/10 files"),
+            "{l}"
+        );
+        assert!(l.starts_with("[=========="), "{l}");
+        assert!(!l.contains("MB"), "one unit system: {l}");
     }
 }
