@@ -124,6 +124,10 @@ pub fn spawn(
     use std::os::unix::process::CommandExt;
     crate::cache::create_cache_dir(cache_dir)
         .with_context(|| format!("cannot create the cache dir {}", cache_dir.display()))?;
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the log folder {}", dir.display()))?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -208,7 +208,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        // stderr; in the background mount, its log file, rotated by size.
+        .with_writer(|| crate::mount::log_file::LogWriter)
         .with_target(false)
         .try_init();
 }
