@@ -3,10 +3,9 @@
 //! stdout, whatever happened; its `exit_code` is the process's.
 
 use super::Ending;
-use super::plan::Plan;
+use super::plan::{self, Plan, PlannedResource, Problem};
 use super::transfer::Report;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 #[derive(Debug, Default, Serialize)]
@@ -96,14 +95,11 @@ impl Ending {
     }
 }
 
-impl Summary {
-    /// The summary of `plan` (and, after transferring, of `report`).
-    pub fn new(plan: &Plan, report: Option<&Report>, ending: Ending, secs: f64) -> Summary {
-        let failed_uris: HashSet<&str> = report
-            .map(|r| r.failed.iter().map(|f| f.uri.as_str()).collect())
-            .unwrap_or_default();
+impl SessionSummary {
+    /// The sessions of `resources` (a whole plan, or one session's part of it), in order.
+    pub fn of(resources: &[PlannedResource]) -> Vec<SessionSummary> {
         let mut sessions: Vec<SessionSummary> = Vec::new();
-        for r in &plan.resources {
+        for r in resources {
             if sessions.last().is_none_or(|s| s.id != r.session.id) {
                 sessions.push(SessionSummary {
                     id: r.session.id.clone(),
@@ -121,15 +117,9 @@ impl Summary {
             let files = r.files.len() as u64;
             let bytes: u64 = r.files.iter().map(|f| f.file.size).sum();
             let present = r.files.iter().filter(|f| f.present).count() as u64;
-            let failed = r
-                .files
-                .iter()
-                .filter(|f| failed_uris.contains(f.file.uri.as_str()))
-                .count() as u64;
             s.files += files;
             s.bytes += bytes;
             s.present_files += present;
-            s.failed_files += failed;
             s.resources.push(ResourceSummary {
                 scan: r.res.scan.clone(),
                 scan_type: r.scan_type.clone().filter(|t| !t.is_empty()),
@@ -139,13 +129,42 @@ impl Summary {
                 present_files: present,
             });
         }
-        let t = plan.totals();
+        sessions
+    }
+}
+
+impl Summary {
+    /// The summary of a whole `plan` (and, after transferring, of `report`).
+    pub fn new(plan: &Plan, report: Option<&Report>, ending: Ending, secs: f64) -> Summary {
+        Summary::assemble(
+            SessionSummary::of(&plan.resources),
+            plan.totals(),
+            &plan.problems,
+            &plan.notes,
+            report,
+            ending,
+            secs,
+        )
+    }
+
+    /// The summary of `sessions` (as [`SessionSummary::of`] made them, session by session or
+    /// from a whole plan), the plan's totals, what it left out and noted, and the transfers'
+    /// `report` (none for a dry run). A failed file counts against the session in its XNAT path.
+    pub fn assemble(
+        mut sessions: Vec<SessionSummary>,
+        planned: plan::Totals,
+        problems: &[Problem],
+        notes: &[String],
+        report: Option<&Report>,
+        ending: Ending,
+        secs: f64,
+    ) -> Summary {
         let mut totals = Totals {
-            files: t.files,
-            bytes: t.bytes,
-            present_files: t.present_files,
-            present_bytes: t.present_bytes,
-            skipped_items: plan.problems.len() as u64,
+            files: planned.files,
+            bytes: planned.bytes,
+            present_files: planned.present_files,
+            present_bytes: planned.present_bytes,
+            skipped_items: problems.len() as u64,
             ..Totals::default()
         };
         let mut failed = Vec::new();
@@ -154,6 +173,14 @@ impl Summary {
             totals.downloaded_bytes = r.downloaded_bytes;
             totals.retried = r.retried;
             totals.failed_files = r.failed.len() as u64;
+            for s in &mut sessions {
+                let prefix = format!("/data/experiments/{}/", s.id);
+                s.failed_files = r
+                    .failed
+                    .iter()
+                    .filter(|f| f.uri.starts_with(&prefix))
+                    .count() as u64;
+            }
             failed = r
                 .failed
                 .iter()
@@ -170,15 +197,14 @@ impl Summary {
             sessions,
             totals,
             failed,
-            skipped: plan
-                .problems
+            skipped: problems
                 .iter()
                 .map(|p| Skipped {
                     item: p.item.clone(),
                     why: p.why.clone(),
                 })
                 .collect(),
-            notes: plan.notes.clone(),
+            notes: notes.to_vec(),
             seconds: (secs * 1000.0).round() / 1000.0,
             ..Summary::default()
         }
@@ -191,5 +217,93 @@ impl Summary {
             error,
             ..Summary::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prefetch::plan::PlannedFile;
+    use crate::prefetch::transfer::Failure;
+    use crate::xnat::{RemoteFile, ResourceRef, Session};
+
+    fn resource(session: &str, scan: Option<&str>, sizes: &[(u64, bool)]) -> PlannedResource {
+        PlannedResource {
+            session: Session {
+                id: session.into(),
+                label: format!("{session}_label"),
+                project: "P".into(),
+                xsi_type: "xnat:mrSessionData".into(),
+                date: String::new(),
+            },
+            dir_name: format!("{session}_label"),
+            scan_type: scan.map(|_| "T1w".into()),
+            res: ResourceRef {
+                session_id: session.into(),
+                scan: scan.map(Into::into),
+                label: "NIFTI".into(),
+                id: "1".into(),
+            },
+            files: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, (size, present))| PlannedFile {
+                    file: RemoteFile {
+                        path: format!("f{i}"),
+                        size: *size,
+                        digest: None,
+                        uri: format!("/data/experiments/{session}/resources/1/files/f{i}"),
+                    },
+                    dest: format!("/out/f{i}").into(),
+                    present: *present,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn per_session_counts_and_failures_by_session() {
+        let plan = Plan {
+            resources: vec![
+                resource("E1", Some("2"), &[(10, true), (20, false)]),
+                resource("E1", None, &[(5, false)]),
+                resource("E2", Some("1"), &[(7, false)]),
+            ],
+            problems: vec![Problem::new("E3", "cannot list")],
+            notes: vec!["no scan 9 in E2".into()],
+        };
+        let dry = Summary::new(&plan, None, Ending::Partial, 0.1234);
+        assert!(dry.dry_run);
+        assert_eq!(dry.status, "partial");
+        assert_eq!(dry.sessions.len(), 2);
+        let e1 = &dry.sessions[0];
+        assert_eq!((e1.files, e1.bytes, e1.present_files), (3, 35, 1));
+        assert_eq!(e1.resources.len(), 2);
+        assert_eq!(e1.resources[1].scan, None);
+        assert_eq!((dry.totals.files, dry.totals.skipped_items), (4, 1));
+        assert_eq!(dry.seconds, 0.123);
+        let report = Report {
+            downloaded_files: 2,
+            downloaded_bytes: 25,
+            failed: vec![Failure {
+                uri: "/data/experiments/E2/resources/1/files/f0".into(),
+                dest: "/out/f0".into(),
+                why: "MD5 mismatch".into(),
+            }],
+            ..Report::default()
+        };
+        let done = Summary::new(&plan, Some(&report), Ending::Partial, 1.0);
+        assert!(!done.dry_run);
+        assert_eq!(
+            (done.sessions[0].failed_files, done.sessions[1].failed_files),
+            (0, 1)
+        );
+        assert_eq!(
+            (done.totals.downloaded_files, done.totals.failed_files),
+            (2, 1)
+        );
+        let json = serde_json::to_value(&done).unwrap();
+        assert_eq!(json["failed"][0]["why"], "MD5 mismatch");
+        assert!(json.get("error").is_none());
     }
 }
