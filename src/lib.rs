@@ -12,6 +12,7 @@
 //! - [`mount`]: a mount's life: mount, serve, unmount.
 //! - [`mock`]: a stand-in XNAT server for tests and the demo.
 //! - [`cli`]: the command line, only parsing and wiring; [`settings`]: server and credentials;
+//!   [`profiles`]: named servers in xnatfs's config file (and xnatctl's);
 //!   [`names`]: which names are safe as paths; [`units`]: sizes and durations.
 
 pub mod cache;
@@ -22,6 +23,7 @@ pub mod mock;
 pub mod mount;
 pub mod names;
 pub mod prefetch;
+pub mod profiles;
 pub mod settings;
 pub mod units;
 pub mod xnat;

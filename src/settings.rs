@@ -1,7 +1,8 @@
 //! Which server and which credentials: flags, then the environment variables xnatctl reads
 //! (`XNAT_URL`, `XNAT_USER`, `XNAT_PASS`, `XNAT_TOKEN`), then a profile in
-//! `~/.config/xnatfs/config.toml`, then `~/.netrc`, then a prompt on a terminal. A profile's
-//! user and password go only to the profile's own server.
+//! `~/.config/xnatfs/config.toml` (or xnatctl's `~/.config/xnatctl/config.yaml`: see
+//! [`crate::profiles`]), then `~/.netrc`, then a prompt on a terminal. A profile's user and
+//! password go only to the profile's own server.
 //!
 //! ```toml
 //! default_profile = "work"
@@ -12,12 +13,12 @@
 //! default_project = "DEMO"
 //! ```
 
+use crate::profiles::Profile;
+pub use crate::profiles::config_path;
+use crate::xnat::XnatError;
 use crate::xnat::http::Credentials;
-use anyhow::{Context, Result, bail};
-use serde::Deserialize;
-use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// What the command line says about the server.
@@ -33,29 +34,8 @@ pub struct Settings {
     pub url: String,
     pub credentials: Credentials,
     pub default_project: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ConfigFile {
-    default_profile: Option<String>,
-    #[serde(default)]
-    profiles: HashMap<String, Profile>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-struct Profile {
-    url: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    default_project: Option<String>,
-}
-
-pub fn config_path() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".config"));
-    base.join("xnatfs").join("config.toml")
+    /// Accept any TLS certificate: the profile (for its own server) says so.
+    pub insecure: bool,
 }
 
 fn home() -> PathBuf {
@@ -103,46 +83,6 @@ fn secret_env(name: &str) -> Option<String> {
         (Some(values), Some(i)) => values[i].clone(),
         _ => env(name),
     }
-}
-
-fn load_profile(path: &Path, wanted: Option<&str>) -> Result<Option<Profile>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(name) = wanted {
-                bail!(
-                    "profile {name:?} asked for, but there is no {}",
-                    path.display()
-                );
-            }
-            return Ok(None);
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let file: ConfigFile =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let name = wanted
-        .map(str::to_string)
-        .or(file.default_profile.clone())
-        .unwrap_or_else(|| "default".into());
-    let profile = match file.profiles.get(&name) {
-        Some(p) => p.clone(),
-        None if wanted.is_some() || file.default_profile.is_some() => {
-            bail!("no profile {name:?} in {}", path.display())
-        }
-        None => return Ok(None),
-    };
-    if profile.password.is_some() {
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "{} holds a password but others can read it; run: chmod 600 {}",
-                path.display(),
-                path.display()
-            );
-        }
-    }
-    Ok(Some(profile))
 }
 
 /// A `.netrc` entry: login and password for a host.
@@ -380,20 +320,34 @@ fn choose(
             token: env.token.clone(),
         },
         default_project: profile.default_project.clone(),
+        insecure: own_server && profile.insecure == Some(true),
     })
+}
+
+/// The profile in use: named by `--profile`, `XNATFS_PROFILE` or `XNAT_PROFILE`, in
+/// xnatfs's config or xnatctl's (see [`crate::profiles::active`]).
+fn chosen_profile(args: &ServerArgs) -> Result<Profile> {
+    let wanted = crate::profiles::wanted_name(args.profile.as_deref());
+    let active = crate::profiles::active(wanted.as_deref())?;
+    if let Some(a) = &active {
+        tracing::debug!("using {a}");
+    }
+    Ok(active.map(|a| a.profile).unwrap_or_default())
 }
 
 /// Resolves the server and credentials. Prompts for a password only when `may_prompt` and
 /// standard input is a terminal. Without `need_credentials` (an offline mount), a missing
 /// password is no error.
 pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> Result<Settings> {
-    let wanted = args.profile.clone().or_else(|| env("XNATFS_PROFILE"));
-    let profile = load_profile(&config_path(), wanted.as_deref())?.unwrap_or_default();
+    let profile = chosen_profile(args)?;
     let mut settings = choose(args, &Env::read(), &profile, netrc_for)?;
     let creds = &mut settings.credentials;
     if need_credentials && creds.user.is_none() && creds.token.is_none() && creds.password.is_some()
     {
-        bail!("no user name: a password is set, but not whose; set XNAT_USER or pass --user");
+        return Err(XnatError::Auth(
+            "no user name: a password is set, but not whose; set XNAT_USER or pass --user".into(),
+        )
+        .into());
     }
     if creds.password.is_none() && creds.token.is_none() && need_credentials {
         use std::io::IsTerminal;
@@ -407,11 +361,19 @@ pub fn resolve(args: &ServerArgs, may_prompt: bool, need_credentials: bool) -> R
                     .context("cannot read the password")?,
                 );
             }
-            Some(u) => bail!(
-                "no password for {u}: set XNAT_PASS (or XNAT_TOKEN), add it to ~/.netrc, or run on a terminal to be asked"
-            ),
+            // Authentication errors (exit 3), though nothing was asked of the server yet.
+            Some(u) => {
+                return Err(XnatError::Auth(format!(
+                    "no password for {u}: set XNAT_PASS (or XNAT_TOKEN), add it to ~/.netrc, or run on a terminal to be asked"
+                ))
+                .into());
+            }
             None => {
-                bail!("no user name: set XNAT_USER (and XNAT_PASS), pass --user, or use XNAT_TOKEN")
+                return Err(XnatError::Auth(
+                    "no user name: set XNAT_USER (and XNAT_PASS), pass --user, or use XNAT_TOKEN"
+                        .into(),
+                )
+                .into());
             }
         }
     }
@@ -472,7 +434,7 @@ mod tests {
             url: url.map(Into::into),
             user: Some("alice".into()),
             password: Some("pw".into()),
-            default_project: None,
+            ..Profile::default()
         }
     }
 
@@ -564,23 +526,5 @@ mod tests {
         };
         let s = choose(&args, &Env::default(), &Profile::default(), |_| None).unwrap();
         assert_eq!(s.credentials.password, None);
-    }
-
-    #[test]
-    fn profiles_with_passwords_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(
-            &path,
-            "default_profile = \"w\"\n[profiles.w]\nurl = \"http://h\"\nuser = \"u\"\npassword = \"p\"\ndefault_project = \"DEMO\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_profile(&path, None).unwrap_err().to_string();
-        assert!(err.contains("chmod 600"), "{err}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let p = load_profile(&path, None).unwrap().unwrap();
-        assert_eq!(p.default_project.as_deref(), Some("DEMO"));
-        assert!(load_profile(&path, Some("nope")).is_err());
     }
 }

@@ -47,6 +47,26 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A rate in the same binary units: `12.5 MiB/s`.
+pub fn human_rate(bytes_per_sec: f64) -> String {
+    let n = if bytes_per_sec.is_finite() && bytes_per_sec > 0.0 {
+        bytes_per_sec.round() as u64
+    } else {
+        0
+    };
+    format!("{}/s", human_bytes(n))
+}
+
+/// `n` with its noun, singular for one: `1 file`, `2 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `1 file`, `3 files`.
+pub fn files(n: u64) -> String {
+    count(n, "file", "files")
+}
+
 /// The longest duration a flag accepts: a day (longer is surely a mistake).
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -81,6 +101,12 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_rate(1.5 * 1024.0 * 1024.0), "1.5 MiB/s");
+        assert_eq!(human_rate(f64::NAN), "0 B/s");
+        assert_eq!(
+            (files(1), files(0), files(2)),
+            ("1 file".into(), "0 files".into(), "2 files".into())
+        );
     }
 
     #[test]

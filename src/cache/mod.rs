@@ -4,7 +4,7 @@
 //! this module and nowhere else ([`Area`]):
 //!
 //! ```text
-//! <cache dir>/xnatfs.log                   the background mount's log (default)
+//! <cache dir>/logs/<mount point>.log       a background mount's log (default; rotated)
 //! <cache dir>/<area>/data/<session ID>/scans/<scan>/resources/<label>/files/<path>
 //!                   data/<session ID>/resources/<label>/files/<path>
 //!                   tmp/                   partial files, before they are verified
@@ -52,9 +52,23 @@ pub fn default_cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache").join("xnatfs")
 }
 
-/// The log file of a background mount, unless `--log-file` says otherwise.
-pub fn default_log_file(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("xnatfs.log")
+/// The log file of the mount on `mountpoint` (absolute) in `cache_dir`:
+/// `/home/alice/xnat` gives `<cache dir>/logs/home_alice_xnat.log`.
+pub fn default_log_file(cache_dir: &Path, mountpoint: &Path) -> PathBuf {
+    let name: String = mountpoint
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    let name = match name.trim_matches('.') {
+        "" => "root".to_string(),
+        n => n.chars().take(200).collect(),
+    };
+    cache_dir.join("logs").join(format!("{name}.log"))
 }
 
 /// The area name for a server URL: readable, one per URL (`https_xnat.example.org_8443`),

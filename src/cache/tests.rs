@@ -308,3 +308,27 @@ fn one_area_per_server_however_its_url_is_spelled() {
         "http_127.0.0.1_8080"
     );
 }
+
+#[test]
+fn one_file_per_mount_point() {
+    let c = Path::new("/c");
+    assert_eq!(
+        default_log_file(c, Path::new("/home/alice/xnat")),
+        Path::new("/c/logs/home_alice_xnat.log")
+    );
+    assert_ne!(
+        default_log_file(c, Path::new("/mnt/a")),
+        default_log_file(c, Path::new("/mnt/b"))
+    );
+    assert_eq!(
+        default_log_file(c, Path::new("/")),
+        Path::new("/c/logs/root.log")
+    );
+    let odd = default_log_file(c, Path::new("/../.."));
+    assert_eq!(
+        odd.parent(),
+        Some(Path::new("/c/logs")),
+        "{}",
+        odd.display()
+    );
+}

@@ -8,6 +8,7 @@
 //! as the mount lives): the child starts without `XNAT_PASS`, `XNAT_TOKEN` and the rest, and
 //! a user name and password in `--url` are taken out of its arguments.
 
+use super::exit::{Exit, WithExit};
 use crate::settings::{Settings, without_userinfo};
 use crate::xnat::http::Credentials;
 use anyhow::{Context, Result, bail};
@@ -30,6 +31,8 @@ struct Handoff {
     password: Option<String>,
     token: Option<String>,
     default_project: Option<String>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 /// In the child: the settings its parent resolved, read from stdin.
@@ -46,6 +49,7 @@ pub fn received_settings() -> Result<Settings> {
             token: h.token,
         },
         default_project: h.default_project,
+        insecure: h.insecure,
     })
 }
 
@@ -82,9 +86,19 @@ pub fn ready() {
     detach_stdout();
 }
 
-/// Tells the waiting parent why the mount failed.
+/// Tells the waiting parent why the mount failed, and the exit status that gives
+/// (`error: CODE MESSAGE`).
 pub fn failed(e: &anyhow::Error) {
-    println!("error: {e:#}");
+    println!("error: {} {e:#}", Exit::for_error(e).code());
+}
+
+/// The error a child's `error: CODE MESSAGE` line stands for, with its exit status.
+fn reported_error(line: &str) -> anyhow::Error {
+    let (code, msg) = line
+        .split_once(' ')
+        .and_then(|(c, m)| Some((Exit::from_code(c.parse().ok()?)?, m)))
+        .unwrap_or((Exit::Failed, line));
+    WithExit(code, msg.to_string()).into()
 }
 
 /// Points stdout at /dev/null, so the parent's read of it ends.
@@ -110,6 +124,10 @@ pub fn spawn(
     use std::os::unix::process::CommandExt;
     crate::cache::create_cache_dir(cache_dir)
         .with_context(|| format!("cannot create the cache dir {}", cache_dir.display()))?;
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the log folder {}", dir.display()))?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -140,6 +158,7 @@ pub fn spawn(
         password: creds.password.clone(),
         token: creds.token.clone(),
         default_project: settings.default_project.clone(),
+        insecure: settings.insecure,
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A child that fails before reading says so on its stdout, read below.
@@ -158,7 +177,7 @@ pub fn spawn(
             break;
         }
         if let Some(msg) = line.strip_prefix("error: ") {
-            verdict = Some(Err(anyhow::anyhow!("{msg}")));
+            verdict = Some(Err(reported_error(msg)));
         }
     }
     match verdict {
@@ -183,5 +202,20 @@ pub fn spawn(
                 log_path.display()
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_childs_exit_status_reaches_the_parent() {
+        let e = anyhow::Error::new(crate::xnat::XnatError::Auth("wrong password".into()));
+        let line = format!("{} {e:#}", Exit::for_error(&e).code());
+        let back = reported_error(&line);
+        assert_eq!(Exit::for_error(&back), Exit::Auth);
+        assert_eq!(back.to_string(), "authentication failed: wrong password");
+        assert_eq!(Exit::for_error(&reported_error("garbled")), Exit::Failed);
     }
 }

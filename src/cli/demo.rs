@@ -33,6 +33,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             token: None,
         },
         default_project: None,
+        insecure: false,
     };
     let rt = runtime()?;
     let timeout = Duration::from_secs(30);

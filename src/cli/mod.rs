@@ -1,8 +1,10 @@
 //! The command line: parsing and wiring only. Each command has its own file here, with its
 //! flags and the few lines that hand off to the module that does the work.
 
+mod auth;
 mod cache;
 mod completions;
+mod config;
 mod daemon;
 mod demo;
 mod exit;
@@ -14,8 +16,10 @@ mod prefetch;
 mod status;
 mod unmount;
 
+pub use self::auth::{AuthCommand, AuthTestArgs};
 pub use self::cache::CacheCommand;
 pub use self::completions::CompletionsArgs;
+pub use self::config::{AddProfileArgs, ConfigCommand};
 pub use self::helper::InstallHelperArgs;
 pub use self::man::ManArgs;
 pub use self::mock_server::MockServerArgs;
@@ -33,6 +37,25 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// `xnatfs --help` after the commands: examples, then the exit status table.
+fn top_after_help() -> String {
+    format!(
+        "Examples:\n  \
+                  xnatfs demo                                  # try it with the built-in demo server\n  \
+                  export XNAT_URL=https://xnat.example.org XNAT_USER=alice\n  \
+                  xnatfs mount ~/xnat                          # all projects you can read\n  \
+                  xnatfs mount ~/xnat -P MYPROJ                # one project's sessions\n  \
+                  xnatfs mount ~/xnat -E XNAT_E00001 -E XNAT_E00002\n  \
+                  xnatfs status                                # what is mounted, from where\n  \
+                  xnatfs unmount ~/xnat\n\n\
+                  As a mount helper (/etc/fstab, systemd .mount units, mount -t fuse.xnatfs; see\n\
+                  xnatfs install-helper), each -o option a mount flag (cache_dir= is --cache-dir):\n  \
+                  xnatfs https://xnat.example.org /mnt/xnat -o project=MYPROJ,profile=work,allow_other,_netdev\n\n\
+         {}",
+        exit::table()
+    )
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "xnatfs",
@@ -44,17 +67,7 @@ use std::time::Duration;
                   <session>/resources/<label>/files/<name...>\n\n\
                   The server and credentials come from XNAT_URL, XNAT_USER, XNAT_PASS (or XNAT_TOKEN),\n\
                   --url/--user, a profile in ~/.config/xnatfs/config.toml, or ~/.netrc.",
-    after_help = "Examples:\n  \
-                  xnatfs demo                                  # try it with the built-in demo server\n  \
-                  export XNAT_URL=https://xnat.example.org XNAT_USER=alice\n  \
-                  xnatfs mount ~/xnat                          # all projects you can read\n  \
-                  xnatfs mount ~/xnat -P MYPROJ                # one project's sessions\n  \
-                  xnatfs mount ~/xnat -E XNAT_E00001 -E XNAT_E00002\n  \
-                  xnatfs status                                # what is mounted, from where\n  \
-                  xnatfs unmount ~/xnat\n\n\
-                  As a mount helper (/etc/fstab, systemd .mount units, mount -t fuse.xnatfs; see\n\
-                  xnatfs install-helper), each -o option a mount flag (cache_dir= is --cache-dir):\n  \
-                  xnatfs https://xnat.example.org /mnt/xnat -o project=MYPROJ,profile=work,allow_other,_netdev"
+    after_help = top_after_help()
 )]
 pub struct Cli {
     /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
@@ -82,6 +95,25 @@ pub enum Command {
         after_help = "Examples:\n  xnatfs cache stats\n  xnatfs cache clear --url https://xnat.example.org"
     )]
     Cache(CacheCommand),
+    /// Profiles: named servers with their user (and password), default project.
+    #[command(
+        subcommand,
+        after_help = "Profiles live in ~/.config/xnatfs/config.toml; xnatctl's (~/.config/xnatctl/config.yaml)\n\
+        are used when no xnatfs profile is set. --profile NAME (or XNATFS_PROFILE, or xnatctl's\n\
+        XNAT_PROFILE) picks one.\n\n\
+        Examples:\n  \
+        xnatfs config add-profile work --url https://xnat.example.org --user alice --default-project MYPROJ\n  \
+        xnatfs config list\n  \
+        xnatfs config show work\n  \
+        xnatfs config use work"
+    )]
+    Config(ConfigCommand),
+    /// Check the server and credentials: log in as a mount would.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Who you are where: the same as `xnatfs auth test`.
+    #[command(after_help = "Examples:\n  xnatfs whoami\n  xnatfs whoami --profile work")]
+    Whoami(AuthTestArgs),
     /// Unmount a folder mounted by xnatfs (or all of yours).
     #[command(after_help = "Examples:\n  \
         xnatfs unmount ~/xnat\n  \
@@ -180,7 +212,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        // stderr; in the background mount, its log file, rotated by size.
+        .with_writer(|| crate::mount::log_file::LogWriter)
         .with_target(false)
         .try_init();
 }
@@ -231,6 +264,9 @@ pub fn main() -> i32 {
         Command::Unmount(args) => unmount::cmd_unmount(args),
         Command::Status(args) => status::cmd_status(args),
         Command::Cache(c) => cache::cmd_cache(c),
+        Command::Config(c) => config::cmd_config(c),
+        Command::Auth(c) => auth::cmd_auth(c),
+        Command::Whoami(args) => auth::auth_test(args),
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
         Command::InstallHelper(args) => helper::cmd_install_helper(args),
@@ -269,7 +305,7 @@ fn print(bytes: &[u8]) -> Result<()> {
 /// Reports an error that ends a command.
 fn failed(e: anyhow::Error) -> exit::Exit {
     eprintln!("xnatfs: {e:#}");
-    exit::Exit::Failed
+    exit::Exit::for_error(&e)
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -285,7 +321,9 @@ pub(crate) fn client(
     io_timeout: Duration,
     flags: &ServerFlags,
 ) -> Result<Arc<HttpXnat>> {
-    if flags.insecure {
+    // --insecure, or the profile says so (xnatctl's verify_ssl: false).
+    let insecure = flags.insecure || settings.insecure;
+    if insecure {
         tracing::warn!("--insecure: TLS certificates are not checked");
     }
     let ca_bundle = flags.ca_bundle.clone().or_else(|| {
@@ -295,7 +333,7 @@ pub(crate) fn client(
     });
     let mut options = ClientOptions {
         timeout: io_timeout,
-        insecure: flags.insecure,
+        insecure,
         ca_bundle,
         ..ClientOptions::default()
     };

@@ -33,7 +33,8 @@ pub struct MountArgs {
     /// How long one operation may wait for the server before it fails (like 30s, 2m).
     #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
     pub io_timeout: Duration,
-    /// Log file when in the background (default: <cache dir>/xnatfs.log).
+    /// Log file when in the background, rotated past 10 MiB (default: one per mount point,
+    /// <cache dir>/logs/<mount point>.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// No server at all: serve what was browsed or prefetched before, from the cache.
@@ -121,9 +122,12 @@ pub fn cmd_mount(mut args: MountArgs) -> Result<()> {
     let log = args
         .log_file
         .clone()
-        .unwrap_or_else(|| crate::cache::default_log_file(&cache_dir));
+        .unwrap_or_else(|| crate::cache::default_log_file(&cache_dir, &args.mountpoint));
     if !args.foreground && !child {
         return daemon::spawn(&settings, &cache_dir, &log, &args.mountpoint);
+    }
+    if child && let Err(e) = mount::log_file::rotate_stderr_at(&log) {
+        tracing::warn!("the log {} will not be rotated: {e}", log.display());
     }
     // In the foreground the log is this terminal.
     let log = child.then_some(log);

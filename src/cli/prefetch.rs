@@ -5,6 +5,7 @@ use super::{ServerFlags, client, failed, runtime};
 use crate::cache::default_cache_dir;
 use crate::prefetch::destination::Destination;
 use crate::prefetch::select::{ScanSelector, Selection};
+use crate::prefetch::summary::Summary;
 use crate::settings;
 use crate::xnat::XnatApi;
 use crate::xnat::remembering::RememberingApi;
@@ -75,6 +76,10 @@ pub struct PrefetchArgs {
     /// --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
     #[arg(long, value_name = "I/N", value_parser = crate::prefetch::shard::Shard::parse)]
     pub shard: Option<crate::prefetch::shard::Shard>,
+    /// Print the plan (with --dry-run) or the result as JSON on stdout: per session and in
+    /// total, files, bytes, failures, skipped items, status and exit code. No progress output.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -91,24 +96,50 @@ pub fn after_help() -> String {
         xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n  \
         xnatfs prefetch -P MYPROJ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT -q  # one node's part (sbatch --array=0-9)\n\n\
         {}",
-        exit::table()
+        exit::prefetch_table()
     )
 }
 
-/// Runs `xnatfs prefetch`; what it returns is the exit status.
+/// Runs `xnatfs prefetch`; what it returns is the exit status. With `--json`, stdout holds
+/// one JSON document whatever happened (its `exit_code` is the exit status).
 pub fn cmd_prefetch(args: PrefetchArgs) -> Exit {
-    match prefetch(args) {
-        Ok(exit) => exit,
-        Err(e) => failed(e),
+    let json = args.json;
+    let (exit, summary) = match prefetch(args) {
+        Ok(done) => done,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let exit = failed(e);
+            (exit, Some(Summary::ended("failed", Some(msg))))
+        }
+    };
+    if json {
+        let mut summary = summary.unwrap_or_default();
+        summary.exit_code = exit.code();
+        match exit {
+            Exit::Interrupted => summary.status = "interrupted".into(),
+            Exit::Terminated => summary.status = "terminated".into(),
+            Exit::Auth => summary.status = "authentication".into(),
+            Exit::Unreachable => summary.status = "unreachable".into(),
+            Exit::Usage => summary.status = "usage".into(),
+            _ => {}
+        }
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        if let Err(e) = super::print(format!("{text}\n").as_bytes()) {
+            return failed(e);
+        }
     }
+    exit
 }
 
-fn prefetch(args: PrefetchArgs) -> Result<Exit> {
+fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
     if let Some(shard) = args.shard
         && let Err(e) = shard.check_slurm(&crate::prefetch::shard::SlurmArray::from_env())
     {
         eprintln!("xnatfs: {e}");
-        return Ok(Exit::Usage);
+        return Ok((
+            Exit::Usage,
+            Some(Summary::ended("usage", Some(e.to_string()))),
+        ));
     }
     let settings = settings::resolve(&args.server.server_args(), true, true)?;
     let selection = Selection {
@@ -163,6 +194,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         quiet: args.quiet,
         shard: args.shard,
         verify: args.verify,
+        json: args.json,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {
@@ -171,9 +203,9 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         // Dropping the prefetch on a signal drops every transfer under way with its partial
         // file, and the run's folder of partial files with whatever is left in it.
         Ok::<_, anyhow::Error>(tokio::select! {
-            r = crate::prefetch::run(api, &opts) => r.map(Exit::from),
-            _ = tokio::signal::ctrl_c() => Ok(Exit::Interrupted),
-            _ = term.recv() => Ok(Exit::Terminated),
+            r = crate::prefetch::run(api, &opts) => r.map(|o| (Exit::from(o.ending), Some(o.summary))),
+            _ = tokio::signal::ctrl_c() => Ok((Exit::Interrupted, None)),
+            _ = term.recv() => Ok((Exit::Terminated, None)),
         })
     })?;
     // A server that went away may not answer: do not wait for it long.
@@ -181,7 +213,7 @@ fn prefetch(args: PrefetchArgs) -> Result<Exit> {
         let _ = tokio::time::timeout(Duration::from_secs(3), client.logout()).await;
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    if let Ok(Exit::Interrupted | Exit::Terminated) = outcome {
+    if let Ok((Exit::Interrupted | Exit::Terminated, _)) = outcome {
         eprintln!("xnatfs: prefetch interrupted; no partial file was left; run it again to finish");
     }
     outcome

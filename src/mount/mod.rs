@@ -6,6 +6,7 @@
 //! systemd it is ready.
 
 pub mod kernel;
+pub mod log_file;
 pub mod mountpoint;
 pub mod notify;
 pub mod state;

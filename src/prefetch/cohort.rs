@@ -40,6 +40,8 @@ pub struct Outcome {
     pub sessions: usize,
     /// The server was taken for gone while sessions were still being planned.
     pub unreachable_planning: Option<String>,
+    /// What each planned session holds, for `--json`, in the order they were planned.
+    pub summaries: Vec<super::summary::SessionSummary>,
 }
 
 /// Plans `sessions` and transfers what they hold into `opts.destination`, partial files in
@@ -115,6 +117,10 @@ pub async fn prefetch(
         outcome.totals.merge(one.totals());
         outcome.problems.extend(one.problems);
         labels_known &= one.labels_known;
+        if opts.json {
+            let summaries = super::summary::SessionSummary::of(&one.resources);
+            outcome.summaries.extend(summaries);
+        }
         let jobs = transfers.jobs_of(one.resources);
         let open = gate.saw(&opts.selection, one.seen.as_ref());
         seen_all.extend(one.seen);

@@ -120,6 +120,7 @@ fn options(root: &Path, scans: &str) -> PrefetchOptions {
         io_timeout: Duration::from_secs(5),
         quiet: true,
         verify: crate::cache::Verify::Md5,
+        json: false,
         shard: None,
     }
 }

@@ -10,12 +10,13 @@ pub mod plan;
 pub mod progress;
 pub mod select;
 pub mod shard;
+pub mod summary;
 pub mod transfer;
 pub mod verified;
 pub mod zip;
 pub mod zip_stream;
 
-use crate::units::human_bytes;
+use crate::units::{count, files, human_bytes, human_rate};
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
 use crate::xnat::{Session, XnatApi, named_sessions};
 use anyhow::{Result, bail};
@@ -50,6 +51,14 @@ pub struct PrefetchOptions {
     pub shard: Option<Shard>,
     /// How each file is checked (`--verify`).
     pub verify: crate::cache::Verify,
+    /// `--json`: stdout holds only the JSON summary (the caller prints it); no progress.
+    pub json: bool,
+}
+
+/// How a prefetch ended, and its summary for `--json`.
+pub struct Outcome {
+    pub ending: Ending,
+    pub summary: summary::Summary,
 }
 
 /// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
@@ -100,7 +109,7 @@ pub enum Ending {
 pub const LISTED_AT_MOST: usize = 20;
 
 /// Runs a prefetch, telling on stderr what failed or was left out and how it ended.
-pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending> {
+pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcome> {
     let started = Instant::now();
     let mut sessions = resolve_sessions(api.as_ref(), opts).await?;
     if let Destination::Out { name: Some(_), .. } = &opts.destination
@@ -138,10 +147,13 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
     }
     let breaker = Arc::new(Breaker::default());
     if opts.dry_run {
-        return dry_run(api.as_ref(), &sessions, opts, &breaker).await;
+        return dry_run(api.as_ref(), &sessions, opts, &breaker, started).await;
     }
     let run_tmp = RunTmp::new(&opts.destination, breaker.token())?;
-    let progress = Arc::new(Progress::new(sessions.len() as u64, opts.quiet));
+    let progress = Arc::new(Progress::new(
+        sessions.len() as u64,
+        opts.quiet || opts.json,
+    ));
     let policy = TransferPolicy {
         attempts: PREFETCH_BODY_ATTEMPTS,
         stall_timeout: opts.io_timeout,
@@ -163,7 +175,18 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Ending
     let done = done?;
     print_capped(done.notes.iter().map(|n| format!("note: {n}")));
     let out = matches!(opts.destination, Destination::Out { .. });
-    Ok(conclude(&done, out, started.elapsed().as_secs_f64()))
+    let secs = started.elapsed().as_secs_f64();
+    let ending = conclude(&done, out, secs);
+    let summary = summary::Summary::assemble(
+        done.summaries,
+        done.totals,
+        &done.problems,
+        &done.notes,
+        Some(&done.report),
+        ending,
+        secs,
+    );
+    Ok(Outcome { ending, summary })
 }
 
 /// `--dry-run`: plans every session (in parallel) and prints the plan.
@@ -172,7 +195,8 @@ async fn dry_run(
     sessions: &[(String, Session)],
     opts: &PrefetchOptions,
     breaker: &Breaker,
-) -> Result<Ending> {
+    started: Instant,
+) -> Result<Outcome> {
     let built = plan::build(
         api,
         sessions,
@@ -186,22 +210,30 @@ async fn dry_run(
         Ok(plan) => plan,
         Err(e) => match e.downcast::<Unreachable>() {
             Ok(gone) => {
-                eprintln!(
-                    "xnatfs: {gone} while planning; nothing transferred; run again to resume"
-                );
-                return Ok(Ending::Unreachable);
+                let msg =
+                    format!("{gone} while planning; nothing transferred; run again to resume");
+                eprintln!("xnatfs: {msg}");
+                return Ok(Outcome {
+                    ending: Ending::Unreachable,
+                    summary: summary::Summary::ended(Ending::Unreachable.name(), Some(msg)),
+                });
             }
             Err(e) => return Err(e),
         },
     };
     print_capped(plan.notes.iter().map(|n| format!("note: {n}")));
-    print!("{}", plan.describe());
-    println!("dry run: nothing transferred");
-    Ok(if plan.problems.is_empty() {
+    let ending = if plan.problems.is_empty() {
         Ending::Complete
     } else {
         Ending::Partial
-    })
+    };
+    if !opts.json {
+        print!("{}", plan.describe());
+        println!("dry run: nothing transferred");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let summary = summary::Summary::new(&plan, None, ending, secs);
+    Ok(Outcome { ending, summary })
 }
 
 /// Tells what was left out and what failed (by XNAT path, and by `--out` path when `out`),
@@ -219,15 +251,15 @@ fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
         n => format!("{n} sessions: "),
     };
     eprintln!(
-        "prefetch: {sessions}{} files ({}) downloaded, {} retried, {} files ({}) already present, {} failed, {} skipped, in {secs:.1} s ({:.1} MB/s)",
-        report.downloaded_files,
+        "prefetch: {sessions}{} ({}) downloaded, {} retried, {} ({}) already present, {} failed, {} skipped, in {secs:.1} s ({})",
+        files(report.downloaded_files),
         human_bytes(report.downloaded_bytes),
         report.retried,
-        report.skipped_files,
+        files(report.skipped_files),
         human_bytes(report.skipped_bytes),
         report.failed.len(),
         problems.len(),
-        report.downloaded_bytes as f64 / secs.max(0.001) / 1e6
+        human_rate(report.downloaded_bytes as f64 / secs.max(0.001))
     );
     let Totals { files: total, .. } = done.totals;
     let present = report.downloaded_files + report.skipped_files;
@@ -255,11 +287,13 @@ fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
             done.sessions
         ),
         Ending::Unreachable => eprintln!(
-            "xnatfs: server unreachable; {left} of {total} files left; run again to resume"
+            "xnatfs: server unreachable; {left} of {} left; run again to resume",
+            files(total)
         ),
         Ending::Partial | Ending::Failed => eprintln!(
-            "xnatfs: prefetch incomplete: {left} of {total} files left, {} items skipped (listed above); run it again to retry them",
-            problems.len()
+            "xnatfs: prefetch incomplete: {left} of {} left, {} skipped (listed above); run it again to retry them",
+            files(total),
+            count(problems.len() as u64, "item", "items")
         ),
     }
     ending

@@ -12,7 +12,7 @@ use super::breaker::{Breaker, Unreachable, is_unreachable};
 use super::destination::{Destination, symlink_refused};
 use super::select::{Seen, Selection, check_filters};
 use crate::names::is_safe_component;
-use crate::units::human_bytes;
+use crate::units::{files, human_bytes};
 use crate::xnat::{self, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
 use anyhow::Result;
 use futures::StreamExt;
@@ -111,9 +111,9 @@ impl Plan {
             };
             let _ = writeln!(
                 out,
-                "  {place:<24} {:<12} {:>6} files {:>12}  {} present",
+                "  {place:<24} {:<12} {:>11} {:>12}  {} present",
                 r.res.label,
-                r.files.len(),
+                files(r.files.len() as u64),
                 human_bytes(bytes),
                 present
             );
@@ -121,12 +121,12 @@ impl Plan {
         let t = self.totals();
         let _ = writeln!(
             out,
-            "total: {} files, {}; already present: {} files, {}; to transfer: {} files, {}",
-            t.files,
+            "total: {}, {}; already present: {}, {}; to transfer: {}, {}",
+            files(t.files),
             human_bytes(t.bytes),
-            t.present_files,
+            files(t.present_files),
             human_bytes(t.present_bytes),
-            t.files - t.present_files,
+            files(t.files - t.present_files),
             human_bytes(t.bytes - t.present_bytes)
         );
         for p in &self.problems {

@@ -1,14 +1,25 @@
-//! Progress of a prefetch: a bar (bytes, rate, ETA, sessions done of total, files) on a
-//! terminal, a plain line every few seconds otherwise. Sessions are planned while others
-//! transfer, so what is to be transferred grows as sessions are planned.
+//! Progress of a prefetch: a one-line bar (bytes, rate, time left, files, sessions done of
+//! total) on a terminal, never wider than 80 columns (nor than the terminal), a plain line every
+//! few seconds otherwise. Sessions are planned while others transfer, so what is to be
+//! transferred grows as sessions are planned. Sizes and rates in the one unit system xnatfs
+//! prints everywhere (MiB, MiB/s: [`crate::units`]).
 
-use crate::units::human_bytes;
-use std::sync::Mutex;
+use crate::units::{human_bytes, human_rate};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    counts: Arc<Counts>,
+    started: Instant,
+    last_line: Mutex<Instant>,
+    quiet: bool,
+}
+
+/// What the bar and the plain line tell, shared with the bar's drawing.
+#[derive(Default)]
+struct Counts {
     total_sessions: u64,
     sessions_done: AtomicU64,
     /// What is to be transferred, of the sessions planned so far.
@@ -16,37 +27,124 @@ pub struct Progress {
     planned_bytes: AtomicU64,
     files: AtomicU64,
     bytes: AtomicU64,
-    started: Instant,
-    last_line: Mutex<Instant>,
-    quiet: bool,
 }
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// The widest the bar's line gets.
+pub const MAX_WIDTH: usize = 80;
+
+/// The bar itself is at least this wide, at most [`MAX_WIDTH`] less the text beside it.
+const MIN_BAR: usize = 10;
+
+/// What one line of progress says.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub files: u64,
+    pub total_files: u64,
+    pub sessions: u64,
+    pub total_sessions: u64,
+    pub bytes_per_sec: f64,
+    /// Time left, when it can be told.
+    pub eta: Option<Duration>,
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The text beside the bar: `1.2 GiB/4.0 GiB 85.3 MiB/s 32s 12/40 files` (and `3/10 sess.`
+/// when there is more than one session).
+fn stats(s: &Snapshot) -> String {
+    let eta = s.eta.map(short_duration).unwrap_or_else(|| "-".into());
+    let sessions = match s.total_sessions {
+        0 | 1 => String::new(),
+        n => format!(" {}/{n} sess.", s.sessions),
+    };
+    format!(
+        "{}/{} {} {eta} {}/{} files{sessions}",
+        human_bytes(s.bytes),
+        human_bytes(s.total_bytes),
+        human_rate(s.bytes_per_sec),
+        s.files,
+        s.total_files
+    )
+}
+
+/// The whole line, at most `width` columns: `[=====>    ] ` and [`stats`] (the bar goes
+/// first when there is not room for both).
+pub fn line(s: &Snapshot, width: usize) -> String {
+    let text = stats(s);
+    let room = width.saturating_sub(text.chars().count() + 3);
+    if room < MIN_BAR {
+        return text.chars().take(width).collect();
+    }
+    let fraction = match s.total_bytes {
+        0 => 1.0,
+        t => (s.bytes as f64 / t as f64).clamp(0.0, 1.0),
+    };
+    let filled = ((room as f64) * fraction) as usize;
+    let mut bar = "=".repeat(filled);
+    if filled < room {
+        bar.push('>');
+        bar.push_str(&" ".repeat(room - filled - 1));
+    }
+    format!("[{bar}] {text}")
+}
+
+/// The terminal's width on stderr, if it is one.
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize; fd 2 is ours to ask.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}
 
 impl Progress {
     /// `total_sessions`: the sessions of the run. `quiet`: no progress output at all.
     pub fn new(total_sessions: u64, quiet: bool) -> Progress {
         use std::io::IsTerminal;
+        let counts = Arc::new(Counts {
+            total_sessions,
+            ..Counts::default()
+        });
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-                )
+            let c = counts.clone();
+            let width = terminal_width().unwrap_or(MAX_WIDTH).min(MAX_WIDTH);
+            let style = indicatif::ProgressStyle::with_template("{line}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
+                .with_key(
+                    "line",
+                    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let snapshot = Snapshot {
+                            bytes: state.pos(),
+                            total_bytes: state.len().unwrap_or(0),
+                            files: c.files.load(Ordering::Relaxed),
+                            total_files: c.planned_files.load(Ordering::Relaxed),
+                            sessions: c.sessions_done.load(Ordering::Relaxed),
+                            total_sessions: c.total_sessions,
+                            bytes_per_sec: state.per_sec(),
+                            eta: (state.pos() > 0).then(|| state.eta()),
+                        };
+                        let _ = w.write_str(&line(&snapshot, width));
+                    },
+                );
+            bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         Progress {
             bar,
-            total_sessions,
-            sessions_done: AtomicU64::new(0),
-            planned_files: AtomicU64::new(0),
-            planned_bytes: AtomicU64::new(0),
-            files: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            counts,
             started: Instant::now(),
             last_line: Mutex::new(Instant::now()),
             quiet,
@@ -55,16 +153,19 @@ impl Progress {
 
     /// A session was planned: `files` of `bytes` are to be transferred for it.
     pub fn planned(&self, files: u64, bytes: u64) {
-        self.planned_files.fetch_add(files, Ordering::Relaxed);
-        self.planned_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.counts
+            .planned_files
+            .fetch_add(files, Ordering::Relaxed);
+        self.counts
+            .planned_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc_length(bytes);
-            self.set_message(bar);
         }
     }
 
     pub fn add_bytes(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.counts.bytes.fetch_add(n, Ordering::Relaxed);
         match &self.bar {
             Some(bar) => bar.inc(n),
             None => self.maybe_line(),
@@ -72,35 +173,23 @@ impl Progress {
     }
 
     pub fn file_done(&self) {
-        self.files.fetch_add(1, Ordering::Relaxed);
-        match &self.bar {
-            Some(bar) => self.set_message(bar),
-            None => self.maybe_line(),
+        self.counts.files.fetch_add(1, Ordering::Relaxed);
+        if self.bar.is_none() {
+            self.maybe_line();
         }
     }
 
     /// Every file of a session was transferred, found present or given up on.
     pub fn session_done(&self) {
-        self.sessions_done.fetch_add(1, Ordering::Relaxed);
-        match &self.bar {
-            Some(bar) => self.set_message(bar),
-            None => self.maybe_line(),
+        self.counts.sessions_done.fetch_add(1, Ordering::Relaxed);
+        if self.bar.is_none() {
+            self.maybe_line();
         }
     }
 
     /// Sessions done so far.
     pub fn sessions_done(&self) -> u64 {
-        self.sessions_done.load(Ordering::Relaxed)
-    }
-
-    fn set_message(&self, bar: &indicatif::ProgressBar) {
-        bar.set_message(format!(
-            "{}/{} sessions, {}/{} files",
-            self.sessions_done.load(Ordering::Relaxed),
-            self.total_sessions,
-            self.files.load(Ordering::Relaxed),
-            self.planned_files.load(Ordering::Relaxed),
-        ));
+        self.counts.sessions_done.load(Ordering::Relaxed)
     }
 
     /// Prints a message without breaking the bar.
@@ -125,17 +214,18 @@ impl Progress {
 
     /// The plain progress line.
     pub fn line(&self) -> String {
-        let bytes = self.bytes.load(Ordering::Relaxed);
+        let c = &self.counts;
+        let bytes = c.bytes.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         format!(
-            "prefetch: {}/{} sessions done, {}/{} files, {}/{}, {:.1} MB/s",
-            self.sessions_done.load(Ordering::Relaxed),
-            self.total_sessions,
-            self.files.load(Ordering::Relaxed),
-            self.planned_files.load(Ordering::Relaxed),
+            "prefetch: {}/{} sessions done, {}/{} files, {}/{}, {}",
+            c.sessions_done.load(Ordering::Relaxed),
+            c.total_sessions,
+            c.files.load(Ordering::Relaxed),
+            c.planned_files.load(Ordering::Relaxed),
             human_bytes(bytes),
-            human_bytes(self.planned_bytes.load(Ordering::Relaxed)),
-            bytes as f64 / secs / 1e6
+            human_bytes(c.planned_bytes.load(Ordering::Relaxed)),
+            human_rate(bytes as f64 / secs)
         )
     }
 
@@ -149,6 +239,54 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_fits_80_columns_whatever_the_numbers() {
+        let big = Snapshot {
+            bytes: 1023 << 40,
+            total_bytes: u64::MAX,
+            files: 9_999_999,
+            total_files: 10_000_000,
+            sessions: 99_999,
+            total_sessions: 100_000,
+            bytes_per_sec: 1023.9 * 1024.0 * 1024.0,
+            eta: Some(Duration::from_secs(1_000_000)),
+        };
+        let small = Snapshot {
+            bytes: 0,
+            total_bytes: 0,
+            files: 0,
+            total_files: 1,
+            sessions: 0,
+            total_sessions: 1,
+            bytes_per_sec: 0.0,
+            eta: None,
+        };
+        let mid = Snapshot {
+            bytes: 600 << 20,
+            total_bytes: 1200 << 20,
+            files: 3,
+            total_files: 10,
+            sessions: 0,
+            total_sessions: 1,
+            bytes_per_sec: 85.3 * 1024.0 * 1024.0,
+            eta: Some(Duration::from_secs(65)),
+        };
+        for s in [big, small, mid] {
+            for width in [80, 60, 40, 20] {
+                let l = line(&s, width);
+                assert!(l.chars().count() <= width, "{width}: {l:?}");
+            }
+        }
+        let l = line(&mid, 80);
+        assert_eq!(l.chars().count(), 80, "{l}");
+        assert!(
+            l.ends_with("] 600.0 MiB/1.2 GiB 85.3 MiB/s 1m05s 3/10 files"),
+            "{l}"
+        );
+        assert!(l.starts_with("[=========="), "{l}");
+        assert!(!l.contains("MB"), "one unit system: {l}");
+    }
 
     #[test]
     fn the_line_tells_sessions_done_of_total_and_what_was_planned() {

@@ -338,3 +338,45 @@ fn ctrl_c_ends_it_at_once(cmd: &mut std::process::Command, name: &str) {
         &format!("{name} still waits after Ctrl-C"),
     );
 }
+
+#[test]
+fn each_background_mount_logs_to_its_own_file() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = (home.path().join("a"), home.path().join("b"));
+    let mut guards = Vec::new();
+    for mp in [&a, &b] {
+        std::fs::create_dir(mp).unwrap();
+        let out = xnatfs(&mock.url(), home.path())
+            .arg("mount")
+            .arg(mp)
+            .output()
+            .unwrap();
+        guards.push(scopeguard(mp.clone()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let log = xnatfs::cache::default_log_file(&home.path().join("cache/xnatfs"), mp);
+        assert!(
+            stderr.contains(&format!("log: {}", log.display())),
+            "{stderr}"
+        );
+        assert!(log.is_file(), "{}", log.display());
+    }
+    let status = xnatfs(&mock.url(), home.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let mounts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let logs: Vec<&str> = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["log_file"].as_str())
+        .collect();
+    assert_eq!(logs.len(), 2, "{mounts}");
+    assert_ne!(logs[0], logs[1]);
+    for mp in [&a, &b] {
+        unmount_background(&mock.url(), home.path(), mp);
+    }
+    drop(guards);
+}
