@@ -5,62 +5,10 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use xnatfs::mock::data::{Dataset, SampleSpec};
-
-/// Runs `xnatfs prefetch ARGS` with a private HOME; panics if it runs over 120 s.
-fn prefetch(url: &str, home: &Path, args: &[&str]) -> Output {
-    finish(spawn_prefetch(url, home, args), Duration::from_secs(120))
-}
-
-/// Starts `xnatfs prefetch ARGS` with a private HOME, its output captured.
-fn spawn_prefetch(url: &str, home: &Path, args: &[&str]) -> Child {
-    xnatfs(url, home)
-        .arg("prefetch")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for `child` and returns its output; kills it and panics if it runs over `limit`.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "prefetch ran over {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Checks that a run ended with exit status `code` and said `want` on stderr; returns stderr.
-#[track_caller]
-fn ended(out: &Output, code: i32, want: &str) -> String {
-    let stderr = stderr_of(out);
-    assert_eq!(out.status.code(), Some(code), "{stderr}");
-    assert!(stderr.contains(want), "wanted {want:?} in: {stderr}");
-    stderr
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = stderr_of(out);
-    assert!(out.status.success(), "prefetch failed: {stderr}");
-    stderr
-}
 
 /// What the session's files should be under `--out`: relative path -> MD5.
 /// `dir` is the session's folder: the name given with -E, or the label.

@@ -6,36 +6,9 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Output;
 use xnatfs::mock::data::Dataset;
 
 const PROTOCOLS: &str = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
-
-fn prefetch(url: &str, home: &Path, args: &[&str]) -> Output {
-    let mut child = xnatfs(url, home)
-        .arg("prefetch")
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("prefetch {args:?} ran over 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "prefetch failed: {stderr}");
-    stderr
-}
 
 /// Makes the listed sizes of SUBJ01_MR1's protocol files and T1w image stale (longer, shorter;
 /// with and without a digest); returns their mount paths with their true MD5s.

@@ -10,11 +10,13 @@ mod background;
 mod data;
 mod expect;
 mod mount;
+mod prefetch_run;
 
 pub use background::*;
 pub use data::*;
 pub use expect::*;
 pub use mount::*;
+pub use prefetch_run::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
