@@ -1414,3 +1414,43 @@ fn assessors_are_fetched_with_assessors_and_filtered_by_resource() {
     ));
     assert_eq!(run(&["--assessors", "--exclude-resource", "DATA"]), want);
 }
+
+/// A server whose session files listing ignores `all=true` (the whole tree does not add up):
+/// the session is listed folder by folder, and `--assessors` still fetches the assessors.
+#[test]
+fn assessors_are_fetched_folder_by_folder_too() {
+    let data = small_sample();
+    let all = |_: &str| true;
+    let mut want = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, all, false);
+    want.extend(expected_assessor_out(
+        &data,
+        "XNAT_E00005",
+        "SUBJ03_PETMR1",
+        all,
+    ));
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .files_all_ignored
+        .store(true, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let args = [
+        "-E",
+        "XNAT_E00005",
+        "--name",
+        "SUBJ03_PETMR1",
+        "--out",
+        dir,
+        "--assessors",
+    ];
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert_eq!(out_md5s(out.path()), want);
+    let log = mock.state.request_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/assessors/XNAT_E00008/out/resources")),
+        "{log:?}"
+    );
+}

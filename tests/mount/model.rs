@@ -162,3 +162,27 @@ fn assessors_show_with_their_resources_and_read_right() {
         "a session without assessors is not asked for them: {log:?}"
     );
 }
+
+/// An assessor whose label cannot be a folder name is left out; the others show.
+#[test]
+fn an_assessor_with_an_unsafe_label_is_left_out() {
+    let mut data = small_sample();
+    let petmr = data.projects[2]
+        .sessions
+        .iter_mut()
+        .find(|s| s.id == "XNAT_E00005")
+        .unwrap();
+    let petmr = std::sync::Arc::get_mut(petmr).unwrap();
+    let mut evil = petmr.assessors[1].clone();
+    evil.id = "XNAT_E00010".into();
+    evil.label = "..".into();
+    petmr.assessors.push(evil);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    assert_eq!(
+        dir_names(&m.path("SUBJ03_PETMR1/assessors")),
+        ["SUBJ03_PETMR1_freesurfer", "SUBJ03_PETMR1_qc"]
+    );
+}
