@@ -346,18 +346,46 @@ pub async fn session_tree_by_listings<A: XnatApi + ?Sized>(
     Ok(tree)
 }
 
-/// A session's assessors, each with its resources and their files, listing by listing.
+/// A session's assessors, each with its resources and their files, listing by listing. One
+/// that the server refuses to list (an assessor type the user may not read, a listing that
+/// makes no sense) is reported and left out, and never sinks the session's scans; a server
+/// that cannot be reached fails the whole, as for any other listing.
 pub async fn assessor_trees<A: XnatApi + ?Sized>(
     api: &A,
     session_id: &str,
 ) -> Result<Vec<AssessorTree>> {
+    let skip = |what: String, e: XnatError| -> Result<()> {
+        match e {
+            XnatError::Auth(_) | XnatError::Network { .. } | XnatError::Timeout(_) => Err(e),
+            e => {
+                tracing::warn!("leaving out {what}: {e}");
+                Ok(())
+            }
+        }
+    };
     let mut out = Vec::new();
-    for assessor in api.assessors(session_id).await? {
+    let assessors = match api.assessors(session_id).await {
+        Ok(a) => a,
+        Err(e) => {
+            skip(format!("the assessors of {session_id}"), e)?;
+            return Ok(out);
+        }
+    };
+    for assessor in assessors {
+        let listed = match api.assessor_resources(session_id, &assessor).await {
+            Ok(r) => r,
+            Err(e) => {
+                skip(format!("assessor {}", assessor.label), e)?;
+                continue;
+            }
+        };
         let mut resources = Vec::new();
-        for resource in api.assessor_resources(session_id, &assessor).await? {
+        for resource in listed {
             let res = ResourceRef::of_assessor(session_id, &assessor, &resource);
-            let files = api.files(&res).await?;
-            resources.push(ResourceTree { resource, files });
+            match api.files(&res).await {
+                Ok(files) => resources.push(ResourceTree { resource, files }),
+                Err(e) => skip(res.label_path(), e)?,
+            }
         }
         out.push(AssessorTree {
             assessor,
@@ -444,6 +472,73 @@ pub async fn find_session(api: &dyn XnatApi, project: Option<&str>, name: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two assessors: `A1` lists a resource, `A2`'s resources are refused.
+    struct TwoAssessors;
+
+    fn assessor(id: &str) -> Assessor {
+        Assessor {
+            id: id.into(),
+            label: format!("S1_{id}"),
+            xsi_type: "fs:fsData".into(),
+        }
+    }
+
+    #[async_trait]
+    impl XnatApi for TwoAssessors {
+        async fn projects(&self) -> Result<Vec<Project>> {
+            Ok(vec![])
+        }
+        async fn sessions(&self, _: &str) -> Result<Vec<Session>> {
+            Ok(vec![])
+        }
+        async fn session(&self, _: Option<&str>, n: &str) -> Result<Session> {
+            Err(XnatError::NotFound(n.into()))
+        }
+        async fn scans(&self, _: &Session) -> Result<Vec<Scan>> {
+            Ok(vec![])
+        }
+        async fn resources(&self, _: &str, _: Option<&str>) -> Result<Vec<Resource>> {
+            Ok(vec![])
+        }
+        async fn assessors(&self, _: &str) -> Result<Vec<Assessor>> {
+            Ok(vec![assessor("A1"), assessor("A2")])
+        }
+        async fn assessor_resources(&self, _: &str, a: &Assessor) -> Result<Vec<Resource>> {
+            if a.id == "A2" {
+                return Err(XnatError::Forbidden(a.id.clone()));
+            }
+            Ok(vec![Resource {
+                id: "7".into(),
+                label: "DATA".into(),
+                format: String::new(),
+                content: String::new(),
+                file_count: None,
+                file_size: None,
+            }])
+        }
+        async fn files(&self, r: &ResourceRef) -> Result<Vec<RemoteFile>> {
+            assert_eq!(
+                r.rest_path(),
+                "/data/experiments/E1/assessors/A1/out/resources/7"
+            );
+            Ok(vec![])
+        }
+        async fn download_range(&self, u: &str, _: u64, _: Option<u64>) -> Result<Download> {
+            Err(XnatError::NotFound(u.into()))
+        }
+        async fn download_zip(&self, r: &ResourceRef) -> Result<Download> {
+            Err(XnatError::NotFound(r.rest_path()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_assessor_the_server_refuses_is_left_out() {
+        let trees = assessor_trees(&TwoAssessors, "E1").await.unwrap();
+        assert_eq!(trees.len(), 1);
+        assert_eq!(trees[0].assessor.id, "A1");
+        assert_eq!(trees[0].resources[0].resource.label, "DATA");
+    }
 
     #[test]
     fn scans_are_named_in_zips_as_xnat_names_them() {
