@@ -63,7 +63,7 @@ proptest! {
         let parsed = result_rows(body.as_bytes(), "/f").unwrap();
         let (ok, _) = files(&parsed);
         let cache_dir = Path::new("/cache/area");
-        let res = ResourceRef { session_id: "E1".into(), scan: Some("1".into()), label: "DICOM".into(), id: "7".into() };
+        let res = ResourceRef { session_id: "E1".into(), scan: Some("1".into()), assessor: None, label: "DICOM".into(), id: "7".into() };
         for f in ok {
             let parts = safe_relative_path(&f.path).expect("accepted paths are safe");
             prop_assert!(!parts.is_empty());
@@ -75,7 +75,7 @@ proptest! {
     #[test]
     fn layout_paths_stay_inside(session in pathish(), scan in pathish(), label in pathish(), rel in pathish()) {
         let base = Path::new("/base");
-        let res = ResourceRef { session_id: session, scan: Some(scan), label, id: "7".into() };
+        let res = ResourceRef { session_id: session, scan: Some(scan), assessor: None, label, id: "7".into() };
         if let Some(p) = Cache::layout_path(base, &res, &rel) {
             prop_assert!(stays_inside(base, &p), "{} escapes", p.display());
         }

@@ -341,6 +341,7 @@ fn a_server_that_stays_down_ends_non_zero_with_a_clear_message() {
 #[test]
 fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
     let data = small_sample();
+    // The assessors' files too: `--assessors` puts them where the mount looks.
     let expected = expected_files(&data);
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
@@ -361,6 +362,7 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
                 "-E",
                 session,
                 "--session-resources",
+                "--assessors",
                 "--cache-dir",
                 cache.path().to_str().unwrap(),
             ],
@@ -1293,5 +1295,110 @@ fn a_failing_session_in_a_cohort_is_reported_and_the_rest_complete() {
         mock.state.file_gets() - gets,
         0,
         "nothing present is fetched again"
+    );
+}
+
+/// The assessor files of session `session_id` under `--out` as `dir/assessors/...`, with their
+/// MD5s, of the resources `keep` takes.
+fn expected_assessor_out(
+    data: &Dataset,
+    session_id: &str,
+    dir: &str,
+    keep: impl Fn(&str) -> bool,
+) -> BTreeMap<PathBuf, String> {
+    data.assessor_files()
+        .into_iter()
+        .filter(|(s, _, r, _)| s.id == session_id && keep(&r.label))
+        .map(|(_, a, r, f)| {
+            let p = format!("{dir}/{}", assessor_path(&a.label, &r.label, &f.path));
+            (PathBuf::from(p), f.md5().to_string())
+        })
+        .collect()
+}
+
+fn out_md5s(out: &Path) -> BTreeMap<PathBuf, String> {
+    walk_files(out)
+        .into_iter()
+        .map(|(p, _)| {
+            let md5 = md5_file(&out.join(&p));
+            (p, md5)
+        })
+        .collect()
+}
+
+/// `--assessors` fetches the session's assessors' resources into
+/// `<session>/assessors/<assessor label>/resources/<label>/files`, `-r` and
+/// `--exclude-resource` apply to them too, and without `--assessors` nothing of them is
+/// fetched.
+#[test]
+fn assessors_are_fetched_with_assessors_and_filtered_by_resource() {
+    let data = small_sample();
+    let all = |_: &str| true;
+    let scans = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, all, false);
+    let assessors = expected_assessor_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", all);
+    assert_eq!(assessors.len(), 3, "{assessors:?}");
+    let only_qc = expected_assessor_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", |l| l == "QC");
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["-P", "MULTI", "-E", "SUBJ03_PETMR1", "--out"];
+        args.push(out.path().to_str().unwrap());
+        args.extend_from_slice(extra);
+        ok(&prefetch(&mock.url(), home.path(), &args));
+        out_md5s(out.path())
+    };
+    assert_eq!(run(&[]), scans, "without --assessors, no assessor file");
+    let mut want = scans.clone();
+    want.extend(assessors);
+    assert_eq!(run(&["--assessors"]), want);
+    assert_eq!(run(&["--assessors", "-r", "QC"]), only_qc);
+    let mut want = scans;
+    want.extend(expected_assessor_out(
+        &mock.state.data,
+        "XNAT_E00005",
+        "SUBJ03_PETMR1",
+        |l| l != "DATA",
+    ));
+    assert_eq!(run(&["--assessors", "--exclude-resource", "DATA"]), want);
+}
+
+/// A server whose session files listing ignores `all=true` (the whole tree does not add up):
+/// the session is listed folder by folder, and `--assessors` still fetches the assessors.
+#[test]
+fn assessors_are_fetched_folder_by_folder_too() {
+    let data = small_sample();
+    let all = |_: &str| true;
+    let mut want = expected_out(&data, "XNAT_E00005", "SUBJ03_PETMR1", None, all, false);
+    want.extend(expected_assessor_out(
+        &data,
+        "XNAT_E00005",
+        "SUBJ03_PETMR1",
+        all,
+    ));
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .files_all_ignored
+        .store(true, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let args = [
+        "-E",
+        "XNAT_E00005",
+        "--name",
+        "SUBJ03_PETMR1",
+        "--out",
+        dir,
+        "--assessors",
+    ];
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert_eq!(out_md5s(out.path()), want);
+    let log = mock.state.request_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/assessors/XNAT_E00008/out/resources")),
+        "{log:?}"
     );
 }

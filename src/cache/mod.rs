@@ -372,7 +372,9 @@ impl Cache {
     }
 
     /// `base/<session>/scans/<scan>/resources/<label>/files/<rel>` (or
-    /// `base/<session>/resources/<label>/files/<rel>`); `None` if any part is unsafe.
+    /// `base/<session>/resources/<label>/files/<rel>`, or
+    /// `base/<session>/assessors/<assessor label>/resources/<label>/files/<rel>`); `None` if
+    /// any part is unsafe.
     pub fn layout_path(base: &Path, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
         let mut p = base.to_path_buf();
         if !is_safe_component(&res.session_id) || !is_safe_component(&res.label) {
@@ -385,6 +387,13 @@ impl Cache {
             }
             p.push("scans");
             p.push(scan);
+        }
+        if let Some(a) = &res.assessor {
+            if !is_safe_component(&a.label) {
+                return None;
+            }
+            p.push("assessors");
+            p.push(&a.label);
         }
         p.push("resources");
         p.push(&res.label);

@@ -7,6 +7,7 @@ fn res(scan: Option<&str>, label: &str) -> ResourceRef {
     ResourceRef {
         session_id: "XNAT_E00001".into(),
         scan: scan.map(Into::into),
+        assessor: None,
         label: label.into(),
         id: "1001".into(),
     }
@@ -36,6 +37,22 @@ fn layout_and_hostile_parts() {
     assert!(cache.file_path(&res(None, "../.."), "x").is_none());
     assert!(cache.file_path(&res(None, "QC"), "../../x").is_none());
     assert!(cache.file_path(&res(None, "QC"), "/etc/passwd").is_none());
+    // An assessor's resources are kept apart from the session's own, under its label.
+    let fs = |label: &str| ResourceRef {
+        assessor: Some(std::sync::Arc::new(crate::xnat::Assessor {
+            id: "XNAT_E00009".into(),
+            label: label.into(),
+            xsi_type: "fs:fsData".into(),
+        })),
+        ..res(None, "DATA")
+    };
+    let a = cache
+        .file_path(&fs("S1_freesurfer"), "stats/aseg.stats")
+        .unwrap();
+    assert!(a.ends_with(
+        "data/XNAT_E00001/assessors/S1_freesurfer/resources/DATA/files/stats/aseg.stats"
+    ));
+    assert!(cache.file_path(&fs("../x"), "y").is_none());
 }
 
 #[test]

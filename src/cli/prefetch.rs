@@ -40,6 +40,11 @@ pub struct PrefetchArgs {
     /// Also the session-level resources (QC, PROTOCOLS, ...).
     #[arg(long)]
     pub session_resources: bool,
+    /// Also the resources of the session's assessors (FreeSurfer, QC, PUP outputs), under
+    /// `<session>/assessors/<assessor label>/resources/<label>/files`; -r and
+    /// --exclude-resource apply to them too.
+    #[arg(long)]
+    pub assessors: bool,
     /// Parallel transfers.
     #[arg(short = 'w', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
@@ -147,6 +152,7 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
         include: args.resources.clone(),
         exclude: args.exclude_resource.clone(),
         session_resources: args.session_resources,
+        assessors: args.assessors,
     };
     let destination = match &args.out {
         Some(root) => {

@@ -53,6 +53,7 @@ fn series() -> Dataset {
             }],
         }],
         resources: vec![],
+        assessors: Vec::new(),
     };
     Dataset {
         projects: vec![MockProject {

@@ -8,7 +8,9 @@
 //! leaves it to finish for the next one; every caller waits for the same fetch.
 
 use super::tree::{Children, FileList};
-use crate::xnat::{Resource, ResourceRef, Scan, Session, SessionTree, XnatApi, XnatError};
+use crate::xnat::{
+    Assessor, Resource, ResourceRef, Scan, Session, SessionTree, XnatApi, XnatError,
+};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
@@ -19,12 +21,13 @@ use tokio::sync::Semaphore;
 /// A resource and its files.
 pub type ResourceFiles = (Resource, FileList);
 
-/// A session's scans (by ID) with their resources, and its own resources, each resource with
-/// its files.
+/// A session's scans (by ID) with their resources, its own resources, and its assessors with
+/// their resources, each resource with its files.
 #[derive(Debug, Default)]
 pub struct SessionModel {
     pub scans: Vec<(Arc<Scan>, Vec<ResourceFiles>)>,
     pub resources: Vec<ResourceFiles>,
+    pub assessors: Vec<(Arc<Assessor>, Vec<ResourceFiles>)>,
 }
 
 impl SessionModel {
@@ -43,7 +46,23 @@ impl SessionModel {
                 })
                 .collect(),
             resources: tree.resources.into_iter().map(files).collect(),
+            assessors: tree
+                .assessors
+                .into_iter()
+                .map(|a| {
+                    let resources = a.resources.into_iter().map(files).collect();
+                    (Arc::new(a.assessor), resources)
+                })
+                .collect(),
         }
+    }
+
+    /// The resources of assessor `id`; none for an assessor the tree does not have.
+    pub fn assessor_resources(&self, id: &str) -> &[ResourceFiles] {
+        self.assessors
+            .iter()
+            .find(|(a, _)| a.id == id)
+            .map_or(&[], |(_, r)| r.as_slice())
     }
 
     /// The resources of scan `scan`, or the session's own (`None`); none for a scan the
@@ -61,7 +80,11 @@ impl SessionModel {
 
     /// The files of `res`, when the tree has that resource (by ID and label).
     pub fn files_of(&self, res: &ResourceRef) -> Option<FileList> {
-        self.resources(res.scan.as_deref())
+        let resources = match &res.assessor {
+            Some(a) => self.assessor_resources(&a.id),
+            None => self.resources(res.scan.as_deref()),
+        };
+        resources
             .iter()
             .find(|(r, _)| r.id == res.id && r.label == res.label)
             .map(|(_, files)| files.clone())

@@ -3,7 +3,9 @@
 //! ```text
 //! <root>/[<project>/]<session>/scans/<scan>/resources/<label>/files/<path...>
 //!                              resources/<label>/files/<path...>
+//!                              assessors/<assessor label>/resources/<label>/files/<path...>
 //! ```
+//! `assessors/` is always there, empty when the session has none (as `resources/` is).
 //! Directories are listed lazily from XNAT and kept for `dir_ttl`. Everything inside a
 //! session comes from its whole tree, fetched when the session is first entered (see
 //! [`super::sessions`]); one resource's files are listed again on their own once older than
@@ -13,7 +15,7 @@
 
 use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
-use crate::xnat::{RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError};
+use crate::xnat::{Assessor, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -41,6 +43,12 @@ pub enum Node {
     Scan(Arc<Session>, Arc<Scan>),
     ScanResources(Arc<Session>, Arc<str>),
     SessionResources(Arc<Session>),
+    /// `<session>/assessors`.
+    AssessorsDir(Arc<Session>),
+    /// An assessor folder, with the assessor as its listing gave it.
+    Assessor(Arc<Session>, Arc<Assessor>),
+    /// `<session>/assessors/<label>/resources`.
+    AssessorResources(Arc<Session>, Arc<Assessor>),
     /// A resource folder, with the resource as its listing gave it (for its attributes).
     Resource(Arc<ResourceRef>, Arc<Resource>),
     /// A folder under `files/`: the resource and the path prefix inside it (`""` for
@@ -231,7 +239,10 @@ impl Tree {
             | Node::ScansDir(s)
             | Node::Scan(s, _)
             | Node::ScanResources(s, _)
-            | Node::SessionResources(s) => return session_date(&s.date),
+            | Node::SessionResources(s)
+            | Node::AssessorsDir(s)
+            | Node::Assessor(s, _)
+            | Node::AssessorResources(s, _) => return session_date(&s.date),
             Node::Resource(r, _) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
         };
         self.dates.lock().unwrap().get(session_id).copied()
@@ -416,7 +427,32 @@ impl Tree {
             Node::Session(s) => vec![
                 ("scans".into(), Node::ScansDir(s.clone())),
                 ("resources".into(), Node::SessionResources(s.clone())),
+                ("assessors".into(), Node::AssessorsDir(s.clone())),
             ],
+            Node::AssessorsDir(s) => {
+                let model = self.sessions.model(s, false).await?;
+                let assessors = model.assessors.iter();
+                assessors
+                    .map(|(a, _)| (a.label.clone(), Node::Assessor(s.clone(), a.clone())))
+                    .collect()
+            }
+            Node::Assessor(s, a) => vec![(
+                "resources".into(),
+                Node::AssessorResources(s.clone(), a.clone()),
+            )],
+            Node::AssessorResources(s, a) => {
+                let model = self.sessions.model(s, false).await?;
+                let list = model.assessor_resources(&a.id);
+                list.iter()
+                    .map(|(r, _)| {
+                        let res = ResourceRef::of_assessor(&s.id, a, r);
+                        (
+                            r.label.clone(),
+                            Node::Resource(Arc::new(res), Arc::new(r.clone())),
+                        )
+                    })
+                    .collect()
+            }
             Node::ScansDir(s) => {
                 let model = self.sessions.model(s, false).await?;
                 let scans = model.scans.iter();

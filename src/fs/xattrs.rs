@@ -52,8 +52,15 @@ pub fn attributes(node: &Node) -> Vec<(&'static str, String)> {
             all.push(("uri", &f.uri));
             return with_size(all, f.size);
         }
+        Node::Assessor(_, a) => vec![
+            ("id", &a.id),
+            ("label", &a.label),
+            ("xsi_type", &a.xsi_type),
+        ],
         Node::Root
         | Node::ScansDir(_)
+        | Node::AssessorsDir(_)
+        | Node::AssessorResources(..)
         | Node::ScanResources(..)
         | Node::SessionResources(_)
         | Node::FilesDir(..) => vec![],

@@ -49,6 +49,17 @@ pub struct MockSession {
     pub date: String,
     pub scans: Vec<MockScan>,
     pub resources: Vec<MockResource>,
+    /// Its assessors (FreeSurfer, QC, ... outputs), each with its `out` resources.
+    pub assessors: Vec<MockAssessor>,
+}
+
+/// An assessor of a session (`xnat:imageAssessorData`): derived data, in `out` resources.
+#[derive(Debug, Clone)]
+pub struct MockAssessor {
+    pub id: String,
+    pub label: String,
+    pub xsi_type: String,
+    pub resources: Vec<MockResource>,
 }
 
 impl MockSession {
@@ -298,6 +309,7 @@ impl Dataset {
                     date: String::new(),
                     scans,
                     resources,
+                    assessors: Vec::new(),
                 }));
             }
             projects.push(MockProject {
@@ -373,12 +385,29 @@ impl Dataset {
         crate::xnat::ResourceRef {
             session_id: session_id.into(),
             scan: scan.map(Into::into),
+            assessor: None,
             label: label.into(),
             id: r.id.to_string(),
         }
     }
 
-    /// Every file of the data set with its session, scan (if any) and resource label.
+    /// Every file of the assessors of the data set with its session, assessor and resource.
+    pub fn assessor_files(
+        &self,
+    ) -> Vec<(&MockSession, &MockAssessor, &MockResource, &Arc<MockFile>)> {
+        let mut out = Vec::new();
+        for s in self.projects.iter().flat_map(|p| &p.sessions) {
+            for a in &s.assessors {
+                for r in &a.resources {
+                    out.extend(r.files.iter().map(|f| (&**s, a, r, f)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every file of the data set with its session, scan (if any) and resource label; the
+    /// files of assessors are in [`Dataset::assessor_files`].
     pub fn all_files(
         &self,
     ) -> Vec<(

@@ -12,8 +12,8 @@ use super::routes::{select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
 use crate::xnat::http::{IMAGE_SESSIONS, SESSION_COLUMNS};
 use crate::xnat::json::{self, Row};
+use crate::xnat::{Assessor, XnatApi, XnatError};
 use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
-use crate::xnat::{XnatApi, XnatError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
@@ -263,9 +263,42 @@ impl XnatApi for MemoryXnat {
         Ok(json::resources(&rows(values)))
     }
 
+    async fn assessors(&self, session_id: &str) -> Result<Vec<Assessor>> {
+        self.call("assessors")?;
+        let path = format!("/data/experiments/{session_id}/assessors");
+        let s = self.session_by_id(session_id, &path)?;
+        Ok(json::assessors(&rows(super::responses::assessor_rows(s))))
+    }
+
+    async fn assessor_resources(
+        &self,
+        session_id: &str,
+        assessor: &Assessor,
+    ) -> Result<Vec<Resource>> {
+        self.call("assessor_resources")?;
+        let path = format!("/data/experiments/{session_id}/assessors/{}", assessor.id);
+        let s = self.session_by_id(session_id, &path)?;
+        let a = s.assessors.iter().find(|a| a.id == assessor.id);
+        let a = a.ok_or(XnatError::NotFound(path))?;
+        Ok(json::resources(&rows(resource_rows(&a.resources, s, None))))
+    }
+
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
         self.call("files")?;
         let path = format!("{}/files", resource.rest_path());
+        if let Some(wanted) = &resource.assessor {
+            let s = self.session_by_id(&resource.session_id, &path)?;
+            let a = s.assessors.iter().find(|a| a.id == wanted.id);
+            let a = a.ok_or_else(|| XnatError::NotFound(path.clone()))?;
+            let found = find_resources(&a.resources, resource.rest_name());
+            let listed = found.iter().flat_map(|r| {
+                r.files
+                    .iter()
+                    .map(move |f| super::responses::assessor_file_row(s, a, r, f))
+            });
+            let (files, _) = json::files(&rows(listed));
+            return Ok(files);
+        }
         let (id, scan) = (&resource.session_id, resource.scan.as_deref());
         let Some((s, entries)) = self.resources_named(id, scan, resource.rest_name()) else {
             return Err(XnatError::NotFound(path));

@@ -3,7 +3,7 @@
 //! [`super::zip_download`].
 
 use super::MockState;
-use super::data::{MockFile, MockProject, MockResource, MockScan, MockSession};
+use super::data::{MockAssessor, MockFile, MockProject, MockResource, MockScan, MockSession};
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -128,6 +128,21 @@ pub(super) fn session_doc(s: &MockSession) -> Value {
         let items: Vec<Value> = s.resources.iter().map(resource).collect();
         children.push(json!({"field": "resources/resource", "items": items}));
     }
+    // `xnat:imageSessionData/assessors/assessor`, each with its `out/file` resources.
+    if !s.assessors.is_empty() {
+        let items: Vec<Value> = s
+            .assessors
+            .iter()
+            .map(|a| {
+                json!({"meta": {"xsi:type": a.xsi_type, "isHistory": false},
+                       "data_fields": {"ID": a.id, "label": a.label, "project": s.project,
+                                       "imageSession_ID": s.id},
+                       "children": [{"field": "out/file",
+                                     "items": a.resources.iter().map(resource).collect::<Vec<_>>()}]})
+            })
+            .collect();
+        children.push(json!({"field": "assessors/assessor", "items": items}));
+    }
     json!({"items": [{
         "meta": {"xsi:type": s.xsi_type, "isHistory": false, "start_date": "Mon Jan 01 12:00:00 UTC 2024"},
         "data_fields": {"ID": s.id, "label": s.label, "project": s.project, "date": s.date,
@@ -165,6 +180,46 @@ pub(super) fn resource_rows(
                    "tags": "", "content": r.content, "format": r.format})
         })
         .collect()
+}
+
+/// The rows of a session's assessors listing. XNAT: xnat-web
+/// `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java`.
+pub(super) fn assessor_rows(s: &MockSession) -> Vec<Value> {
+    s.assessors
+        .iter()
+        .map(|a| {
+            json!({"ID": a.id, "label": a.label, "xsiType": a.xsi_type, "date": s.date,
+                   "project": s.project, "session_ID": s.id, "session_label": s.label,
+                   "insert_date": "2024-06-01 12:00:00.0",
+                   "URI": format!("/data/experiments/{}", a.id)})
+        })
+        .collect()
+}
+
+/// One row of a files listing of an assessor's resource: its URI names the assessor.
+pub(super) fn assessor_file_row(
+    session: &MockSession,
+    a: &MockAssessor,
+    r: &MockResource,
+    f: &MockFile,
+) -> Value {
+    let mut row = file_row(session, None, r, f);
+    row["URI"] = json!(format!(
+        "/data/experiments/{}/assessors/{}/out/resources/{}/files/{}",
+        session.id, a.id, r.id, f.path
+    ));
+    row
+}
+
+/// A files listing of rows already made.
+pub(super) fn rows_listing(rows: Vec<Value>) -> Response {
+    let body = json!({"ResultSet": {"Result": rows, "title": "Files",
+                                    "Columns": [{"key": "URI", "serverRoot": ""}]}});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// The file whose listed URI is `uri`.

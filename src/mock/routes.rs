@@ -567,11 +567,71 @@ fn session_routes(
                 .collect();
             match zip {
                 Some(c) => zip_response(state, session, &entries, c),
+                None if all => {
+                    let mut rows: Vec<Value> = entries
+                        .iter()
+                        .flat_map(|(sc, r)| r.files.iter().map(move |f| (sc, r, f)))
+                        .map(|(sc, r, f)| responses::file_row(session, *sc, r, f))
+                        .collect();
+                    for a in &session.assessors {
+                        for r in &a.resources {
+                            for f in &r.files {
+                                rows.push(responses::assessor_file_row(session, a, r, f));
+                            }
+                        }
+                    }
+                    responses::rows_listing(rows)
+                }
                 None => file_rows(&entries, session),
             }
         }
+        // A session's assessors, and their `out` resources; an assessor is named by its ID or
+        // its label. XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java`
+        // (the listing), `files/XNATTemplate.java` (`assessors/{A}/out/resources/...`).
+        ["assessors"] => listing(responses::assessor_rows(session), true),
+        ["assessors", a, "out", "resources", more @ ..] => {
+            let a = url_decode(a);
+            let Some(assessor) = session
+                .assessors
+                .iter()
+                .find(|x| x.id == a)
+                .or_else(|| session.assessors.iter().find(|x| x.label == a))
+            else {
+                return not_found("assessor");
+            };
+            assessor_routes(state, session, assessor, more, zip, headers)
+        }
         ["resources", res, "files", path @ ..] => {
             let found = find_resources(&session.resources, res);
+            let entries: Vec<_> = found.into_iter().map(|r| (None, r)).collect();
+            files_or_body(state, session, &entries, path, zip, headers)
+        }
+        _ => not_found("resource"),
+    }
+}
+
+/// What lies under an assessor's `out/resources`: its resources listing, a resource's files
+/// listing (each row's URI naming the assessor), its ZIP, or a file body.
+fn assessor_routes(
+    state: &MockState,
+    session: &MockSession,
+    a: &data::MockAssessor,
+    tail: &[&str],
+    zip: Option<Compression>,
+    headers: &HeaderMap,
+) -> Response {
+    match tail {
+        [] => listing(resource_rows(&a.resources, session, None), true),
+        [res, "files", path @ ..] => {
+            let found = find_resources(&a.resources, res);
+            if path.is_empty() && zip.is_none() {
+                let rows = found
+                    .iter()
+                    .flat_map(|r| r.files.iter().map(move |f| (r, f)))
+                    .map(|(r, f)| responses::assessor_file_row(session, a, r, f))
+                    .collect();
+                return responses::rows_listing(rows);
+            }
             let entries: Vec<_> = found.into_iter().map(|r| (None, r)).collect();
             files_or_body(state, session, &entries, path, zip, headers)
         }

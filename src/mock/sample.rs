@@ -1,6 +1,8 @@
 //! The built-in sample data set (the demo's, and most tests'), and a tiny one for core tests.
 
-use super::data::{Body, Dataset, MockFile, MockProject, MockResource, MockScan, MockSession};
+use super::data::{
+    Body, Dataset, MockAssessor, MockFile, MockProject, MockResource, MockScan, MockSession,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -155,6 +157,7 @@ fn session(
         date: date.into(),
         scans,
         resources,
+        assessors: Vec::new(),
     }
 }
 
@@ -205,6 +208,7 @@ impl Dataset {
                 resources: vec![b.resource("EDF", "EDF", vec![edf])],
             }],
             resources: vec![],
+            assessors: Vec::new(),
         };
         let pilot = vec![
             Arc::new(b.mr_session("XNAT_E00003", "SUBJ01_MR1", "PILOT", "2023-11-20")),
@@ -261,6 +265,30 @@ impl Dataset {
             Vec::new(),
             Vec::new(),
         );
+        // Assessors of the PET/MR session (made last: the other files keep their seeds):
+        // FreeSurfer's output in subfolders, and a QC report.
+        let aseg = b.generated("stats/aseg.stats", 3_000, Bytes::from_static(b"# aseg\n"));
+        let mgz = b.generated("mri/aseg.mgz", 50_000, Bytes::new());
+        let freesurfer = b.resource("DATA", "MGZ", vec![aseg, mgz]);
+        let qc = MockFile::new(
+            "qc.html",
+            Body::Memory(Bytes::from_static(b"<html>FreeSurfer QC: pass</html>\n")),
+        );
+        let qc = b.resource("QC", "HTML", vec![qc]);
+        petmr.assessors = vec![
+            MockAssessor {
+                id: "XNAT_E00008".into(),
+                label: "SUBJ03_PETMR1_freesurfer".into(),
+                xsi_type: "fs:fsData".into(),
+                resources: vec![freesurfer],
+            },
+            MockAssessor {
+                id: "XNAT_E00009".into(),
+                label: "SUBJ03_PETMR1_qc".into(),
+                xsi_type: "xnat:qcManualAssessorData".into(),
+                resources: vec![qc],
+            },
+        ];
         let multi = vec![Arc::new(petmr), Arc::new(form), Arc::new(petct)];
         let mut data = Dataset {
             projects: vec![
@@ -393,6 +421,7 @@ impl Dataset {
                 resources: vec![dicom(11)],
             }],
             resources: vec![dicom(12)],
+            assessors: Vec::new(),
         };
         let project = |id: &str, sessions| MockProject {
             id: id.into(),

@@ -109,6 +109,7 @@ fn options(root: &Path, scans: &str) -> PrefetchOptions {
             include: Vec::new(),
             exclude: Vec::new(),
             session_resources: true,
+            assessors: false,
         },
         destination: Destination::Out {
             root: root.to_path_buf(),

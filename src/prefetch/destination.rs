@@ -205,6 +205,7 @@ mod tests {
         let res = ResourceRef {
             session_id: "XNAT_E1".into(),
             scan: Some("2".into()),
+            assessor: None,
             label: "DICOM".into(),
             id: "1001".into(),
         };
@@ -218,6 +219,7 @@ mod tests {
         };
         let session_res = ResourceRef {
             scan: None,
+            assessor: None,
             ..res.clone()
         };
         assert_eq!(

@@ -19,6 +19,8 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+mod assessors;
+
 #[derive(Debug, Clone)]
 pub struct PlannedFile {
     pub file: RemoteFile,
@@ -107,7 +109,10 @@ impl Plan {
             let place = match (&r.res.scan, &r.scan_type) {
                 (Some(s), Some(t)) if !t.is_empty() => format!("scan {s} ({t})"),
                 (Some(s), _) => format!("scan {s}"),
-                (None, _) => "session".to_string(),
+                (None, _) => match &r.res.assessor {
+                    Some(a) => format!("assessor {}", a.label),
+                    None => "session".to_string(),
+                },
             };
             let _ = writeln!(
                 out,
@@ -385,6 +390,20 @@ impl Planner<'_> {
                 }
             }
         }
+        if self.selection.assessors {
+            for at in &tree.assessors {
+                if !self.usable_assessor(&at.assessor) {
+                    continue;
+                }
+                for rt in &at.resources {
+                    if let Some(res) =
+                        self.wanted_of_assessor(&at.assessor, &rt.resource, &mut seen)
+                    {
+                        self.add(None, res, rt.files.clone());
+                    }
+                }
+            }
+        }
         self.plan.seen = Some(seen);
     }
 
@@ -443,6 +462,9 @@ impl Planner<'_> {
             }
         }
         self.plan.seen = Some(seen);
+        if self.selection.assessors {
+            self.assessors_by_listings(api, breaker).await?;
+        }
         Ok(())
     }
 }
@@ -567,6 +589,7 @@ mod tests {
             include: Vec::new(),
             exclude: Vec::new(),
             session_resources: true,
+            assessors: false,
         }
     }
 

@@ -99,6 +99,8 @@ pub struct Selection {
     pub exclude: Vec<String>,
     /// `--session-resources`: the session-level resources too.
     pub session_resources: bool,
+    /// `--assessors`: the resources of the session's assessors too (FreeSurfer, QC, ...).
+    pub assessors: bool,
 }
 
 impl Selection {
@@ -296,6 +298,7 @@ mod tests {
             include: ids(inc),
             exclude: ids(exc),
             session_resources: false,
+            assessors: false,
         }
     }
 

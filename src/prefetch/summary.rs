@@ -242,6 +242,7 @@ mod tests {
             res: ResourceRef {
                 session_id: session.into(),
                 scan: scan.map(Into::into),
+                assessor: None,
                 label: "NIFTI".into(),
                 id: "1".into(),
             },

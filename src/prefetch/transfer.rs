@@ -122,7 +122,7 @@ pub struct Job {
 
 enum Work {
     File(PlannedFile),
-    Zip(PlannedResource),
+    Zip(Box<PlannedResource>),
 }
 
 /// Tells the progress a session is done when the last of its jobs goes.
@@ -221,7 +221,7 @@ impl Transfers {
                 _session: mark.clone(),
             };
             if zip {
-                jobs.push(job(Work::Zip(r)));
+                jobs.push(job(Work::Zip(Box::new(r))));
             } else {
                 let missing = r.files.into_iter().filter(|f| !f.present);
                 jobs.extend(missing.map(|f| job(Work::File(f))));

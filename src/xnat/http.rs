@@ -5,7 +5,9 @@
 use super::json::{self, Row};
 use super::login::{self, Identity, LoginGate};
 use super::retry::{Attempts, LISTING_ATTEMPTS};
-use super::{Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
+use super::{
+    Assessor, Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi,
+};
 use super::{Result, XnatError};
 use super::{SessionTree, session_tree, session_tree_by_listings};
 use async_trait::async_trait;
@@ -636,7 +638,14 @@ impl HttpXnat {
             self.get_json(&files_path, "&all=true")
         );
         let shape = session_tree::shape(&doc?, &doc_path)?;
-        session_tree::with_files(shape, &session.id, files?, &files_path)
+        let (mut tree, assessors) =
+            session_tree::with_files(shape, &session.id, files?, &files_path)?;
+        // Assessors are asked listing by listing, and only of sessions the document or the
+        // files listing shows to have some (one request more for those only).
+        if assessors {
+            tree.assessors = crate::xnat::assessor_trees(self, &session.id).await?;
+        }
+        Ok(tree)
     }
 
     async fn rows(&self, path: &str, query: &str) -> Result<Vec<Row>> {
@@ -721,6 +730,25 @@ impl XnatApi for HttpXnat {
             Some(s) => format!("/data/experiments/{session_id}/scans/{s}/resources"),
             None => format!("/data/experiments/{session_id}/resources"),
         };
+        Ok(json::resources(&self.rows(&path, "").await?))
+    }
+
+    /// Asked without the guest check of other listings: most sessions have no assessors.
+    async fn assessors(&self, session_id: &str) -> Result<Vec<Assessor>> {
+        let path = format!("/data/experiments/{session_id}/assessors");
+        let body = self.get_json(&path, "").await?;
+        Ok(json::assessors(&json::result_rows(&body, &path)?))
+    }
+
+    async fn assessor_resources(
+        &self,
+        session_id: &str,
+        assessor: &Assessor,
+    ) -> Result<Vec<Resource>> {
+        let path = format!(
+            "/data/experiments/{session_id}/assessors/{}/out/resources",
+            assessor.id
+        );
         Ok(json::resources(&self.rows(&path, "").await?))
     }
 

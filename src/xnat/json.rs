@@ -144,6 +144,19 @@ pub fn scans(rows: &[Row]) -> Vec<Scan> {
         .collect()
 }
 
+/// A session's assessors listing (`/data/experiments/{ID}/assessors`). XNAT: xnat-web
+/// `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java` (`ID`, `label`, `xsiType`, ...).
+pub fn assessors(rows: &[Row]) -> Vec<super::Assessor> {
+    rows.iter()
+        .map(|r| super::Assessor {
+            id: field(r, "ID"),
+            label: field(r, "label"),
+            xsi_type: field(r, "xsiType"),
+        })
+        .filter(|a| !a.id.is_empty())
+        .collect()
+}
+
 pub fn resources(rows: &[Row]) -> Vec<Resource> {
     rows.iter()
         .map(|r| Resource {

@@ -62,12 +62,31 @@ pub struct Resource {
     pub file_size: Option<u64>,
 }
 
-/// Where a resource lives: a session, optionally a scan, and the resource, by numeric ID (how
-/// requests name it) and by label (how folders, the cache and `--out` name it).
+/// An assessor of a session (FreeSurfer, QC, PUP outputs: an `xnat:imageAssessorData`), as
+/// the session's assessors listing gives it. XNAT: xnat-web
+/// `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java` (rows `ID`, `label`, `xsiType`,
+/// `date`, `project`, `session_ID`, `session_label`, `insert_date`, `URI`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Assessor {
+    /// Accession ID (`XNAT_E00042`): how requests name it.
+    pub id: String,
+    /// Label, unique within its project: how folders, the cache and `--out` name it.
+    pub label: String,
+    #[serde(default)]
+    pub xsi_type: String,
+}
+
+/// Where a resource lives: a session, optionally a scan or an assessor of it, and the
+/// resource, by numeric ID (how requests name it) and by label (how folders, the cache and
+/// `--out` name it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceRef {
     pub session_id: String,
     pub scan: Option<String>,
+    /// The assessor whose output resource this is (then `scan` is `None`).
+    pub assessor: Option<std::sync::Arc<Assessor>>,
     pub label: String,
     /// The numeric `xnat_abstractresource_id`.
     pub id: String,
@@ -79,8 +98,17 @@ impl ResourceRef {
         ResourceRef {
             session_id: session_id.to_string(),
             scan: scan.map(str::to_string),
+            assessor: None,
             label: r.label.clone(),
             id: r.id.clone(),
+        }
+    }
+
+    /// The output resource `r` of assessor `a` of a session.
+    pub fn of_assessor(session_id: &str, a: &Assessor, r: &Resource) -> ResourceRef {
+        ResourceRef {
+            assessor: Some(std::sync::Arc::new(a.clone())),
+            ..ResourceRef::of(session_id, None, r)
         }
     }
 
@@ -111,6 +139,14 @@ impl ResourceRef {
     }
 
     fn path_naming(&self, resource: &str) -> String {
+        if let Some(a) = &self.assessor {
+            // An assessor's resources are its `out` resources. XNAT: xnat-web
+            // `org/nrg/xnat/restlet/resources/files/XNATTemplate.java` (`assessors/{A}/out`).
+            return format!(
+                "/data/experiments/{}/assessors/{}/out/resources/{resource}",
+                self.session_id, a.id
+            );
+        }
         match &self.scan {
             Some(scan) => format!(
                 "/data/experiments/{}/scans/{scan}/resources/{resource}",
@@ -159,6 +195,16 @@ pub struct RemoteFile {
 pub struct SessionTree {
     pub scans: Vec<ScanTree>,
     /// The session-level resources (`<session>/resources/<label>`).
+    pub resources: Vec<ResourceTree>,
+    /// The session's assessors with their resources
+    /// (`<session>/assessors/<label>/resources/<label>`).
+    #[serde(default)]
+    pub assessors: Vec<AssessorTree>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AssessorTree {
+    pub assessor: Assessor,
     pub resources: Vec<ResourceTree>,
 }
 
@@ -241,6 +287,18 @@ pub trait XnatApi: Send + Sync {
     async fn scans(&self, session: &Session) -> Result<Vec<Scan>>;
     /// Resources of a scan (`scan` given) or the session-level resources.
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>>;
+    /// The assessors of a session. This default knows of none (an API without assessors).
+    async fn assessors(&self, _session_id: &str) -> Result<Vec<Assessor>> {
+        Ok(Vec::new())
+    }
+    /// The output resources of assessor `assessor` of a session.
+    async fn assessor_resources(
+        &self,
+        _session_id: &str,
+        _assessor: &Assessor,
+    ) -> Result<Vec<Resource>> {
+        Ok(Vec::new())
+    }
     /// Files of a resource. Rows with unsafe paths are left out (with a warning).
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>>;
     /// A session's whole tree. This default asks listing by listing (one request per folder);
@@ -284,7 +342,57 @@ pub async fn session_tree_by_listings<A: XnatApi + ?Sized>(
             .await?;
         tree.resources.push(ResourceTree { resource, files });
     }
+    tree.assessors = assessor_trees(api, &session.id).await?;
     Ok(tree)
+}
+
+/// A session's assessors, each with its resources and their files, listing by listing. One
+/// that the server refuses to list (an assessor type the user may not read, a listing that
+/// makes no sense) is reported and left out, and never sinks the session's scans; a server
+/// that cannot be reached fails the whole, as for any other listing.
+pub async fn assessor_trees<A: XnatApi + ?Sized>(
+    api: &A,
+    session_id: &str,
+) -> Result<Vec<AssessorTree>> {
+    let skip = |what: String, e: XnatError| -> Result<()> {
+        match e {
+            XnatError::Auth(_) | XnatError::Network { .. } | XnatError::Timeout(_) => Err(e),
+            e => {
+                tracing::warn!("leaving out {what}: {e}");
+                Ok(())
+            }
+        }
+    };
+    let mut out = Vec::new();
+    let assessors = match api.assessors(session_id).await {
+        Ok(a) => a,
+        Err(e) => {
+            skip(format!("the assessors of {session_id}"), e)?;
+            return Ok(out);
+        }
+    };
+    for assessor in assessors {
+        let listed = match api.assessor_resources(session_id, &assessor).await {
+            Ok(r) => r,
+            Err(e) => {
+                skip(format!("assessor {}", assessor.label), e)?;
+                continue;
+            }
+        };
+        let mut resources = Vec::new();
+        for resource in listed {
+            let res = ResourceRef::of_assessor(session_id, &assessor, &resource);
+            match api.files(&res).await {
+                Ok(files) => resources.push(ResourceTree { resource, files }),
+                Err(e) => skip(res.label_path(), e)?,
+            }
+        }
+        out.push(AssessorTree {
+            assessor,
+            resources,
+        });
+    }
+    Ok(out)
 }
 
 /// The sessions the user named (`-E`), each with the name it was given: labels are looked up
@@ -364,6 +472,73 @@ pub async fn find_session(api: &dyn XnatApi, project: Option<&str>, name: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two assessors: `A1` lists a resource, `A2`'s resources are refused.
+    struct TwoAssessors;
+
+    fn assessor(id: &str) -> Assessor {
+        Assessor {
+            id: id.into(),
+            label: format!("S1_{id}"),
+            xsi_type: "fs:fsData".into(),
+        }
+    }
+
+    #[async_trait]
+    impl XnatApi for TwoAssessors {
+        async fn projects(&self) -> Result<Vec<Project>> {
+            Ok(vec![])
+        }
+        async fn sessions(&self, _: &str) -> Result<Vec<Session>> {
+            Ok(vec![])
+        }
+        async fn session(&self, _: Option<&str>, n: &str) -> Result<Session> {
+            Err(XnatError::NotFound(n.into()))
+        }
+        async fn scans(&self, _: &Session) -> Result<Vec<Scan>> {
+            Ok(vec![])
+        }
+        async fn resources(&self, _: &str, _: Option<&str>) -> Result<Vec<Resource>> {
+            Ok(vec![])
+        }
+        async fn assessors(&self, _: &str) -> Result<Vec<Assessor>> {
+            Ok(vec![assessor("A1"), assessor("A2")])
+        }
+        async fn assessor_resources(&self, _: &str, a: &Assessor) -> Result<Vec<Resource>> {
+            if a.id == "A2" {
+                return Err(XnatError::Forbidden(a.id.clone()));
+            }
+            Ok(vec![Resource {
+                id: "7".into(),
+                label: "DATA".into(),
+                format: String::new(),
+                content: String::new(),
+                file_count: None,
+                file_size: None,
+            }])
+        }
+        async fn files(&self, r: &ResourceRef) -> Result<Vec<RemoteFile>> {
+            assert_eq!(
+                r.rest_path(),
+                "/data/experiments/E1/assessors/A1/out/resources/7"
+            );
+            Ok(vec![])
+        }
+        async fn download_range(&self, u: &str, _: u64, _: Option<u64>) -> Result<Download> {
+            Err(XnatError::NotFound(u.into()))
+        }
+        async fn download_zip(&self, r: &ResourceRef) -> Result<Download> {
+            Err(XnatError::NotFound(r.rest_path()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_assessor_the_server_refuses_is_left_out() {
+        let trees = assessor_trees(&TwoAssessors, "E1").await.unwrap();
+        assert_eq!(trees.len(), 1);
+        assert_eq!(trees[0].assessor.id, "A1");
+        assert_eq!(trees[0].resources[0].resource.label, "DATA");
+    }
 
     #[test]
     fn scans_are_named_in_zips_as_xnat_names_them() {

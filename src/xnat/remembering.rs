@@ -7,8 +7,8 @@
 //! Answers that say something about the data (404, 401, 403) are never papered over.
 
 use super::{
-    Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session, SessionTree,
-    XnatApi, XnatError, session_tree_by_listings,
+    Assessor, Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session,
+    SessionTree, XnatApi, XnatError, session_tree_by_listings,
 };
 use async_trait::async_trait;
 use md5::{Digest, Md5};
@@ -166,6 +166,14 @@ fn resources_key(session_id: &str, scan: Option<&str>) -> String {
     format!("resources/{session_id}/{}", scan.unwrap_or("-"))
 }
 
+fn assessors_key(session_id: &str) -> String {
+    format!("assessors/{session_id}")
+}
+
+fn assessor_resources_key(session_id: &str, assessor: &Assessor) -> String {
+    format!("assessor-resources/{session_id}/{}", assessor.id)
+}
+
 impl RememberingApi {
     /// A session's tree from kept listings all younger than `fresh_for`, or `None`.
     fn fresh_tree(&self, session: &Session) -> Option<SessionTree> {
@@ -195,6 +203,24 @@ impl RememberingApi {
             .into_iter()
             .map(|r| files(None, r))
             .collect::<Option<_>>()?;
+        let assessors: Vec<Assessor> = self.load_fresh(&assessors_key(&session.id))?;
+        for assessor in assessors {
+            let listed: Vec<Resource> = load(assessor_resources_key(&session.id, &assessor))?;
+            let resources = listed
+                .into_iter()
+                .map(|resource| {
+                    let res = ResourceRef::of_assessor(&session.id, &assessor, &resource);
+                    Some(super::ResourceTree {
+                        files: self.load_fresh(&files_key(&res))?,
+                        resource,
+                    })
+                })
+                .collect::<Option<_>>()?;
+            tree.assessors.push(super::AssessorTree {
+                assessor,
+                resources,
+            });
+        }
         Some(tree)
     }
 
@@ -221,10 +247,26 @@ impl RememberingApi {
             keep(Some(&s.scan.id), &s.resources);
         }
         keep(None, &tree.resources);
+        let assessors: Vec<&Assessor> = tree.assessors.iter().map(|a| &a.assessor).collect();
+        self.store(&assessors_key(&session.id), &assessors);
+        for a in &tree.assessors {
+            let listed: Vec<&Resource> = a.resources.iter().map(|r| &r.resource).collect();
+            self.store(&assessor_resources_key(&session.id, &a.assessor), &listed);
+            for r in &a.resources {
+                let res = ResourceRef::of_assessor(&session.id, &a.assessor, &r.resource);
+                self.store(&files_key(&res), &r.files);
+            }
+        }
     }
 }
 
 fn files_key(resource: &ResourceRef) -> String {
+    if let Some(a) = &resource.assessor {
+        return format!(
+            "assessor-files/{}/{}/{}",
+            resource.session_id, a.id, resource.label
+        );
+    }
     format!(
         "files/{}/{}/{}",
         resource.session_id,
@@ -259,6 +301,29 @@ impl XnatApi for RememberingApi {
     async fn resources(&self, session_id: &str, scan: Option<&str>) -> Result<Vec<Resource>> {
         let key = resources_key(session_id, scan);
         self.remembered(key, self.inner.resources(session_id, scan))
+            .await
+    }
+
+    /// Listings kept from before assessors were listed have none: offline, such a session
+    /// shows no assessors rather than nothing at all.
+    async fn assessors(&self, session_id: &str) -> Result<Vec<Assessor>> {
+        let key = assessors_key(session_id);
+        match self.remembered(key, self.inner.assessors(session_id)).await {
+            Err(e) if self.offline => {
+                tracing::debug!("{e}; no assessors kept of {session_id}");
+                Ok(Vec::new())
+            }
+            answer => answer,
+        }
+    }
+
+    async fn assessor_resources(
+        &self,
+        session_id: &str,
+        assessor: &Assessor,
+    ) -> Result<Vec<Resource>> {
+        let key = assessor_resources_key(session_id, assessor);
+        self.remembered(key, self.inner.assessor_resources(session_id, assessor))
             .await
     }
 

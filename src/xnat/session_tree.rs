@@ -27,6 +27,8 @@ use std::collections::HashMap;
 pub struct Shape {
     pub scans: Vec<(Scan, Vec<Resource>)>,
     pub resources: Vec<Resource>,
+    /// The document lists assessors (`assessors/assessor`).
+    pub assessors: bool,
 }
 
 fn bad(path: &str, msg: impl Into<String>) -> XnatError {
@@ -116,6 +118,7 @@ pub fn shape(body: &[u8], path: &str) -> Result<Shape, XnatError> {
     shape.resources = children(session, "resources/resource")
         .map(|r| resource(r, path))
         .collect::<Result<_, _>>()?;
+    shape.assessors = children(session, "assessors/assessor").next().is_some();
     Ok(shape)
 }
 
@@ -124,7 +127,9 @@ pub fn shape(body: &[u8], path: &str) -> Result<Shape, XnatError> {
 enum Place {
     /// A resource of the session (`scan` given: of that scan), by numeric ID.
     Resource { scan: Option<String>, id: String },
-    /// A resource of a reconstruction or an assessor: not part of the tree.
+    /// A resource of an assessor: listed on its own (see `HttpXnat::whole_tree`).
+    Assessor,
+    /// A resource of a reconstruction: not part of the tree.
     Elsewhere,
 }
 
@@ -137,7 +142,8 @@ fn place(uri: &str, session_id: &str) -> Option<Place> {
     let (scan, kind) = match first {
         "scans" => (Some(segs.next()?.to_string()), segs.next()?),
         "resources" => (None, first),
-        "assessors" | "reconstructions" => return Some(Place::Elsewhere),
+        "assessors" => return Some(Place::Assessor),
+        "reconstructions" => return Some(Place::Elsewhere),
         _ => return None,
     };
     if kind != "resources" {
@@ -149,14 +155,16 @@ fn place(uri: &str, session_id: &str) -> Option<Place> {
 
 /// The tree: `shape` with each resource's files from the session's `all=true` files listing
 /// `body`. Unsafe rows are left out of their resource (and reported), as in a resource's own
-/// listing.
+/// listing. With it, whether the session has assessors (the document lists some, or the
+/// listing lists files of some), whose resources the tree then still lacks.
 pub fn with_files(
     shape: Shape,
     session_id: &str,
     body: bytes::Bytes,
     path: &str,
-) -> Result<SessionTree, XnatError> {
+) -> Result<(SessionTree, bool), XnatError> {
     let rows = json::file_rows(body, path)?;
+    let mut assessors = shape.assessors;
     let mut buckets: HashMap<(Option<String>, String), Vec<FileRow>> = HashMap::new();
     for row in rows {
         match place(&row.uri, session_id) {
@@ -166,6 +174,7 @@ pub fn with_files(
                 }
                 buckets.entry((scan, id)).or_default().push(row);
             }
+            Some(Place::Assessor) => assessors = true,
             Some(Place::Elsewhere) => {}
             None => {
                 return Err(bad(
@@ -208,7 +217,7 @@ pub fn with_files(
             format!("files of resource {id} of {of}, which the session document does not list"),
         ));
     }
-    Ok(tree)
+    Ok((tree, assessors))
 }
 
 #[cfg(test)]
@@ -276,7 +285,11 @@ mod tests {
                 "99",
             ),
         ]);
-        let tree = with_files(shape(DOC, "/d").unwrap(), "E1", body, "/f").unwrap();
+        let (tree, assessors) = with_files(shape(DOC, "/d").unwrap(), "E1", body, "/f").unwrap();
+        assert!(
+            assessors,
+            "the assessor's row shows the session has assessors"
+        );
         let paths: Vec<_> = tree.scans[0].resources[0]
             .files
             .iter()
@@ -326,6 +339,6 @@ mod tests {
         );
         // A resource that holds files by the document, and none listed.
         assert!(tree(&[]).is_err());
-        assert!(tree(&[(ok, "11")]).is_ok());
+        assert!(!tree(&[(ok, "11")]).unwrap().1, "no assessors");
     }
 }

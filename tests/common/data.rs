@@ -57,8 +57,24 @@ pub fn expected_files(data: &Dataset) -> Vec<(PathBuf, u64, String)> {
             (PathBuf::from(path), f.size(), f.md5().to_string())
         })
         .collect();
+    // A walk of the mount sees the assessors' files too.
+    out.extend(data.assessor_files().into_iter().map(|(s, a, r, f)| {
+        let path = format!(
+            "{}/{}/{}",
+            s.project,
+            s.label,
+            assessor_path(&a.label, &r.label, &f.path)
+        );
+        (PathBuf::from(path), f.size(), f.md5().to_string())
+    }));
     out.sort();
     out
+}
+
+/// Where a file of an assessor's resource lies below its session's folder (in a mount and
+/// under `prefetch --out`).
+pub fn assessor_path(assessor: &str, resource: &str, path: &str) -> String {
+    format!("assessors/{assessor}/resources/{resource}/files/{path}")
 }
 
 /// The file of `data` at `path` in a mount with no -P or -E (as [`SUBJ01_T1W`]); panics if

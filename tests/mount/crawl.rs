@@ -49,6 +49,7 @@ fn cohort(n: usize) -> Dataset {
                 date: "2024-03-01".into(),
                 scans,
                 resources: vec![resource("NOTES", 1, i)],
+                assessors: Vec::new(),
             })
         })
         .collect();

@@ -119,3 +119,70 @@ fn file_names_tomcat_refuses_raw_read_right() {
         assert!(log.iter().any(|r| r.ends_with(sent)), "{sent}: {log:?}");
     }
 }
+
+/// A session's assessors show under `<session>/assessors/<label>/resources/<label>/files`,
+/// listed from the session's assessors, and read with the right bytes; a session without
+/// assessors shows an empty `assessors/`.
+#[test]
+fn assessors_show_with_their_resources_and_read_right() {
+    let data = small_sample();
+    let want: Vec<_> = files_of_project(&data, "MULTI")
+        .into_iter()
+        .filter(|(p, _)| p.contains("/assessors/"))
+        .collect();
+    assert_eq!(want.len(), 3, "{want:?}");
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    assert_eq!(
+        dir_names(&m.path("SUBJ03_PETMR1")),
+        ["assessors", "resources", "scans"]
+    );
+    assert_eq!(
+        dir_names(&m.path("SUBJ03_PETMR1/assessors")),
+        ["SUBJ03_PETMR1_freesurfer", "SUBJ03_PETMR1_qc"]
+    );
+    assert_eq!(
+        dir_names(&m.path("SUBJ03_PETMR1/assessors/SUBJ03_PETMR1_freesurfer/resources/DATA/files")),
+        ["mri", "stats"]
+    );
+    for (rel, md5) in &want {
+        assert_eq!(&md5_file(&m.path(rel)), md5, "{rel}");
+    }
+    let qc = std::fs::read_to_string(
+        m.path("SUBJ03_PETMR1/assessors/SUBJ03_PETMR1_qc/resources/QC/files/qc.html"),
+    )
+    .unwrap();
+    assert!(qc.contains("FreeSurfer QC: pass"), "{qc}");
+    assert!(dir_names(&m.path("SUBJ03_PETCT1/assessors")).is_empty());
+    let log = mock.state.request_log();
+    assert!(
+        !log.iter().any(|l| l.contains("XNAT_E00006/assessors")),
+        "a session without assessors is not asked for them: {log:?}"
+    );
+}
+
+/// An assessor whose label cannot be a folder name is left out; the others show.
+#[test]
+fn an_assessor_with_an_unsafe_label_is_left_out() {
+    let mut data = small_sample();
+    let petmr = data.projects[2]
+        .sessions
+        .iter_mut()
+        .find(|s| s.id == "XNAT_E00005")
+        .unwrap();
+    let petmr = std::sync::Arc::get_mut(petmr).unwrap();
+    let mut evil = petmr.assessors[1].clone();
+    evil.id = "XNAT_E00010".into();
+    evil.label = "..".into();
+    petmr.assessors.push(evil);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    assert_eq!(
+        dir_names(&m.path("SUBJ03_PETMR1/assessors")),
+        ["SUBJ03_PETMR1_freesurfer", "SUBJ03_PETMR1_qc"]
+    );
+}
