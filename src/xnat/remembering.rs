@@ -61,6 +61,45 @@ impl RememberingApi {
         self
     }
 
+    /// Whether the server was found away less than [`RETRY_SERVER_AFTER`] ago (kept listings
+    /// are served without asking it meanwhile).
+    fn server_away(&self) -> bool {
+        self.unreachable_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// The server did not answer: it is not asked again for [`RETRY_SERVER_AFTER`]. Whether
+    /// this is news (it was not taken for away already).
+    fn server_went_away(&self) -> bool {
+        self.unreachable_until
+            .lock()
+            .unwrap()
+            .replace(std::time::Instant::now() + RETRY_SERVER_AFTER)
+            .is_none()
+    }
+
+    fn server_answered(&self) {
+        *self.unreachable_until.lock().unwrap() = None;
+    }
+
+    /// Waits for `ask`; with a kept answer to fall back on (`kept`), no longer than
+    /// `fallback_after` (then a timeout naming `what`).
+    async fn ask_kept<T>(
+        &self,
+        kept: bool,
+        ask: impl std::future::Future<Output = Result<T>>,
+        what: impl FnOnce() -> String,
+    ) -> Result<T> {
+        if !kept {
+            return ask.await;
+        }
+        tokio::time::timeout(self.fallback_after, ask)
+            .await
+            .unwrap_or_else(|_| Err(XnatError::Timeout(what())))
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.dir
             .join(format!("{}.json", hex::encode(Md5::digest(key.as_bytes()))))
@@ -110,37 +149,24 @@ impl RememberingApi {
         {
             return Ok(value);
         }
-        let server_away = self
-            .unreachable_until
-            .lock()
-            .unwrap()
-            .is_some_and(|until| std::time::Instant::now() < until);
+        let server_away = self.server_away();
         if kept_exists
             && server_away
             && let Some(value) = self.load(&key)
         {
             return Ok(value);
         }
-        let answer = if kept_exists {
-            tokio::time::timeout(self.fallback_after, ask)
-                .await
-                .unwrap_or_else(|_| Err(XnatError::Timeout(format!("listing {key}"))))
-        } else {
-            ask.await
-        };
+        let answer = self
+            .ask_kept(kept_exists, ask, || format!("listing {key}"))
+            .await;
         match answer {
             Ok(value) => {
-                *self.unreachable_until.lock().unwrap() = None;
+                self.server_answered();
                 self.store(&key, &value);
                 Ok(value)
             }
             Err(e) if e.is_transient() => {
-                let first = self
-                    .unreachable_until
-                    .lock()
-                    .unwrap()
-                    .replace(std::time::Instant::now() + RETRY_SERVER_AFTER)
-                    .is_none();
+                let first = self.server_went_away();
                 match self.load(&key) {
                     Some(value) => {
                         if first {
@@ -342,37 +368,24 @@ impl XnatApi for RememberingApi {
         if let Some(tree) = self.fresh_tree(session) {
             return Ok(tree);
         }
-        let server_away = self
-            .unreachable_until
-            .lock()
-            .unwrap()
-            .is_some_and(|until| std::time::Instant::now() < until);
+        let server_away = self.server_away();
         if server_away {
             return session_tree_by_listings(self, session).await;
         }
         let kept = self.path(&scans_key(&session.id)).exists();
         let ask = self.inner.session_tree(session);
-        let answer = if kept {
-            tokio::time::timeout(self.fallback_after, ask)
-                .await
-                .unwrap_or_else(|_| Err(XnatError::Timeout(format!("the tree of {}", session.id))))
-        } else {
-            ask.await
-        };
+        let answer = self
+            .ask_kept(kept, ask, || format!("the tree of {}", session.id))
+            .await;
         match answer {
             Ok(tree) => {
-                *self.unreachable_until.lock().unwrap() = None;
+                self.server_answered();
                 self.store_tree(session, &tree);
                 Ok(tree)
             }
             // Listing by listing, each served from what was kept while the server is away.
             Err(e) if e.is_transient() => {
-                let first = self
-                    .unreachable_until
-                    .lock()
-                    .unwrap()
-                    .replace(std::time::Instant::now() + RETRY_SERVER_AFTER)
-                    .is_none();
+                let first = self.server_went_away();
                 if first && kept {
                     tracing::warn!(
                         "{e}; serving listings kept from before until the server answers again"
