@@ -576,6 +576,19 @@ impl HttpXnat {
                     XnatError::Auth(format!("access to {path} refused after logging in again"))
                 });
             }
+            // An `.html` file answered with HTML may be the file, or the login page a site
+            // serves a dead session (`../shared/xnat-api.md`, "Authentication"): the answer's
+            // type cannot tell, so who-am-I does (the page is never taken for the file).
+            if status.is_success()
+                && !renewed
+                && is_html(&resp)
+                && matches!(expect, Expect::File { html_ok: true })
+                && self.identity(&token).await == Identity::Guest
+            {
+                tracing::info!("{path}: the XNAT session has ended; logging in again");
+                token = self.renew(&token).await?;
+                continue;
+            }
             if status == StatusCode::NOT_FOUND && !renewed && self.became_guest(&token).await {
                 token = self.renew(&token).await?;
                 continue;

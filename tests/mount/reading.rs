@@ -60,6 +60,32 @@ fn expired_session_is_renewed_mid_mount() {
 }
 
 #[test]
+fn an_html_file_read_after_the_session_expired_is_the_file_not_the_login_page() {
+    // Sites that answer a dead session with their login page (200, HTML): for an `.html` file
+    // the answer's type cannot tell the page from the file, so the session is checked.
+    let mock = start_mock_with(
+        small_sample(),
+        xnatfs::mock::MockOptions {
+            login_page_on_expiry: true,
+            ..Default::default()
+        },
+    );
+    let m = MountBuilder::new(&mock.url()).mount();
+    let folder = m.path("DEMO/SUBJ02_MR1/resources/QC/files");
+    // Listed while the session lived: the read after expiry asks for the body alone.
+    assert!(std::fs::read_dir(&folder).unwrap().count() > 0);
+    let logins = mock.state.controls.logins.load(Ordering::SeqCst);
+    mock.state.expire_sessions();
+    let text = std::fs::read_to_string(folder.join("qc_report.html")).unwrap();
+    assert!(text.contains("QC for SUBJ02_MR1"), "{text:.200}");
+    assert_eq!(
+        mock.state.controls.logins.load(Ordering::SeqCst),
+        logins + 1,
+        "logged in again once"
+    );
+}
+
+#[test]
 fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
     use std::io::{Read, Seek, SeekFrom};
     let big = 12 << 20;
