@@ -1402,3 +1402,29 @@ fn assessors_are_fetched_folder_by_folder_too() {
         "{log:?}"
     );
 }
+
+/// A session named on the command line is read once: the document that finds it is the one
+/// its tree starts from (one round trip less per named session).
+#[test]
+fn a_named_sessions_document_is_asked_once() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    for named in [
+        &["-E", "XNAT_E00001"][..],
+        &["-P", "DEMO", "-E", "SUBJ01_MR1"],
+    ] {
+        let before = mock.state.request_log().len();
+        let mut args = named.to_vec();
+        args.extend(["--dry-run", "--out", out.to_str().unwrap()]);
+        ok(&prefetch(&mock.url(), home.path(), &args));
+        let log = mock.state.request_log()[before..].to_vec();
+        let documents: Vec<_> = log
+            .iter()
+            .filter(|r| {
+                r.contains("/experiments/XNAT_E00001?") || r.contains("/experiments/SUBJ01_MR1?")
+            })
+            .collect();
+        assert_eq!(documents.len(), 1, "{named:?}: {log:#?}");
+    }
+}

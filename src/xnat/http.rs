@@ -115,8 +115,16 @@ pub struct HttpXnat {
     /// Whether the server says who a session is (`/xapi/users/username`), and when (and for
     /// which session) it was last asked.
     whoami: std::sync::Mutex<WhoamiState>,
+    /// Session documents just read to find a session by name, kept a little while for its
+    /// tree, which starts from the same document (one round trip less per named session).
+    documents: std::sync::Mutex<std::collections::HashMap<String, (Instant, bytes::Bytes)>>,
     options: ClientOptions,
 }
+
+/// How long a session document read to find a session stands in for its tree's document.
+const DOCUMENT_KEPT: Duration = Duration::from_secs(30);
+/// At most this many such documents are kept.
+const DOCUMENTS_KEPT: usize = 64;
 
 #[derive(Debug, Default)]
 struct WhoamiState {
@@ -276,6 +284,7 @@ impl HttpXnat {
             creds,
             gate: LoginGate::new(options.login_retry_after),
             whoami: Default::default(),
+            documents: Default::default(),
             options,
         })
     }
@@ -646,8 +655,19 @@ impl HttpXnat {
     async fn whole_tree(&self, session: &Session) -> Result<SessionTree> {
         let doc_path = format!("/data/experiments/{}", session.id);
         let files_path = format!("{doc_path}/files");
+        let kept = self
+            .documents
+            .lock()
+            .unwrap()
+            .remove(&session.id)
+            .filter(|(at, _)| at.elapsed() < DOCUMENT_KEPT);
         let (doc, files) = tokio::join!(
-            self.get_json(&doc_path, ""),
+            async {
+                match kept {
+                    Some((_, doc)) => Ok(doc),
+                    None => self.get_json(&doc_path, "").await,
+                }
+            },
             self.get_json(&files_path, "&all=true")
         );
         let shape = session_tree::shape(&doc?, &doc_path)?;
@@ -723,7 +743,13 @@ impl XnatApi for HttpXnat {
             }
             other => other?,
         };
-        json::session_document(&body, &path)
+        let session = json::session_document(&body, &path)?;
+        let mut kept = self.documents.lock().unwrap();
+        kept.retain(|_, (at, _)| at.elapsed() < DOCUMENT_KEPT);
+        if kept.len() < DOCUMENTS_KEPT {
+            kept.insert(session.id.clone(), (Instant::now(), body));
+        }
+        Ok(session)
     }
 
     async fn scans(&self, session: &Session) -> Result<Vec<Scan>> {
