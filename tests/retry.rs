@@ -104,3 +104,30 @@ fn a_rate_limiter_is_waited_out_as_it_asks_and_not_counted_as_attempts() {
         LISTING_ATTEMPTS as usize + 2
     );
 }
+
+#[test]
+fn a_rate_limiter_on_file_bodies_is_waited_out_by_prefetch() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = start_mock(small_sample());
+    let api = demo_client(&mock.url());
+    let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
+    let c = &mock.state.controls;
+    // More throttled answers than a prefetch makes attempts, each asking for 1 s.
+    c.retry_after_secs.store(1, Ordering::SeqCst);
+    c.throttle_next
+        .store(PREFETCH_BODY_ATTEMPTS + 1, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert!(transfer_one(
+        &rt,
+        api.as_ref(),
+        &file,
+        PREFETCH_BODY_ATTEMPTS,
+        Duration::from_secs(30)
+    ));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(u64::from(PREFETCH_BODY_ATTEMPTS + 1)),
+        "each Retry-After waited: {took:?}"
+    );
+    assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize + 2);
+}
