@@ -131,3 +131,27 @@ fn a_rate_limiter_on_file_bodies_is_waited_out_by_prefetch() {
     );
     assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize + 2);
 }
+
+/// A prefetch learns who its session is beside its first listings: when the session dies on a
+/// site with guest access (its requests then served as the guest's, who sees nothing), the
+/// next listing notices, logs in again once and answers.
+#[test]
+fn a_session_that_became_the_guests_is_replaced_once_who_it_was_is_known() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let options = xnatfs::mock::MockOptions {
+        guest: true,
+        ..Default::default()
+    };
+    let mock = common::start_mock_with(small_sample(), options);
+    let api = demo_client(&mock.url());
+    rt.block_on(api.learn_identity());
+    mock.state.expire_sessions();
+    let logins = mock.state.controls.logins.load(Ordering::SeqCst);
+    let files = rt.block_on(api.files(&scan_resource())).unwrap();
+    assert!(!files.is_empty());
+    assert_eq!(
+        mock.state.controls.logins.load(Ordering::SeqCst),
+        logins + 1,
+        "logged in again once"
+    );
+}

@@ -205,6 +205,10 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
     let rt = runtime()?;
     let outcome = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
+        // Who the session is, beside the first listings: a session that dies mid-run on a
+        // site with guest access is then noticed and replaced.
+        let who = client.clone();
+        tokio::spawn(async move { who.learn_identity().await });
         let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         // Dropping the prefetch on a signal drops every transfer under way with its partial
         // file, and the run's folder of partial files with whatever is left in it.

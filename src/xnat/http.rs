@@ -418,6 +418,17 @@ impl HttpXnat {
         Ok(fresh)
     }
 
+    /// Logs in (if not yet) and asks who the session is, so that a session the server later
+    /// serves as the guest's is noticed and replaced (see [`Self::became_guest`]): for runs
+    /// that skip [`Self::check_login`] (a prefetch asks it beside its first listings).
+    pub async fn learn_identity(&self) {
+        if let Ok(token) = self.current_token().await {
+            self.identity(&token).await;
+            // The first 404 or empty listing from now on asks again at once.
+            self.whoami.lock().unwrap().last = None;
+        }
+    }
+
     /// Checks that the server answers and the credentials work. A login the server could not
     /// answer (5xx, no connection) is tried again like a listing; a refused one never is.
     /// Then asks who the session is: a token the user handed over (`XNAT_TOKEN`) that the
