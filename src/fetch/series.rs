@@ -13,8 +13,9 @@
 //!   read-ahead took but has not finished (the reader caught up and waits on a round trip),
 //!   and a whole width of opens has passed since the series started or last widened, the
 //!   width doubles, up to [`SeriesConfig::widest`]. A reader slower than the read-ahead
-//!   finds its files done and never widens it; at 20 ms per request, 8 files at once
-//!   bring 200 small files in about 0.55 s, 32 in about 0.15 s.
+//!   finds its files done and never widens it. (`md5sum` of 200 cold files of 256 KiB at
+//!   20 ms per request: 0.65 s at 8 at once, the reader waiting on every round; 0.35 s
+//!   widened, about the time of `prefetch` of the series as one ZIP.)
 //! - **Bounded**: at most [`SeriesConfig::widest`] files at once over all series, none
 //!   while less than half the memory budget (`--max-memory`) is free, and at most
 //!   [`SeriesConfig::ahead_files`] files (and [`SeriesConfig::ahead_bytes`] bytes, and a
