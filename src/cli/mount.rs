@@ -54,8 +54,9 @@ pub struct MountArgs {
     pub crawl_ahead: usize,
     /// Files fetched at once ahead of a sequential reader: when a tool opens cold files of
     /// one folder one after another (dcm2niix, md5sum, cp -r over a DICOM series), the files
-    /// after them are fetched ahead, in parallel, into the cache; it stops when the reader
-    /// stops. A single open (head of one file) or a listing never starts it. 0: off.
+    /// after them are fetched ahead, in parallel, into the cache; N at first, doubling up to
+    /// 4 x N while the reader keeps waiting for them; it stops when the reader stops. A
+    /// single open (head of one file) or a listing never starts it. 0: off.
     #[arg(long, value_name = "N", default_value_t = crate::fetch::series::DEFAULT_IN_FLIGHT)]
     pub series_readahead: usize,
     /// How a downloaded file is checked before it is served whole and cached: md5 (its size

@@ -148,6 +148,7 @@ fn a_reader_that_stops_pauses_its_series_and_resumes_on_what_was_fetched() {
 fn a_reader_that_moves_to_other_series_pauses_the_oldest() {
     let mut p = SeriesPolicy::new(SeriesConfig {
         running_at_most: 2,
+        widest: 1,
         ..SeriesConfig::with_in_flight(1)
     });
     let t = Instant::now();
@@ -187,4 +188,79 @@ fn no_memory_room_or_off_starts_nothing() {
         Opened::Nothing
     );
     assert_eq!(off.next(t, true, None), None);
+}
+
+/// A reader that opens files 0, 1, ... of a series of `n` one after another, the read-ahead
+/// taking what it may after each open; `waits`: the reader is faster than the server and
+/// opens each file fetched ahead while it is still in flight, else after it finished. Gives
+/// the files in flight after each open.
+fn read_through(p: &mut SeriesPolicy<&'static str>, n: usize, waits: bool) -> Vec<usize> {
+    let t = Instant::now();
+    let mut flying: Vec<usize> = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    let mut at_once = Vec::new();
+    for i in 0..n {
+        if !waits {
+            for f in flying.drain(..) {
+                p.finished(&"A", f, true);
+                done.insert(f);
+            }
+        }
+        let now = t + i as u32 * MS;
+        p.opened(&"A", i, !done.contains(&i), now, sizes(n));
+        if let Some(k) = flying.iter().position(|&f| f == i) {
+            p.finished(&"A", flying.remove(k), true);
+        }
+        flying.extend(take_all(p, now).into_iter().map(|(_, f)| f));
+        at_once.push(flying.len());
+    }
+    at_once
+}
+
+#[test]
+fn a_reader_that_keeps_waiting_widens_its_series_up_to_the_widest() {
+    let config = SeriesConfig {
+        ahead_files: 100,
+        ahead_bytes: 1 << 20,
+        widest: 8,
+        ..SeriesConfig::with_in_flight(2)
+    };
+    let mut p = SeriesPolicy::new(config);
+    let at_once = read_through(&mut p, 60, true);
+    assert_eq!(at_once[..2], [0, 2], "nothing on one open, two at first");
+    assert_eq!(at_once.iter().max(), Some(&8), "doubled up to the widest");
+    // Widened step by step: a whole width of opens between two doublings.
+    let first_4 = at_once.iter().position(|&n| n > 2).unwrap();
+    let first_8 = at_once.iter().position(|&n| n > 4).unwrap();
+    assert!(first_4 >= 3 && first_8 >= first_4 + 4, "{at_once:?}");
+}
+
+#[test]
+fn a_reader_slower_than_the_read_ahead_never_widens_it() {
+    let mut p = SeriesPolicy::new(SeriesConfig {
+        ahead_files: 100,
+        ahead_bytes: 1 << 20,
+        ..SeriesConfig::with_in_flight(2)
+    });
+    let at_once = read_through(&mut p, 60, false);
+    assert!(at_once.iter().all(|&n| n <= 2), "{at_once:?}");
+    assert!(
+        at_once[1..20].iter().all(|&n| n == 2),
+        "it runs: {at_once:?}"
+    );
+}
+
+#[test]
+fn the_widest_bounds_all_series_together() {
+    let mut p = SeriesPolicy::new(SeriesConfig {
+        widest: 3,
+        ..SeriesConfig::with_in_flight(2)
+    });
+    let t = Instant::now();
+    for key in ["A", "B"] {
+        p.opened(&key, 0, true, t, sizes(100));
+        p.opened(&key, 1, true, t + MS, sizes(100));
+    }
+    // Two per series at first, three over both.
+    assert_eq!(take_all(&mut p, t + MS).len(), 3);
 }

@@ -1,7 +1,7 @@
 //! The series read-ahead through the core, without a mount: started only by a reader who
-//! opens cold files of one resource one after another, within its windows and the cache's
-//! cap, paused when the reader stops, and joined (right bytes, one request a file) by the
-//! reader.
+//! opens cold files of one resource one after another, widened while that reader waits on
+//! it, within its windows and the cache's cap, paused when the reader stops, and joined
+//! (right bytes, one request a file) by the reader.
 
 use super::tree::{ROOT_INO, Root, Tree};
 use super::{Attr, FsOptions, XnatFs};
@@ -14,6 +14,7 @@ use crate::mock::data::{Body, Dataset, MockFile, MockProject, MockResource, Mock
 use crate::xnat::XnatApi;
 use crate::xnat::{Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const FILES: usize = 40;
@@ -69,6 +70,9 @@ fn series() -> Dataset {
 struct Slow {
     inner: Arc<MemoryXnat>,
     delay: Duration,
+    /// Bodies waiting for their answer now, and the most there were at once.
+    waiting: AtomicUsize,
+    most: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -92,7 +96,10 @@ impl XnatApi for Slow {
         self.inner.files(resource).await
     }
     async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download> {
+        let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         self.inner.download_range(uri, start, end).await
     }
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download> {
@@ -103,6 +110,7 @@ impl XnatApi for Slow {
 struct Setup {
     fs: Arc<XnatFs>,
     api: Arc<MemoryXnat>,
+    slow: Arc<Slow>,
     cache: Cache,
     _dir: tempfile::TempDir,
 }
@@ -112,6 +120,8 @@ fn setup(series: SeriesConfig, delay: Duration, cache_cap: Option<u64>) -> Setup
     let slow = Arc::new(Slow {
         inner: api.clone(),
         delay,
+        waiting: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
     });
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "http://memory").unwrap();
@@ -124,7 +134,7 @@ fn setup(series: SeriesConfig, delay: Duration, cache_cap: Option<u64>) -> Setup
         Duration::from_secs(60),
     ));
     let rt = tokio::runtime::Handle::current();
-    let fetcher = Fetcher::new(slow, rt, cache.clone(), Duration::from_secs(5));
+    let fetcher = Fetcher::new(slow.clone(), rt, cache.clone(), Duration::from_secs(5));
     let opts = FsOptions {
         attr_ttl: Duration::from_secs(60),
         io_timeout: Duration::from_secs(5),
@@ -136,6 +146,7 @@ fn setup(series: SeriesConfig, delay: Duration, cache_cap: Option<u64>) -> Setup
     Setup {
         fs: XnatFs::new(tree, fetcher, opts),
         api,
+        slow,
         cache,
         _dir: dir,
     }
@@ -237,6 +248,21 @@ async fn a_sequential_reader_gets_the_rest_ahead_joining_what_is_in_flight() {
         (FILES / 2..=FILES - 2).contains(&ahead),
         "{ahead} files came by read-ahead"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_waiting_on_the_read_ahead_widens_it_within_its_bound() {
+    // Every body takes 100 ms and the reader takes what arrives at once: it keeps waiting on
+    // files in flight, so the read-ahead widens from 2 at once, up to 8 (4 x 2).
+    let s = setup(config(2, 16), Duration::from_millis(100), None);
+    for i in 0..FILES {
+        cat(&s.fs, i).await;
+    }
+    assert_eq!(settled(&s.api).await, FILES, "each file fetched once");
+    // Bounds only: how far it widened depends on the machine's pace. The reader's own
+    // download of a file the read-ahead did not take may come on top of the 8.
+    let most = s.slow.most.load(Ordering::SeqCst);
+    assert!((3..=8 + 1).contains(&most), "{most} bodies at once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,7 +53,8 @@ pub struct MountOptions {
     pub scan_names: ScanNames,
     /// XNAT's metadata as `user.xnat.*` extended attributes.
     pub xattrs: bool,
-    /// Files fetched at once ahead of a sequential reader (0: none; `--series-readahead`).
+    /// Files fetched at once ahead of a sequential reader at first (0: none;
+    /// `--series-readahead`).
     pub series_readahead: usize,
     /// How downloads are checked (`--verify`).
     pub verify: crate::cache::Verify,
