@@ -191,14 +191,9 @@ async fn cat(fs: &XnatFs, i: usize) {
     assert_eq!(got, vec![i as u8; SIZE], "file {i} has its own bytes");
 }
 
-/// Waits until `want` body requests were made (20 s at most: the read-ahead works in the
-/// background, and a loaded machine may pause it for a while), then until they stop coming
-/// (none for 300 ms), and returns their count: `want`, or more if more came.
-async fn settled(api: &MemoryXnat, want: usize) -> usize {
-    let start = std::time::Instant::now();
-    while api.body_calls() < want && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the body requests stop coming (none for 300 ms), and returns their count.
+/// For counts the reader's own reads reach; see [`settled_at`] for the read-ahead's.
+async fn settled(api: &MemoryXnat) -> usize {
     let mut last = api.body_calls();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -210,6 +205,17 @@ async fn settled(api: &MemoryXnat, want: usize) -> usize {
     }
 }
 
+/// Waits until `want` body requests were made (20 s at most: the read-ahead works in the
+/// background, and a loaded machine may hold it up for a while), then as [`settled`]: returns
+/// `want`, or more if more came.
+async fn settled_at(api: &MemoryXnat, want: usize) -> usize {
+    let start = std::time::Instant::now();
+    while api.body_calls() < want && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settled(api).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_single_read_or_a_listing_fetches_nothing_more() {
     let s = setup(config(8, 16), Duration::ZERO, None);
@@ -217,13 +223,13 @@ async fn a_single_read_or_a_listing_fetches_nothing_more() {
     for i in 0..FILES {
         file(&s.fs, i).await;
     }
-    assert_eq!(settled(&s.api, 0).await, 0);
+    assert_eq!(settled(&s.api).await, 0);
     // One `head`: one file.
     cat(&s.fs, 7).await;
-    assert_eq!(settled(&s.api, 1).await, 1);
+    assert_eq!(settled(&s.api).await, 1);
     // The same file again (warm), and a warm open is no sign of a series either.
     cat(&s.fs, 7).await;
-    assert_eq!(settled(&s.api, 1).await, 1);
+    assert_eq!(settled(&s.api).await, 1);
     assert_eq!(s.fs.series_started(), 0);
 }
 
@@ -235,7 +241,7 @@ async fn a_sequential_reader_gets_the_rest_ahead_joining_what_is_in_flight() {
         cat(&s.fs, i).await;
     }
     assert_eq!(
-        settled(&s.api, FILES).await,
+        settled(&s.api).await,
         FILES,
         "one request a file: reads join the read-ahead's downloads"
     );
@@ -255,19 +261,19 @@ async fn the_read_ahead_stops_when_the_reader_stops() {
     cat(&s.fs, 0).await;
     cat(&s.fs, 1).await;
     // Two read, six ahead of them: then the window is full.
-    assert_eq!(settled(&s.api, 2 + 6).await, 2 + 6);
+    assert_eq!(settled_at(&s.api, 2 + 6).await, 2 + 6);
     // The reader stops for longer than the idle time, then reads one file elsewhere.
     tokio::time::sleep(IDLE + Duration::from_millis(300)).await;
     cat(&s.fs, 30).await;
     assert_eq!(
-        settled(&s.api, 2 + 6 + 1).await,
+        settled(&s.api).await,
         2 + 6 + 1,
         "a paused series stays paused"
     );
     // It comes back to where it was: the read-ahead goes on from there.
     cat(&s.fs, 2).await;
     cat(&s.fs, 3).await;
-    assert_eq!(settled(&s.api, 2 + 6 + 1 + 2).await, 2 + 6 + 1 + 2);
+    assert_eq!(settled_at(&s.api, 2 + 6 + 1 + 2).await, 2 + 6 + 1 + 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,11 +282,11 @@ async fn the_read_ahead_keeps_within_a_quarter_of_the_cache_cap() {
     let s = setup(config(8, 16), Duration::ZERO, Some(12 * SIZE as u64));
     cat(&s.fs, 0).await;
     cat(&s.fs, 1).await;
-    assert_eq!(settled(&s.api, 2 + 3).await, 2 + 3);
+    assert_eq!(settled_at(&s.api, 2 + 3).await, 2 + 3);
     for i in 2..FILES {
         cat(&s.fs, i).await;
     }
-    assert_eq!(settled(&s.api, FILES).await, FILES, "nothing fetched twice");
+    assert_eq!(settled(&s.api).await, FILES, "nothing fetched twice");
     assert!(s.cache.budget().used() <= 12 * SIZE as u64);
 }
 
@@ -290,6 +296,6 @@ async fn off_reads_file_by_file() {
     for i in 0..5 {
         cat(&s.fs, i).await;
     }
-    assert_eq!(settled(&s.api, 5).await, 5);
+    assert_eq!(settled(&s.api).await, 5);
     assert_eq!(s.fs.series_started(), 0);
 }
