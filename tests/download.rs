@@ -114,12 +114,14 @@ fn random_reads_always_give_the_source_bytes() {
 fn the_first_bytes_come_before_the_whole_file() {
     let rt = runtime();
     let s = setup(&rt, false);
-    // A slow link: 20 ms per 256 KiB, so the 24 MiB body takes about 2 s.
+    // A slow link: 50 ms per 256 KiB, so the 24 MiB body takes about 5 s, and half of it
+    // over 2 s (time for a loaded machine to hand the head to the reader; the rest is not
+    // waited for).
     s.mock
         .state
         .controls
         .chunk_delay_ms
-        .store(20, Ordering::SeqCst);
+        .store(50, Ordering::SeqCst);
     let head = rt
         .block_on(s.fetcher.read(&s.res, &s.file, 0, 4096))
         .unwrap();

@@ -15,6 +15,10 @@ use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi, XnatError};
 
 const STALL: Duration = Duration::from_secs(2);
 
+/// How long a failure may take: the stall timeout, and as much again twice for a loaded
+/// machine. Far below the 20 s the whole drip would take, which is what the bound guards.
+const LIMIT: Duration = STALL.saturating_mul(3);
+
 fn dicom() -> ResourceRef {
     small_sample().resource_ref("XNAT_E00001", Some("2"), "DICOM")
 }
@@ -49,7 +53,8 @@ fn a_dripping_listing_ends_at_its_deadline() {
     let started = Instant::now();
     let listed = rt.block_on(api.sessions("DEMO"));
     assert!(matches!(listed, Err(XnatError::Timeout(_))), "{listed:?}");
-    assert!(started.elapsed() < STALL + Duration::from_secs(2));
+    let took = started.elapsed();
+    assert!(took < LIMIT, "took {took:?}");
 }
 
 #[test]
@@ -62,7 +67,8 @@ fn a_dripping_body_fails_a_mount_read_within_the_stall_timeout() {
     let started = Instant::now();
     let read = rt.block_on(fetcher.read(&dicom(), &file, 0, 4096));
     assert!(read.is_err(), "{read:?}");
-    assert!(started.elapsed() < STALL + Duration::from_secs(2));
+    let took = started.elapsed();
+    assert!(took < LIMIT, "took {took:?}");
 }
 
 #[test]
@@ -71,5 +77,6 @@ fn a_dripping_body_fails_a_prefetch_transfer_within_the_stall_timeout() {
     let (_mock, api, file) = dripping(&rt);
     let started = Instant::now();
     assert!(!transfer_one(&rt, api.as_ref(), &file, 5, STALL));
-    assert!(started.elapsed() < STALL + Duration::from_secs(2));
+    let took = started.elapsed();
+    assert!(took < LIMIT, "took {took:?}");
 }

@@ -152,11 +152,15 @@ fn setup(series: SeriesConfig, delay: Duration, cache_cap: Option<u64>) -> Setup
     }
 }
 
-/// A short idle time, so that a test sees a reader stop.
+/// How long a series waits for its reader before it pauses: shorter than the default, so
+/// that a test sees a reader stop, yet long enough that a reader who keeps reading never
+/// pauses, nor a read-ahead that is still filling its window, on a loaded machine.
+const IDLE: Duration = Duration::from_secs(2);
+
 fn config(in_flight: usize, ahead_files: usize) -> SeriesConfig {
     SeriesConfig {
         ahead_files,
-        idle: Duration::from_millis(300),
+        idle: IDLE,
         ..SeriesConfig::with_in_flight(in_flight)
     }
 }
@@ -198,17 +202,29 @@ async fn cat(fs: &XnatFs, i: usize) {
     assert_eq!(got, vec![i as u8; SIZE], "file {i} has its own bytes");
 }
 
-/// Waits until the body requests stop changing, and returns their count.
+/// Waits until the body requests stop coming (none for 300 ms), and returns their count.
+/// For counts the reader's own reads reach; see [`settled_at`] for the read-ahead's.
 async fn settled(api: &MemoryXnat) -> usize {
     let mut last = api.body_calls();
     loop {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let now = api.body_calls();
         if now == last {
             return now;
         }
         last = now;
     }
+}
+
+/// Waits until `want` body requests were made (20 s at most: the read-ahead works in the
+/// background, and a loaded machine may hold it up for a while), then as [`settled`]: returns
+/// `want`, or more if more came.
+async fn settled_at(api: &MemoryXnat, want: usize) -> usize {
+    let start = std::time::Instant::now();
+    while api.body_calls() < want && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settled(api).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,9 +287,9 @@ async fn the_read_ahead_stops_when_the_reader_stops() {
     cat(&s.fs, 0).await;
     cat(&s.fs, 1).await;
     // Two read, six ahead of them: then the window is full.
-    assert_eq!(settled(&s.api).await, 2 + 6);
+    assert_eq!(settled_at(&s.api, 2 + 6).await, 2 + 6);
     // The reader stops for longer than the idle time, then reads one file elsewhere.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(IDLE + Duration::from_millis(300)).await;
     cat(&s.fs, 30).await;
     assert_eq!(
         settled(&s.api).await,
@@ -283,7 +299,7 @@ async fn the_read_ahead_stops_when_the_reader_stops() {
     // It comes back to where it was: the read-ahead goes on from there.
     cat(&s.fs, 2).await;
     cat(&s.fs, 3).await;
-    assert_eq!(settled(&s.api).await, 2 + 6 + 1 + 2);
+    assert_eq!(settled_at(&s.api, 2 + 6 + 1 + 2).await, 2 + 6 + 1 + 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +308,7 @@ async fn the_read_ahead_keeps_within_a_quarter_of_the_cache_cap() {
     let s = setup(config(8, 16), Duration::ZERO, Some(12 * SIZE as u64));
     cat(&s.fs, 0).await;
     cat(&s.fs, 1).await;
-    assert_eq!(settled(&s.api).await, 2 + 3);
+    assert_eq!(settled_at(&s.api, 2 + 3).await, 2 + 3);
     for i in 2..FILES {
         cat(&s.fs, i).await;
     }

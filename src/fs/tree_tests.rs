@@ -147,6 +147,18 @@ fn trees_asked(api: &MemoryXnat) -> usize {
     api.calls("scans")
 }
 
+/// Waits (20 s at most: the crawl-ahead works in the background, and a loaded machine may
+/// hold it up) until `want` session trees were asked for, then 100 ms more in case more come;
+/// returns how many were.
+async fn trees_settled(api: &MemoryXnat, want: usize) -> usize {
+    let start = std::time::Instant::now();
+    while trees_asked(api) < want && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    trees_asked(api)
+}
+
 #[tokio::test]
 async fn crawl_ahead_starts_with_a_walk_and_follows_listing_and_name_order() {
     let api = Arc::new(MemoryXnat::new(ten_sessions()));
@@ -157,21 +169,17 @@ async fn crawl_ahead_starts_with_a_walk_and_follows_listing_and_name_order() {
     )
     .with_crawl_ahead(1);
     let root = tree.children(ROOT_INO).await.unwrap();
-    let settle = || tokio::time::sleep(Duration::from_millis(100));
     // One session entered: its tree only (a `cat` deep into one session crawls nothing).
     tree.lookup(root.get("S9").unwrap(), "scans").await.unwrap();
-    settle().await;
-    assert_eq!(trees_asked(&api), 1);
+    assert_eq!(trees_settled(&api, 1).await, 1);
     // A second one: a walk. Two ahead in listing order (E2, E3) and in name order (after
     // S8 comes S9, which is E0, fetched already).
     tree.lookup(root.get("S8").unwrap(), "scans").await.unwrap();
-    settle().await;
-    assert_eq!(trees_asked(&api), 4);
+    assert_eq!(trees_settled(&api, 4).await, 4);
     // S0 is E9: itself; nothing follows it in listing order; in name order S1 (E8) and S2
     // (E7).
     tree.lookup(root.get("S0").unwrap(), "scans").await.unwrap();
-    settle().await;
-    assert_eq!(trees_asked(&api), 7);
+    assert_eq!(trees_settled(&api, 7).await, 7);
     // The folders inside come from the trees, with no more listings.
     let calls = api.listing_calls();
     let scans = tree

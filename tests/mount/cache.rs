@@ -147,7 +147,7 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
     );
     // Nothing half-written under a final name, no partial file left, and small files still work.
     // The failed download's space is given back at once, though it was open.
-    wait_until(Duration::from_secs(5), "the space given back", || {
+    wait_until(Duration::from_secs(15), "the space given back", || {
         disk.free() > 900 << 10
     });
     let area = disk.path.join(xnatfs::cache::area_name(&mock.url()));

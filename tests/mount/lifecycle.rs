@@ -226,7 +226,10 @@ fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
         .controls
         .stall_files
         .store(true, Ordering::SeqCst);
-    ctrl_c_ends_it_at_once(std::process::Command::new("cat").arg(&file), "cat");
+    let gets = mock.state.file_gets();
+    ctrl_c_ends_it_at_once(std::process::Command::new("cat").arg(&file), "cat", || {
+        mock.state.file_gets() > gets
+    });
     mock.state
         .controls
         .stall_files
@@ -247,6 +250,13 @@ fn ctrl_c_on_a_listing_that_waits_for_the_server_ends_at_once() {
     ctrl_c_ends_it_at_once(
         std::process::Command::new("ls").arg(m.path("DEMO/SUBJ02_MR1/scans")),
         "ls",
+        || {
+            mock.state
+                .controls
+                .listings_in_flight
+                .load(Ordering::SeqCst)
+                > 0
+        },
     );
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
@@ -290,8 +300,13 @@ fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
         "still mounted after SIGTERM",
         || !is_mounted(&m.mountpoint),
     );
-    let log = std::fs::read_to_string(&m.log_path).unwrap();
-    assert!(log.contains("is busy; detached"), "{log}");
+    // It says so once it has detached: a moment after the mount table shows it.
+    let said = || {
+        std::fs::read_to_string(&m.log_path)
+            .unwrap()
+            .contains("is busy; detached")
+    };
+    wait_until(Duration::from_secs(10), "no \"is busy; detached\"", said);
     // The open file still reads; once it is closed the process ends by itself.
     use std::io::Read;
     let mut text = String::new();
@@ -320,15 +335,25 @@ fn wait_exit(
     status.unwrap()
 }
 
-/// Runs `cmd`, checks that it is still waiting after 500 ms, sends it SIGINT (Ctrl-C) and
-/// checks that it ends within 5 s.
-fn ctrl_c_ends_it_at_once(cmd: &mut std::process::Command, name: &str) {
+/// Runs `cmd` until the server is asked (`asked`: then `cmd` waits inside the mount, not
+/// somewhere in its start-up, however slow the machine), checks that it is still waiting,
+/// sends it SIGINT (Ctrl-C) and checks that it ends within 5 s.
+fn ctrl_c_ends_it_at_once(
+    cmd: &mut std::process::Command,
+    name: &str,
+    asked: impl FnMut() -> bool,
+) {
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{name} asked nothing of the server"),
+        asked,
+    );
+    std::thread::sleep(Duration::from_millis(100));
     assert!(child.try_wait().unwrap().is_none(), "{name} is waiting");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

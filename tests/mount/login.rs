@@ -193,7 +193,7 @@ fn fresh_token(mock: &xnatfs::mock::MockServer) -> String {
 fn a_session_token_is_checked_at_mount_and_kept_alive() {
     let options = MockOptions {
         guest: true,
-        token_ttl: Duration::from_secs(2),
+        token_ttl: Duration::from_secs(3),
         ..MockOptions::default()
     };
     let mock = start_mock_with(small_sample(), options);
@@ -376,8 +376,15 @@ fn a_listing_cut_off_by_the_callers_timeout_finishes_in_the_background_and_is_ke
         Duration::from_secs(5),
         move || std::fs::read_dir(p)?.collect::<std::io::Result<Vec<_>>>(),
     );
-    std::thread::sleep(Duration::from_secs(4));
-    // The server is as slow as before, but the listing finished meanwhile and was kept.
+    // The server is as slow as before, but the listing finishes meanwhile (about 2.5 s after
+    // it was asked for; later on a loaded machine) and is kept: a listing asked for now
+    // comes from it. Until then each try fails after the 1 s the caller waits, and starts no
+    // new request (counted below).
+    wait_until(
+        Duration::from_secs(30),
+        "the listing did not finish in the background",
+        || std::fs::read_dir(&scans).is_ok_and(|d| d.collect::<std::io::Result<Vec<_>>>().is_ok()),
+    );
     assert_eq!(dir_names(&scans), ["1", "2", "3"]);
     // (The session's whole tree: its document and its files listing, once.)
     assert_eq!(

@@ -127,7 +127,9 @@ fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
 fn a_cached_file_reads_while_another_download_is_stalled() {
     let mock = start_mock(small_sample());
     let m = MountBuilder::new(&mock.url())
-        .args(&["--io-timeout", "4"])
+        // Long enough that the stalled read is surely still waiting while the rest is
+        // served, on a loaded machine too.
+        .args(&["--io-timeout", "8"])
         .mount();
     let cached = m.path(SUBJ01_T1W);
     let want = std::fs::read(&cached).unwrap();

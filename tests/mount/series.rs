@@ -33,8 +33,14 @@ fn series_files(m: &Mount) -> Vec<PathBuf> {
     files
 }
 
-/// File bodies the mock was asked for since `before`, once they stop coming.
-fn gets_settled(mock: &xnatfs::mock::MockServer, before: u64) -> u64 {
+/// File bodies the mock was asked for since `before`, once `want` were (30 s at most: the
+/// read-ahead works in the background, and a loaded machine may hold it up) and they stopped
+/// coming (none for 300 ms): `want`, or more if more came.
+fn gets_settled(mock: &xnatfs::mock::MockServer, before: u64, want: u64) -> u64 {
+    let start = std::time::Instant::now();
+    while mock.state.file_gets() - before < want && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut last = mock.state.file_gets();
     loop {
         std::thread::sleep(Duration::from_millis(300));
@@ -61,7 +67,7 @@ fn a_sequential_reader_gets_a_cold_series_fetched_ahead_each_file_once() {
     for f in &files[..2] {
         md5_file(f);
     }
-    wait_until(Duration::from_secs(10), "files fetched ahead", || {
+    wait_until(Duration::from_secs(30), "files fetched ahead", || {
         mock.state.file_gets() - before >= 2 + 8
     });
     for f in &files {
@@ -69,7 +75,7 @@ fn a_sequential_reader_gets_a_cold_series_fetched_ahead_each_file_once() {
         assert_eq!(md5_file(f), want_md5(rel), "{}", rel.display());
     }
     assert_eq!(
-        gets_settled(&mock, before),
+        gets_settled(&mock, before, FILES as u64),
         FILES as u64,
         "each file fetched once: reads join the read-ahead's downloads"
     );
@@ -85,7 +91,7 @@ fn a_single_head_or_a_listing_fetches_one_file_at_most() {
     for f in &files {
         std::fs::metadata(f).unwrap();
     }
-    assert_eq!(gets_settled(&mock, before), 0);
+    assert_eq!(gets_settled(&mock, before, 0), 0);
     // head -c 132 of one file (a DICOM preamble), twice.
     for _ in 0..2 {
         let mut head = [0u8; 132];
@@ -95,7 +101,7 @@ fn a_single_head_or_a_listing_fetches_one_file_at_most() {
             .unwrap();
     }
     assert_eq!(
-        gets_settled(&mock, before),
+        gets_settled(&mock, before, 1),
         1,
         "one head downloads one file"
     );
@@ -113,7 +119,7 @@ fn the_read_ahead_holds_its_window_when_the_reader_stops_and_0_turns_it_off() {
     md5_file(&files[1]);
     // Two read, then 16 ahead of the reader at most (4 x 2, at least 16), and no more while
     // it reads nothing.
-    assert_eq!(gets_settled(&mock, before), 2 + 16);
+    assert_eq!(gets_settled(&mock, before, 2 + 16), 2 + 16);
     drop(m);
 
     let off = MountBuilder::new(&mock.url())
@@ -124,7 +130,7 @@ fn the_read_ahead_holds_its_window_when_the_reader_stops_and_0_turns_it_off() {
     for f in &files[..4] {
         md5_file(f);
     }
-    assert_eq!(gets_settled(&mock, before), 4, "off: file by file");
+    assert_eq!(gets_settled(&mock, before, 4), 4, "off: file by file");
 }
 
 /// The extended attribute `name` of the file at `path`, if it has one.
