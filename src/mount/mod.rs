@@ -372,6 +372,8 @@ pub fn mount(
 /// Serves `mounted` until the file system is unmounted, unmounting it on SIGINT or SIGTERM.
 pub fn serve(rt: &tokio::runtime::Runtime, mounted: Mounted, mountpoint: &Path) -> Result<()> {
     let target = mountpoint.to_path_buf();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asked = stopping.clone();
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
@@ -384,6 +386,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, mounted: Mounted, mountpoint: &Path) 
                 _ = term.recv() => "SIGTERM",
             };
             tracing::info!("{name}: unmounting {}", target.display());
+            asked.store(true, std::sync::atomic::Ordering::SeqCst);
             match unmount(&target, false) {
                 Ok(Unmounted::Clean) => eprintln!("xnatfs: unmounted {}", target.display()),
                 Ok(Unmounted::Lazy) => eprintln!(
@@ -395,6 +398,15 @@ pub fn serve(rt: &tokio::runtime::Runtime, mounted: Mounted, mountpoint: &Path) 
         }
     });
     let served = mounted.session.run();
+    if let Err(e) = &served
+        && stopping.load(std::sync::atomic::Ordering::SeqCst)
+        && !mountpoint::is_mounted(mountpoint)
+    {
+        // Unmounted as asked: how the kernel's end of the connection reached each of the
+        // session's threads is no failure of the mount.
+        tracing::info!("the FUSE session ended after the unmount: {e}");
+        return Ok(());
+    }
     if mounted.direct && served.is_err() {
         // Not left behind as a stale mount.
         let _ = unmount(mountpoint, true);
