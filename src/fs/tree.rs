@@ -495,44 +495,45 @@ impl Tree {
     /// folder is still in the inode table. All under the table's lock: two listings of one
     /// folder at once give a new name one number.
     fn store(&self, parent: u64, listed: Vec<(String, Node)>) -> Children {
-        let mut changed = Vec::new();
+        // Built before the lock; only the numbers are given under it.
         let mut out = Listing {
             entries: Vec::with_capacity(listed.len()),
             by_name: HashMap::with_capacity(listed.len()),
         };
+        for (name, node) in listed {
+            let name = Arc::<str>::from(name);
+            out.by_name.insert(name.clone(), out.entries.len() as u32);
+            out.entries.push(Entry { name, ino: 0, node });
+        }
+        let mut changed = Vec::new();
         let mut inodes = self.inodes.write().unwrap();
         let mut dirs = self.dirs.lock().unwrap();
         let before = dirs.get(&parent).map(|d| d.kids.clone());
-        for (name, node) in listed {
-            let name = Arc::<str>::from(name);
-            let was = before.as_ref().and_then(|b| b.entry(&name));
-            let ino = match was {
-                Some((ino, Node::File(_, was))) if file_changed(was, &node) => {
-                    // Another file under the same name: a new inode, so that nothing
-                    // the kernel keeps per inode (pages, a passthrough backing file)
-                    // mixes the two. The old inode stays for whoever holds it.
-                    changed.push((name.clone(), ino));
-                    None
+        for (at, e) in out.entries.iter_mut().enumerate() {
+            e.ino = match before.as_ref().and_then(|b| b.entry(&e.name)) {
+                Some((ino, was)) if another(was, &e.node) => {
+                    // Another file (or a folder) under the same name: a new inode, so that
+                    // nothing the kernel keeps per inode (pages, a passthrough backing
+                    // file) mixes the two. The old inode stays for whoever holds it.
+                    changed.push((e.name.clone(), ino));
+                    0
                 }
-                Some((ino, _)) => Some(ino),
-                None => None,
+                Some((ino, _)) => ino,
+                None => 0,
             };
-            let ino = ino.unwrap_or_else(|| {
+            if e.ino == 0 {
+                e.ino = inodes.next;
                 inodes.next += 1;
-                inodes.next - 1
-            });
-            if let Node::Session(session) = &node {
+            }
+            if let Node::Session(session) = &e.node {
                 if let Some(date) = session_date(&session.date) {
                     self.dates.lock().unwrap().insert(session.id.clone(), date);
                 }
-                let at = out.entries.len();
-                self.places.lock().unwrap().insert(ino, (parent, at));
+                self.places.lock().unwrap().insert(e.ino, (parent, at));
             }
-            if let Some(live) = inodes.live.get_mut(&ino) {
-                live.node = node.clone();
+            if let Some(live) = inodes.live.get_mut(&e.ino) {
+                live.node = e.node.clone();
             }
-            out.by_name.insert(name.clone(), out.entries.len() as u32);
-            out.entries.push(Entry { name, ino, node });
         }
         let kids = Arc::new(out);
         // A folder that left the table while it was listed keeps no listing (nothing would
@@ -551,6 +552,8 @@ impl Tree {
                 tell(parent, &name, old);
             }
         }
+        // The listing it replaced is freed here, outside the locks.
+        drop(before);
         kids
     }
 
@@ -673,9 +676,15 @@ impl Tree {
     }
 }
 
-/// Whether `now` is another file than `was` (the same name in a fresh listing).
-fn file_changed(was: &RemoteFile, now: &Node) -> bool {
-    matches!(now, Node::File(_, now) if was.size != now.size || was.digest != now.digest)
+/// Whether `now` is another file than `was` (the same name in a fresh listing), or a file
+/// where a folder was, or the other way round.
+fn another(was: &Node, now: &Node) -> bool {
+    match (was, now) {
+        (Node::File(_, was), Node::File(_, now)) => {
+            was.size != now.size || was.digest != now.digest
+        }
+        _ => was.is_dir() != now.is_dir(),
+    }
 }
 
 /// Counts one more handing of inode `ino` (node `node`) to the kernel, entering it in the
