@@ -226,6 +226,12 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    /// The kernel dropped inode `ino` `nlookup` times: once it holds it no more, it leaves
+    /// the table (`batch_forget` comes here once per inode).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino.0) {
             Ok(attr) => reply.attr(&self.core.options().attr_ttl, &file_attr(&attr)),
@@ -360,7 +366,16 @@ impl Filesystem for FuseAdapter {
                 let ttl = core.options().attr_ttl;
                 for (next, name, attr) in core.entries(ino.0, &kids, offset) {
                     let fattr = file_attr(&attr);
+                    // Counted before the kernel can have it (a forget may follow at once),
+                    // and taken back if it did not fit. The kernel counts no `.` or `..`.
+                    let counted = name != "." && name != "..";
+                    if counted {
+                        core.handed_out(&kids, name);
+                    }
                     if reply.add(INodeNo(attr.ino), next, name, &ttl, &fattr, Generation(0)) {
+                        if counted {
+                            core.forget(attr.ino, 1);
+                        }
                         break;
                     }
                 }

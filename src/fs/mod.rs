@@ -11,6 +11,8 @@ pub mod tree;
 pub mod xattrs;
 
 #[cfg(test)]
+mod forget_tests;
+#[cfg(test)]
 mod series_tests;
 #[cfg(test)]
 mod tests;
@@ -112,8 +114,9 @@ enum Handle {
         /// [`crate::cache::lease`]).
         pin: Option<std::fs::File>,
     },
-    /// An open folder: listed once, so a listing read in several calls stays consistent.
-    Dir(Arc<OnceCell<Children>>),
+    /// An open folder (its inode): listed once, so a listing read in several calls stays
+    /// consistent.
+    Dir(u64, Arc<OnceCell<Children>>),
 }
 
 /// Told of a file whose true size differs from the one the kernel was given (its inode), so
@@ -255,9 +258,13 @@ impl XnatFs {
         if write {
             return Err(Errno::ROFS);
         }
-        let (res, file) = match self.tree.node(ino) {
+        // The inode stays in the table while the handle is open (see `release`).
+        let (res, file) = match self.tree.opened(ino) {
             Some(Node::File(res, file)) => (res, file),
-            Some(_) => return Err(Errno::ISDIR),
+            Some(_) => {
+                self.tree.closed(ino);
+                return Err(Errno::ISDIR);
+            }
             None => return Err(Errno::NOENT),
         };
         let cache = self.fetcher.cache();
@@ -438,6 +445,7 @@ impl XnatFs {
         if let Some(path) = pinned {
             self.fetcher.cache().budget().closed(&path);
         }
+        self.tree.closed(ino);
         let mut kinds = self.open_kinds.lock().unwrap();
         if let Some(open) = kinds.get_mut(&ino) {
             if passthrough {
@@ -460,17 +468,22 @@ impl XnatFs {
         }
     }
 
+    /// Opens folder `ino`: it stays in the inode table, with its listing, until
+    /// [`Self::releasedir`].
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
-        match self.tree.node(ino) {
-            Some(node) if node.is_dir() => Ok(self.add_handle(Handle::Dir(Arc::default()))),
-            Some(_) => Err(Errno::NOTDIR),
+        match self.tree.opened(ino) {
+            Some(node) if node.is_dir() => Ok(self.add_handle(Handle::Dir(ino, Arc::default()))),
+            Some(_) => {
+                self.tree.closed(ino);
+                Err(Errno::NOTDIR)
+            }
             None => Err(Errno::NOENT),
         }
     }
 
     fn dir_snapshot(&self, fh: u64) -> Result<Arc<OnceCell<Children>>, Errno> {
         match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Dir(d)) => Ok(d.clone()),
+            Some(Handle::Dir(_, d)) => Ok(d.clone()),
             _ => Err(Errno::BADF),
         }
     }
@@ -494,28 +507,41 @@ impl XnatFs {
     }
 
     /// `.` and `..`, then the entries of folder `ino`, from position `offset` on: each with
-    /// the position that follows it, its name and attributes.
+    /// the position that follows it, its name and attributes. An entry handed to the kernel
+    /// with its attributes (readdirplus) is counted with [`Self::handed_out`].
     pub fn entries<'a>(
         &'a self,
         ino: u64,
         kids: &'a Children,
         offset: u64,
     ) -> impl Iterator<Item = (u64, &'a str, Attr)> + 'a {
-        let dots = [(".", ino), ("..", ino)];
+        let dot = self.tree.node(ino).unwrap_or(Node::Root);
+        let dots = [(".", ino, dot.clone()), ("..", ino, dot)];
+        let kids = kids
+            .nodes()
+            .map(|(name, ino, node)| (name, ino, node.clone()));
         dots.into_iter()
-            .chain(kids.iter())
+            .chain(kids)
             .enumerate()
             .skip(offset as usize)
-            .map(move |(i, (name, child))| {
-                let attr = match self.tree.node(child) {
-                    Some(node) => self.attr(child, &node),
-                    None => self.attr(child, &Node::Root),
-                };
-                (i as u64 + 1, name, attr)
-            })
+            .map(move |(i, (name, child, node))| (i as u64 + 1, name, self.attr(child, &node)))
+    }
+
+    /// The kernel was given entry `name` of listing `kids` with its attributes (readdirplus;
+    /// not `.` and `..`): it holds the inode as after a lookup, until it forgets it.
+    pub fn handed_out(&self, kids: &Children, name: &str) {
+        self.tree.hand_out_entry(kids, name);
+    }
+
+    /// The kernel forgot inode `ino` `n` times (FUSE `forget`).
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.tree.forget(ino, n);
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.handles.lock().unwrap().remove(&fh);
+        let removed = self.handles.lock().unwrap().remove(&fh);
+        if let Some(Handle::Dir(ino, _)) = removed {
+            self.tree.closed(ino);
+        }
     }
 }

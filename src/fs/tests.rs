@@ -12,15 +12,15 @@ use crate::xnat::XnatError;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Setup {
-    fs: Arc<XnatFs>,
+pub(super) struct Setup {
+    pub fs: Arc<XnatFs>,
     api: Arc<MemoryXnat>,
     cache: Cache,
     _dir: tempfile::TempDir,
 }
 
 /// The core over [`Dataset::tiny`] with its own cache; listings kept for `ttl`.
-fn setup(ttl: Duration) -> Setup {
+pub(super) fn setup(ttl: Duration) -> Setup {
     setup_with(Dataset::tiny(), ttl)
 }
 
@@ -48,9 +48,9 @@ fn setup_with(data: Dataset, ttl: Duration) -> Setup {
     }
 }
 
-const FILE: &str = "P/S1/scans/2/resources/DICOM/files/sub/deep/c.dcm";
+pub(super) const FILE: &str = "P/S1/scans/2/resources/DICOM/files/sub/deep/c.dcm";
 
-async fn walk(fs: &XnatFs, path: &str) -> Result<Attr, Errno> {
+pub(super) async fn walk(fs: &XnatFs, path: &str) -> Result<Attr, Errno> {
     let mut attr = fs.getattr(ROOT_INO)?;
     for name in path.split('/') {
         attr = fs.lookup(attr.ino, name).await?;
@@ -59,7 +59,7 @@ async fn walk(fs: &XnatFs, path: &str) -> Result<Attr, Errno> {
 }
 
 /// Reads a whole open file through the core, waiting where needed.
-async fn read_all(fs: &XnatFs, fh: u64, size: u64) -> Result<Vec<u8>, Errno> {
+pub(super) async fn read_all(fs: &XnatFs, fh: u64, size: u64) -> Result<Vec<u8>, Errno> {
     let mut out = Vec::new();
     while (out.len() as u64) < size {
         let at = out.len() as u64;

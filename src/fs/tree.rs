@@ -9,9 +9,19 @@
 //! Directories are listed lazily from XNAT and kept for `dir_ttl`. Everything inside a
 //! session comes from its whole tree, fetched when the session is first entered (see
 //! [`super::sessions`]); one resource's files are listed again on their own once older than
-//! `dir_ttl`. An inode number is given to a (parent, name) pair the first time it is seen and
-//! is never reused while mounted; it changes only when the file under that name changes on
-//! the server (another file, another inode).
+//! `dir_ttl`.
+//!
+//! Inodes: each entry of a folder's listing has a number, kept when the folder is listed
+//! again (it changes only when the file under that name changes on the server: another file,
+//! another inode). The inode table holds only what the kernel holds: an inode enters it when
+//! it is handed to the kernel (a lookup's answer, a readdirplus entry) and leaves it when the
+//! kernel has forgotten it as often as it was given it (FUSE `forget`) and no file or folder
+//! handle of it is open; the root stays. Counting and the decision to remove are made under
+//! the table's lock, and a lookup finds its name in the listing, never in the table: a
+//! lookup racing a forget gives the kernel an inode that stays in the table, and never
+//! answers ENOENT for a listed name. A folder that leaves the table takes its listing with it
+//! (a 200,000-file listing is most of a daemon's memory), and is listed anew when the kernel
+//! looks it up again; its own name and number stay in its parent's listing.
 
 use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
@@ -84,23 +94,49 @@ pub enum TreeError {
 /// A folder's entries, in listing order: name and inode.
 pub type Children = Arc<Listing>;
 
-/// A folder's entries in listing order, with their inodes, and found by name at once (a
-/// resource may hold hundreds of thousands of files).
-#[derive(Debug, Default, PartialEq, Eq)]
+/// A folder's entries in listing order, with their inodes and nodes, and found by name at
+/// once (a resource may hold hundreds of thousands of files).
+#[derive(Debug, Default)]
 pub struct Listing {
-    entries: Vec<(Arc<str>, u64)>,
-    by_name: HashMap<Arc<str>, u64>,
+    entries: Vec<Entry>,
+    /// Each name's place in `entries`.
+    by_name: HashMap<Arc<str>, u32>,
+}
+
+/// Listings are the same when they have the same names and inodes, in the same order.
+impl PartialEq for Listing {
+    fn eq(&self, other: &Listing) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: Arc<str>,
+    ino: u64,
+    node: Node,
 }
 
 impl Listing {
     /// Names and inodes, in listing order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.entries.iter().map(|(n, i)| (&**n, *i))
+        self.entries.iter().map(|e| (&*e.name, e.ino))
+    }
+
+    /// Names, inodes and nodes, in listing order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, u64, &Node)> {
+        self.entries.iter().map(|e| (&*e.name, e.ino, &e.node))
     }
 
     /// The inode of entry `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
-        self.by_name.get(name).copied()
+        self.entry(name).map(|(ino, _)| ino)
+    }
+
+    /// The inode and node of entry `name`.
+    pub fn entry(&self, name: &str) -> Option<(u64, &Node)> {
+        let e = &self.entries[*self.by_name.get(name)? as usize];
+        Some((e.ino, &e.node))
     }
 
     pub fn len(&self) -> usize {
@@ -115,10 +151,45 @@ impl Listing {
 /// A resource's files, as one listing.
 pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
 
+/// The inodes the kernel holds or that have open handles (and the root).
 struct Inodes {
-    nodes: HashMap<u64, Node>,
-    names: HashMap<(u64, Arc<str>), u64>,
+    live: HashMap<u64, Live>,
+    /// The next number to give a new entry.
     next: u64,
+}
+
+struct Live {
+    node: Node,
+    /// How many times the kernel was given the inode and has not forgotten it yet.
+    lookups: u64,
+    /// Open file and folder handles.
+    opens: u32,
+}
+
+impl Inodes {
+    /// Whether `ino` may leave the table, and if so takes it out.
+    fn remove_if_unused(&mut self, ino: u64) -> Option<Node> {
+        let live = self.live.get(&ino)?;
+        if ino == ROOT_INO || live.lookups > 0 || live.opens > 0 {
+            return None;
+        }
+        self.live.remove(&ino).map(|l| l.node)
+    }
+}
+
+/// A folder's listing and when it was made (`None`: to be listed again before it is used,
+/// keeping its numbers).
+struct Dir {
+    at: Option<Instant>,
+    kids: Children,
+}
+
+impl Dir {
+    fn fresh(&self, ttl: Duration) -> Option<&Children> {
+        self.at
+            .is_some_and(|at| at.elapsed() < ttl)
+            .then_some(&self.kids)
+    }
 }
 
 /// Told of each file whose listing changed (its folder's inode, its name and its old inode),
@@ -130,8 +201,10 @@ pub struct Tree {
     on_change: std::sync::OnceLock<OnChange>,
     root: Root,
     dir_ttl: Duration,
+    /// Lock order: `inodes`, then `dirs`, then `files`.
     inodes: RwLock<Inodes>,
-    dirs: Mutex<HashMap<u64, (Instant, Children)>>,
+    /// The listings of folders in the inode table, by inode.
+    dirs: Mutex<HashMap<u64, Dir>>,
     files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
     /// Each session's date (by accession ID), for the times of everything in it.
     dates: Mutex<HashMap<String, SystemTime>>,
@@ -175,16 +248,20 @@ impl ScanNames {
 
 impl Tree {
     pub fn new(api: Arc<dyn XnatApi>, root: Root, dir_ttl: Duration) -> Tree {
-        let mut nodes = HashMap::new();
-        nodes.insert(ROOT_INO, Node::Root);
+        let mut live = HashMap::new();
+        let root_live = Live {
+            node: Node::Root,
+            lookups: 0,
+            opens: 0,
+        };
+        live.insert(ROOT_INO, root_live);
         Tree {
             api: api.clone(),
             on_change: std::sync::OnceLock::new(),
             root,
             dir_ttl,
             inodes: RwLock::new(Inodes {
-                nodes,
-                names: HashMap::new(),
+                live,
                 next: ROOT_INO + 1,
             }),
             dirs: Mutex::new(HashMap::new()),
@@ -218,15 +295,107 @@ impl Tree {
     }
 
     /// Forgets the listings of a resource's files (a file of it turned out to be gone), so
-    /// the next lookup asks XNAT again.
+    /// the next lookup asks XNAT again (names listed before keep their inodes).
     pub fn forget_resource(&self, res: &ResourceRef) {
         self.api.forget_files(res);
         self.files.lock().unwrap().remove(res);
         self.sessions.forget(&res.session_id);
         let inodes = self.inodes.read().unwrap();
-        self.dirs.lock().unwrap().retain(
-            |ino, _| !matches!(inodes.nodes.get(ino), Some(Node::FilesDir(r, _)) if **r == *res),
-        );
+        for (ino, dir) in self.dirs.lock().unwrap().iter_mut() {
+            if matches!(inodes.live.get(ino), Some(l) if matches!(&l.node, Node::FilesDir(r, _) if **r == *res))
+            {
+                dir.at = None;
+            }
+        }
+    }
+
+    /// The kernel was given entry `name` of folder `parent` (a lookup's answer), as found in
+    /// `kids`, or in the folder's current listing if that has replaced `kids` since: counted,
+    /// and in the table until the kernel forgets it. `None`: no such name.
+    fn hand_out_name(&self, parent: u64, kids: &Children, name: &str) -> Option<(u64, Node)> {
+        let mut inodes = self.inodes.write().unwrap();
+        let dirs = self.dirs.lock().unwrap();
+        let listing = dirs.get(&parent).map_or(kids, |d| &d.kids);
+        let (ino, node) = listing.entry(name)?;
+        let node = node.clone();
+        drop(dirs);
+        count(&mut inodes, ino, &node);
+        Some((ino, node))
+    }
+
+    /// The kernel was given entry `name` of the listing `kids` (a readdirplus entry): counted,
+    /// and in the table until the kernel forgets it.
+    pub fn hand_out_entry(&self, kids: &Children, name: &str) {
+        if let Some((ino, node)) = kids.entry(name) {
+            count(&mut self.inodes.write().unwrap(), ino, node);
+        }
+    }
+
+    /// The kernel forgot inode `ino` `n` times (FUSE `forget`). Once it holds it no more and
+    /// no handle of it is open, it leaves the table, a folder with its listing.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut inodes = self.inodes.write().unwrap();
+        let Some(live) = inodes.live.get_mut(&ino) else {
+            return;
+        };
+        live.lookups = live.lookups.saturating_sub(n);
+        self.remove_if_unused(inodes, ino);
+    }
+
+    /// A file or folder handle of `ino` was opened: its node, and the inode stays in the table
+    /// until [`Self::closed`]. `None`: not in the table.
+    pub fn opened(&self, ino: u64) -> Option<Node> {
+        let mut inodes = self.inodes.write().unwrap();
+        let live = inodes.live.get_mut(&ino)?;
+        live.opens += 1;
+        Some(live.node.clone())
+    }
+
+    /// A handle of `ino` opened with [`Self::opened`] was closed.
+    pub fn closed(&self, ino: u64) {
+        let mut inodes = self.inodes.write().unwrap();
+        let Some(live) = inodes.live.get_mut(&ino) else {
+            return;
+        };
+        live.opens = live.opens.saturating_sub(1);
+        self.remove_if_unused(inodes, ino);
+    }
+
+    /// Takes `ino` out of the table if nothing holds it, with what only it needed: its
+    /// listing, and for a resource's `files/` folder the resource's files kept for it.
+    fn remove_if_unused(&self, mut inodes: std::sync::RwLockWriteGuard<'_, Inodes>, ino: u64) {
+        let Some(node) = inodes.remove_if_unused(ino) else {
+            return;
+        };
+        // Under the table's lock: a listing under way stores itself only for an inode in
+        // the table (see `store`).
+        let dir = self.dirs.lock().unwrap().remove(&ino);
+        let files = match &node {
+            Node::FilesDir(res, prefix) if prefix.is_empty() => {
+                self.files.lock().unwrap().remove(&**res)
+            }
+            _ => None,
+        };
+        drop(inodes);
+        // Dropped outside the locks: a big listing takes a while to free.
+        let entries = dir.as_ref().map_or(0, |d| d.kids.len());
+        drop((dir, files));
+        if entries > 0 {
+            tracing::debug!("inode {ino} forgotten with its listing of {entries} entries");
+        }
+        if entries > 10_000 {
+            give_back_freed_memory();
+        }
+    }
+
+    /// How many inodes the table holds (the root included).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.read().unwrap().live.len()
+    }
+
+    /// How many folder listings are kept.
+    pub fn listing_count(&self) -> usize {
+        self.dirs.lock().unwrap().len()
     }
 
     /// The time `node` shows (mtime): the date of its session in XNAT, the same on every
@@ -248,14 +417,24 @@ impl Tree {
         self.dates.lock().unwrap().get(session_id).copied()
     }
 
+    /// The node of inode `ino`, if it is in the table.
     pub fn node(&self, ino: u64) -> Option<Node> {
-        self.inodes.read().unwrap().nodes.get(&ino).cloned()
+        self.inodes
+            .read()
+            .unwrap()
+            .live
+            .get(&ino)
+            .map(|l| l.node.clone())
     }
 
     /// The entries of folder `ino`, from XNAT or from the listing cache.
     pub async fn children(&self, ino: u64) -> Result<Children, TreeError> {
-        if let Some((at, kids)) = self.dirs.lock().unwrap().get(&ino)
-            && at.elapsed() < self.dir_ttl
+        if let Some(kids) = self
+            .dirs
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .and_then(|d| d.fresh(self.dir_ttl))
         {
             return Ok(kids.clone());
         }
@@ -264,14 +443,10 @@ impl Tree {
             self.entered(ino, s);
         }
         let listed = self.list(&node).await?;
-        let kids = Arc::new(self.register(ino, listed));
+        let kids = self.store(ino, listed);
         if kids.len() > 10_000 {
             give_back_freed_memory();
         }
-        self.dirs
-            .lock()
-            .unwrap()
-            .insert(ino, (Instant::now(), kids.clone()));
         Ok(kids)
     }
 
@@ -291,80 +466,95 @@ impl Tree {
             .lock()
             .unwrap()
             .get(&parent)
-            .map(|(_, k)| k.clone())
+            .map(|d| d.kids.clone())
         else {
             return;
         };
         let n = 2 * self.sessions.ahead;
         for ino in self.walks.ahead(parent, &listing, at, n) {
-            if let Some(Node::Session(s)) = self.node(ino) {
-                drop(self.sessions.model(&s, true));
+            let node = listing.nodes().find(|(_, i, _)| *i == ino);
+            if let Some((_, _, Node::Session(s))) = node {
+                drop(self.sessions.model(s, true));
             }
         }
     }
 
-    /// The child `name` of folder `parent`.
+    /// The child `name` of folder `parent`, handed to the kernel: it stays in the inode table
+    /// until the kernel forgets it ([`Self::forget`]).
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<(u64, Node), TreeError> {
         if !is_safe_component(name) {
             return Err(TreeError::NotFound);
         }
         let kids = self.children(parent).await?;
-        let ino = kids.get(name).ok_or(TreeError::NotFound)?;
-        let node = self.node(ino).ok_or(TreeError::NotFound)?;
-        Ok((ino, node))
+        self.hand_out_name(parent, &kids, name)
+            .ok_or(TreeError::NotFound)
     }
 
-    /// Gives each listed child its inode (the same one as before for a name seen before) and
-    /// records its current node.
-    fn register(&self, parent: u64, listed: Vec<(String, Node)>) -> Listing {
-        let mut changed = Vec::new();
+    /// Gives each listed child of folder `parent` its inode (the one its name had in the
+    /// folder's listing before, unless it is another file now) and keeps the listing, if the
+    /// folder is still in the inode table. All under the table's lock: two listings of one
+    /// folder at once give a new name one number.
+    fn store(&self, parent: u64, listed: Vec<(String, Node)>) -> Children {
+        // Built before the lock; only the numbers are given under it.
         let mut out = Listing {
             entries: Vec::with_capacity(listed.len()),
             by_name: HashMap::with_capacity(listed.len()),
         };
-        {
-            let mut inodes = self.inodes.write().unwrap();
-            for (name, node) in listed {
-                let key = (parent, Arc::<str>::from(name));
-                let mut ino = match inodes.names.get(&key) {
-                    Some(ino) => *ino,
-                    None => {
-                        let ino = inodes.next;
-                        inodes.next += 1;
-                        inodes.names.insert(key.clone(), ino);
-                        ino
-                    }
-                };
-                if let Node::Session(session) = &node {
-                    if let Some(date) = session_date(&session.date) {
-                        self.dates.lock().unwrap().insert(session.id.clone(), date);
-                    }
-                    let at = out.entries.len();
-                    self.places.lock().unwrap().insert(ino, (parent, at));
+        for (name, node) in listed {
+            let name = Arc::<str>::from(name);
+            out.by_name.insert(name.clone(), out.entries.len() as u32);
+            out.entries.push(Entry { name, ino: 0, node });
+        }
+        let mut changed = Vec::new();
+        let mut inodes = self.inodes.write().unwrap();
+        let mut dirs = self.dirs.lock().unwrap();
+        let before = dirs.get(&parent).map(|d| d.kids.clone());
+        for (at, e) in out.entries.iter_mut().enumerate() {
+            e.ino = match before.as_ref().and_then(|b| b.entry(&e.name)) {
+                Some((ino, was)) if another(was, &e.node) => {
+                    // Another file (or a folder) under the same name: a new inode, so that
+                    // nothing the kernel keeps per inode (pages, a passthrough backing
+                    // file) mixes the two. The old inode stays for whoever holds it.
+                    changed.push((e.name.clone(), ino));
+                    0
                 }
-                if let (Some(Node::File(_, was)), Node::File(_, now)) =
-                    (inodes.nodes.get(&ino), &node)
-                    && (was.size != now.size || was.digest != now.digest)
-                {
-                    // Another file under the same name: a new inode, so that nothing the
-                    // kernel keeps per inode (pages, a passthrough backing file) mixes the
-                    // two. The old inode stays for whoever has it open.
-                    changed.push((key.1.clone(), ino));
-                    ino = inodes.next;
-                    inodes.next += 1;
-                    inodes.names.insert(key.clone(), ino);
+                Some((ino, _)) => ino,
+                None => 0,
+            };
+            if e.ino == 0 {
+                e.ino = inodes.next;
+                inodes.next += 1;
+            }
+            if let Node::Session(session) = &e.node {
+                if let Some(date) = session_date(&session.date) {
+                    self.dates.lock().unwrap().insert(session.id.clone(), date);
                 }
-                inodes.nodes.insert(ino, node);
-                out.by_name.insert(key.1.clone(), ino);
-                out.entries.push((key.1, ino));
+                self.places.lock().unwrap().insert(e.ino, (parent, at));
+            }
+            if let Some(live) = inodes.live.get_mut(&e.ino) {
+                live.node = e.node.clone();
             }
         }
+        let kids = Arc::new(out);
+        // A folder that left the table while it was listed keeps no listing (nothing would
+        // drop it).
+        if inodes.live.contains_key(&parent) {
+            let dir = Dir {
+                at: Some(Instant::now()),
+                kids: kids.clone(),
+            };
+            dirs.insert(parent, dir);
+        }
+        drop(dirs);
+        drop(inodes);
         if let Some(tell) = self.on_change.get() {
             for (name, old) in changed {
                 tell(parent, &name, old);
             }
         }
-        out
+        // The listing it replaced is freed here, outside the locks.
+        drop(before);
+        kids
     }
 
     /// A resource's files as listed now, if they were listed within `--dir-ttl` (no request):
@@ -484,6 +674,28 @@ impl Tree {
         };
         Ok(keep_safe_unique(entries))
     }
+}
+
+/// Whether `now` is another file than `was` (the same name in a fresh listing), or a file
+/// where a folder was, or the other way round.
+fn another(was: &Node, now: &Node) -> bool {
+    match (was, now) {
+        (Node::File(_, was), Node::File(_, now)) => {
+            was.size != now.size || was.digest != now.digest
+        }
+        _ => was.is_dir() != now.is_dir(),
+    }
+}
+
+/// Counts one more handing of inode `ino` (node `node`) to the kernel, entering it in the
+/// table if it is not there.
+fn count(inodes: &mut Inodes, ino: u64, node: &Node) {
+    let live = inodes.live.entry(ino).or_insert_with(|| Live {
+        node: node.clone(),
+        lookups: 0,
+        opens: 0,
+    });
+    live.lookups += 1;
 }
 
 /// Returns the memory freed while a big listing was built to the system (glibc keeps it

@@ -168,25 +168,20 @@ async fn crawl_ahead_starts_with_a_walk_and_follows_listing_and_name_order() {
         Duration::from_secs(60),
     )
     .with_crawl_ahead(1);
-    let root = tree.children(ROOT_INO).await.unwrap();
     // One session entered: its tree only (a `cat` deep into one session crawls nothing).
-    tree.lookup(root.get("S9").unwrap(), "scans").await.unwrap();
+    walk(&tree, &["S9", "scans"]).await.unwrap();
     assert_eq!(trees_settled(&api, 1).await, 1);
     // A second one: a walk. Two ahead in listing order (E2, E3) and in name order (after
     // S8 comes S9, which is E0, fetched already).
-    tree.lookup(root.get("S8").unwrap(), "scans").await.unwrap();
+    walk(&tree, &["S8", "scans"]).await.unwrap();
     assert_eq!(trees_settled(&api, 4).await, 4);
     // S0 is E9: itself; nothing follows it in listing order; in name order S1 (E8) and S2
     // (E7).
-    tree.lookup(root.get("S0").unwrap(), "scans").await.unwrap();
+    walk(&tree, &["S0", "scans"]).await.unwrap();
     assert_eq!(trees_settled(&api, 7).await, 7);
     // The folders inside come from the trees, with no more listings.
     let calls = api.listing_calls();
-    let scans = tree
-        .lookup(root.get("S8").unwrap(), "scans")
-        .await
-        .unwrap()
-        .0;
+    let scans = walk(&tree, &["S8", "scans"]).await.unwrap().0;
     assert_eq!(names(&tree, scans).await, ["2"]);
     assert_eq!(api.listing_calls(), calls);
 }
@@ -199,9 +194,8 @@ async fn no_crawl_ahead_when_off() {
         Root::Project("P".into()),
         Duration::from_secs(60),
     );
-    let root = tree.children(ROOT_INO).await.unwrap();
     for name in ["S9", "S8", "S7"] {
-        tree.lookup(root.get(name).unwrap(), "scans").await.unwrap();
+        walk(&tree, &[name, "scans"]).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(trees_asked(&api), 3);

@@ -108,8 +108,8 @@ fn files_and_folders_show_their_session_date_on_every_mount() {
     }
 }
 
-/// The kernel forgets inodes when it drops its caches: every path still lists and reads right
-/// afterwards (xnatfs keeps its inodes: numbers stay stable while mounted).
+/// The kernel forgets inodes when it drops its caches, and xnatfs forgets them too: every path
+/// still lists and reads right afterwards (see also `forget.rs`).
 #[test]
 fn everything_reads_right_after_the_kernel_forgot_its_inodes() {
     let data = small_sample();

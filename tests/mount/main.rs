@@ -9,6 +9,7 @@ mod changes;
 mod conventions;
 mod crawl;
 mod errors;
+mod forget;
 mod lifecycle;
 mod listing;
 mod login;
