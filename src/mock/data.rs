@@ -246,15 +246,21 @@ fn splitmix64(mut x: u64) -> u64 {
 /// Fills `buf` with the deterministic bytes of stream `seed` starting at `offset`.
 pub fn generate(seed: u64, offset: u64, buf: &mut [u8]) {
     let key = splitmix64(seed);
-    let mut pos = offset;
-    let mut i = 0;
-    while i < buf.len() {
-        let word = splitmix64(key ^ (pos / 8)).to_le_bytes();
-        let within = (pos % 8) as usize;
-        let n = (8 - within).min(buf.len() - i);
-        buf[i..i + n].copy_from_slice(&word[within..within + n]);
-        i += n;
-        pos += n as u64;
+    let mut word = offset / 8;
+    let within = (offset % 8) as usize;
+    let mut rest = buf;
+    if within != 0 {
+        // The tail of the word the offset falls in.
+        let bytes = splitmix64(key ^ word).to_le_bytes();
+        let n = (8 - within).min(rest.len());
+        rest[..n].copy_from_slice(&bytes[within..within + n]);
+        rest = &mut rest[n..];
+        word += 1;
+    }
+    for chunk in rest.chunks_mut(8) {
+        let bytes = splitmix64(key ^ word).to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+        word += 1;
     }
 }
 
