@@ -109,12 +109,12 @@ async fn open_file_and_folder_handles_keep_their_inodes() {
     assert_eq!(s.fs.tree.listing_count(), listings);
     let names: Vec<String> =
         s.fs.entries(sub.ino, &kids, 0)
-            .map(|(_, n, _)| n.into())
+            .map(|(_, n, _, _)| n.into())
             .collect();
     assert_eq!(names, [".", "..", "b.dcm", "deep", "d.dcm"]);
     // Entries handed out with their attributes (readdirplus) count as lookups.
-    s.fs.handed_out(&kids, "b.dcm");
     let b = kids.get("b.dcm").unwrap();
+    s.fs.handed_out(b, &kids.entry("b.dcm").unwrap().1.clone());
     s.fs.releasedir(dh);
     assert_eq!(s.fs.getattr(sub.ino), Err(Errno::NOENT), "released: gone");
     assert_eq!(s.fs.tree.listing_count(), listings - 1, "with its listing");

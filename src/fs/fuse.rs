@@ -340,7 +340,7 @@ impl Filesystem for FuseAdapter {
         let core = self.core.clone();
         self.with_listing(req, fh, ino, move |listed| match listed {
             Ok(kids) => {
-                for (next, name, attr) in core.entries(ino.0, &kids, offset) {
+                for (next, name, attr, _) in core.entries(ino.0, &kids, offset) {
                     if reply.add(INodeNo(attr.ino), next, file_type(&attr), name) {
                         break;
                     }
@@ -364,13 +364,13 @@ impl Filesystem for FuseAdapter {
         self.with_listing(req, fh, ino, move |listed| match listed {
             Ok(kids) => {
                 let ttl = core.options().attr_ttl;
-                for (next, name, attr) in core.entries(ino.0, &kids, offset) {
+                for (next, name, attr, node) in core.entries(ino.0, &kids, offset) {
                     let fattr = file_attr(&attr);
                     // Counted before the kernel can have it (a forget may follow at once),
                     // and taken back if it did not fit. The kernel counts no `.` or `..`.
                     let counted = name != "." && name != "..";
                     if counted {
-                        core.handed_out(&kids, name);
+                        core.handed_out(attr.ino, &node);
                     }
                     if reply.add(INodeNo(attr.ino), next, name, &ttl, &fattr, Generation(0)) {
                         if counted {

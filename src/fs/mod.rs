@@ -514,23 +514,33 @@ impl XnatFs {
         ino: u64,
         kids: &'a Children,
         offset: u64,
-    ) -> impl Iterator<Item = (u64, &'a str, Attr)> + 'a {
+    ) -> impl Iterator<Item = (u64, &'a str, Attr, Node)> + 'a {
         let dot = self.tree.node(ino).unwrap_or(Node::Root);
         let dots = [(".", ino, dot.clone()), ("..", ino, dot)];
-        let kids = kids
-            .nodes()
-            .map(|(name, ino, node)| (name, ino, node.clone()));
+        // Each name as the folder's current listing has it: an open folder's own copy may
+        // hold the old inode of a file that changed on the server since, which the kernel
+        // would take back in place of the new one (and check reads against the old digest).
+        let kids = kids.nodes().map(move |(name, old, node)| {
+            let (child, node) = self
+                .tree
+                .current_entry(ino, kids, name)
+                .unwrap_or_else(|| (old, node.clone()));
+            (name, child, node)
+        });
         dots.into_iter()
             .chain(kids)
             .enumerate()
             .skip(offset as usize)
-            .map(move |(i, (name, child, node))| (i as u64 + 1, name, self.attr(child, &node)))
+            .map(move |(i, (name, child, node))| {
+                let attr = self.attr(child, &node);
+                (i as u64 + 1, name, attr, node)
+            })
     }
 
-    /// The kernel was given entry `name` of listing `kids` with its attributes (readdirplus;
-    /// not `.` and `..`): it holds the inode as after a lookup, until it forgets it.
-    pub fn handed_out(&self, kids: &Children, name: &str) {
-        self.tree.hand_out_entry(kids, name);
+    /// The kernel was given inode `ino` (node `node`) with its attributes as a readdirplus
+    /// entry (not `.` and `..`): it holds it as after a lookup, until it forgets it.
+    pub fn handed_out(&self, ino: u64, node: &Node) {
+        self.tree.hand_out(ino, node);
     }
 
     /// The kernel forgot inode `ino` `n` times (FUSE `forget`).

@@ -128,7 +128,7 @@ async fn readdir_gives_dots_then_entries_listed_once_per_open() {
     let calls = s.api.listing_calls();
     let names = |offset| -> Vec<(u64, String, bool)> {
         s.fs.entries(sub.ino, &kids, offset)
-            .map(|(next, name, attr)| (next, name.to_string(), attr.is_dir))
+            .map(|(next, name, attr, _)| (next, name.to_string(), attr.is_dir))
             .collect()
     };
     let all = names(0);
@@ -419,4 +419,39 @@ async fn xattrs_come_from_the_listings_without_a_request() {
     assert_eq!(s.fs.getxattr(999_999, b"user.xnat.id"), Err(Errno::NOENT));
     assert_eq!(s.fs.listxattr(999_999), Err(Errno::NOENT));
     assert_eq!((s.api.listing_calls(), s.api.body_calls()), calls);
+}
+
+/// An open folder's listing is a snapshot taken at its first readdir. When a
+/// file in it changes on the server and the kernel is given its new inode (a `stat` after the
+/// listing expired: the kernel drops the old name), the reader of the open folder goes on
+/// (the next readdirplus chunk of a big folder, or `rewinddir`): the snapshot hands the kernel
+/// the file's old inode under its name again, and the kernel swaps its entry back to it, so
+/// `stat` shows the old size and a read of it is checked against the old digest (EIO) until
+/// the entry expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn readdirplus_of_an_open_folder_never_hands_back_a_changed_files_old_inode() {
+    let s = setup(Duration::ZERO);
+    let deep = walk(&s.fs, "P/S1/scans/2/resources/DICOM/files/sub/deep")
+        .await
+        .unwrap();
+    let dh = s.fs.opendir(deep.ino).unwrap();
+    let kids = s.fs.list(dh, deep.ino).await.unwrap();
+    let old = kids.get("c.dcm").unwrap();
+    let file = &s.api.data().projects[0].sessions[0].scans[0].resources[0].files[2];
+    assert_eq!(file.path, "sub/deep/c.dcm");
+    file.change(crate::mock::data::Body::Memory(vec![b'y'; 30].into()));
+    let new = s.fs.lookup(deep.ino, "c.dcm").await.unwrap();
+    assert_ne!(new.ino, old, "changed: a new inode");
+    // The same open folder read on (readdirplus).
+    let handed: Vec<u64> =
+        s.fs.entries(deep.ino, &kids, 0)
+            .filter(|(_, name, _, _)| *name == "c.dcm")
+            .map(|(_, _, attr, _)| attr.ino)
+            .collect();
+    assert_eq!(
+        handed,
+        [new.ino],
+        "readdirplus gives the kernel the replaced inode of c.dcm again"
+    );
+    s.fs.releasedir(dh);
 }

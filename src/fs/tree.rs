@@ -323,11 +323,28 @@ impl Tree {
         Some((ino, node))
     }
 
-    /// The kernel was given entry `name` of the listing `kids` (a readdirplus entry): counted,
-    /// and in the table until the kernel forgets it.
+    /// Entry `name` of folder `parent` as its current listing has it, else as `kids` (an
+    /// open folder's copy) has it.
+    pub fn current_entry(&self, parent: u64, kids: &Children, name: &str) -> Option<(u64, Node)> {
+        let dirs = self.dirs.lock().unwrap();
+        let listing = dirs.get(&parent).map_or(kids, |d| &d.kids);
+        listing
+            .entry(name)
+            .or_else(|| kids.entry(name))
+            .map(|(ino, node)| (ino, node.clone()))
+    }
+
+    /// The kernel was given inode `ino` (node `node`) as a readdirplus entry: counted, and in
+    /// the table until the kernel forgets it.
+    pub fn hand_out(&self, ino: u64, node: &Node) {
+        count(&mut self.inodes.write().unwrap(), ino, node);
+    }
+
+    /// The kernel was given entry `name` of the listing `kids` (a readdirplus entry).
+    #[cfg(test)]
     pub fn hand_out_entry(&self, kids: &Children, name: &str) {
         if let Some((ino, node)) = kids.entry(name) {
-            count(&mut self.inodes.write().unwrap(), ino, node);
+            self.hand_out(ino, node);
         }
     }
 
