@@ -116,7 +116,12 @@ pub struct Sessions {
     pub ahead: usize,
     /// Crawl-ahead fetches in flight at once (`ahead` of them).
     permits: Arc<Semaphore>,
+    /// When trees past their TTL were last let go.
+    swept: Mutex<Instant>,
 }
+
+/// How often, at most, trees past their TTL are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl Sessions {
     pub fn new(api: Arc<dyn XnatApi>, ttl: Duration, ahead: usize) -> Sessions {
@@ -126,6 +131,7 @@ impl Sessions {
             fetches: Mutex::new(HashMap::new()),
             ahead,
             permits: Arc::new(Semaphore::new(ahead.max(1))),
+            swept: Mutex::new(Instant::now()),
         }
     }
 
@@ -139,6 +145,14 @@ impl Sessions {
         {
             return f.model.clone();
         }
+        // Trees past their TTL serve no one (a session entered again is fetched anew): they
+        // go, with every file list of theirs that no folder the kernel holds still keeps.
+        let mut swept = self.swept.lock().unwrap();
+        if swept.elapsed() >= self.ttl.min(SWEEP_EVERY) {
+            fetches.retain(|_, f| f.usable(self.ttl));
+            *swept = Instant::now();
+        }
+        drop(swept);
         let api = self.api.clone();
         let permits = ahead.then(|| self.permits.clone());
         let owned = session.clone();
@@ -238,6 +252,11 @@ impl Walks {
             }
         }
         out
+    }
+
+    /// Folder `parent` left the table with its listing: its walk goes too.
+    pub fn forget(&self, parent: u64) {
+        self.folders.lock().unwrap().remove(&parent);
     }
 }
 

@@ -394,6 +394,17 @@ impl Tree {
             _ => None,
         };
         drop(inodes);
+        if let Some(d) = &dir {
+            // A folder of sessions: their places in this listing (for crawl-ahead) go with
+            // it, and so does its walk; a new listing numbers them anew.
+            if matches!(d.kids.nodes().next(), Some((_, _, Node::Session(_)))) {
+                let mut places = self.places.lock().unwrap();
+                for (_, child) in d.kids.iter() {
+                    places.remove(&child);
+                }
+            }
+            self.walks.forget(ino);
+        }
         // Dropped outside the locks: a big listing takes a while to free.
         let entries = dir.as_ref().map_or(0, |d| d.kids.len());
         drop((dir, files));

@@ -241,3 +241,98 @@ fn a_scan_name_that_cannot_be_a_folder_name_falls_back_to_the_id() {
     assert_eq!(ScanNames::IdType.name(&scan("")), "7");
     assert_eq!(ScanNames::IdType.name(&scan(&"x".repeat(300))), "7");
 }
+
+// What a forgotten folder leaves behind: nothing.
+
+/// Walks `path` from the root, then forgets each inode once, deepest first (as the kernel).
+async fn walk_and_forget(tree: &Tree, path: &[&str]) -> Vec<u64> {
+    let mut cur = ROOT_INO;
+    let mut inos = Vec::new();
+    for name in path {
+        cur = tree.lookup(cur, name).await.unwrap().0;
+        inos.push(cur);
+    }
+    // Listed, as `ls` would (enters a session: crawl-ahead).
+    let _ = tree.children(cur).await;
+    for ino in inos.iter().rev() {
+        tree.forget(*ino, 1);
+    }
+    inos
+}
+
+/// A project folder the kernel forgot and looked up again five times (drop_caches, then `ls`)
+/// is listed anew each time, its sessions under new numbers: what is kept per session
+/// folder (its place in its folder's listing, for crawl-ahead) must leave with the listing,
+/// not pile up by one listing's worth per cycle.
+#[tokio::test]
+async fn forgotten_session_folders_leave_no_places_behind() {
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(api, Root::Server, Duration::from_secs(60));
+    for _ in 0..5 {
+        walk_and_forget(&tree, &["P"]).await;
+    }
+    assert_eq!(tree.inode_count(), 1, "all forgotten");
+    assert_eq!(tree.listing_count(), 1, "only the root's listing");
+    let places = tree.places.lock().unwrap().len();
+    assert!(
+        places <= 10,
+        "{places} session places kept for 10 sessions in no kept listing"
+    );
+}
+
+/// Crawl-ahead's record of a walk keeps the listing it was made of: once the project folder
+/// is forgotten (its listing dropped from the table), the walk must not keep that listing
+/// alive.
+#[tokio::test]
+async fn a_forgotten_folders_listing_is_not_kept_by_crawl_ahead() {
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(api, Root::Server, Duration::from_secs(60)).with_crawl_ahead(1);
+    let p = tree.lookup(ROOT_INO, "P").await.unwrap().0;
+    let listing = Arc::downgrade(&tree.children(p).await.unwrap());
+    // Two sessions entered: a walk of P.
+    for s in ["S9", "S8"] {
+        let ino = tree.lookup(p, s).await.unwrap().0;
+        tree.children(ino).await.unwrap();
+        tree.forget(ino, 1);
+    }
+    tree.forget(p, 1);
+    assert_eq!(tree.inode_count(), 1, "all forgotten");
+    assert!(
+        listing.upgrade().is_none(),
+        "the forgotten folder's listing is still alive"
+    );
+}
+
+/// A session's whole tree (every file of every resource) outlives everything: its folders
+/// forgotten by the kernel and listings dropped, and its TTL long past, the tree stays in
+/// memory for good (kept until the same session is entered again). For a `find` over a
+/// whole server that is every file listing of the server, whatever the kernel forgot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_sessions_file_lists_are_dropped_once_expired() {
+    let ttl = Duration::from_millis(200);
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(api, Root::Server, ttl);
+    let mut cur = ROOT_INO;
+    let mut inos = Vec::new();
+    for name in ["P", "S9", "scans", "2", "resources", "DICOM", "files"] {
+        cur = tree.lookup(cur, name).await.unwrap().0;
+        inos.push(cur);
+    }
+    let _ = tree.children(cur).await.unwrap();
+    let Some(Node::FilesDir(res, _)) = tree.node(cur) else {
+        panic!("not a files folder")
+    };
+    let files = Arc::downgrade(&tree.known_files(&res).unwrap());
+    for ino in inos.iter().rev() {
+        tree.forget(*ino, 1);
+    }
+    assert_eq!(tree.inode_count(), 1, "all forgotten");
+    tokio::time::sleep(ttl * 3).await;
+    // Another session is entered and forgotten meanwhile.
+    walk_and_forget(&tree, &["P", "S0", "scans"]).await;
+    assert_eq!(tree.inode_count(), 1, "all forgotten");
+    assert!(
+        files.upgrade().is_none(),
+        "the file list of a forgotten, expired session is still in memory"
+    );
+}
