@@ -116,6 +116,9 @@ struct Spool {
     base: u64,
     /// Offset in the archive the next write goes to.
     pos: u64,
+    /// The client went away: what is written from now on is dropped, so the ZIP writer,
+    /// which tries to finish its archive when dropped, finishes it into nothing.
+    gone: bool,
 }
 
 impl Spool {
@@ -126,12 +129,16 @@ impl Spool {
             held: Vec::new(),
             base: 0,
             pos: 0,
+            gone: false,
         }
     }
 }
 
 impl std::io::Write for Spool {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.gone {
+            return Ok(buf.len());
+        }
         let at = (self.pos - self.base) as usize;
         let end = at + buf.len();
         if end > self.held.len() {
@@ -146,15 +153,16 @@ impl std::io::Write for Spool {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.held.is_empty() {
+        if self.held.is_empty() || self.gone {
             return Ok(());
         }
         let held = std::mem::take(&mut self.held);
         self.base += held.len() as u64;
         self.pos = self.base;
-        self.tx
-            .blocking_send(Ok(Bytes::from(held)))
-            .map_err(|_| std::io::Error::other("the client went away"))
+        self.tx.blocking_send(Ok(Bytes::from(held))).map_err(|_| {
+            self.gone = true;
+            std::io::Error::other("the client went away")
+        })
     }
 }
 
@@ -189,6 +197,9 @@ impl std::io::Read for Spool {
 
 impl std::io::Seek for Spool {
     fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        if self.gone {
+            return Ok(self.pos);
+        }
         let end = self.base + self.held.len() as u64;
         let pos = match to {
             std::io::SeekFrom::Start(p) => Some(p),
@@ -370,6 +381,16 @@ mod tests {
         let mut first = Vec::new();
         std::io::Read::read_to_end(&mut archive.by_index(0).unwrap(), &mut first).unwrap();
         assert!(first == expected(&files()[0].1));
+    }
+
+    #[test]
+    fn a_client_that_goes_away_ends_the_archive_quietly() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let written = write_zip_streamed(Spool::new(tx, None), files());
+        // The first entry's flush finds no client: the writer stops there, and what the zip
+        // writer writes as it is dropped goes nowhere (no "failed to finalize" on stderr).
+        assert!(written.is_err());
     }
 
     #[test]
