@@ -1199,15 +1199,8 @@ fn shards_of_a_project_are_disjoint_and_together_fetch_every_session() {
 #[test]
 fn verify_size_fetches_right_bytes_unhashed_both_ways_and_a_short_body_still_fails() {
     let mut data = small_sample();
-    let protocols = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
-    // A wrong listed digest: only MD5 can tell. A wrong listed size is a stale catalog size
-    // (the answer's length is the truth, issue 10 point 5): kept either way.
-    let wrong_digest = format!("{protocols}/notes+v2.txt");
-    mock_file_mut(&mut data, &wrong_digest).listed_digest_override =
-        Some("0123456789abcdef0123456789abcdef".into());
-    let stale = format!("{protocols}/scan protocol.txt");
-    let f = mock_file_mut(&mut data, &stale);
-    f.listed_size = Some(f.size() + 5);
+    // A wrong listed digest (notes) and a stale listed size (scan protocol).
+    wrong_digest_and_stale_size(&mut data);
     let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, true);
     let mock = start_mock(data);
     let home = tempfile::tempdir().unwrap();

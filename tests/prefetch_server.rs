@@ -8,22 +8,10 @@ use common::*;
 use std::path::Path;
 use xnatfs::mock::data::Dataset;
 
-const PROTOCOLS: &str = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
-
-/// Makes the listed sizes of SUBJ01_MR1's protocol files and T1w image stale (longer, shorter;
-/// with and without a digest); returns their mount paths with their true MD5s.
+/// Makes the listed sizes of SUBJ01_MR1's protocol files and T1w image stale (see
+/// [`make_sizes_stale`]); returns their mount paths with their true MD5s.
 fn stale_sizes(data: &mut Dataset) -> Vec<(String, String)> {
-    let protocol = format!("{PROTOCOLS}/scan protocol.txt");
-    let notes = format!("{PROTOCOLS}/notes+v2.txt");
-    let f = mock_file_mut(data, &protocol);
-    f.listed_size = Some(f.size() + 5);
-    let f = mock_file_mut(data, &notes);
-    f.listed_size = Some(f.size() - 3);
-    f.listed_digest = false;
-    let f = mock_file_mut(data, SUBJ01_T1W);
-    f.listed_size = Some(200_000);
-    f.listed_digest = false;
-    [protocol, notes, SUBJ01_T1W.to_string()]
+    make_sizes_stale(data)
         .into_iter()
         .map(|p| {
             let md5 = mock_file(data, &p).md5();

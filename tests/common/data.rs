@@ -14,6 +14,42 @@ pub const SUBJ01_T1W: &str = "DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.
 /// The T1w image of the second DEMO session.
 pub const SUBJ02_T1W: &str = "DEMO/SUBJ02_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz";
 
+/// The session-level protocol files of the first DEMO session.
+pub const SUBJ01_PROTOCOLS: &str = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
+
+/// Makes the listed sizes of three files of SUBJ01_MR1 stale, as XNAT's catalog can have
+/// them: the scan protocol listed 5 bytes long (with its right digest: the digest decides),
+/// the notes 3 bytes short and the T1w image (300,000 bytes) at 200,000, both with no digest
+/// (the answer's `Content-Length` decides). Returns their mount paths.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn make_sizes_stale(data: &mut Dataset) -> Vec<String> {
+    let protocol = format!("{SUBJ01_PROTOCOLS}/scan protocol.txt");
+    let notes = format!("{SUBJ01_PROTOCOLS}/notes+v2.txt");
+    let f = mock_file_mut(data, &protocol);
+    f.listed_size = Some(f.size() + 5);
+    let f = mock_file_mut(data, &notes);
+    f.listed_size = Some(f.size() - 3);
+    f.listed_digest = false;
+    let f = mock_file_mut(data, SUBJ01_T1W);
+    f.listed_size = Some(200_000);
+    f.listed_digest = false;
+    vec![protocol, notes, SUBJ01_T1W.to_string()]
+}
+
+/// For `--verify size`: gives SUBJ01_MR1's notes a wrong listed digest (only MD5 can tell) and
+/// its scan protocol a stale listed size, 5 bytes long (the answer's length is the truth).
+/// Returns (the notes' path, the protocol's path).
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn wrong_digest_and_stale_size(data: &mut Dataset) -> (String, String) {
+    let wrong_digest = format!("{SUBJ01_PROTOCOLS}/notes+v2.txt");
+    mock_file_mut(data, &wrong_digest).listed_digest_override =
+        Some("0123456789abcdef0123456789abcdef".into());
+    let stale = format!("{SUBJ01_PROTOCOLS}/scan protocol.txt");
+    let f = mock_file_mut(data, &stale);
+    f.listed_size = Some(f.size() + 5);
+    (wrong_digest, stale)
+}
+
 pub fn small_sample() -> Dataset {
     Dataset::sample(&SampleSpec {
         dicom_files: 6,

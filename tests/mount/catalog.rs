@@ -6,25 +6,13 @@ use crate::common::*;
 use bytes::Bytes;
 use xnatfs::mock::data::{Body, Dataset};
 
-const PROTOCOLS: &str = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
-
 /// Files whose listing gives a wrong size, each as (mount path, true size, listed size, MD5):
 /// longer and shorter than listed, small (checked before served) and large (served as it
 /// arrives), with and without a listed digest.
 fn stale_sizes(data: &mut Dataset) -> Vec<(String, u64, u64, String)> {
-    let protocol = format!("{PROTOCOLS}/scan protocol.txt");
-    let notes = format!("{PROTOCOLS}/notes+v2.txt");
-    // Listed longer than it is, with its (right) digest: the digest decides.
-    let f = mock_file_mut(data, &protocol);
-    f.listed_size = Some(f.size() + 5);
-    // Listed shorter, with no digest: the answer's Content-Length decides.
-    let f = mock_file_mut(data, &notes);
-    f.listed_size = Some(f.size() - 3);
-    f.listed_digest = false;
-    // 300,000 bytes listed as 200,000, no digest.
-    let f = mock_file_mut(data, SUBJ01_T1W);
-    f.listed_size = Some(200_000);
-    f.listed_digest = false;
+    // The protocol listed long (digest), the notes short and the T1w image at 200,000 (no
+    // digests): see `make_sizes_stale`.
+    let mut paths = make_sizes_stale(data);
     // A large file (served as it arrives) listed 1 MiB short, with its digest.
     let f = mock_file_mut(data, SUBJ02_T1W);
     f.body = Body::Generated {
@@ -33,7 +21,8 @@ fn stale_sizes(data: &mut Dataset) -> Vec<(String, u64, u64, String)> {
         prefix: Bytes::new(),
     };
     f.listed_size = Some(5 << 20);
-    [protocol, notes, SUBJ01_T1W.into(), SUBJ02_T1W.into()]
+    paths.push(SUBJ02_T1W.into());
+    paths
         .into_iter()
         .map(|p| {
             let f = mock_file(data, &p);
@@ -95,7 +84,7 @@ fn a_listed_size_that_goes_stale_while_mounted_is_read_right() {
     let m = MountBuilder::new(&mock.url())
         .args(&["--dir-ttl", "1"])
         .mount();
-    let rel = format!("{PROTOCOLS}/scan protocol.txt");
+    let rel = format!("{SUBJ01_PROTOCOLS}/scan protocol.txt");
     let want = mock_file(&mock.state.data, &rel);
     let id = mock
         .state
@@ -123,12 +112,12 @@ fn a_listed_size_that_goes_stale_while_mounted_is_read_right() {
 #[test]
 fn a_stale_size_with_a_wrong_digest_is_eio() {
     let mut data = small_sample();
-    let f = mock_file_mut(&mut data, &format!("{PROTOCOLS}/notes+v2.txt"));
+    let f = mock_file_mut(&mut data, &format!("{SUBJ01_PROTOCOLS}/notes+v2.txt"));
     f.listed_size = Some(f.size() + 7);
     f.listed_digest_override = Some("0123456789abcdef0123456789abcdef".into());
     let mock = start_mock(data);
     let m = MountBuilder::new(&mock.url()).mount();
-    let path = m.path(&format!("{PROTOCOLS}/notes+v2.txt"));
+    let path = m.path(&format!("{SUBJ01_PROTOCOLS}/notes+v2.txt"));
     assert_errno(std::fs::read(path), &[libc::EIO], "wrong digest");
 }
 

@@ -147,15 +147,7 @@ fn xattr(path: &Path, name: &str) -> Option<String> {
 #[test]
 fn verify_size_reads_right_bytes_unhashed_and_a_short_body_is_still_an_error() {
     let mut data = series_sample();
-    let protocols = "DEMO/SUBJ01_MR1/resources/PROTOCOLS/files";
-    // A listed digest that is wrong: only MD5 can tell. A listed size that is wrong is a stale
-    // catalog size: the answer's length is the truth (issue 10 point 5).
-    let wrong_digest = format!("{protocols}/notes+v2.txt");
-    mock_file_mut(&mut data, &wrong_digest).listed_digest_override =
-        Some("0123456789abcdef0123456789abcdef".into());
-    let stale = format!("{protocols}/scan protocol.txt");
-    let f = mock_file_mut(&mut data, &stale);
-    f.listed_size = Some(f.size() + 5);
+    let (wrong_digest, stale) = wrong_digest_and_stale_size(&mut data);
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
     let m = MountBuilder::new(&mock.url())
