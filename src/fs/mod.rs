@@ -520,6 +520,7 @@ impl XnatFs {
         // Each name as the folder's current listing has it: an open folder's own copy may
         // hold the old inode of a file that changed on the server since, which the kernel
         // would take back in place of the new one (and check reads against the old digest).
+        // A name gone from the current listing keeps the copy's entry.
         let kids = kids.nodes().map(move |(name, old, node)| {
             let (child, node) = self
                 .tree

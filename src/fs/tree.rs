@@ -323,15 +323,12 @@ impl Tree {
         Some((ino, node))
     }
 
-    /// Entry `name` of folder `parent` as its current listing has it, else as `kids` (an
-    /// open folder's copy) has it.
+    /// Entry `name` of folder `parent` as its current listing has it (`kids`, an open
+    /// folder's copy, when the folder has no listing now).
     pub fn current_entry(&self, parent: u64, kids: &Children, name: &str) -> Option<(u64, Node)> {
         let dirs = self.dirs.lock().unwrap();
         let listing = dirs.get(&parent).map_or(kids, |d| &d.kids);
-        listing
-            .entry(name)
-            .or_else(|| kids.entry(name))
-            .map(|(ino, node)| (ino, node.clone()))
+        listing.entry(name).map(|(ino, node)| (ino, node.clone()))
     }
 
     /// The kernel was given inode `ino` (node `node`) as a readdirplus entry: counted, and in
