@@ -1421,3 +1421,54 @@ fn a_named_sessions_document_is_asked_once() {
         assert_eq!(documents.len(), 1, "{named:?}: {log:#?}");
     }
 }
+
+/// Small ZIP entries are hashed in batches: a series of 40 files, one of them (in the middle
+/// of a batch) listed with a wrong digest. Every other file is written and right; that one is
+/// fetched again on its own, refused, and reported, with nothing under its name.
+#[test]
+fn a_wrong_digest_inside_a_hashed_batch_fails_that_file_alone() {
+    let mut data = Dataset::sample(&SampleSpec {
+        dicom_files: 40,
+        dicom_size: 5000,
+        nifti_size: 300_000,
+        scans: 2,
+    });
+    let (session, dicom, name) = {
+        let s = &data.projects[0].sessions[0];
+        let scan = &s.scans[0];
+        let r = scan.resources.iter().find(|r| r.label == "DICOM").unwrap();
+        let dir = format!("{}/{}/{}", s.project, s.label, resource_dir(Some(scan), r));
+        (s.id.clone(), dir, r.files[21].path.clone())
+    };
+    mock_file_mut(&mut data, &format!("{dicom}/files/{name}")).listed_digest_override =
+        Some("0123456789abcdef0123456789abcdef".into());
+    let mut want = expected_out(&data, &session, &session, None, |_| true, false);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let stderr = ended(
+        &prefetch(
+            &mock.url(),
+            home.path(),
+            &[
+                "-E",
+                &session,
+                "--method",
+                "zip",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ),
+        4,
+        &name,
+    );
+    let bad: Vec<PathBuf> = want
+        .keys()
+        .filter(|p| p.to_string_lossy().ends_with(&name))
+        .cloned()
+        .collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    want.remove(&bad[0]);
+    assert_eq!(actual_out(&out), want, "{stderr}");
+    assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
+}

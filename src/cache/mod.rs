@@ -28,6 +28,7 @@ pub mod budget;
 pub mod digest_attr;
 pub mod index;
 pub mod lease;
+pub mod md5_lanes;
 pub mod partial;
 pub mod stats;
 

@@ -57,6 +57,8 @@ pub struct PartialFile {
     /// ordinary permissions (those the umask leaves).
     private: bool,
     verify: Verify,
+    /// Whether [`Self::write`] hashes what it writes (see [`Self::hashed_elsewhere`]).
+    hash_writes: bool,
 }
 
 impl PartialFile {
@@ -80,12 +82,20 @@ impl PartialFile {
             expected: None,
             private,
             verify: Verify::Md5,
+            hash_writes: true,
         })
     }
 
     /// Checked as `verify` says when committed (by size alone: no MD5 is computed).
     pub fn verifying(mut self, verify: Verify) -> PartialFile {
         self.verify = verify;
+        self
+    }
+
+    /// The caller hashes the body itself (several files at once: [`super::md5_lanes`]) and
+    /// commits with [`Self::commit_hashed`]; writes are not hashed here.
+    pub fn hashed_elsewhere(mut self) -> PartialFile {
+        self.hash_writes = false;
         self
     }
 
@@ -131,7 +141,7 @@ impl PartialFile {
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.tmp.write_all(bytes)?;
-        if self.verify == Verify::Md5 {
+        if self.verify == Verify::Md5 && self.hash_writes {
             self.hasher.update(bytes);
         }
         self.written += bytes.len() as u64;
@@ -145,7 +155,23 @@ impl PartialFile {
     /// Checks size (the answer's, else the listed one) and digest against the listing, then
     /// renames the file to `dest`.
     pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
+        debug_assert!(
+            self.hash_writes,
+            "a file hashed elsewhere commits with commit_hashed"
+        );
         let md5 = (self.verify == Verify::Md5).then(|| hex::encode(self.hasher.clone().finalize()));
+        self.check_and_persist(file, dest, md5)
+    }
+
+    /// Commits a file written [`Self::hashed_elsewhere`]: `md5` is the digest of what was
+    /// written (checked as [`Self::commit`] checks its own).
+    pub fn commit_hashed(
+        self,
+        file: &RemoteFile,
+        dest: &Path,
+        md5: [u8; 16],
+    ) -> Result<(), CommitError> {
+        let md5 = (self.verify == Verify::Md5).then(|| hex::encode(md5));
         self.check_and_persist(file, dest, md5)
     }
 

@@ -10,7 +10,8 @@ use super::plan::{PlannedFile, PlannedResource};
 use super::transfer::{Ledger, Outcome};
 use super::verified::TransferPolicy;
 use super::zip_stream::{EntryError, ZipStream};
-use crate::cache::PartialFile;
+use crate::cache::md5_lanes::md5_many;
+use crate::cache::{PartialFile, Verify};
 use crate::xnat::{XnatApi, XnatError};
 use futures::TryStreamExt;
 use std::collections::{HashMap, HashSet};
@@ -114,10 +115,32 @@ struct Unzip {
     marker: String,
     tmp_dir: std::path::PathBuf,
     private: bool,
-    verify: crate::cache::Verify,
+    verify: Verify,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     /// The run is stopping: write nothing more.
     stop: CancellationToken,
+}
+
+/// Entries of at most this size are hashed in batches ([`Batch`]); larger ones as they stream.
+const BATCHED_ENTRY_MAX: u64 = 1 << 20;
+/// A batch is hashed and committed once it holds this many files, or this many bytes.
+const BATCH_FILES: usize = 16;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Small entries written to their partial files and kept in memory, waiting to be hashed
+/// together (eight at once on one core: [`crate::cache::md5_lanes`]) before they take their
+/// final names. One DICOM series is hundreds of files of a few hundred KiB, and hashing them
+/// one after another was most of a prefetch's CPU.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<(PartialFile, Vec<u8>, PlannedFile)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn full(&self) -> bool {
+        self.entries.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
+    }
 }
 
 impl Unzip {
@@ -129,6 +152,7 @@ impl Unzip {
         mut wanted: HashMap<String, PlannedFile>,
     ) -> HashMap<String, PlannedFile> {
         let mut zip = ZipStream::new(reader);
+        let mut batch = Batch::default();
         while !self.stop.is_cancelled() {
             let entry = match zip.next_entry() {
                 Ok(Some(entry)) => entry,
@@ -156,10 +180,24 @@ impl Unzip {
                 tracing::debug!("ZIP entry {name:?} is compressed (method {})", entry.method);
             }
             let key = planned.file.path.clone();
-            match self.write_entry(&mut zip, &entry, &planned) {
-                Ok(()) => {
-                    let _ = self.events.send(Event::Written(planned));
-                }
+            let batched = self.verify == Verify::Md5
+                && planned.file.digest.is_some()
+                && entry.size.is_some_and(|n| n <= BATCHED_ENTRY_MAX);
+            let written = if batched {
+                self.read_entry(&mut zip, &entry, true).map(|(part, data)| {
+                    batch.bytes += data.len();
+                    batch.entries.push((part, data, planned.clone()));
+                    if batch.full() {
+                        self.commit_batch(&mut batch, &mut wanted);
+                    }
+                })
+            } else {
+                self.write_entry(&mut zip, &entry, &planned).map(|()| {
+                    let _ = self.events.send(Event::Written(planned.clone()));
+                })
+            };
+            match written {
+                Ok(()) => {}
                 Err(EntryError::Bad(e)) => {
                     // A bad entry (short, wrong digest): fetch it again on its own.
                     tracing::debug!("ZIP entry {name:?}: {e}; fetching it on its own");
@@ -172,11 +210,40 @@ impl Unzip {
                 }
             }
         }
+        // What was read whole before the stream ended (or broke off) is still good.
+        self.commit_batch(&mut batch, &mut wanted);
         wanted
     }
-}
 
-impl Unzip {
+    /// Hashes the batch's entries together and commits each whose digest is right; the others
+    /// are wanted again (fetched on their own). A stopping run commits nothing more.
+    fn commit_batch(&self, batch: &mut Batch, wanted: &mut HashMap<String, PlannedFile>) {
+        let entries = std::mem::take(&mut batch.entries);
+        batch.bytes = 0;
+        if self.stop.is_cancelled() {
+            for (_, _, planned) in entries {
+                wanted.insert(planned.file.path.clone(), planned);
+            }
+            return;
+        }
+        let bodies: Vec<&[u8]> = entries.iter().map(|(_, data, _)| data.as_slice()).collect();
+        let digests = md5_many(&bodies);
+        for ((part, _, planned), digest) in entries.into_iter().zip(digests) {
+            match part.commit_hashed(&planned.file, &planned.dest, digest) {
+                Ok(()) => {
+                    let _ = self.events.send(Event::Written(planned));
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        "ZIP entry {}: {e}; fetching it on its own",
+                        planned.file.path
+                    );
+                    wanted.insert(planned.file.path.clone(), planned);
+                }
+            }
+        }
+    }
+
     /// Writes the data of `entry` (the stream is just past its header) to a partial file, and
     /// gives it its final name once the archive's CRC and size and the listed digest agree.
     fn write_entry<R: Read>(
@@ -185,8 +252,28 @@ impl Unzip {
         entry: &super::zip_stream::Entry,
         planned: &PlannedFile,
     ) -> Result<(), EntryError> {
-        let mut part =
-            PartialFile::new_in(&self.tmp_dir, self.private).map(|p| p.verifying(self.verify));
+        let (part, _) = self.read_entry(zip, entry, false)?;
+        part.commit(&planned.file, &planned.dest)
+            .map_err(|e| EntryError::Bad(e.to_string()))
+    }
+
+    /// Reads the data of `entry` into a new partial file, checked against the archive's CRC
+    /// and size. With `keep`, the data is also returned, and left for the caller to hash.
+    fn read_entry<R: Read>(
+        &self,
+        zip: &mut ZipStream<R>,
+        entry: &super::zip_stream::Entry,
+        keep: bool,
+    ) -> Result<(PartialFile, Vec<u8>), EntryError> {
+        let mut part = PartialFile::new_in(&self.tmp_dir, self.private).map(|p| {
+            let p = p.verifying(self.verify);
+            if keep { p.hashed_elsewhere() } else { p }
+        });
+        let mut data = Vec::with_capacity(if keep {
+            entry.size.unwrap_or(0) as usize
+        } else {
+            0
+        });
         let size = zip.read_data(entry, |chunk| {
             if self.stop.is_cancelled() {
                 return Err(std::io::Error::other("the prefetch is stopping"));
@@ -195,6 +282,9 @@ impl Unzip {
                 .as_mut()
                 .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
             part.write(chunk)?;
+            if keep {
+                data.extend_from_slice(chunk);
+            }
             let _ = self.events.send(Event::Bytes(chunk.len() as u64));
             Ok(())
         })?;
@@ -204,7 +294,6 @@ impl Unzip {
         let mut part = part.map_err(|e| EntryError::Bad(e.to_string()))?;
         // The archive's size (checked with its CRC), not the listed one: see the module doc.
         part.expect_size(size);
-        part.commit(&planned.file, &planned.dest)
-            .map_err(|e| EntryError::Bad(e.to_string()))
+        Ok((part, data))
     }
 }
