@@ -52,6 +52,9 @@ pub enum EntryError {
 
 pub struct ZipStream<R: Read> {
     r: BufReader<R>,
+    /// Where entries' data is read to, kept from one entry to the next (allocating and
+    /// zeroing it for each of thousands of small entries cost as much as copying them).
+    buf: Vec<u8>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -74,6 +77,7 @@ impl<R: Read> ZipStream<R> {
     pub fn new(r: R) -> ZipStream<R> {
         ZipStream {
             r: BufReader::with_capacity(256 * 1024, r),
+            buf: vec![0u8; 256 * 1024],
         }
     }
 
@@ -157,7 +161,7 @@ impl<R: Read> ZipStream<R> {
         let mut crc = crc32fast::Hasher::new();
         let mut size = 0u64;
         let mut refused = None;
-        let mut buf = vec![0u8; 256 * 1024];
+        let buf = &mut self.buf;
         let mut deliver = |chunk: &[u8]| {
             crc.update(chunk);
             size += chunk.len() as u64;
@@ -171,7 +175,7 @@ impl<R: Read> ZipStream<R> {
             (STORED, Some(len)) => {
                 let mut data = (&mut self.r).take(len);
                 loop {
-                    let n = data.read(&mut buf).map_err(stream_err)?;
+                    let n = data.read(buf).map_err(stream_err)?;
                     if n == 0 {
                         break;
                     }
@@ -189,7 +193,7 @@ impl<R: Read> ZipStream<R> {
                 // The DEFLATE stream ends itself; the decoder takes no byte past its end.
                 let mut inflate = flate2::bufread::DeflateDecoder::new(&mut self.r);
                 loop {
-                    let n = inflate.read(&mut buf).map_err(stream_err)?;
+                    let n = inflate.read(buf).map_err(stream_err)?;
                     if n == 0 {
                         break;
                     }
