@@ -274,6 +274,8 @@ impl Unzip {
         } else {
             0
         });
+        // Progress is told a MiB at a time: each message wakes the task that reports it.
+        let mut untold = 0u64;
         let size = zip.read_data(entry, |chunk| {
             if self.stop.is_cancelled() {
                 return Err(std::io::Error::other("the prefetch is stopping"));
@@ -285,9 +287,16 @@ impl Unzip {
             if keep {
                 data.extend_from_slice(chunk);
             }
-            let _ = self.events.send(Event::Bytes(chunk.len() as u64));
+            untold += chunk.len() as u64;
+            if untold >= 1 << 20 {
+                let _ = self.events.send(Event::Bytes(std::mem::take(&mut untold)));
+            }
             Ok(())
-        })?;
+        });
+        if untold > 0 {
+            let _ = self.events.send(Event::Bytes(untold));
+        }
+        let size = size?;
         if self.stop.is_cancelled() {
             return Err(EntryError::Stream("the prefetch is stopping".into()));
         }
