@@ -56,11 +56,19 @@ pub async fn zip_resource(
     );
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     let marker = format!("/resources/{}/files/", r.res.label);
-    let tmp = tmp_dir.to_path_buf();
+    // Each ZIP writes its partial files in a folder of its own (removed with what is left in it
+    // when the unpacking ends): files created and renamed by several threads in one folder
+    // all wait on that folder's lock (ext4's i_rwsem spun hot in profiles of a prefetch).
+    let own = tempfile::Builder::new()
+        .prefix("zip-")
+        .tempdir_in(tmp_dir)
+        .ok();
+    let tmp = own.as_ref().map_or(tmp_dir, |d| d.path()).to_path_buf();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let unzip = Unzip {
         marker,
         tmp_dir: tmp,
+        _own_tmp: own,
         private: policy.private,
         verify: policy.verify,
         events: tx,
@@ -114,6 +122,8 @@ struct Unzip {
     /// Entries are keyed by their path after this (`/resources/<label>/files/`).
     marker: String,
     tmp_dir: std::path::PathBuf,
+    /// `tmp_dir` when it is this ZIP's own folder: removed once the unpacking is over.
+    _own_tmp: Option<tempfile::TempDir>,
     private: bool,
     verify: Verify,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
@@ -128,7 +138,7 @@ const BATCH_FILES: usize = 16;
 const BATCH_BYTES: usize = 4 << 20;
 
 /// Small entries written to their partial files and kept in memory, waiting to be hashed
-/// together (eight at once on one core: [`crate::cache::md5_lanes`]) before they take their
+/// together (eight or sixteen at once on one core: [`crate::cache::md5_lanes`]) before they take their
 /// final names. One DICOM series is hundreds of files of a few hundred KiB, and hashing them
 /// one after another was most of a prefetch's CPU.
 #[derive(Default)]
