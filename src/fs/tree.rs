@@ -128,6 +128,12 @@ impl Listing {
         self.entries.iter().map(|e| (&*e.name, e.ino, &e.node))
     }
 
+    /// Names, inodes and nodes from entry `start` on (none past the end), in listing order.
+    pub fn nodes_from(&self, start: usize) -> impl Iterator<Item = (&str, u64, &Node)> {
+        let rest = self.entries.get(start..).unwrap_or_default();
+        rest.iter().map(|e| (&*e.name, e.ino, &e.node))
+    }
+
     /// The inode of entry `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.entry(name).map(|(ino, _)| ino)
@@ -323,11 +329,16 @@ impl Tree {
         Some((ino, node))
     }
 
-    /// Entry `name` of folder `parent` as its current listing has it (`kids`, an open
-    /// folder's copy, when the folder has no listing now).
+    /// Entry `name` of folder `parent` as its current listing has it, when that listing is
+    /// another than `kids` (an open folder's copy); `None` when the name is not in it, or
+    /// when `kids` is the current listing or the folder has none now (the caller's entry of
+    /// `kids` is the one, with no second look-up per name of a big folder).
     pub fn current_entry(&self, parent: u64, kids: &Children, name: &str) -> Option<(u64, Node)> {
         let dirs = self.dirs.lock().unwrap();
         let listing = dirs.get(&parent).map_or(kids, |d| &d.kids);
+        if Arc::ptr_eq(listing, kids) {
+            return None;
+        }
         listing.entry(name).map(|(ino, node)| (ino, node.clone()))
     }
 
