@@ -420,7 +420,7 @@ impl XnatFs {
             .read(&open.res, &open.file, offset, size)
             .await
             .map_err(|e| {
-                tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
+                tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri());
                 if matches!(e, crate::fetch::FetchError::Verify(_)) {
                     open.bad.store(true, Ordering::SeqCst);
                 }
@@ -525,15 +525,15 @@ impl XnatFs {
         // each going on from where the last stopped, and walking it from its start each time
         // made `ls` of 200,000 files quadratic.
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let kids = kids
-            .nodes_from(offset.saturating_sub(dots.len()))
-            .map(move |(name, old, node)| {
-                let (child, node) = self
-                    .tree
-                    .current_entry(ino, kids, name)
-                    .unwrap_or_else(|| (old, node.clone()));
-                (name, child, node)
-            });
+        let kids =
+            kids.nodes_from(offset.saturating_sub(dots.len()))
+                .map(move |(name, old, node)| {
+                    let (child, node) = self
+                        .tree
+                        .current_entry(ino, kids, name)
+                        .unwrap_or_else(|| (old, node.clone()));
+                    (name, child, node)
+                });
         dots.into_iter()
             .skip(offset)
             .chain(kids)
