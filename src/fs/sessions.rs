@@ -189,11 +189,19 @@ impl Sessions {
     }
 
     /// The tree of session `id` if it is being fetched or was fetched less than the TTL
-    /// ago, with when that fetch ends.
+    /// ago, with when that fetch ends. An older one is let go at once: the caller lists
+    /// anew, and the old tree's file lists would stay beside the new ones until the next
+    /// sweep (two copies of a 200,000-file listing).
     pub async fn fresh(&self, id: &str) -> Option<(Instant, Arc<SessionModel>)> {
         let (done, model) = {
-            let fetches = self.fetches.lock().unwrap();
-            let f = fetches.get(id).filter(|f| f.usable(self.ttl))?;
+            let mut fetches = self.fetches.lock().unwrap();
+            let f = fetches.get(id)?;
+            if !f.usable(self.ttl) {
+                let stale = fetches.remove(id);
+                drop(fetches);
+                drop(stale); // outside the lock: a big tree takes a while to free
+                return None;
+            }
             (f.done.clone(), f.model.clone())
         };
         let model = model.await.ok()?;

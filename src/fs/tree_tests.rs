@@ -336,3 +336,30 @@ async fn a_forgotten_sessions_file_lists_are_dropped_once_expired() {
         "the file list of a forgotten, expired session is still in memory"
     );
 }
+
+/// A resource's files listed again once the session's tree expired replace the tree's: the
+/// expired tree goes at once (two copies of a 200,000-file listing otherwise, until the next
+/// session is entered).
+#[tokio::test(flavor = "multi_thread")]
+async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
+    let ttl = Duration::from_millis(200);
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(api, Root::Server, ttl);
+    let (files_dir, node) = walk(&tree, &DEEP[..7]).await.unwrap();
+    let _ = tree.children(files_dir).await.unwrap();
+    let Node::FilesDir(res, _) = node else {
+        panic!("not a files folder")
+    };
+    let from_tree = Arc::downgrade(&tree.known_files(&res).unwrap());
+    tokio::time::sleep(ttl * 2).await;
+    let _ = tree.children(files_dir).await.unwrap();
+    let listed = tree.known_files(&res).unwrap();
+    assert!(
+        !std::ptr::eq(from_tree.as_ptr(), &*listed),
+        "not listed anew"
+    );
+    assert!(
+        from_tree.upgrade().is_none(),
+        "the expired tree's file list is still in memory"
+    );
+}
