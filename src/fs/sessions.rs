@@ -32,10 +32,7 @@ pub struct SessionModel {
 
 impl SessionModel {
     fn of(tree: SessionTree) -> SessionModel {
-        let files = |r: crate::xnat::ResourceTree| {
-            let list: FileList = Arc::new(r.files.into_iter().map(Arc::new).collect());
-            (r.resource, list)
-        };
+        let files = |r: crate::xnat::ResourceTree| (r.resource, super::tree::file_list(r.files));
         SessionModel {
             scans: tree
                 .scans

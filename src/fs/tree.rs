@@ -157,6 +157,14 @@ impl Listing {
 /// A resource's files, as one listing.
 pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
 
+/// The listing of `files`. Not `collect()`ed: that would keep the files' own vector's
+/// allocation, ten times the size of the pointers it then holds (16 MB for 200,000 files).
+pub fn file_list(files: Vec<RemoteFile>) -> FileList {
+    let mut list = Vec::with_capacity(files.len());
+    list.extend(files.into_iter().map(Arc::new));
+    Arc::new(list)
+}
+
 /// The inodes the kernel holds or that have open handles (and the root).
 struct Inodes {
     live: HashMap<u64, Live>,
@@ -618,14 +626,7 @@ impl Tree {
                 .insert(res.clone(), (at, files.clone()));
             return Ok(files);
         }
-        let files: FileList = Arc::new(
-            self.api
-                .files(res)
-                .await?
-                .into_iter()
-                .map(Arc::new)
-                .collect(),
-        );
+        let files = file_list(self.api.files(res).await?);
         self.files
             .lock()
             .unwrap()

@@ -363,3 +363,13 @@ async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
         "the expired tree's file list is still in memory"
     );
 }
+
+/// A resource's file list holds its pointers, not the room of the files it was made from.
+#[test]
+fn a_file_list_is_no_bigger_than_its_pointers() {
+    let files: Vec<RemoteFile> = (0..1000)
+        .map(|i| RemoteFile::new(format!("f{i}"), 1, None, &format!("/x/f{i}")))
+        .collect();
+    let list = file_list(files);
+    assert_eq!((list.len(), list.capacity()), (1000, 1000));
+}
