@@ -165,6 +165,24 @@ pub fn file_list(files: Vec<RemoteFile>) -> FileList {
     Arc::new(list)
 }
 
+/// `held` when `files` (the same resource listed again) are the same files in the same
+/// order, else the listing of `files`: a listing fetched again unchanged, as most are, costs
+/// no second copy of a resource's files (and changes none of their inodes).
+pub fn same_or_new(held: Option<FileList>, files: Vec<RemoteFile>) -> FileList {
+    match held {
+        Some(held)
+            if held.len() == files.len() && held.iter().zip(&files).all(|(h, f)| **h == *f) =>
+        {
+            held
+        }
+        _ => file_list(files),
+    }
+}
+
+/// The file lists of resources, by resource, with when each was listed: the ones the mount
+/// holds (see [`Tree`]), which a session's tree fetched again reuses where unchanged.
+pub type KnownFiles = Arc<Mutex<HashMap<ResourceRef, (Instant, FileList)>>>;
+
 /// The inodes the kernel holds or that have open handles (and the root).
 struct Inodes {
     live: HashMap<u64, Live>,
@@ -219,7 +237,8 @@ pub struct Tree {
     inodes: RwLock<Inodes>,
     /// The listings of folders in the inode table, by inode.
     dirs: Mutex<HashMap<u64, Dir>>,
-    files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
+    /// Shared with `sessions`, to reuse what it holds.
+    files: KnownFiles,
     /// Each session's date (by accession ID), for the times of everything in it.
     dates: Mutex<HashMap<String, SystemTime>>,
     /// Each session's whole tree, and crawl-ahead.
@@ -269,6 +288,7 @@ impl Tree {
             opens: 0,
         };
         live.insert(ROOT_INO, root_live);
+        let files = KnownFiles::default();
         Tree {
             api: api.clone(),
             on_change: std::sync::OnceLock::new(),
@@ -279,9 +299,9 @@ impl Tree {
                 next: ROOT_INO + 1,
             }),
             dirs: Mutex::new(HashMap::new()),
-            files: Mutex::new(HashMap::new()),
+            files: files.clone(),
             dates: Mutex::new(HashMap::new()),
-            sessions: Sessions::new(api, dir_ttl, 0),
+            sessions: Sessions::new(api, dir_ttl, 0, files),
             places: Mutex::new(HashMap::new()),
             walks: Walks::default(),
             scan_names: ScanNames::Id,
@@ -291,7 +311,7 @@ impl Tree {
     /// Fetches the trees of up to `2 * n` sessions that follow an entered one in its
     /// folder, `n` at a time (0: none).
     pub fn with_crawl_ahead(mut self, n: usize) -> Tree {
-        self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n);
+        self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n, self.files.clone());
         self
     }
 
@@ -489,6 +509,7 @@ impl Tree {
         let listed = self.list(&node).await?;
         let kids = self.store(ino, listed);
         if kids.len() > 10_000 {
+            tracing::debug!("folder {ino} listed: {} entries", kids.len());
             give_back_freed_memory();
         }
         Ok(kids)
@@ -626,7 +647,9 @@ impl Tree {
                 .insert(res.clone(), (at, files.clone()));
             return Ok(files);
         }
-        let files = file_list(self.api.files(res).await?);
+        let listed = self.api.files(res).await?;
+        let held = self.files.lock().unwrap().get(res).map(|(_, f)| f.clone());
+        let files = same_or_new(held, listed);
         self.files
             .lock()
             .unwrap()
@@ -737,7 +760,7 @@ fn count(inodes: &mut Inodes, ino: u64, node: &Node) {
 
 /// Returns the memory freed while a big listing was built to the system (glibc keeps it
 /// otherwise, and a daemon that listed a 200,000-file folder once would stay that large).
-fn give_back_freed_memory() {
+pub(super) fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {

@@ -145,13 +145,21 @@ impl RemoteFile {
     }
 }
 
+/// Files are the same when their path, size, digest and URI are (however the URI is kept).
+/// Cheap: a listing fetched again is compared file by file with the one held.
 impl PartialEq for RemoteFile {
     fn eq(&self, other: &RemoteFile) -> bool {
-        let (a, b) = other.uri_parts();
+        let same_uri = match (&self.uri, &other.uri) {
+            // The paths are the same (compared first).
+            (Uri::Before(a), Uri::Before(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Uri::Whole(a), Uri::Whole(b)) => a == b,
+            (_, Uri::Whole(b)) => self.uri_is(b),
+            (Uri::Whole(a), _) => other.uri_is(a),
+        };
         self.path == other.path
             && self.size == other.size
             && self.digest == other.digest
-            && self.uri_is(&format!("{a}{b}"))
+            && same_uri
     }
 }
 
