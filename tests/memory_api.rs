@@ -94,9 +94,12 @@ async fn bodies_match_the_data_set_whole_and_in_ranges() {
     let api = MemoryXnat::new(small());
     let files = api.files(&nifti()).await.unwrap();
     let mock = &api.data().session("XNAT_E00001").unwrap().scans[1].resources[1].files[0];
-    assert_eq!(files[0].digest.as_deref(), Some(mock.md5().as_str()));
+    assert_eq!(
+        files[0].digest.map(|d| d.hex()),
+        Some(mock.md5().to_string())
+    );
     assert_eq!(files[0].size, 200_000);
-    let whole = api.download(&files[0].uri).await.unwrap();
+    let whole = api.download(&files[0].uri()).await.unwrap();
     assert_eq!(
         (whole.partial, whole.content_length),
         (false, Some(200_000))
@@ -107,7 +110,7 @@ async fn bodies_match_the_data_set_whole_and_in_ranges() {
     use md5::Digest;
     assert_eq!(hex::encode(md5::Md5::digest(&bytes)), mock.md5());
     let part = api
-        .download_range(&files[0].uri, 70_000, Some(70_100))
+        .download_range(&files[0].uri(), 70_000, Some(70_100))
         .await
         .unwrap();
     assert_eq!((part.partial, part.start), (true, 70_000));
@@ -133,7 +136,7 @@ async fn bodies_match_the_data_set_whole_and_in_ranges() {
 #[tokio::test]
 async fn failures_on_request_and_every_call_counted() {
     let api = MemoryXnat::new(small());
-    let uri = api.files(&nifti()).await.unwrap()[0].uri.clone();
+    let uri = api.files(&nifti()).await.unwrap()[0].uri().into_owned();
     let down = XnatError::Status {
         status: 503,
         path: uri.clone(),
@@ -211,7 +214,7 @@ async fn same_answers(url: &str) {
                     let rr = ResourceRef::of(&s.id, scan.as_deref(), &r);
                     let files = mem.files(&rr).await.unwrap();
                     assert_eq!(http.files(&rr).await.unwrap(), files);
-                    let uri = &files[0].uri;
+                    let uri = &*files[0].uri();
                     let (a, b) = (http.download(uri), mem.download(uri));
                     assert_eq!(body(a.await).await, body(b.await).await);
                     let (a, b) = (

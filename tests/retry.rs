@@ -62,7 +62,7 @@ fn a_body_read_through_the_mount_core_is_asked_for_exactly_the_documented_times(
     let fetcher = Fetcher::new(api, rt.handle().clone(), cache, Duration::from_secs(30));
     let read = rt.block_on(fetcher.read(&scan_resource(), &file, 0, 4096));
     assert!(read.is_err(), "{read:?}");
-    assert_eq!(asked(&mock, &file.uri), BODY_ATTEMPTS as usize);
+    assert_eq!(asked(&mock, &file.uri()), BODY_ATTEMPTS as usize);
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn a_body_in_a_prefetch_is_asked_for_exactly_the_documented_times() {
         PREFETCH_BODY_ATTEMPTS,
         stall
     ));
-    assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize);
+    assert_eq!(asked(&mock, &file.uri()), PREFETCH_BODY_ATTEMPTS as usize);
 }
 
 #[test]
@@ -129,7 +129,10 @@ fn a_rate_limiter_on_file_bodies_is_waited_out_by_prefetch() {
         took >= Duration::from_secs(u64::from(PREFETCH_BODY_ATTEMPTS + 1)),
         "each Retry-After waited: {took:?}"
     );
-    assert_eq!(asked(&mock, &file.uri), PREFETCH_BODY_ATTEMPTS as usize + 2);
+    assert_eq!(
+        asked(&mock, &file.uri()),
+        PREFETCH_BODY_ATTEMPTS as usize + 2
+    );
 }
 
 /// A prefetch learns who its session is beside its first listings: when the session dies on a

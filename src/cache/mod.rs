@@ -282,7 +282,9 @@ fn is_current_open(f: &std::fs::File, file: &RemoteFile, verify: Verify) -> bool
         // A stale catalog size: the copy counts if it was verified against this listing, by
         // the digest it keeps, or with no digest listed, by the size the listing gave then.
         return match &file.digest {
-            Some(want) => digest_attr::read_open(f) == digest_attr::Kept::Digest(want.clone()),
+            Some(want) => {
+                matches!(digest_attr::read_open(f), digest_attr::Kept::Digest(d) if d == *want)
+            }
             None => digest_attr::read_listed_size(f) == Some(file.size),
         };
     }
@@ -310,7 +312,7 @@ fn is_current_open(f: &std::fs::File, file: &RemoteFile, verify: Verify) -> bool
             }
             let same = hash_open(f).is_ok_and(|got| got == *want);
             if same {
-                digest_attr::write(f, want);
+                digest_attr::write(f, &want.hex());
             }
             same
         }

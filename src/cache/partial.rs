@@ -204,7 +204,7 @@ impl PartialFile {
             return Err(VerifyError::Digest {
                 path: file.path.clone(),
                 got: got.clone(),
-                want: want.clone(),
+                want: want.hex(),
             }
             .into());
         }
@@ -222,10 +222,10 @@ impl PartialFile {
         {
             match md5 {
                 // Verified against the listed digest: kept as the file's digest.
-                Some(_) => super::digest_attr::write(tmp.as_file(), listed),
+                Some(_) => super::digest_attr::write(tmp.as_file(), &listed.hex()),
                 // Checked by size only: the listed digest is kept apart, so that a change on
                 // the server is still seen, and an `md5` mount hashes this copy once.
-                None => super::digest_attr::write_listed(tmp.as_file(), listed),
+                None => super::digest_attr::write_listed(tmp.as_file(), &listed.hex()),
             }
         }
         if self.private && got != file.size {

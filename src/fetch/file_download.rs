@@ -139,7 +139,9 @@ impl FileDownload {
                 .await
                 .is_err()
             {
-                return Err(XnatError::Timeout(format!("{} did not finish", self.file.uri)).into());
+                return Err(
+                    XnatError::Timeout(format!("{} did not finish", self.file.uri())).into(),
+                );
             }
         }
     }
@@ -246,7 +248,8 @@ impl FileDownload {
                     if st.progress.at().max(asked).elapsed() >= self.ctx.stall_timeout {
                         return Err(XnatError::Timeout(format!(
                             "no data for {} in {:?}",
-                            self.file.uri, self.ctx.stall_timeout
+                            self.file.uri(),
+                            self.ctx.stall_timeout
                         ))
                         .into());
                     }
@@ -369,7 +372,7 @@ impl FileDownload {
                     let stalled = last.elapsed() >= self.ctx.stall_timeout;
                     tracing::warn!(
                         "download of {} failed (attempt {} of {}): {e}",
-                        self.file.uri,
+                        self.file.uri(),
                         attempts.made(),
                         attempts.allowed()
                     );
@@ -391,7 +394,7 @@ impl FileDownload {
                 st.digest = digest;
             }
             if let Err(e) = result {
-                tracing::error!("download of {} failed: {e}", self.file.uri);
+                tracing::error!("download of {} failed: {e}", self.file.uri());
                 st.failed.get_or_insert(e);
                 st.part = None; // the partial file's name goes now
                 // Its space too, though readers may still hold it open: they fail now anyway.
@@ -419,13 +422,14 @@ impl FileDownload {
             let st = self.state.lock().unwrap();
             ((end < st.size).then_some(end), st.size_known)
         };
+        let uri = self.file.uri();
         let ask = |pos, end| {
             tokio::time::timeout(
                 self.ctx.stall_timeout,
-                self.ctx.api.download_range(&self.file.uri, pos, end),
+                self.ctx.api.download_range(&uri, pos, end),
             )
         };
-        let no_answer = |_| XnatError::Timeout(format!("no answer for {}", self.file.uri));
+        let no_answer = |_| XnatError::Timeout(format!("no answer for {}", self.file.uri()));
         let mut ranged = pos > 0 || ask_end.is_some();
         let download = match ask(pos, ask_end).await.map_err(no_answer)? {
             // 416: the range starts past the end, which a proxy that honours ranges says of a
@@ -469,7 +473,7 @@ impl FileDownload {
             let left = self.ctx.stall_timeout.saturating_sub(since.elapsed());
             let next = tokio::time::timeout(left, body.next())
                 .await
-                .map_err(|_| XnatError::Timeout(format!("no progress for {}", self.file.uri)))?;
+                .map_err(|_| XnatError::Timeout(format!("no progress for {}", self.file.uri())))?;
             let Some(chunk) = next else { break };
             let chunk = chunk?;
             let chunk_end = at + chunk.len() as u64;
@@ -509,7 +513,7 @@ impl FileDownload {
             Some(total) if !st.size_known && total != st.size => {
                 tracing::info!(
                     "{}: {total} bytes where the listing says {} (a stale catalog size)",
-                    self.file.uri,
+                    self.file.uri(),
                     self.file.size
                 );
                 self.fd.set_len(total).map_err(FetchError::cache)?;
@@ -597,7 +601,7 @@ impl FileDownload {
         .await
         .unwrap_or_else(|e| Err(FetchError::cache(e)));
         if let Err(e) = &result {
-            tracing::error!("{}: {e}", self.file.uri);
+            tracing::error!("{}: {e}", self.file.uri());
             let _ = self.fd.set_len(0); // its space, though readers may hold it open
         } else {
             tracing::debug!("cached {}", self.dest.display());

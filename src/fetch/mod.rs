@@ -83,7 +83,7 @@ pub struct FetchContext {
 
 /// A download is of one version of a file: its cache path, listed size and digest (a file
 /// that changes on the server is another download).
-type DownloadKey = (PathBuf, u64, Option<String>);
+type DownloadKey = (PathBuf, u64, Option<crate::xnat::Md5>);
 
 pub struct Fetcher {
     pub(crate) ctx: Arc<FetchContext>,
@@ -149,7 +149,7 @@ impl Fetcher {
             .cache
             .file_path(res, &file.path)
             .ok_or_else(|| FetchError::UnsafePath(file.path.clone()))?;
-        let key = (dest, file.size, file.digest.clone());
+        let key = (dest, file.size, file.digest);
         let mut active = self.active.lock().unwrap();
         if let Some(d) = active.get(&key)
             && !d.failed()
@@ -166,7 +166,7 @@ impl Fetcher {
     /// The download of `file` under way, if there is one (none is started).
     pub fn running(&self, res: &ResourceRef, file: &RemoteFile) -> Option<Arc<FileDownload>> {
         let dest = self.ctx.cache.file_path(res, &file.path)?;
-        let key = (dest, file.size, file.digest.clone());
+        let key = (dest, file.size, file.digest);
         let active = self.active.lock().unwrap();
         active.get(&key).filter(|d| !d.failed()).cloned()
     }

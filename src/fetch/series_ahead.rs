@@ -134,7 +134,7 @@ impl SeriesAhead {
         match self.fetcher.fill(res, file).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::debug!("series read-ahead of {} failed: {e}", file.uri);
+                tracing::debug!("series read-ahead of {} failed: {e}", file.uri());
                 false
             }
         }
@@ -183,12 +183,12 @@ mod tests {
     use super::*;
 
     fn file(path: &str) -> Arc<RemoteFile> {
-        Arc::new(RemoteFile {
-            path: path.into(),
-            size: 1,
-            digest: None,
-            uri: format!("/data/{path}"),
-        })
+        Arc::new(RemoteFile::new(
+            path.into(),
+            1,
+            None,
+            &format!("/data/{path}"),
+        ))
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Learnt {
     listed: u64,
-    digest: Option<String>,
+    digest: Option<crate::xnat::Md5>,
     size: u64,
 }
 
@@ -35,7 +35,7 @@ impl Sizes {
         }
         let learnt = Learnt {
             listed: file.size,
-            digest: file.digest.clone(),
+            digest: file.digest,
             size,
         };
         self.any.store(true, Ordering::Release);
@@ -43,7 +43,7 @@ impl Sizes {
             .by_uri
             .lock()
             .unwrap()
-            .insert(file.uri.clone(), learnt.clone());
+            .insert(file.uri().into_owned(), learnt.clone());
         old != Some(learnt)
     }
 
@@ -53,7 +53,7 @@ impl Sizes {
             return None;
         }
         let map = self.by_uri.lock().unwrap();
-        let l = map.get(&file.uri)?;
+        let l = map.get(&*file.uri())?;
         (l.listed == file.size && l.digest == file.digest).then_some(l.size)
     }
 }
@@ -63,12 +63,13 @@ mod tests {
     use super::*;
 
     fn file(size: u64, digest: Option<&str>) -> RemoteFile {
-        RemoteFile {
-            path: "a.dcm".into(),
+        RemoteFile::new(
+            "a.dcm".into(),
             size,
-            digest: digest.map(str::to_string),
-            uri: "/data/experiments/E1/resources/1/files/a.dcm".into(),
-        }
+            // "d": the digest dddd...
+            digest.map(|d| crate::xnat::Md5::parse(&d.repeat(32)).unwrap()),
+            "/data/experiments/E1/resources/1/files/a.dcm",
+        )
     }
 
     #[test]

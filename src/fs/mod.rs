@@ -420,7 +420,7 @@ impl XnatFs {
             .read(&open.res, &open.file, offset, size)
             .await
             .map_err(|e| {
-                tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri);
+                tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri());
                 if matches!(e, crate::fetch::FetchError::Verify(_)) {
                     open.bad.store(true, Ordering::SeqCst);
                 }
@@ -521,20 +521,26 @@ impl XnatFs {
         // hold the old inode of a file that changed on the server since, which the kernel
         // would take back in place of the new one (and check reads against the old digest).
         // A name gone from the current listing keeps the copy's entry.
-        let kids = kids.nodes().map(move |(name, old, node)| {
-            let (child, node) = self
-                .tree
-                .current_entry(ino, kids, name)
-                .unwrap_or_else(|| (old, node.clone()));
-            (name, child, node)
-        });
+        // The listing is entered at `offset` directly: a big folder is read in many calls,
+        // each going on from where the last stopped, and walking it from its start each time
+        // made `ls` of 200,000 files quadratic.
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let kids =
+            kids.nodes_from(offset.saturating_sub(dots.len()))
+                .map(move |(name, old, node)| {
+                    let (child, node) = self
+                        .tree
+                        .current_entry(ino, kids, name)
+                        .unwrap_or_else(|| (old, node.clone()));
+                    (name, child, node)
+                });
         dots.into_iter()
+            .skip(offset)
             .chain(kids)
-            .enumerate()
-            .skip(offset as usize)
-            .map(move |(i, (name, child, node))| {
+            .zip(offset as u64 + 1..)
+            .map(move |((name, child, node), next)| {
                 let attr = self.attr(child, &node);
-                (i as u64 + 1, name, attr, node)
+                (next, name, attr, node)
             })
     }
 

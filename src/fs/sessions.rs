@@ -7,7 +7,7 @@
 //! A tree is fetched in a task of its own, so a caller that gives up (timeout, interrupt)
 //! leaves it to finish for the next one; every caller waits for the same fetch.
 
-use super::tree::{Children, FileList};
+use super::tree::{Children, FileList, KnownFiles, give_back_freed_memory, same_or_new};
 use crate::xnat::{
     Assessor, Resource, ResourceRef, Scan, Session, SessionTree, XnatApi, XnatError,
 };
@@ -31,30 +31,47 @@ pub struct SessionModel {
 }
 
 impl SessionModel {
-    fn of(tree: SessionTree) -> SessionModel {
-        let files = |r: crate::xnat::ResourceTree| {
-            let list: FileList = Arc::new(r.files.into_iter().map(Arc::new).collect());
-            (r.resource, list)
+    /// The model of the tree of session `id`, whose unchanged file lists are the ones
+    /// `known` holds of the same resources.
+    fn of(tree: SessionTree, id: &str, known: &KnownFiles) -> SessionModel {
+        let files = |res: ResourceRef, r: crate::xnat::ResourceTree| {
+            let held = known.lock().unwrap().get(&res).map(|(_, f)| f.clone());
+            (r.resource, same_or_new(held, r.files))
         };
         SessionModel {
             scans: tree
                 .scans
                 .into_iter()
                 .map(|s| {
-                    let resources = s.resources.into_iter().map(files).collect();
+                    let of = |r: &Resource| ResourceRef::of(id, Some(&s.scan.id), r);
+                    let resources = s.resources.into_iter();
+                    let resources = resources.map(|r| files(of(&r.resource), r)).collect();
                     (Arc::new(s.scan), resources)
                 })
                 .collect(),
-            resources: tree.resources.into_iter().map(files).collect(),
+            resources: (tree.resources.into_iter())
+                .map(|r| files(ResourceRef::of(id, None, &r.resource), r))
+                .collect(),
             assessors: tree
                 .assessors
                 .into_iter()
                 .map(|a| {
-                    let resources = a.resources.into_iter().map(files).collect();
+                    let of = |r: &Resource| ResourceRef::of_assessor(id, &a.assessor, r);
+                    let resources = a.resources.into_iter();
+                    let resources = resources.map(|r| files(of(&r.resource), r)).collect();
                     (Arc::new(a.assessor), resources)
                 })
                 .collect(),
         }
+    }
+
+    /// How many files the tree lists.
+    fn file_count(&self) -> usize {
+        let scans = self.scans.iter().flat_map(|(_, r)| r);
+        let assessors = self.assessors.iter().flat_map(|(_, r)| r);
+        (scans.chain(&self.resources).chain(assessors))
+            .map(|(_, files)| files.len())
+            .sum()
     }
 
     /// The resources of assessor `id`; none for an assessor the tree does not have.
@@ -118,13 +135,15 @@ pub struct Sessions {
     permits: Arc<Semaphore>,
     /// When trees past their TTL were last let go.
     swept: Mutex<Instant>,
+    /// The file lists the mount holds, which a tree fetched again reuses where unchanged.
+    known: KnownFiles,
 }
 
 /// How often, at most, trees past their TTL are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl Sessions {
-    pub fn new(api: Arc<dyn XnatApi>, ttl: Duration, ahead: usize) -> Sessions {
+    pub fn new(api: Arc<dyn XnatApi>, ttl: Duration, ahead: usize, known: KnownFiles) -> Sessions {
         Sessions {
             api,
             ttl,
@@ -132,6 +151,7 @@ impl Sessions {
             ahead,
             permits: Arc::new(Semaphore::new(ahead.max(1))),
             swept: Mutex::new(Instant::now()),
+            known,
         }
     }
 
@@ -153,9 +173,11 @@ impl Sessions {
             *swept = Instant::now();
         }
         drop(swept);
+        tracing::debug!("fetching the tree of session {}", session.id);
         let api = self.api.clone();
         let permits = ahead.then(|| self.permits.clone());
         let owned = session.clone();
+        let known = self.known.clone();
         let done = Arc::new(OnceLock::new());
         let ended = done.clone();
         let task = tokio::spawn(async move {
@@ -165,7 +187,11 @@ impl Sessions {
             };
             let tree = api.session_tree(&owned).await;
             let _ = ended.set(Instant::now());
-            Ok(Arc::new(SessionModel::of(tree?)))
+            let model = SessionModel::of(tree?, &owned.id, &known);
+            if model.file_count() > 10_000 {
+                give_back_freed_memory();
+            }
+            Ok(Arc::new(model))
         });
         let id = session.id.clone();
         let model = async move {
@@ -189,11 +215,19 @@ impl Sessions {
     }
 
     /// The tree of session `id` if it is being fetched or was fetched less than the TTL
-    /// ago, with when that fetch ends.
+    /// ago, with when that fetch ends. An older one is let go at once: the caller lists
+    /// anew, and the old tree's file lists would stay beside the new ones until the next
+    /// sweep (two copies of a 200,000-file listing).
     pub async fn fresh(&self, id: &str) -> Option<(Instant, Arc<SessionModel>)> {
         let (done, model) = {
-            let fetches = self.fetches.lock().unwrap();
-            let f = fetches.get(id).filter(|f| f.usable(self.ttl))?;
+            let mut fetches = self.fetches.lock().unwrap();
+            let f = fetches.get(id)?;
+            if !f.usable(self.ttl) {
+                let stale = fetches.remove(id);
+                drop(fetches);
+                drop(stale); // outside the lock: a big tree takes a while to free
+                return None;
+            }
             (f.done.clone(), f.model.clone())
         };
         let model = model.await.ok()?;

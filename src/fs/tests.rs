@@ -145,6 +145,11 @@ async fn readdir_gives_dots_then_entries_listed_once_per_open() {
     }
     // A listing read in several calls resumes where it stopped, from the same snapshot.
     assert_eq!(names(3), all[3..].to_vec());
+    // From any offset, within the dots, within the entries, and past the end.
+    for offset in 0..=all.len() + 2 {
+        let want = all.get(offset..).unwrap_or_default().to_vec();
+        assert_eq!(names(offset as u64), want, "from offset {offset}");
+    }
     assert!(s.fs.listed(fh).unwrap().is_some());
     s.fs.list(fh, sub.ino).await.unwrap();
     assert_eq!(

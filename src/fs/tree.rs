@@ -128,6 +128,12 @@ impl Listing {
         self.entries.iter().map(|e| (&*e.name, e.ino, &e.node))
     }
 
+    /// Names, inodes and nodes from entry `start` on (none past the end), in listing order.
+    pub fn nodes_from(&self, start: usize) -> impl Iterator<Item = (&str, u64, &Node)> {
+        let rest = self.entries.get(start..).unwrap_or_default();
+        rest.iter().map(|e| (&*e.name, e.ino, &e.node))
+    }
+
     /// The inode of entry `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.entry(name).map(|(ino, _)| ino)
@@ -150,6 +156,32 @@ impl Listing {
 
 /// A resource's files, as one listing.
 pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
+
+/// The listing of `files`. Not `collect()`ed: that would keep the files' own vector's
+/// allocation, ten times the size of the pointers it then holds (16 MB for 200,000 files).
+pub fn file_list(files: Vec<RemoteFile>) -> FileList {
+    let mut list = Vec::with_capacity(files.len());
+    list.extend(files.into_iter().map(Arc::new));
+    Arc::new(list)
+}
+
+/// `held` when `files` (the same resource listed again) are the same files in the same
+/// order, else the listing of `files`: a listing fetched again unchanged, as most are, costs
+/// no second copy of a resource's files (and changes none of their inodes).
+pub fn same_or_new(held: Option<FileList>, files: Vec<RemoteFile>) -> FileList {
+    match held {
+        Some(held)
+            if held.len() == files.len() && held.iter().zip(&files).all(|(h, f)| **h == *f) =>
+        {
+            held
+        }
+        _ => file_list(files),
+    }
+}
+
+/// The file lists of resources, by resource, with when each was listed: the ones the mount
+/// holds (see [`Tree`]), which a session's tree fetched again reuses where unchanged.
+pub type KnownFiles = Arc<Mutex<HashMap<ResourceRef, (Instant, FileList)>>>;
 
 /// The inodes the kernel holds or that have open handles (and the root).
 struct Inodes {
@@ -205,7 +237,8 @@ pub struct Tree {
     inodes: RwLock<Inodes>,
     /// The listings of folders in the inode table, by inode.
     dirs: Mutex<HashMap<u64, Dir>>,
-    files: Mutex<HashMap<ResourceRef, (Instant, FileList)>>,
+    /// Shared with `sessions`, to reuse what it holds.
+    files: KnownFiles,
     /// Each session's date (by accession ID), for the times of everything in it.
     dates: Mutex<HashMap<String, SystemTime>>,
     /// Each session's whole tree, and crawl-ahead.
@@ -255,6 +288,7 @@ impl Tree {
             opens: 0,
         };
         live.insert(ROOT_INO, root_live);
+        let files = KnownFiles::default();
         Tree {
             api: api.clone(),
             on_change: std::sync::OnceLock::new(),
@@ -265,9 +299,9 @@ impl Tree {
                 next: ROOT_INO + 1,
             }),
             dirs: Mutex::new(HashMap::new()),
-            files: Mutex::new(HashMap::new()),
+            files: files.clone(),
             dates: Mutex::new(HashMap::new()),
-            sessions: Sessions::new(api, dir_ttl, 0),
+            sessions: Sessions::new(api, dir_ttl, 0, files),
             places: Mutex::new(HashMap::new()),
             walks: Walks::default(),
             scan_names: ScanNames::Id,
@@ -277,7 +311,7 @@ impl Tree {
     /// Fetches the trees of up to `2 * n` sessions that follow an entered one in its
     /// folder, `n` at a time (0: none).
     pub fn with_crawl_ahead(mut self, n: usize) -> Tree {
-        self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n);
+        self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n, self.files.clone());
         self
     }
 
@@ -323,11 +357,16 @@ impl Tree {
         Some((ino, node))
     }
 
-    /// Entry `name` of folder `parent` as its current listing has it (`kids`, an open
-    /// folder's copy, when the folder has no listing now).
+    /// Entry `name` of folder `parent` as its current listing has it, when that listing is
+    /// another than `kids` (an open folder's copy); `None` when the name is not in it, or
+    /// when `kids` is the current listing or the folder has none now (the caller's entry of
+    /// `kids` is the one, with no second look-up per name of a big folder).
     pub fn current_entry(&self, parent: u64, kids: &Children, name: &str) -> Option<(u64, Node)> {
         let dirs = self.dirs.lock().unwrap();
         let listing = dirs.get(&parent).map_or(kids, |d| &d.kids);
+        if Arc::ptr_eq(listing, kids) {
+            return None;
+        }
         listing.entry(name).map(|(ino, node)| (ino, node.clone()))
     }
 
@@ -470,6 +509,7 @@ impl Tree {
         let listed = self.list(&node).await?;
         let kids = self.store(ino, listed);
         if kids.len() > 10_000 {
+            tracing::debug!("folder {ino} listed: {} entries", kids.len());
             give_back_freed_memory();
         }
         Ok(kids)
@@ -607,14 +647,9 @@ impl Tree {
                 .insert(res.clone(), (at, files.clone()));
             return Ok(files);
         }
-        let files: FileList = Arc::new(
-            self.api
-                .files(res)
-                .await?
-                .into_iter()
-                .map(Arc::new)
-                .collect(),
-        );
+        let listed = self.api.files(res).await?;
+        let held = self.files.lock().unwrap().get(res).map(|(_, f)| f.clone());
+        let files = same_or_new(held, listed);
         self.files
             .lock()
             .unwrap()
@@ -725,7 +760,7 @@ fn count(inodes: &mut Inodes, ino: u64, node: &Node) {
 
 /// Returns the memory freed while a big listing was built to the system (glibc keeps it
 /// otherwise, and a daemon that listed a 200,000-file folder once would stay that large).
-fn give_back_freed_memory() {
+pub(super) fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {

@@ -336,3 +336,85 @@ async fn a_forgotten_sessions_file_lists_are_dropped_once_expired() {
         "the file list of a forgotten, expired session is still in memory"
     );
 }
+
+/// A resource's files listed again once the session's tree expired replace the tree's: the
+/// expired tree goes at once (two copies of a changed 200,000-file listing otherwise, until
+/// the next session is entered).
+#[tokio::test(flavor = "multi_thread")]
+async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
+    let ttl = Duration::from_millis(200);
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(api.clone(), Root::Server, ttl);
+    let (files_dir, node) = walk(&tree, &DEEP[..7]).await.unwrap();
+    let _ = tree.children(files_dir).await.unwrap();
+    let Node::FilesDir(res, _) = node else {
+        panic!("not a files folder")
+    };
+    let model = Arc::downgrade(&tree.sessions.fresh(&res.session_id).await.unwrap().1);
+    tokio::time::sleep(ttl * 2).await;
+    let asked = api.calls("files");
+    let _ = tree.children(files_dir).await.unwrap();
+    assert_eq!(api.calls("files"), asked + 1, "not listed anew");
+    assert!(
+        model.upgrade().is_none(),
+        "the expired tree is still in memory"
+    );
+}
+
+/// A resource's file list holds its pointers, not the room of the files it was made from.
+#[test]
+fn a_file_list_is_no_bigger_than_its_pointers() {
+    let files: Vec<RemoteFile> = (0..1000)
+        .map(|i| RemoteFile::new(format!("f{i}"), 1, None, &format!("/x/f{i}")))
+        .collect();
+    let list = file_list(files);
+    assert_eq!((list.len(), list.capacity()), (1000, 1000));
+}
+
+/// A listing fetched again reuses the files held when they are the same, in the same order;
+/// anything else is a new list.
+#[test]
+fn an_unchanged_listing_reuses_the_files_held() {
+    let file = |p: &str, size| RemoteFile::new(p.into(), size, None, &format!("/x/files/{p}"));
+    let held = file_list(vec![file("a", 1), file("b", 2)]);
+    let same = same_or_new(Some(held.clone()), vec![file("a", 1), file("b", 2)]);
+    assert!(Arc::ptr_eq(&same, &held));
+    for other in [
+        vec![file("a", 1), file("b", 3)],
+        vec![file("b", 2), file("a", 1)],
+        vec![file("a", 1)],
+        vec![file("a", 1), file("b", 2), file("c", 3)],
+        vec![
+            file("a", 1),
+            RemoteFile::new("b".into(), 2, None, "/y/files/b"),
+        ],
+    ] {
+        let new = same_or_new(Some(held.clone()), other.clone());
+        assert!(!Arc::ptr_eq(&new, &held));
+        assert_eq!(*new, other.into_iter().map(Arc::new).collect::<Vec<_>>());
+    }
+    assert_eq!(same_or_new(None, vec![file("a", 1)]).len(), 1);
+}
+
+/// A session's tree fetched again, unchanged, holds the file lists the mount holds already:
+/// no second copy of a big resource each time the session folder is listed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_fetched_again_shares_the_files_held() {
+    let ttl = Duration::from_millis(200);
+    let api = Arc::new(MemoryXnat::new(ten_sessions()));
+    let tree = Tree::new(api.clone(), Root::Server, ttl);
+    let (files_dir, node) = walk(&tree, &DEEP[..7]).await.unwrap();
+    let _ = tree.children(files_dir).await.unwrap();
+    let Node::FilesDir(res, _) = node else {
+        panic!("not a files folder")
+    };
+    let held = tree.known_files(&res).unwrap();
+    let asked = trees_asked(&api);
+    tokio::time::sleep(ttl * 2).await;
+    // The session folder is listed again (its tree is fetched anew), then the files folder.
+    walk(&tree, &DEEP[..7]).await.unwrap();
+    let _ = tree.children(files_dir).await.unwrap();
+    assert!(trees_asked(&api) > asked, "the tree was not fetched again");
+    let now = tree.known_files(&res).unwrap();
+    assert!(Arc::ptr_eq(&held, &now), "a second copy of the same files");
+}

@@ -45,11 +45,13 @@ pub fn attributes(node: &Node) -> Vec<(&'static str, String)> {
             ("content", &r.content),
         ],
         Node::File(_, f) => {
+            let md5 = f.digest.map(|d| d.hex());
+            let uri = f.uri();
             let mut all = vec![];
-            if let Some(md5) = &f.digest {
+            if let Some(md5) = &md5 {
                 all.push(("md5", md5.as_str()));
             }
-            all.push(("uri", &f.uri));
+            all.push(("uri", &*uri));
             return with_size(all, f.size);
         }
         Node::Assessor(_, a) => vec![
@@ -126,7 +128,7 @@ pub fn sized(bytes: Vec<u8>, size: u32) -> Result<Sized, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xnat::{RemoteFile, Resource, ResourceRef, Scan, Session};
+    use crate::xnat::{Md5, RemoteFile, Resource, ResourceRef, Scan, Session};
     use std::sync::Arc;
 
     fn session(subject_label: &str) -> Arc<Session> {
@@ -157,13 +159,12 @@ mod tests {
         let (res, _) = resource();
         Node::File(
             res,
-            Arc::new(RemoteFile {
-                path: "sub/t1.nii.gz".into(),
-                size: 1234,
-                digest: digest.map(str::to_string),
-                uri: "/data/experiments/XNAT_E00001/scans/2/resources/1736/files/sub/t1.nii.gz"
-                    .into(),
-            }),
+            Arc::new(RemoteFile::new(
+                "sub/t1.nii.gz".into(),
+                1234,
+                digest.map(|d| Md5::parse(d).unwrap()),
+                "/data/experiments/XNAT_E00001/scans/2/resources/1736/files/sub/t1.nii.gz",
+            )),
         )
     }
 

@@ -250,12 +250,12 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (size, present))| PlannedFile {
-                    file: RemoteFile {
-                        path: format!("f{i}"),
-                        size: *size,
-                        digest: None,
-                        uri: format!("/data/experiments/{session}/resources/1/files/f{i}"),
-                    },
+                    file: RemoteFile::new(
+                        format!("f{i}"),
+                        *size,
+                        None,
+                        &format!("/data/experiments/{session}/resources/1/files/f{i}"),
+                    ),
                     dest: format!("/out/f{i}").into(),
                     present: *present,
                 })

@@ -99,7 +99,7 @@ impl Ledger {
             }
             Err(why) => {
                 // The line names the file already: say why without naming it again.
-                let uri = o.file.file.uri;
+                let uri = o.file.file.uri().into_owned();
                 let why = why
                     .replace(&format!(" for {uri}"), "")
                     .replace(&format!(": {uri}"), "");

@@ -64,10 +64,10 @@ pub async fn download_verified(
             Err(e) => {
                 let progressing = progress.at().elapsed() < policy.stall_timeout;
                 if !attempts.again(e.retryable() && progressing).await {
-                    tracing::debug!("download of {} failed: {e}; giving up", file.uri);
+                    tracing::debug!("download of {} failed: {e}; giving up", file.uri());
                     return Err(e);
                 }
-                tracing::debug!("download of {} failed: {e}; trying again", file.uri);
+                tracing::debug!("download of {} failed: {e}; trying again", file.uri());
             }
         }
     }
@@ -83,9 +83,9 @@ async fn download_once(
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<(), FetchError> {
     let stall_timeout = policy.stall_timeout;
-    let mut download = tokio::time::timeout(stall_timeout, api.download(&file.uri))
+    let mut download = tokio::time::timeout(stall_timeout, api.download(&file.uri()))
         .await
-        .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri)))??;
+        .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri())))??;
     let mut part = PartialFile::new_in(tmp_dir, policy.private)
         .map_err(FetchError::cache)?
         .verifying(policy.verify);
@@ -98,7 +98,7 @@ async fn download_once(
         let left = stall_timeout.saturating_sub(progress.at().max(asked).elapsed());
         let next = tokio::time::timeout(left, download.body.next())
             .await
-            .map_err(|_| XnatError::Timeout(format!("no progress for {}", file.uri)))?;
+            .map_err(|_| XnatError::Timeout(format!("no progress for {}", file.uri())))?;
         let Some(chunk) = next else { break };
         let chunk = chunk?;
         if part.written() + chunk.len() as u64 > size {

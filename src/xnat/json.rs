@@ -299,16 +299,8 @@ pub fn files_of(rows: impl IntoIterator<Item = FileRow>) -> (Vec<RemoteFile>, Ve
             skipped.push(skip("no URI"));
             continue;
         }
-        let mut digest = r.digest;
-        digest.make_ascii_lowercase();
-        let digest =
-            (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest);
-        files.push(RemoteFile {
-            path,
-            size,
-            digest,
-            uri: r.uri,
-        });
+        let digest = super::Md5::parse(&r.digest);
+        files.push(RemoteFile::new(path, size, digest, &r.uri));
         row_of.push(row);
     }
     // A path that repeats an earlier row's: the later row goes (found by sorting positions,
@@ -381,7 +373,7 @@ mod tests {
         assert_eq!(files[0].path, "sub/dir/x.dcm");
         assert_eq!(files[0].size, 52344);
         assert_eq!(
-            files[0].digest.as_deref(),
+            files[0].digest.map(|d| d.to_string()).as_deref(),
             Some("0123456789abcdef0123456789abcdef")
         );
         assert_eq!(files[1].path, "y.dcm");

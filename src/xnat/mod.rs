@@ -5,9 +5,12 @@ pub mod http;
 pub mod json;
 pub mod login;
 pub mod remembering;
+mod remote_file;
 pub mod retry;
 pub mod session_tree;
 pub mod suggest;
+
+pub use remote_file::{Md5, RemoteFile};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -175,18 +178,6 @@ pub fn zip_scan_folder(id: &str, scan_type: &str) -> String {
         }
     }
     name
-}
-
-/// One file of a resource, as the files listing describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RemoteFile {
-    /// The path inside the resource, subfolders included, already checked to be safe.
-    pub path: String,
-    pub size: u64,
-    /// Lower-case MD5 hex, when the server keeps checksums.
-    pub digest: Option<String>,
-    /// The server path to GET (`/data/experiments/.../files/...`), not URL-encoded.
-    pub uri: String,
 }
 
 /// A session's whole tree of listings: its scans with their resources and files, and its
