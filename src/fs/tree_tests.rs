@@ -337,12 +337,9 @@ async fn a_forgotten_sessions_file_lists_are_dropped_once_expired() {
     );
 }
 
-/// A resource's files listed again once the session's tree expired replace the tree's: the
-/// expired tree goes at once (two copies of a changed 200,000-file listing otherwise, until
-/// the next session is entered).
-#[tokio::test(flavor = "multi_thread")]
-async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
-    let ttl = Duration::from_millis(200);
+/// A tree over ten sessions with listings kept `ttl`, and a files folder in it listed once:
+/// (the API, the tree, the folder's inode, its resource).
+async fn a_files_folder_listed(ttl: Duration) -> (Arc<MemoryXnat>, Tree, u64, Arc<ResourceRef>) {
     let api = Arc::new(MemoryXnat::new(ten_sessions()));
     let tree = Tree::new(api.clone(), Root::Server, ttl);
     let (files_dir, node) = walk(&tree, &DEEP[..7]).await.unwrap();
@@ -350,6 +347,16 @@ async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
     let Node::FilesDir(res, _) = node else {
         panic!("not a files folder")
     };
+    (api, tree, files_dir, res)
+}
+
+/// A resource's files listed again once the session's tree expired replace the tree's: the
+/// expired tree goes at once (two copies of a changed 200,000-file listing otherwise, until
+/// the next session is entered).
+#[tokio::test(flavor = "multi_thread")]
+async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
+    let ttl = Duration::from_millis(200);
+    let (api, tree, files_dir, res) = a_files_folder_listed(ttl).await;
     let model = Arc::downgrade(&tree.sessions.fresh(&res.session_id).await.unwrap().1);
     tokio::time::sleep(ttl * 2).await;
     let asked = api.calls("files");
@@ -401,13 +408,7 @@ fn an_unchanged_listing_reuses_the_files_held() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tree_fetched_again_shares_the_files_held() {
     let ttl = Duration::from_millis(200);
-    let api = Arc::new(MemoryXnat::new(ten_sessions()));
-    let tree = Tree::new(api.clone(), Root::Server, ttl);
-    let (files_dir, node) = walk(&tree, &DEEP[..7]).await.unwrap();
-    let _ = tree.children(files_dir).await.unwrap();
-    let Node::FilesDir(res, _) = node else {
-        panic!("not a files folder")
-    };
+    let (api, tree, files_dir, res) = a_files_folder_listed(ttl).await;
     let held = tree.known_files(&res).unwrap();
     let asked = trees_asked(&api);
     tokio::time::sleep(ttl * 2).await;
