@@ -155,11 +155,12 @@ impl PartialFile {
     /// Checks size (the answer's, else the listed one) and digest against the listing, then
     /// renames the file to `dest`.
     pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
-        debug_assert!(
-            self.hash_writes,
-            "a file hashed elsewhere commits with commit_hashed"
-        );
-        let md5 = (self.verify == Verify::Md5).then(|| hex::encode(self.hasher.clone().finalize()));
+        let md5 = match (self.verify, self.hash_writes) {
+            (Verify::Md5, true) => Some(hex::encode(self.hasher.clone().finalize())),
+            // Meant for `commit_hashed`: hashed here rather than committed unchecked.
+            (Verify::Md5, false) => Some(hash_file(self.tmp.path())?),
+            (Verify::Size, _) => None,
+        };
         self.check_and_persist(file, dest, md5)
     }
 

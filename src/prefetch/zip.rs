@@ -137,13 +137,14 @@ const BATCHED_ENTRY_MAX: u64 = 1 << 20;
 const BATCH_FILES: usize = 16;
 const BATCH_BYTES: usize = 4 << 20;
 
-/// Small entries written to their partial files and kept in memory, waiting to be hashed
-/// together (eight or sixteen at once on one core: [`crate::cache::md5_lanes`]) before they take their
-/// final names. One DICOM series is hundreds of files of a few hundred KiB, and hashing them
-/// one after another was most of a prefetch's CPU.
+/// Small entries read whole (checked against the archive's CRC and size) and kept in memory,
+/// waiting to be hashed together (eight or sixteen at once on one core:
+/// [`crate::cache::md5_lanes`]); each is then written and committed. One DICOM series is
+/// hundreds of files of a few hundred KiB, and hashing them one after another was most of a
+/// prefetch's CPU. No file is open while an entry waits in a batch.
 #[derive(Default)]
 struct Batch {
-    entries: Vec<(PartialFile, Vec<u8>, PlannedFile)>,
+    entries: Vec<(Vec<u8>, PlannedFile)>,
     bytes: usize,
 }
 
@@ -194,9 +195,9 @@ impl Unzip {
                 && planned.file.digest.is_some()
                 && entry.size.is_some_and(|n| n <= BATCHED_ENTRY_MAX);
             let written = if batched {
-                self.read_entry(&mut zip, &entry, true).map(|(part, data)| {
+                self.read_whole(&mut zip, &entry).map(|data| {
                     batch.bytes += data.len();
-                    batch.entries.push((part, data, planned.clone()));
+                    batch.entries.push((data, planned.clone()));
                     if batch.full() {
                         self.commit_batch(&mut batch, &mut wanted);
                     }
@@ -225,21 +226,34 @@ impl Unzip {
         wanted
     }
 
-    /// Hashes the batch's entries together and commits each whose digest is right; the others
-    /// are wanted again (fetched on their own). A stopping run commits nothing more.
+    /// Hashes the batch's entries together, then writes each to a partial file and commits it
+    /// if its digest is right; the others are wanted again (fetched on their own). A stopping
+    /// run commits nothing more.
     fn commit_batch(&self, batch: &mut Batch, wanted: &mut HashMap<String, PlannedFile>) {
         let entries = std::mem::take(&mut batch.entries);
         batch.bytes = 0;
-        if self.stop.is_cancelled() {
-            for (_, _, planned) in entries {
-                wanted.insert(planned.file.path.clone(), planned);
-            }
-            return;
-        }
-        let bodies: Vec<&[u8]> = entries.iter().map(|(_, data, _)| data.as_slice()).collect();
-        let digests = md5_many(&bodies);
-        for ((part, _, planned), digest) in entries.into_iter().zip(digests) {
-            match part.commit_hashed(&planned.file, &planned.dest, digest) {
+        let bodies: Vec<&[u8]> = entries.iter().map(|(data, _)| data.as_slice()).collect();
+        let digests = if self.stop.is_cancelled() {
+            Vec::new()
+        } else {
+            md5_many(&bodies)
+        };
+        let mut digests = digests.into_iter();
+        for (data, planned) in entries {
+            let digest = digests.next().filter(|_| !self.stop.is_cancelled());
+            let committed = digest
+                .ok_or_else(|| "the prefetch is stopping".to_string())
+                .and_then(|digest| {
+                    let mut part = PartialFile::new_in(&self.tmp_dir, self.private)
+                        .map_err(|e| e.to_string())?
+                        .verifying(self.verify)
+                        .hashed_elsewhere();
+                    part.write(&data).map_err(|e| e.to_string())?;
+                    part.expect_size(data.len() as u64);
+                    part.commit_hashed(&planned.file, &planned.dest, digest)
+                        .map_err(|e| e.to_string())
+                });
+            match committed {
                 Ok(()) => {
                     let _ = self.events.send(Event::Written(planned));
                 }
@@ -262,41 +276,69 @@ impl Unzip {
         entry: &super::zip_stream::Entry,
         planned: &PlannedFile,
     ) -> Result<(), EntryError> {
-        let (part, _) = self.read_entry(zip, entry, false)?;
+        let part = self.read_entry(zip, entry)?;
         part.commit(&planned.file, &planned.dest)
             .map_err(|e| EntryError::Bad(e.to_string()))
     }
 
     /// Reads the data of `entry` into a new partial file, checked against the archive's CRC
-    /// and size. With `keep`, the data is also returned, and left for the caller to hash.
+    /// and size.
     fn read_entry<R: Read>(
         &self,
         zip: &mut ZipStream<R>,
         entry: &super::zip_stream::Entry,
-        keep: bool,
-    ) -> Result<(PartialFile, Vec<u8>), EntryError> {
-        let mut part = PartialFile::new_in(&self.tmp_dir, self.private).map(|p| {
-            let p = p.verifying(self.verify);
-            if keep { p.hashed_elsewhere() } else { p }
-        });
-        let mut data = Vec::with_capacity(if keep {
-            entry.size.unwrap_or(0) as usize
-        } else {
-            0
-        });
+    ) -> Result<PartialFile, EntryError> {
+        let mut part =
+            PartialFile::new_in(&self.tmp_dir, self.private).map(|p| p.verifying(self.verify));
+        let size = self.read_checked(zip, entry, |chunk| {
+            let part = part
+                .as_mut()
+                .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+            part.write(chunk)
+        })?;
+        let mut part = part.map_err(|e| EntryError::Bad(e.to_string()))?;
+        // The archive's size (checked with its CRC), not the listed one: see the module doc.
+        part.expect_size(size);
+        Ok(part)
+    }
+
+    /// Reads the data of a small `entry` whose header gives its size into memory, checked
+    /// against the archive's CRC and size. Data past the header's size is refused as it comes
+    /// (a damaged or hostile archive cannot make it grow past that).
+    fn read_whole<R: Read>(
+        &self,
+        zip: &mut ZipStream<R>,
+        entry: &super::zip_stream::Entry,
+    ) -> Result<Vec<u8>, EntryError> {
+        let most = entry.size.unwrap_or(0) as usize;
+        let mut data = Vec::with_capacity(most);
+        self.read_checked(zip, entry, |chunk| {
+            if data.len() + chunk.len() > most {
+                return Err(std::io::Error::other(
+                    "the entry is longer than its header says",
+                ));
+            }
+            data.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(data)
+    }
+
+    /// Reads the data of `entry` (the stream is just past its header) into `sink`, telling
+    /// progress; the stream stays aligned on the next entry whatever the sink says.
+    fn read_checked<R: Read>(
+        &self,
+        zip: &mut ZipStream<R>,
+        entry: &super::zip_stream::Entry,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, EntryError> {
         // Progress is told a MiB at a time: each message wakes the task that reports it.
         let mut untold = 0u64;
         let size = zip.read_data(entry, |chunk| {
             if self.stop.is_cancelled() {
                 return Err(std::io::Error::other("the prefetch is stopping"));
             }
-            let part = part
-                .as_mut()
-                .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
-            part.write(chunk)?;
-            if keep {
-                data.extend_from_slice(chunk);
-            }
+            sink(chunk)?;
             untold += chunk.len() as u64;
             if untold >= 1 << 20 {
                 let _ = self.events.send(Event::Bytes(std::mem::take(&mut untold)));
@@ -310,9 +352,51 @@ impl Unzip {
         if self.stop.is_cancelled() {
             return Err(EntryError::Stream("the prefetch is stopping".into()));
         }
-        let mut part = part.map_err(|e| EntryError::Bad(e.to_string()))?;
-        // The archive's size (checked with its CRC), not the listed one: see the module doc.
-        part.expect_size(size);
-        Ok((part, data))
+        Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Cursor, Write};
+
+    fn unzip(tmp: &Path) -> Unzip {
+        Unzip {
+            marker: "/files/".into(),
+            tmp_dir: tmp.to_path_buf(),
+            _own_tmp: None,
+            private: false,
+            verify: Verify::Md5,
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// A STORED entry whose header says 100 bytes but whose data runs 5,000 is refused as it
+    /// comes, before it is held whole, and the stream stays on the next entry.
+    #[test]
+    fn an_entry_longer_than_its_header_says_is_refused_and_not_held() {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file("R/files/long.dcm", opts).unwrap();
+        w.write_all(&[7u8; 5000]).unwrap();
+        w.start_file("R/files/next.dcm", opts).unwrap();
+        w.write_all(b"next").unwrap();
+        let mut archive = w.finish().unwrap().into_inner();
+        // The first local header's uncompressed size (offset 22) now says 100.
+        archive[22..26].copy_from_slice(&100u32.to_le_bytes());
+        let tmp = tempfile::tempdir().unwrap();
+        let u = unzip(tmp.path());
+        let mut zip = ZipStream::new(Cursor::new(archive));
+        let first = zip.next_entry().unwrap().unwrap();
+        assert_eq!(first.size, Some(100));
+        assert!(matches!(
+            u.read_whole(&mut zip, &first),
+            Err(EntryError::Bad(_))
+        ));
+        let next = zip.next_entry().unwrap().unwrap();
+        assert_eq!(u.read_whole(&mut zip, &next).unwrap(), b"next");
     }
 }
