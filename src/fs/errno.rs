@@ -22,6 +22,8 @@ impl Errno {
     pub const NODATA: Errno = Errno(libc::ENODATA);
     /// The caller's buffer is too small for the value.
     pub const RANGE: Errno = Errno(libc::ERANGE);
+    /// Not supported here (an extended-attribute namespace xnatfs has none of).
+    pub const OPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     /// Not implemented: the kernel stops sending that kind of request.
     pub const NOSYS: Errno = Errno(libc::ENOSYS);
 

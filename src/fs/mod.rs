@@ -224,6 +224,8 @@ impl XnatFs {
         if !self.opts.xattrs {
             return Err(Errno::NOSYS);
         }
+        // Before the lookup: `ls -l` asks this of every file it lists.
+        xattrs::namespace_supported(name)?;
         let node = self.tree.node(ino).ok_or(Errno::NOENT)?;
         xattrs::value(&node, name)
     }
