@@ -805,7 +805,7 @@ impl XnatApi for HttpXnat {
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
         let path = format!("{}/files", resource.rest_path());
         let body = self.get_json(&path, "").await?;
-        let (files, skipped) = json::files_listing(body, &path)?;
+        let (files, skipped) = json::files_listing(&body, &path)?;
         for s in skipped {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
         }

@@ -9,6 +9,7 @@ use super::{Project, RemoteFile, Resource, Scan, Session, XnatError};
 use crate::names::safe_relative_path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 pub type Row = Map<String, Value>;
 
@@ -193,43 +194,77 @@ pub struct SkippedFile {
     pub reason: &'static str,
 }
 
-/// The fields of a files listing row that xnatfs uses, as strings (XNAT sends numbers as
-/// strings; a number, a boolean or null is taken as its text).
+/// The fields of a files listing row that xnatfs uses, as text (XNAT sends numbers as
+/// strings; a number, a boolean or null is taken as its text). Borrowed from the listing's
+/// body where the JSON string has no escapes: a row of a 200,000-file listing costs its five
+/// slices, not five allocations (the listing's peak memory).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
-pub struct FileRow {
-    #[serde(rename = "Name", deserialize_with = "lenient")]
-    pub name: String,
-    #[serde(rename = "Size", deserialize_with = "lenient")]
-    pub size: String,
-    #[serde(rename = "URI", deserialize_with = "lenient")]
-    pub uri: String,
-    #[serde(deserialize_with = "lenient")]
-    pub digest: String,
+pub struct FileRow<'a> {
+    #[serde(rename = "Name", borrow, deserialize_with = "lenient")]
+    pub name: Cow<'a, str>,
+    #[serde(rename = "Size", borrow, deserialize_with = "lenient")]
+    pub size: Cow<'a, str>,
+    #[serde(rename = "URI", borrow, deserialize_with = "lenient")]
+    pub uri: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "lenient")]
+    pub digest: Cow<'a, str>,
     /// The numeric ID of the file's resource.
-    #[serde(rename = "cat_ID", deserialize_with = "lenient")]
-    pub cat_id: String,
+    #[serde(rename = "cat_ID", borrow, deserialize_with = "lenient")]
+    pub cat_id: Cow<'a, str>,
 }
 
-impl FileRow {
-    fn of(row: &Row) -> FileRow {
+impl FileRow<'static> {
+    fn of(row: &Row) -> FileRow<'static> {
         FileRow {
-            name: field(row, "Name"),
-            size: field(row, "Size"),
-            uri: field(row, "URI"),
-            digest: field(row, "digest"),
-            cat_id: field(row, "cat_ID"),
+            name: field(row, "Name").into(),
+            size: field(row, "Size").into(),
+            uri: field(row, "URI").into(),
+            digest: field(row, "digest").into(),
+            cat_id: field(row, "cat_ID").into(),
         }
     }
 }
 
-/// Any JSON scalar as text: strings as they are, numbers and booleans printed, null as `""`.
-fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => s,
-        Value::Null => String::new(),
-        other => other.to_string(),
-    })
+/// Any JSON scalar as text: strings as they are (borrowed when they can be), numbers and
+/// booleans printed, null as `""`. An array or object is an error.
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string, a number, a boolean or null")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            // Printed as serde_json prints it, as the generic reading does.
+            Ok(Cow::Owned(Value::from(v).to_string()))
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+    }
+    d.deserialize_any(Text)
 }
 
 /// A `ResultSet` whose rows are parsed straight into `T`, with no generic JSON tree (a files
@@ -249,22 +284,17 @@ struct TypedRows<T> {
 /// The files of a files listing body: parsed row by row into [`FileRow`]s; a body that does
 /// not parse that way is read as generic rows instead, whose errors say what is wrong.
 pub fn files_listing(
-    body: bytes::Bytes,
+    body: &[u8],
     path: &str,
 ) -> Result<(Vec<RemoteFile>, Vec<SkippedFile>), XnatError> {
-    let rows = match serde_json::from_slice::<Typed<FileRow>>(&body) {
-        Ok(typed) => typed.result_set.result,
-        Err(_) => return Ok(files(&result_rows(&body, path)?)),
-    };
-    drop(body); // before the files are built: a big listing's peak memory
-    Ok(files_of(rows))
+    Ok(files_of(file_rows(body, path)?))
 }
 
 /// The rows of a files listing body, parsed row by row (see [`files_listing`]).
-pub fn file_rows(body: bytes::Bytes, path: &str) -> Result<Vec<FileRow>, XnatError> {
-    match serde_json::from_slice::<Typed<FileRow>>(&body) {
+pub fn file_rows<'a>(body: &'a [u8], path: &str) -> Result<Vec<FileRow<'a>>, XnatError> {
+    match serde_json::from_slice::<Typed<FileRow<'a>>>(body) {
         Ok(typed) => Ok(typed.result_set.result),
-        Err(_) => Ok(result_rows(&body, path)?.iter().map(FileRow::of).collect()),
+        Err(_) => Ok(result_rows(body, path)?.iter().map(FileRow::of).collect()),
     }
 }
 
@@ -275,7 +305,9 @@ pub fn files(rows: &[Row]) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
 }
 
 /// The files of a resource from its rows: see [`files`].
-pub fn files_of(rows: impl IntoIterator<Item = FileRow>) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
+pub fn files_of<'a>(
+    rows: impl IntoIterator<Item = FileRow<'a>>,
+) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
     let rows = rows.into_iter();
     let mut files: Vec<RemoteFile> = Vec::with_capacity(rows.size_hint().0);
     // Each file's row, and each skipped row with its place, to report them in listing order.
@@ -344,20 +376,25 @@ mod tests {
             {"Name":"a.dcm","Size":"10","URI":"/data/experiments/E/scans/1/resources/7/files/s/a.dcm",
              "digest":"D41D8CD98F00B204E9800998ECF8427E","collection":"DICOM"},
             {"URI":"/data/experiments/E/resources/8/files/b.txt","Name":"b.txt","Size":20,"digest":null},
-            {"Name":"../x","Size":"1","URI":"/data/experiments/E/resources/8/files/../x"}
+            {"Name":"../x","Size":"1","URI":"/data/experiments/E/resources/8/files/../x"},
+            {"Name":"c\u00e9 \"q\".dcm","Size":"5","URI":"/data/experiments/E/resources/8/files/c\u00e9 \"q\".dcm","digest":true},
+            {"Name":"d.dcm","Size":1.5e3,"URI":"/data/experiments/E/resources/8/files/d.dcm"}
         ],"title":"Files"}}"#;
-        let typed = files_listing(bytes::Bytes::from_static(body), "/x").unwrap();
+        let typed = files_listing(body, "/x").unwrap();
         assert_eq!(typed, files(&result_rows(body, "/x").unwrap()));
-        assert_eq!(typed.0.len(), 2);
+        assert_eq!(typed.0.len(), 3);
         assert_eq!(typed.0[0].path, "s/a.dcm");
         assert_eq!(typed.0[1].size, 20);
-        assert_eq!(typed.1.len(), 1);
+        // Escapes decoded (that string is not borrowed), a boolean digest taken as no digest.
+        assert_eq!(typed.0[2].path, "c\u{e9} \"q\".dcm");
+        assert_eq!(typed.0[2].digest, None);
+        // A size of 1500.0 is not a whole number of bytes.
+        assert_eq!(typed.1.len(), 2);
+        assert_eq!(typed.1[1].reason, "Size is not a number");
         // Not a listing: the generic reading says why.
-        let err =
-            files_listing(bytes::Bytes::from_static(b"<html>login</html>"), "/x").unwrap_err();
+        let err = files_listing(b"<html>login</html>", "/x").unwrap_err();
         assert!(err.to_string().contains("HTML"), "{err}");
-        let body = bytes::Bytes::from_static(br#"{"ResultSet":{"Result":[1]}}"#);
-        let err = files_listing(body, "/x").unwrap_err();
+        let err = files_listing(br#"{"ResultSet":{"Result":[1]}}"#, "/x").unwrap_err();
         assert!(err.to_string().contains("not an object"), "{err}");
     }
 

@@ -17,7 +17,7 @@
 //! and the listing lists none of) is an error, and the caller lists the session folder by
 //! folder instead: never a wrong tree.
 
-use super::json::{self, FileRow, field, number_field};
+use super::json::{self, field, number_field};
 use super::{Resource, ResourceTree, Scan, ScanTree, SessionTree, XnatError};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -163,16 +163,19 @@ pub fn with_files(
     body: bytes::Bytes,
     path: &str,
 ) -> Result<(SessionTree, bool), XnatError> {
-    let rows = json::file_rows(body, path)?;
+    let mut rows = json::file_rows(&body, path)?;
     let mut assessors = shape.assessors;
-    let mut buckets: HashMap<(Option<String>, String), Vec<FileRow>> = HashMap::new();
-    for row in rows {
+    // Each resource's rows by their places in `rows`, in listing order (positions, not the
+    // rows: a second copy of 200,000 rows would add to the listing's peak memory).
+    let mut buckets: HashMap<(Option<String>, String), Vec<u32>> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
         match place(&row.uri, session_id) {
             Some(Place::Resource { scan, id }) => {
                 if !row.cat_id.is_empty() && row.cat_id != id {
                     return Err(bad(path, format!("{}: cat_ID {}", row.uri, row.cat_id)));
                 }
-                buckets.entry((scan, id)).or_default().push(row);
+                let i = u32::try_from(i).map_err(|_| bad(path, "too many rows"))?;
+                buckets.entry((scan, id)).or_default().push(i);
             }
             Some(Place::Assessor) => assessors = true,
             Some(Place::Elsewhere) => {}
@@ -185,12 +188,15 @@ pub fn with_files(
         }
     }
     let mut files_of = |scan: Option<&str>, r: Resource| -> Result<ResourceTree, XnatError> {
-        let rows = buckets
+        let places = buckets
             .remove(&(scan.map(str::to_string), r.id.clone()))
             .unwrap_or_default();
-        if rows.is_empty() && r.file_count.is_some_and(|n| n > 0) {
+        if places.is_empty() && r.file_count.is_some_and(|n| n > 0) {
             return Err(bad(path, format!("no files listed of resource {}", r.id)));
         }
+        let rows = places
+            .into_iter()
+            .map(|i| std::mem::take(&mut rows[i as usize]));
         let (files, skipped) = json::files_of(rows);
         for s in skipped {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
