@@ -27,6 +27,7 @@ use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
 use crate::xnat::{Assessor, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -214,6 +215,8 @@ impl Inodes {
 struct Dir {
     at: Option<Instant>,
     kids: Children,
+    /// The order in which its listing was begun among all listings (see [`Tree::store`]).
+    begun: u64,
 }
 
 impl Dir {
@@ -248,6 +251,8 @@ pub struct Tree {
     /// Which sessions to fetch ahead.
     walks: Walks,
     scan_names: ScanNames,
+    /// Listings begun so far: numbers each listing in the order it was begun.
+    listings_begun: AtomicU64,
 }
 
 /// How scan folders are named. Only the names shown change: lookups go by the name shown,
@@ -305,6 +310,7 @@ impl Tree {
             places: Mutex::new(HashMap::new()),
             walks: Walks::default(),
             scan_names: ScanNames::Id,
+            listings_begun: AtomicU64::new(0),
         }
     }
 
@@ -506,8 +512,9 @@ impl Tree {
         if let Node::Session(s) = &node {
             self.entered(ino, s);
         }
+        let begun = self.listings_begun.fetch_add(1, Ordering::Relaxed);
         let listed = self.list(&node).await?;
-        let kids = self.store(ino, listed);
+        let kids = self.store(ino, listed, begun);
         if kids.len() > 10_000 {
             tracing::debug!("folder {ino} listed: {} entries", kids.len());
             give_back_freed_memory();
@@ -558,8 +565,11 @@ impl Tree {
     /// Gives each listed child of folder `parent` its inode (the one its name had in the
     /// folder's listing before, unless it is another file now) and keeps the listing, if the
     /// folder is still in the inode table. All under the table's lock: two listings of one
-    /// folder at once give a new name one number.
-    fn store(&self, parent: u64, listed: Vec<(String, Node)>) -> Children {
+    /// folder at once give a new name one number. A listing begun before the one the folder
+    /// holds is not stored: of two listings of one folder around a change on the server, the
+    /// older one, if it came last, would undo the newer (the folder then shows the old file,
+    /// and its reads fail until the next listing). The caller gets the newer one instead.
+    fn store(&self, parent: u64, listed: Vec<(String, Node)>, begun: u64) -> Children {
         // Built before the lock; only the numbers are given under it.
         let mut out = Listing {
             entries: Vec::with_capacity(listed.len()),
@@ -573,6 +583,13 @@ impl Tree {
         let mut changed = Vec::new();
         let mut inodes = self.inodes.write().unwrap();
         let mut dirs = self.dirs.lock().unwrap();
+        if let Some(newer) = dirs.get(&parent).filter(|d| d.begun > begun) {
+            let kids = newer.kids.clone();
+            drop(dirs);
+            drop(inodes);
+            drop(out); // outside the locks
+            return kids;
+        }
         let before = dirs.get(&parent).map(|d| d.kids.clone());
         for (at, e) in out.entries.iter_mut().enumerate() {
             e.ino = match before.as_ref().and_then(|b| b.entry(&e.name)) {
@@ -607,6 +624,7 @@ impl Tree {
             let dir = Dir {
                 at: Some(Instant::now()),
                 kids: kids.clone(),
+                begun,
             };
             dirs.insert(parent, dir);
         }

@@ -419,3 +419,83 @@ async fn a_tree_fetched_again_shares_the_files_held() {
     let now = tree.known_files(&res).unwrap();
     assert!(Arc::ptr_eq(&held, &now), "a second copy of the same files");
 }
+
+/// Projects listed by a server whose first answer is slow and old: it lists `OLD`, and comes
+/// only once released; every later answer lists `NEW` at once.
+struct Racing {
+    inner: MemoryXnat,
+    calls: std::sync::atomic::AtomicUsize,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl XnatApi for Racing {
+    async fn projects(&self) -> crate::xnat::Result<Vec<crate::xnat::Project>> {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        if first {
+            self.release.notified().await;
+        }
+        let id = if first { "OLD" } else { "NEW" };
+        Ok(vec![crate::xnat::Project {
+            id: id.into(),
+            name: id.into(),
+        }])
+    }
+    async fn sessions(&self, project: &str) -> crate::xnat::Result<Vec<Session>> {
+        self.inner.sessions(project).await
+    }
+    async fn session(&self, project: Option<&str>, id: &str) -> crate::xnat::Result<Session> {
+        self.inner.session(project, id).await
+    }
+    async fn scans(&self, session: &Session) -> crate::xnat::Result<Vec<Scan>> {
+        self.inner.scans(session).await
+    }
+    async fn resources(
+        &self,
+        session_id: &str,
+        scan: Option<&str>,
+    ) -> crate::xnat::Result<Vec<Resource>> {
+        self.inner.resources(session_id, scan).await
+    }
+    async fn files(&self, resource: &ResourceRef) -> crate::xnat::Result<Vec<RemoteFile>> {
+        self.inner.files(resource).await
+    }
+    async fn download_range(
+        &self,
+        uri: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> crate::xnat::Result<crate::xnat::Download> {
+        self.inner.download_range(uri, start, end).await
+    }
+    async fn download_zip(&self, res: &ResourceRef) -> crate::xnat::Result<crate::xnat::Download> {
+        self.inner.download_zip(res).await
+    }
+}
+
+#[tokio::test]
+async fn an_older_listing_that_comes_last_does_not_undo_a_newer_one() {
+    let api = Arc::new(Racing {
+        inner: MemoryXnat::new(Dataset::tiny()),
+        calls: Default::default(),
+        release: tokio::sync::Notify::new(),
+    });
+    // A TTL of zero: every use of the root lists it again.
+    let tree = Arc::new(Tree::new(api.clone(), Root::Server, Duration::ZERO));
+    let slow = tokio::spawn({
+        let tree = tree.clone();
+        async move { names(&tree, ROOT_INO).await }
+    });
+    // The first listing has begun (and waits); a second begins after it and ends first.
+    while api.calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(names(&tree, ROOT_INO).await, ["NEW"]);
+    let (new, _) = tree.lookup(ROOT_INO, "NEW").await.unwrap();
+    api.release.notify_one();
+    // The older listing, ending last, is not kept: its caller gets the newer one.
+    assert_eq!(slow.await.unwrap(), ["NEW"]);
+    let kept = tree.dirs.lock().unwrap()[&ROOT_INO].kids.clone();
+    assert_eq!(kept.get("NEW"), Some(new));
+    assert_eq!(kept.get("OLD"), None);
+}
