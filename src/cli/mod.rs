@@ -214,6 +214,8 @@ fn init_logging(verbose: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         // stderr; in the background mount, its log file, rotated by size.
         .with_writer(|| crate::mount::log_file::LogWriter)
+        // Never `eprintln!` about a line it could not write: see `LogWriter`.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }

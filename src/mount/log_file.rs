@@ -107,14 +107,21 @@ pub fn rotate_stderr_at(path: &Path) -> io::Result<()> {
 }
 
 /// Where log lines go: the rotating log once it is set, stderr before.
+///
+/// A line that cannot be written (the log's disk is full, as the cache's is when the log is
+/// in the cache folder) is dropped, never reported as an error: tracing-subscriber would
+/// report it with `eprintln!` to stderr, which is that same full file, and `eprintln!` panics
+/// when it cannot write. The panic came while a download's lock was held, which poisoned it
+/// and took the whole mount down.
 pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match LOG.get() {
-            Some(log) => log.write_record(buf).map(|()| buf.len()),
-            None => io::stderr().write(buf),
-        }
+        let _ = match LOG.get() {
+            Some(log) => log.write_record(buf),
+            None => io::stderr().write_all(buf),
+        };
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -387,14 +387,17 @@ pub fn serve(rt: &tokio::runtime::Runtime, mounted: Mounted, mountpoint: &Path) 
             };
             tracing::info!("{name}: unmounting {}", target.display());
             asked.store(true, std::sync::atomic::Ordering::SeqCst);
-            match unmount(&target, false) {
-                Ok(Unmounted::Clean) => eprintln!("xnatfs: unmounted {}", target.display()),
-                Ok(Unmounted::Lazy) => eprintln!(
+            let said = match unmount(&target, false) {
+                Ok(Unmounted::Clean) => format!("xnatfs: unmounted {}", target.display()),
+                Ok(Unmounted::Lazy) => format!(
                     "xnatfs: {} is busy; detached it (it goes away when the last file on it is closed)",
                     target.display()
                 ),
-                Err(e) => eprintln!("xnatfs: {e:#}"),
-            }
+                Err(e) => format!("xnatfs: {e:#}"),
+            };
+            // Not `eprintln!`, which panics when stderr (the log, in the background) is on a
+            // full disk.
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{said}\n").as_bytes());
         }
     });
     let served = mounted.session.run();

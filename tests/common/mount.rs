@@ -27,6 +27,7 @@ pub struct MountBuilder {
     cache_dir: Option<PathBuf>,
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
+    log_path: Option<PathBuf>,
 }
 
 impl MountBuilder {
@@ -37,6 +38,7 @@ impl MountBuilder {
             cache_dir: None,
             env: vec![],
             wrapper: vec![],
+            log_path: None,
         }
     }
     /// Runs the daemon through this command (like `unshare --pid --fork --kill-child`).
@@ -46,6 +48,11 @@ impl MountBuilder {
     }
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+    /// The daemon's stderr (its log) goes to `path` instead of the mount's own folder.
+    pub fn log_at(mut self, path: &Path) -> Self {
+        self.log_path = Some(path.to_path_buf());
         self
     }
     pub fn cache_dir(mut self, dir: &Path) -> Self {
@@ -70,7 +77,7 @@ impl MountBuilder {
             .unwrap_or_else(|| dir.path().join("cache"));
         let mut cmd = xnatfs_via(&self.wrapper, &self.url, &home);
         // The log goes to a file: a pipe nobody reads would fill and stall the daemon.
-        let log_path = dir.path().join("xnatfs.log");
+        let log_path = (self.log_path.clone()).unwrap_or_else(|| dir.path().join("xnatfs.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         cmd.arg("mount")
             .arg(&mountpoint)

@@ -164,6 +164,41 @@ fn a_full_cache_disk_fails_reads_cleanly_and_corrupts_nothing() {
     assert_eq!(md5_file(&small), dcm.md5());
 }
 
+/// A log on the full cache disk (where a background mount keeps it) loses lines, never the
+/// mount: a log line that could not be written made tracing-subscriber `eprintln!` about it to
+/// stderr, that same full file, and `eprintln!` panics when it cannot write. The panic came
+/// with a download's lock held, poisoned it, and took the mount down ("Transport endpoint is
+/// not connected").
+#[test]
+fn a_log_on_the_full_cache_disk_does_not_take_the_mount_down() {
+    let Some(disk) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+        dicom_files: 40,
+        dicom_size: 200_000,
+        nifti_size: 4096,
+        scans: 2,
+    });
+    let small = mock_file(&data, SUBJ01_T1W);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .cache_dir(&disk.path)
+        .log_at(&disk.path.join("xnatfs.log"))
+        .args(&["--io-timeout", "5", "-vv"])
+        .mount();
+    // The log fills what the cache leaves (reads may fail for want of space; never wrongly).
+    let filler = disk.path.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 2 << 20]);
+    let dicom = m.path("DEMO/SUBJ01_MR1/scans/1/resources/DICOM/files");
+    for entry in std::fs::read_dir(&dicom).unwrap() {
+        let _ = std::fs::read(entry.unwrap().path());
+    }
+    std::fs::remove_file(&filler).unwrap();
+    assert!(is_mounted(&m.mountpoint), "the mount is still there");
+    assert_eq!(md5_file(&m.path(SUBJ01_T1W)), small.md5());
+}
+
 /// A download makes room before it starts: on a full cache disk, files not open are evicted
 /// first, instead of the download failing for want of space.
 #[test]
