@@ -18,6 +18,8 @@ use std::time::SystemTime;
 pub struct Budget {
     data_dir: PathBuf,
     index_path: PathBuf,
+    /// The partial files' folder, where every process's lease is.
+    tmp_dir: PathBuf,
     /// This process's use of the cache, dropped at a clean exit.
     _lease: Option<index::Lease>,
     inner: Mutex<Inner>,
@@ -137,6 +139,7 @@ impl Budget {
         Budget {
             data_dir,
             index_path,
+            tmp_dir: tmp_dir.to_path_buf(),
             _lease: lease,
             inner: Mutex::new(Inner {
                 lru,
@@ -269,6 +272,42 @@ impl Budget {
             inner.lru.put(rel.clone(), size);
             inner.lru.demote(&rel);
         }
+    }
+
+    /// Catches up with processes that used the cache and died (`kill -9`, a node that went
+    /// down) while this one runs: their partial files are removed, and when one of them died
+    /// without saving the index (its lease is there, held by nobody), the files on disk are
+    /// scanned, those unknown here counted as the least recently used, and the cap enforced
+    /// with them. Without this, what a killed process had downloaded went uncounted until the
+    /// next process started. Returns how many files were adopted so.
+    pub fn catch_up_with_the_dead(&self) -> usize {
+        let died = index::remove_dead_leases(&self.tmp_dir);
+        lease::sweep(&self.tmp_dir, lease::SWEEP_MIN_AGE);
+        if !died {
+            return 0;
+        }
+        let mut found = Vec::new();
+        scan(&self.data_dir, &self.data_dir, &mut found);
+        found.sort();
+        let mut inner = self.inner.lock().unwrap();
+        let mut adopted = 0;
+        for (_, rel, size) in found.into_iter().rev() {
+            if inner.lru.contains(&rel) {
+                continue;
+            }
+            inner.lru.put(rel.clone(), size);
+            inner.lru.demote(&rel);
+            inner.total += size;
+            adopted += 1;
+        }
+        drop(inner);
+        if adopted > 0 {
+            tracing::info!(
+                "a process that used the cache died without saving: {adopted} files it left counted"
+            );
+            self.evict();
+        }
+        adopted
     }
 
     /// Saves the index (least recently used first), merged with what other processes saved
@@ -405,6 +444,48 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, b"12345").unwrap();
         assert_eq!(load(dir.path()).used(), 5);
+    }
+
+    #[test]
+    fn what_a_process_that_died_left_is_counted_and_capped_while_this_one_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = dir.path();
+        let b = load(area);
+        let ours = put(&b, area, "s/ours", 100);
+        b.touch(&ours);
+        // A live peer (its lease held): no catching up.
+        let peer = load(area);
+        assert_eq!(b.catch_up_with_the_dead(), 0);
+        // The peer wrote two files and was killed before it saved; its partial file stays.
+        let theirs = |name: &str| {
+            let p = area.join("data/t").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, vec![1u8; 100]).unwrap();
+            p
+        };
+        let (old, new) = (theirs("old"), theirs("new"));
+        let past = |p: &Path, secs| {
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+            f.set_modified(t).unwrap();
+        };
+        past(&old, 100);
+        let partial = area.join("tmp/.part-dead");
+        std::fs::write(&partial, b"half").unwrap();
+        past(&partial, 100);
+        // What a process killed with -9 leaves: its lease, held by nobody.
+        let lease = area.join("tmp/.lease-dead");
+        std::fs::write(&lease, b"").unwrap();
+        past(&lease, 100);
+        assert_eq!(b.used(), 100);
+        b.set_limit(200);
+        assert_eq!(b.catch_up_with_the_dead(), 2);
+        // Counted as the least recently used, the older first: it goes, ours stays.
+        assert_eq!(b.used(), 200);
+        assert!(!old.exists() && new.exists() && ours.exists());
+        assert!(!partial.exists() && !lease.exists());
+        assert_eq!(b.catch_up_with_the_dead(), 0, "once");
+        drop(peer);
     }
 
     #[test]

@@ -87,6 +87,25 @@ const LEASE_PREFIX: &str = ".lease-";
 /// Takes a lease in `tmp_dir`, and says whether a process that used the cache before died
 /// without saving (its lease is there, held by nobody; it is removed).
 pub fn take_lease(tmp_dir: &Path) -> (Option<Lease>, bool) {
+    let crashed = remove_dead_leases(tmp_dir);
+    let lease = tempfile::Builder::new()
+        .prefix(LEASE_PREFIX)
+        .tempfile_in(tmp_dir)
+        .and_then(|t| t.keep().map_err(|e| e.error))
+        .ok()
+        .map(|(file, path)| {
+            lease::hold(&file);
+            Lease {
+                path,
+                _held: Some(file),
+            }
+        });
+    (lease, crashed)
+}
+
+/// Removes the leases in `tmp_dir` that nobody holds, and says whether there were any: a
+/// process that used the cache died without saving (its files are missing from the index).
+pub fn remove_dead_leases(tmp_dir: &Path) -> bool {
     let mut crashed = false;
     if let Ok(entries) = std::fs::read_dir(tmp_dir) {
         for e in entries.flatten() {
@@ -107,19 +126,7 @@ pub fn take_lease(tmp_dir: &Path) -> (Option<Lease>, bool) {
             }
         }
     }
-    let lease = tempfile::Builder::new()
-        .prefix(LEASE_PREFIX)
-        .tempfile_in(tmp_dir)
-        .and_then(|t| t.keep().map_err(|e| e.error))
-        .ok()
-        .map(|(file, path)| {
-            lease::hold(&file);
-            Lease {
-                path,
-                _held: Some(file),
-            }
-        });
-    (lease, crashed)
+    crashed
 }
 
 #[cfg(test)]

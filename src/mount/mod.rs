@@ -156,7 +156,12 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
                 {
                     tracing::debug!("cannot refresh the mount's state file: {e}");
                 }
-                if save { cache.budget().save() } else { Ok(()) }
+                if !save {
+                    return Ok(());
+                }
+                // Before saving: what processes that died left is counted and capped.
+                cache.budget().catch_up_with_the_dead();
+                cache.budget().save()
             })
             .await;
             if let Ok(Err(e)) = saved {

@@ -107,3 +107,47 @@ fn two_prefetches_into_one_out_at_once_both_complete() {
         "the last one out tidies up"
     );
 }
+
+/// A mount killed with files it downloaded and never saved in the index: the mount that goes
+/// on counts them within one index sync (30 s) and holds the cap, without waiting for the
+/// next process to start.
+#[test]
+fn what_a_killed_mount_downloaded_is_capped_by_the_one_that_goes_on() {
+    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+        dicom_files: 3,
+        dicom_size: 4096,
+        nifti_size: 2 << 20,
+        scans: 2,
+    });
+    let (one, two) = (mock_file(&data, SUBJ01_T1W), mock_file(&data, SUBJ02_T1W));
+    let mock = start_mock(data);
+    let cache = tempfile::tempdir().unwrap();
+    let area = cache.path().join(xnatfs::cache::area_name(&mock.url()));
+    let mount = || {
+        MountBuilder::new(&mock.url())
+            .cache_dir(cache.path())
+            .args(&["--cache-size", "3M"])
+            .mount()
+    };
+    let a = mount();
+    let mut b = mount();
+    // Each holds one 2 MiB file, under its cap as it knows the cache; together they are over.
+    assert_eq!(md5_file(&a.path(SUBJ01_T1W)), one.md5());
+    assert_eq!(md5_file(&b.path(SUBJ02_T1W)), two.md5());
+    let du = || {
+        walk_files(&area.join("data"))
+            .iter()
+            .map(|(_, size)| size)
+            .sum::<u64>()
+    };
+    assert!(du() > 3 << 20, "{}", du());
+    let pid = b.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) of our own child process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    b.unmount();
+    wait_until(Duration::from_secs(50), "the cap held by A", || {
+        du() <= 3 << 20
+    });
+    // The file B left went (least recently used); A's stays and reads.
+    assert_eq!(md5_file(&a.path(SUBJ01_T1W)), one.md5());
+}
