@@ -82,7 +82,7 @@ impl Drop for Lease {
 }
 
 /// Leases are files named so in the partial files' folder.
-const LEASE_PREFIX: &str = ".lease-";
+pub(crate) const LEASE_PREFIX: &str = ".lease-";
 
 /// Takes a lease in `tmp_dir`, and says whether a process that used the cache before died
 /// without saving (its lease is there, held by nobody; it is removed).

@@ -81,16 +81,29 @@ pub fn stats(cache_dir: &Path) -> io::Result<Vec<AreaStats>> {
 /// Empties the areas under `cache_dir` (only the one of `server_url`, when given): their
 /// files, partial files, kept listings and index. Files open in a running mount stay readable
 /// until closed; what it reads next is fetched again. Returns what each area held.
-pub fn clear(cache_dir: &Path, server_url: Option<&str>) -> io::Result<Vec<AreaStats>> {
+/// What `clear` did: the areas emptied, and the areas left because a live process uses them.
+#[derive(Debug, Default)]
+pub struct Cleared {
+    pub emptied: Vec<AreaStats>,
+    pub in_use: Vec<String>,
+}
+
+pub fn clear(cache_dir: &Path, server_url: Option<&str>) -> io::Result<Cleared> {
     let wanted = server_url.map(area_name);
-    let mut cleared = Vec::new();
+    let mut cleared = Cleared::default();
     for (name, area) in areas(cache_dir)? {
         if wanted.as_ref().is_some_and(|w| *w != name) {
             continue;
         }
+        // Emptying an area under a mount or a prefetch would pull its partial files and its
+        // lease from under it.
+        if area.in_use() {
+            cleared.in_use.push(name);
+            continue;
+        }
         let st = area_stats(name, &area);
         area.empty()?;
-        cleared.push(st);
+        cleared.emptied.push(st);
     }
     Ok(cleared)
 }

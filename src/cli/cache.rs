@@ -63,6 +63,7 @@ pub fn cmd_cache(c: CacheCommand) -> Result<()> {
             let cleared = crate::cache::clear(&dir, url.as_deref())
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
             let (n, bytes): (u64, u64) = cleared
+                .emptied
                 .iter()
                 .fold((0, 0), |(f, b), a| (f + a.files, b + a.bytes));
             eprintln!(
@@ -71,6 +72,12 @@ pub fn cmd_cache(c: CacheCommand) -> Result<()> {
                 human_bytes(bytes),
                 dir.display()
             );
+            if !cleared.in_use.is_empty() {
+                anyhow::bail!(
+                    "left {} as it is: in use by a running mount or prefetch (unmount it, or let it finish, then clear again)",
+                    cleared.in_use.join(", ")
+                );
+            }
         }
     }
     Ok(())
