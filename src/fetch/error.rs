@@ -9,7 +9,8 @@ pub enum FetchError {
     Xnat(#[from] XnatError),
     #[error("{0}")]
     Verify(String),
-    #[error("cache: {0}")]
+    /// Writing on the local disk failed: the cache's, or `prefetch --out`'s.
+    #[error("local disk: {0}")]
     Cache(String),
     #[error("refusing unsafe path {0:?}")]
     UnsafePath(String),
