@@ -5,26 +5,34 @@ use crate::common::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[test]
-fn two_mounts_and_a_prefetch_share_one_cache_one_killed_mid_download() {
-    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+/// The sample with 2 MiB images: two of them pass a 3 MiB cap.
+fn images_of_2_mib() -> xnatfs::mock::data::Dataset {
+    xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
         dicom_files: 3,
         dicom_size: 4096,
         nifti_size: 2 << 20,
         scans: 2,
-    });
+    })
+}
+
+/// A mount on cache `cache` under a 3 MiB cap.
+fn mount_capped(url: &str, cache: &std::path::Path) -> Mount {
+    MountBuilder::new(url)
+        .cache_dir(cache)
+        .args(&["--cache-size", "3M"])
+        .mount()
+}
+
+#[test]
+fn two_mounts_and_a_prefetch_share_one_cache_one_killed_mid_download() {
+    let data = images_of_2_mib();
     let (one, two) = (mock_file(&data, SUBJ01_T1W), mock_file(&data, SUBJ02_T1W));
     let pilot = "PILOT/SUBJ01_MR1/scans/2/resources/NIFTI/files/T1w.nii.gz";
     let three = mock_file(&data, pilot);
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
     let area = cache.path().join(xnatfs::cache::area_name(&mock.url()));
-    let mount = || {
-        MountBuilder::new(&mock.url())
-            .cache_dir(cache.path())
-            .args(&["--cache-size", "3M"])
-            .mount()
-    };
+    let mount = || mount_capped(&mock.url(), cache.path());
     // A reads a file and keeps it open.
     let a = mount();
     assert_eq!(md5_file(&a.path(SUBJ01_T1W)), one.md5());
@@ -113,22 +121,12 @@ fn two_prefetches_into_one_out_at_once_both_complete() {
 /// next process to start.
 #[test]
 fn what_a_killed_mount_downloaded_is_capped_by_the_one_that_goes_on() {
-    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
-        dicom_files: 3,
-        dicom_size: 4096,
-        nifti_size: 2 << 20,
-        scans: 2,
-    });
+    let data = images_of_2_mib();
     let (one, two) = (mock_file(&data, SUBJ01_T1W), mock_file(&data, SUBJ02_T1W));
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
     let area = cache.path().join(xnatfs::cache::area_name(&mock.url()));
-    let mount = || {
-        MountBuilder::new(&mock.url())
-            .cache_dir(cache.path())
-            .args(&["--cache-size", "3M"])
-            .mount()
-    };
+    let mount = || mount_capped(&mock.url(), cache.path());
     let a = mount();
     let mut b = mount();
     // Each holds one 2 MiB file, under its cap as it knows the cache; together they are over.
