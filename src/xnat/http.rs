@@ -202,7 +202,7 @@ fn is_html(resp: &reqwest::Response) -> bool {
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/html"))
 }
 
-fn network_error(path: &str, e: reqwest::Error) -> XnatError {
+pub(super) fn network_error(path: &str, e: reqwest::Error) -> XnatError {
     if e.is_timeout() {
         XnatError::Timeout(format!("request for {path}"))
     } else {
@@ -625,13 +625,45 @@ impl HttpXnat {
     /// of its body are one attempt, tried again after transient failures (the one place
     /// listings are retried: see [`super::retry`]).
     async fn get_json(&self, path: &str, query: &str) -> Result<bytes::Bytes> {
+        self.get_json_read(path, query, |resp| async move {
+            whole_body(resp).await.map_err(|e| network_error(path, e))
+        })
+        .await
+    }
+
+    /// The rows of a files listing (`format=json` is added to `query`), each handed to a
+    /// sink as it arrives (see [`super::streamed`]); each attempt starts a sink anew.
+    async fn file_rows<S: json::FileRowSink + Send + 'static>(
+        &self,
+        path: &str,
+        query: &str,
+        sink: impl Fn() -> S,
+    ) -> Result<S> {
+        self.get_json_read(path, query, |resp| {
+            let mut rows = sink();
+            let at = path.to_string();
+            super::streamed::parse_as_it_arrives(resp, path, move |body| {
+                json::read_file_rows(body, &at, &mut rows).map(|()| rows)
+            })
+        })
+        .await
+    }
+
+    /// A JSON answer, read by `read`: the request and the reading of its body are one
+    /// attempt, tried again after transient failures.
+    async fn get_json_read<T, F: Future<Output = Result<T>>>(
+        &self,
+        path: &str,
+        query: &str,
+        read: impl Fn(reqwest::Response) -> F,
+    ) -> Result<T> {
         let query = format!("?format=json{query}");
         let mut attempts = Attempts::new(self.options.listing_attempts);
         let started = Instant::now();
         let mut throttled = 0;
         loop {
             let result = match self.get_once(path, &query, Expect::Json, None).await {
-                Ok(resp) => whole_body(resp).await.map_err(|e| network_error(path, e)),
+                Ok(resp) => read(resp).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -679,11 +711,12 @@ impl HttpXnat {
                     None => self.get_json(&doc_path, "").await,
                 }
             },
-            self.get_json(&files_path, "&all=true")
+            self.file_rows(&files_path, "&all=true", || {
+                session_tree::SessionFiles::new(&session.id, &files_path)
+            })
         );
         let shape = session_tree::shape(&doc?, &doc_path)?;
-        let (mut tree, assessors) =
-            session_tree::with_files(shape, &session.id, files?, &files_path)?;
+        let (mut tree, assessors) = session_tree::with_files(shape, files?)?;
         // Assessors are asked listing by listing, and only of sessions the document or the
         // files listing shows to have some (one request more for those only).
         if assessors {
@@ -804,8 +837,10 @@ impl XnatApi for HttpXnat {
 
     async fn files(&self, resource: &ResourceRef) -> Result<Vec<RemoteFile>> {
         let path = format!("{}/files", resource.rest_path());
-        let body = self.get_json(&path, "").await?;
-        let (files, skipped) = json::files_listing(&body, &path)?;
+        let files = self
+            .file_rows(&path, "", json::FilesBuilder::default)
+            .await?;
+        let (files, skipped) = files.finish();
         for s in skipped {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
         }

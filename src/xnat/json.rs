@@ -195,22 +195,15 @@ pub struct SkippedFile {
 }
 
 /// The fields of a files listing row that xnatfs uses, as text (XNAT sends numbers as
-/// strings; a number, a boolean or null is taken as its text). Borrowed from the listing's
-/// body where the JSON string has no escapes: a row of a 200,000-file listing costs its five
-/// slices, not five allocations (the listing's peak memory).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
+/// strings; a number, a boolean or null is taken as its text, an array or object as its JSON).
+/// Borrowed from the listing's body where it is held whole and the JSON string has no escapes.
+#[derive(Debug, Default)]
 pub struct FileRow<'a> {
-    #[serde(rename = "Name", borrow, deserialize_with = "lenient")]
     pub name: Cow<'a, str>,
-    #[serde(rename = "Size", borrow, deserialize_with = "lenient")]
     pub size: Cow<'a, str>,
-    #[serde(rename = "URI", borrow, deserialize_with = "lenient")]
     pub uri: Cow<'a, str>,
-    #[serde(borrow, deserialize_with = "lenient")]
     pub digest: Cow<'a, str>,
     /// The numeric ID of the file's resource.
-    #[serde(rename = "cat_ID", borrow, deserialize_with = "lenient")]
     pub cat_id: Cow<'a, str>,
 }
 
@@ -226,144 +219,442 @@ impl FileRow<'static> {
     }
 }
 
-/// Any JSON scalar as text: strings as they are (borrowed when they can be), numbers and
-/// booleans printed, null as `""`. An array or object is an error.
-fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
-    struct Text;
-    impl<'de> serde::de::Visitor<'de> for Text {
-        type Value = Cow<'de, str>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string, a number, a boolean or null")
-        }
-        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Cow::Borrowed(v))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_string()))
-        }
-        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v))
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_string()))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_string()))
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-            // Printed as serde_json prints it, as the generic reading does.
-            Ok(Cow::Owned(Value::from(v).to_string()))
-        }
-        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_string()))
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(Cow::Borrowed(""))
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(Cow::Borrowed(""))
-        }
-    }
-    d.deserialize_any(Text)
+/// Takes a files listing's rows one at a time, in listing order, as they are parsed: a
+/// listing of 200,000 rows is never held as rows, only as what is made of them.
+pub trait FileRowSink {
+    /// One row; an error ends the listing's reading with that error.
+    fn row(&mut self, row: FileRow<'_>) -> Result<(), XnatError>;
 }
 
-/// A `ResultSet` whose rows are parsed straight into `T`, with no generic JSON tree (a files
-/// listing of 200,000 rows would cost hundreds of megabytes as one).
-#[derive(Deserialize)]
-struct Typed<T> {
-    #[serde(rename = "ResultSet")]
-    result_set: TypedRows<T>,
-}
-
-#[derive(Deserialize)]
-struct TypedRows<T> {
-    #[serde(rename = "Result")]
-    result: Vec<T>,
-}
-
-/// The files of a files listing body: parsed row by row into [`FileRow`]s; a body that does
-/// not parse that way is read as generic rows instead, whose errors say what is wrong.
+/// The files of a files listing body held whole: see [`FilesBuilder`].
 pub fn files_listing(
     body: &[u8],
     path: &str,
 ) -> Result<(Vec<RemoteFile>, Vec<SkippedFile>), XnatError> {
-    Ok(files_of(file_rows(body, path)?))
+    let mut files = FilesBuilder::default();
+    each_file_row(body, path, &mut files)?;
+    Ok(files.finish())
 }
 
-/// The rows of a files listing body, parsed row by row (see [`files_listing`]).
-pub fn file_rows<'a>(body: &'a [u8], path: &str) -> Result<Vec<FileRow<'a>>, XnatError> {
-    match serde_json::from_slice::<Typed<FileRow<'a>>>(body) {
-        Ok(typed) => Ok(typed.result_set.result),
-        Err(_) => Ok(result_rows(body, path)?.iter().map(FileRow::of).collect()),
+/// Hands each row of a files listing body held whole to `sink`.
+pub fn each_file_row(
+    body: &[u8],
+    path: &str,
+    sink: &mut impl FileRowSink,
+) -> Result<(), XnatError> {
+    if looks_like_html(body) {
+        return Err(not_json(path));
+    }
+    rows_of(&mut serde_json::Deserializer::from_slice(body), path, sink)
+}
+
+/// Hands each row of a files listing to `sink` as it is read from `reader` (the answer as
+/// it arrives: see `super::streamed`), with no copy of the whole body.
+pub fn read_file_rows(
+    mut reader: impl std::io::Read,
+    path: &str,
+    sink: &mut impl FileRowSink,
+) -> Result<(), XnatError> {
+    use std::io::Read;
+    // An error page: what its first bytes show, before any parsing (they are read again).
+    let mut head = Vec::new();
+    (&mut reader)
+        .take(256)
+        .read_to_end(&mut head)
+        .map_err(|e| bad_listing(path, e.to_string()))?;
+    if looks_like_html(&head) {
+        return Err(not_json(path));
+    }
+    // Buffered: the parser takes its input a byte at a time.
+    let whole =
+        std::io::BufReader::with_capacity(64 << 10, std::io::Cursor::new(head).chain(reader));
+    rows_of(
+        &mut serde_json::Deserializer::from_reader(whole),
+        path,
+        sink,
+    )
+}
+
+fn bad_listing(path: &str, msg: String) -> XnatError {
+    XnatError::BadResponse {
+        path: path.to_string(),
+        msg,
+    }
+}
+
+fn not_json(path: &str) -> XnatError {
+    bad_listing(path, "an HTML page where JSON was expected".into())
+}
+
+const NO_RESULT: &str = "no ResultSet.Result in the answer";
+const NOT_AN_OBJECT: &str = "a ResultSet row is not an object";
+
+/// How far the reading of a listing got, for the message of a body of the wrong shape.
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    AboveTheRows,
+    InARow,
+}
+
+/// What a listing's reading keeps besides the sink: where it is, and why it stopped when that
+/// was not the JSON's syntax.
+struct Reading<'s, S> {
+    sink: &'s mut S,
+    stage: Stage,
+    failed: Option<XnatError>,
+}
+
+/// Reads `{"ResultSet": {"Result": [rows]}}` (other keys skipped, in any order) with each row
+/// handed to the sink once whole. The same shapes as [`result_rows`], with the same messages.
+fn rows_of<'de, R: serde_json::de::Read<'de>, S: FileRowSink>(
+    de: &mut serde_json::Deserializer<R>,
+    path: &str,
+    sink: &mut S,
+) -> Result<(), XnatError> {
+    let mut reading = Reading {
+        sink,
+        stage: Stage::AboveTheRows,
+        failed: None,
+    };
+    let listing = Keyed {
+        key: "ResultSet",
+        inner: Keyed {
+            key: "Result",
+            inner: Rows,
+        },
+    };
+    let result = listing.read(&mut reading, &mut *de).and_then(|()| de.end());
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) if let Some(e) = reading.failed.take() => Err(e),
+        Err(e) if e.classify() == serde_json::error::Category::Data => Err(bad_listing(
+            path,
+            match reading.stage {
+                Stage::AboveTheRows => NO_RESULT.into(),
+                Stage::InARow => NOT_AN_OBJECT.into(),
+            },
+        )),
+        Err(e) => Err(bad_listing(path, format!("malformed JSON: {e}"))),
+    }
+}
+
+/// A part of a listing, read with the reading it serves.
+trait Seed<S> {
+    fn read<'de, D: serde::Deserializer<'de>>(
+        self,
+        reading: &mut Reading<'_, S>,
+        d: D,
+    ) -> Result<(), D::Error>;
+}
+
+/// An object whose entry `key` is read by `inner`; other entries are skipped; no such entry
+/// is a body of the wrong shape.
+struct Keyed<T> {
+    key: &'static str,
+    inner: T,
+}
+
+/// A seed for serde that runs a [`Seed`] with its reading.
+struct Run<'r, 's, S, T>(&'r mut Reading<'s, S>, T);
+
+impl<'de, S, T: Seed<S>> serde::de::DeserializeSeed<'de> for Run<'_, '_, S, T> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.1.read(self.0, d)
+    }
+}
+
+impl<S, T: Seed<S>> Seed<S> for Keyed<T> {
+    fn read<'de, D: serde::Deserializer<'de>>(
+        self,
+        reading: &mut Reading<'_, S>,
+        d: D,
+    ) -> Result<(), D::Error> {
+        struct Entries<'r, 's, S, T>(&'r mut Reading<'s, S>, Keyed<T>);
+        impl<'de, S, T: Seed<S>> serde::de::Visitor<'de> for Entries<'_, '_, S, T> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "an object with {:?}", self.1.key)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                let Entries(reading, Keyed { key, inner }) = self;
+                let mut inner = Some(inner);
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    match inner.take_if(|_| k == key) {
+                        Some(seed) => map.next_value_seed(Run(&mut *reading, seed))?,
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                match inner {
+                    None => Ok(()),
+                    Some(_) => Err(serde::de::Error::custom(NO_RESULT)),
+                }
+            }
+        }
+        d.deserialize_map(Entries(reading, self))
+    }
+}
+
+/// The array of rows, each handed to the sink once read.
+struct Rows;
+
+impl<S: FileRowSink> Seed<S> for Rows {
+    fn read<'de, D: serde::Deserializer<'de>>(
+        self,
+        reading: &mut Reading<'_, S>,
+        d: D,
+    ) -> Result<(), D::Error> {
+        struct Each<'r, 's, S>(&'r mut Reading<'s, S>);
+        impl<'de, S: FileRowSink> serde::de::Visitor<'de> for Each<'_, '_, S> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of rows")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                let reading = self.0;
+                loop {
+                    reading.stage = Stage::InARow;
+                    let Some(row) = seq.next_element_seed(OneRow)? else {
+                        return Ok(());
+                    };
+                    reading.stage = Stage::AboveTheRows;
+                    if let Err(e) = reading.sink.row(row) {
+                        let msg = e.to_string();
+                        reading.failed = Some(e);
+                        return Err(serde::de::Error::custom(msg));
+                    }
+                }
+            }
+        }
+        d.deserialize_seq(Each(reading))
+    }
+}
+
+/// One row: the fields xnatfs uses (the last of a repeated key), others skipped.
+struct OneRow;
+
+impl<'de> serde::de::DeserializeSeed<'de> for OneRow {
+    type Value = FileRow<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FileRow<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for OneRow {
+    type Value = FileRow<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FileRow<'de>, A::Error> {
+        let mut row = FileRow::default();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let slot = match key {
+                Some(Field::Name) => &mut row.name,
+                Some(Field::Size) => &mut row.size,
+                Some(Field::Uri) => &mut row.uri,
+                Some(Field::Digest) => &mut row.digest,
+                Some(Field::CatId) => &mut row.cat_id,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value_seed(Text)?;
+        }
+        Ok(row)
+    }
+}
+
+enum Field {
+    Name,
+    Size,
+    Uri,
+    Digest,
+    CatId,
+}
+
+/// A row's key: one of the fields xnatfs uses, or `None`; compared where it lies, not copied.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = Option<Field>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Field>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = Option<Field>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<Field>, E> {
+        Ok(match v {
+            "Name" => Some(Field::Name),
+            "Size" => Some(Field::Size),
+            "URI" => Some(Field::Uri),
+            "digest" => Some(Field::Digest),
+            "cat_ID" => Some(Field::CatId),
+            _ => None,
+        })
+    }
+}
+
+/// Any JSON value as text, as [`field`] takes it: strings as they are (borrowed when they
+/// can be), numbers and booleans printed, null as `""`, an array or object as its JSON.
+struct Text;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Text {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Text {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(Value::from(v).to_string()))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(""))
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(""))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Cow::Owned(v.to_string()))
     }
 }
 
 /// The files of a resource. Rows whose path is unsafe, whose size is not a number, or whose
 /// path repeats an earlier row are skipped and reported.
 pub fn files(rows: &[Row]) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
-    files_of(rows.iter().map(FileRow::of))
+    let mut files = FilesBuilder::default();
+    for row in rows {
+        files.push(FileRow::of(row));
+    }
+    files.finish()
 }
 
-/// The files of a resource from its rows: see [`files`].
-pub fn files_of<'a>(
-    rows: impl IntoIterator<Item = FileRow<'a>>,
-) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
-    let rows = rows.into_iter();
-    let mut files: Vec<RemoteFile> = Vec::with_capacity(rows.size_hint().0);
-    // Each file's row, and each skipped row with its place, to report them in listing order.
-    let mut row_of: Vec<usize> = Vec::with_capacity(files.capacity());
-    let mut skipped: Vec<(usize, SkippedFile)> = Vec::new();
-    for (row, r) in rows.enumerate() {
+/// A resource's files, made row by row as its listing is read: rows whose path is unsafe,
+/// whose size is not a number, or that have no URI are skipped at once, rows whose path
+/// repeats an earlier row's at the end; each skipped row is reported, in listing order.
+#[derive(Default)]
+pub struct FilesBuilder {
+    files: Vec<RemoteFile>,
+    /// Each file's row.
+    row_of: Vec<u32>,
+    skipped: Vec<(u32, SkippedFile)>,
+    rows: u32,
+}
+
+impl FileRowSink for FilesBuilder {
+    fn row(&mut self, row: FileRow<'_>) -> Result<(), XnatError> {
+        self.push(row);
+        Ok(())
+    }
+}
+
+impl FilesBuilder {
+    /// Room for `n` files made at once (a resource's `file_count`), not grown by doubling.
+    pub fn with_capacity(n: usize) -> FilesBuilder {
+        FilesBuilder {
+            files: Vec::with_capacity(n),
+            row_of: Vec::with_capacity(n),
+            ..FilesBuilder::default()
+        }
+    }
+
+    /// The next row of the listing.
+    pub fn push(&mut self, r: FileRow<'_>) {
+        let row = self.rows;
+        self.rows = self.rows.saturating_add(1);
         let path = path_in_resource(&r.uri, &r.name);
-        let skip = |reason| {
-            let name = path.clone();
-            (row, SkippedFile { name, reason })
+        let reason = if safe_relative_path(&path).is_none() {
+            "unsafe file name"
+        } else if let Ok(size) = r.size.trim().parse() {
+            if r.uri.is_empty() {
+                "no URI"
+            } else {
+                let digest = super::Md5::parse(&r.digest);
+                self.files.push(RemoteFile::new(path, size, digest, &r.uri));
+                self.row_of.push(row);
+                return;
+            }
+        } else {
+            "Size is not a number"
         };
-        if safe_relative_path(&path).is_none() {
-            skipped.push(skip("unsafe file name"));
-            continue;
-        }
-        let Some(size) = r.size.trim().parse().ok() else {
-            skipped.push(skip("Size is not a number"));
-            continue;
-        };
-        if r.uri.is_empty() {
-            skipped.push(skip("no URI"));
-            continue;
-        }
-        let digest = super::Md5::parse(&r.digest);
-        files.push(RemoteFile::new(path, size, digest, &r.uri));
-        row_of.push(row);
+        self.skipped.push((row, SkippedFile { name: path, reason }));
     }
-    // A path that repeats an earlier row's: the later row goes (found by sorting positions,
-    // with no copy of the paths).
-    let mut order: Vec<u32> = (0..files.len() as u32).collect();
-    order.sort_by(|&a, &b| {
-        files[a as usize]
-            .path
-            .cmp(&files[b as usize].path)
-            .then(a.cmp(&b))
-    });
-    let mut repeated = vec![false; files.len()];
-    for pair in order.windows(2) {
-        if files[pair[0] as usize].path == files[pair[1] as usize].path {
-            repeated[pair[1] as usize] = true;
+
+    /// The files, each path once, at their own size; and the rows skipped.
+    pub fn finish(self) -> (Vec<RemoteFile>, Vec<SkippedFile>) {
+        let FilesBuilder {
+            mut files,
+            row_of,
+            mut skipped,
+            ..
+        } = self;
+        // A path that repeats an earlier row's: the later row goes (found by sorting
+        // positions, with no copy of the paths).
+        let mut order: Vec<u32> = (0..files.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            files[a as usize]
+                .path
+                .cmp(&files[b as usize].path)
+                .then(a.cmp(&b))
+        });
+        let mut repeated = vec![false; files.len()];
+        for pair in order.windows(2) {
+            if files[pair[0] as usize].path == files[pair[1] as usize].path {
+                repeated[pair[1] as usize] = true;
+            }
         }
+        drop(order);
+        let mut n = 0;
+        files.retain(|f| {
+            let keep = !repeated[n];
+            n += 1;
+            if !keep {
+                let name = f.path.clone();
+                let reason = "duplicate name in the listing";
+                skipped.push((row_of[n - 1], SkippedFile { name, reason }));
+            }
+            keep
+        });
+        files.shrink_to_fit();
+        skipped.sort_by_key(|(row, _)| *row);
+        (files, skipped.into_iter().map(|(_, s)| s).collect())
     }
-    let mut n = 0;
-    files.retain(|f| {
-        let keep = !repeated[n];
-        n += 1;
-        if !keep {
-            let name = f.path.clone();
-            let reason = "duplicate name in the listing";
-            skipped.push((row_of[n - 1], SkippedFile { name, reason }));
-        }
-        keep
-    });
-    files.shrink_to_fit();
-    skipped.sort_by_key(|(row, _)| *row);
-    (files, skipped.into_iter().map(|(_, s)| s).collect())
 }
 
 #[cfg(test)]
@@ -396,6 +687,96 @@ mod tests {
         assert!(err.to_string().contains("HTML"), "{err}");
         let err = files_listing(br#"{"ResultSet":{"Result":[1]}}"#, "/x").unwrap_err();
         assert!(err.to_string().contains("not an object"), "{err}");
+    }
+
+    /// A body that arrives so many bytes at a time.
+    struct Chunks<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// The files of a body read as it arrives, `chunk` bytes at a time.
+    fn read_in_chunks(
+        body: &[u8],
+        chunk: usize,
+    ) -> Result<(Vec<RemoteFile>, Vec<SkippedFile>), XnatError> {
+        let mut files = FilesBuilder::default();
+        read_file_rows(Chunks(body, chunk), "/x", &mut files)?;
+        Ok(files.finish())
+    }
+
+    #[test]
+    fn a_listing_read_as_it_arrives_is_the_one_read_whole() {
+        let body = br#"{"title":"Files","ResultSet":{"totalRecords":"4","Result":[
+            {"Name":"a.dcm","Size":"10","URI":"/data/experiments/E/resources/7/files/a.dcm","digest":"D41D8CD98F00B204E9800998ECF8427E"},
+            {"Name":"b\u00e9.dcm","Size":"1","URI":"/data/experiments/E/resources/7/files/b\u00e9.dcm","Name":"ignored, the URI names it"},
+            {"Size":{"odd":[1,2]},"Name":"c","URI":"/data/experiments/E/resources/7/files/c","extra":{"x":[null]}},
+            {"Name":"d","Size":"2","URI":"/data/experiments/E/resources/7/files/d","digest":["x"]}
+        ],"Columns":[]}}"#;
+        let whole = files_listing(body, "/x").unwrap();
+        assert_eq!(whole, files(&result_rows(body, "/x").unwrap()));
+        for chunk in [1, 2, 7, 4096] {
+            assert_eq!(read_in_chunks(body, chunk).unwrap(), whole, "{chunk}");
+        }
+        assert_eq!(whole.0.len(), 3);
+        assert_eq!(whole.0[1].path, "b\u{e9}.dcm");
+        // An object where a size was: its JSON text, not a number.
+        assert_eq!(whole.1[0].reason, "Size is not a number");
+        assert_eq!(whole.1[0].name, "c");
+    }
+
+    #[test]
+    fn a_listing_of_the_wrong_shape_says_what_is_wrong_however_it_is_read() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"<html>login</html>", "HTML"),
+            (b"  <!DOCTYPE html><html>", "HTML"),
+            (br#"{"ResultSet":{"Result":[1]}}"#, "not an object"),
+            (
+                br#"{"ResultSet":{"Result":[{"Name":"a"},"x"]}}"#,
+                "not an object",
+            ),
+            (br#"{"ResultSet":[]}"#, "no ResultSet.Result"),
+            (br#"{"ResultSet":{"Results":[]}}"#, "no ResultSet.Result"),
+            (br#"{"ResultSet":{"Result":[]}} x"#, "malformed JSON"),
+            (br#"{"ResultSet":{"Result":[{"Name":"#, "malformed JSON"),
+        ];
+        for (body, says) in cases {
+            let whole = files_listing(body, "/x").unwrap_err().to_string();
+            let read = read_in_chunks(body, 3).unwrap_err().to_string();
+            assert!(whole.contains(says), "{whole}");
+            assert_eq!(read, whole);
+            // The generic reading of rows says the same.
+            assert_eq!(result_rows(body, "/x").unwrap_err().to_string(), whole);
+        }
+    }
+
+    #[test]
+    fn a_sink_that_refuses_a_row_ends_the_reading_with_its_error() {
+        struct UpTo(usize);
+        impl FileRowSink for UpTo {
+            fn row(&mut self, _: FileRow<'_>) -> Result<(), XnatError> {
+                self.0 = self
+                    .0
+                    .checked_sub(1)
+                    .ok_or(XnatError::NotFound("enough".into()))?;
+                Ok(())
+            }
+        }
+        let body = br#"{"ResultSet":{"Result":[{"Name":"a"},{"Name":"b"},{"Name":"c"}]}}"#;
+        assert!(each_file_row(body, "/x", &mut UpTo(3)).is_ok());
+        let err = each_file_row(body, "/x", &mut UpTo(2)).unwrap_err();
+        assert!(
+            matches!(err, XnatError::NotFound(ref m) if m == "enough"),
+            "{err}"
+        );
+        let err = read_file_rows(Chunks(body, 5), "/x", &mut UpTo(1)).unwrap_err();
+        assert!(matches!(err, XnatError::NotFound(_)), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod remembering;
 mod remote_file;
 pub mod retry;
 pub mod session_tree;
+mod streamed;
 pub mod suggest;
 
 pub use remote_file::{Md5, RemoteFile};

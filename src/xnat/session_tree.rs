@@ -133,10 +133,10 @@ enum Place {
     Elsewhere,
 }
 
-/// The place a row's URI names, `None` when it names nothing of session `session_id`.
-fn place(uri: &str, session_id: &str) -> Option<Place> {
-    let marker = format!("/experiments/{session_id}/");
-    let rest = &uri[uri.find(&marker)? + marker.len()..];
+/// The place a row's URI names, `None` when it names nothing of the session whose
+/// `/experiments/{ID}/` is `marker`.
+fn place(uri: &str, marker: &str) -> Option<Place> {
+    let rest = &uri[uri.find(marker)? + marker.len()..];
     let mut segs = rest.split('/');
     let first = segs.next()?;
     let (scan, kind) = match first {
@@ -153,51 +153,78 @@ fn place(uri: &str, session_id: &str) -> Option<Place> {
     (segs.next()? == "files" && !id.is_empty()).then_some(Place::Resource { scan, id })
 }
 
-/// The tree: `shape` with each resource's files from the session's `all=true` files listing
-/// `body`. Unsafe rows are left out of their resource (and reported), as in a resource's own
-/// listing. With it, whether the session has assessors (the document lists some, or the
-/// listing lists files of some), whose resources the tree then still lacks.
-pub fn with_files(
-    shape: Shape,
-    session_id: &str,
-    body: bytes::Bytes,
-    path: &str,
-) -> Result<(SessionTree, bool), XnatError> {
-    let mut rows = json::file_rows(&body, path)?;
-    let mut assessors = shape.assessors;
-    // Each resource's rows by their places in `rows`, in listing order (positions, not the
-    // rows: a second copy of 200,000 rows would add to the listing's peak memory).
-    let mut buckets: HashMap<(Option<String>, String), Vec<u32>> = HashMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        match place(&row.uri, session_id) {
-            Some(Place::Resource { scan, id }) => {
-                if !row.cat_id.is_empty() && row.cat_id != id {
-                    return Err(bad(path, format!("{}: cat_ID {}", row.uri, row.cat_id)));
-                }
-                let i = u32::try_from(i).map_err(|_| bad(path, "too many rows"))?;
-                buckets.entry((scan, id)).or_default().push(i);
-            }
-            Some(Place::Assessor) => assessors = true,
-            Some(Place::Elsewhere) => {}
-            None => {
-                return Err(bad(
-                    path,
-                    format!("a row of nothing in the session: {}", row.uri),
-                ));
-            }
+/// The rows of a session's `all=true` files listing, sorted into their resources as the
+/// listing is read (before the session document is known: the two are asked at once).
+pub struct SessionFiles {
+    /// `/experiments/{session}/`, which every row's URI holds.
+    marker: String,
+    /// The listing's path, for messages.
+    path: String,
+    /// Each resource's files, by scan and numeric ID.
+    resources: HashMap<(Option<String>, String), json::FilesBuilder>,
+    /// The listing lists files of assessors.
+    assessors: bool,
+}
+
+impl SessionFiles {
+    /// The files of session `session_id`'s listing at `path`.
+    pub fn new(session_id: &str, path: &str) -> SessionFiles {
+        SessionFiles {
+            marker: format!("/experiments/{session_id}/"),
+            path: path.to_string(),
+            resources: HashMap::new(),
+            assessors: false,
         }
     }
+
+    /// The files of a listing body held whole.
+    pub fn of_body(session_id: &str, body: &[u8], path: &str) -> Result<SessionFiles, XnatError> {
+        let mut files = SessionFiles::new(session_id, path);
+        json::each_file_row(body, path, &mut files)?;
+        Ok(files)
+    }
+}
+
+impl json::FileRowSink for SessionFiles {
+    fn row(&mut self, row: json::FileRow<'_>) -> Result<(), XnatError> {
+        let nothing = || format!("a row of nothing in the session: {}", row.uri);
+        match place(&row.uri, &self.marker) {
+            Some(Place::Resource { scan, id }) => {
+                if !row.cat_id.is_empty() && row.cat_id != id {
+                    let msg = format!("{}: cat_ID {}", row.uri, row.cat_id);
+                    return Err(bad(&self.path, msg));
+                }
+                self.resources.entry((scan, id)).or_default().push(row);
+            }
+            Some(Place::Assessor) => self.assessors = true,
+            Some(Place::Elsewhere) => {}
+            None => return Err(bad(&self.path, nothing())),
+        }
+        Ok(())
+    }
+}
+
+/// The tree: `shape` with each resource's files from the session's `all=true` files listing.
+/// Unsafe rows are left out of their resource (and reported), as in a resource's own
+/// listing. With it, whether the session has assessors (the document lists some, or the
+/// listing lists files of some), whose resources the tree then still lacks.
+pub fn with_files(shape: Shape, files: SessionFiles) -> Result<(SessionTree, bool), XnatError> {
+    let SessionFiles {
+        mut resources,
+        assessors,
+        path,
+        ..
+    } = files;
+    let path = path.as_str();
+    let assessors = assessors || shape.assessors;
     let mut files_of = |scan: Option<&str>, r: Resource| -> Result<ResourceTree, XnatError> {
-        let places = buckets
+        let (files, skipped) = resources
             .remove(&(scan.map(str::to_string), r.id.clone()))
-            .unwrap_or_default();
-        if places.is_empty() && r.file_count.is_some_and(|n| n > 0) {
+            .unwrap_or_default()
+            .finish();
+        if files.is_empty() && skipped.is_empty() && r.file_count.is_some_and(|n| n > 0) {
             return Err(bad(path, format!("no files listed of resource {}", r.id)));
         }
-        let rows = places
-            .into_iter()
-            .map(|i| std::mem::take(&mut rows[i as usize]));
-        let (files, skipped) = json::files_of(rows);
         for s in skipped {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
         }
@@ -216,7 +243,7 @@ pub fn with_files(
         .into_iter()
         .map(|r| files_of(None, r))
         .collect::<Result<_, _>>()?;
-    if let Some(((scan, id), _)) = buckets.into_iter().next() {
+    if let Some(((scan, id), _)) = resources.into_iter().next() {
         let of = scan.map_or("the session".into(), |s| format!("scan {s}"));
         return Err(bad(
             path,
@@ -255,6 +282,11 @@ mod tests {
             .into()
     }
 
+    fn with_body(body: bytes::Bytes) -> Result<(SessionTree, bool), XnatError> {
+        let files = SessionFiles::of_body("E1", &body, "/f")?;
+        with_files(shape(DOC, "/d").unwrap(), files)
+    }
+
     #[test]
     fn the_document_gives_scans_and_resources_empty_ones_included() {
         let s = shape(DOC, "/d").unwrap();
@@ -291,7 +323,7 @@ mod tests {
                 "99",
             ),
         ]);
-        let (tree, assessors) = with_files(shape(DOC, "/d").unwrap(), "E1", body, "/f").unwrap();
+        let (tree, assessors) = with_body(body).unwrap();
         assert!(
             assessors,
             "the assessor's row shows the session has assessors"
@@ -309,9 +341,7 @@ mod tests {
     #[test]
     fn what_does_not_add_up_is_an_error() {
         let ok = "/data/experiments/E1/scans/1/resources/11/files/1.dcm";
-        let tree = |rows: &[(&str, &str)]| {
-            with_files(shape(DOC, "/d").unwrap(), "E1", listing(rows), "/f")
-        };
+        let tree = |rows: &[(&str, &str)]| with_body(listing(rows));
         // A resource the document does not list.
         assert!(
             tree(&[
