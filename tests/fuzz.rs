@@ -7,7 +7,10 @@ use std::path::{Component, Path};
 use xnatfs::cache::Cache;
 use xnatfs::names::safe_relative_path;
 use xnatfs::xnat::ResourceRef;
-use xnatfs::xnat::json::{files, path_in_resource, result_rows, session_document};
+use xnatfs::xnat::json::{
+    FilesBuilder, files, files_listing, path_in_resource, read_file_rows, result_rows,
+    session_document,
+};
 
 /// Strings built from the characters that matter for paths.
 fn pathish() -> impl Strategy<Value = String> {
@@ -44,6 +47,49 @@ proptest! {
     fn listing_parsers_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = result_rows(&body, "/x");
         let _ = session_document(&body, "/x");
+        let _ = files_listing(&body, "/x");
+        let _ = read_file_rows(&body[..], "/x", &mut FilesBuilder::default());
+    }
+
+    /// A files listing read as it arrives (the mount's way), read whole, and read as generic
+    /// rows: the same files, the same skipped rows, or the same error.
+    #[test]
+    fn a_listing_reads_the_same_every_way(
+        rows in proptest::collection::vec(
+            (pathish(), "[0-9x]{0,3}", prop_oneof![Just(r#""s""#), Just("7"), Just("null"), Just("[1]"), Just(r#"{"a":"\u00e9"}"#), Just("-2.5"), Just("true")]),
+            0..6,
+        ),
+        cut in any::<proptest::sample::Index>(),
+        whole in any::<bool>(),
+    ) {
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|(name, size, odd)| format!(
+                r#"{{"Name":{name:?},"URI":"/data/experiments/E1/resources/7/files/{}","Size":"{size}","digest":{odd},"x":{odd},"Size":{}}}"#,
+                name.replace(['"', '\\'], ""),
+                if size.is_empty() { odd.to_string() } else { format!("{size:?}") },
+            ))
+            .collect();
+        let mut body = format!(r#"{{"title":[],"ResultSet":{{"Result":[{}]}}}}"#, rows.join(","));
+        if !whole {
+            // A body cut anywhere.
+            body.truncate(cut.index(body.len() + 1));
+        }
+        let generic = result_rows(body.as_bytes(), "/f").map(|r| files(&r));
+        let read_whole = files_listing(body.as_bytes(), "/f");
+        let mut streamed = FilesBuilder::default();
+        let streamed = read_file_rows(body.as_bytes(), "/f", &mut streamed).map(|()| streamed.finish());
+        match (&generic, &read_whole, &streamed) {
+            (Ok(g), Ok(w), Ok(s)) => {
+                prop_assert_eq!(g, w);
+                prop_assert_eq!(g, s);
+            }
+            (Err(g), Err(w), Err(s)) => {
+                prop_assert_eq!(g.to_string(), w.to_string());
+                prop_assert_eq!(g.to_string(), s.to_string());
+            }
+            _ => prop_assert!(false, "{body}: {generic:?} {read_whole:?} {streamed:?}"),
+        }
     }
 
     #[test]

@@ -306,6 +306,8 @@ struct Reading<'s, S> {
 
 /// Reads `{"ResultSet": {"Result": [rows]}}` (other keys skipped, in any order) with each row
 /// handed to the sink once whole. The same shapes as [`result_rows`], with the same messages.
+/// A `ResultSet` or `Result` key that comes twice (XNAT never sends one) is read the first
+/// time, where the generic reading takes the last: rows handed on cannot be taken back.
 fn rows_of<'de, R: serde_json::de::Read<'de>, S: FileRowSink>(
     de: &mut serde_json::Deserializer<R>,
     path: &str,
@@ -585,15 +587,6 @@ impl FileRowSink for FilesBuilder {
 }
 
 impl FilesBuilder {
-    /// Room for `n` files made at once (a resource's `file_count`), not grown by doubling.
-    pub fn with_capacity(n: usize) -> FilesBuilder {
-        FilesBuilder {
-            files: Vec::with_capacity(n),
-            row_of: Vec::with_capacity(n),
-            ..FilesBuilder::default()
-        }
-    }
-
     /// The next row of the listing.
     pub fn push(&mut self, r: FileRow<'_>) {
         let row = self.rows;

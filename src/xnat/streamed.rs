@@ -28,9 +28,14 @@ pub async fn parse_as_it_arrives<T: Send + 'static>(
     });
     let mut failed = None;
     loop {
-        match resp.chunk().await {
+        // A parser that has stopped has said why: nothing more is read, nor waited for.
+        let chunk = tokio::select! {
+            biased;
+            _ = tx.closed() => break,
+            chunk = resp.chunk() => chunk,
+        };
+        match chunk {
             Ok(Some(chunk)) => {
-                // A parser that has stopped has said why: nothing more is read.
                 if tx.send(chunk).await.is_err() {
                     break;
                 }
@@ -60,11 +65,13 @@ mod tests {
     use std::time::{Duration, Instant};
     use tokio::io::AsyncWriteExt;
 
-    /// A server on loopback that answers one request with `head` and then `body()` until it
-    /// ends or the client goes; the URL to ask it.
+    /// A server on loopback that answers one request with `head` and then `body` until it
+    /// ends or the client goes, and then (`then_stall`) sends nothing more, the connection
+    /// open, until the client goes; the URL to ask it.
     async fn serve(
         head: &'static str,
         body: impl Iterator<Item = Vec<u8>> + Send + 'static,
+        then_stall: bool,
     ) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/x", listener.local_addr().unwrap());
@@ -78,8 +85,18 @@ mod tests {
                     return;
                 }
             }
+            if then_stall {
+                let mut rest = [0; 16];
+                let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut rest).await;
+            }
         });
         url
+    }
+
+    /// A GET that never waits more than 20 s, whatever the server does.
+    async fn get(url: &str) -> reqwest::Response {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(20));
+        client.build().unwrap().get(url).send().await.unwrap()
     }
 
     fn count_bytes(body: &mut dyn io::Read) -> Result<usize> {
@@ -91,8 +108,13 @@ mod tests {
     #[tokio::test]
     async fn the_whole_body_reaches_the_parser() {
         let parts = (0..100).map(|i| vec![b'a' + (i % 26) as u8; 10_000]);
-        let url = serve("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", parts).await;
-        let resp = reqwest::get(&url).await.unwrap();
+        let url = serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n",
+            parts,
+            false,
+        )
+        .await;
+        let resp = get(&url).await;
         assert_eq!(
             parse_as_it_arrives(resp, "/x", count_bytes).await.unwrap(),
             1_000_000
@@ -102,13 +124,42 @@ mod tests {
     #[tokio::test]
     async fn a_body_cut_short_is_the_networks_error_and_transient() {
         let parts = std::iter::once(vec![b'{'; 1000]);
-        let url = serve("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", parts).await;
-        let resp = reqwest::get(&url).await.unwrap();
+        let url = serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n",
+            parts,
+            false,
+        )
+        .await;
+        let resp = get(&url).await;
         let err = parse_as_it_arrives(resp, "/x", count_bytes)
             .await
             .unwrap_err();
         assert!(matches!(err, XnatError::Network { .. }), "{err}");
         assert!(err.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_parser_that_stops_while_the_server_stalls_is_not_kept_waiting() {
+        // A few bytes, then nothing (the connection stays open): the parser's refusal is the
+        // answer at once, not a timeout once the request's deadline is up.
+        let parts = std::iter::once(b"<html>".to_vec());
+        let url = serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            parts,
+            true,
+        )
+        .await;
+        let resp = get(&url).await;
+        let started = Instant::now();
+        let err = parse_as_it_arrives(resp, "/x", |body| {
+            let mut first = [0; 6];
+            body.read_exact(&mut first).unwrap();
+            Err::<(), _>(XnatError::NotFound("refused".into()))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, XnatError::NotFound(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[tokio::test]
@@ -118,9 +169,10 @@ mod tests {
         let url = serve(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
             parts,
+            false,
         )
         .await;
-        let resp = reqwest::get(&url).await.unwrap();
+        let resp = get(&url).await;
         let started = Instant::now();
         let err = parse_as_it_arrives(resp, "/x", |body| {
             let mut first = [0; 10];
