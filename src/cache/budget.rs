@@ -33,6 +33,24 @@ struct Inner {
     open: HashMap<PathBuf, usize>,
 }
 
+impl Inner {
+    /// Counts `files` (oldest first) that are unknown here as the least recently used, the
+    /// oldest last of all; those already known keep their place. Returns how many were new.
+    fn adopt_as_least_recent(&mut self, files: Vec<(PathBuf, u64)>) -> usize {
+        let mut adopted = 0;
+        for (rel, size) in files.into_iter().rev() {
+            if self.lru.contains(&rel) {
+                continue;
+            }
+            self.lru.put(rel.clone(), size);
+            self.lru.demote(&rel);
+            self.total += size;
+            adopted += 1;
+        }
+        adopted
+    }
+}
+
 /// The default cap: 20 GiB, or less so that 10% of the disk stays free.
 pub fn default_limit(dir: &Path, used_now: u64) -> u64 {
     const CAP: u64 = 20 << 30;
@@ -53,6 +71,17 @@ pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
     }
     let frsize = st.f_frsize as u64;
     Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+/// The files under `root` with their sizes, by their last change, oldest first.
+fn scanned(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut found = Vec::new();
+    scan(root, root, &mut found);
+    found.sort();
+    found
+        .into_iter()
+        .map(|(_, rel, size)| (rel, size))
+        .collect()
 }
 
 fn scan(dir: &Path, root: &Path, out: &mut Vec<(SystemTime, PathBuf, u64)>) {
@@ -108,8 +137,12 @@ impl Budget {
         } else {
             index::read(&index_path)
         };
-        let mut lru = LruCache::unbounded();
-        let mut total = 0;
+        let mut inner = Inner {
+            lru: LruCache::unbounded(),
+            total: 0,
+            limit: None,
+            open: HashMap::new(),
+        };
         match saved {
             Some(entries) => {
                 for (rel, _) in entries {
@@ -120,20 +153,14 @@ impl Budget {
                     if !meta.is_file() {
                         continue;
                     }
-                    total += meta.len();
-                    if let Some(old) = lru.put(rel, meta.len()) {
-                        total -= old;
+                    inner.total += meta.len();
+                    if let Some(old) = inner.lru.put(rel, meta.len()) {
+                        inner.total -= old;
                     }
                 }
             }
             None => {
-                let mut found = Vec::new();
-                scan(&data_dir, &data_dir, &mut found);
-                found.sort();
-                for (_, rel, size) in found {
-                    total += size;
-                    lru.put(rel, size);
-                }
+                inner.adopt_as_least_recent(scanned(&data_dir));
             }
         }
         Budget {
@@ -141,12 +168,7 @@ impl Budget {
             index_path,
             tmp_dir: tmp_dir.to_path_buf(),
             _lease: lease,
-            inner: Mutex::new(Inner {
-                lru,
-                total,
-                limit: None,
-                open: HashMap::new(),
-            }),
+            inner: Mutex::new(inner),
         }
     }
 
@@ -286,21 +308,8 @@ impl Budget {
         if !died {
             return 0;
         }
-        let mut found = Vec::new();
-        scan(&self.data_dir, &self.data_dir, &mut found);
-        found.sort();
-        let mut inner = self.inner.lock().unwrap();
-        let mut adopted = 0;
-        for (_, rel, size) in found.into_iter().rev() {
-            if inner.lru.contains(&rel) {
-                continue;
-            }
-            inner.lru.put(rel.clone(), size);
-            inner.lru.demote(&rel);
-            inner.total += size;
-            adopted += 1;
-        }
-        drop(inner);
+        let found = scanned(&self.data_dir);
+        let adopted = self.inner.lock().unwrap().adopt_as_least_recent(found);
         if adopted > 0 {
             tracing::info!(
                 "a process that used the cache died without saving: {adopted} files it left counted"
@@ -323,16 +332,8 @@ impl Budget {
                 .collect()
         };
         let theirs = index::save_merged(&self.index_path, &self.data_dir, &ours)?;
-        if !theirs.is_empty() {
-            let mut inner = self.inner.lock().unwrap();
-            // Unknown here, so not used here: the least recently used.
-            for (rel, size) in theirs.into_iter().rev() {
-                if inner.lru.put(rel.clone(), size).is_none() {
-                    inner.total += size;
-                }
-                inner.lru.demote(&rel);
-            }
-            drop(inner);
+        // Unknown here, so not used here: the least recently used.
+        if self.inner.lock().unwrap().adopt_as_least_recent(theirs) > 0 {
             self.evict();
         }
         Ok(())

@@ -94,11 +94,9 @@ pub fn sweep(tmp_dir: &Path, min_age: Duration) -> usize {
         }
         let path = e.path();
         let gone = if meta.is_dir() {
-            // A run's folder: its lock file says whether the run lives.
-            let lock = path.join(RUN_LOCK);
-            !is_held(&lock) && std::fs::remove_dir_all(&path).is_ok()
+            !is_alive(&path, true) && std::fs::remove_dir_all(&path).is_ok()
         } else {
-            meta.is_file() && !is_held(&path) && std::fs::remove_file(&path).is_ok()
+            meta.is_file() && !is_alive(&path, false) && std::fs::remove_file(&path).is_ok()
         };
         if gone {
             tracing::info!("removed {}, left by a process that is gone", path.display());
@@ -106,6 +104,17 @@ pub fn sweep(tmp_dir: &Path, min_age: Duration) -> usize {
         }
     }
     swept
+}
+
+/// Whether the entry `path` of the cache's `tmp/` (a folder when `is_dir`) belongs to a live
+/// process: a lease or partial file its owner holds, or a run's folder whose lock file (see
+/// [`RUN_LOCK`]) its run holds.
+pub fn is_alive(path: &Path, is_dir: bool) -> bool {
+    if is_dir {
+        is_held(&path.join(RUN_LOCK))
+    } else {
+        is_held(path)
+    }
 }
 
 /// The file in a run's folder of partial files that the run holds while it lives.

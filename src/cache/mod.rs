@@ -245,27 +245,19 @@ impl Area {
         Ok(())
     }
 
-    /// Removes everything the area holds (its folders and its index), leaving it empty and
-    /// usable. Nothing else in its folder is touched.
-    /// Whether a live process (a mount, a prefetch) uses the area: a lease, or a run's folder
-    /// of partial files, in `tmp/` that some process holds.
+    /// Whether a live process (a mount, a prefetch) uses the area: a lease, a partial file or
+    /// a run's folder of partial files, in `tmp/`, that some process holds.
     pub fn in_use(&self) -> bool {
         let Ok(entries) = std::fs::read_dir(self.tmp()) else {
             return false;
         };
-        entries.flatten().any(|e| {
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(index::LEASE_PREFIX)
-            {
-                lease::is_held(&e.path())
-            } else {
-                is_dir && lease::is_held(&e.path().join(lease::RUN_LOCK))
-            }
-        })
+        entries
+            .flatten()
+            .any(|e| lease::is_alive(&e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
     }
 
+    /// Removes everything the area holds (its folders and its index), leaving it empty and
+    /// usable. Nothing else in its folder is touched.
     pub fn empty(&self) -> io::Result<()> {
         for f in Self::FOLDERS {
             match std::fs::remove_dir_all(self.root.join(f)) {
