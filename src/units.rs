@@ -87,6 +87,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A time limit on waiting for the server: a duration (see [`parse_duration`]) of at least
+/// one second (a shorter one would fail every request before it could be answered).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is too short for a timeout (at least 1s)"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +128,12 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         for bad in ["", "soon", "-1", "5d", "18446744073709551615", "NaN", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+            assert!(parse_timeout(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_timeout("1s").unwrap(), Duration::from_secs(1));
+        for short in ["0", "0s", "999ms"] {
+            let e = parse_timeout(short).unwrap_err();
+            assert!(e.contains("at least 1s"), "{e}");
         }
     }
 }

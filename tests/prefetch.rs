@@ -728,15 +728,19 @@ fn a_filter_that_matches_nothing_lists_what_exists_and_ranges_select_numeric_ids
             ],
             "no resource QC in any of the 2 sessions; they have: DICOM, NIFTI, SNAPSHOTS (the session's own resources are looked at with --session-resources)",
         ),
-        (
-            vec!["-E", "XNAT_E00001", "-s", "3-1"],
-            "a range goes from low to high (1-3)",
-        ),
     ] {
         let mut all = args.clone();
         all.extend(["--out", out_arg]);
         ended(&prefetch(&mock.url(), home.path(), &all), 1, want);
         assert_eq!(mock.state.file_gets(), 0, "{args:?}");
+    }
+    // A `-s` that cannot be read is a usage error, as any refused argument is.
+    for (scans, want) in [
+        ("3-1", "a range goes from low to high (1-3)"),
+        (",", "-s needs scan IDs like 1,2,3"),
+    ] {
+        let args = ["-E", "XNAT_E00001", "-s", scans, "--out", out_arg];
+        ended(&prefetch(&mock.url(), home.path(), &args), 2, want);
     }
     assert!(!out.exists() || walk_files(&out).is_empty());
 
@@ -1091,6 +1095,9 @@ fn durations_take_units_and_absurd_ones_are_usage_errors() {
     for (value, want) in [
         ("18446744073709551615", "too long"),
         ("soon", "not a duration"),
+        // Not raised to a second without a word.
+        ("0", "at least 1s"),
+        ("500ms", "at least 1s"),
     ] {
         let out = prefetch(
             &mock.url(),

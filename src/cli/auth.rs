@@ -21,7 +21,7 @@ pub enum AuthCommand {
 #[derive(Args, Debug)]
 pub struct AuthTestArgs {
     /// How long to wait for the server (like 30s, 2m).
-    #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = crate::units::parse_timeout, default_value = "30s")]
     pub io_timeout: Duration,
     #[command(flatten)]
     pub server: ServerFlags,
@@ -39,11 +39,7 @@ pub fn auth_test(args: AuthTestArgs) -> Result<()> {
     let profile = crate::profiles::active(
         crate::profiles::wanted_name(server_args.profile.as_deref()).as_deref(),
     )?;
-    let client = client(
-        &settings,
-        args.io_timeout.max(Duration::from_secs(1)),
-        &args.server,
-    )?;
+    let client = client(&settings, args.io_timeout, &args.server)?;
     let rt = runtime()?;
     let result = rt.block_on(client.check_login());
     rt.block_on(async {

@@ -31,7 +31,7 @@ pub struct MountArgs {
     #[arg(long, value_parser = crate::units::parse_duration, default_value = "60s")]
     pub dir_ttl: Duration,
     /// How long one operation may wait for the server before it fails (like 30s, 2m).
-    #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = crate::units::parse_timeout, default_value = "30s")]
     pub io_timeout: Duration,
     /// Log file when in the background, rotated past 10 MiB (default: one per mount point,
     /// <cache dir>/logs/<mount point>.log).
@@ -147,7 +147,7 @@ fn serve(
     log_file: Option<PathBuf>,
     child: bool,
 ) -> Result<()> {
-    let io_timeout = args.io_timeout.max(Duration::from_secs(1));
+    let io_timeout = args.io_timeout;
     let plan = MountPlan {
         client: client(settings, io_timeout, &args.server)?,
         cache_dir,

@@ -65,7 +65,7 @@ pub struct PrefetchArgs {
     pub method: crate::prefetch::transfer::Method,
     /// How long a transfer may go without progress before it is given up (like 30s, 2m;
     /// plain numbers are seconds).
-    #[arg(long, value_parser = crate::units::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = crate::units::parse_timeout, default_value = "30s")]
     pub io_timeout: Duration,
     /// How each file is checked before it takes its final name: md5 (its size and the MD5
     /// XNAT lists) or size (its size only: no MD5 is computed, trusting TCP/TLS for the
@@ -148,7 +148,8 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
     }
     let settings = settings::resolve(&args.server.server_args(), true, true)?;
     let selection = Selection {
-        scans: ScanSelector::parse(&args.scans)?,
+        scans: ScanSelector::parse(&args.scans)
+            .map_err(|e| crate::cli::exit::UsageError(e.to_string()))?,
         include: args.resources.clone(),
         exclude: args.exclude_resource.clone(),
         session_resources: args.session_resources,
@@ -177,7 +178,7 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
             )
         }
     };
-    let io_timeout = args.io_timeout.max(Duration::from_secs(1));
+    let io_timeout = args.io_timeout;
     let client = client(&settings, io_timeout, &args.server)?;
     // Into the cache, the listings are kept too, so a mount can serve these sessions offline.
     let api: Arc<dyn XnatApi> = match &destination {
