@@ -1479,3 +1479,53 @@ fn a_wrong_digest_inside_a_hashed_batch_fails_that_file_alone() {
     assert_eq!(actual_out(&out), want, "{stderr}");
     assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
 }
+
+#[test]
+fn a_full_disk_stops_the_run_at_once_and_says_how_to_resume() {
+    // `--out` on a 1 MiB disk, for 4 MiB of files: the first file that does not fit stops
+    // the run (the others would fail alike), with every file written whole and verified.
+    let Some(disk) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let data = Dataset::sample(&SampleSpec {
+        dicom_files: 32,
+        dicom_size: 64 << 10,
+        nifti_size: 4096,
+        scans: 2,
+    });
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, false);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let out = disk.path.join("out");
+    let out_arg = out.to_str().unwrap();
+    for method in ["files", "zip"] {
+        let gets = mock.state.file_gets();
+        let args = [
+            "-E",
+            "XNAT_E00001",
+            "--out",
+            out_arg,
+            "-w",
+            "2",
+            "--method",
+            method,
+        ];
+        let stderr = ended(
+            &prefetch(&mock.url(), home.path(), &args),
+            4,
+            "free some space and run again to resume",
+        );
+        assert!(stderr.contains("local disk full ("), "{stderr}");
+        assert!(
+            mock.state.file_gets() - gets < want.len() as u64 / 2,
+            "{method}: the run went on after the disk was full: {stderr}"
+        );
+        // What is there is whole and verified; no partial file is left.
+        let have = actual_out(&out);
+        assert!(!have.is_empty() && have.len() < want.len());
+        for (path, md5) in &have {
+            assert_eq!(want.get(path), Some(md5), "{method}: {}", path.display());
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}

@@ -12,6 +12,9 @@ pub enum FetchError {
     /// Writing on the local disk failed: the cache's, or `prefetch --out`'s.
     #[error("local disk: {0}")]
     Cache(String),
+    /// The local disk is full (or the user's quota used up): no other file will fit either.
+    #[error("local disk full: {0}")]
+    DiskFull(String),
     #[error("refusing unsafe path {0:?}")]
     UnsafePath(String),
 }
@@ -27,8 +30,16 @@ impl FetchError {
         }
     }
 
-    pub fn cache(e: impl std::fmt::Display) -> FetchError {
-        FetchError::Cache(e.to_string())
+    /// A failure of the local disk; [`FetchError::DiskFull`] when it is an I/O error that
+    /// says the disk or the quota is full.
+    pub fn cache(e: impl std::fmt::Display + 'static) -> FetchError {
+        let io = (&e as &dyn std::any::Any).downcast_ref::<std::io::Error>();
+        match io.map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
+                FetchError::DiskFull(e.to_string())
+            }
+            _ => FetchError::Cache(e.to_string()),
+        }
     }
 }
 
@@ -38,5 +49,25 @@ impl From<CommitError> for FetchError {
             CommitError::Verify(v) => FetchError::Verify(v.to_string()),
             CommitError::Io(io) => FetchError::cache(io),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_from_other_failures_of_the_disk() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(FetchError::cache(full), FetchError::DiskFull(_)));
+        let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        assert!(matches!(FetchError::cache(quota), FetchError::DiskFull(_)));
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(matches!(FetchError::cache(denied), FetchError::Cache(_)));
+        assert!(matches!(FetchError::cache("gone"), FetchError::Cache(_)));
+        let e = FetchError::from(CommitError::Io(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        )));
+        assert!(e.to_string().starts_with("local disk full: "), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! When to stop: a server that has gone away (so many requests in a row failing to reach it,
-//! with no success between), or a run that was told to stop. Either way the jobs still
+//! with no success between), a local disk that is full (no other file would fit either), or
+//! a run that was told to stop. Either way the jobs still
 //! waiting are not started and those under way are dropped, partial files and all.
 
 use crate::fetch::FetchError;
@@ -40,6 +41,8 @@ pub struct Breaker {
     limit: u32,
     in_a_row: Mutex<u32>,
     tripped: AtomicBool,
+    /// The local disk filled up: why.
+    disk_full: Mutex<Option<String>>,
     stop: CancellationToken,
 }
 
@@ -55,6 +58,7 @@ impl Breaker {
             limit: limit.max(1),
             in_a_row: Mutex::new(0),
             tripped: Default::default(),
+            disk_full: Mutex::new(None),
             stop: CancellationToken::new(),
         }
     }
@@ -73,6 +77,20 @@ impl Breaker {
             }
             _ => *n = 0,
         }
+    }
+
+    /// The local disk is full (`why`): the run stops, as every file left would fail alike.
+    pub fn disk_full(&self, why: &str) {
+        self.disk_full
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| why.to_string());
+        self.stop.cancel();
+    }
+
+    /// Why the run stopped for a full disk, if it did.
+    pub fn full_disk(&self) -> Option<String> {
+        self.disk_full.lock().unwrap().clone()
     }
 
     /// The server was taken for gone.
@@ -151,6 +169,19 @@ mod tests {
         }
         assert!(fetch_unreachable(&FetchError::Xnat(net())));
         assert!(!fetch_unreachable(&FetchError::Verify("short".into())));
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_stops_the_run_and_says_why_once() {
+        let b = Breaker::default();
+        b.disk_full("No space left on device (os error 28)");
+        b.disk_full("later");
+        b.stopped().await;
+        assert!(b.stopping() && !b.tripped());
+        assert_eq!(
+            b.full_disk().as_deref(),
+            Some("No space left on device (os error 28)")
+        );
     }
 
     #[tokio::test]

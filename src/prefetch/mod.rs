@@ -290,6 +290,16 @@ fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
             "xnatfs: server unreachable; {left} of {} left; run again to resume",
             files(total)
         ),
+        Ending::Partial | Ending::Failed if let Some(why) = &report.disk_full => {
+            let sessions = match unplanned {
+                0 => String::new(),
+                n => format!(", and {n} of {} sessions not planned yet", done.sessions),
+            };
+            eprintln!(
+                "xnatfs: stopped: local disk full ({why}); {left} of {}{sessions} left; free some space and run again to resume",
+                files(total)
+            )
+        }
         Ending::Partial | Ending::Failed => eprintln!(
             "xnatfs: prefetch incomplete: {left} of {} left, {} skipped (listed above); run it again to retry them",
             files(total),

@@ -11,6 +11,7 @@ use super::plan::{PlannedFile, PlannedResource};
 use super::progress::Progress;
 use super::verified::{TransferPolicy, download_verified};
 use super::zip::zip_resource;
+use crate::fetch::FetchError;
 use crate::xnat::XnatApi;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,8 @@ pub struct Report {
     pub failed: Vec<Failure>,
     /// The server was taken for gone: the jobs left were not run.
     pub unreachable: bool,
+    /// The local disk filled up (why): the jobs left were not run.
+    pub disk_full: Option<String>,
 }
 
 /// A file that could not be transferred.
@@ -277,6 +280,7 @@ impl Transfers {
         }
         let mut report = self.ctx.ledger.report.lock().unwrap();
         report.unreachable = self.ctx.breaker.tripped();
+        report.disk_full = self.ctx.breaker.full_disk();
         std::mem::take(&mut *report)
     }
 }
@@ -294,6 +298,9 @@ async fn one_file(c: &Context, f: &PlannedFile, tried_before: bool) {
     .await;
     c.breaker
         .record(result.as_ref().map(|_| ()).map_err(fetch_unreachable));
+    if let Err(FetchError::DiskFull(why)) = &result {
+        c.breaker.disk_full(why);
+    }
     ledger.done(Outcome {
         file: f.clone(),
         retried: tried_before || result.as_ref().is_ok_and(|&attempts| attempts > 1),
