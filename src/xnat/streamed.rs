@@ -149,17 +149,7 @@ mod tests {
             true,
         )
         .await;
-        let resp = get(&url).await;
-        let started = Instant::now();
-        let err = parse_as_it_arrives(resp, "/x", |body| {
-            let mut first = [0; 6];
-            body.read_exact(&mut first).unwrap();
-            Err::<(), _>(XnatError::NotFound("refused".into()))
-        })
-        .await
-        .unwrap_err();
-        assert!(matches!(err, XnatError::NotFound(_)), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_refusal_is_the_answer_at_once(&url, 6).await;
     }
 
     #[tokio::test]
@@ -172,11 +162,16 @@ mod tests {
             false,
         )
         .await;
-        let resp = get(&url).await;
+        assert_refusal_is_the_answer_at_once(&url, 10).await;
+    }
+
+    /// A parser that refuses the body at `url` once it has read `n` bytes of it: its refusal
+    /// is the answer, within seconds.
+    async fn assert_refusal_is_the_answer_at_once(url: &str, n: usize) {
+        let resp = get(url).await;
         let started = Instant::now();
-        let err = parse_as_it_arrives(resp, "/x", |body| {
-            let mut first = [0; 10];
-            body.read_exact(&mut first).unwrap();
+        let err = parse_as_it_arrives(resp, "/x", move |body| {
+            body.read_exact(&mut vec![0; n]).unwrap();
             Err::<(), _>(XnatError::NotFound("refused".into()))
         })
         .await
