@@ -1,7 +1,7 @@
 //! When to stop: a server that has gone away (so many requests in a row failing to reach it,
 //! with no success between), a local disk that is full (no other file would fit either), or
-//! a run that was told to stop. Either way the jobs still
-//! waiting are not started and those under way are dropped, partial files and all.
+//! a run that was told to stop. Either way the jobs still waiting are not started and those
+//! under way are dropped, partial files and all.
 
 use crate::fetch::FetchError;
 use crate::xnat::XnatError;
@@ -80,7 +80,7 @@ impl Breaker {
     }
 
     /// The local disk is full (`why`): the run stops, as every file left would fail alike.
-    pub fn disk_full(&self, why: &str) {
+    pub fn stop_for_full_disk(&self, why: &str) {
         self.disk_full
             .lock()
             .unwrap()
@@ -174,8 +174,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_disk_stops_the_run_and_says_why_once() {
         let b = Breaker::default();
-        b.disk_full("No space left on device (os error 28)");
-        b.disk_full("later");
+        b.stop_for_full_disk("No space left on device (os error 28)");
+        b.stop_for_full_disk("later");
         b.stopped().await;
         assert!(b.stopping() && !b.tripped());
         assert_eq!(

@@ -299,7 +299,7 @@ async fn one_file(c: &Context, f: &PlannedFile, tried_before: bool) {
     c.breaker
         .record(result.as_ref().map(|_| ()).map_err(fetch_unreachable));
     if let Err(FetchError::DiskFull(why)) = &result {
-        c.breaker.disk_full(why);
+        c.breaker.stop_for_full_disk(why);
     }
     ledger.done(Outcome {
         file: f.clone(),

@@ -621,9 +621,7 @@ impl HttpXnat {
         unreachable!("the loop returns on its second pass")
     }
 
-    /// A JSON answer's body (`format=json` is added to `query`). The request and the reading
-    /// of its body are one attempt, tried again after transient failures (the one place
-    /// listings are retried: see [`super::retry`]).
+    /// A JSON answer's body, held whole (`format=json` is added to `query`).
     async fn get_json(&self, path: &str, query: &str) -> Result<bytes::Bytes> {
         self.get_json_read(path, query, |resp| async move {
             whole_body(resp).await.map_err(|e| network_error(path, e))
@@ -650,7 +648,8 @@ impl HttpXnat {
     }
 
     /// A JSON answer, read by `read`: the request and the reading of its body are one
-    /// attempt, tried again after transient failures.
+    /// attempt, tried again after transient failures (the one place listings are retried:
+    /// see [`super::retry`]).
     async fn get_json_read<T, F: Future<Output = Result<T>>>(
         &self,
         path: &str,
