@@ -2,7 +2,6 @@
 //! waiting process), stale mounts left by a killed process, and the demo command.
 
 use crate::common::*;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -81,44 +80,9 @@ fn the_background_mount_holds_no_secret_in_its_environment_or_arguments() {
     unmount_background(&mock.url(), home.path(), &mp);
 }
 
-/// A small tmpfs on a temporary folder (the tests run as root), unmounted when dropped.
-struct Tmpfs {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount() -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tmpfs");
-        std::fs::create_dir(&path).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "xnatfs-test-tmpfs"])
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount -t tmpfs (the tests run as root)");
-        Tmpfs { _dir: dir, path }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        while is_mounted(&self.path) {
-            let status = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.path)
-                .status();
-            if !status.is_ok_and(|s| s.success()) {
-                break;
-            }
-        }
-    }
-}
-
 #[test]
 fn unmount_refuses_what_xnatfs_did_not_mount() {
-    let tmpfs = Tmpfs::mount();
+    let tmpfs = Tmpfs::mount("1m").expect("mount -t tmpfs (the tests run as root)");
     std::fs::write(tmpfs.path.join("kept"), b"kept").unwrap();
     let home = tempfile::tempdir().unwrap();
     let out = xnatfs("http://127.0.0.1:9", home.path())
