@@ -176,18 +176,10 @@ impl SessionFiles {
             assessors: false,
         }
     }
-
-    /// The files of a listing body held whole.
-    pub fn of_body(session_id: &str, body: &[u8], path: &str) -> Result<SessionFiles, XnatError> {
-        let mut files = SessionFiles::new(session_id, path);
-        json::each_file_row(body, path, &mut files)?;
-        Ok(files)
-    }
 }
 
 impl json::FileRowSink for SessionFiles {
     fn row(&mut self, row: json::FileRow<'_>) -> Result<(), XnatError> {
-        let nothing = || format!("a row of nothing in the session: {}", row.uri);
         match place(&row.uri, &self.marker) {
             Some(Place::Resource { scan, id }) => {
                 if !row.cat_id.is_empty() && row.cat_id != id {
@@ -198,7 +190,10 @@ impl json::FileRowSink for SessionFiles {
             }
             Some(Place::Assessor) => self.assessors = true,
             Some(Place::Elsewhere) => {}
-            None => return Err(bad(&self.path, nothing())),
+            None => {
+                let msg = format!("a row of nothing in the session: {}", row.uri);
+                return Err(bad(&self.path, msg));
+            }
         }
         Ok(())
     }
@@ -283,7 +278,8 @@ mod tests {
     }
 
     fn with_body(body: bytes::Bytes) -> Result<(SessionTree, bool), XnatError> {
-        let files = SessionFiles::of_body("E1", &body, "/f")?;
+        let mut files = SessionFiles::new("E1", "/f");
+        json::each_file_row(&body, "/f", &mut files)?;
         with_files(shape(DOC, "/d").unwrap(), files)
     }
 
