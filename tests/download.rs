@@ -1,5 +1,6 @@
 //! The streaming download core against the mock server, without a mount: random reads
-//! always give the source's bytes, with the server honouring Range or not.
+//! always give the source's bytes, whatever the server does with Range (answers it as XNAT's
+//! Restlet does, honours it, or ignores it), with a listed digest or without.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use xnatfs::cache::Cache;
 use xnatfs::fetch::Fetcher;
 use xnatfs::mock::data::{Body, Dataset, MockFile, SampleSpec};
-use xnatfs::mock::{MockServer, MockState};
+use xnatfs::mock::{MockServer, MockState, RangeMode};
 use xnatfs::xnat::{RemoteFile, ResourceRef, XnatApi};
 
 const BIG: u64 = 24 << 20;
@@ -24,20 +25,22 @@ struct Setup {
     _cache: tempfile::TempDir,
 }
 
-fn setup(rt: &tokio::runtime::Runtime, honour_range: bool) -> Setup {
-    let data = Dataset::sample(&SampleSpec {
+fn setup(rt: &tokio::runtime::Runtime, range: RangeMode) -> Setup {
+    setup_with(rt, range, true)
+}
+
+fn setup_with(rt: &tokio::runtime::Runtime, range: RangeMode, listed_digest: bool) -> Setup {
+    let mut data = Dataset::sample(&SampleSpec {
         dicom_files: 2,
         dicom_size: 1000,
         nifti_size: BIG,
         scans: 2,
     });
+    mock_file_mut(&mut data, SUBJ01_T1W).listed_digest = listed_digest;
     let source = mock_file(&data, SUBJ01_T1W);
     let res = data.resource_ref("XNAT_E00001", Some("2"), "NIFTI");
     let mock = start_mock(data);
-    mock.state
-        .controls
-        .honour_range
-        .store(honour_range, Ordering::SeqCst);
+    mock.state.controls.set_range(range);
     let api = demo_client(&mock.url());
     let file = rt
         .block_on(api.files(&res))
@@ -77,10 +80,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn random_reads_always_give_the_source_bytes() {
-    for honour_range in [false, true] {
+    let modes = [
+        (RangeMode::Restlet, true),
+        (RangeMode::Restlet, false),
+        (RangeMode::Ignore, true),
+        (RangeMode::Honour, true),
+        (RangeMode::Honour, false),
+    ];
+    for (i, (range, listed_digest)) in modes.into_iter().enumerate() {
         let rt = runtime();
-        let s = setup(&rt, honour_range);
-        let mut seed = 42 + honour_range as u64;
+        let s = setup_with(&rt, range, listed_digest);
+        let mut seed = 42 + i as u64;
         let reads: Vec<(u64, u32)> = (0..150)
             .map(|_| {
                 let off = lcg(&mut seed) % (BIG + 1000);
@@ -88,6 +98,8 @@ fn random_reads_always_give_the_source_bytes() {
                 (off, len)
             })
             .collect();
+        let how = format!("{range:?}, digest listed: {listed_digest}");
+        assert_eq!(s.file.digest.is_some(), listed_digest, "{how}");
         rt.block_on(async {
             let tasks: Vec<_> = reads
                 .iter()
@@ -98,22 +110,47 @@ fn random_reads_always_give_the_source_bytes() {
                 .collect();
             for t in tasks {
                 let (off, len, got) = t.await.unwrap();
-                let got = got.unwrap_or_else(|e| panic!("read {off}+{len}: {e}"));
+                let got = got.unwrap_or_else(|e| panic!("read {off}+{len} ({how}): {e}"));
                 let want = s.source.read_at(off, len as usize).unwrap();
-                assert_eq!(got, want, "bytes at {off}+{len} (range {honour_range})");
+                assert_eq!(got, want, "bytes at {off}+{len} ({how})");
             }
         });
         // After all that, the whole file lands in the cache, verified.
         let path = rt.block_on(s.fetcher.fetch(&s.res, &s.file)).unwrap();
         assert_eq!(xnatfs::cache::hash_file(&path).unwrap(), s.source.md5());
-        assert_eq!(s.fetcher.range_honoured(), Some(honour_range));
+        let honoured = range == RangeMode::Honour;
+        assert_eq!(s.fetcher.range_honoured(), Some(honoured), "{how}");
+    }
+}
+
+/// Production XNAT (Restlet 1.1) answers a range with 206 and the whole file from byte 0: a
+/// read far into the file, and one of its last bytes (`tail -c`), first of all, get the
+/// file's own bytes; the rest comes from the same whole body.
+#[test]
+fn far_and_tail_reads_get_the_right_bytes_from_restlet() {
+    for listed_digest in [true, false] {
+        for off in [20 << 20, BIG - 100] {
+            let rt = runtime();
+            let s = setup_with(&rt, RangeMode::Restlet, listed_digest);
+            let got = rt
+                .block_on(s.fetcher.read(&s.res, &s.file, off, 4096))
+                .unwrap_or_else(|e| panic!("read at {off}: {e}"));
+            let want = s.source.read_at(off, 4096).unwrap();
+            assert_eq!(got, want, "read at {off} (digest listed: {listed_digest})");
+            assert_eq!(s.fetcher.range_honoured(), Some(false));
+            let path = rt.block_on(s.fetcher.fetch(&s.res, &s.file)).unwrap();
+            assert_eq!(xnatfs::cache::hash_file(&path).unwrap(), s.source.md5());
+            // One body was enough: the Restlet answer was used as the whole file.
+            let sent = s.mock.state.controls.bytes_sent.load(Ordering::SeqCst);
+            assert_eq!(sent, BIG, "read at {off} (digest listed: {listed_digest})");
+        }
     }
 }
 
 #[test]
 fn the_first_bytes_come_before_the_whole_file() {
     let rt = runtime();
-    let s = setup(&rt, false);
+    let s = setup(&rt, RangeMode::Ignore);
     // A slow link: 50 ms per 256 KiB, so the 24 MiB body takes about 5 s, and half of it
     // over 2 s (time for a loaded machine to hand the head to the reader; the rest is not
     // waited for).
@@ -142,7 +179,7 @@ fn the_first_bytes_come_before_the_whole_file() {
 #[test]
 fn with_range_a_far_read_fetches_only_what_is_near_it() {
     let rt = runtime();
-    let s = setup(&rt, true);
+    let s = setup(&rt, RangeMode::Honour);
     let off = 20 << 20;
     let got = rt
         .block_on(s.fetcher.read(&s.res, &s.file, off, 4096))

@@ -171,8 +171,7 @@ fn answers_as_the_http_client_does_against_the_mock_server() {
     server
         .state
         .controls
-        .honour_range
-        .store(true, Ordering::SeqCst);
+        .set_range(xnatfs::mock::RangeMode::Honour);
     rt.block_on(same_answers(&server.url()));
 }
 

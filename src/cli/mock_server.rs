@@ -2,7 +2,7 @@
 
 use super::runtime;
 use crate::mock::data::{Dataset, SampleSpec};
-use crate::mock::{MockOptions, MockState};
+use crate::mock::{MockOptions, MockState, RangeMode};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -34,8 +34,14 @@ pub struct MockServerArgs {
     /// Latency added to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
-    /// Honour HTTP Range on file bodies (XNAT itself does not).
-    #[arg(long)]
+    /// How file bodies answer HTTP Range: restlet, as production XNAT's Restlet 1.1 does
+    /// (206 with the asked Content-Range, but the whole file from byte 0); honour, as a
+    /// caching proxy in front would (206 and the asked bytes); ignore, as a proxy that strips
+    /// Range would (200 and the whole file).
+    #[arg(long, value_enum, default_value_t = RangeArg::Restlet)]
+    pub range: RangeArg,
+    /// The same as --range honour.
+    #[arg(long, conflicts_with = "range")]
     pub honour_range: bool,
     /// Seconds of idleness after which a JSESSION expires.
     #[arg(long, default_value_t = 900)]
@@ -76,6 +82,14 @@ pub struct MockServerArgs {
     pub redirect_port: Option<u16>,
 }
 
+/// `--range`: how file bodies answer HTTP Range (see [`RangeMode`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeArg {
+    Restlet,
+    Honour,
+    Ignore,
+}
+
 pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
     let data = match &args.data {
         Some(dir) => Dataset::from_dir(dir)
@@ -109,8 +123,11 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             .store(args.latency_ms, std::sync::atomic::Ordering::SeqCst);
         state
             .controls
-            .honour_range
-            .store(args.honour_range, std::sync::atomic::Ordering::SeqCst);
+            .set_range(match (args.honour_range, args.range) {
+                (true, _) | (_, RangeArg::Honour) => RangeMode::Honour,
+                (_, RangeArg::Restlet) => RangeMode::Restlet,
+                (_, RangeArg::Ignore) => RangeMode::Ignore,
+            });
         state
             .controls
             .fault_percent

@@ -2,11 +2,13 @@
 //!
 //! The first read of an uncached file starts one download into a temporary file, and every
 //! read is answered as soon as the bytes it needs have arrived, not when the whole file has.
-//! XNAT ignores `Range` and sends whole bodies: then one stream fills the file from the start
-//! and readers of later offsets wait for it. Where the server honours `Range` (a caching proxy
-//! in front of XNAT), a read far from what is arriving starts a ranged request of its own,
-//! whose window doubles while the reader goes on sequentially and shrinks again on a jump.
-//! Which server this is, is learnt from its first answer (206 or 200), never configured.
+//! XNAT's Restlet answers `Range` with the whole body (under a 206: the client reads such an
+//! answer as the whole file, see `crate::xnat::ranged`): then one stream fills the file from
+//! the start and readers of later offsets wait for it. Where the server honours `Range` (a
+//! caching proxy in front of XNAT), a read far from what is arriving starts a ranged request
+//! of its own, whose window doubles while the reader goes on sequentially and shrinks again on
+//! a jump. Which server this is, is learnt from its first answer to a range request (the
+//! asked range, checked, or the whole file), never configured.
 //!
 //! The file's size is the one the first answer gives (a 200's `Content-Length`, a 206's
 //! `Content-Range` total), not the listed one: a listing's `Size` comes from XNAT's catalog,
@@ -464,6 +466,11 @@ impl FileDownload {
                 run.end = end;
             }
         }
+        // A checked range is exactly its Content-Length long (`crate::xnat::Download::partial`);
+        // a body that ran past it would be bytes of somewhere else.
+        let range_end = download
+            .partial
+            .then(|| download.start + download.content_length.unwrap_or(0));
         let mut at = download.start;
         let mut body = download.body;
         let asked = Instant::now();
@@ -480,6 +487,12 @@ impl FileDownload {
             if chunk_end > size {
                 return Err(FetchError::Verify(format!(
                     "{}: the body is longer than its {size} bytes",
+                    self.file.path
+                )));
+            }
+            if range_end.is_some_and(|e| chunk_end > e) {
+                return Err(FetchError::Verify(format!(
+                    "{}: the answer to a range request runs past the range",
                     self.file.path
                 )));
             }

@@ -75,8 +75,18 @@ impl RangeSupport {
     }
 
     pub fn learn(&self, honoured: bool) {
-        self.0
-            .store(if honoured { HONOURED } else { IGNORED }, Ordering::Relaxed);
+        let now = if honoured { HONOURED } else { IGNORED };
+        if self.0.swap(now, Ordering::Relaxed) != now {
+            if honoured {
+                tracing::info!(
+                    "the server answers Range with the bytes asked for: reads far into a file fetch a window around them"
+                );
+            } else {
+                tracing::info!(
+                    "the server does not answer Range with the bytes asked for (XNAT's Restlet sends the whole file): files are read from their start"
+                );
+            }
+        }
     }
 }
 

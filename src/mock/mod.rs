@@ -1,8 +1,8 @@
 //! A mock XNAT server that answers XNAT's REST API the way real servers do, quirks included
 //! (string numbers, HTML without `format=json`, numeric resource IDs in file URIs, base-name
 //! `Name`, nested paths, JSESSION cookies that expire, no route for scans under a project
-//! label, no Range unless asked, ZIP downloads). It counts requests, can add latency and
-//! inject faults, so tests can assert what a client asked and how it copes.
+//! label, Range answered as Restlet 1.1 does, ZIP downloads). It counts requests, can add
+//! latency and inject faults, so tests can assert what a client asked and how it copes.
 
 mod auth;
 pub mod data;
@@ -19,7 +19,7 @@ pub use front::RedirectFront;
 pub use memory_api::MemoryXnat;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,8 +64,8 @@ impl Default for MockOptions {
 pub struct Controls {
     /// Added before every answer.
     pub latency_ms: AtomicU64,
-    /// Honour `Range` on file bodies (as a caching proxy would); XNAT itself does not.
-    pub honour_range: AtomicBool,
+    /// How file bodies answer `Range` (see [`RangeMode`]; set with [`Controls::set_range`]).
+    range: AtomicU8,
     /// The next N requests fail with 500.
     pub fail_next: AtomicU32,
     /// The next N file bodies stop halfway (the connection closes early).
@@ -108,6 +108,35 @@ pub struct Controls {
     pub listings_in_flight: AtomicU64,
     /// The most JSON listings and documents that were in flight at once.
     pub listings_max_in_flight: AtomicU64,
+}
+
+/// How the server answers a `Range` request for a file body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RangeMode {
+    /// As production XNAT does: its `/data` runs on Restlet 1.1.10, whose `RangeFilter`
+    /// answers 206 with the asked `Content-Range` but sends the whole file from byte 0, with
+    /// the whole file's `Content-Length` (`com.noelios.restlet.application.RangeRepresentation`
+    /// overrides only `getStream()`, and the connector calls the wrapped `write()`).
+    #[default]
+    Restlet,
+    /// 206 and exactly the asked bytes, as a caching proxy in front of XNAT would.
+    Honour,
+    /// 200 and the whole body, as a proxy that strips `Range` would.
+    Ignore,
+}
+
+impl Controls {
+    pub fn set_range(&self, mode: RangeMode) {
+        self.range.store(mode as u8, Ordering::SeqCst);
+    }
+
+    pub fn range(&self) -> RangeMode {
+        match self.range.load(Ordering::SeqCst) {
+            1 => RangeMode::Honour,
+            2 => RangeMode::Ignore,
+            _ => RangeMode::Restlet,
+        }
+    }
 }
 
 pub struct MockState {

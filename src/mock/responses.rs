@@ -2,8 +2,8 @@
 //! documents and file bodies (with HTTP ranges when asked to honour them). ZIP downloads are in
 //! [`super::zip_download`].
 
-use super::MockState;
 use super::data::{MockAssessor, MockFile, MockProject, MockResource, MockScan, MockSession};
+use super::{MockState, RangeMode};
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -327,14 +327,18 @@ pub(super) const CHUNK: usize = 256 * 1024;
 pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &HeaderMap) -> Response {
     let c = &state.controls;
     let size = file.size();
+    let mode = c.range();
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| c.honour_range.load(Ordering::SeqCst))
+        .filter(|_| mode != RangeMode::Ignore)
         .and_then(|v| parse_range(v, size));
-    let (status, start, end) = match range {
-        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
-        None => (StatusCode::OK, 0, size),
+    // `(first, last)`: what `Content-Range` says; `start..end`: what the body holds.
+    let (status, said, start, end) = match range {
+        // Restlet 1.1 (see `RangeMode::Restlet`): the asked range said, the whole file sent.
+        Some(r) if mode == RangeMode::Restlet => (StatusCode::PARTIAL_CONTENT, r, 0, size),
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, (a, b), a, b + 1),
+        None => (StatusCode::OK, (0, 0), 0, size),
     };
     let truncate = c
         .truncate_next
@@ -406,11 +410,15 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\";", file.name())) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    if status == StatusCode::PARTIAL_CONTENT {
+    if mode != RangeMode::Ignore {
+        // Restlet says so on every answer (XNAT Central's, in NrgXnat/oasis-scripts issue 39).
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
-            h.insert(header::CONTENT_RANGE, v);
-        }
+    }
+    let said = format!("bytes {}-{}/{size}", said.0, said.1);
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&said)
+    {
+        h.insert(header::CONTENT_RANGE, v);
     }
     resp
 }

@@ -4,6 +4,7 @@
 
 use super::json::{self, Row};
 use super::login::{self, Identity, LoginGate};
+use super::ranged;
 use super::retry::{Attempts, LISTING_ATTEMPTS};
 use super::{
     Assessor, Download, Project, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi,
@@ -872,10 +873,20 @@ impl XnatApi for HttpXnat {
             (s, Some(e)) => Some(format!("bytes={s}-{}", e.saturating_sub(1))),
         };
         // One attempt: the reader of the body retries (see `super::retry`).
-        let resp = self
-            .get_once(uri, "", Expect::File { html_ok }, range.as_deref())
-            .await?;
-        Ok(body_of(resp, uri))
+        let expect = Expect::File { html_ok };
+        let resp = self.get_once(uri, "", expect, range.as_deref()).await?;
+        match body_of(resp, uri, start, end) {
+            Ok(download) => Ok(download),
+            // An answer to Range that cannot be read safely (`super::ranged`): the whole body.
+            Err(why) => {
+                tracing::info!("{uri}: {why}; asking for the whole body");
+                let resp = self.get_once(uri, "", expect, None).await?;
+                body_of(resp, uri, 0, None).map_err(|msg| XnatError::BadResponse {
+                    path: uri.to_string(),
+                    msg,
+                })
+            }
+        }
     }
 
     /// Asks for STORED entries (`compression=0`), XNAT's default anyway
@@ -892,11 +903,10 @@ impl XnatApi for HttpXnat {
                 None,
             )
             .await?;
-        Ok(body_of(resp, &path))
+        body_of(resp, &path, 0, None).map_err(|msg| XnatError::BadResponse { path, msg })
     }
 }
 
-/// A streaming [`Download`] of a response body.
 /// A whole answer's body as one buffer: read chunk by chunk, then copied into one allocation
 /// of the exact size, each chunk freed once copied. (reqwest's `bytes()` holds every chunk
 /// until its copy is whole: for the files listing of a 200,000-file session, 54 MB of chunks
@@ -918,37 +928,39 @@ async fn whole_body(mut resp: reqwest::Response) -> reqwest::Result<bytes::Bytes
     Ok(body.into())
 }
 
-fn body_of(resp: reqwest::Response, path: &str) -> Download {
+/// A streaming [`Download`] of a response body to a request for bytes `start..end` (`0`,
+/// `None`: no `Range` sent), as [`ranged::judge`] reads it; `Err` says why it cannot be read.
+fn body_of(
+    resp: reqwest::Response,
+    path: &str,
+    start: u64,
+    end: Option<u64>,
+) -> Result<Download, String> {
     let content_length = resp.content_length();
-    // `Content-Range: bytes START-END/SIZE` on a 206; a 200 is the whole body.
-    let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
-    let range = partial
-        .then(|| resp.headers().get(reqwest::header::CONTENT_RANGE))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes "));
-    let start = range
-        .and_then(|v| v.split('-').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let total = if partial {
-        range
-            .and_then(|v| v.rsplit_once('/'))
-            .and_then(|(_, total)| total.trim().parse().ok())
-    } else {
-        content_length
+    let answer = ranged::Answer {
+        status: resp.status().as_u16(),
+        content_range: resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok()),
+        content_length,
+    };
+    let (start, total, partial) = match ranged::judge(start, end, answer) {
+        ranged::Judged::Range { start, total, .. } => (start, Some(total), true),
+        ranged::Judged::Whole { total } => (0, total, false),
+        ranged::Judged::Unusable(why) => return Err(why),
     };
     let path = path.to_string();
     let body = resp
         .bytes_stream()
         .map_err(move |e| network_error(&path, e));
-    Download {
+    Ok(Download {
         content_length,
         total,
         start,
         partial,
         body: Box::pin(body),
-    }
+    })
 }
 
 #[cfg(test)]

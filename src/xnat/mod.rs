@@ -4,6 +4,7 @@
 pub mod http;
 pub mod json;
 pub mod login;
+mod ranged;
 pub mod remembering;
 mod remote_file;
 pub mod retry;
@@ -220,9 +221,11 @@ pub struct Download {
     /// catalog, which can be stale) disagrees; `None` when the answer does not say.
     pub total: Option<u64>,
     /// Where the body starts in the file: the start of the range when the server honoured a
-    /// `Range` request (206), else 0 (200 and the whole body, as XNAT itself answers).
+    /// `Range` request, else 0 (the whole body).
     pub start: u64,
-    /// The server answered a range request with 206 (it honours `Range`).
+    /// The body is the asked range, checked (see `ranged`): exactly `content_length` bytes
+    /// from `start`. `false`: the whole file from byte 0, whatever the status said (Restlet 1.1,
+    /// XNAT's own server, answers 206 with the whole file).
     pub partial: bool,
     pub body: BoxStream<'static, Result<Bytes, XnatError>>,
 }

@@ -89,7 +89,8 @@ fn an_html_file_read_after_the_session_expired_is_the_file_not_the_login_page() 
 fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
     use std::io::{Read, Seek, SeekFrom};
     let big = 12 << 20;
-    for honour in [false, true] {
+    use xnatfs::mock::RangeMode;
+    for mode in [RangeMode::Restlet, RangeMode::Ignore, RangeMode::Honour] {
         let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
             dicom_files: 1,
             dicom_size: 100,
@@ -98,10 +99,7 @@ fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
         });
         let source = mock_file(&data, SUBJ01_T1W);
         let mock = start_mock(data);
-        mock.state
-            .controls
-            .honour_range
-            .store(honour, Ordering::SeqCst);
+        mock.state.controls.set_range(mode);
         let m = MountBuilder::new(&mock.url())
             .args(&["--max-memory", "1M"])
             .mount();
@@ -117,9 +115,53 @@ fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
             assert_eq!(
                 got,
                 source.read_at(off, len).unwrap(),
-                "{off}+{len} (range {honour})"
+                "{off}+{len} (range {mode:?})"
             );
         }
+    }
+}
+
+/// Production XNAT's Restlet 1.1 answers Range with 206 and the whole file from byte 0: `dd`
+/// far into a cold file, `tail -c`, and a whole read after them give the file's bytes, with
+/// a listed digest and without.
+#[test]
+fn dd_tail_and_a_whole_read_give_the_files_bytes_from_restlet() {
+    let big: u64 = 12 << 20;
+    for listed_digest in [true, false] {
+        let mut data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+            dicom_files: 1,
+            dicom_size: 100,
+            nifti_size: big,
+            scans: 2,
+        });
+        mock_file_mut(&mut data, SUBJ01_T1W).listed_digest = listed_digest;
+        let source = mock_file(&data, SUBJ01_T1W);
+        let mock = start_mock(data);
+        mock.state
+            .controls
+            .set_range(xnatfs::mock::RangeMode::Restlet);
+        let m = MountBuilder::new(&mock.url()).mount();
+        let file = m.path(SUBJ01_T1W);
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        // 64 KiB at 9 MiB, the first read of the file.
+        let dd = run(std::process::Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["bs=64K", "skip=144", "count=1", "status=none"]));
+        let want = source.read_at(144 * 65536, 65536).unwrap();
+        assert!(dd == want, "dd at 9 MiB (digest listed: {listed_digest})");
+        let tail = run(std::process::Command::new("tail")
+            .args(["-c", "1000"])
+            .arg(&file));
+        assert!(tail == source.read_at(big - 1000, 1000).unwrap(), "tail -c");
+        assert_eq!(md5_file(&file), source.md5(), "the whole file");
     }
 }
 
