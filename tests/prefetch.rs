@@ -1529,3 +1529,67 @@ fn a_full_disk_stops_the_run_at_once_and_says_how_to_resume() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+/// A resource whose catalog XNAT cannot read (404 for its files, and for `files?all=true`
+/// and its ZIP) is reported and skipped; the rest of the session is fetched, both methods,
+/// and the run exits 4. The same for an assessor's resource.
+#[test]
+fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
+    let data = small_sample();
+    let nifti = data.resource_ref("XNAT_E00001", Some("2"), "NIFTI");
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, true);
+    let want: BTreeMap<PathBuf, String> = want
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("XNAT_E00001/scans/2/resources/NIFTI"))
+        .collect();
+    let petmr = data.session("XNAT_E00005").unwrap();
+    let freesurfer = petmr.assessors[0].resources[0].id;
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .make_catalog_unreadable(nifti.id.parse().unwrap());
+    mock.state.controls.make_catalog_unreadable(freesurfer);
+    for method in ["files", "zip"] {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let args = [
+            "-E",
+            "XNAT_E00001",
+            "--session-resources",
+            "--out",
+            out.to_str().unwrap(),
+            "--method",
+            method,
+        ];
+        let said = "/data/experiments/XNAT_E00001/scans/2/resources/NIFTI/files: XNAT answered 404";
+        let stderr = ended(&prefetch(&mock.url(), home.path(), &args), 4, said);
+        assert!(
+            stderr.contains("cannot read the resource's catalog"),
+            "{stderr}"
+        );
+        assert_eq!(actual_out(&out), want, "{method}");
+    }
+    // An assessor's resource: its sibling and the session's scans are fetched.
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let args = [
+        "-E",
+        "XNAT_E00005",
+        "--assessors",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let said = "/data/experiments/XNAT_E00005/assessors/XNAT_E00008/out/resources/DATA/files: XNAT answered 404";
+    ended(&prefetch(&mock.url(), home.path(), &args), 4, said);
+    let got: Vec<String> = actual_out(&out)
+        .into_keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        got.iter()
+            .any(|p| p.contains("/assessors/SUBJ03_PETMR1_qc/")),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|p| p.contains("/scans/")), "{got:?}");
+    assert!(!got.iter().any(|p| p.contains("freesurfer")), "{got:?}");
+}

@@ -43,6 +43,11 @@ pub struct MockServerArgs {
     /// The same as --range honour.
     #[arg(long, conflicts_with = "range")]
     pub honour_range: bool,
+    /// A resource (by numeric ID) whose catalog the server cannot read, as XNAT with a
+    /// corrupt or locked catalog.xml: its files listing, ZIP and bodies, and every listing
+    /// that includes it (files?all=true, scans/ALL/files), answer 404. Repeatable.
+    #[arg(long, value_name = "RESOURCE_ID")]
+    pub unreadable_catalog: Vec<u64>,
     /// Seconds of idleness after which a JSESSION expires.
     #[arg(long, default_value_t = 900)]
     pub token_ttl: u64,
@@ -128,6 +133,9 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
                 (_, RangeArg::Restlet) => RangeMode::Restlet,
                 (_, RangeArg::Ignore) => RangeMode::Ignore,
             });
+        for id in &args.unreadable_catalog {
+            state.controls.make_catalog_unreadable(*id);
+        }
         state
             .controls
             .fault_percent

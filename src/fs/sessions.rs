@@ -13,7 +13,7 @@ use crate::xnat::{
 };
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -28,17 +28,25 @@ pub struct SessionModel {
     pub scans: Vec<(Arc<Scan>, Vec<ResourceFiles>)>,
     pub resources: Vec<ResourceFiles>,
     pub assessors: Vec<(Arc<Assessor>, Vec<ResourceFiles>)>,
+    /// Resources whose files the server would not list (see
+    /// [`crate::xnat::resource_tree`]): they are folders, and their files are asked again.
+    unreadable: HashSet<ResourceRef>,
 }
 
 impl SessionModel {
     /// The model of the tree of session `id`, whose unchanged file lists are the ones
     /// `known` holds of the same resources.
     fn of(tree: SessionTree, id: &str, known: &KnownFiles) -> SessionModel {
+        let unreadable = std::cell::RefCell::new(HashSet::new());
         let files = |res: ResourceRef, r: crate::xnat::ResourceTree| {
+            if r.unreadable.is_some() {
+                unreadable.borrow_mut().insert(res);
+                return (r.resource, FileList::default());
+            }
             let held = known.lock().unwrap().get(&res).map(|(_, f)| f.clone());
             (r.resource, same_or_new(held, r.files))
         };
-        SessionModel {
+        let mut model = SessionModel {
             scans: tree
                 .scans
                 .into_iter()
@@ -62,7 +70,10 @@ impl SessionModel {
                     (Arc::new(a.assessor), resources)
                 })
                 .collect(),
-        }
+            unreadable: HashSet::new(),
+        };
+        model.unreadable = unreadable.into_inner();
+        model
     }
 
     /// How many files the tree lists.
@@ -95,8 +106,12 @@ impl SessionModel {
         }
     }
 
-    /// The files of `res`, when the tree has that resource (by ID and label).
+    /// The files of `res`, when the tree has that resource (by ID and label) and could list
+    /// them.
     pub fn files_of(&self, res: &ResourceRef) -> Option<FileList> {
+        if self.unreadable.contains(res) {
+            return None;
+        }
         let resources = match &res.assessor {
             Some(a) => self.assessor_resources(&a.id),
             None => self.resources(res.scan.as_deref()),

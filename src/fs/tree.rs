@@ -665,7 +665,16 @@ impl Tree {
                 .insert(res.clone(), (at, files.clone()));
             return Ok(files);
         }
-        let listed = self.api.files(res).await?;
+        // A resource its session lists, whose files XNAT will not list (an unreadable
+        // catalog: `crate::xnat::resource_tree`), is an I/O error of its folder alone.
+        let listed = self.api.files(res).await.map_err(|e| match e {
+            XnatError::NotFound(path) => {
+                let msg = crate::xnat::unreadable_files(&XnatError::NotFound(path.clone()));
+                tracing::warn!("cannot list the files of {}: {msg}", res.label_path());
+                XnatError::BadResponse { path, msg }
+            }
+            e => e,
+        })?;
         let held = self.files.lock().unwrap().get(res).map(|(_, f)| f.clone());
         let files = same_or_new(held, listed);
         self.files

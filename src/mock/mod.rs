@@ -104,6 +104,9 @@ pub struct Controls {
     /// A session's files listing ignores `all=true` while set, listing only the session's own
     /// resources' files (as a server whose `all` does not reach there would).
     pub files_all_ignored: AtomicBool,
+    /// Resources (by numeric ID) whose catalog XNAT cannot read: see
+    /// [`Controls::make_catalog_unreadable`].
+    unreadable_catalogs: Mutex<std::collections::HashSet<u64>>,
     /// JSON listings and documents being answered now (latency included).
     pub listings_in_flight: AtomicU64,
     /// The most JSON listings and documents that were in flight at once.
@@ -126,6 +129,24 @@ pub enum RangeMode {
 }
 
 impl Controls {
+    /// The catalog of resource `id` can no longer be read (corrupt, or locked for more than
+    /// 2 minutes): its files listing, its ZIP, its files' bodies and every listing or ZIP that
+    /// includes it (`files?all=true`, `scans/ALL/files`) answer 404 with an empty body, as
+    /// XNAT's do (xnat-web `org/nrg/xnat/utils/CatalogUtils.java`; `files/FileList.java`,
+    /// `handleSingleCatalog`, catching the `ServerException`).
+    pub fn make_catalog_unreadable(&self, id: u64) {
+        self.unreadable_catalogs.lock().unwrap().insert(id);
+    }
+
+    /// Whether any of these resources has a catalog XNAT cannot read.
+    pub fn catalog_unreadable<'a>(
+        &self,
+        mut resources: impl Iterator<Item = &'a data::MockResource>,
+    ) -> bool {
+        let unreadable = self.unreadable_catalogs.lock().unwrap();
+        !unreadable.is_empty() && resources.any(|r| unreadable.contains(&r.id))
+    }
+
     pub fn set_range(&self, mode: RangeMode) {
         self.range.store(mode as u8, Ordering::SeqCst);
     }

@@ -532,6 +532,12 @@ fn session_routes(
             if entries.is_empty() {
                 return not_found("scan");
             }
+            if state
+                .controls
+                .catalog_unreadable(entries.iter().map(|(_, r)| *r))
+            {
+                return StatusCode::NOT_FOUND.into_response();
+            }
             match zip {
                 Some(c) => zip_response(state, session, &entries, c),
                 None => file_rows(&entries, session),
@@ -565,6 +571,12 @@ fn session_routes(
                 .map(|r| (None, r))
                 .chain(scans.flat_map(|sc| sc.resources.iter().map(move |r| (Some(sc), r))))
                 .collect();
+            let assessors = session.assessors.iter().filter(|_| all);
+            let included =
+                (entries.iter().map(|(_, r)| *r)).chain(assessors.flat_map(|a| a.resources.iter()));
+            if state.controls.catalog_unreadable(included) {
+                return StatusCode::NOT_FOUND.into_response();
+            }
             match zip {
                 Some(c) => zip_response(state, session, &entries, c),
                 None if all => {
@@ -624,6 +636,9 @@ fn assessor_routes(
         [] => listing(resource_rows(&a.resources, session, None), true),
         [res, "files", path @ ..] => {
             let found = find_resources(&a.resources, res);
+            if state.controls.catalog_unreadable(found.iter().copied()) {
+                return StatusCode::NOT_FOUND.into_response();
+            }
             if path.is_empty() && zip.is_none() {
                 let rows = found
                     .iter()
@@ -650,6 +665,12 @@ fn files_or_body(
     zip: Option<Compression>,
     headers: &HeaderMap,
 ) -> Response {
+    if state
+        .controls
+        .catalog_unreadable(entries.iter().map(|(_, r)| *r))
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     if path.is_empty() {
         return match zip {
             Some(c) => zip_response(state, session, entries, c),

@@ -370,6 +370,18 @@ impl Planner<'_> {
         });
     }
 
+    /// Plans a wanted resource of a session's tree; one whose files could not be listed is
+    /// a problem of its own, and the rest of the session is planned.
+    fn add_listed(&mut self, scan: Option<&Scan>, res: ResourceRef, rt: &xnat::ResourceTree) {
+        match &rt.unreadable {
+            Some(why) => {
+                let item = format!("{}/files", res.label_path());
+                self.plan.problems.push(Problem::new(item, why));
+            }
+            None => self.add(scan, res, rt.files.clone()),
+        }
+    }
+
     fn plan_tree(&mut self, tree: xnat::SessionTree) {
         let scans: Vec<&Scan> = tree.scans.iter().map(|s| &s.scan).collect();
         let mut seen = self.seen(&scans);
@@ -379,14 +391,14 @@ impl Planner<'_> {
             }
             for rt in &st.resources {
                 if let Some(res) = self.wanted(Some(&st.scan), &rt.resource, &mut seen) {
-                    self.add(Some(&st.scan), res, rt.files.clone());
+                    self.add_listed(Some(&st.scan), res, rt);
                 }
             }
         }
         if self.selection.session_resources {
             for rt in &tree.resources {
                 if let Some(res) = self.wanted(None, &rt.resource, &mut seen) {
-                    self.add(None, res, rt.files.clone());
+                    self.add_listed(None, res, rt);
                 }
             }
         }
@@ -399,7 +411,7 @@ impl Planner<'_> {
                     if let Some(res) =
                         self.wanted_of_assessor(&at.assessor, &rt.resource, &mut seen)
                     {
-                        self.add(None, res, rt.files.clone());
+                        self.add_listed(None, res, rt);
                     }
                 }
             }
@@ -456,7 +468,8 @@ impl Planner<'_> {
                     Ok(files) => self.add(scan, res, files),
                     Err(e) => {
                         let item = format!("{}/files", res.label_path());
-                        self.plan.problems.push(Problem::new(item, e));
+                        let why = xnat::unreadable_files(&e);
+                        self.plan.problems.push(Problem::new(item, why));
                     }
                 }
             }

@@ -211,6 +211,21 @@ pub struct ScanTree {
 pub struct ResourceTree {
     pub resource: Resource,
     pub files: Vec<RemoteFile>,
+    /// Why its files could not be listed, when they could not (`files` is then empty): XNAT
+    /// answers 404 for the files of a resource whose catalog it cannot read (see
+    /// [`resource_tree`]). Only this resource fails; the rest of the session is listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+impl ResourceTree {
+    pub fn listed(resource: Resource, files: Vec<RemoteFile>) -> ResourceTree {
+        ResourceTree {
+            resource,
+            files,
+            unreadable: None,
+        }
+    }
 }
 
 /// A file body on its way from the server.
@@ -324,27 +339,63 @@ pub async fn session_tree_by_listings<A: XnatApi + ?Sized>(
     for scan in api.scans(session).await? {
         let mut resources = Vec::new();
         for resource in api.resources(&session.id, Some(&scan.id)).await? {
-            let files = api
-                .files(&ResourceRef::of(&session.id, Some(&scan.id), &resource))
-                .await?;
-            resources.push(ResourceTree { resource, files });
+            let res = ResourceRef::of(&session.id, Some(&scan.id), &resource);
+            resources.push(resource_tree(api, &res, resource).await?);
         }
         tree.scans.push(ScanTree { scan, resources });
     }
     for resource in api.resources(&session.id, None).await? {
-        let files = api
-            .files(&ResourceRef::of(&session.id, None, &resource))
-            .await?;
-        tree.resources.push(ResourceTree { resource, files });
+        let res = ResourceRef::of(&session.id, None, &resource);
+        tree.resources
+            .push(resource_tree(api, &res, resource).await?);
     }
     tree.assessors = assessor_trees(api, &session.id).await?;
     Ok(tree)
 }
 
+/// One resource of a session's tree with its files. A resource whose files the server will
+/// not list is kept, marked unreadable, and sinks nothing else: XNAT answers 404 with an empty
+/// body for the files of a resource whose catalog it cannot read (corrupt, or locked for more
+/// than 2 minutes: xnat-web `org/nrg/xnat/utils/CatalogUtils.java`; `FileList.java`,
+/// `handleSingleCatalog`, catching the `ServerException`), and so does every session-wide
+/// listing that includes it, which is why the tree is then asked folder by folder. A server
+/// that cannot be reached (or a login refused) fails the whole, as for any other listing.
+pub async fn resource_tree<A: XnatApi + ?Sized>(
+    api: &A,
+    res: &ResourceRef,
+    resource: Resource,
+) -> Result<ResourceTree> {
+    match api.files(res).await {
+        Ok(files) => Ok(ResourceTree::listed(resource, files)),
+        Err(e @ (XnatError::Auth(_) | XnatError::Network { .. } | XnatError::Timeout(_))) => Err(e),
+        Err(e) => {
+            let why = unreadable_files(&e);
+            tracing::warn!("cannot list the files of {}: {why}", res.label_path());
+            Ok(ResourceTree {
+                resource,
+                files: Vec::new(),
+                unreadable: Some(why),
+            })
+        }
+    }
+}
+
+/// Why the files of a resource the session has cannot be listed, in words a user can act on.
+pub fn unreadable_files(e: &XnatError) -> String {
+    match e {
+        XnatError::NotFound(path) => format!(
+            "XNAT answered 404 for {path}, a resource the session lists: it cannot read the \
+             resource's catalog (ask the site's admin to check it)"
+        ),
+        e => e.to_string(),
+    }
+}
+
 /// A session's assessors, each with its resources and their files, listing by listing. One
 /// that the server refuses to list (an assessor type the user may not read, a listing that
-/// makes no sense) is reported and left out, and never sinks the session's scans; a server
-/// that cannot be reached fails the whole, as for any other listing.
+/// makes no sense) is reported and left out, and never sinks the session's scans; a resource
+/// whose files cannot be listed is kept, unreadable ([`resource_tree`]); a server that cannot
+/// be reached fails the whole, as for any other listing.
 pub async fn assessor_trees<A: XnatApi + ?Sized>(
     api: &A,
     session_id: &str,
@@ -377,10 +428,7 @@ pub async fn assessor_trees<A: XnatApi + ?Sized>(
         let mut resources = Vec::new();
         for resource in listed {
             let res = ResourceRef::of_assessor(session_id, &assessor, &resource);
-            match api.files(&res).await {
-                Ok(files) => resources.push(ResourceTree { resource, files }),
-                Err(e) => skip(res.label_path(), e)?,
-            }
+            resources.push(resource_tree(api, &res, resource).await?);
         }
         out.push(AssessorTree {
             assessor,

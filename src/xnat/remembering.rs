@@ -209,10 +209,10 @@ impl RememberingApi {
         let load = |key: String| self.load_fresh(&key);
         let files = |scan: Option<&str>, resource: Resource| {
             let key = files_key(&ResourceRef::of(&session.id, scan, &resource));
-            Some(super::ResourceTree {
-                files: self.load_fresh(&key)?,
+            Some(super::ResourceTree::listed(
                 resource,
-            })
+                self.load_fresh(&key)?,
+            ))
         };
         let mut tree = SessionTree::default();
         let scans: Vec<Scan> = self.load_fresh(&scans_key(&session.id))?;
@@ -236,10 +236,8 @@ impl RememberingApi {
                 .into_iter()
                 .map(|resource| {
                     let res = ResourceRef::of_assessor(&session.id, &assessor, &resource);
-                    Some(super::ResourceTree {
-                        files: self.load_fresh(&files_key(&res))?,
-                        resource,
-                    })
+                    let files = self.load_fresh(&files_key(&res))?;
+                    Some(super::ResourceTree::listed(resource, files))
                 })
                 .collect::<Option<_>>()?;
             tree.assessors.push(super::AssessorTree {
@@ -264,7 +262,8 @@ impl RememberingApi {
         let keep = |scan: Option<&str>, resources: &[super::ResourceTree]| {
             let listed: Vec<&Resource> = resources.iter().map(|r| &r.resource).collect();
             self.store(&resources_key(&session.id, scan), &listed);
-            for r in resources {
+            // An unreadable resource's files are not known: nothing is kept of them.
+            for r in resources.iter().filter(|r| r.unreadable.is_none()) {
                 let key = files_key(&ResourceRef::of(&session.id, scan, &r.resource));
                 self.store(&key, &r.files);
             }
@@ -278,7 +277,7 @@ impl RememberingApi {
         for a in &tree.assessors {
             let listed: Vec<&Resource> = a.resources.iter().map(|r| &r.resource).collect();
             self.store(&assessor_resources_key(&session.id, &a.assessor), &listed);
-            for r in &a.resources {
+            for r in a.resources.iter().filter(|r| r.unreadable.is_none()) {
                 let res = ResourceRef::of_assessor(&session.id, &a.assessor, &r.resource);
                 self.store(&files_key(&res), &r.files);
             }

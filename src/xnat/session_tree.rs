@@ -223,7 +223,7 @@ pub fn with_files(shape: Shape, files: SessionFiles) -> Result<(SessionTree, boo
         for s in skipped {
             tracing::warn!("skipping {:?} in {path}: {}", s.name, s.reason);
         }
-        Ok(ResourceTree { resource: r, files })
+        Ok(ResourceTree::listed(r, files))
     };
     let mut tree = SessionTree::default();
     for (scan, resources) in shape.scans {

@@ -273,3 +273,68 @@ fn a_file_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
         .count();
     assert!(mock.state.controls.listings.load(Ordering::SeqCst) > listings);
 }
+
+/// XNAT answers 404 with an empty body for the files of a resource whose catalog it cannot
+/// read, and for every session-wide listing that includes it (`files?all=true`,
+/// `scans/ALL/files`): that resource's `files/` alone fails, with EIO and a log line naming
+/// it; the session's other scans, resources and assessors list and read.
+#[test]
+fn an_unreadable_catalog_fails_only_its_own_resource() {
+    let data = small_sample();
+    let id = |session: &str, scan: Option<&str>, label: &str| -> u64 {
+        data.resource_ref(session, scan, label).id.parse().unwrap()
+    };
+    let nifti = id("XNAT_E00001", Some("2"), "NIFTI");
+    let petmr = data.session("XNAT_E00005").unwrap();
+    let freesurfer = petmr.assessors[0].resources[0].id;
+    let mock = start_mock(data);
+    mock.state.controls.make_catalog_unreadable(nifti);
+    mock.state.controls.make_catalog_unreadable(freesurfer);
+    let log = tempfile::tempdir().unwrap();
+    let log_file = log.path().join("xnatfs.log");
+    let m = MountBuilder::new(&mock.url()).log_at(&log_file).mount();
+    let files = m.path("DEMO/SUBJ01_MR1/scans/2/resources/NIFTI/files");
+    let list = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).and_then(|d| d.collect::<std::io::Result<Vec<_>>>())
+    };
+    assert_errno(list(&files), &[libc::EIO], "NIFTI/files");
+    // Everything else of the session lists and reads.
+    let dicom = m.path("DEMO/SUBJ01_MR1/scans/1/resources/DICOM/files");
+    assert!(std::fs::read_dir(&dicom).unwrap().count() > 0);
+    let protocols = m.path(SUBJ01_PROTOCOLS);
+    assert!(dir_names(&protocols).contains(&"scan protocol.txt".to_string()));
+    let scan2 = dir_names(&m.path("DEMO/SUBJ01_MR1/scans/2/resources"));
+    assert!(
+        scan2.contains(&"NIFTI".to_string()),
+        "still a folder: {scan2:?}"
+    );
+    // An assessor's resource the same way, beside its readable sibling.
+    let session = "MULTI/SUBJ03_PETMR1";
+    let fs_files = m.path(&format!(
+        "{session}/{}",
+        assessor_path("SUBJ03_PETMR1_freesurfer", "DATA", "")
+    ));
+    assert_errno(list(&fs_files), &[libc::EIO], "DATA/files");
+    let qc = m.path(&format!(
+        "{session}/{}",
+        assessor_path("SUBJ03_PETMR1_qc", "QC", "qc.html")
+    ));
+    assert!(
+        std::fs::read_to_string(qc)
+            .unwrap()
+            .contains("FreeSurfer QC")
+    );
+    assert!(
+        std::fs::read_dir(m.path(&format!("{session}/scans")))
+            .unwrap()
+            .count()
+            > 0
+    );
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        logged.contains(
+            "cannot list the files of /data/experiments/XNAT_E00001/scans/2/resources/NIFTI"
+        ),
+        "{logged}"
+    );
+}

@@ -73,7 +73,8 @@ impl Planner<'_> {
                     Ok(files) => self.add(None, res, files),
                     Err(e) => {
                         let item = format!("{}/files", res.label_path());
-                        self.plan.problems.push(Problem::new(item, e));
+                        let why = xnat::unreadable_files(&e);
+                        self.plan.problems.push(Problem::new(item, why));
                     }
                 }
             }
