@@ -5,6 +5,7 @@ use crate::mount::{self, Unmounted};
 use anyhow::{Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct UnmountArgs {
@@ -45,9 +46,20 @@ pub fn cmd_unmount(args: UnmountArgs) -> Result<()> {
     Ok(())
 }
 
+/// How long `unmount` waits for the mount's process to save and exit once the kernel let go.
+const DAEMON_EXIT_WAIT: Duration = Duration::from_secs(10);
+
 fn unmount_one(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let daemon = mount::state::serving(mountpoint);
     match mount::unmount(mountpoint, lazy)? {
-        Unmounted::Clean => eprintln!("xnatfs: unmounted {}", mountpoint.display()),
+        Unmounted::Clean => {
+            // Done means done: a script that removes the cache next (or mounts it again)
+            // must not race the process still saving into it.
+            if let Some(d) = daemon {
+                wait_for_exit(&d, DAEMON_EXIT_WAIT);
+            }
+            eprintln!("xnatfs: unmounted {}", mountpoint.display())
+        }
         Unmounted::Lazy if lazy => eprintln!(
             "xnatfs: detached {} (it goes away when the last file on it is closed)",
             mountpoint.display()
@@ -58,4 +70,22 @@ fn unmount_one(mountpoint: &Path, lazy: bool) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Waits until the process of `daemon` has ended, at most `limit`; says so past it.
+fn wait_for_exit(daemon: &mount::state::MountState, limit: Duration) {
+    let began = Instant::now();
+    while daemon.is_live() {
+        if began.elapsed() >= limit {
+            eprintln!(
+                "xnatfs: the process of the mount on {} (pid {}) is still saving after {} s; \
+                 it ends by itself",
+                daemon.mountpoint.display(),
+                daemon.pid,
+                limit.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

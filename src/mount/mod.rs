@@ -175,7 +175,13 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
     notify::stopping();
     syncing.abort();
     drop(state);
-    if let Err(e) = cache.budget().save() {
+    // A cache area removed under the mount is not made again by its last save.
+    if !cache.area().root().exists() {
+        tracing::info!(
+            "the cache area {} is gone: nothing saved",
+            cache.area().root().display()
+        );
+    } else if let Err(e) = cache.budget().save() {
         tracing::warn!("cannot save the cache index: {e}");
     }
     if let Some(task) = keepalive {

@@ -66,12 +66,17 @@ impl MountState {
     }
 }
 
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), if it runs.
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), if it runs: a process
+/// that has exited but not been reaped (a zombie, whose parent has not waited for it, as
+/// under a container's PID 1 that reaps nothing) runs no more.
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// The folder of the state files: `$XDG_RUNTIME_DIR/xnatfs`, else `/run/user/<uid>/xnatfs`
@@ -166,6 +171,21 @@ impl Drop for StateFile {
 
 fn read(path: &Path) -> Option<MountState> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The live mount on `mountpoint`, as its state file in [`state_dir`] says (`None`: none
+/// known here, as for a mount of another user or of another PID namespace).
+pub fn serving(mountpoint: &Path) -> Option<MountState> {
+    // The mount wrote its mount point resolved; resolving it whole would ask the mount.
+    let name = mountpoint.file_name()?;
+    let parent = match mountpoint.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.canonicalize().ok()?,
+        _ => std::env::current_dir().ok()?,
+    };
+    let want = parent.join(name);
+    live_in(&state_dir())
+        .into_iter()
+        .find(|s| s.mountpoint == want)
 }
 
 /// The states of the mounts whose process still runs, from the files in `dir`; stale files

@@ -369,3 +369,45 @@ fn each_background_mount_logs_to_its_own_file() {
     }
     drop(guards);
 }
+
+/// `unmount` returns once the mount's process has saved and ended: a script that then removes
+/// the cache and mounts it again (or starts a job on it) races nothing.
+#[test]
+fn unmount_returns_when_the_daemon_has_ended_so_the_cache_can_go() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    let cache = home.path().join("cache");
+    std::fs::create_dir(&mp).unwrap();
+    for round in 0..3 {
+        let out = xnatfs(&mock.url(), home.path())
+            .arg("mount")
+            .arg(&mp)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["-P", "DEMO"])
+            .output()
+            .unwrap();
+        let guard = scopeguard(mp.clone());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "round {round}: {said}");
+        // Something to save at the end.
+        let _ = std::fs::read(mp.join("SUBJ01_MR1/resources/PROTOCOLS/files/scan protocol.txt"));
+        let un = xnatfs(&mock.url(), home.path())
+            .arg("unmount")
+            .arg(&mp)
+            .output()
+            .unwrap();
+        assert!(
+            un.status.success(),
+            "{}",
+            String::from_utf8_lossy(&un.stderr)
+        );
+        assert!(
+            !daemon_running(&mp),
+            "round {round}: the daemon outlived unmount"
+        );
+        std::fs::remove_dir_all(&cache).unwrap();
+        drop(guard);
+    }
+}
