@@ -252,6 +252,34 @@ fn auth_test_exit_codes_ok_refused_missing_and_unreachable() {
     );
 }
 
+/// An expired password and an expired alias token each say so, exit 3, and are never taken
+/// for a wrong password (XNAT answers both with 403 before checking the password).
+#[test]
+fn an_expired_password_or_alias_token_says_so_with_exit_3() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    mock.state
+        .controls
+        .password_expired
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut expired = xnatfs(&mock.url(), h);
+    expired.args(["auth", "test"]);
+    exits(&run(expired), 3, "password expired: the password of demo");
+    let logins = mock
+        .state
+        .controls
+        .failed_logins
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(logins, 0, "an expired password is no failed login");
+    let mut alias = xnatfs(&mock.url(), h);
+    alias
+        .env("XNAT_USER", "0b6f6a0e-5f43-4d9e-9c3b-6f8e0f8e2a11")
+        .env("XNAT_PASS", "secret")
+        .args(["auth", "test"]);
+    exits(&run(alias), 3, "token expired: the alias token");
+}
+
 #[test]
 fn xnatctl_profiles_and_xnat_profile_are_used_when_no_xnatfs_profile_is_set() {
     let mock = start_mock(small_sample());

@@ -91,6 +91,38 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
+/// What XNAT answers a Basic-auth request (a login included) before it checks the password,
+/// in xnat-web `org/nrg/xnat/security/XnatExpiredPasswordFilter.java`: a user name in alias
+/// token format whose token is gone (alias tokens expire after `aliasTokenTimeout`, 2 days by
+/// default) gets 403 "Your security token has expired or is invalid"; a user whose local
+/// password has expired, 403 "Your password has expired". The mock keeps no alias tokens:
+/// every alias it is shown is an expired one.
+fn expired_login(state: &MockState, user: &str) -> Option<Response> {
+    if is_alias_format(user) {
+        return Some(html(
+            StatusCode::FORBIDDEN,
+            "Your security token has expired or is invalid. Please try again after updating your session.",
+        ));
+    }
+    (user == state.options.user && state.controls.password_expired.load(Ordering::SeqCst)).then(
+        || {
+            html(
+                StatusCode::FORBIDDEN,
+                "Your password has expired. Please try again after changing your password.",
+            )
+        },
+    )
+}
+
+/// An alias token's alias: a UUID (xdat's `AliasToken`, `UUID.randomUUID()`).
+fn is_alias_format(user: &str) -> bool {
+    let parts: Vec<&str> = user.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn unauthorized() -> Response {
     let mut resp = html(StatusCode::UNAUTHORIZED, "Login required");
     resp.headers_mut().insert(
@@ -106,9 +138,20 @@ pub(super) fn identify(state: &MockState, headers: &HeaderMap) -> Result<Who, Re
     // Authentication: a live cookie, or Basic auth on the request itself.
     let presented = cookie_token(headers);
     if presented.as_deref().is_some_and(|t| state.touch(t)) {
+        if state.controls.password_expired.load(Ordering::SeqCst) {
+            // A signed-in user whose password expired is sent to change it
+            // (`XnatExpiredPasswordFilter`: `sendRedirect(... changePasswordPath)`).
+            let ctx = state.options.context_path.trim_end_matches('/');
+            return Err(super::routes::redirect(&format!(
+                "{ctx}/app/template/XDATScreen_UpdateUser.vm"
+            )));
+        }
         return Ok(Who::User);
     }
     if let Some((user, pass)) = basic_auth(headers) {
+        if let Some(refused) = expired_login(state, &user) {
+            return Err(refused);
+        }
         if state.password_login(&user, &pass) {
             return Ok(Who::User);
         }
@@ -134,6 +177,9 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
             state.tokens.lock().unwrap().remove(&t);
         }
         return StatusCode::OK.into_response();
+    }
+    if let Some(refused) = basic_auth(headers).and_then(|(user, _)| expired_login(state, &user)) {
+        return refused;
     }
     let token = match basic_auth(headers) {
         Some((user, pass)) if state.password_login(&user, &pass) => state.new_token(),

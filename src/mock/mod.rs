@@ -90,6 +90,9 @@ pub struct Controls {
     /// rate-limiting proxy in front of XNAT does.
     pub throttle_next: AtomicU32,
     pub retry_after_secs: AtomicU64,
+    /// The user's local password has expired (XNAT: `passwordExpirationInterval`, a year by
+    /// default): see `auth::expired_login`.
+    pub password_expired: AtomicBool,
     /// Login attempts refused (a wrong password, or a locked account).
     pub failed_logins: AtomicU64,
     /// Percentage of requests (chosen pseudo-randomly, but the same each run) that go wrong:

@@ -206,7 +206,7 @@ impl Drop for ListingInFlight<'_> {
 }
 
 /// A 302 to `location` on this server.
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     (
         StatusCode::FOUND,
         [(header::LOCATION, location.to_string())],

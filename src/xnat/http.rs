@@ -360,11 +360,8 @@ impl HttpXnat {
             .map_err(|e| network_error(&url, e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            let msg = format!(
-                "wrong user name or password for {user} at {base} (or the account is locked; \
-                 on a site that signs in through single sign-on, use an alias token: \
-                 its alias as the user name, its secret as the password)"
-            );
+            let body = resp.text().await.unwrap_or_default();
+            let msg = login::refusal(user, &base, &body);
             self.gate.refused(&msg);
             return Err(XnatError::Auth(msg));
         }

@@ -9,6 +9,44 @@ use reqwest::Url;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Why a login was refused (401 or 403 with `body`), in words that say what to do. XNAT
+/// checks a Basic-auth login for an expired password or alias token before the password
+/// itself (xnat-web `org/nrg/xnat/security/XnatExpiredPasswordFilter.java`): a local password
+/// past `passwordExpirationInterval` (a year by default, `SiteConfigPreferences`) gets 403
+/// "Your password has expired", an alias token past `aliasTokenTimeout` (2 days) or revoked
+/// gets 403 "Your security token has expired or is invalid". Neither is a wrong password, and
+/// neither gets better by trying again.
+pub fn refusal(user: &str, base: &str, body: &str) -> String {
+    let said = body.to_ascii_lowercase();
+    if said.contains("password has expired") {
+        return format!(
+            "password expired: the password of {user} at {base} has expired; change it in the \
+             web UI ({base}), then use the new one"
+        );
+    }
+    if said.contains("security token has expired") || is_alias_token(user) {
+        return format!(
+            "token expired: the alias token {user} at {base} has expired or was revoked (alias \
+             tokens last 2 days by default); issue a new one (in the web UI, or \
+             {base}/data/services/tokens/issue) and use its alias and secret"
+        );
+    }
+    format!(
+        "wrong user name or password for {user} at {base} (or the account is locked; on a \
+         site that signs in through single sign-on, use an alias token: its alias as the user \
+         name, its secret as the password)"
+    )
+}
+
+/// Whether a user name is an alias token's alias: a UUID (xdat's `AliasToken`).
+fn is_alias_token(user: &str) -> bool {
+    let parts: Vec<&str> = user.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// How long a refused login is remembered: requests that need a login fail at once
 /// (EACCES) until then, and the next one tries again. XNAT locks an account after
 /// `maxFailedLogins` (20) failed logins, for `maxFailedLoginsLockoutDuration` (1 hour):
@@ -257,6 +295,28 @@ pub async fn whoami(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_password_or_token_is_said_so_not_a_wrong_password() {
+        let base = "https://xnat.example.org";
+        let page = |m: &str| format!("<html><body><h3>{m}</h3></body></html>");
+        let expired =
+            page("Your password has expired. Please try again after changing your password.");
+        assert!(refusal("alice", base, &expired).starts_with("password expired:"));
+        let token = page(
+            "Your security token has expired or is invalid. Please try again after updating your session.",
+        );
+        let alias = "0b6f6a0e-5f43-4d9e-9c3b-6f8e0f8e2a11";
+        assert!(refusal(alias, base, &token).starts_with("token expired:"));
+        // An alias refused with a plain 401 is an expired or revoked token too.
+        assert!(refusal(alias, base, "").starts_with("token expired:"));
+        let wrong = refusal(
+            "alice",
+            base,
+            &page("Login attempt failed. Please try again."),
+        );
+        assert!(wrong.starts_with("wrong user name or password"), "{wrong}");
+    }
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()

@@ -541,3 +541,30 @@ fn a_private_ca_is_trusted_with_ca_bundle() {
         "{trusted}"
     );
 }
+
+/// A password that expires while mounted: XNAT sends the signed-in user to its change-password
+/// page (302) and refuses the Basic login with 403 "Your password has expired". Reads then
+/// fail with EACCES, the log says the password expired (never "wrong password"), and the
+/// login is not tried on every request.
+#[test]
+fn a_password_that_expires_while_mounted_is_said_so() {
+    let mock = start_mock(small_sample());
+    let log = tempfile::tempdir().unwrap();
+    let log_file = log.path().join("xnatfs.log");
+    let m = MountBuilder::new(&mock.url()).log_at(&log_file).mount();
+    let dir = m.path(SUBJ01_PROTOCOLS);
+    assert!(dir_names(&dir).contains(&"scan protocol.txt".to_string()));
+    mock.state
+        .controls
+        .password_expired
+        .store(true, Ordering::SeqCst);
+    for name in ["scan protocol.txt", "notes+v2.txt"] {
+        let r = std::fs::read(dir.join(name));
+        assert_errno(r, &[libc::EACCES], name);
+    }
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(logged.contains("password expired"), "{logged}");
+    assert!(!logged.contains("wrong user name or password"), "{logged}");
+    let refused = mock.state.controls.failed_logins.load(Ordering::SeqCst);
+    assert_eq!(refused, 0, "not counted as failed logins");
+}
