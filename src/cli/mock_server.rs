@@ -48,6 +48,11 @@ pub struct MockServerArgs {
     /// that includes it (files?all=true, scans/ALL/files), answer 404. Repeatable.
     #[arg(long, value_name = "RESOURCE_ID")]
     pub unreadable_catalog: Vec<u64>,
+    /// Close a keep-alive connection idle this many seconds when the next request comes over
+    /// it, unanswered (Tomcat's connectionTimeout, 20 s in XNAT's docker-compose, crossing a
+    /// client's reuse of the connection). 0: never.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub close_idle_after: u64,
     /// Seconds of idleness after which a JSESSION expires.
     #[arg(long, default_value_t = 900)]
     pub token_ttl: u64,
@@ -133,6 +138,10 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
                 (_, RangeArg::Restlet) => RangeMode::Restlet,
                 (_, RangeArg::Ignore) => RangeMode::Ignore,
             });
+        state.controls.close_idle_ms.store(
+            args.close_idle_after * 1000,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         for id in &args.unreadable_catalog {
             state.controls.make_catalog_unreadable(*id);
         }

@@ -5,6 +5,7 @@
 //! latency and inject faults, so tests can assert what a client asked and how it copes.
 
 mod auth;
+mod connections;
 pub mod data;
 mod faults;
 mod front;
@@ -90,6 +91,11 @@ pub struct Controls {
     /// rate-limiting proxy in front of XNAT does.
     pub throttle_next: AtomicU32,
     pub retry_after_secs: AtomicU64,
+    /// A keep-alive connection idle this long (milliseconds; 0: never) is closed by the
+    /// server when the next request comes over it, unanswered (see `connections`).
+    pub close_idle_ms: AtomicU64,
+    /// Connections closed so.
+    pub idle_closes: AtomicU64,
     /// The user's local password has expired (XNAT: `passwordExpirationInterval`, a year by
     /// default): see `auth::expired_login`.
     pub password_expired: AtomicBool,
@@ -225,14 +231,11 @@ pub async fn serve(
     state: Arc<MockState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     let app = axum::Router::new()
         .fallback(routes::handle)
-        .with_state(state);
-    // As Tomcat in front of XNAT does: no Nagle delay on small writes.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+        .with_state(state.clone());
+    // As Tomcat in front of XNAT keeps them (see `connections`).
+    let listener = connections::Connections { listener, state };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

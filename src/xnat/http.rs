@@ -221,6 +221,53 @@ pub(super) fn network_error(path: &str, e: reqwest::Error) -> XnatError {
     }
 }
 
+/// How many times a request whose connection the server closed before answering is sent
+/// again at once (each on another connection), before it counts as a failed attempt.
+const RESENDS_ON_CLOSED: usize = 3;
+
+/// Sends a request; one whose connection the server closed before any byte of an answer is
+/// sent again at once, and not counted as an attempt (see [`closed_before_answer`]).
+async fn send(req: reqwest::RequestBuilder, path: &str) -> Result<reqwest::Response> {
+    let mut req = req;
+    for _ in 0..RESENDS_ON_CLOSED {
+        let again = req.try_clone();
+        match (req.send().await, again) {
+            (Err(e), Some(again)) if closed_before_answer(&e) => {
+                tracing::debug!(
+                    "{path}: the server closed the connection before answering (an idle \
+                     keep-alive connection it let go); sending it again"
+                );
+                req = again;
+            }
+            (sent, _) => return sent.map_err(|e| network_error(path, e)),
+        }
+    }
+    req.send().await.map_err(|e| network_error(path, e))
+}
+
+/// Whether a request failed because its connection ended before any byte of an answer came:
+/// Tomcat closes a keep-alive connection idle past its `connectionTimeout` (20 s in XNAT's
+/// docker-compose `server.xml`); a pooled connection reused just then takes the request and
+/// closes. (After `maxKeepAliveRequests`, 100, Tomcat says `Connection: close` on the last
+/// answer, which the pool honours.) A GET is safe to send again. (Idle
+/// connections are let go after [`POOL_IDLE`], before any server's close, so this is the race
+/// alone.)
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// How long an idle connection stays in the pool: less than Tomcat's `connectionTimeout` (20 s
+/// in XNAT's docker-compose `server.xml`) and nginx's `keepalive_timeout` (65 s), so a
+/// connection the server has closed is seldom reused.
+const POOL_IDLE: Duration = Duration::from_secs(15);
+
 fn status_error(status: StatusCode, path: &str, retry_after: Option<u64>) -> XnatError {
     match status {
         StatusCode::UNAUTHORIZED => {
@@ -264,7 +311,7 @@ impl HttpXnat {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(options.timeout)
                 .read_timeout(read_timeout)
-                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_idle_timeout(POOL_IDLE)
                 .http2_adaptive_window(true)
                 .danger_accept_invalid_certs(options.insecure)
                 .user_agent(concat!("xnatfs/", env!("CARGO_PKG_VERSION")));
@@ -350,14 +397,8 @@ impl HttpXnat {
         let path = "/data/JSESSION";
         let url = format!("{base}{path}");
         // A login is quick on any XNAT: each wait bounded like a body's.
-        let resp = self
-            .http
-            .post(&url)
-            .basic_auth(user, Some(password))
-            .timeout(self.options.listing_deadline)
-            .send()
-            .await
-            .map_err(|e| network_error(&url, e))?;
+        let login = self.http.post(&url).basic_auth(user, Some(password));
+        let resp = send(login.timeout(self.options.listing_deadline), &url).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let body = resp.text().await.unwrap_or_default();
@@ -574,7 +615,7 @@ impl HttpXnat {
             if expect == Expect::Json {
                 req = req.timeout(self.options.listing_deadline);
             }
-            let resp = req.send().await.map_err(|e| network_error(path, e))?;
+            let resp = send(req, path).await?;
             let status = resp.status();
             let login_page = status.is_success()
                 && is_html(&resp)

@@ -18,6 +18,9 @@
 //! - Listings kept on disk ([`super::remembering`]) may answer instead of a server that does
 //!   not; they never ask again.
 //!
+//! - **A request whose connection the server closed before answering** (a keep-alive
+//!   connection Tomcat let go while it sat idle in the pool) is sent again at once on another
+//!   connection by the client, up to 3 times, below every layer here: that is no attempt.
 //! - **Rate limiters** (429, or 503 with `Retry-After`) on listings are waited out as they
 //!   ask ([`throttle_wait`]) for as long as the listing's deadline allows, apart from the
 //!   attempts.

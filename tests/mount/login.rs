@@ -568,3 +568,43 @@ fn a_password_that_expires_while_mounted_is_said_so() {
     let refused = mock.state.controls.failed_logins.load(Ordering::SeqCst);
     assert_eq!(refused, 0, "not counted as failed logins");
 }
+
+/// Tomcat closes a keep-alive connection left idle past its `connectionTimeout`; a client
+/// that reuses it just then has its request go unanswered. A mount idle for longer reads and
+/// lists on: the request is sent again at once on a new connection, with no failed attempt.
+#[test]
+fn a_connection_the_server_closed_while_idle_costs_no_attempt() {
+    let mock = start_mock(small_sample());
+    mock.state
+        .controls
+        .close_idle_ms
+        .store(700, Ordering::SeqCst);
+    let log = tempfile::tempdir().unwrap();
+    let log_file = log.path().join("xnatfs.log");
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-v"])
+        .log_at(&log_file)
+        .mount();
+    let files = [
+        format!("{SUBJ01_PROTOCOLS}/scan protocol.txt"),
+        format!("{SUBJ01_PROTOCOLS}/notes+v2.txt"),
+        SUBJ01_T1W.to_string(),
+        SUBJ02_T1W.to_string(),
+    ];
+    for f in &files {
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(!std::fs::read(m.path(f)).unwrap().is_empty(), "{f}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        std::fs::read_dir(m.path("DEMO/SUBJ02_MR1/resources"))
+            .unwrap()
+            .count()
+            > 0
+    );
+    let closes = mock.state.controls.idle_closes.load(Ordering::SeqCst);
+    assert!(closes > 0, "the server closed no idle connection");
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(!logged.contains("attempt"), "{logged}");
+    assert!(!logged.contains("WARN"), "{logged}");
+}
