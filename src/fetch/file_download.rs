@@ -360,7 +360,7 @@ impl FileDownload {
     /// of a download, and this keeps it off the path that serves readers).
     async fn run(self: Arc<Self>, id: u64, start: u64, end: u64) {
         let mut attempts = Attempts::new(BODY_ATTEMPTS);
-        let mut pos = start;
+        let (mut pos, mut end) = (start, end);
         let began = Instant::now();
         let md5 = self.ctx.cache.verify() == crate::cache::Verify::Md5;
         let mut hashing = (start == 0 && md5 && self.file.digest.is_some())
@@ -369,7 +369,10 @@ impl FileDownload {
             match self.fetch(id, pos, end, hashing.as_mut()).await {
                 Ok(()) => break Ok(()),
                 Err(e) => {
-                    pos = self.run_pos(id).unwrap_or(pos);
+                    // Where the run got to, and where it ends now: an answer that was the
+                    // whole file made it the file's end (a retry must not ask for a range
+                    // that ends before it starts).
+                    (pos, end) = self.run_span(id).unwrap_or((pos, end));
                     let last = self.state.lock().unwrap().progress.at().max(began);
                     let stalled = last.elapsed() >= self.ctx.stall_timeout;
                     tracing::warn!(
@@ -378,6 +381,15 @@ impl FileDownload {
                         attempts.made(),
                         attempts.allowed()
                     );
+                    if pos >= end {
+                        // Its span came (a connection lost past it, say): readers ask again for
+                        // anything missing, and the file is verified whole. Bytes the server
+                        // sent wrong fail the download.
+                        match e {
+                            FetchError::Verify(_) => break Err(e),
+                            _ => break Ok(()),
+                        }
+                    }
                     if !attempts.again(e.retryable() && !stalled).await {
                         break Err(e);
                     }
@@ -407,9 +419,9 @@ impl FileDownload {
         self.maybe_finish().await;
     }
 
-    fn run_pos(&self, id: u64) -> Option<u64> {
+    fn run_span(&self, id: u64) -> Option<(u64, u64)> {
         let st = self.state.lock().unwrap();
-        st.runs.iter().find(|r| r.id == id).map(|r| r.pos)
+        st.runs.iter().find(|r| r.id == id).map(|r| (r.pos, r.end))
     }
 
     /// Sends one request for `pos..end` and writes what arrives.

@@ -106,6 +106,11 @@ impl SessionModel {
         }
     }
 
+    /// Whether the tree has `res` as a resource whose files the server would not list.
+    pub fn is_unreadable(&self, res: &ResourceRef) -> bool {
+        self.unreadable.contains(res)
+    }
+
     /// The files of `res`, when the tree has that resource (by ID and label) and could list
     /// them.
     pub fn files_of(&self, res: &ResourceRef) -> Option<FileList> {

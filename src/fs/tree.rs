@@ -656,19 +656,23 @@ impl Tree {
         {
             return Ok(files.clone());
         }
-        if let Some((at, model)) = self.sessions.fresh(&res.session_id).await
-            && let Some(files) = model.files_of(res)
-        {
-            self.files
-                .lock()
-                .unwrap()
-                .insert(res.clone(), (at, files.clone()));
-            return Ok(files);
+        let mut unreadable = false;
+        if let Some((at, model)) = self.sessions.fresh(&res.session_id).await {
+            if let Some(files) = model.files_of(res) {
+                self.files
+                    .lock()
+                    .unwrap()
+                    .insert(res.clone(), (at, files.clone()));
+                return Ok(files);
+            }
+            unreadable = model.is_unreadable(res);
         }
         // A resource its session lists, whose files XNAT will not list (an unreadable
         // catalog: `crate::xnat::resource_tree`), is an I/O error of its folder alone.
         let listed = self.api.files(res).await.map_err(|e| match e {
-            XnatError::NotFound(path) => {
+            XnatError::NotFound(path)
+                if unreadable && !crate::xnat::remembering::never_listed_offline(&path) =>
+            {
                 let msg = crate::xnat::unreadable_files(&XnatError::NotFound(path.clone()));
                 tracing::warn!("cannot list the files of {}: {msg}", res.label_path());
                 XnatError::BadResponse { path, msg }

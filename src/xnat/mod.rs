@@ -367,7 +367,9 @@ pub async fn resource_tree<A: XnatApi + ?Sized>(
 ) -> Result<ResourceTree> {
     match api.files(res).await {
         Ok(files) => Ok(ResourceTree::listed(resource, files)),
-        Err(e @ (XnatError::Auth(_) | XnatError::Network { .. } | XnatError::Timeout(_))) => Err(e),
+        // What may pass (a 5xx, a server away) fails the tree as any listing would: listings
+        // kept on disk may stand in for it (`remembering`), and a prefetch counts it.
+        Err(e) if e.is_transient() || matches!(e, XnatError::Auth(_)) => Err(e),
         Err(e) => {
             let why = unreadable_files(&e);
             tracing::warn!("cannot list the files of {}: {why}", res.label_path());
@@ -383,7 +385,7 @@ pub async fn resource_tree<A: XnatApi + ?Sized>(
 /// Why the files of a resource the session has cannot be listed, in words a user can act on.
 pub fn unreadable_files(e: &XnatError) -> String {
     match e {
-        XnatError::NotFound(path) => format!(
+        XnatError::NotFound(path) if !remembering::never_listed_offline(path) => format!(
             "XNAT answered 404 for {path}, a resource the session lists: it cannot read the \
              resource's catalog (ask the site's admin to check it)"
         ),

@@ -17,6 +17,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What a listing that was never kept is said to be, offline.
+const NEVER_LISTED_OFFLINE: &str = "(offline, and never listed before)";
+
+/// Whether a `NotFound` is of a listing never kept, offline (no server said so).
+pub fn never_listed_offline(what: &str) -> bool {
+    what.ends_with(NEVER_LISTED_OFFLINE)
+}
+
 pub struct RememberingApi {
     inner: Arc<dyn XnatApi>,
     dir: PathBuf,
@@ -135,9 +143,9 @@ impl RememberingApi {
         F: std::future::Future<Output = Result<T>> + Send,
     {
         if self.offline {
-            return self.load(&key).ok_or_else(|| {
-                XnatError::NotFound(format!("{key} (offline, and never listed before)"))
-            });
+            return self
+                .load(&key)
+                .ok_or_else(|| XnatError::NotFound(format!("{key} {NEVER_LISTED_OFFLINE}")));
         }
         let kept_age = std::fs::metadata(self.path(&key))
             .and_then(|m| m.modified())
