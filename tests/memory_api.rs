@@ -141,6 +141,7 @@ async fn failures_on_request_and_every_call_counted() {
         status: 503,
         path: uri.clone(),
         retry_after: None,
+        by: None,
     };
     api.fail_bodies(Some(down));
     assert!(matches!(

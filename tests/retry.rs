@@ -158,3 +158,30 @@ fn a_session_that_became_the_guests_is_replaced_once_who_it_was_is_known() {
         "logged in again once"
     );
 }
+
+/// A 504 page from a reverse proxy in front of XNAT is an error that names the proxy, never
+/// data; XNAT's own 500 names nobody.
+#[test]
+fn a_proxys_error_page_is_an_error_naming_the_proxy() {
+    let mock = start_mock(small_sample());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = demo_client(&mock.url());
+    rt.block_on(api.projects()).unwrap();
+    let c = &mock.state.controls;
+    c.gateway_timeout_next.store(100, Ordering::SeqCst);
+    let e = rt.block_on(api.projects()).unwrap_err();
+    let said = e.to_string();
+    assert!(said.contains("HTTP 504"), "{said}");
+    assert!(
+        said.contains("answered by nginx/1.24.0, in front of XNAT"),
+        "{said}"
+    );
+    c.gateway_timeout_next.store(0, Ordering::SeqCst);
+    c.fail_next.store(100, Ordering::SeqCst);
+    let said = rt.block_on(api.projects()).unwrap_err().to_string();
+    assert!(
+        said.contains("HTTP 500") && !said.contains("answered by"),
+        "{said}"
+    );
+    c.fail_next.store(0, Ordering::SeqCst);
+}

@@ -81,6 +81,7 @@ mod tests {
             status: 500,
             path: "/data".into(),
             retry_after: None,
+            by: None,
         };
         assert_eq!(x(status.clone()), Errno::IO);
         assert_eq!(Errno::from(&TreeError::NotFound), Errno::NOENT);

@@ -21,6 +21,18 @@ pub(super) async fn inject(state: &MockState, uri: &Uri) -> Option<Response> {
     if c.down.load(Ordering::SeqCst) {
         return Some(html(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"));
     }
+    if c.gateway_timeout_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        // A reverse proxy in front of XNAT that gave up waiting: its own page, its own name.
+        let mut page = html(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out");
+        page.headers_mut().insert(
+            axum::http::header::SERVER,
+            axum::http::HeaderValue::from_static("nginx/1.24.0"),
+        );
+        return Some(page);
+    }
     if c.fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()

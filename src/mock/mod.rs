@@ -69,6 +69,9 @@ pub struct Controls {
     range: AtomicU8,
     /// The next N requests fail with 500.
     pub fail_next: AtomicU32,
+    /// The next N requests are answered 504 by a reverse proxy in front (its HTML page, with
+    /// `Server: nginx/...`), as when XNAT is too slow for the proxy's timeout.
+    pub gateway_timeout_next: AtomicU32,
     /// The next N file bodies stop halfway (the connection closes early).
     pub truncate_next: AtomicU32,
     /// File bodies never start (the server stalls) while set.

@@ -154,6 +154,7 @@ mod tests {
                 status,
                 path: "/x".into(),
                 retry_after: None,
+                by: None,
             }));
         }
         for answered in [
@@ -161,6 +162,7 @@ mod tests {
                 status: 500,
                 path: "/x".into(),
                 retry_after: None,
+                by: None,
             },
             XnatError::NotFound("/x".into()),
             XnatError::Auth("no".into()),

@@ -44,6 +44,7 @@ impl Staged {
                 status: 500,
                 path: format!("/data/experiments/{session_id}"),
                 retry_after: None,
+                by: None,
             }),
             false => Ok(()),
         }

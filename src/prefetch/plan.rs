@@ -628,6 +628,7 @@ mod tests {
                 status: 500,
                 path: "/x".into(),
                 retry_after: None,
+                by: None,
             },
         };
         let dir = tempfile::tempdir().unwrap();

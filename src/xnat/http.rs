@@ -268,7 +268,9 @@ fn closed_before_answer(e: &reqwest::Error) -> bool {
 /// connection the server has closed is seldom reused.
 const POOL_IDLE: Duration = Duration::from_secs(15);
 
-fn status_error(status: StatusCode, path: &str, retry_after: Option<u64>) -> XnatError {
+/// The error of an answer that is not a success.
+fn status_error(resp: &reqwest::Response, path: &str) -> XnatError {
+    let status = resp.status();
     match status {
         StatusCode::UNAUTHORIZED => {
             XnatError::Auth(format!("the server refused the session for {path}"))
@@ -278,9 +280,22 @@ fn status_error(status: StatusCode, path: &str, retry_after: Option<u64>) -> Xna
         s => XnatError::Status {
             status: s.as_u16(),
             path: path.to_string(),
-            retry_after,
+            retry_after: retry_after(resp),
+            by: front_of(resp),
         },
     }
+}
+
+/// The front that answered instead of XNAT (a reverse proxy's 502/504 page, a gateway's
+/// 429), as its `Server` header names it; `None` for XNAT's own answers, which Restlet
+/// (`Noelios-Restlet-Engine`) or Tomcat (`Apache-Coyote`) send, or when it does not say.
+fn front_of(resp: &reqwest::Response) -> Option<String> {
+    let server = resp.headers().get(reqwest::header::SERVER)?.to_str().ok()?;
+    let server = server.trim();
+    let xnat = ["restlet", "coyote", "tomcat"];
+    let lower = server.to_ascii_lowercase();
+    (!server.is_empty() && !xnat.iter().any(|x| lower.contains(x)))
+        .then(|| server.chars().take(80).collect())
 }
 
 impl HttpXnat {
@@ -414,7 +429,7 @@ impl HttpXnat {
             )));
         }
         if !status.is_success() {
-            return Err(status_error(status, &url, retry_after(&resp)));
+            return Err(status_error(&resp, &url));
         }
         let body = resp.text().await.map_err(|e| network_error(&url, e))?;
         let token = body.trim();
@@ -653,7 +668,7 @@ impl HttpXnat {
                 continue;
             }
             if !status.is_success() {
-                return Err(status_error(status, path, retry_after(&resp)));
+                return Err(status_error(&resp, path));
             }
             return Ok(resp);
         }

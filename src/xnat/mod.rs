@@ -254,12 +254,15 @@ pub enum XnatError {
     NotFound(String),
     #[error("access denied: {0}")]
     Forbidden(String),
-    #[error("server answered HTTP {status} for {path}")]
+    #[error("server answered HTTP {status} for {path}{}", answered_by(by))]
     Status {
         status: u16,
         path: String,
         /// Seconds the server asked to wait (`Retry-After` on a 429 or 503).
         retry_after: Option<u64>,
+        /// The front (a reverse proxy, a gateway) that answered instead of XNAT, as its
+        /// `Server` header names it: XNAT's own answers come from Restlet or Tomcat.
+        by: Option<String>,
     },
     #[error("cannot reach the server for {path}: {msg}")]
     Network { path: String, msg: String },
@@ -269,6 +272,13 @@ pub enum XnatError {
     Timeout(String),
     #[error("{0}")]
     InvalidUrl(String),
+}
+
+fn answered_by(by: &Option<String>) -> String {
+    match by {
+        Some(front) => format!(" (answered by {front}, in front of XNAT, not by XNAT itself)"),
+        None => String::new(),
+    }
 }
 
 impl XnatError {

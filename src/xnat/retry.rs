@@ -60,6 +60,7 @@ pub fn throttle_wait(e: &super::XnatError, waited: u32) -> Option<Duration> {
     let super::XnatError::Status {
         status,
         retry_after,
+        by: None,
         ..
     } = e
     else {
@@ -131,6 +132,7 @@ mod tests {
             status,
             path: "/x".into(),
             retry_after,
+            by: None,
         };
         assert_eq!(
             throttle_wait(&status(429, Some(5)), 0),
