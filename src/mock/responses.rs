@@ -366,6 +366,10 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
                 }
                 if pos >= stop_at {
                     if truncate {
+                        // A body cut short mid-way: what was sent reaches the client first (an
+                        // error at once may abort the connection before the answer's first
+                        // byte leaves, which a client rightly sends again as no attempt).
+                        tokio::time::sleep(Duration::from_millis(30)).await;
                         return Some((
                             Err(std::io::Error::other("injected truncation")),
                             (file, end, false),
