@@ -210,7 +210,7 @@ impl FileDownload {
                 } else {
                     (offset, end)
                 };
-                if st.size_known || fsize == 0 {
+                if st.size_known || (fsize == 0 && !self.file.size_unknown) {
                     if offset >= end {
                         return Ok(Vec::new());
                     }
@@ -228,12 +228,19 @@ impl FileDownload {
                 // Before any answer, a read past the listed end asks for the listed last byte:
                 // the answer says where the end really is.
                 if !planned || st.runs.is_empty() {
-                    let (a, b) = if want_off < want_end {
-                        (want_off, want_end)
+                    if fsize == 0 {
+                        // Listed with no size: the whole body says what the file is.
+                        if st.runs.is_empty() {
+                            self.start(&mut st, 0, u64::MAX);
+                        }
                     } else {
-                        (fsize - 1, fsize)
-                    };
-                    self.plan(&mut st, a, b, false);
+                        let (a, b) = if want_off < want_end {
+                            (want_off, want_end)
+                        } else {
+                            (fsize - 1, fsize)
+                        };
+                        self.plan(&mut st, a, b, false);
+                    }
                     planned = true;
                 }
                 st.progress.at().max(asked)

@@ -202,7 +202,7 @@ impl Fetcher {
         if self.ctx.cache.lookup(res, file).is_some() {
             return Ok(());
         }
-        if file.size == 0 {
+        if file.size == 0 && !file.size_unknown {
             let dest = self
                 .ctx
                 .cache

@@ -256,14 +256,22 @@ impl Filesystem for FuseAdapter {
             other => other,
         };
         match opened {
-            Ok(Opened::Served { fh, keep_cache }) => {
+            Ok(Opened::Served {
+                fh,
+                keep_cache,
+                direct,
+            }) => {
                 // A file that changes on the server gets a new inode (`kernel_invalidator`):
                 // pages kept of a verified copy are the file's.
-                let flags = if keep_cache {
+                let mut flags = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
                 };
+                // Listed with no size: the kernel holds 0, and would read nothing.
+                if direct {
+                    flags |= FopenFlags::FOPEN_DIRECT_IO;
+                }
                 reply.opened(FileHandle(fh), flags)
             }
             Ok(Opened::Passthrough { .. }) => unreachable!("passthrough was not asked for"),

@@ -79,7 +79,13 @@ pub enum Opened {
     /// Reads come to [`XnatFs::read`]. `keep_cache`: the file was complete and verified in
     /// the cache at open, so the kernel may keep the pages it read before; otherwise it drops
     /// them (pages of a download that failed its check must never be served again).
-    Served { fh: u64, keep_cache: bool },
+    /// `direct`: the kernel must send every read here, whatever size it holds (a file listed
+    /// with no size shows as 0 bytes until its body says how long it is).
+    Served {
+        fh: u64,
+        keep_cache: bool,
+        direct: bool,
+    },
 }
 
 struct OpenFile {
@@ -323,6 +329,7 @@ impl XnatFs {
         }
         open.served += 1;
         let keep_cache = cached.is_some();
+        let direct = file.size_unknown && self.fetcher.sizes().of(&file).is_none();
         let local = OnceLock::new();
         if let Some(f) = pin {
             let _ = local.set(Arc::new(f));
@@ -337,7 +344,11 @@ impl XnatFs {
             told_size: Default::default(),
             failed: Mutex::new(None),
         })));
-        Ok(Opened::Served { fh, keep_cache })
+        Ok(Opened::Served {
+            fh,
+            keep_cache,
+            direct,
+        })
     }
 
     fn open_file(&self, fh: u64) -> Result<Arc<OpenFile>, Errno> {

@@ -183,7 +183,7 @@ async fn files_and_folders_refuse_the_other_kinds_operations() {
 async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
-    let Ok(Opened::Served { fh, keep_cache }) = s.fs.open(file.ino, false, true) else {
+    let Ok(Opened::Served { fh, keep_cache, .. }) = s.fs.open(file.ino, false, true) else {
         panic!("a file not in the cache is served by us, whatever passthrough allows");
     };
     assert!(
@@ -242,7 +242,7 @@ async fn without_passthrough_a_cached_file_is_read_from_the_cache_at_once() {
     read_all(&s.fs, fh, 30).await.unwrap();
     s.fs.release(fh);
     let bodies = s.api.body_calls();
-    let Ok(Opened::Served { fh, keep_cache }) = s.fs.open(file.ino, false, false) else {
+    let Ok(Opened::Served { fh, keep_cache, .. }) = s.fs.open(file.ino, false, false) else {
         panic!("no passthrough asked for: served");
     };
     assert!(keep_cache, "a verified copy's pages may be kept");

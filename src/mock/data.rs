@@ -109,6 +109,9 @@ pub struct MockFile {
     pub listed_digest_override: Option<String>,
     /// Listed, but its body is gone (404), as when a file is deleted after a listing.
     pub body_gone: bool,
+    /// Listed with `Size: ""`: a catalog entry without size, for a file XNAT could not stat
+    /// (xnat-web `org/nrg/xnat/utils/CatalogUtils.java`, `getEntryDetails`).
+    pub listed_without_size: bool,
     digest: OnceLock<String>,
     /// What replaced the body on the server since (a file changed in place): its size, bytes
     /// and digest are served from then on.
@@ -142,6 +145,7 @@ impl MockFile {
             stale_size: std::sync::atomic::AtomicU64::new(u64::MAX),
             listed_digest_override: None,
             body_gone: false,
+            listed_without_size: false,
             digest: OnceLock::new(),
             changed: RwLock::new(None),
         })

@@ -258,8 +258,11 @@ pub(super) fn file_row(
     r: &MockResource,
     f: &MockFile,
 ) -> Value {
-    let size = f.listed_size();
-    json!({"Name": f.name(), "Size": size.to_string(),
+    let size = match f.listed_without_size {
+        true => String::new(),
+        false => f.listed_size().to_string(),
+    };
+    json!({"Name": f.name(), "Size": size,
     "URI": file_uri(session, scan, r, f), "collection": r.label,
     "file_tags": "", "file_format": "", "file_content": "",
     "cat_ID": r.id.to_string(),

@@ -594,6 +594,14 @@ impl FilesBuilder {
         let path = path_in_resource(&r.uri, &r.name);
         let reason = if safe_relative_path(&path).is_none() {
             "unsafe file name"
+        } else if r.size.trim().is_empty() && !r.uri.is_empty() {
+            // No size in the catalog, and none XNAT could stat (`CatalogUtils`: it stats the
+            // file only when the catalog has no size): shown, and the body decides.
+            let digest = super::Md5::parse(&r.digest);
+            self.files
+                .push(RemoteFile::of_unknown_size(path, digest, &r.uri));
+            self.row_of.push(row);
+            return;
         } else if let Ok(size) = r.size.trim().parse() {
             if r.uri.is_empty() {
                 "no URI"
@@ -813,6 +821,22 @@ mod tests {
                 "unsafe file name"
             ]
         );
+    }
+
+    #[test]
+    fn a_file_listed_without_size_is_kept_of_unknown_size() {
+        let body = br#"{"ResultSet":{"Result":[
+            {"Name":"a","Size":"","URI":"/data/experiments/E1/resources/9/files/a","digest":""},
+            {"Name":"b","Size":"3","URI":"/data/experiments/E1/resources/9/files/b","digest":""}
+        ]}}"#;
+        let (files, skipped) = files(&result_rows(body, "/f").unwrap());
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!((files[0].size, files[0].size_unknown), (0, true));
+        assert_eq!((files[1].size, files[1].size_unknown), (3, false));
+        // Kept on disk and read back as it was.
+        let text = serde_json::to_string(&files[0]).unwrap();
+        assert!(text.contains(r#""size_unknown":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<RemoteFile>(&text).unwrap(), files[0]);
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct RemoteFile {
     pub size: u64,
     /// The MD5 the listing gives, when the server keeps checksums.
     pub digest: Option<Md5>,
+    /// The listing gave no size (`Size: ""`: a catalog entry without one, whose file XNAT
+    /// could not stat, so likely gone): `size` is 0, and only the body can tell.
+    pub size_unknown: bool,
     uri: Uri,
 }
 
@@ -118,7 +121,16 @@ impl RemoteFile {
             path,
             size,
             digest,
+            size_unknown: false,
             uri,
+        }
+    }
+
+    /// A file the listing gives no size for (see [`RemoteFile::size_unknown`]).
+    pub fn of_unknown_size(path: String, digest: Option<Md5>, uri: &str) -> RemoteFile {
+        RemoteFile {
+            size_unknown: true,
+            ..RemoteFile::new(path, 0, digest, uri)
         }
     }
 
@@ -159,6 +171,7 @@ impl PartialEq for RemoteFile {
         self.path == other.path
             && self.size == other.size
             && self.digest == other.digest
+            && self.size_unknown == other.size_unknown
             && same_uri
     }
 }
@@ -171,6 +184,7 @@ impl fmt::Debug for RemoteFile {
             .field("path", &self.path)
             .field("size", &self.size)
             .field("digest", &self.digest)
+            .field("size_unknown", &self.size_unknown)
             .field("uri", &self.uri())
             .finish()
     }
@@ -184,6 +198,8 @@ struct Written<'a> {
     size: u64,
     digest: Option<String>,
     uri: Cow<'a, str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    size_unknown: bool,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +208,8 @@ struct Read {
     size: u64,
     digest: Option<String>,
     uri: String,
+    #[serde(default)]
+    size_unknown: bool,
 }
 
 impl Serialize for RemoteFile {
@@ -201,6 +219,7 @@ impl Serialize for RemoteFile {
             size: self.size,
             digest: self.digest.map(|d| d.hex()),
             uri: self.uri(),
+            size_unknown: self.size_unknown,
         }
         .serialize(s)
     }
@@ -210,7 +229,10 @@ impl<'de> Deserialize<'de> for RemoteFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RemoteFile, D::Error> {
         let r = Read::deserialize(d)?;
         let digest = r.digest.as_deref().and_then(Md5::parse);
-        Ok(RemoteFile::new(r.path, r.size, digest, &r.uri))
+        Ok(RemoteFile {
+            size_unknown: r.size_unknown,
+            ..RemoteFile::new(r.path, r.size, digest, &r.uri)
+        })
     }
 }
 

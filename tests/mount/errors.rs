@@ -338,3 +338,35 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
         "{logged}"
     );
 }
+
+/// A file listed with `Size: ""` (a catalog entry without size, whose file XNAT could not
+/// stat) is shown, and its body decides: gone, its read fails (and nothing of the session
+/// else does); there after all, its read gives its bytes. Never an empty file for it.
+#[test]
+fn a_file_listed_without_size_is_shown_and_its_body_decides() {
+    let mut data = small_sample();
+    let gone = format!("{SUBJ01_PROTOCOLS}/scan protocol.txt");
+    let there = format!("{SUBJ01_PROTOCOLS}/notes+v2.txt");
+    let f = mock_file_mut(&mut data, &gone);
+    f.listed_without_size = true;
+    f.body_gone = true;
+    mock_file_mut(&mut data, &there).listed_without_size = true;
+    let want = mock_file(&data, &there);
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let names = dir_names(&m.path(SUBJ01_PROTOCOLS));
+    assert!(
+        names.contains(&"scan protocol.txt".to_string()),
+        "{names:?}"
+    );
+    let r = std::fs::read(m.path(&gone));
+    assert_errno(r, &[libc::ENOENT, libc::EIO], "a file gone");
+    let got = std::fs::read(m.path(&there)).unwrap();
+    assert_eq!(
+        got,
+        want.read_at(0, want.size() as usize).unwrap(),
+        "the body decides"
+    );
+    // The rest of the session is there.
+    assert!(std::fs::read(m.path(SUBJ01_T1W)).unwrap().len() > 1000);
+}
