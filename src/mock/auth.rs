@@ -98,7 +98,7 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
 /// password has expired, 403 "Your password has expired". The mock keeps no alias tokens:
 /// every alias it is shown is an expired one.
 fn expired_login(state: &MockState, user: &str) -> Option<Response> {
-    if is_alias_format(user) {
+    if crate::xnat::login::is_alias_token(user) {
         return Some(html(
             StatusCode::FORBIDDEN,
             "Your security token has expired or is invalid. Please try again after updating your session.",
@@ -112,15 +112,6 @@ fn expired_login(state: &MockState, user: &str) -> Option<Response> {
             )
         },
     )
-}
-
-/// An alias token's alias: a UUID (xdat's `AliasToken`, `UUID.randomUUID()`).
-fn is_alias_format(user: &str) -> bool {
-    let parts: Vec<&str> = user.split('-').collect();
-    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-        && parts
-            .iter()
-            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn unauthorized() -> Response {

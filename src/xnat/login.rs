@@ -39,7 +39,7 @@ pub fn refusal(user: &str, base: &str, body: &str) -> String {
 }
 
 /// Whether a user name is an alias token's alias: a UUID (xdat's `AliasToken`).
-fn is_alias_token(user: &str) -> bool {
+pub fn is_alias_token(user: &str) -> bool {
     let parts: Vec<&str> = user.split('-').collect();
     parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
         && parts
