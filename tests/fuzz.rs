@@ -85,8 +85,17 @@ proptest! {
                 prop_assert_eq!(g, s);
             }
             (Err(g), Err(w), Err(s)) => {
-                prop_assert_eq!(g.to_string(), w.to_string());
-                prop_assert_eq!(g.to_string(), s.to_string());
+                // A body cut short is malformed JSON every way; where serde notices first
+                // (a cut number: "invalid number" whole, "EOF" as it streams) may differ.
+                let said = |e: &dyn std::fmt::Display| {
+                    let e = e.to_string();
+                    match e.find("malformed JSON") {
+                        Some(i) if !whole => e[..i + "malformed JSON".len()].to_string(),
+                        _ => e,
+                    }
+                };
+                prop_assert_eq!(said(g), said(w));
+                prop_assert_eq!(said(g), said(s));
             }
             _ => prop_assert!(false, "{body}: {generic:?} {read_whole:?} {streamed:?}"),
         }
