@@ -13,13 +13,14 @@ use crate::xnat::{
 };
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// A resource and its files.
-pub type ResourceFiles = (Resource, FileList);
+/// A resource and its files; `None` when the server would not list them (see
+/// [`crate::xnat::resource_tree`]): the resource is a folder, and its files are asked again.
+pub type ResourceFiles = (Resource, Option<FileList>);
 
 /// A session's scans (by ID) with their resources, its own resources, and its assessors with
 /// their resources, each resource with its files.
@@ -28,25 +29,20 @@ pub struct SessionModel {
     pub scans: Vec<(Arc<Scan>, Vec<ResourceFiles>)>,
     pub resources: Vec<ResourceFiles>,
     pub assessors: Vec<(Arc<Assessor>, Vec<ResourceFiles>)>,
-    /// Resources whose files the server would not list (see
-    /// [`crate::xnat::resource_tree`]): they are folders, and their files are asked again.
-    unreadable: HashSet<ResourceRef>,
 }
 
 impl SessionModel {
     /// The model of the tree of session `id`, whose unchanged file lists are the ones
     /// `known` holds of the same resources.
     fn of(tree: SessionTree, id: &str, known: &KnownFiles) -> SessionModel {
-        let unreadable = std::cell::RefCell::new(HashSet::new());
         let files = |res: ResourceRef, r: crate::xnat::ResourceTree| {
             if r.unreadable.is_some() {
-                unreadable.borrow_mut().insert(res);
-                return (r.resource, FileList::default());
+                return (r.resource, None);
             }
             let held = known.lock().unwrap().get(&res).map(|(_, f)| f.clone());
-            (r.resource, same_or_new(held, r.files))
+            (r.resource, Some(same_or_new(held, r.files)))
         };
-        let mut model = SessionModel {
+        SessionModel {
             scans: tree
                 .scans
                 .into_iter()
@@ -70,10 +66,7 @@ impl SessionModel {
                     (Arc::new(a.assessor), resources)
                 })
                 .collect(),
-            unreadable: HashSet::new(),
-        };
-        model.unreadable = unreadable.into_inner();
-        model
+        }
     }
 
     /// How many files the tree lists.
@@ -81,7 +74,7 @@ impl SessionModel {
         let scans = self.scans.iter().flat_map(|(_, r)| r);
         let assessors = self.assessors.iter().flat_map(|(_, r)| r);
         (scans.chain(&self.resources).chain(assessors))
-            .map(|(_, files)| files.len())
+            .map(|(_, files)| files.as_ref().map_or(0, |f| f.len()))
             .sum()
     }
 
@@ -106,17 +99,9 @@ impl SessionModel {
         }
     }
 
-    /// Whether the tree has `res` as a resource whose files the server would not list.
-    pub fn is_unreadable(&self, res: &ResourceRef) -> bool {
-        self.unreadable.contains(res)
-    }
-
-    /// The files of `res`, when the tree has that resource (by ID and label) and could list
-    /// them.
-    pub fn files_of(&self, res: &ResourceRef) -> Option<FileList> {
-        if self.unreadable.contains(res) {
-            return None;
-        }
+    /// What the tree has of the files of `res` (found by ID and label): `None` when it does
+    /// not have the resource, `Some(None)` when the server would not list its files.
+    pub fn files_of(&self, res: &ResourceRef) -> Option<Option<FileList>> {
         let resources = match &res.assessor {
             Some(a) => self.assessor_resources(&a.id),
             None => self.resources(res.scan.as_deref()),

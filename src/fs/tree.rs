@@ -658,26 +658,32 @@ impl Tree {
         }
         let mut unreadable = false;
         if let Some((at, model)) = self.sessions.fresh(&res.session_id).await {
-            if let Some(files) = model.files_of(res) {
-                self.files
-                    .lock()
-                    .unwrap()
-                    .insert(res.clone(), (at, files.clone()));
-                return Ok(files);
+            match model.files_of(res) {
+                Some(Some(files)) => {
+                    self.files
+                        .lock()
+                        .unwrap()
+                        .insert(res.clone(), (at, files.clone()));
+                    return Ok(files);
+                }
+                Some(None) => unreadable = true,
+                None => {}
             }
-            unreadable = model.is_unreadable(res);
         }
         // A resource its session lists, whose files XNAT will not list (an unreadable
         // catalog: `crate::xnat::resource_tree`), is an I/O error of its folder alone.
-        let listed = self.api.files(res).await.map_err(|e| match e {
+        let listed = self.api.files(res).await.map_err(|e| match &e {
             XnatError::NotFound(path)
-                if unreadable && !crate::xnat::remembering::never_listed_offline(&path) =>
+                if unreadable && !crate::xnat::remembering::never_listed_offline(path) =>
             {
-                let msg = crate::xnat::unreadable_files(&XnatError::NotFound(path.clone()));
+                let msg = crate::xnat::unreadable_files(&e);
                 tracing::warn!("cannot list the files of {}: {msg}", res.label_path());
-                XnatError::BadResponse { path, msg }
+                XnatError::BadResponse {
+                    path: path.clone(),
+                    msg,
+                }
             }
-            e => e,
+            _ => e,
         })?;
         let held = self.files.lock().unwrap().get(res).map(|(_, f)| f.clone());
         let files = same_or_new(held, listed);
