@@ -57,6 +57,10 @@ pub fn open_device() -> anyhow::Result<File> {
         .map_err(|e| anyhow::anyhow!(device_error(&e)))
 }
 
+/// What works where FUSE does not (a compute node, a locked-down container).
+const WITHOUT_FUSE: &str =
+    "without FUSE, `xnatfs prefetch --out DIR` downloads the same layout into a folder";
+
 /// What to say when the FUSE device cannot be opened.
 pub fn device_error(e: &io::Error) -> String {
     let hint = match e.raw_os_error() {
@@ -74,7 +78,7 @@ pub fn device_error(e: &io::Error) -> String {
         }
         _ => format!("FUSE cannot be used here ({CONTAINER_FIX})"),
     };
-    format!("cannot open {DEVICE}: {e}: {hint}")
+    format!("cannot open {DEVICE}: {e}: {hint}; {WITHOUT_FUSE}")
 }
 
 /// What to say when mounting failed (by mount(2) or fusermount3), with the fix where it is
@@ -85,7 +89,8 @@ pub fn mount_error(e: &io::Error, mountpoint: &Path) -> String {
         // fuser could not start fusermount3.
         Some(format!(
             "fusermount3 was not found: install fuse3 (apt-get install fuse3, dnf install fuse3), \
-             which lets users who are not root mount; or {CONTAINER_FIX} and run as root"
+             which lets users who are not root mount; or {CONTAINER_FIX} and run as root; \
+             {WITHOUT_FUSE}"
         ))
     } else if text.contains("user_allow_other") {
         Some("--allow-other needs the line user_allow_other in /etc/fuse.conf".to_string())
@@ -203,6 +208,7 @@ mod tests {
             "{missing}"
         );
         assert!(missing.contains("modprobe fuse"), "{missing}");
+        assert!(missing.contains("prefetch --out"), "{missing}");
         for errno in [libc::EPERM, libc::EACCES] {
             let refused = device_error(&io::Error::from_raw_os_error(errno));
             assert!(refused.contains("--device /dev/fuse"), "{refused}");
@@ -215,6 +221,7 @@ mod tests {
         let mp = Path::new("/mnt/x");
         let no_helper = mount_error(&io::Error::from_raw_os_error(libc::ENOENT), mp);
         assert!(no_helper.contains("install fuse3"), "{no_helper}");
+        assert!(no_helper.contains("prefetch --out"), "{no_helper}");
         let refused = mount_error(
             &io::Error::other("fusermount3: mount failed: Operation not permitted\n"),
             mp,
