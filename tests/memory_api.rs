@@ -258,19 +258,19 @@ async fn same_trees(server: &MockServer, data: Dataset) {
             let before = server.state.controls.listings.load(Ordering::SeqCst);
             let whole = http.session_tree(&s).await.unwrap();
             let asked = server.state.controls.listings.load(Ordering::SeqCst) - before;
-            // A session with assessors: its assessors, then each one's resources and their
-            // files, listing by listing.
+            // A session with assessors or reconstructions: their listings, then each one's
+            // resources and their files, listing by listing.
             let session = data.session(&s.id).unwrap();
             let assessors: usize = session
                 .assessors
                 .iter()
                 .map(|a| 1 + a.resources.len())
                 .sum();
-            let extra = if session.assessors.is_empty() {
-                0
-            } else {
-                1 + assessors
-            };
+            // One listing for each kind of derived data the session has (assessors,
+            // reconstructions).
+            let mut kinds: Vec<_> = session.assessors.iter().map(|a| a.kind).collect();
+            kinds.dedup();
+            let extra = kinds.len() + assessors;
             assert_eq!(asked, 2 + extra as u64, "{}", s.id);
             assert_eq!(whole, memory.session_tree(&s).await.unwrap(), "{}", s.id);
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use xnatfs::mock::data::{Dataset, SampleSpec};
+use xnatfs::xnat::Derived;
 
 /// What the session's files should be under `--out`: relative path -> MD5.
 /// `dir` is the session's folder: the name given with -E, or the label.
@@ -1306,11 +1307,23 @@ fn expected_assessor_out(
     dir: &str,
     keep: impl Fn(&str) -> bool,
 ) -> BTreeMap<PathBuf, String> {
+    expected_derived_out(data, session_id, dir, Derived::Assessor, keep)
+}
+
+/// The files of session `session_id`'s derived data of `kind` under `--out`, with their MD5s,
+/// of the resources `keep` takes.
+fn expected_derived_out(
+    data: &Dataset,
+    session_id: &str,
+    dir: &str,
+    kind: Derived,
+    keep: impl Fn(&str) -> bool,
+) -> BTreeMap<PathBuf, String> {
     data.assessor_files()
         .into_iter()
-        .filter(|(s, _, r, _)| s.id == session_id && keep(&r.label))
+        .filter(|(s, a, r, _)| s.id == session_id && a.kind == kind && keep(&r.label))
         .map(|(_, a, r, f)| {
-            let p = format!("{dir}/{}", assessor_path(&a.label, &r.label, &f.path));
+            let p = format!("{dir}/{}", derived_path(a, &r.label, &f.path));
             (PathBuf::from(p), f.md5().to_string())
         })
         .collect()
@@ -1399,6 +1412,58 @@ fn assessors_are_fetched_folder_by_folder_too() {
     assert!(
         log.iter()
             .any(|l| l.contains("/assessors/XNAT_E00008/out/resources")),
+        "{log:?}"
+    );
+}
+
+/// `--reconstructions` fetches the session's reconstructions' resources into
+/// `<session>/reconstructions/<ID>/resources/<label>/files`, from the whole tree and folder by
+/// folder, beside `--assessors` or alone; without it nothing of them is fetched.
+#[test]
+fn reconstructions_are_fetched_with_reconstructions() {
+    let data = small_sample();
+    let all = |_: &str| true;
+    let (id, dir) = ("XNAT_E00005", "SUBJ03_PETMR1");
+    let scans = expected_out(&data, id, dir, None, all, false);
+    let recons = expected_derived_out(&data, id, dir, Derived::Reconstruction, all);
+    assert_eq!(recons.len(), 1, "{recons:?}");
+    assert!(
+        recons
+            .keys()
+            .all(|p| p.starts_with("SUBJ03_PETMR1/reconstructions/PET_AC/resources/NIFTI/files")),
+        "{recons:?}"
+    );
+    let assessors = expected_assessor_out(&data, id, dir, all);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["-P", "MULTI", "-E", dir, "--out"];
+        args.push(out.path().to_str().unwrap());
+        args.extend_from_slice(extra);
+        ok(&prefetch(&mock.url(), home.path(), &args));
+        out_md5s(out.path())
+    };
+    let mut want = scans.clone();
+    want.extend(recons.clone());
+    assert_eq!(run(&["--reconstructions"]), want);
+    let no_nifti = expected_out(&mock.state.data, id, dir, None, |l| l != "NIFTI", false);
+    let args = ["--reconstructions", "--exclude-resource", "NIFTI"];
+    assert_eq!(run(&args), no_nifti, "--exclude-resource applies to them");
+    let mut both = want.clone();
+    both.extend(assessors);
+    assert_eq!(run(&["--assessors", "--reconstructions"]), both);
+    assert_eq!(run(&["--assessors"]).len(), both.len() - recons.len());
+    // Folder by folder (the whole tree does not add up): the same files.
+    mock.state
+        .controls
+        .files_all_ignored
+        .store(true, Ordering::SeqCst);
+    assert_eq!(run(&["--reconstructions"]), want);
+    let log = mock.state.request_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/experiments/XNAT_E00005/reconstructions/PET_AC/out/resources")),
         "{log:?}"
     );
 }
@@ -1532,7 +1597,7 @@ fn a_full_disk_stops_the_run_at_once_and_says_how_to_resume() {
 
 /// A resource whose catalog XNAT cannot read (404 for its files, and for `files?all=true`
 /// and its ZIP) is reported and skipped; the rest of the session is fetched, both methods,
-/// and the run exits 4. The same for an assessor's resource.
+/// and the run exits 4. The same for an assessor's resource and a reconstruction's.
 #[test]
 fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
     let data = small_sample();
@@ -1544,11 +1609,14 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
         .collect();
     let petmr = data.session("XNAT_E00005").unwrap();
     let freesurfer = petmr.assessors[0].resources[0].id;
+    let pet_ac = petmr.assessors.iter().find(|a| a.id == "PET_AC").unwrap();
+    let pet_ac = pet_ac.resources[0].id;
     let mock = start_mock(data);
     mock.state
         .controls
         .make_catalog_unreadable(nifti.id.parse().unwrap());
     mock.state.controls.make_catalog_unreadable(freesurfer);
+    mock.state.controls.make_catalog_unreadable(pet_ac);
     for method in ["files", "zip"] {
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
@@ -1592,4 +1660,24 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
     );
     assert!(got.iter().any(|p| p.contains("/scans/")), "{got:?}");
     assert!(!got.iter().any(|p| p.contains("freesurfer")), "{got:?}");
+    // A reconstruction's resource: the session's scans are fetched.
+    let out = home.path().join("out-recon");
+    let args = [
+        "-E",
+        "XNAT_E00005",
+        "--reconstructions",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let said = "/data/experiments/XNAT_E00005/reconstructions/PET_AC/out/resources/NIFTI/files: XNAT answered 404";
+    ended(&prefetch(&mock.url(), home.path(), &args), 4, said);
+    let got: Vec<String> = actual_out(&out)
+        .into_keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    assert!(got.iter().any(|p| p.contains("/scans/")), "{got:?}");
+    assert!(
+        !got.iter().any(|p| p.contains("reconstructions")),
+        "{got:?}"
+    );
 }

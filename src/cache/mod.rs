@@ -387,8 +387,8 @@ impl Cache {
 
     /// `base/<session>/scans/<scan>/resources/<label>/files/<rel>` (or
     /// `base/<session>/resources/<label>/files/<rel>`, or
-    /// `base/<session>/assessors/<assessor label>/resources/<label>/files/<rel>`); `None` if
-    /// any part is unsafe.
+    /// `base/<session>/assessors/<assessor label>/resources/<label>/files/<rel>`, or the same
+    /// under `reconstructions/<reconstruction ID>`); `None` if any part is unsafe.
     pub fn layout_path(base: &Path, res: &ResourceRef, rel: &str) -> Option<PathBuf> {
         let mut p = base.to_path_buf();
         if !is_safe_component(&res.session_id) || !is_safe_component(&res.label) {
@@ -406,7 +406,7 @@ impl Cache {
             if !is_safe_component(&a.label) {
                 return None;
             }
-            p.push("assessors");
+            p.push(a.kind.folder());
             p.push(&a.label);
         }
         p.push("resources");

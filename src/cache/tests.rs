@@ -43,6 +43,7 @@ fn layout_and_hostile_parts() {
             id: "XNAT_E00009".into(),
             label: label.into(),
             xsi_type: "fs:fsData".into(),
+            kind: Default::default(),
         })),
         ..res(None, "DATA")
     };

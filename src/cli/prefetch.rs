@@ -45,6 +45,11 @@ pub struct PrefetchArgs {
     /// --exclude-resource apply to them too.
     #[arg(long)]
     pub assessors: bool,
+    /// Also the resources of the session's reconstructions, under
+    /// `<session>/reconstructions/<ID>/resources/<label>/files`; -r and --exclude-resource
+    /// apply to them too.
+    #[arg(long)]
+    pub reconstructions: bool,
     /// Parallel transfers.
     #[arg(short = 'w', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
@@ -154,6 +159,7 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
         exclude: args.exclude_resource.clone(),
         session_resources: args.session_resources,
         assessors: args.assessors,
+        reconstructions: args.reconstructions,
     };
     let destination = match &args.out {
         Some(root) => {

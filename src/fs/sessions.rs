@@ -78,11 +78,12 @@ impl SessionModel {
             .sum()
     }
 
-    /// The resources of assessor `id`; none for an assessor the tree does not have.
-    pub fn assessor_resources(&self, id: &str) -> &[ResourceFiles] {
+    /// The resources of assessor (or reconstruction) `a`, found by kind and ID; none for one
+    /// the tree does not have.
+    pub fn assessor_resources(&self, a: &Assessor) -> &[ResourceFiles] {
         self.assessors
             .iter()
-            .find(|(a, _)| a.id == id)
+            .find(|(x, _)| x.kind == a.kind && x.id == a.id)
             .map_or(&[], |(_, r)| r.as_slice())
     }
 
@@ -103,7 +104,7 @@ impl SessionModel {
     /// not have the resource, `Some(None)` when the server would not list its files.
     pub fn files_of(&self, res: &ResourceRef) -> Option<Option<FileList>> {
         let resources = match &res.assessor {
-            Some(a) => self.assessor_resources(&a.id),
+            Some(a) => self.assessor_resources(a),
             None => self.resources(res.scan.as_deref()),
         };
         resources

@@ -4,8 +4,10 @@
 //! <root>/[<project>/]<session>/scans/<scan>/resources/<label>/files/<path...>
 //!                              resources/<label>/files/<path...>
 //!                              assessors/<assessor label>/resources/<label>/files/<path...>
+//!                              reconstructions/<ID>/resources/<label>/files/<path...>
 //! ```
-//! `assessors/` is always there, empty when the session has none (as `resources/` is).
+//! `assessors/` and `reconstructions/` are always there, empty when the session has none (as
+//! `resources/` is); a reconstruction has no label in XNAT, its ID names it.
 //! Directories are listed lazily from XNAT and kept for `dir_ttl`. Everything inside a
 //! session comes from its whole tree, fetched when the session is first entered (see
 //! [`super::sessions`]); one resource's files are listed again on their own once older than
@@ -25,7 +27,9 @@
 
 use super::sessions::{Sessions, Walks};
 use crate::names::is_safe_component;
-use crate::xnat::{Assessor, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError};
+use crate::xnat::{
+    Assessor, Derived, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -54,11 +58,11 @@ pub enum Node {
     Scan(Arc<Session>, Arc<Scan>),
     ScanResources(Arc<Session>, Arc<str>),
     SessionResources(Arc<Session>),
-    /// `<session>/assessors`.
-    AssessorsDir(Arc<Session>),
-    /// An assessor folder, with the assessor as its listing gave it.
+    /// `<session>/assessors` or `<session>/reconstructions`.
+    AssessorsDir(Arc<Session>, Derived),
+    /// An assessor (or reconstruction) folder, as its listing gave it.
     Assessor(Arc<Session>, Arc<Assessor>),
-    /// `<session>/assessors/<label>/resources`.
+    /// `<session>/assessors/<label>/resources` (or `reconstructions/<ID>/resources`).
     AssessorResources(Arc<Session>, Arc<Assessor>),
     /// A resource folder, with the resource as its listing gave it (for its attributes).
     Resource(Arc<ResourceRef>, Arc<Resource>),
@@ -479,7 +483,7 @@ impl Tree {
             | Node::Scan(s, _)
             | Node::ScanResources(s, _)
             | Node::SessionResources(s)
-            | Node::AssessorsDir(s)
+            | Node::AssessorsDir(s, _)
             | Node::Assessor(s, _)
             | Node::AssessorResources(s, _) => return session_date(&s.date),
             Node::Resource(r, _) | Node::FilesDir(r, _) | Node::File(r, _) => &r.session_id,
@@ -714,11 +718,18 @@ impl Tree {
             Node::Session(s) => vec![
                 ("scans".into(), Node::ScansDir(s.clone())),
                 ("resources".into(), Node::SessionResources(s.clone())),
-                ("assessors".into(), Node::AssessorsDir(s.clone())),
+                (
+                    "assessors".into(),
+                    Node::AssessorsDir(s.clone(), Derived::Assessor),
+                ),
+                (
+                    "reconstructions".into(),
+                    Node::AssessorsDir(s.clone(), Derived::Reconstruction),
+                ),
             ],
-            Node::AssessorsDir(s) => {
+            Node::AssessorsDir(s, kind) => {
                 let model = self.sessions.model(s, false).await?;
-                let assessors = model.assessors.iter();
+                let assessors = model.assessors.iter().filter(|(a, _)| a.kind == *kind);
                 assessors
                     .map(|(a, _)| (a.label.clone(), Node::Assessor(s.clone(), a.clone())))
                     .collect()
@@ -729,7 +740,7 @@ impl Tree {
             )],
             Node::AssessorResources(s, a) => {
                 let model = self.sessions.model(s, false).await?;
-                let list = model.assessor_resources(&a.id);
+                let list = model.assessor_resources(a);
                 list.iter()
                     .map(|(r, _)| {
                         let res = ResourceRef::of_assessor(&s.id, a, r);

@@ -72,7 +72,7 @@ pub fn attributes(node: &Node) -> Vec<(&'static str, String)> {
         ],
         Node::Root
         | Node::ScansDir(_)
-        | Node::AssessorsDir(_)
+        | Node::AssessorsDir(..)
         | Node::AssessorResources(..)
         | Node::ScanResources(..)
         | Node::SessionResources(_)

@@ -2,6 +2,7 @@
 //! `<project>/<session label>/scans/<scan id>/resources/<label>/files/...` and
 //! `<project>/<session label>/resources/<label>/files/...`.
 
+use crate::xnat::Derived;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use std::path::{Path, PathBuf};
@@ -49,16 +50,20 @@ pub struct MockSession {
     pub date: String,
     pub scans: Vec<MockScan>,
     pub resources: Vec<MockResource>,
-    /// Its assessors (FreeSurfer, QC, ... outputs), each with its `out` resources.
+    /// Its assessors (FreeSurfer, QC, ... outputs) and reconstructions, each with its `out`
+    /// resources.
     pub assessors: Vec<MockAssessor>,
 }
 
-/// An assessor of a session (`xnat:imageAssessorData`): derived data, in `out` resources.
+/// An assessor of a session (`xnat:imageAssessorData`), or a reconstruction
+/// (`xnat:reconstructedImageData`, `kind`): derived data, in `out` resources. A
+/// reconstruction has no label (its `label` is its ID).
 #[derive(Debug, Clone)]
 pub struct MockAssessor {
     pub id: String,
     pub label: String,
     pub xsi_type: String,
+    pub kind: Derived,
     pub resources: Vec<MockResource>,
 }
 
@@ -401,7 +406,8 @@ impl Dataset {
         }
     }
 
-    /// Every file of the assessors of the data set with its session, assessor and resource.
+    /// Every file of the assessors (and reconstructions) of the data set with its session,
+    /// assessor and resource.
     pub fn assessor_files(
         &self,
     ) -> Vec<(&MockSession, &MockAssessor, &MockResource, &Arc<MockFile>)> {

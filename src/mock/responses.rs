@@ -4,6 +4,7 @@
 
 use super::data::{MockAssessor, MockFile, MockProject, MockResource, MockScan, MockSession};
 use super::{MockState, RangeMode};
+use crate::xnat::Derived;
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -128,20 +129,30 @@ pub(super) fn session_doc(s: &MockSession) -> Value {
         let items: Vec<Value> = s.resources.iter().map(resource).collect();
         children.push(json!({"field": "resources/resource", "items": items}));
     }
-    // `xnat:imageSessionData/assessors/assessor`, each with its `out/file` resources.
-    if !s.assessors.is_empty() {
-        let items: Vec<Value> = s
-            .assessors
-            .iter()
+    // `xnat:imageSessionData/assessors/assessor` and `reconstructions/reconstructedImage`,
+    // each with its `out/file` resources (the XFT schema's fields of `xnat:imageSessionData`).
+    for kind in Derived::ALL {
+        let items: Vec<Value> = (s.assessors.iter().filter(|a| a.kind == kind))
             .map(|a| {
+                let fields = match kind {
+                    Derived::Assessor => json!({"ID": a.id, "label": a.label,
+                                                "project": s.project, "imageSession_ID": s.id}),
+                    Derived::Reconstruction => json!({"ID": a.id, "type": "recon",
+                                                      "image_session_ID": s.id}),
+                };
                 json!({"meta": {"xsi:type": a.xsi_type, "isHistory": false},
-                       "data_fields": {"ID": a.id, "label": a.label, "project": s.project,
-                                       "imageSession_ID": s.id},
+                       "data_fields": fields,
                        "children": [{"field": "out/file",
                                      "items": a.resources.iter().map(resource).collect::<Vec<_>>()}]})
             })
             .collect();
-        children.push(json!({"field": "assessors/assessor", "items": items}));
+        if !items.is_empty() {
+            let field = match kind {
+                Derived::Assessor => "assessors/assessor",
+                Derived::Reconstruction => "reconstructions/reconstructedImage",
+            };
+            children.push(json!({"field": field, "items": items}));
+        }
     }
     json!({"items": [{
         "meta": {"xsi:type": s.xsi_type, "isHistory": false, "start_date": "Mon Jan 01 12:00:00 UTC 2024"},
@@ -187,6 +198,7 @@ pub(super) fn resource_rows(
 pub(super) fn assessor_rows(s: &MockSession) -> Vec<Value> {
     s.assessors
         .iter()
+        .filter(|a| a.kind == Derived::Assessor)
         .map(|a| {
             json!({"ID": a.id, "label": a.label, "xsiType": a.xsi_type, "date": s.date,
                    "project": s.project, "session_ID": s.id, "session_label": s.label,
@@ -196,7 +208,32 @@ pub(super) fn assessor_rows(s: &MockSession) -> Vec<Value> {
         .collect()
 }
 
-/// One row of a files listing of an assessor's resource: its URI names the assessor.
+/// The rows of a session's reconstructions listing: its default fields. XNAT: xnat-web
+/// `org/nrg/xnat/restlet/resources/ReconList.java` (`getDefaultFields`:
+/// `xnat_reconstructedimagedata_id`, `ID`, `type`, `baseScanType`).
+pub(super) fn reconstruction_rows(s: &MockSession) -> Vec<Value> {
+    (s.assessors
+        .iter()
+        .filter(|a| a.kind == Derived::Reconstruction))
+    .enumerate()
+    .map(|(i, a)| {
+        json!({"xnat_reconstructedimagedata_id": (i + 1).to_string(), "ID": a.id,
+                   "type": "recon", "baseScanType": "",
+                   "URI": format!("/data/experiments/{}/reconstructions/{}", s.id, a.id)})
+    })
+    .collect()
+}
+
+/// The rows of a session's listing of derived data of one kind.
+pub(super) fn derived_rows(s: &MockSession, kind: Derived) -> Vec<Value> {
+    match kind {
+        Derived::Assessor => assessor_rows(s),
+        Derived::Reconstruction => reconstruction_rows(s),
+    }
+}
+
+/// One row of a files listing of an assessor's (or reconstruction's) resource: its URI names
+/// the assessor.
 pub(super) fn assessor_file_row(
     session: &MockSession,
     a: &MockAssessor,
@@ -205,8 +242,12 @@ pub(super) fn assessor_file_row(
 ) -> Value {
     let mut row = file_row(session, None, r, f);
     row["URI"] = json!(format!(
-        "/data/experiments/{}/assessors/{}/out/resources/{}/files/{}",
-        session.id, a.id, r.id, f.path
+        "/data/experiments/{}/{}/{}/out/resources/{}/files/{}",
+        session.id,
+        a.kind.folder(),
+        a.id,
+        r.id,
+        f.path
     ));
     row
 }

@@ -8,6 +8,7 @@ use super::responses::{
 };
 use super::zip_download::{Compression, zip_response};
 use super::{MockState, auth, data, faults, responses};
+use crate::xnat::Derived;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -573,7 +574,7 @@ fn session_routes(
         }
         ["resources"] => listing(resource_rows(&session.resources, session, None), true),
         // A session's files listing lists its own resources' files; `all=true` adds its
-        // scans' (and reconstructions' and assessors', which the mock has none of), each row's
+        // scans', reconstructions' and assessors', each row's
         // URI naming its scan and numeric resource ID. XNAT: xnat-web
         // `org/nrg/xnat/restlet/resources/files/XNATTemplate.java` (`loadCatalogs`: `all`
         // unions the session's, scans', reconstructions' and assessors' resources, each with
@@ -616,19 +617,25 @@ fn session_routes(
                 None => file_rows(&entries, session),
             }
         }
-        // A session's assessors, and their `out` resources; an assessor is named by its ID or
-        // its label. XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java`
-        // (the listing), `files/XNATTemplate.java` (`assessors/{A}/out/resources/...`).
-        ["assessors"] => listing(responses::assessor_rows(session), true),
-        ["assessors", a, "out", "resources", more @ ..] => {
+        // A session's assessors and reconstructions, and their `out` resources; an assessor
+        // is named by its ID or its label, a reconstruction (no label) by its ID. XNAT:
+        // xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java` and
+        // `ReconList.java` (the listings), `files/XNATTemplate.java`
+        // (`assessors/{A}/out/resources/...`, `reconstructions/{R}/out/resources/...`).
+        [folder] if derived_folder(folder).is_some() => {
+            let kind = derived_folder(folder).unwrap_or_default();
+            listing(responses::derived_rows(session, kind), true)
+        }
+        [folder, a, "out", "resources", more @ ..] if derived_folder(folder).is_some() => {
+            let kind = derived_folder(folder).unwrap_or_default();
             let a = url_decode(a);
-            let Some(assessor) = session
-                .assessors
-                .iter()
+            let mut of_kind = session.assessors.iter().filter(|x| x.kind == kind);
+            let Some(assessor) = of_kind
+                .clone()
                 .find(|x| x.id == a)
-                .or_else(|| session.assessors.iter().find(|x| x.label == a))
+                .or_else(|| of_kind.find(|x| kind == Derived::Assessor && x.label == a))
             else {
-                return not_found("assessor");
+                return not_found(kind.noun());
             };
             assessor_routes(state, session, assessor, more, zip, headers)
         }
@@ -639,6 +646,12 @@ fn session_routes(
         }
         _ => not_found("resource"),
     }
+}
+
+/// The kind of derived data a session subfolder of XNAT's holds (`assessors`,
+/// `reconstructions`).
+fn derived_folder(folder: &str) -> Option<Derived> {
+    Derived::ALL.into_iter().find(|k| k.folder() == folder)
 }
 
 /// What lies under an assessor's `out/resources`: its resources listing, a resource's files

@@ -3,6 +3,7 @@
 use super::data::{
     Body, Dataset, MockAssessor, MockFile, MockProject, MockResource, MockScan, MockSession,
 };
+use crate::xnat::Derived;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -280,15 +281,29 @@ impl Dataset {
                 id: "XNAT_E00008".into(),
                 label: "SUBJ03_PETMR1_freesurfer".into(),
                 xsi_type: "fs:fsData".into(),
+                kind: Derived::Assessor,
                 resources: vec![freesurfer],
             },
             MockAssessor {
                 id: "XNAT_E00009".into(),
                 label: "SUBJ03_PETMR1_qc".into(),
                 xsi_type: "xnat:qcManualAssessorData".into(),
+                kind: Derived::Assessor,
                 resources: vec![qc],
             },
         ];
+        // A reconstruction of the PET/MR session (made after the assessors, for the same
+        // reason): an attenuation-corrected PET, named by its ID (reconstructions have no
+        // label).
+        let pet_ac = b.generated("pet_ac.nii.gz", 20_000, Bytes::from_static(b"\x1f\x8b"));
+        let pet_ac = b.resource("NIFTI", "NIFTI", vec![pet_ac]);
+        petmr.assessors.push(MockAssessor {
+            id: "PET_AC".into(),
+            label: "PET_AC".into(),
+            xsi_type: "xnat:reconstructedImageData".into(),
+            kind: Derived::Reconstruction,
+            resources: vec![pet_ac],
+        });
         let multi = vec![Arc::new(petmr), Arc::new(form), Arc::new(petct)];
         let mut data = Dataset {
             projects: vec![

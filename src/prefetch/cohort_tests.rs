@@ -111,6 +111,7 @@ fn options(root: &Path, scans: &str) -> PrefetchOptions {
             exclude: Vec::new(),
             session_resources: true,
             assessors: false,
+            reconstructions: false,
         },
         destination: Destination::Out {
             root: root.to_path_buf(),

@@ -110,7 +110,7 @@ impl Plan {
                 (Some(s), Some(t)) if !t.is_empty() => format!("scan {s} ({t})"),
                 (Some(s), _) => format!("scan {s}"),
                 (None, _) => match &r.res.assessor {
-                    Some(a) => format!("assessor {}", a.label),
+                    Some(a) => format!("{} {}", a.kind.noun(), a.label),
                     None => "session".to_string(),
                 },
             };
@@ -402,8 +402,10 @@ impl Planner<'_> {
                 }
             }
         }
-        if self.selection.assessors {
-            for at in &tree.assessors {
+        let derived = self.selection.derived();
+        if !derived.is_empty() {
+            let asked = tree.assessors.iter();
+            for at in asked.filter(|at| derived.contains(&at.assessor.kind)) {
                 if !self.usable_assessor(&at.assessor) {
                     continue;
                 }
@@ -475,8 +477,8 @@ impl Planner<'_> {
             }
         }
         self.plan.seen = Some(seen);
-        if self.selection.assessors {
-            self.assessors_by_listings(api, breaker).await?;
+        for kind in self.selection.derived() {
+            self.assessors_by_listings(api, breaker, kind).await?;
         }
         Ok(())
     }
@@ -603,6 +605,7 @@ mod tests {
             exclude: Vec::new(),
             session_resources: true,
             assessors: false,
+            reconstructions: false,
         }
     }
 

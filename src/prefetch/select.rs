@@ -2,6 +2,7 @@
 //! `--exclude-resource`), and what to say when a filter matches nothing: the IDs and labels
 //! that do exist.
 
+use crate::xnat::Derived;
 use anyhow::{Result, bail};
 
 /// `-s 1,2,3`, `-s 1-3,7` or `-s '*'`.
@@ -101,9 +102,19 @@ pub struct Selection {
     pub session_resources: bool,
     /// `--assessors`: the resources of the session's assessors too (FreeSurfer, QC, ...).
     pub assessors: bool,
+    /// `--reconstructions`: the resources of the session's reconstructions too.
+    pub reconstructions: bool,
 }
 
 impl Selection {
+    /// Which of a session's derived data are asked for (`--assessors`, `--reconstructions`).
+    pub fn derived(&self) -> Vec<Derived> {
+        let asked = [self.assessors, self.reconstructions];
+        (Derived::ALL.into_iter().zip(asked))
+            .filter_map(|(kind, asked)| asked.then_some(kind))
+            .collect()
+    }
+
     pub fn wants_resource(&self, label: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|l| l == label))
             && !self.exclude.iter().any(|l| l == label)
@@ -299,6 +310,7 @@ mod tests {
             exclude: ids(exc),
             session_resources: false,
             assessors: false,
+            reconstructions: false,
         }
     }
 

@@ -769,11 +769,11 @@ impl HttpXnat {
             })
         );
         let shape = session_tree::shape(&doc?, &doc_path)?;
-        let (mut tree, assessors) = session_tree::with_files(shape, files?)?;
-        // Assessors are asked listing by listing, and only of sessions the document or the
-        // files listing shows to have some (one request more for those only).
-        if assessors {
-            tree.assessors = crate::xnat::assessor_trees(self, &session.id).await?;
+        let (mut tree, derived) = session_tree::with_files(shape, files?)?;
+        // Assessors and reconstructions are asked listing by listing, and only of sessions the
+        // document or the files listing shows to have some (requests more for those only).
+        if !derived.is_empty() {
+            tree.assessors = crate::xnat::assessor_trees(self, &session.id, &derived).await?;
         }
         Ok(tree)
     }
@@ -876,13 +876,21 @@ impl XnatApi for HttpXnat {
         Ok(json::assessors(&json::result_rows(&body, &path)?))
     }
 
+    /// As assessors, without the guest check.
+    async fn reconstructions(&self, session_id: &str) -> Result<Vec<Assessor>> {
+        let path = format!("/data/experiments/{session_id}/reconstructions");
+        let body = self.get_json(&path, "").await?;
+        Ok(json::reconstructions(&json::result_rows(&body, &path)?))
+    }
+
     async fn assessor_resources(
         &self,
         session_id: &str,
         assessor: &Assessor,
     ) -> Result<Vec<Resource>> {
         let path = format!(
-            "/data/experiments/{session_id}/assessors/{}/out/resources",
+            "/data/experiments/{session_id}/{}/{}/out/resources",
+            assessor.kind.folder(),
             assessor.id
         );
         Ok(json::resources(&self.rows(&path, "").await?))

@@ -153,6 +153,22 @@ pub fn assessors(rows: &[Row]) -> Vec<super::Assessor> {
             id: field(r, "ID"),
             label: field(r, "label"),
             xsi_type: field(r, "xsiType"),
+            kind: super::Derived::Assessor,
+        })
+        .filter(|a| !a.id.is_empty())
+        .collect()
+}
+
+/// A session's reconstructions listing (`/data/experiments/{ID}/reconstructions`): rows of
+/// `ID`, `type`, `baseScanType`. A reconstruction has no label, so its ID names its folder.
+/// XNAT: xnat-web `org/nrg/xnat/restlet/resources/ReconList.java` (`getDefaultFields`).
+pub fn reconstructions(rows: &[Row]) -> Vec<super::Assessor> {
+    rows.iter()
+        .map(|r| super::Assessor {
+            id: field(r, "ID"),
+            label: field(r, "ID"),
+            xsi_type: "xnat:reconstructedImageData".into(),
+            kind: super::Derived::Reconstruction,
         })
         .filter(|a| !a.id.is_empty())
         .collect()

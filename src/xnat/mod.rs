@@ -81,6 +81,63 @@ pub struct Assessor {
     pub label: String,
     #[serde(default)]
     pub xsi_type: String,
+    /// An assessor, or a reconstruction (kept only when it is one).
+    #[serde(default, skip_serializing_if = "Derived::is_assessor")]
+    pub kind: Derived,
+}
+
+/// Which of a session's derived data an [`Assessor`] is. XNAT keeps both kinds as items of the
+/// session, each with its `out` resources: xnat-web
+/// `org/nrg/xnat/restlet/resources/files/XNATTemplate.java` (`assessors/{A}/out`,
+/// `reconstructions/{R}/out`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Derived {
+    /// An image assessor (`xnat:imageAssessorData`): FreeSurfer, QC, PUP outputs.
+    #[default]
+    Assessor,
+    /// A reconstruction (`xnat:reconstructedImageData`), which has an ID and no label: the
+    /// ID names it. XNAT: `org/nrg/xnat/restlet/resources/ReconList.java` (rows `ID`, `type`,
+    /// `baseScanType`, `xnat_reconstructedimagedata_id`).
+    Reconstruction,
+}
+
+impl Derived {
+    /// Both kinds.
+    pub const ALL: [Derived; 2] = [Derived::Assessor, Derived::Reconstruction];
+
+    /// The folder of this kind under a session, as in XNAT's REST paths: `assessors`,
+    /// `reconstructions`.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Derived::Assessor => "assessors",
+            Derived::Reconstruction => "reconstructions",
+        }
+    }
+
+    /// One of this kind, in messages: `assessor`, `reconstruction`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Derived::Assessor => "assessor",
+            Derived::Reconstruction => "reconstruction",
+        }
+    }
+
+    pub fn is_assessor(&self) -> bool {
+        *self == Derived::Assessor
+    }
 }
 
 /// Where a resource lives: a session, optionally a scan or an assessor of it, and the
@@ -145,11 +202,14 @@ impl ResourceRef {
 
     fn path_naming(&self, resource: &str) -> String {
         if let Some(a) = &self.assessor {
-            // An assessor's resources are its `out` resources. XNAT: xnat-web
-            // `org/nrg/xnat/restlet/resources/files/XNATTemplate.java` (`assessors/{A}/out`).
+            // An assessor's (or reconstruction's) resources are its `out` resources. XNAT:
+            // xnat-web `org/nrg/xnat/restlet/resources/files/XNATTemplate.java`
+            // (`assessors/{A}/out`, `reconstructions/{R}/out`).
             return format!(
-                "/data/experiments/{}/assessors/{}/out/resources/{resource}",
-                self.session_id, a.id
+                "/data/experiments/{}/{}/{}/out/resources/{resource}",
+                self.session_id,
+                a.kind.folder(),
+                a.id
             );
         }
         match &self.scan {
@@ -311,7 +371,11 @@ pub trait XnatApi: Send + Sync {
     async fn assessors(&self, _session_id: &str) -> Result<Vec<Assessor>> {
         Ok(Vec::new())
     }
-    /// The output resources of assessor `assessor` of a session.
+    /// The reconstructions of a session. This default knows of none.
+    async fn reconstructions(&self, _session_id: &str) -> Result<Vec<Assessor>> {
+        Ok(Vec::new())
+    }
+    /// The output resources of assessor (or reconstruction) `assessor` of a session.
     async fn assessor_resources(
         &self,
         _session_id: &str,
@@ -359,7 +423,7 @@ pub async fn session_tree_by_listings<A: XnatApi + ?Sized>(
         tree.resources
             .push(resource_tree(api, &res, resource).await?);
     }
-    tree.assessors = assessor_trees(api, &session.id).await?;
+    tree.assessors = assessor_trees(api, &session.id, &Derived::ALL).await?;
     Ok(tree)
 }
 
@@ -403,14 +467,40 @@ pub fn unreadable_files(e: &XnatError) -> String {
     }
 }
 
-/// A session's assessors, each with its resources and their files, listing by listing. One
-/// that the server refuses to list (an assessor type the user may not read, a listing that
-/// makes no sense) is reported and left out, and never sinks the session's scans; a resource
-/// whose files cannot be listed is kept, unreadable ([`resource_tree`]); a server that cannot
-/// be reached fails the whole, as for any other listing.
+/// A session's derived data of the `kinds` asked (assessors, reconstructions), each with its
+/// resources and their files, listing by listing. One that the server refuses to list (an
+/// assessor type the user may not read, a listing that makes no sense) is reported and left
+/// out, and never sinks the session's scans; a resource whose files cannot be listed is kept,
+/// unreadable ([`resource_tree`]); a server that cannot be reached fails the whole, as for any
+/// other listing.
 pub async fn assessor_trees<A: XnatApi + ?Sized>(
     api: &A,
     session_id: &str,
+    kinds: &[Derived],
+) -> Result<Vec<AssessorTree>> {
+    let mut out = Vec::new();
+    for &kind in kinds {
+        out.extend(derived_trees(api, session_id, kind).await?);
+    }
+    Ok(out)
+}
+
+/// The listing of a session's derived data of one kind.
+pub async fn derived<A: XnatApi + ?Sized>(
+    api: &A,
+    session_id: &str,
+    kind: Derived,
+) -> Result<Vec<Assessor>> {
+    match kind {
+        Derived::Assessor => api.assessors(session_id).await,
+        Derived::Reconstruction => api.reconstructions(session_id).await,
+    }
+}
+
+async fn derived_trees<A: XnatApi + ?Sized>(
+    api: &A,
+    session_id: &str,
+    kind: Derived,
 ) -> Result<Vec<AssessorTree>> {
     let skip = |what: String, e: XnatError| -> Result<()> {
         match e {
@@ -422,10 +512,10 @@ pub async fn assessor_trees<A: XnatApi + ?Sized>(
         }
     };
     let mut out = Vec::new();
-    let assessors = match api.assessors(session_id).await {
+    let assessors = match derived(api, session_id, kind).await {
         Ok(a) => a,
         Err(e) => {
-            skip(format!("the assessors of {session_id}"), e)?;
+            skip(format!("the {} of {session_id}", kind.folder()), e)?;
             return Ok(out);
         }
     };
@@ -433,7 +523,7 @@ pub async fn assessor_trees<A: XnatApi + ?Sized>(
         let listed = match api.assessor_resources(session_id, &assessor).await {
             Ok(r) => r,
             Err(e) => {
-                skip(format!("assessor {}", assessor.label), e)?;
+                skip(format!("{} {}", kind.noun(), assessor.label), e)?;
                 continue;
             }
         };
@@ -536,6 +626,7 @@ mod tests {
             id: id.into(),
             label: format!("S1_{id}"),
             xsi_type: "fs:fsData".into(),
+            kind: Derived::Assessor,
         }
     }
 
@@ -589,7 +680,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_assessor_the_server_refuses_is_left_out() {
-        let trees = assessor_trees(&TwoAssessors, "E1").await.unwrap();
+        let trees = assessor_trees(&TwoAssessors, "E1", &Derived::ALL)
+            .await
+            .unwrap();
         assert_eq!(trees.len(), 1);
         assert_eq!(trees[0].assessor.id, "A1");
         assert_eq!(trees[0].resources[0].resource.label, "DATA");

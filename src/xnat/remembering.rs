@@ -7,7 +7,7 @@
 //! Answers that say something about the data (404, 401, 403) are never papered over.
 
 use super::{
-    Assessor, Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session,
+    Assessor, Derived, Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session,
     SessionTree, XnatApi, XnatError, session_tree_by_listings,
 };
 use async_trait::async_trait;
@@ -200,12 +200,14 @@ fn resources_key(session_id: &str, scan: Option<&str>) -> String {
     format!("resources/{session_id}/{}", scan.unwrap_or("-"))
 }
 
-fn assessors_key(session_id: &str) -> String {
-    format!("assessors/{session_id}")
+/// The listing of a session's assessors, or reconstructions.
+fn assessors_key(session_id: &str, kind: Derived) -> String {
+    format!("{}/{session_id}", kind.folder())
 }
 
 fn assessor_resources_key(session_id: &str, assessor: &Assessor) -> String {
-    format!("assessor-resources/{session_id}/{}", assessor.id)
+    let id = &assessor.id;
+    format!("{}-resources/{session_id}/{id}", assessor.kind.noun())
 }
 
 impl RememberingApi {
@@ -237,7 +239,14 @@ impl RememberingApi {
             .into_iter()
             .map(|r| files(None, r))
             .collect::<Option<_>>()?;
-        let assessors: Vec<Assessor> = self.load_fresh(&assessors_key(&session.id))?;
+        let mut assessors: Vec<Assessor> =
+            self.load_fresh(&assessors_key(&session.id, Derived::Assessor))?;
+        // Listings kept before reconstructions were listed have none of them.
+        let reconstructions = assessors_key(&session.id, Derived::Reconstruction);
+        assessors.extend(
+            self.load_fresh::<Vec<Assessor>>(&reconstructions)
+                .unwrap_or_default(),
+        );
         for assessor in assessors {
             let listed: Vec<Resource> = load(assessor_resources_key(&session.id, &assessor))?;
             let resources = listed
@@ -280,8 +289,11 @@ impl RememberingApi {
             keep(Some(&s.scan.id), &s.resources);
         }
         keep(None, &tree.resources);
-        let assessors: Vec<&Assessor> = tree.assessors.iter().map(|a| &a.assessor).collect();
-        self.store(&assessors_key(&session.id), &assessors);
+        for kind in Derived::ALL {
+            let of_kind = tree.assessors.iter().map(|a| &a.assessor);
+            let of_kind: Vec<&Assessor> = of_kind.filter(|a| a.kind == kind).collect();
+            self.store(&assessors_key(&session.id, kind), &of_kind);
+        }
         for a in &tree.assessors {
             let listed: Vec<&Resource> = a.resources.iter().map(|r| &r.resource).collect();
             self.store(&assessor_resources_key(&session.id, &a.assessor), &listed);
@@ -296,8 +308,11 @@ impl RememberingApi {
 fn files_key(resource: &ResourceRef) -> String {
     if let Some(a) = &resource.assessor {
         return format!(
-            "assessor-files/{}/{}/{}",
-            resource.session_id, a.id, resource.label
+            "{}-files/{}/{}/{}",
+            a.kind.noun(),
+            resource.session_id,
+            a.id,
+            resource.label
         );
     }
     format!(
@@ -340,10 +355,25 @@ impl XnatApi for RememberingApi {
     /// Listings kept from before assessors were listed have none: offline, such a session
     /// shows no assessors rather than nothing at all.
     async fn assessors(&self, session_id: &str) -> Result<Vec<Assessor>> {
-        let key = assessors_key(session_id);
+        let key = assessors_key(session_id, Derived::Assessor);
         match self.remembered(key, self.inner.assessors(session_id)).await {
             Err(e) if self.offline => {
                 tracing::debug!("{e}; no assessors kept of {session_id}");
+                Ok(Vec::new())
+            }
+            answer => answer,
+        }
+    }
+
+    /// As assessors: none offline where none were kept.
+    async fn reconstructions(&self, session_id: &str) -> Result<Vec<Assessor>> {
+        let key = assessors_key(session_id, Derived::Reconstruction);
+        match self
+            .remembered(key, self.inner.reconstructions(session_id))
+            .await
+        {
+            Err(e) if self.offline => {
+                tracing::debug!("{e}; no reconstructions kept of {session_id}");
                 Ok(Vec::new())
             }
             answer => answer,

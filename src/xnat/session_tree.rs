@@ -18,7 +18,7 @@
 //! folder instead: never a wrong tree.
 
 use super::json::{self, field, number_field};
-use super::{Resource, ResourceTree, Scan, ScanTree, SessionTree, XnatError};
+use super::{Derived, Resource, ResourceTree, Scan, ScanTree, SessionTree, XnatError};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -27,8 +27,17 @@ use std::collections::HashMap;
 pub struct Shape {
     pub scans: Vec<(Scan, Vec<Resource>)>,
     pub resources: Vec<Resource>,
-    /// The document lists assessors (`assessors/assessor`).
-    pub assessors: bool,
+    /// The kinds of derived data the document lists (`assessors/assessor`,
+    /// `reconstructions/reconstructedImage`), whose resources it does not list.
+    pub derived: Vec<Derived>,
+}
+
+/// Adds `kind` to `kinds` if it is not there.
+fn note(kinds: &mut Vec<Derived>, kind: Derived) {
+    if !kinds.contains(&kind) {
+        kinds.push(kind);
+        kinds.sort();
+    }
 }
 
 fn bad(path: &str, msg: impl Into<String>) -> XnatError {
@@ -118,7 +127,16 @@ pub fn shape(body: &[u8], path: &str) -> Result<Shape, XnatError> {
     shape.resources = children(session, "resources/resource")
         .map(|r| resource(r, path))
         .collect::<Result<_, _>>()?;
-    shape.assessors = children(session, "assessors/assessor").next().is_some();
+    if children(session, "assessors/assessor").next().is_some() {
+        note(&mut shape.derived, Derived::Assessor);
+    }
+    // xnat:imageSessionData's `reconstructions/reconstructedImage` (xnat.xsd).
+    if children(session, "reconstructions/reconstructedImage")
+        .next()
+        .is_some()
+    {
+        note(&mut shape.derived, Derived::Reconstruction);
+    }
     Ok(shape)
 }
 
@@ -127,10 +145,9 @@ pub fn shape(body: &[u8], path: &str) -> Result<Shape, XnatError> {
 enum Place {
     /// A resource of the session (`scan` given: of that scan), by numeric ID.
     Resource { scan: Option<String>, id: String },
-    /// A resource of an assessor: listed on its own (see `HttpXnat::whole_tree`).
-    Assessor,
-    /// A resource of a reconstruction: not part of the tree.
-    Elsewhere,
+    /// A resource of an assessor or a reconstruction: listed on its own (see
+    /// `HttpXnat::whole_tree`).
+    Derived(Derived),
 }
 
 /// The place a row's URI names, `None` when it names nothing of the session whose
@@ -142,8 +159,8 @@ fn place(uri: &str, marker: &str) -> Option<Place> {
     let (scan, kind) = match first {
         "scans" => (Some(segs.next()?.to_string()), segs.next()?),
         "resources" => (None, first),
-        "assessors" => return Some(Place::Assessor),
-        "reconstructions" => return Some(Place::Elsewhere),
+        "assessors" => return Some(Place::Derived(Derived::Assessor)),
+        "reconstructions" => return Some(Place::Derived(Derived::Reconstruction)),
         _ => return None,
     };
     if kind != "resources" {
@@ -162,8 +179,8 @@ pub struct SessionFiles {
     path: String,
     /// Each resource's files, by scan and numeric ID.
     resources: HashMap<(Option<String>, String), json::FilesBuilder>,
-    /// The listing lists files of assessors.
-    assessors: bool,
+    /// The kinds of derived data the listing lists files of.
+    derived: Vec<Derived>,
 }
 
 impl SessionFiles {
@@ -173,7 +190,7 @@ impl SessionFiles {
             marker: format!("/experiments/{session_id}/"),
             path: path.to_string(),
             resources: HashMap::new(),
-            assessors: false,
+            derived: Vec::new(),
         }
     }
 }
@@ -188,8 +205,7 @@ impl json::FileRowSink for SessionFiles {
                 }
                 self.resources.entry((scan, id)).or_default().push(row);
             }
-            Some(Place::Assessor) => self.assessors = true,
-            Some(Place::Elsewhere) => {}
+            Some(Place::Derived(kind)) => note(&mut self.derived, kind),
             None => {
                 let msg = format!("a row of nothing in the session: {}", row.uri);
                 return Err(bad(&self.path, msg));
@@ -201,17 +217,22 @@ impl json::FileRowSink for SessionFiles {
 
 /// The tree: `shape` with each resource's files from the session's `all=true` files listing.
 /// Unsafe rows are left out of their resource (and reported), as in a resource's own
-/// listing. With it, whether the session has assessors (the document lists some, or the
-/// listing lists files of some), whose resources the tree then still lacks.
-pub fn with_files(shape: Shape, files: SessionFiles) -> Result<(SessionTree, bool), XnatError> {
+/// listing. With it, the kinds of derived data the session has (the document lists some, or
+/// the listing lists files of some), whose resources the tree then still lacks.
+pub fn with_files(
+    shape: Shape,
+    files: SessionFiles,
+) -> Result<(SessionTree, Vec<Derived>), XnatError> {
     let SessionFiles {
         mut resources,
-        assessors,
+        mut derived,
         path,
         ..
     } = files;
     let path = path.as_str();
-    let assessors = assessors || shape.assessors;
+    for kind in shape.derived {
+        note(&mut derived, kind);
+    }
     let mut files_of = |scan: Option<&str>, r: Resource| -> Result<ResourceTree, XnatError> {
         let (files, skipped) = resources
             .remove(&(scan.map(str::to_string), r.id.clone()))
@@ -245,7 +266,7 @@ pub fn with_files(shape: Shape, files: SessionFiles) -> Result<(SessionTree, boo
             format!("files of resource {id} of {of}, which the session document does not list"),
         ));
     }
-    Ok((tree, assessors))
+    Ok((tree, derived))
 }
 
 #[cfg(test)]
@@ -277,7 +298,7 @@ mod tests {
             .into()
     }
 
-    fn with_body(body: bytes::Bytes) -> Result<(SessionTree, bool), XnatError> {
+    fn with_body(body: bytes::Bytes) -> Result<(SessionTree, Vec<Derived>), XnatError> {
         let mut files = SessionFiles::new("E1", "/f");
         json::each_file_row(&body, "/f", &mut files)?;
         with_files(shape(DOC, "/d").unwrap(), files)
@@ -299,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_go_to_their_resources_and_assessors_are_left_out() {
+    fn rows_go_to_their_resources_and_derived_data_is_left_out() {
         let body = listing(&[
             ("/data/experiments/E1/resources/13/files/a b/n.txt", "13"),
             (
@@ -318,11 +339,16 @@ mod tests {
                 "/data/experiments/E1/assessors/A1/out/resources/99/files/fs.txt",
                 "99",
             ),
+            (
+                "/data/experiments/E1/reconstructions/R1/out/resources/98/files/r.nii",
+                "98",
+            ),
         ]);
-        let (tree, assessors) = with_body(body).unwrap();
-        assert!(
-            assessors,
-            "the assessor's row shows the session has assessors"
+        let (tree, derived) = with_body(body).unwrap();
+        assert_eq!(
+            derived,
+            [Derived::Assessor, Derived::Reconstruction],
+            "the assessor's and the reconstruction's rows show the session has both"
         );
         let paths: Vec<_> = tree.scans[0].resources[0]
             .files
@@ -371,6 +397,6 @@ mod tests {
         );
         // A resource that holds files by the document, and none listed.
         assert!(tree(&[]).is_err());
-        assert!(!tree(&[(ok, "11")]).unwrap().1, "no assessors");
+        assert!(tree(&[(ok, "11")]).unwrap().1.is_empty(), "no assessors");
     }
 }

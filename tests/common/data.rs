@@ -6,7 +6,7 @@ use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use xnatfs::mock::data::{
-    Body, Dataset, MockFile, MockResource, MockScan, MockSession, SampleSpec,
+    Body, Dataset, MockAssessor, MockFile, MockResource, MockScan, MockSession, SampleSpec,
 };
 
 /// The T1w image of the first DEMO session, in a mount with no -P or -E.
@@ -93,13 +93,13 @@ pub fn expected_files(data: &Dataset) -> Vec<(PathBuf, u64, String)> {
             (PathBuf::from(path), f.size(), f.md5().to_string())
         })
         .collect();
-    // A walk of the mount sees the assessors' files too.
+    // A walk of the mount sees the assessors' (and reconstructions') files too.
     out.extend(data.assessor_files().into_iter().map(|(s, a, r, f)| {
         let path = format!(
             "{}/{}/{}",
             s.project,
             s.label,
-            assessor_path(&a.label, &r.label, &f.path)
+            derived_path(a, &r.label, &f.path)
         );
         (PathBuf::from(path), f.size(), f.md5().to_string())
     }));
@@ -111,6 +111,13 @@ pub fn expected_files(data: &Dataset) -> Vec<(PathBuf, u64, String)> {
 /// under `prefetch --out`).
 pub fn assessor_path(assessor: &str, resource: &str, path: &str) -> String {
     format!("assessors/{assessor}/resources/{resource}/files/{path}")
+}
+
+/// Where a file of an assessor's or reconstruction's resource lies below its session's folder:
+/// `assessors/<label>/...` or `reconstructions/<ID>/...`.
+pub fn derived_path(a: &MockAssessor, resource: &str, path: &str) -> String {
+    let folder = a.kind.folder();
+    format!("{folder}/{}/resources/{resource}/files/{path}", a.label)
 }
 
 /// The file of `data` at `path` in a mount with no -P or -E (as [`SUBJ01_T1W`]); panics if

@@ -277,7 +277,8 @@ fn a_file_gone_from_the_server_is_enoent_and_its_listing_is_asked_again() {
 /// XNAT answers 404 with an empty body for the files of a resource whose catalog it cannot
 /// read, and for every session-wide listing that includes it (`files?all=true`,
 /// `scans/ALL/files`): that resource's `files/` alone fails, with EIO and a log line naming
-/// it; the session's other scans, resources and assessors list and read.
+/// it; the session's other scans, resources and assessors list and read. The same for an
+/// assessor's resource and a reconstruction's.
 #[test]
 fn an_unreadable_catalog_fails_only_its_own_resource() {
     let data = small_sample();
@@ -287,9 +288,12 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
     let nifti = id("XNAT_E00001", Some("2"), "NIFTI");
     let petmr = data.session("XNAT_E00005").unwrap();
     let freesurfer = petmr.assessors[0].resources[0].id;
+    let pet_ac = petmr.assessors.iter().find(|a| a.id == "PET_AC").unwrap();
+    let pet_ac = pet_ac.resources[0].id;
     let mock = start_mock(data);
     mock.state.controls.make_catalog_unreadable(nifti);
     mock.state.controls.make_catalog_unreadable(freesurfer);
+    mock.state.controls.make_catalog_unreadable(pet_ac);
     let log = tempfile::tempdir().unwrap();
     let log_file = log.path().join("xnatfs.log");
     let m = MountBuilder::new(&mock.url()).log_at(&log_file).mount();
@@ -330,6 +334,11 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
             .count()
             > 0
     );
+    // A reconstruction's resource too.
+    let recon = m.path(&format!(
+        "{session}/reconstructions/PET_AC/resources/NIFTI/files"
+    ));
+    assert_errno(list(&recon), &[libc::EIO], "PET_AC NIFTI/files");
     let logged = std::fs::read_to_string(&log_file).unwrap();
     assert!(
         logged.contains(

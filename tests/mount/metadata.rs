@@ -14,7 +14,7 @@ fn c_path(path: &Path) -> CString {
 }
 
 /// `getxattr` as `getfattr` calls it: the size first (a null buffer), then the value.
-fn getxattr(path: &Path, name: &str) -> io::Result<String> {
+pub(crate) fn getxattr(path: &Path, name: &str) -> io::Result<String> {
     let (p, n) = (c_path(path), CString::new(name).unwrap());
     // SAFETY: valid C strings; a null buffer of size 0 asks for the size.
     let size = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };

@@ -3,6 +3,7 @@
 //! refuses raw.
 
 use crate::common::*;
+use crate::metadata::getxattr;
 
 /// The files of project `project` in a mount with no -P or -E, relative to its folder, with
 /// their MD5s.
@@ -137,7 +138,7 @@ fn assessors_show_with_their_resources_and_read_right() {
         .mount();
     assert_eq!(
         dir_names(&m.path("SUBJ03_PETMR1")),
-        ["assessors", "resources", "scans"]
+        ["assessors", "reconstructions", "resources", "scans"]
     );
     assert_eq!(
         dir_names(&m.path("SUBJ03_PETMR1/assessors")),
@@ -161,6 +162,42 @@ fn assessors_show_with_their_resources_and_read_right() {
         !log.iter().any(|l| l.contains("XNAT_E00006/assessors")),
         "a session without assessors is not asked for them: {log:?}"
     );
+}
+
+/// A session's reconstructions show under `<session>/reconstructions/<ID>/resources/<label>/
+/// files` (named by ID: XNAT gives them no label), with XNAT's attributes, and read right; a
+/// session without any shows an empty `reconstructions/`.
+#[test]
+fn reconstructions_show_with_their_resources_and_read_right() {
+    let data = small_sample();
+    let want: Vec<_> = files_of_project(&data, "MULTI")
+        .into_iter()
+        .filter(|(p, _)| p.contains("/reconstructions/"))
+        .collect();
+    assert_eq!(want.len(), 1, "{want:?}");
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-P", "MULTI"])
+        .mount();
+    assert_eq!(
+        dir_names(&m.path("SUBJ03_PETMR1/reconstructions")),
+        ["PET_AC"]
+    );
+    let files = "SUBJ03_PETMR1/reconstructions/PET_AC/resources/NIFTI/files";
+    assert_eq!(dir_names(&m.path(files)), ["pet_ac.nii.gz"]);
+    for (rel, md5) in &want {
+        assert_eq!(&md5_file(&m.path(rel)), md5, "{rel}");
+    }
+    let recon = m.path("SUBJ03_PETMR1/reconstructions/PET_AC");
+    let xsi = getxattr(&recon, "user.xnat.xsi_type").unwrap();
+    assert_eq!(xsi, "xnat:reconstructedImageData");
+    let file = m.path(&format!("{files}/pet_ac.nii.gz"));
+    let uri = getxattr(&file, "user.xnat.uri").unwrap();
+    assert!(
+        uri.contains("/data/experiments/XNAT_E00005/reconstructions/PET_AC/out/resources/"),
+        "{uri}"
+    );
+    assert!(dir_names(&m.path("SUBJ03_PETCT1/reconstructions")).is_empty());
 }
 
 /// An assessor whose label cannot be a folder name is left out; the others show.

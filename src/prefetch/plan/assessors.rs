@@ -1,11 +1,12 @@
-//! Planning the resources of a session's assessors (`prefetch --assessors`): each assessor
-//! whose label can be a folder, each of its resources the filters take (`-r`,
-//! `--exclude-resource`), from the session's tree or listing by listing.
+//! Planning the resources of a session's assessors and reconstructions (`prefetch
+//! --assessors`, `--reconstructions`): each one whose label can be a folder, each of its
+//! resources the filters take (`-r`, `--exclude-resource`), from the session's tree or listing
+//! by listing.
 
 use super::{Breaker, Planner, Problem, heard};
 use crate::names::is_safe_component;
 use crate::prefetch::select::Seen;
-use crate::xnat::{self, Resource, ResourceRef, XnatApi};
+use crate::xnat::{self, Derived, Resource, ResourceRef, XnatApi};
 use anyhow::Result;
 
 impl Planner<'_> {
@@ -14,8 +15,12 @@ impl Planner<'_> {
         if is_safe_component(&a.label) {
             return true;
         }
-        let why = format!("assessor label {:?} is not a usable folder name", a.label);
-        let item = format!("{}/assessors/{}", self.at(), a.id);
+        let why = format!(
+            "{} label {:?} is not a usable folder name",
+            a.kind.noun(),
+            a.label
+        );
+        let item = format!("{}/{}/{}", self.at(), a.kind.folder(), a.id);
         self.plan.problems.push(Problem::new(item, why));
         false
     }
@@ -34,18 +39,21 @@ impl Planner<'_> {
         })
     }
 
-    /// An assessor's resources and their files, listing by listing (`--assessors`, folder
-    /// by folder). A listing that fails leaves out its item.
+    /// The resources of a session's assessors (or reconstructions: `kind`) and their files,
+    /// listing by listing (folder by folder). A listing that fails leaves out its item.
     pub(super) async fn assessors_by_listings(
         &mut self,
         api: &dyn XnatApi,
         breaker: &Breaker,
+        kind: Derived,
     ) -> Result<()> {
         let at = self.at();
-        let assessors = match heard(breaker, api.assessors(&self.session.id).await)? {
+        let folder = kind.folder();
+        let listed = xnat::derived(api, &self.session.id, kind).await;
+        let assessors = match heard(breaker, listed)? {
             Ok(a) => a,
             Err(e) => {
-                let item = format!("{at}/assessors");
+                let item = format!("{at}/{folder}");
                 self.plan.problems.push(Problem::new(item, e));
                 return Ok(());
             }
@@ -60,7 +68,7 @@ impl Planner<'_> {
                 Ok(r) => r,
                 Err(e) => {
                     self.plan.labels_known = false;
-                    let item = format!("{at}/assessors/{}/out/resources", a.id);
+                    let item = format!("{at}/{folder}/{}/out/resources", a.id);
                     self.plan.problems.push(Problem::new(item, e));
                     continue;
                 }
