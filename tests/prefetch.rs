@@ -342,7 +342,8 @@ fn a_server_that_stays_down_ends_non_zero_with_a_clear_message() {
 #[test]
 fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
     let data = small_sample();
-    // The assessors' files too: `--assessors` puts them where the mount looks.
+    // The assessors' and reconstructions' files too: `--assessors` and `--reconstructions`
+    // put them where the mount looks.
     let expected = expected_files(&data);
     let mock = start_mock(data);
     let cache = tempfile::tempdir().unwrap();
@@ -364,6 +365,7 @@ fn prefetch_into_the_cache_then_the_mount_reads_with_no_file_request() {
                 session,
                 "--session-resources",
                 "--assessors",
+                "--reconstructions",
                 "--cache-dir",
                 cache.path().to_str().unwrap(),
             ],
