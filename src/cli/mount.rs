@@ -2,7 +2,7 @@
 
 use super::{ServerFlags, client, daemon, runtime};
 use crate::cache::default_cache_dir;
-use crate::fs::tree::ScanNames;
+use crate::fs::layout::ScanNames;
 use crate::mount::{self, MountOptions, MountPlan};
 use crate::settings::{self, Settings};
 use anyhow::{Context, Result};

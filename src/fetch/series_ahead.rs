@@ -7,13 +7,10 @@
 
 use super::Fetcher;
 use super::series::{Opened, SeriesConfig, SeriesPolicy};
-use crate::xnat::{RemoteFile, ResourceRef};
+use crate::xnat::{FileList, RemoteFile, ResourceRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-
-/// A resource's files in listing order, as the directory model holds them.
-pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
 
 /// How often the task looks again when nothing woke it (idle series pause on this tick).
 const TICK: Duration = Duration::from_millis(250);

@@ -1,6 +1,6 @@
 //! The errno a caller gets for each kind of failure: written once, here.
 
-use super::tree::TreeError;
+use super::node::TreeError;
 use crate::fetch::FetchError;
 use crate::xnat::XnatError;
 

@@ -1,8 +1,10 @@
 //! Inodes the kernel forgot leave the table (FUSE `forget`), without a mount: the counting,
 //! open handles that keep an inode, listings that stay right, and lookups racing forgets.
 
+use super::inodes::ROOT_INO;
+use super::node::Root;
 use super::tests::{FILE, read_all, setup, walk};
-use super::tree::{ROOT_INO, Root, Tree};
+use super::tree::Tree;
 use super::{Errno, Opened};
 use crate::mock::MemoryXnat;
 use crate::mock::data::Dataset;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 const SUB: &str = "P/S1/scans/2/resources/DICOM/files/sub";
 
 /// The inodes of each component of `path`, looked up from the root (each counted once).
-async fn walk_inos(tree: &Tree, path: &[&str]) -> Result<Vec<u64>, super::tree::TreeError> {
+async fn walk_inos(tree: &Tree, path: &[&str]) -> Result<Vec<u64>, super::node::TreeError> {
     let mut cur = ROOT_INO;
     let mut out = Vec::new();
     for name in path {
@@ -63,7 +65,7 @@ async fn a_forgotten_folder_drops_its_listing_and_lists_the_same_names_again() {
     let path: Vec<&str> = SUB.split('/').collect();
     let inos = walk_inos(tree, &path).await.unwrap();
     let sub = *inos.last().unwrap();
-    let names = |kids: &super::tree::Children| -> Vec<String> {
+    let names = |kids: &super::node::Children| -> Vec<String> {
         kids.iter().map(|(n, _)| n.to_string()).collect()
     };
     let before = names(&tree.children(sub).await.unwrap());

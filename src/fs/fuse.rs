@@ -8,7 +8,7 @@
 //! EROFS before they reach us.
 
 use super::interrupt::{Waited, wait_for};
-use super::tree::Children;
+use super::node::Children;
 use super::{Attr, Errno, Opened, XnatFs, xattrs};
 use fuser::{
     AccessFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,

@@ -4,8 +4,12 @@
 //! adapter ([`fuse`]) only translates kernel requests into these calls.
 
 pub mod errno;
+pub mod file_lists;
 pub mod fuse;
+pub mod inodes;
 pub mod interrupt;
+pub mod layout;
+pub mod node;
 pub mod sessions;
 pub mod tree;
 pub mod xattrs;
@@ -24,13 +28,14 @@ use crate::fetch::Fetcher;
 use crate::fetch::series::SeriesConfig;
 use crate::fetch::series_ahead::SeriesAhead;
 use crate::xnat::{RemoteFile, ResourceRef};
+use node::{Children, Node};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
-use tree::{Children, Node, Tree};
+use tree::Tree;
 
 /// How long a read through a handle whose read just failed gets the same failure at once.
 const RETRY_GETS_THE_SAME_ANSWER: Duration = Duration::from_secs(1);

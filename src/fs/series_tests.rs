@@ -3,7 +3,9 @@
 //! it, within its windows and the cache's cap, paused when the reader stops, and joined
 //! (right bytes, one request a file) by the reader.
 
-use super::tree::{ROOT_INO, Root, Tree};
+use super::inodes::ROOT_INO;
+use super::node::Root;
+use super::tree::Tree;
 use super::{Attr, FsOptions, XnatFs};
 use crate::cache::Cache;
 use crate::fetch::Fetcher;

@@ -7,10 +7,12 @@
 //! A tree is fetched in a task of its own, so a caller that gives up (timeout, interrupt)
 //! leaves it to finish for the next one; every caller waits for the same fetch.
 
-use super::tree::{Children, FileList, KnownFiles, give_back_freed_memory, same_or_new};
+use super::file_lists::{KnownFiles, give_back_freed_memory};
+use super::node::Children;
 use crate::xnat::{
     Assessor, Resource, ResourceRef, Scan, Session, SessionTree, XnatApi, XnatError,
 };
+use crate::xnat::{FileList, same_or_new};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;

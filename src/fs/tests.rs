@@ -2,7 +2,9 @@
 //! (passthrough or served, pinned in the cache or not), reads and releases, and the errno of
 //! each failure.
 
-use super::tree::{ROOT_INO, Root, Tree};
+use super::inodes::ROOT_INO;
+use super::node::Root;
+use super::tree::Tree;
 use super::{Attr, Errno, FsOptions, Opened, XnatFs};
 use crate::cache::Cache;
 use crate::fetch::Fetcher;

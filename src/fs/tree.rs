@@ -1,17 +1,6 @@
-//! The directory model and inode table of a mount, independent of FUSE.
-//!
-//! ```text
-//! <root>/[<project>/]<session>/scans/<scan>/resources/<label>/files/<path...>
-//!                              resources/<label>/files/<path...>
-//!                              assessors/<assessor label>/resources/<label>/files/<path...>
-//!                              reconstructions/<ID>/resources/<label>/files/<path...>
-//! ```
-//! `assessors/` and `reconstructions/` are always there, empty when the session has none (as
-//! `resources/` is); a reconstruction has no label in XNAT, its ID names it.
-//! Directories are listed lazily from XNAT and kept for `dir_ttl`. Everything inside a
-//! session comes from its whole tree, fetched when the session is first entered (see
-//! [`super::sessions`]); one resource's files are listed again on their own once older than
-//! `dir_ttl`.
+//! The inode table of a mount and its folders' listings, independent of FUSE: what the
+//! folders hold is [`super::layout`]'s; the table keeps each listing for `dir_ttl` and numbers
+//! its entries, under one lock order (`inodes`, then `dirs`, then `files`).
 //!
 //! Inodes: each entry of a folder's listing has a number, kept when the folder is listed
 //! again (it changes only when the file under that name changes on the server: another file,
@@ -25,194 +14,17 @@
 //! (a 200,000-file listing is most of a daemon's memory), and is listed anew when the kernel
 //! looks it up again; its own name and number stay in its parent's listing.
 
-use super::sessions::{Sessions, Walks};
+use super::file_lists::{KnownFiles, give_back_freed_memory};
+use super::inodes::Inodes;
+use super::layout::{Layout, ScanNames, session_date};
+use super::node::{Children, Listing, Node, Root, TreeError, another};
+use super::sessions::Walks;
 use crate::names::is_safe_component;
-use crate::xnat::{
-    Assessor, Derived, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi, XnatError,
-};
-use std::collections::{HashMap, HashSet};
+use crate::xnat::{FileList, ResourceRef, Session, XnatApi};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-
-pub const ROOT_INO: u64 = 1;
-
-/// What the root of the mount shows.
-#[derive(Debug, Clone)]
-pub enum Root {
-    /// Every project the user can read, each a folder of its sessions.
-    Server,
-    /// One project's sessions, by label.
-    Project(String),
-    /// Just these sessions, each under the name the user gave.
-    Sessions(Vec<(String, Session)>),
-}
-
-#[derive(Debug, Clone)]
-pub enum Node {
-    Root,
-    Project(Arc<str>),
-    Session(Arc<Session>),
-    ScansDir(Arc<Session>),
-    /// A scan folder, with the scan as its listing gave it (for its attributes).
-    Scan(Arc<Session>, Arc<Scan>),
-    ScanResources(Arc<Session>, Arc<str>),
-    SessionResources(Arc<Session>),
-    /// `<session>/assessors` or `<session>/reconstructions`.
-    AssessorsDir(Arc<Session>, Derived),
-    /// An assessor (or reconstruction) folder, as its listing gave it.
-    Assessor(Arc<Session>, Arc<Assessor>),
-    /// `<session>/assessors/<label>/resources` (or `reconstructions/<ID>/resources`).
-    AssessorResources(Arc<Session>, Arc<Assessor>),
-    /// A resource folder, with the resource as its listing gave it (for its attributes).
-    Resource(Arc<ResourceRef>, Arc<Resource>),
-    /// A folder under `files/`: the resource and the path prefix inside it (`""` for
-    /// `files/` itself).
-    FilesDir(Arc<ResourceRef>, Arc<str>),
-    File(Arc<ResourceRef>, Arc<RemoteFile>),
-}
-
-impl Node {
-    pub fn is_dir(&self) -> bool {
-        !matches!(self, Node::File(..))
-    }
-
-    /// The file's size; 0 for folders.
-    pub fn size(&self) -> u64 {
-        match self {
-            Node::File(_, f) => f.size,
-            _ => 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TreeError {
-    #[error("no such file or folder")]
-    NotFound,
-    #[error("not a folder")]
-    NotDir,
-    #[error(transparent)]
-    Xnat(#[from] XnatError),
-}
-
-/// A folder's entries, in listing order: name and inode.
-pub type Children = Arc<Listing>;
-
-/// A folder's entries in listing order, with their inodes and nodes, and found by name at
-/// once (a resource may hold hundreds of thousands of files).
-#[derive(Debug, Default)]
-pub struct Listing {
-    entries: Vec<Entry>,
-    /// Each name's place in `entries`.
-    by_name: HashMap<Arc<str>, u32>,
-}
-
-/// Listings are the same when they have the same names and inodes, in the same order.
-impl PartialEq for Listing {
-    fn eq(&self, other: &Listing) -> bool {
-        self.iter().eq(other.iter())
-    }
-}
-
-#[derive(Debug)]
-struct Entry {
-    name: Arc<str>,
-    ino: u64,
-    node: Node,
-}
-
-impl Listing {
-    /// Names and inodes, in listing order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.entries.iter().map(|e| (&*e.name, e.ino))
-    }
-
-    /// Names, inodes and nodes, in listing order.
-    pub fn nodes(&self) -> impl Iterator<Item = (&str, u64, &Node)> {
-        self.entries.iter().map(|e| (&*e.name, e.ino, &e.node))
-    }
-
-    /// Names, inodes and nodes from entry `start` on (none past the end), in listing order.
-    pub fn nodes_from(&self, start: usize) -> impl Iterator<Item = (&str, u64, &Node)> {
-        let rest = self.entries.get(start..).unwrap_or_default();
-        rest.iter().map(|e| (&*e.name, e.ino, &e.node))
-    }
-
-    /// The inode of entry `name`.
-    pub fn get(&self, name: &str) -> Option<u64> {
-        self.entry(name).map(|(ino, _)| ino)
-    }
-
-    /// The inode and node of entry `name`.
-    pub fn entry(&self, name: &str) -> Option<(u64, &Node)> {
-        let e = &self.entries[*self.by_name.get(name)? as usize];
-        Some((e.ino, &e.node))
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// A resource's files, as one listing.
-pub type FileList = Arc<Vec<Arc<RemoteFile>>>;
-
-/// The listing of `files`. Not `collect()`ed: that would keep the files' own vector's
-/// allocation, ten times the size of the pointers it then holds (16 MB for 200,000 files).
-pub fn file_list(files: Vec<RemoteFile>) -> FileList {
-    let mut list = Vec::with_capacity(files.len());
-    list.extend(files.into_iter().map(Arc::new));
-    Arc::new(list)
-}
-
-/// `held` when `files` (the same resource listed again) are the same files in the same
-/// order, else the listing of `files`: a listing fetched again unchanged, as most are, costs
-/// no second copy of a resource's files (and changes none of their inodes).
-pub fn same_or_new(held: Option<FileList>, files: Vec<RemoteFile>) -> FileList {
-    match held {
-        Some(held)
-            if held.len() == files.len() && held.iter().zip(&files).all(|(h, f)| **h == *f) =>
-        {
-            held
-        }
-        _ => file_list(files),
-    }
-}
-
-/// The file lists of resources, by resource, with when each was listed: the ones the mount
-/// holds (see [`Tree`]), which a session's tree fetched again reuses where unchanged.
-pub type KnownFiles = Arc<Mutex<HashMap<ResourceRef, (Instant, FileList)>>>;
-
-/// The inodes the kernel holds or that have open handles (and the root).
-struct Inodes {
-    live: HashMap<u64, Live>,
-    /// The next number to give a new entry.
-    next: u64,
-}
-
-struct Live {
-    node: Node,
-    /// How many times the kernel was given the inode and has not forgotten it yet.
-    lookups: u64,
-    /// Open file and folder handles.
-    opens: u32,
-}
-
-impl Inodes {
-    /// Whether `ino` may leave the table, and if so takes it out.
-    fn remove_if_unused(&mut self, ino: u64) -> Option<Node> {
-        let live = self.live.get(&ino)?;
-        if ino == ROOT_INO || live.lookups > 0 || live.opens > 0 {
-            return None;
-        }
-        self.live.remove(&ino).map(|l| l.node)
-    }
-}
 
 /// A folder's listing and when it was made (`None`: to be listed again before it is used,
 /// keeping its numbers).
@@ -236,84 +48,40 @@ impl Dir {
 pub type OnChange = Box<dyn Fn(u64, &str, u64) + Send + Sync>;
 
 pub struct Tree {
-    api: Arc<dyn XnatApi>,
     on_change: std::sync::OnceLock<OnChange>,
-    root: Root,
     dir_ttl: Duration,
     /// Lock order: `inodes`, then `dirs`, then `files`.
     inodes: RwLock<Inodes>,
     /// The listings of folders in the inode table, by inode.
     dirs: Mutex<HashMap<u64, Dir>>,
-    /// Shared with `sessions`, to reuse what it holds.
+    /// Shared with the layout (and its sessions), to reuse what it holds; a resource's list
+    /// goes with its `files/` folder.
     files: KnownFiles,
     /// Each session's date (by accession ID), for the times of everything in it.
     dates: Mutex<HashMap<String, SystemTime>>,
-    /// Each session's whole tree, and crawl-ahead.
-    sessions: Sessions,
+    /// What the folders are, and where their listings come from.
+    layout: Layout,
     /// Where each session folder is listed: its folder's inode and its place in the listing.
     places: Mutex<HashMap<u64, (u64, usize)>>,
     /// Which sessions to fetch ahead.
     walks: Walks,
-    scan_names: ScanNames,
     /// Listings begun so far: numbers each listing in the order it was begun.
     listings_begun: AtomicU64,
 }
 
-/// How scan folders are named. Only the names shown change: lookups go by the name shown,
-/// and everything below (requests, the cache) knows a scan by its ID.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScanNames {
-    /// `scans/2`: the scan ID, as xnatctl lays out its downloads.
-    #[default]
-    Id,
-    /// `scans/2-T1w`: the scan ID and type, as XNAT names scans in its ZIP downloads.
-    IdType,
-}
-
-impl ScanNames {
-    /// The folder name of `scan`. A name that could not be a folder name (too long) falls
-    /// back to the ID.
-    pub fn name(self, scan: &Scan) -> String {
-        match self {
-            ScanNames::Id => scan.id.clone(),
-            ScanNames::IdType => {
-                let name = crate::xnat::zip_scan_folder(&scan.id, &scan.scan_type);
-                if is_safe_component(&name) {
-                    name
-                } else {
-                    scan.id.clone()
-                }
-            }
-        }
-    }
-}
-
 impl Tree {
     pub fn new(api: Arc<dyn XnatApi>, root: Root, dir_ttl: Duration) -> Tree {
-        let mut live = HashMap::new();
-        let root_live = Live {
-            node: Node::Root,
-            lookups: 0,
-            opens: 0,
-        };
-        live.insert(ROOT_INO, root_live);
         let files = KnownFiles::default();
         Tree {
-            api: api.clone(),
             on_change: std::sync::OnceLock::new(),
-            root,
             dir_ttl,
-            inodes: RwLock::new(Inodes {
-                live,
-                next: ROOT_INO + 1,
-            }),
+            inodes: RwLock::new(Inodes::new()),
             dirs: Mutex::new(HashMap::new()),
             files: files.clone(),
             dates: Mutex::new(HashMap::new()),
-            sessions: Sessions::new(api, dir_ttl, 0, files),
+            layout: Layout::new(api, root, dir_ttl, files),
             places: Mutex::new(HashMap::new()),
             walks: Walks::default(),
-            scan_names: ScanNames::Id,
             listings_begun: AtomicU64::new(0),
         }
     }
@@ -321,13 +89,13 @@ impl Tree {
     /// Fetches the trees of up to `2 * n` sessions that follow an entered one in its
     /// folder, `n` at a time (0: none).
     pub fn with_crawl_ahead(mut self, n: usize) -> Tree {
-        self.sessions = Sessions::new(self.api.clone(), self.dir_ttl, n, self.files.clone());
+        self.layout.crawl_ahead(n);
         self
     }
 
     /// Names scan folders as `names` says (by ID unless told otherwise).
     pub fn with_scan_names(mut self, names: ScanNames) -> Tree {
-        self.scan_names = names;
+        self.layout.scan_names = names;
         self
     }
 
@@ -341,9 +109,7 @@ impl Tree {
     /// Forgets the listings of a resource's files (a file of it turned out to be gone), so
     /// the next lookup asks XNAT again (names listed before keep their inodes).
     pub fn forget_resource(&self, res: &ResourceRef) {
-        self.api.forget_files(res);
-        self.files.lock().unwrap().remove(res);
-        self.sessions.forget(&res.session_id);
+        self.layout.forget_resource(res);
         let inodes = self.inodes.read().unwrap();
         for (ino, dir) in self.dirs.lock().unwrap().iter_mut() {
             if matches!(inodes.live.get(ino), Some(l) if matches!(&l.node, Node::FilesDir(r, _) if **r == *res))
@@ -363,7 +129,7 @@ impl Tree {
         let (ino, node) = listing.entry(name)?;
         let node = node.clone();
         drop(dirs);
-        count(&mut inodes, ino, &node);
+        inodes.count(ino, &node);
         Some((ino, node))
     }
 
@@ -383,7 +149,7 @@ impl Tree {
     /// The kernel was given inode `ino` (node `node`) as a readdirplus entry: counted, and in
     /// the table until the kernel forgets it.
     pub fn hand_out(&self, ino: u64, node: &Node) {
-        count(&mut self.inodes.write().unwrap(), ino, node);
+        self.inodes.write().unwrap().count(ino, node);
     }
 
     /// The kernel was given entry `name` of the listing `kids` (a readdirplus entry).
@@ -501,6 +267,12 @@ impl Tree {
             .map(|l| l.node.clone())
     }
 
+    /// A resource's files as listed now, if they were listed within `--dir-ttl` (no request):
+    /// for the series read-ahead.
+    pub fn known_files(&self, res: &ResourceRef) -> Option<FileList> {
+        self.layout.known_files(res)
+    }
+
     /// The entries of folder `ino`, from XNAT or from the listing cache.
     pub async fn children(&self, ino: u64) -> Result<Children, TreeError> {
         if let Some(kids) = self
@@ -517,7 +289,7 @@ impl Tree {
             self.entered(ino, s);
         }
         let begun = self.listings_begun.fetch_add(1, Ordering::Relaxed);
-        let listed = self.list(&node).await?;
+        let listed = self.layout.list(&node).await?;
         let kids = self.store(ino, listed, begun);
         if kids.len() > 10_000 {
             tracing::debug!("folder {ino} listed: {} entries", kids.len());
@@ -530,8 +302,8 @@ impl Tree {
     /// trees of the sessions that follow it in its folder (crawl-ahead, once a walk of the
     /// folder shows: see [`Walks`]).
     fn entered(&self, ino: u64, session: &Session) {
-        drop(self.sessions.model(session, false));
-        if self.sessions.ahead == 0 {
+        drop(self.layout.sessions.model(session, false));
+        if self.layout.sessions.ahead == 0 {
             return;
         }
         let Some((parent, at)) = self.places.lock().unwrap().get(&ino).copied() else {
@@ -546,11 +318,11 @@ impl Tree {
         else {
             return;
         };
-        let n = 2 * self.sessions.ahead;
+        let n = 2 * self.layout.sessions.ahead;
         for ino in self.walks.ahead(parent, &listing, at, n) {
             let node = listing.nodes().find(|(_, i, _)| *i == ino);
             if let Some((_, _, Node::Session(s))) = node {
-                drop(self.sessions.model(s, true));
+                drop(self.layout.sessions.model(s, true));
             }
         }
     }
@@ -575,15 +347,7 @@ impl Tree {
     /// and its reads fail until the next listing). The caller gets the newer one instead.
     fn store(&self, parent: u64, listed: Vec<(String, Node)>, begun: u64) -> Children {
         // Built before the lock; only the numbers are given under it.
-        let mut out = Listing {
-            entries: Vec::with_capacity(listed.len()),
-            by_name: HashMap::with_capacity(listed.len()),
-        };
-        for (name, node) in listed {
-            let name = Arc::<str>::from(name);
-            out.by_name.insert(name.clone(), out.entries.len() as u32);
-            out.entries.push(Entry { name, ino: 0, node });
-        }
+        let mut out = Listing::unnumbered(listed);
         let mut changed = Vec::new();
         let mut inodes = self.inodes.write().unwrap();
         let mut dirs = self.dirs.lock().unwrap();
@@ -643,273 +407,6 @@ impl Tree {
         drop(before);
         kids
     }
-
-    /// A resource's files as listed now, if they were listed within `--dir-ttl` (no request):
-    /// for the series read-ahead.
-    pub fn known_files(&self, res: &ResourceRef) -> Option<FileList> {
-        let files = self.files.lock().unwrap();
-        let (at, list) = files.get(res)?;
-        (at.elapsed() < self.dir_ttl).then(|| list.clone())
-    }
-
-    /// The files of `res`: kept ones younger than `dir_ttl`, else from its session's tree
-    /// when that is younger, else listed on their own.
-    async fn resource_files(&self, res: &ResourceRef) -> Result<FileList, TreeError> {
-        if let Some((at, files)) = self.files.lock().unwrap().get(res)
-            && at.elapsed() < self.dir_ttl
-        {
-            return Ok(files.clone());
-        }
-        let mut unreadable = false;
-        if let Some((at, model)) = self.sessions.fresh(&res.session_id).await {
-            match model.files_of(res) {
-                Some(Some(files)) => {
-                    self.files
-                        .lock()
-                        .unwrap()
-                        .insert(res.clone(), (at, files.clone()));
-                    return Ok(files);
-                }
-                Some(None) => unreadable = true,
-                None => {}
-            }
-        }
-        // A resource its session lists, whose files XNAT will not list (an unreadable
-        // catalog: `crate::xnat::resource_tree`), is an I/O error of its folder alone.
-        let listed = self.api.files(res).await.map_err(|e| match &e {
-            XnatError::NotFound(path)
-                if unreadable && !crate::xnat::remembering::never_listed_offline(path) =>
-            {
-                let msg = crate::xnat::unreadable_files(&e);
-                tracing::warn!("cannot list the files of {}: {msg}", res.label_path());
-                XnatError::BadResponse {
-                    path: path.clone(),
-                    msg,
-                }
-            }
-            _ => e,
-        })?;
-        let held = self.files.lock().unwrap().get(res).map(|(_, f)| f.clone());
-        let files = same_or_new(held, listed);
-        self.files
-            .lock()
-            .unwrap()
-            .insert(res.clone(), (Instant::now(), files.clone()));
-        Ok(files)
-    }
-
-    async fn list(&self, node: &Node) -> Result<Vec<(String, Node)>, TreeError> {
-        let api = &self.api;
-        let entries = match node {
-            Node::Root => match &self.root {
-                Root::Server => api
-                    .projects()
-                    .await?
-                    .into_iter()
-                    .map(|p| (p.id.clone(), Node::Project(p.id.into())))
-                    .collect(),
-                Root::Project(p) => sessions_by_label(api.sessions(p).await?),
-                Root::Sessions(list) => list
-                    .iter()
-                    .map(|(name, s)| (name.clone(), Node::Session(Arc::new(s.clone()))))
-                    .collect(),
-            },
-            Node::Project(p) => sessions_by_label(api.sessions(p).await?),
-            Node::Session(s) => vec![
-                ("scans".into(), Node::ScansDir(s.clone())),
-                ("resources".into(), Node::SessionResources(s.clone())),
-                (
-                    "assessors".into(),
-                    Node::AssessorsDir(s.clone(), Derived::Assessor),
-                ),
-                (
-                    "reconstructions".into(),
-                    Node::AssessorsDir(s.clone(), Derived::Reconstruction),
-                ),
-            ],
-            Node::AssessorsDir(s, kind) => {
-                let model = self.sessions.model(s, false).await?;
-                let assessors = model.assessors.iter().filter(|(a, _)| a.kind == *kind);
-                assessors
-                    .map(|(a, _)| (a.label.clone(), Node::Assessor(s.clone(), a.clone())))
-                    .collect()
-            }
-            Node::Assessor(s, a) => vec![(
-                "resources".into(),
-                Node::AssessorResources(s.clone(), a.clone()),
-            )],
-            Node::AssessorResources(s, a) => {
-                let model = self.sessions.model(s, false).await?;
-                let list = model.assessor_resources(a);
-                list.iter()
-                    .map(|(r, _)| {
-                        let res = ResourceRef::of_assessor(&s.id, a, r);
-                        (
-                            r.label.clone(),
-                            Node::Resource(Arc::new(res), Arc::new(r.clone())),
-                        )
-                    })
-                    .collect()
-            }
-            Node::ScansDir(s) => {
-                let model = self.sessions.model(s, false).await?;
-                let scans = model.scans.iter();
-                scans
-                    .map(|(scan, _)| {
-                        let name = self.scan_names.name(scan);
-                        (name, Node::Scan(s.clone(), scan.clone()))
-                    })
-                    .collect()
-            }
-            Node::Scan(s, scan) => vec![(
-                "resources".into(),
-                Node::ScanResources(s.clone(), scan.id.as_str().into()),
-            )],
-            Node::ScanResources(s, id) => {
-                let model = self.sessions.model(s, false).await?;
-                resources(model.resources(Some(id)), s, Some(id))
-            }
-            Node::SessionResources(s) => {
-                let model = self.sessions.model(s, false).await?;
-                resources(model.resources(None), s, None)
-            }
-            Node::Resource(r, _) => vec![("files".into(), Node::FilesDir(r.clone(), "".into()))],
-            Node::FilesDir(r, prefix) => {
-                let files = self.resource_files(r).await?;
-                files_under(r, prefix, &files)
-            }
-            Node::File(..) => return Err(TreeError::NotDir),
-        };
-        Ok(keep_safe_unique(entries))
-    }
-}
-
-/// Whether `now` is another file than `was` (the same name in a fresh listing), or a file
-/// where a folder was, or the other way round.
-fn another(was: &Node, now: &Node) -> bool {
-    match (was, now) {
-        (Node::File(_, was), Node::File(_, now)) => {
-            was.size != now.size || was.digest != now.digest
-        }
-        _ => was.is_dir() != now.is_dir(),
-    }
-}
-
-/// Counts one more handing of inode `ino` (node `node`) to the kernel, entering it in the
-/// table if it is not there.
-fn count(inodes: &mut Inodes, ino: u64, node: &Node) {
-    let live = inodes.live.entry(ino).or_insert_with(|| Live {
-        node: node.clone(),
-        lookups: 0,
-        opens: 0,
-    });
-    live.lookups += 1;
-}
-
-/// Returns the memory freed while a big listing was built to the system (glibc keeps it
-/// otherwise, and a daemon that listed a 200,000-file folder once would stay that large).
-pub(super) fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// XNAT's session date (`2024-03-01`) as midnight UTC of that day.
-fn session_date(date: &str) -> Option<SystemTime> {
-    let mut parts = date.trim().splitn(3, '-').map(str::parse::<i64>);
-    let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
-        return None;
-    };
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar.
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(days as u64 * 86_400))
-}
-
-fn sessions_by_label(sessions: Vec<Session>) -> Vec<(String, Node)> {
-    sessions
-        .into_iter()
-        .map(|s| (s.label.clone(), Node::Session(Arc::new(s))))
-        .collect()
-}
-
-fn resources(
-    list: &[super::sessions::ResourceFiles],
-    s: &Session,
-    scan: Option<&str>,
-) -> Vec<(String, Node)> {
-    list.iter()
-        .map(|(r, _)| {
-            let res = ResourceRef::of(&s.id, scan, r);
-            (
-                r.label.clone(),
-                Node::Resource(Arc::new(res), Arc::new(r.clone())),
-            )
-        })
-        .collect()
-}
-
-/// The entries of the folder `prefix` inside a resource's files: files directly in it, and
-/// a folder for each first component of deeper paths.
-fn files_under(
-    res: &Arc<ResourceRef>,
-    prefix: &str,
-    files: &[Arc<RemoteFile>],
-) -> Vec<(String, Node)> {
-    let mut out = Vec::new();
-    let mut dirs = HashSet::new();
-    for f in files {
-        let rest = if prefix.is_empty() {
-            Some(f.path.as_str())
-        } else {
-            f.path
-                .strip_prefix(prefix)
-                .and_then(|r| r.strip_prefix('/'))
-        };
-        let Some(rest) = rest else { continue };
-        match rest.split_once('/') {
-            None => out.push((rest.to_string(), Node::File(res.clone(), f.clone()))),
-            Some((dir, _)) => {
-                if dirs.insert(dir.to_string()) {
-                    let sub = if prefix.is_empty() {
-                        dir.to_string()
-                    } else {
-                        format!("{prefix}/{dir}")
-                    };
-                    out.push((dir.to_string(), Node::FilesDir(res.clone(), sub.into())));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Drops names that are unsafe as path components, and later repeats of a name.
-fn keep_safe_unique(entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
-    let mut seen = HashSet::new();
-    entries
-        .into_iter()
-        .filter(|(name, _)| {
-            if !is_safe_component(name) {
-                tracing::warn!("skipping unsafe name {name:?} from the server");
-                return false;
-            }
-            if !seen.insert(name.clone()) {
-                tracing::warn!("skipping repeated name {name:?} in a listing");
-                return false;
-            }
-            true
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! Unit tests of the directory model and inode table, over the in-memory XNAT.
 
 use super::*;
+use crate::fs::inodes::ROOT_INO;
+use crate::fs::layout::{ScanNames, session_date};
 use crate::mock::MemoryXnat;
 use crate::mock::data::Dataset;
+use crate::xnat::{RemoteFile, Resource, Scan, file_list, same_or_new};
 
 /// A file three folders down inside a resource.
 const DEEP: [&str; 10] = [
@@ -357,7 +360,7 @@ async fn a_files_folder_listed(ttl: Duration) -> (Arc<MemoryXnat>, Tree, u64, Ar
 async fn files_listed_again_leave_no_copy_in_the_expired_tree() {
     let ttl = Duration::from_millis(200);
     let (api, tree, files_dir, res) = a_files_folder_listed(ttl).await;
-    let model = Arc::downgrade(&tree.sessions.fresh(&res.session_id).await.unwrap().1);
+    let model = Arc::downgrade(&tree.layout.sessions.fresh(&res.session_id).await.unwrap().1);
     tokio::time::sleep(ttl * 2).await;
     let asked = api.calls("files");
     let _ = tree.children(files_dir).await.unwrap();

@@ -23,8 +23,8 @@
 //! again for every file. On a host with SELinux enforcing, the kernel answers
 //! `security.selinux` itself and never asks the daemon.
 
-use super::Errno;
-use super::tree::Node;
+use super::errno::Errno;
+use super::node::Node;
 
 /// The namespace of every attribute shown.
 pub const PREFIX: &str = "user.xnat.";

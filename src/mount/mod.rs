@@ -18,7 +18,9 @@ pub use mountpoint::{
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
 use crate::fs::fuse::FuseAdapter;
-use crate::fs::tree::{Root, ScanNames, Tree};
+use crate::fs::layout::ScanNames;
+use crate::fs::node::Root;
+use crate::fs::tree::Tree;
 use crate::fs::{FsOptions, XnatFs};
 use crate::units::human_bytes;
 use crate::xnat::http::HttpXnat;

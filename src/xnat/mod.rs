@@ -12,7 +12,7 @@ pub mod session_tree;
 mod streamed;
 pub mod suggest;
 
-pub use remote_file::{Md5, RemoteFile};
+pub use remote_file::{FileList, Md5, RemoteFile, file_list, same_or_new};
 
 use async_trait::async_trait;
 use bytes::Bytes;
