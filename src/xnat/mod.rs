@@ -1,6 +1,7 @@
 //! The XNAT side: domain types, the small [`XnatApi`] trait the rest of xnatfs is written
 //! against, the JSON parsing of XNAT's answers, and the HTTP client that implements the trait.
 
+pub mod error;
 pub mod http;
 pub mod json;
 pub mod login;
@@ -12,6 +13,7 @@ pub mod session_tree;
 mod streamed;
 pub mod suggest;
 
+pub use error::{Result, XnatError};
 pub use remote_file::{FileList, Md5, RemoteFile, file_list, same_or_new};
 
 use async_trait::async_trait;
@@ -304,55 +306,6 @@ pub struct Download {
     pub partial: bool,
     pub body: BoxStream<'static, Result<Bytes, XnatError>>,
 }
-
-/// What can go wrong talking to XNAT. Each says what failed in words a user can act on.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum XnatError {
-    #[error("authentication failed: {0}")]
-    Auth(String),
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("access denied: {0}")]
-    Forbidden(String),
-    #[error("server answered HTTP {status} for {path}{}", answered_by(by))]
-    Status {
-        status: u16,
-        path: String,
-        /// Seconds the server asked to wait (`Retry-After` on a 429 or 503).
-        retry_after: Option<u64>,
-        /// The front (a reverse proxy, a gateway) that answered instead of XNAT, as its
-        /// `Server` header names it: XNAT's own answers come from Restlet or Tomcat.
-        by: Option<String>,
-    },
-    #[error("cannot reach the server for {path}: {msg}")]
-    Network { path: String, msg: String },
-    #[error("unexpected answer for {path}: {msg}")]
-    BadResponse { path: String, msg: String },
-    #[error("timed out: {0}")]
-    Timeout(String),
-    #[error("{0}")]
-    InvalidUrl(String),
-}
-
-fn answered_by(by: &Option<String>) -> String {
-    match by {
-        Some(front) => format!(" (answered by {front}, in front of XNAT, not by XNAT itself)"),
-        None => String::new(),
-    }
-}
-
-impl XnatError {
-    /// Transient errors are worth retrying; the others will not change on a retry.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            XnatError::Status { status, .. } => *status >= 500 || *status == 429,
-            XnatError::Network { .. } | XnatError::Timeout(_) => true,
-            _ => false,
-        }
-    }
-}
-
-pub type Result<T, E = XnatError> = std::result::Result<T, E>;
 
 /// The XNAT operations xnatfs needs. [`http::HttpXnat`] talks to a real server; tests may
 /// substitute their own.

@@ -54,7 +54,7 @@ pub async fn parse_as_it_arrives<T: Send + 'static>(
         msg: format!("reading the answer failed: {e}"),
     })?;
     match failed {
-        Some(e) => Err(super::http::network_error(path, e)),
+        Some(e) => Err(super::error::network_error(path, e)),
         None => parsed,
     }
 }
