@@ -2,8 +2,8 @@
 //! `xnatfs --help` and `xnatfs prefetch --help` show. They are a contract with scripts: a
 //! code never changes its meaning.
 
-use crate::prefetch::Ending;
 use crate::prefetch::breaker::Unreachable;
+use crate::prefetch::ledger::Ending;
 pub use crate::profiles::UsageError;
 use crate::xnat::XnatError;
 

@@ -8,12 +8,13 @@
 //! ([`FilterGate`]): a filter that matches nothing anywhere stays an error before anything
 //! is transferred. A session that cannot be planned is a problem of its own; the rest go on.
 
-use super::PrefetchOptions;
 use super::breaker::{Breaker, Unreachable};
+use super::ledger::Report;
+use super::options::PrefetchOptions;
 use super::plan::{Problem, SessionPlan, Totals, plan_concurrency, plan_session};
 use super::progress::Progress;
 use super::select::{FilterGate, check_filters};
-use super::transfer::{Job, Report, Transfers};
+use super::transfer::{Job, Transfers};
 use super::verified::TransferPolicy;
 use crate::xnat::{Session, XnatApi};
 use anyhow::Result;

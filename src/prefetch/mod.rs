@@ -6,6 +6,8 @@
 pub mod breaker;
 pub mod cohort;
 pub mod destination;
+pub mod ledger;
+pub mod options;
 pub mod plan;
 pub mod progress;
 pub mod select;
@@ -23,37 +25,13 @@ use anyhow::{Result, bail};
 use breaker::{Breaker, Unreachable};
 use destination::{Destination, RunTmp};
 use futures::StreamExt;
+use ledger::{Ending, Report};
+pub use options::PrefetchOptions;
 use plan::{Problem, Totals};
 use progress::Progress;
-use select::Selection;
-use shard::Shard;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use transfer::{Method, Report};
+use std::time::Instant;
 use verified::TransferPolicy;
-
-pub struct PrefetchOptions {
-    /// `-E`: accession IDs, or labels in `project`.
-    pub sessions: Vec<String>,
-    /// `-P`.
-    pub project: Option<String>,
-    /// The profile's default project, for labels when `-P` is not given.
-    pub default_project: Option<String>,
-    pub selection: Selection,
-    pub destination: Destination,
-    pub workers: usize,
-    pub method: Method,
-    pub dry_run: bool,
-    pub io_timeout: Duration,
-    /// No progress output (summary and failures are still printed).
-    pub quiet: bool,
-    /// `--shard I/N`: only this part of the sessions.
-    pub shard: Option<Shard>,
-    /// How each file is checked (`--verify`).
-    pub verify: crate::cache::Verify,
-    /// `--json`: stdout holds only the JSON summary (the caller prints it); no progress.
-    pub json: bool,
-}
 
 /// How a prefetch ended, and its summary for `--json`.
 pub struct Outcome {
@@ -90,20 +68,6 @@ pub async fn resolve_sessions(
 
 /// `-E` names looked up at once.
 const RESOLVED_AT_ONCE: usize = 16;
-
-/// How a prefetch ended (the command line makes an exit code of it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// Every planned file is present and verified; nothing was left out.
-    Complete,
-    /// Some sessions, resources or files failed or were left out (each named); what else
-    /// was planned is present and verified.
-    Partial,
-    /// Items failed and no planned file is present.
-    Failed,
-    /// The server stopped answering part way; a re-run resumes.
-    Unreachable,
-}
 
 /// Lines of failures (and of notes) printed at most; the rest are counted.
 pub const LISTED_AT_MOST: usize = 20;

@@ -2,9 +2,9 @@
 //! per session and in total, with every failure and skipped item. One JSON document on
 //! stdout, whatever happened; its `exit_code` is the process's.
 
-use super::Ending;
+use super::ledger::Ending;
+use super::ledger::Report;
 use super::plan::{self, Plan, PlannedResource, Problem};
-use super::transfer::Report;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -223,8 +223,8 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prefetch::ledger::Failure;
     use crate::prefetch::plan::PlannedFile;
-    use crate::prefetch::transfer::Failure;
     use crate::xnat::{RemoteFile, ResourceRef, Session};
 
     fn resource(session: &str, scan: Option<&str>, sizes: &[(u64, bool)]) -> PlannedResource {

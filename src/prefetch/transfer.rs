@@ -7,6 +7,7 @@
 
 use super::breaker::{Breaker, fetch_unreachable};
 use super::destination::Destination;
+use super::ledger::{Ledger, Outcome, Report};
 use super::plan::{PlannedFile, PlannedResource};
 use super::progress::Progress;
 use super::verified::{TransferPolicy, download_verified};
@@ -14,7 +15,7 @@ use super::zip::zip_resource;
 use crate::fetch::FetchError;
 use crate::xnat::XnatApi;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// How files are fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,83 +39,6 @@ pub fn zip_pays(resource: &PlannedResource, missing: usize) -> bool {
 
 pub const ZIP_MIN_FILES: usize = 16;
 pub const ZIP_MAX_MEAN_SIZE: u64 = 4 << 20;
-
-/// What a transfer did.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub downloaded_files: u64,
-    pub downloaded_bytes: u64,
-    pub skipped_files: u64,
-    pub skipped_bytes: u64,
-    /// Files that arrived after more than one attempt.
-    pub retried: u64,
-    /// Each failed file, once.
-    pub failed: Vec<Failure>,
-    /// The server was taken for gone: the jobs left were not run.
-    pub unreachable: bool,
-    /// The local disk filled up (why): the jobs left were not run.
-    pub disk_full: Option<String>,
-}
-
-/// A file that could not be transferred.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// Its XNAT path (REST URI).
-    pub uri: String,
-    /// Where it was to go.
-    pub dest: PathBuf,
-    pub why: String,
-}
-
-/// What became of one file.
-#[derive(Debug)]
-pub struct Outcome {
-    pub file: PlannedFile,
-    /// It took more than one attempt (a retry, or a ZIP that did not deliver it).
-    pub retried: bool,
-    pub result: Result<(), String>,
-}
-
-/// Where jobs tell of bytes and of each file as it ends, so that a stopped run still counts
-/// what it did.
-pub struct Ledger {
-    progress: Arc<Progress>,
-    dest: Destination,
-    report: Mutex<Report>,
-}
-
-impl Ledger {
-    pub fn bytes(&self, n: u64) {
-        self.progress.add_bytes(n);
-    }
-
-    pub fn done(&self, o: Outcome) {
-        let mut report = self.report.lock().unwrap();
-        match o.result {
-            Ok(()) => {
-                self.progress.file_done();
-                report.downloaded_files += 1;
-                report.downloaded_bytes += o.file.file.size;
-                report.retried += u64::from(o.retried);
-                if let Destination::Cache(cache) = &self.dest {
-                    cache.budget().added(&o.file.dest, o.file.file.size);
-                }
-            }
-            Err(why) => {
-                // The line names the file already: say why without naming it again.
-                let uri = o.file.file.uri().into_owned();
-                let why = why
-                    .replace(&format!(" for {uri}"), "")
-                    .replace(&format!(": {uri}"), "");
-                report.failed.push(Failure {
-                    uri,
-                    dest: o.file.dest,
-                    why,
-                })
-            }
-        }
-    }
-}
 
 /// One unit of work: a file, or a resource's ZIP. It holds its session's [`SessionMark`]:
 /// when the last job of a session ends (or is dropped), the session is done.
@@ -172,11 +96,7 @@ impl Transfers {
         progress: Arc<Progress>,
         breaker: Arc<Breaker>,
     ) -> Transfers {
-        let ledger = Ledger {
-            progress,
-            dest: dest.clone(),
-            report: Mutex::new(Report::default()),
-        };
+        let ledger = Ledger::new(progress, dest.clone());
         Transfers {
             ctx: Arc::new(Context {
                 api,

@@ -6,8 +6,8 @@
 //! digest, when there is one, decides.
 
 use super::breaker::{Breaker, is_unreachable};
+use super::ledger::{Ledger, Outcome};
 use super::plan::{PlannedFile, PlannedResource};
-use super::transfer::{Ledger, Outcome};
 use super::verified::TransferPolicy;
 use super::zip_stream::{EntryError, ZipStream};
 use crate::cache::md5_lanes::md5_many;
