@@ -2,7 +2,7 @@
 //! would use, and says who and where; exit 3 when the server refuses them, 5 when it cannot
 //! be reached.
 
-use super::{ServerFlags, client, runtime};
+use super::shared::{ServerFlags, client, runtime};
 use crate::settings;
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -52,5 +52,5 @@ pub fn auth_test(args: AuthTestArgs) -> Result<()> {
         (None, None) => "as no one".to_string(),
     };
     let from = profile.map(|p| format!(" ({p})")).unwrap_or_default();
-    super::print(format!("ok: logged in to {} {who}{from}\n", settings.url).as_bytes())
+    super::shared::print(format!("ok: logged in to {} {who}{from}\n", settings.url).as_bytes())
 }

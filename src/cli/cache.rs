@@ -118,5 +118,5 @@ fn print_json(dir: &Path, areas: &[AreaStats]) -> Result<()> {
         total_files: areas.iter().map(|a| a.files).sum(),
         total_bytes: areas.iter().map(|a| a.bytes).sum(),
     };
-    super::print(format!("{}\n", serde_json::to_string_pretty(&out)?).as_bytes())
+    super::shared::print(format!("{}\n", serde_json::to_string_pretty(&out)?).as_bytes())
 }

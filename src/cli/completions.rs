@@ -1,7 +1,7 @@
 //! `xnatfs completions SHELL`: shell completions, generated from the command line's definition.
 
 use anyhow::Result;
-use clap::{Args, CommandFactory};
+use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct CompletionsArgs {
@@ -10,20 +10,16 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-pub fn cmd_completions(args: CompletionsArgs) -> Result<()> {
+/// Prints the completions of the command line `cli` for the shell asked.
+pub fn cmd_completions(args: CompletionsArgs, mut cli: clap::Command) -> Result<()> {
     let mut script = Vec::new();
-    clap_complete::generate(
-        args.shell,
-        &mut super::Cli::command(),
-        "xnatfs",
-        &mut script,
-    );
-    super::print(&script)
+    clap_complete::generate(args.shell, &mut cli, "xnatfs", &mut script);
+    super::shared::print(&script)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn completions_know_the_commands_and_their_flags() {

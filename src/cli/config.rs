@@ -257,7 +257,9 @@ fn all_profiles() -> Result<Vec<Shown>> {
 fn list(json: bool) -> Result<()> {
     let all = all_profiles()?;
     if json {
-        return super::print(format!("{}\n", serde_json::to_string_pretty(&all)?).as_bytes());
+        return super::shared::print(
+            format!("{}\n", serde_json::to_string_pretty(&all)?).as_bytes(),
+        );
     }
     let mut text = String::new();
     if all.is_empty() {
@@ -286,7 +288,7 @@ fn list(json: bool) -> Result<()> {
             s.default_project.as_deref().unwrap_or("-"),
         ));
     }
-    super::print(text.as_bytes())
+    super::shared::print(text.as_bytes())
 }
 
 fn show(name: Option<String>, json: bool) -> Result<()> {
@@ -313,5 +315,5 @@ fn show(name: Option<String>, json: bool) -> Result<()> {
         true => serde_json::to_string_pretty(&shown)?,
         false => shown.text(),
     };
-    super::print(format!("{text}\n").as_bytes())
+    super::shared::print(format!("{text}\n").as_bytes())
 }

@@ -59,7 +59,7 @@ fn child_args() -> Vec<OsString> {
     let mut out = Vec::new();
     let mut after_url = false;
     let mut options_ended = false;
-    for arg in super::command_line().into_iter().skip(1) {
+    for arg in super::shared::command_line().into_iter().skip(1) {
         let text = arg.to_str().filter(|_| !options_ended);
         let kept = match text {
             Some(url) if after_url => without_userinfo(url).into(),

@@ -1,6 +1,6 @@
 //! `xnatfs demo`: the built-in mock server, mounted and shown.
 
-use super::{client, runtime};
+use super::shared::{client, runtime};
 use crate::mock::data::{Dataset, SampleSpec};
 use crate::mock::{MockOptions, MockServer};
 use crate::mount::{self, MountOptions, MountPlan};
@@ -41,7 +41,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         client: client(
             &settings,
             timeout,
-            &super::ServerFlags {
+            &super::shared::ServerFlags {
                 url: None,
                 user: None,
                 profile: None,

@@ -13,7 +13,7 @@
 //! error that lists the valid ones.
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, CommandFactory};
+use clap::Args;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -101,10 +101,8 @@ struct MountOption {
 
 /// The `-o` options, from `xnatfs mount`'s flags.
 fn mount_options() -> Vec<MountOption> {
-    let cli = super::Cli::command();
-    let mount = cli
-        .find_subcommand("mount")
-        .expect("xnatfs has a mount command");
+    // `xnatfs mount`'s arguments, as its flags define them.
+    let mount = super::mount::MountArgs::augment_args(clap::Command::new("mount"));
     mount
         .get_arguments()
         .filter(|a| !a.is_positional())

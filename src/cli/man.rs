@@ -1,7 +1,7 @@
 //! `xnatfs man`: the manual pages, generated from the command line's definition.
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
+use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -13,13 +13,14 @@ pub struct ManArgs {
     pub out_dir: Option<PathBuf>,
 }
 
-/// The command line's definition, each command with the version (for its page's footer).
-fn definition() -> clap::Command {
-    super::Cli::command().mut_subcommands(|c| c.version(env!("CARGO_PKG_VERSION")))
+/// The command line's definition `cli`, each command with the version (for its page's footer).
+fn definition(cli: clap::Command) -> clap::Command {
+    cli.mut_subcommands(|c| c.version(env!("CARGO_PKG_VERSION")))
 }
 
-pub fn cmd_man(args: ManArgs) -> Result<()> {
-    let mut cli = definition();
+/// Prints (or writes) the manual pages of the command line `cli`.
+pub fn cmd_man(args: ManArgs, cli: clap::Command) -> Result<()> {
+    let mut cli = definition(cli);
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)
             .and_then(|()| clap_mangen::generate_to(cli, dir))
@@ -38,15 +39,16 @@ pub fn cmd_man(args: ManArgs) -> Result<()> {
     };
     let mut roff = Vec::new();
     clap_mangen::Man::new(page).render(&mut roff)?;
-    super::print(&roff)
+    super::shared::print(&roff)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn page(command: Option<&str>) -> String {
-        let mut cli = definition();
+        let mut cli = definition(super::super::Cli::command());
         cli.build();
         let cmd = match command {
             None => cli,

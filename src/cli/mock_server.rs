@@ -1,6 +1,6 @@
 //! `xnatfs mock-server`: the mock XNAT server alone.
 
-use super::runtime;
+use super::shared::runtime;
 use crate::mock::data::{Dataset, SampleSpec};
 use crate::mock::{MockOptions, MockState, RangeMode};
 use anyhow::{Context, Result};

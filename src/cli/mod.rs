@@ -13,6 +13,7 @@ mod man;
 mod mock_server;
 mod mount;
 mod prefetch;
+mod shared;
 mod status;
 mod unmount;
 
@@ -25,17 +26,13 @@ pub use self::man::ManArgs;
 pub use self::mock_server::MockServerArgs;
 pub use self::mount::MountArgs;
 pub use self::prefetch::PrefetchArgs;
+pub use self::shared::ServerFlags;
 pub use self::status::StatusArgs;
 pub use self::unmount::UnmountArgs;
 
-use crate::settings::{ServerArgs, Settings};
-use crate::xnat::http::{ClientOptions, HttpXnat};
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 /// `xnatfs --help` after the commands: examples, then the exit status table.
 fn top_after_help() -> String {
@@ -165,37 +162,6 @@ pub enum Command {
     Man(ManArgs),
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct ServerFlags {
-    /// XNAT server URL (default: $XNAT_URL, or the profile's).
-    #[arg(long)]
-    pub url: Option<String>,
-    /// User name (default: $XNAT_USER, the profile's, or ~/.netrc's).
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Profile in ~/.config/xnatfs/config.toml.
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// Accept any TLS certificate (unsafe; for test servers only).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Trust the certificate authorities in this PEM file too (a site with a private CA;
-    /// default: $SSL_CERT_FILE).
-    #[arg(long, value_name = "PEM")]
-    pub ca_bundle: Option<PathBuf>,
-}
-
-impl ServerFlags {
-    /// What the flags say about the server, for [`crate::settings::resolve`].
-    pub fn server_args(&self) -> ServerArgs {
-        ServerArgs {
-            url: self.url.clone(),
-            user: self.user.clone(),
-            profile: self.profile.clone(),
-        }
-    }
-}
-
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -220,18 +186,6 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// The command line being run: the process's arguments, or the `xnatfs mount` command line
-/// that its mount(8) helper form stands for.
-static COMMAND_LINE: OnceLock<Vec<OsString>> = OnceLock::new();
-
-/// The command line being run (what the background mount runs again).
-fn command_line() -> Vec<OsString> {
-    COMMAND_LINE
-        .get()
-        .cloned()
-        .unwrap_or_else(|| std::env::args_os().collect())
-}
-
 /// Runs the command line; the return value is the process exit code.
 pub fn main() -> i32 {
     // SAFETY: first thing in main: no other thread runs yet.
@@ -251,7 +205,7 @@ pub fn main() -> i32 {
             return exit::Exit::Usage.code();
         }
     };
-    let _ = COMMAND_LINE.set(argv.clone());
+    let _ = shared::COMMAND_LINE.set(argv.clone());
     let cli = Cli::parse_from(argv);
     // The background mount logs to its file at info level at least.
     let verbose = if daemon::is_child() {
@@ -272,12 +226,12 @@ pub fn main() -> i32 {
         Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
         Command::InstallHelper(args) => helper::cmd_install_helper(args),
-        Command::Completions(args) => completions::cmd_completions(args),
-        Command::Man(args) => man::cmd_man(args),
+        Command::Completions(args) => completions::cmd_completions(args, Cli::command()),
+        Command::Man(args) => man::cmd_man(args, Cli::command()),
     };
     match result {
         Ok(()) => exit::Exit::Ok.code(),
-        Err(e) => failed(e).code(),
+        Err(e) => shared::failed(e).code(),
     }
 }
 
@@ -290,66 +244,4 @@ fn fewer_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-}
-
-/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is no error.
-fn print(bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Reports an error that ends a command.
-fn failed(e: anyhow::Error) -> exit::Exit {
-    eprintln!("xnatfs: {e:#}");
-    exit::Exit::for_error(&e)
-}
-
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("xnatfs-io")
-        .build()
-        .context("cannot start the I/O runtime")
-}
-
-pub(crate) fn client(
-    settings: &Settings,
-    io_timeout: Duration,
-    flags: &ServerFlags,
-) -> Result<Arc<HttpXnat>> {
-    // --insecure, or the profile says so (xnatctl's verify_ssl: false).
-    let insecure = flags.insecure || settings.insecure;
-    if insecure {
-        tracing::warn!("--insecure: TLS certificates are not checked");
-    }
-    let ca_bundle = flags.ca_bundle.clone().or_else(|| {
-        std::env::var_os("SSL_CERT_FILE")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    let mut options = ClientOptions {
-        timeout: io_timeout,
-        insecure,
-        ca_bundle,
-        ..ClientOptions::default()
-    };
-    // For tests: how often an XNAT_TOKEN session is touched (seconds; default 5 minutes).
-    if let Some(secs) = std::env::var("XNATFS_KEEPALIVE_SECS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-    {
-        options.keepalive = Duration::from_secs_f64(secs);
-    }
-    Ok(Arc::new(HttpXnat::new(
-        &settings.url,
-        settings.credentials.clone(),
-        options,
-    )?))
 }

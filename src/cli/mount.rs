@@ -1,6 +1,7 @@
 //! `xnatfs mount`.
 
-use super::{ServerFlags, client, daemon, runtime};
+use super::daemon;
+use super::shared::{ServerFlags, client, runtime};
 use crate::cache::default_cache_dir;
 use crate::fs::layout::ScanNames;
 use crate::mount::{self, MountOptions, MountPlan};

@@ -1,7 +1,7 @@
 //! `xnatfs prefetch`.
 
 use super::exit::{self, Exit};
-use super::{ServerFlags, client, failed, runtime};
+use super::shared::{ServerFlags, client, failed, runtime};
 use crate::cache::default_cache_dir;
 use crate::prefetch::destination::Destination;
 use crate::prefetch::select::{ScanSelector, Selection};
@@ -134,7 +134,7 @@ pub fn cmd_prefetch(args: PrefetchArgs) -> Exit {
             _ => {}
         }
         let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-        if let Err(e) = super::print(format!("{text}\n").as_bytes()) {
+        if let Err(e) = super::shared::print(format!("{text}\n").as_bytes()) {
             return failed(e);
         }
     }
