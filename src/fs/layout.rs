@@ -130,7 +130,7 @@ impl Layout {
         // catalog: `crate::xnat::resource_tree`), is an I/O error of its folder alone.
         let listed = self.api.files(res).await.map_err(|e| match &e {
             XnatError::NotFound(path)
-                if unreadable && !crate::xnat::remembering::never_listed_offline(path) =>
+                if unreadable && !crate::xnat::error::never_listed_offline(path) =>
             {
                 let msg = crate::xnat::unreadable_files(&e);
                 tracing::warn!("cannot list the files of {}: {msg}", res.label_path());

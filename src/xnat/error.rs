@@ -69,3 +69,11 @@ pub(crate) fn network_error(path: &str, e: reqwest::Error) -> XnatError {
         }
     }
 }
+
+/// What a listing that was never kept is said to be, offline.
+pub(crate) const NEVER_LISTED_OFFLINE: &str = "(offline, and never listed before)";
+
+/// Whether a `NotFound` is of a listing never kept, offline (no server said so).
+pub fn never_listed_offline(what: &str) -> bool {
+    what.ends_with(NEVER_LISTED_OFFLINE)
+}

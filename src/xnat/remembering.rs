@@ -6,6 +6,7 @@
 //! server is never asked: everything comes from what was browsed or prefetched before.
 //! Answers that say something about the data (404, 401, 403) are never papered over.
 
+use super::error::NEVER_LISTED_OFFLINE;
 use super::{
     Assessor, Derived, Download, Project, RemoteFile, Resource, ResourceRef, Result, Scan, Session,
     SessionTree, XnatApi, XnatError, session_tree_by_listings,
@@ -16,14 +17,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What a listing that was never kept is said to be, offline.
-const NEVER_LISTED_OFFLINE: &str = "(offline, and never listed before)";
-
-/// Whether a `NotFound` is of a listing never kept, offline (no server said so).
-pub fn never_listed_offline(what: &str) -> bool {
-    what.ends_with(NEVER_LISTED_OFFLINE)
-}
 
 pub struct RememberingApi {
     inner: Arc<dyn XnatApi>,
