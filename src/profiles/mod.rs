@@ -18,12 +18,15 @@
 //! ```
 
 pub mod edit;
+mod profile;
 pub mod xnatctl;
 
+pub use profile::Profile;
+use profile::{home, is_private};
+
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// An error in what the user asked for (an unknown profile): the command exits 2, as for
@@ -31,18 +34,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// One profile. Every field may be missing.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    pub url: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub default_project: Option<String>,
-    /// Accept any TLS certificate (xnatctl's `verify_ssl: false`).
-    pub insecure: Option<bool>,
-}
 
 /// xnatfs's config file.
 #[derive(Debug, Default, Deserialize)]
@@ -85,23 +76,8 @@ pub fn config_path() -> PathBuf {
     base.join("xnatfs").join("config.toml")
 }
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// Whether only the file's owner may read it.
-fn is_private(path: &Path) -> Result<bool> {
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .permissions()
-        .mode();
-    Ok(mode & 0o077 == 0)
 }
 
 /// Parses xnatfs's config text; unknown keys are errors naming the valid ones.

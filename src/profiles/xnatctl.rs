@@ -27,17 +27,14 @@
 //! deprecated), since hand-edited files use all of YAML (quotes, comments, flow maps).
 //! PyYAML reads YAML 1.1, where `verify_ssl: no` (or `off`) is false: read those the same.
 
-use super::Profile;
+use super::profile::{Profile, home, is_private};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// xnatctl's config file (`~/.config/xnatctl/config.yaml`).
 pub fn config_path() -> PathBuf {
-    super::home()
-        .join(".config")
-        .join("xnatctl")
-        .join("config.yaml")
+    home().join(".config").join("xnatctl").join("config.yaml")
 }
 
 /// xnatctl's profiles, by name, and the one it uses by default.
@@ -139,7 +136,7 @@ pub fn load(path: &Path) -> Result<Option<XnatctlConfig>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    Ok(Some(parse(&text, super::is_private(path)?, path)?))
+    Ok(Some(parse(&text, is_private(path)?, path)?))
 }
 
 #[cfg(test)]
