@@ -2,7 +2,7 @@
 //! accounts locked after repeated failed logins, guest access, and who-am-I.
 
 use super::responses::{html, login_page};
-use super::{MockState, data_seed};
+use super::state::{MockState, data_seed};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
@@ -133,7 +133,7 @@ pub(super) fn identify(state: &MockState, headers: &HeaderMap) -> Result<Who, Re
             // A signed-in user whose password expired is sent to change it
             // (`XnatExpiredPasswordFilter`: `sendRedirect(... changePasswordPath)`).
             let ctx = state.options.context_path.trim_end_matches('/');
-            return Err(super::routes::redirect(&format!(
+            return Err(super::responses::redirect(&format!(
                 "{ctx}/app/template/XDATScreen_UpdateUser.vm"
             )));
         }

@@ -3,9 +3,9 @@
 //! is closed by the server. Modelled at its worst: the close races the client's next request
 //! on that connection, so the request is sent and then the connection ends before any byte
 //! of an answer (what a client sees when its reuse of a pooled connection crosses the
-//! server's close). Off unless [`super::Controls::close_idle_ms`] is set.
+//! server's close). Off unless [`super::state::Controls::close_idle_ms`] is set.
 
-use super::MockState;
+use super::state::MockState;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
-//! Latency and faults injected before an answer, as [`super::Controls`] asks.
+//! Latency and faults injected before an answer, as [`super::state::Controls`] asks.
 
 use super::responses::html;
-use super::{MockState, data_seed};
+use super::state::{MockState, data_seed};
 use axum::body::Body;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;

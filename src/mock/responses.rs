@@ -3,7 +3,7 @@
 //! [`super::zip_download`].
 
 use super::data::{MockAssessor, MockFile, MockProject, MockResource, MockScan, MockSession};
-use super::{MockState, RangeMode};
+use super::state::{MockState, RangeMode};
 use crate::xnat::Derived;
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -469,6 +469,15 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
         h.insert(header::CONTENT_RANGE, v);
     }
     resp
+}
+
+/// A 302 to `location` on this server.
+pub(super) fn redirect(location: &str) -> Response {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use super::responses::{
     file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
     session_document, session_row_with,
 };
+use super::state::{Controls, MockState};
 use super::zip_download::{Compression, zip_response};
-use super::{MockState, auth, data, faults, responses};
+use super::{auth, data, faults, responses};
 use crate::xnat::Derived;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -159,12 +160,12 @@ async fn answer(
         .filter(|rest| rest.is_empty() || rest.starts_with('/'));
     let Some(path) = inside else {
         if full == "/" {
-            return redirect(&format!("{ctx}/"));
+            return responses::redirect(&format!("{ctx}/"));
         }
         return html(StatusCode::NOT_FOUND, "HTTP Status 404 – Not Found");
     };
     if path.is_empty() || path == "/" {
-        return redirect(&format!("{ctx}/app/template/Login.vm"));
+        return responses::redirect(&format!("{ctx}/app/template/Login.vm"));
     }
     if path.starts_with("/app/template/") {
         return super::responses::login_page();
@@ -209,10 +210,10 @@ async fn answer(
 }
 
 /// Counts a JSON request as in flight while it lives (for `listings_max_in_flight`).
-struct ListingInFlight<'a>(&'a super::Controls);
+struct ListingInFlight<'a>(&'a Controls);
 
 impl<'a> ListingInFlight<'a> {
-    fn new(c: &'a super::Controls) -> Self {
+    fn new(c: &'a Controls) -> Self {
         let now = c.listings_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         c.listings_max_in_flight.fetch_max(now, Ordering::SeqCst);
         ListingInFlight(c)
@@ -223,15 +224,6 @@ impl Drop for ListingInFlight<'_> {
     fn drop(&mut self) {
         self.0.listings_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// A 302 to `location` on this server.
-pub(super) fn redirect(location: &str) -> Response {
-    (
-        StatusCode::FOUND,
-        [(header::LOCATION, location.to_string())],
-    )
-        .into_response()
 }
 
 fn route(

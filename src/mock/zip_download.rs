@@ -8,9 +8,9 @@
 //! CRC in their local headers (`ZipUtils.write` computes them first); DEFLATED entries
 //! (`compression=8`) have them only in data descriptors after their data.
 
-use super::MockState;
 use super::data::{MockFile, MockResource, MockScan, MockSession};
 use super::responses::{CHUNK, not_found};
+use super::state::MockState;
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
