@@ -29,6 +29,20 @@ pub fn safe_relative_path(path: &str) -> Option<Vec<&str>> {
     parts.iter().all(|p| is_safe_component(p)).then_some(parts)
 }
 
+/// `url` without the user name and password it may hold (`https://alice:secret@host/` gives
+/// `https://host/`): the form that is shown, logged, sent on, and named on disk.
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

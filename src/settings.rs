@@ -181,20 +181,6 @@ pub fn same_server(a: &str, b: &str) -> bool {
     }
 }
 
-/// `url` without the user name and password it may hold (`https://alice:secret@host/` gives
-/// `https://host/`): the form that is shown, logged, sent on, and named on disk.
-pub fn without_userinfo(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
 /// The user name and password written in `url` (`https://alice:secret@host/`), decoded.
 fn url_userinfo(url: &str) -> (Option<String>, Option<String>) {
     let Ok(parsed) = reqwest::Url::parse(url) else {
@@ -251,16 +237,16 @@ fn choose(
             "no XNAT server given: set XNAT_URL, pass --url, or add a profile to ~/.config/xnatfs/config.toml \
              (try `xnatfs demo` to see xnatfs work with no server)",
         )?;
-    let url = without_userinfo(&given);
+    let url = crate::names::without_userinfo(&given);
     let (url_user, url_password) = url_userinfo(&given);
     let own_server = profile.url.as_deref().is_some_and(|p| same_server(p, &url));
     if profile.password.is_some() && !own_server {
         tracing::warn!(
             "the profile's password is not sent to {url}: the profile is for {}",
-            profile
-                .url
-                .as_deref()
-                .map_or("no server (it has no url)".into(), without_userinfo)
+            profile.url.as_deref().map_or(
+                "no server (it has no url)".into(),
+                crate::names::without_userinfo
+            )
         );
     }
     let (profile_user, profile_password) = match own_server {
@@ -516,8 +502,14 @@ mod tests {
         let area = crate::cache::area_name(raw);
         assert_eq!(area, "https_xnat.example.org_8443_xnat");
         // Even where it is no URL at all.
-        assert_eq!(without_userinfo("alice:secret@host/x@y"), "host/x@y");
-        assert_eq!(without_userinfo("https://host/a@b"), "https://host/a@b");
+        assert_eq!(
+            crate::names::without_userinfo("alice:secret@host/x@y"),
+            "host/x@y"
+        );
+        assert_eq!(
+            crate::names::without_userinfo("https://host/a@b"),
+            "https://host/a@b"
+        );
         // --user names another user: the URL's password is not theirs.
         let args = ServerArgs {
             url: Some(raw.into()),

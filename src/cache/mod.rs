@@ -78,7 +78,7 @@ pub fn default_log_file(cache_dir: &Path, mountpoint: &Path) -> PathBuf {
 /// scheme's own port written or not, a trailing slash or not (`HTTPS://XNAT.example.org:443/`
 /// is `https_xnat.example.org`).
 pub fn area_name(url: &str) -> String {
-    let url = crate::settings::without_userinfo(url);
+    let url = crate::names::without_userinfo(url);
     let url = match reqwest::Url::parse(url.trim()) {
         // The parser lowers the scheme and host and drops a default port.
         Ok(parsed) if parsed.has_host() => {

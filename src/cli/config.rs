@@ -104,7 +104,7 @@ fn password(args: &AddProfileArgs) -> Result<Option<String>> {
         Some(user) if std::io::stdin().is_terminal() => {
             let pw = rpassword::prompt_password(format!(
                 "XNAT password for {user} at {} (empty: store none, be asked at each mount): ",
-                crate::settings::without_userinfo(&args.url)
+                crate::names::without_userinfo(&args.url)
             ))
             .context("cannot read the password")?;
             Ok(Some(pw).filter(|p| !p.is_empty()))
@@ -180,7 +180,7 @@ impl Shown {
                 Origin::Xnatctl => "xnatctl",
             },
             file: file.to_path_buf(),
-            url: p.url.as_deref().map(crate::settings::without_userinfo),
+            url: p.url.as_deref().map(crate::names::without_userinfo),
             user: p.user.clone(),
             password_set: p.password.is_some(),
             default_project: p.default_project.clone(),

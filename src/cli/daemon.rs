@@ -9,7 +9,8 @@
 //! a user name and password in `--url` are taken out of its arguments.
 
 use super::exit::{Exit, WithExit};
-use crate::settings::{Settings, without_userinfo};
+use crate::names::without_userinfo;
+use crate::settings::Settings;
 use crate::xnat::http::Credentials;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};

@@ -188,7 +188,7 @@ fn translate(argv: &[OsString]) -> Result<Helper> {
     if !url.contains("://") {
         bail!(
             "the source must be the server's URL (like https://xnat.example.org), not {}",
-            crate::settings::without_userinfo(url)
+            crate::names::without_userinfo(url)
         );
     }
     let mut out: Vec<OsString> = vec!["xnatfs".into()];

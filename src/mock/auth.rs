@@ -161,7 +161,8 @@ pub(super) fn identify(state: &MockState, headers: &HeaderMap) -> Result<Who, Re
 
 /// `/data/JSESSION`: POST (or GET) with Basic auth logs in; GET with a live session cookie
 /// answers that session's ID and keeps it alive (how clients keep a session they were handed
-/// alive); DELETE ends the session. As `../shared/xnat-api.md` ("Authentication") describes.
+/// alive); DELETE ends the session (XNAT's `JSESSION` resource, as XNAT's REST docs and
+/// xnatpy's `XNATSession` use it).
 pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) -> Response {
     if *method == Method::DELETE {
         if let Some(t) = cookie_token(headers) {
@@ -202,8 +203,7 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
 }
 
 /// `/xapi/users/username`: the signed-in user's name, as plain text; a guest is refused.
-/// XNAT: xnat-web `org/nrg/xapi/rest/users/UsersApi.java` (the `/xapi/users` controller;
-/// `../shared/xnat-api.md` "Authentication").
+/// XNAT: xnat-web `org/nrg/xapi/rest/users/UsersApi.java` (the `/xapi/users` controller).
 pub(super) fn username(state: &MockState, who: Who) -> Response {
     match who {
         Who::User => (

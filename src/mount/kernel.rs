@@ -33,7 +33,7 @@ const CONTAINER_FIX: &str = "in a container, start it with --device /dev/fuse --
 /// with what mount options cannot hold (`,`, which fusermount3 splits options on) and
 /// whitespace percent-encoded.
 pub fn mount_source(server_url: &str) -> String {
-    let url = crate::settings::without_userinfo(server_url);
+    let url = crate::names::without_userinfo(server_url);
     let mut out = String::with_capacity(url.len());
     for c in url.chars() {
         if c == ',' || c == '\\' || c.is_whitespace() {

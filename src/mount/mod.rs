@@ -238,7 +238,7 @@ fn write_state(
         pid,
         started: state::process_start(pid)?,
         mountpoint: mountpoint.to_path_buf(),
-        server: crate::settings::without_userinfo(plan.client.base_url()),
+        server: crate::names::without_userinfo(plan.client.base_url()),
         project: plan.project.clone(),
         sessions: plan.sessions.clone(),
         offline: plan.offline,

@@ -256,7 +256,7 @@ pub enum Identity {
 }
 
 /// Asks who the session `token` is. XNAT answers the user name as plain text and refuses a
-/// guest; `../shared/xnat-api.md` ("Authentication").
+/// guest (xnat-web `org/nrg/xapi/rest/users/UsersApi.java`).
 pub async fn whoami(
     http: &reqwest::Client,
     base: &str,

@@ -187,7 +187,7 @@ impl HttpXnat {
                 });
             }
             // An `.html` file answered with HTML may be the file, or the login page a site
-            // serves a dead session (`../shared/xnat-api.md`, "Authentication"): the answer's
+            // serves a dead session instead of a 401 (`Login.vm`): the answer's
             // type cannot tell, so who-am-I does (the page is never taken for the file).
             if status.is_success()
                 && !renewed
