@@ -1597,6 +1597,30 @@ fn a_full_disk_stops_the_run_at_once_and_says_how_to_resume() {
     }
 }
 
+/// Resource stats that disagree with the files listings (stale `file_count`/`file_size`) are
+/// hints: the session is fetched whole and right, and the run exits 0.
+#[test]
+fn stale_resource_stats_are_hints_and_the_session_is_fetched() {
+    let data = small_sample();
+    let want = expected_out(&data, "XNAT_E00001", "XNAT_E00001", None, |_| true, true);
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .stale_file_stats
+        .store(true, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let args = [
+        "-E",
+        "XNAT_E00001",
+        "--session-resources",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert_eq!(actual_out(&out), want);
+}
+
 /// A resource whose catalog XNAT cannot read (404 for its files, and for `files?all=true`
 /// and its ZIP) is reported and skipped; the rest of the session is fetched, both methods,
 /// and the run exits 4. The same for an assessor's resource and a reconstruction's.

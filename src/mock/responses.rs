@@ -162,8 +162,9 @@ pub(super) fn session_doc(s: &MockSession) -> Value {
     }]})
 }
 
-pub(super) fn session_document(s: &MockSession) -> Response {
-    let doc = session_doc(s);
+pub(super) fn session_document(state: &MockState, s: &MockSession) -> Response {
+    let mut doc = session_doc(s);
+    stale_stats(state, &mut doc);
     (
         [(header::CONTENT_TYPE, "application/json")],
         doc.to_string(),
@@ -191,6 +192,41 @@ pub(super) fn resource_rows(
                    "tags": "", "content": r.content, "format": r.format})
         })
         .collect()
+}
+
+/// With [`super::state::Controls::stale_file_stats`] set, every `file_count` and `file_size`
+/// in `v` is off (one file and 1000 bytes more), each kept as the type it was (XNAT's
+/// listings give strings, its documents numbers).
+pub(super) fn stale_stats(state: &MockState, v: &mut Value) {
+    if !state.controls.stale_file_stats.load(Ordering::SeqCst) {
+        return;
+    }
+    fn off(v: &mut Value, by: u64) {
+        *v = match &*v {
+            Value::String(n) => json!((n.parse::<u64>().unwrap_or(0) + by).to_string()),
+            Value::Number(n) => json!(n.as_u64().unwrap_or(0) + by),
+            other => other.clone(),
+        };
+    }
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match key.as_str() {
+                    "file_count" => off(value, 1),
+                    "file_size" => off(value, 1000),
+                    _ => stale_stats(state, value),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| stale_stats(state, i)),
+        _ => {}
+    }
+}
+
+/// A resources listing of `rows`, its stats stale when the server is told so.
+pub(super) fn resource_listing(state: &MockState, mut rows: Vec<Value>) -> Vec<Value> {
+    rows.iter_mut().for_each(|r| stale_stats(state, r));
+    rows
 }
 
 /// The rows of a session's assessors listing. XNAT: xnat-web

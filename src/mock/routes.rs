@@ -3,8 +3,8 @@
 
 use super::data::{Dataset, MockProject, MockResource, MockScan, MockSession};
 use super::responses::{
-    file_body, file_rows, html, listing, not_found, project_row, resource_rows, scan_row,
-    session_document, session_row_with,
+    file_body, file_rows, html, listing, not_found, project_row, resource_listing, resource_rows,
+    scan_row, session_document, session_row_with,
 };
 use super::state::{Controls, MockState};
 use super::zip_download::{Compression, zip_response};
@@ -282,7 +282,7 @@ fn route(
                     headers,
                 ),
                 // ...but scans are not: XNAT answers with the session document and 200.
-                _ => session_document(session),
+                _ => session_document(state, session),
             }
         }
         ["projects", p, "subjects"] => match data.projects.iter().find(|x| x.id == *p) {
@@ -310,13 +310,13 @@ fn route(
                 .and_then(|pr| pr.sessions.iter().find(|s| s.id == *x || s.label == *x))
                 .filter(|s| s.subject_id == *subj || s.subject_label == *subj);
             match found {
-                Some(session) if tail.is_empty() => session_document(session),
+                Some(session) if tail.is_empty() => session_document(state, session),
                 Some(session) => session_routes(state, session, tail, query, headers),
                 None => not_found("experiment"),
             }
         }
         ["experiments", id, tail @ ..] => match data.session(id) {
-            Some(session) if tail.is_empty() => session_document(session),
+            Some(session) if tail.is_empty() => session_document(state, session),
             Some(session) => session_routes(state, session, tail, query, headers),
             None => not_found("experiment"),
         },
@@ -533,7 +533,10 @@ fn session_routes(
             None => html(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         },
         ["scans", spec, "resources"] => match select_scans(session, &url_decode(spec)).first() {
-            Some(scan) => listing(resource_rows(&scan.resources, session, Some(scan)), true),
+            Some(scan) => listing(
+                resource_listing(state, resource_rows(&scan.resources, session, Some(scan))),
+                true,
+            ),
             None => not_found("scan"),
         },
         ["scans", spec, "files"] => {
@@ -564,7 +567,10 @@ fn session_routes(
             let entries: Vec<_> = found.into_iter().map(|r| (Some(scan), r)).collect();
             files_or_body(state, session, &entries, path, zip, headers)
         }
-        ["resources"] => listing(resource_rows(&session.resources, session, None), true),
+        ["resources"] => {
+            let rows = resource_rows(&session.resources, session, None);
+            listing(resource_listing(state, rows), true)
+        }
         // A session's files listing lists its own resources' files; `all=true` adds its
         // scans', reconstructions' and assessors', each row's
         // URI naming its scan and numeric resource ID. XNAT: xnat-web
@@ -657,7 +663,10 @@ fn assessor_routes(
     headers: &HeaderMap,
 ) -> Response {
     match tail {
-        [] => listing(resource_rows(&a.resources, session, None), true),
+        [] => listing(
+            resource_listing(state, resource_rows(&a.resources, session, None)),
+            true,
+        ),
         [res, "files", path @ ..] => {
             let found = find_resources(&a.resources, res);
             if state.controls.catalog_unreadable(found.iter().copied()) {

@@ -99,6 +99,12 @@ pub struct Controls {
     /// A session's files listing ignores `all=true` while set, listing only the session's own
     /// resources' files (as a server whose `all` does not reach there would).
     pub files_all_ignored: AtomicBool,
+    /// Each resource's `file_count` and `file_size` (in resources listings and the session
+    /// document) are off while set: XNAT lists the stats it keeps for a catalog, refreshed
+    /// only when asked (`cache_file_stats=true`), so files changed behind its back leave them
+    /// stale. xnat-web `org/nrg/xnat/restlet/resources/files/CatalogResourceList.java`
+    /// (`represent`: the table from `CatalogUtils.populateTable`).
+    pub stale_file_stats: AtomicBool,
     /// Resources (by numeric ID) whose catalog XNAT cannot read: see
     /// [`Controls::make_catalog_unreadable`].
     unreadable_catalogs: Mutex<std::collections::HashSet<u64>>,

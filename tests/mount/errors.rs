@@ -348,6 +348,28 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
     );
 }
 
+/// Resource stats that disagree with the files listings (the `file_count` and `file_size` XNAT
+/// keeps for a catalog, stale once files change behind its back) are hints, never a reason to
+/// refuse a session: every file shows at its listed size and reads right.
+#[test]
+fn stale_resource_stats_are_hints_and_every_file_reads_right() {
+    let data = small_sample();
+    let want = expected_files(&data);
+    let mock = start_mock(data);
+    mock.state
+        .controls
+        .stale_file_stats
+        .store(true, Ordering::SeqCst);
+    let m = MountBuilder::new(&mock.url()).mount();
+    let mut shown = walk_files(&m.mountpoint);
+    shown.sort();
+    let listed: Vec<_> = want.iter().map(|(p, size, _)| (p.clone(), *size)).collect();
+    assert_eq!(shown, listed);
+    for (rel, _, md5) in &want {
+        assert_eq!(&md5_file(&m.mountpoint.join(rel)), md5, "{}", rel.display());
+    }
+}
+
 /// A file listed with `Size: ""` (a catalog entry without size, whose file XNAT could not
 /// stat) is shown, and its body decides: gone, its read fails (and nothing of the session
 /// else does); there after all, its read gives its bytes. Never an empty file for it.
