@@ -1663,22 +1663,22 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
         );
         assert_eq!(actual_out(&out), want, "{method}");
     }
-    // An assessor's resource: its sibling and the session's scans are fetched.
+    // An assessor's resource, a reconstruction's: the rest of the session is fetched.
     let home = tempfile::tempdir().unwrap();
-    let out = home.path().join("out");
-    let args = [
-        "-E",
-        "XNAT_E00005",
+    let fetched = |flag: &str, failed: &str| -> Vec<String> {
+        let out = home.path().join(flag.trim_start_matches('-'));
+        let args = ["-E", "XNAT_E00005", flag, "--out", out.to_str().unwrap()];
+        let said = format!("/data/experiments/XNAT_E00005/{failed}: XNAT answered 404");
+        ended(&prefetch(&mock.url(), home.path(), &args), 4, &said);
+        actual_out(&out)
+            .into_keys()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    };
+    let got = fetched(
         "--assessors",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let said = "/data/experiments/XNAT_E00005/assessors/XNAT_E00008/out/resources/DATA/files: XNAT answered 404";
-    ended(&prefetch(&mock.url(), home.path(), &args), 4, said);
-    let got: Vec<String> = actual_out(&out)
-        .into_keys()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+        "assessors/XNAT_E00008/out/resources/DATA/files",
+    );
     assert!(
         got.iter()
             .any(|p| p.contains("/assessors/SUBJ03_PETMR1_qc/")),
@@ -1686,21 +1686,10 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
     );
     assert!(got.iter().any(|p| p.contains("/scans/")), "{got:?}");
     assert!(!got.iter().any(|p| p.contains("freesurfer")), "{got:?}");
-    // A reconstruction's resource: the session's scans are fetched.
-    let out = home.path().join("out-recon");
-    let args = [
-        "-E",
-        "XNAT_E00005",
+    let got = fetched(
         "--reconstructions",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let said = "/data/experiments/XNAT_E00005/reconstructions/PET_AC/out/resources/NIFTI/files: XNAT answered 404";
-    ended(&prefetch(&mock.url(), home.path(), &args), 4, said);
-    let got: Vec<String> = actual_out(&out)
-        .into_keys()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+        "reconstructions/PET_AC/out/resources/NIFTI/files",
+    );
     assert!(got.iter().any(|p| p.contains("/scans/")), "{got:?}");
     assert!(
         !got.iter().any(|p| p.contains("reconstructions")),

@@ -68,6 +68,11 @@ pub struct MockAssessor {
 }
 
 impl MockSession {
+    /// Its assessor (or reconstruction: `kind`) with accession ID `id`.
+    pub fn derived(&self, kind: Derived, id: &str) -> Option<&MockAssessor> {
+        self.assessors.iter().find(|a| a.kind == kind && a.id == id)
+    }
+
     /// Whether this experiment is an imaging session (`xnat:mrSessionData`,
     /// `xnat:petmrSessionData`, ...) rather than another subject assessor (a clinical form,
     /// `xnat:subjectVariablesData`), which has no scans.

@@ -4,7 +4,7 @@
 //! (the mock's code finds and writes the answers, the client's code parses them), honours
 //! ranges as a caching proxy would, counts calls, and fails when a test asks it to.
 
-use super::data::{Dataset, MockAssessor, MockFile, MockResource, MockScan, MockSession};
+use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
 use super::responses::session_doc;
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
 use super::routes::{find_resources, listed_scans, project_experiment_rows};
@@ -287,8 +287,7 @@ impl XnatApi for MemoryXnat {
         let folder = assessor.kind.folder();
         let path = format!("/data/experiments/{session_id}/{folder}/{}", assessor.id);
         let s = self.session_by_id(session_id, &path)?;
-        let same = |a: &&MockAssessor| a.kind == assessor.kind && a.id == assessor.id;
-        let a = s.assessors.iter().find(same);
+        let a = s.derived(assessor.kind, &assessor.id);
         let a = a.ok_or(XnatError::NotFound(path))?;
         Ok(json::resources(&rows(resource_rows(&a.resources, s, None))))
     }
@@ -298,8 +297,7 @@ impl XnatApi for MemoryXnat {
         let path = format!("{}/files", resource.rest_path());
         if let Some(wanted) = &resource.assessor {
             let s = self.session_by_id(&resource.session_id, &path)?;
-            let same = |a: &&MockAssessor| a.kind == wanted.kind && a.id == wanted.id;
-            let a = s.assessors.iter().find(same);
+            let a = s.derived(wanted.kind, &wanted.id);
             let a = a.ok_or_else(|| XnatError::NotFound(path.clone()))?;
             let found = find_resources(&a.resources, resource.rest_name());
             let listed = found.iter().flat_map(|r| {

@@ -524,6 +524,11 @@ fn session_routes(
         },
         _ => None,
     };
+    if let [folder, rest @ ..] = tail
+        && let Some(kind) = derived_folder(folder)
+    {
+        return derived_routes(state, session, kind, rest, zip, headers);
+    }
     match tail {
         // An experiment that is not an imaging session has no scans listing: XNAT finds the
         // session as an image session or answers 404 (xnat-web `ScanList.java`).
@@ -615,32 +620,44 @@ fn session_routes(
                 None => file_rows(&entries, session),
             }
         }
-        // A session's assessors and reconstructions, and their `out` resources; an assessor
-        // is named by its ID or its label, a reconstruction (no label) by its ID. XNAT:
-        // xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java` and
-        // `ReconList.java` (the listings), `files/XNATTemplate.java`
-        // (`assessors/{A}/out/resources/...`, `reconstructions/{R}/out/resources/...`).
-        [folder] if derived_folder(folder).is_some() => {
-            let kind = derived_folder(folder).unwrap_or_default();
-            listing(responses::derived_rows(session, kind), true)
-        }
-        [folder, a, "out", "resources", more @ ..] if derived_folder(folder).is_some() => {
-            let kind = derived_folder(folder).unwrap_or_default();
-            let a = url_decode(a);
-            let mut of_kind = session.assessors.iter().filter(|x| x.kind == kind);
-            let Some(assessor) = of_kind
-                .clone()
-                .find(|x| x.id == a)
-                .or_else(|| of_kind.find(|x| kind == Derived::Assessor && x.label == a))
-            else {
-                return not_found(kind.noun());
-            };
-            assessor_routes(state, session, assessor, more, zip, headers)
-        }
         ["resources", res, "files", path @ ..] => {
             let found = find_resources(&session.resources, res);
             let entries: Vec<_> = found.into_iter().map(|r| (None, r)).collect();
             files_or_body(state, session, &entries, path, zip, headers)
+        }
+        _ => not_found("resource"),
+    }
+}
+
+/// A session's assessors or reconstructions (`kind`), and what lies under each one's `out`
+/// resources; an assessor is named by its ID or its label, a reconstruction (no label) by its
+/// ID. XNAT: xnat-web `org/nrg/xnat/restlet/resources/ProjSubExptAsstList.java` and
+/// `ReconList.java` (the listings), `files/XNATTemplate.java`
+/// (`assessors/{A}/out/resources/...`, `reconstructions/{R}/out/resources/...`).
+fn derived_routes(
+    state: &MockState,
+    session: &MockSession,
+    kind: Derived,
+    tail: &[&str],
+    zip: Option<Compression>,
+    headers: &HeaderMap,
+) -> Response {
+    match tail {
+        [] => listing(responses::derived_rows(session, kind), true),
+        [a, "out", "resources", more @ ..] => {
+            let a = url_decode(a);
+            let by_label = || match kind {
+                Derived::Assessor => session
+                    .assessors
+                    .iter()
+                    .find(|x| x.kind == kind && x.label == a),
+                // A reconstruction has no label.
+                Derived::Reconstruction => None,
+            };
+            match session.derived(kind, &a).or_else(by_label) {
+                Some(assessor) => assessor_routes(state, session, assessor, more, zip, headers),
+                None => not_found(kind.noun()),
+            }
         }
         _ => not_found("resource"),
     }

@@ -403,18 +403,14 @@ impl Planner<'_> {
             }
         }
         let derived = self.selection.derived();
-        if !derived.is_empty() {
-            let asked = tree.assessors.iter();
-            for at in asked.filter(|at| derived.contains(&at.assessor.kind)) {
-                if !self.usable_assessor(&at.assessor) {
-                    continue;
-                }
-                for rt in &at.resources {
-                    if let Some(res) =
-                        self.wanted_of_assessor(&at.assessor, &rt.resource, &mut seen)
-                    {
-                        self.add_listed(None, res, rt);
-                    }
+        let asked = tree.assessors.iter();
+        for at in asked.filter(|at| derived.contains(&at.assessor.kind)) {
+            if !self.usable_assessor(&at.assessor) {
+                continue;
+            }
+            for rt in &at.resources {
+                if let Some(res) = self.wanted_of_assessor(&at.assessor, &rt.resource, &mut seen) {
+                    self.add_listed(None, res, rt);
                 }
             }
         }

@@ -204,6 +204,20 @@ fn assessor_resources_key(session_id: &str, assessor: &Assessor) -> String {
 }
 
 impl RememberingApi {
+    /// A session's listing of its assessors or reconstructions (`kind`), kept; offline, none
+    /// where none was kept.
+    async fn derived_listing(&self, session_id: &str, kind: Derived) -> Result<Vec<Assessor>> {
+        let key = assessors_key(session_id, kind);
+        let asked = super::derived(&*self.inner, session_id, kind);
+        match self.remembered(key, asked).await {
+            Err(e) if self.offline => {
+                tracing::debug!("{e}; no {} kept of {session_id}", kind.folder());
+                Ok(Vec::new())
+            }
+            answer => answer,
+        }
+    }
+
     /// A session's tree from kept listings all younger than `fresh_for`, or `None`.
     fn fresh_tree(&self, session: &Session) -> Option<SessionTree> {
         if self.fresh_for.is_zero() {
@@ -348,29 +362,13 @@ impl XnatApi for RememberingApi {
     /// Listings kept from before assessors were listed have none: offline, such a session
     /// shows no assessors rather than nothing at all.
     async fn assessors(&self, session_id: &str) -> Result<Vec<Assessor>> {
-        let key = assessors_key(session_id, Derived::Assessor);
-        match self.remembered(key, self.inner.assessors(session_id)).await {
-            Err(e) if self.offline => {
-                tracing::debug!("{e}; no assessors kept of {session_id}");
-                Ok(Vec::new())
-            }
-            answer => answer,
-        }
+        self.derived_listing(session_id, Derived::Assessor).await
     }
 
     /// As assessors: none offline where none were kept.
     async fn reconstructions(&self, session_id: &str) -> Result<Vec<Assessor>> {
-        let key = assessors_key(session_id, Derived::Reconstruction);
-        match self
-            .remembered(key, self.inner.reconstructions(session_id))
+        self.derived_listing(session_id, Derived::Reconstruction)
             .await
-        {
-            Err(e) if self.offline => {
-                tracing::debug!("{e}; no reconstructions kept of {session_id}");
-                Ok(Vec::new())
-            }
-            answer => answer,
-        }
     }
 
     async fn assessor_resources(
