@@ -185,3 +185,48 @@ fn a_proxys_error_page_is_an_error_naming_the_proxy() {
     );
     c.fail_next.store(0, Ordering::SeqCst);
 }
+
+/// A wrong password is tried again once its refusal is old (it may have been put right on the
+/// server); an expired password or alias token never is, however long the wait: it cannot
+/// work again (`xnatfs::xnat::login::is_expiry`).
+#[test]
+fn an_expired_password_is_never_tried_again_a_wrong_one_is() {
+    use xnatfs::xnat::http::{ClientOptions, Credentials, HttpXnat};
+    let mock = start_mock(small_sample());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = |password: &str| {
+        let creds = Credentials {
+            user: Some("demo".into()),
+            password: Some(password.into()),
+            token: None,
+        };
+        let options = ClientOptions {
+            timeout: Duration::from_secs(10),
+            login_retry_after: Duration::from_millis(50),
+            ..Default::default()
+        };
+        HttpXnat::new(&mock.url(), creds, options).unwrap()
+    };
+    let attempts = || mock.state.controls.login_attempts.load(Ordering::SeqCst);
+    let tries = |api: &HttpXnat| {
+        let before = attempts();
+        for _ in 0..3 {
+            assert!(rt.block_on(api.projects()).is_err());
+            std::thread::sleep(Duration::from_millis(120));
+        }
+        attempts() - before
+    };
+    assert_eq!(
+        tries(&client("wrong")),
+        3,
+        "a wrong password, once a window"
+    );
+    mock.state
+        .controls
+        .password_expired
+        .store(true, Ordering::SeqCst);
+    let expired = client("demo");
+    assert_eq!(tries(&expired), 1, "an expired password, once");
+    let said = rt.block_on(expired.projects()).unwrap_err().to_string();
+    assert!(said.contains("password expired"), "{said}");
+}

@@ -51,7 +51,14 @@ impl MockState {
     fn password_login(&self, user: &str, password: &str) -> bool {
         let mut lock = self.lock.lock().unwrap();
         let locked = matches!(lock.1, Some(until) if Instant::now() < until);
-        let right = user == self.options.user && password == *self.password.lock().unwrap();
+        let right = (user == self.options.user && password == *self.password.lock().unwrap())
+            || self
+                .alias_tokens
+                .lock()
+                .unwrap()
+                .get(user)
+                .map(String::as_str)
+                == Some(password);
         if right && !locked {
             *lock = (0, None);
             return true;
@@ -95,10 +102,11 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
 /// in xnat-web `org/nrg/xnat/security/XnatExpiredPasswordFilter.java`: a user name in alias
 /// token format whose token is gone (alias tokens expire after `aliasTokenTimeout`, 2 days by
 /// default) gets 403 "Your security token has expired or is invalid"; a user whose local
-/// password has expired, 403 "Your password has expired". The mock keeps no alias tokens:
-/// every alias it is shown is an expired one.
+/// password has expired, 403 "Your password has expired". An alias the mock did not issue (or
+/// expired: [`MockState::expire_alias_tokens`]) is an expired one.
 fn expired_login(state: &MockState, user: &str) -> Option<Response> {
-    if crate::xnat::login::is_alias_token(user) {
+    let issued = || state.alias_tokens.lock().unwrap().contains_key(user);
+    if crate::xnat::login::is_alias_token(user) && !issued() {
         return Some(html(
             StatusCode::FORBIDDEN,
             "Your security token has expired or is invalid. Please try again after updating your session.",
@@ -170,6 +178,9 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
         }
         return StatusCode::OK.into_response();
     }
+    if basic_auth(headers).is_some() {
+        state.controls.login_attempts.fetch_add(1, Ordering::SeqCst);
+    }
     if let Some(refused) = basic_auth(headers).and_then(|(user, _)| expired_login(state, &user)) {
         return refused;
     }
@@ -198,6 +209,53 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
             (header::SET_COOKIE, cookie),
         ],
         token,
+    )
+        .into_response()
+}
+
+/// `/data/services/tokens/issue`: a new alias token for the signed-in user, as XNAT's
+/// `AliasTokenRestlet` (xnat-web `org/nrg/xnat/restlet/services/AliasTokenRestlet.java`)
+/// serialises its `AliasToken`: the alias (a UUID, the user name of later logins), the secret
+/// (their password), the user it stands for and when it is expected to expire (epoch
+/// milliseconds, `aliasTokenTimeout` after now: 2 days by default). The guest gets none.
+pub(super) fn issue_alias_token(state: &MockState, who: Who) -> Response {
+    if who == Who::Guest {
+        return html(
+            StatusCode::FORBIDDEN,
+            "The guest user can't request alias tokens",
+        );
+    }
+    let n = state.next_token.fetch_add(1, Ordering::SeqCst);
+    let hex = format!("{:016x}{:016x}", data_seed(n), data_seed(!n));
+    let alias = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    let secret = format!("{}", data_seed(n ^ 0xA11A5) >> 1);
+    state
+        .alias_tokens
+        .lock()
+        .unwrap()
+        .insert(alias.clone(), secret.clone());
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64 + 2 * 24 * 3600 * 1000)
+        .unwrap_or_default();
+    let token = serde_json::json!({
+        "alias": alias,
+        "secret": secret,
+        "xdatUserId": state.options.user,
+        "singleUse": false,
+        "enabled": true,
+        "estimatedExpirationTime": expires,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        token.to_string(),
     )
         .into_response()
 }

@@ -196,6 +196,9 @@ async fn answer(
     if method != Method::GET && method != Method::HEAD {
         return html(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     }
+    if segs == ["services", "tokens", "issue"] {
+        return auth::issue_alias_token(&state, who);
+    }
     let query = query_map(&uri);
     if who == auth::Who::Guest {
         // The guest reads no private data: it is hidden as absent (an empty projects

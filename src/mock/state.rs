@@ -87,6 +87,9 @@ pub struct Controls {
     pub password_expired: AtomicBool,
     /// Login attempts refused (a wrong password, or a locked account).
     pub failed_logins: AtomicU64,
+    /// Logins tried with a user name and password (Basic auth at `/data/JSESSION`), whatever
+    /// came of them.
+    pub login_attempts: AtomicU64,
     /// Percentage of requests (chosen pseudo-randomly, but the same each run) that go wrong:
     /// a third stall 2 s, the rest fail with a 500 or (file bodies, half the time) stop short.
     pub fault_percent: AtomicU32,
@@ -172,6 +175,8 @@ pub struct MockState {
     pub(super) password: Mutex<String>,
     /// Failed logins in a row, and until when the account is locked.
     pub(super) lock: Mutex<(u32, Option<Instant>)>,
+    /// Alias tokens issued and not expired: alias to secret (see `auth::issue_alias_token`).
+    pub(super) alias_tokens: Mutex<HashMap<String, String>>,
 }
 
 impl MockState {
@@ -184,6 +189,7 @@ impl MockState {
             next_token: AtomicU64::new(1),
             password: Mutex::new(options.password.clone()),
             lock: Mutex::new((0, None)),
+            alias_tokens: Mutex::new(HashMap::new()),
             options,
         })
     }
@@ -201,6 +207,11 @@ impl MockState {
     /// Every request so far, as `METHOD /path?query`.
     pub fn request_log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Every alias token issued so far expires (XNAT: `aliasTokenTimeout`, 2 days).
+    pub fn expire_alias_tokens(&self) {
+        self.alias_tokens.lock().unwrap().clear();
     }
 
     /// Ends every JSESSION, as an idle timeout would.

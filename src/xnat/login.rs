@@ -59,7 +59,14 @@ pub const LOGIN_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// ends a session after 15 idle minutes.
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5 * 60);
 
-/// A refused login, remembered for [`LOGIN_RETRY_AFTER`].
+/// Whether a refusal (from [`refusal`]) says the credentials expired: an expired password or
+/// alias token never works again, whatever is tried, so it is never tried again.
+pub fn is_expiry(msg: &str) -> bool {
+    msg.starts_with("password expired:") || msg.starts_with("token expired:")
+}
+
+/// A refused login, remembered for [`LOGIN_RETRY_AFTER`] (a wrong password may be put right
+/// on the server), or for good when the credentials expired ([`is_expiry`]).
 #[derive(Debug, Default)]
 pub struct LoginGate {
     refused: Mutex<Option<(Instant, String)>>,
@@ -81,6 +88,9 @@ impl LoginGate {
     /// Whether a login may be tried now: not while a refusal is fresh.
     pub fn check(&self) -> Result<()> {
         match &*self.refused.lock().unwrap() {
+            Some((_, msg)) if is_expiry(msg) => Err(XnatError::Auth(format!(
+                "{msg} (not tried again: it cannot work; start again with new credentials)"
+            ))),
             Some((at, msg)) if at.elapsed() < self.window() => {
                 let left = self.window().saturating_sub(at.elapsed()).as_secs() + 1;
                 Err(XnatError::Auth(format!(
@@ -93,10 +103,14 @@ impl LoginGate {
 
     /// Remembers a refused login; the one log line about it.
     pub fn refused(&self, msg: &str) {
-        tracing::warn!(
-            "login refused: {msg}; requests fail at once for {} s, then it is tried once more",
-            self.window().as_secs()
-        );
+        if is_expiry(msg) {
+            tracing::warn!("login refused: {msg}; requests that need a login fail at once");
+        } else {
+            tracing::warn!(
+                "login refused: {msg}; requests fail at once for {} s, then it is tried once more",
+                self.window().as_secs()
+            );
+        }
         *self.refused.lock().unwrap() = Some((Instant::now(), msg.to_string()));
     }
 
@@ -391,5 +405,28 @@ mod tests {
         gate.refused("x");
         gate.succeeded();
         gate.check().unwrap();
+    }
+
+    #[test]
+    fn expired_credentials_are_never_tried_again() {
+        let gate = LoginGate::new(Duration::from_millis(1));
+        let base = "https://h";
+        let msg = refusal("alice", base, "Your password has expired.");
+        gate.refused(&msg);
+        std::thread::sleep(Duration::from_millis(20));
+        let e = gate.check().unwrap_err().to_string();
+        assert!(
+            e.contains("password expired:") && e.contains("not tried again"),
+            "{e}"
+        );
+        let alias = "0b6f6a0e-5f43-4d9e-9c3b-6f8e0f8e2a11";
+        gate.refused(&refusal(alias, base, ""));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            gate.check()
+                .unwrap_err()
+                .to_string()
+                .contains("token expired:")
+        );
     }
 }

@@ -567,6 +567,83 @@ fn a_password_that_expires_while_mounted_is_said_so() {
     assert!(!logged.contains("wrong user name or password"), "{logged}");
     let refused = mock.state.controls.failed_logins.load(Ordering::SeqCst);
     assert_eq!(refused, 0, "not counted as failed logins");
+    // An expired password never works again: it is not tried again, not even a minute later
+    // (`--login-retry-after` does not apply to it).
+    let attempts = mock.state.controls.login_attempts.load(Ordering::SeqCst);
+    for dir in [SUBJ01_PROTOCOLS, "DEMO/SUBJ02_MR1/resources"] {
+        let _ = std::fs::read_dir(m.path(dir)).map(|d| d.count());
+    }
+    assert_errno(
+        std::fs::read(m.path(SUBJ02_T1W)),
+        &[libc::EACCES],
+        SUBJ02_T1W,
+    );
+    assert_eq!(
+        mock.state.controls.login_attempts.load(Ordering::SeqCst),
+        attempts,
+        "an expired password was tried again"
+    );
+}
+
+/// An alias token (how scripts use sites that sign in through single sign-on) issued by
+/// `/data/services/tokens/issue`: its alias and secret log in like a user name and password.
+fn issue_alias_token(mock: &xnatfs::mock::MockServer) -> (String, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/data/services/tokens/issue", mock.url()))
+            .basic_auth("demo", Some("demo"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        resp.text().await.unwrap()
+    });
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let field = |k: &str| token[k].as_str().unwrap().to_string();
+    (field("alias"), field("secret"))
+}
+
+/// A mount logged in with an alias token reads until the token expires (XNAT:
+/// `aliasTokenTimeout`, 2 days): then reads fail with EACCES, the log says the token expired
+/// and to issue a new one (never "wrong password"), and it logs in with it once, not again.
+#[test]
+fn an_alias_token_works_until_it_expires_and_is_then_said_so_and_not_tried_again() {
+    let mock = start_mock(small_sample());
+    let (alias, secret) = issue_alias_token(&mock);
+    let log = tempfile::tempdir().unwrap();
+    let log_file = log.path().join("xnatfs.log");
+    let m = MountBuilder::new(&mock.url())
+        .env("XNAT_USER", &alias)
+        .env("XNAT_PASS", &secret)
+        .log_at(&log_file)
+        .mount();
+    let dir = m.path(SUBJ01_PROTOCOLS);
+    assert!(
+        !std::fs::read(dir.join("scan protocol.txt"))
+            .unwrap()
+            .is_empty()
+    );
+    mock.state.expire_alias_tokens();
+    mock.state.expire_sessions();
+    let attempts = mock.state.controls.login_attempts.load(Ordering::SeqCst);
+    assert_errno(
+        std::fs::read(dir.join("notes+v2.txt")),
+        &[libc::EACCES],
+        "notes+v2.txt",
+    );
+    for f in [SUBJ01_T1W, SUBJ02_T1W] {
+        assert_errno(std::fs::read(m.path(f)), &[libc::EACCES], f);
+    }
+    assert_eq!(
+        mock.state.controls.login_attempts.load(Ordering::SeqCst),
+        attempts + 1,
+        "one login with the expired token, and no other"
+    );
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(logged.contains("token expired"), "{logged}");
+    assert!(logged.contains("issue a new one"), "{logged}");
+    assert!(!logged.contains("wrong user name or password"), "{logged}");
 }
 
 /// Tomcat closes a keep-alive connection left idle past its `connectionTimeout`; a client
