@@ -1696,3 +1696,49 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
         "{got:?}"
     );
 }
+
+/// A reverse proxy in front of XNAT: its 504s while XNAT is slow are tried again and the
+/// session is fetched right; when it answers every request with its 504 or its 200
+/// maintenance page, the run fails naming the proxy, and no page is saved as a file.
+#[test]
+fn a_front_proxys_pages_are_errors_naming_it_never_data() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let c = &mock.state.controls;
+    let args = ["-E", "XNAT_E00001", "--out", out.to_str().unwrap()];
+    c.gateway_timeout_next.store(3, Ordering::SeqCst);
+    ok(&prefetch(&mock.url(), home.path(), &args));
+    assert!(!walk_files(&out).is_empty(), "no file fetched");
+    for (file, _) in walk_files(&out) {
+        assert!(
+            !std::fs::read(out.join(&file))
+                .unwrap()
+                .starts_with(b"<html><head><title>Status page"),
+            "{file:?} holds a proxy's page"
+        );
+    }
+    for (control, said) in [
+        (
+            &c.gateway_timeout_next,
+            "answered by nginx/1.24.0, in front of XNAT",
+        ),
+        (
+            &c.proxy_page_next,
+            "served by nginx/1.24.0 in front of XNAT",
+        ),
+    ] {
+        let fresh = home.path().join("fresh");
+        control.store(1_000_000, Ordering::SeqCst);
+        let o = prefetch(
+            &mock.url(),
+            home.path(),
+            &["-E", "XNAT_E00001", "--out", fresh.to_str().unwrap()],
+        );
+        control.store(0, Ordering::SeqCst);
+        let stderr = stderr_of(&o);
+        assert!(!o.status.success(), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(walk_files(&fresh).is_empty(), "{:?}", walk_files(&fresh));
+    }
+}

@@ -33,6 +33,21 @@ pub(super) async fn inject(state: &MockState, uri: &Uri) -> Option<Response> {
         );
         return Some(page);
     }
+    if c.proxy_page_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        // A maintenance page the front serves while XNAT is being restarted: 200, HTML.
+        let mut page = html(
+            StatusCode::OK,
+            "<h1>This site is down for maintenance</h1><p>Please come back later.</p>",
+        );
+        page.headers_mut().insert(
+            axum::http::header::SERVER,
+            axum::http::HeaderValue::from_static("nginx/1.24.0"),
+        );
+        return Some(page);
+    }
     if c.fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()

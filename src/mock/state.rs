@@ -55,6 +55,9 @@ pub struct Controls {
     /// The next N requests are answered 504 by a reverse proxy in front (its HTML page, with
     /// `Server: nginx/...`), as when XNAT is too slow for the proxy's timeout.
     pub gateway_timeout_next: AtomicU32,
+    /// The next N requests are answered 200 with a front's own web page (a maintenance page
+    /// of nginx in front of XNAT, `Server: nginx/...`), not XNAT's answer.
+    pub proxy_page_next: AtomicU32,
     /// The next N file bodies stop halfway (the connection closes early).
     pub truncate_next: AtomicU32,
     /// File bodies never start (the server stalls) while set.

@@ -401,3 +401,49 @@ fn a_file_listed_without_size_is_shown_and_its_body_decides() {
     // The rest of the session is there.
     assert!(std::fs::read(m.path(SUBJ01_T1W)).unwrap().len() > 1000);
 }
+
+/// A reverse proxy in front of XNAT: its 504 page (XNAT too slow for the proxy's timeout) is
+/// an error, tried again like any 5xx, and the read comes out right; its 200 maintenance page
+/// is never taken for data: the read fails (EIO), and the log names the proxy.
+#[test]
+fn a_front_proxys_pages_are_errors_naming_it_never_data() {
+    let data = small_sample();
+    let t1w = mock_file(&data, SUBJ01_T1W);
+    let t2 = mock_file(&data, SUBJ02_T1W);
+    let mock = start_mock(data);
+    let log = tempfile::tempdir().unwrap();
+    let log_file = log.path().join("xnatfs.log");
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-vv"])
+        .log_at(&log_file)
+        .mount();
+    assert!(m.path("DEMO/SUBJ01_MR1/scans").is_dir());
+    let c = &mock.state.controls;
+    c.gateway_timeout_next.store(2, Ordering::SeqCst);
+    assert_eq!(md5_file(&m.path(SUBJ01_T1W)), t1w.md5());
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        logged.contains("HTTP 504") && logged.contains("answered by nginx/1.24.0"),
+        "{logged}"
+    );
+    // A maintenance page for every request, for a while: no byte of it is a file's.
+    c.proxy_page_next.store(1000, Ordering::SeqCst);
+    let path = m.path(SUBJ02_T1W);
+    assert_fails_within(
+        "a read answered by a maintenance page",
+        &[libc::EIO, libc::EACCES],
+        Duration::from_secs(60),
+        move || std::fs::read(path),
+    );
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        logged.contains("served by nginx/1.24.0 in front of XNAT"),
+        "{logged}"
+    );
+    c.proxy_page_next.store(0, Ordering::SeqCst);
+    assert_eq!(
+        md5_file(&m.path(SUBJ02_T1W)),
+        t2.md5(),
+        "right once it is gone"
+    );
+}

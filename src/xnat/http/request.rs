@@ -125,7 +125,13 @@ pub(super) fn status_error(resp: &reqwest::Response, path: &str) -> XnatError {
             status: s.as_u16(),
             path: path.to_string(),
             retry_after: retry_after(resp),
-            by: front_of(resp),
+            // Only a front makes these (Tomcat and Restlet send no 502, 504 or 429); any
+            // other status may be XNAT's own, passed on under the front's `Server` header
+            // (nginx does not pass the upstream's: `proxy_hide_header`'s default).
+            by: [502, 504, 429]
+                .contains(&s.as_u16())
+                .then(|| front_of(resp))
+                .flatten(),
         },
     }
 }
@@ -140,6 +146,19 @@ pub(super) fn front_of(resp: &reqwest::Response) -> Option<String> {
     let lower = server.to_ascii_lowercase();
     (!server.is_empty() && !xnat.iter().any(|x| lower.contains(x)))
         .then(|| server.chars().take(80).collect())
+}
+
+/// Where a web page answered instead of data came through: the front that served it (a
+/// maintenance or sign-in page of a proxy is the usual cause), or nothing when XNAT's own
+/// server sent it or none is named.
+pub(super) fn page_from(resp: &reqwest::Response) -> String {
+    match front_of(resp) {
+        Some(front) => format!(
+            " (served by {front} in front of XNAT: likely a page of that front, such as a \
+             maintenance or single sign-on page, not XNAT's)"
+        ),
+        None => String::new(),
+    }
 }
 
 impl HttpXnat {
@@ -179,8 +198,10 @@ impl HttpXnat {
                 return Err(if login_page {
                     XnatError::BadResponse {
                         path: path.into(),
-                        msg: "an HTML page where data was expected, even after logging in again"
-                            .into(),
+                        msg: format!(
+                            "an HTML page where data was expected, even after logging in again{}",
+                            page_from(&resp)
+                        ),
                     }
                 } else {
                     XnatError::Auth(format!("access to {path} refused after logging in again"))

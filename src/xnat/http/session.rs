@@ -81,11 +81,12 @@ impl HttpXnat {
         if !status.is_success() {
             return Err(status_error(&resp, &url));
         }
+        let from = super::request::page_from(&resp);
         let body = resp.text().await.map_err(|e| network_error(&url, e))?;
         let token = body.trim();
         if token.is_empty() || json::looks_like_html(token.as_bytes()) || token.len() > 256 {
             return Err(XnatError::InvalidUrl(format!(
-                "{url} answered a web page, not an XNAT session: is {base} an XNAT server? {}",
+                "{url} answered a web page{from}, not an XNAT session: is {base} an XNAT server? {}",
                 login::wrong_base_hint(&base)
             )));
         }
