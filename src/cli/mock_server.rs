@@ -53,6 +53,10 @@ pub struct MockServerArgs {
     /// client's reuse of the connection). 0: never.
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub close_idle_after: u64,
+    /// End a keep-alive connection after this many answers, saying `Connection: close` on
+    /// the last (Tomcat's maxKeepAliveRequests, 100 by default). 0: never.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_keepalive_requests: u64,
     /// Seconds of idleness after which a JSESSION expires.
     #[arg(long, default_value_t = 900)]
     pub token_ttl: u64,
@@ -140,6 +144,10 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             });
         state.controls.close_idle_ms.store(
             args.close_idle_after * 1000,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        state.controls.max_keepalive_requests.store(
+            args.max_keepalive_requests,
             std::sync::atomic::Ordering::SeqCst,
         );
         for id in &args.unreadable_catalog {

@@ -3,13 +3,20 @@
 //! is closed by the server. Modelled at its worst: the close races the client's next request
 //! on that connection, so the request is sent and then the connection ends before any byte
 //! of an answer (what a client sees when its reuse of a pooled connection crosses the
-//! server's close). Off unless [`super::state::Controls::close_idle_ms`] is set.
+//! server's close). Off unless [`super::state::Controls::close_idle_ms`] is set; with
+//! [`super::state::Controls::close_with_reset`] that close is a reset (RST), as when the
+//! server's socket is gone by the time the request arrives.
+//!
+//! Tomcat also ends a connection after `maxKeepAliveRequests` (100 by default) answers on it:
+//! the last answer says `Connection: close` and the connection is closed after it (Tomcat's
+//! `Http11Processor`, `keepAlive` off once the count is reached). Off unless
+//! [`super::state::Controls::max_keepalive_requests`] is set; see [`answered`].
 
 use super::state::MockState;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,6 +43,7 @@ impl axum::serve::Listener for Connections {
                         state: self.state.clone(),
                         last: Instant::now(),
                         closed: false,
+                        answers: Arc::new(AtomicU64::new(0)),
                     };
                     return (conn, addr);
                 }
@@ -57,6 +65,41 @@ pub struct Connection {
     last: Instant,
     /// Closed by the server after an idle time: it reads nothing more.
     closed: bool,
+    /// Answers sent on it (see [`answered`]).
+    answers: Arc<AtomicU64>,
+}
+
+/// Which connection a request came over (axum's connect info): its count of answers.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo(Arc<AtomicU64>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Connections>>
+    for ConnectionInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Connections>) -> Self {
+        ConnectionInfo(stream.io().answers.clone())
+    }
+}
+
+/// Counts an answer on its connection; the one that reaches `maxKeepAliveRequests` says
+/// `Connection: close`, and the server closes the connection once it is sent.
+pub(super) fn answered(
+    state: &MockState,
+    conn: &ConnectionInfo,
+    answer: &mut axum::response::Response,
+) {
+    let n = conn.0.fetch_add(1, Ordering::SeqCst) + 1;
+    let max = state.controls.max_keepalive_requests.load(Ordering::SeqCst);
+    if max > 0 && n >= max {
+        answer.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        state
+            .controls
+            .keepalive_closes
+            .fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Connection {
@@ -83,10 +126,15 @@ impl AsyncRead for Connection {
                 // The server closed the connection while it was idle: the request that came
                 // over it is never read, and never answered.
                 this.closed = true;
-                this.state
-                    .controls
-                    .idle_closes
-                    .fetch_add(1, Ordering::SeqCst);
+                let c = &this.state.controls;
+                c.idle_closes.fetch_add(1, Ordering::SeqCst);
+                if c.close_with_reset.load(Ordering::SeqCst) {
+                    // Closed with a reset: the server drops the socket (no orderly shutdown)
+                    // with no linger, so the client's read fails with ECONNRESET.
+                    let _ = this.tcp.set_zero_linger();
+                    buf.set_filled(before);
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+                }
                 buf.set_filled(before);
                 return Poll::Ready(Ok(()));
             }

@@ -35,6 +35,7 @@ pub async fn serve(
         .with_state(state.clone());
     // As Tomcat in front of XNAT keeps them (see `connections`).
     let listener = connections::Connections { listener, state };
+    let app = app.into_make_service_with_connect_info::<connections::ConnectionInfo>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -47,11 +47,16 @@ fn query_map(uri: &Uri) -> HashMap<String, String> {
 /// issues 10 and 39) unless a front in the mock answered instead.
 pub(super) async fn handle(
     state: State<Arc<MockState>>,
+    axum::extract::ConnectInfo(conn): axum::extract::ConnectInfo<
+        super::connections::ConnectionInfo,
+    >,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let shared = state.0.clone();
     let mut answer = answer(state, method, uri, headers).await;
+    super::connections::answered(&shared, &conn, &mut answer);
     if !answer.headers().contains_key(header::SERVER) {
         answer.headers_mut().insert(
             header::SERVER,

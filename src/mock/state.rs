@@ -85,6 +85,14 @@ pub struct Controls {
     pub close_idle_ms: AtomicU64,
     /// Connections closed so.
     pub idle_closes: AtomicU64,
+    /// Such closes are resets (RST), not an orderly end (FIN).
+    pub close_with_reset: AtomicBool,
+    /// Answers on one connection after which the server closes it, saying `Connection:
+    /// close` on the last (Tomcat's `maxKeepAliveRequests`, 100; 0: never): see
+    /// `connections::answered`.
+    pub max_keepalive_requests: AtomicU64,
+    /// Connections ended so.
+    pub keepalive_closes: AtomicU64,
     /// The user's local password has expired (XNAT: `passwordExpirationInterval`, a year by
     /// default): see `auth::expired_login`.
     pub password_expired: AtomicBool,

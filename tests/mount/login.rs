@@ -651,7 +651,22 @@ fn an_alias_token_works_until_it_expires_and_is_then_said_so_and_not_tried_again
 /// lists on: the request is sent again at once on a new connection, with no failed attempt.
 #[test]
 fn a_connection_the_server_closed_while_idle_costs_no_attempt() {
+    idle_connections_closed(false);
+}
+
+/// As [`a_connection_the_server_closed_while_idle_costs_no_attempt`], the close coming as a
+/// reset (RST): the request is sent again the same way.
+#[test]
+fn a_connection_the_server_reset_while_idle_costs_no_attempt() {
+    idle_connections_closed(true);
+}
+
+fn idle_connections_closed(reset: bool) {
     let mock = start_mock(small_sample());
+    mock.state
+        .controls
+        .close_with_reset
+        .store(reset, Ordering::SeqCst);
     mock.state
         .controls
         .close_idle_ms
@@ -659,7 +674,7 @@ fn a_connection_the_server_closed_while_idle_costs_no_attempt() {
     let log = tempfile::tempdir().unwrap();
     let log_file = log.path().join("xnatfs.log");
     let m = MountBuilder::new(&mock.url())
-        .args(&["-v"])
+        .args(&["-vv"])
         .log_at(&log_file)
         .mount();
     let files = [
@@ -681,6 +696,37 @@ fn a_connection_the_server_closed_while_idle_costs_no_attempt() {
     );
     let closes = mock.state.controls.idle_closes.load(Ordering::SeqCst);
     assert!(closes > 0, "the server closed no idle connection");
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        logged.contains("closed the connection before answering"),
+        "the race was not hit: {logged}"
+    );
+    assert!(!logged.contains("attempt"), "{logged}");
+    assert!(!logged.contains("WARN"), "{logged}");
+}
+
+/// Tomcat ends a keep-alive connection after `maxKeepAliveRequests` answers (100), saying
+/// `Connection: close` on the last: a mount reading many files over few connections goes on
+/// over new ones, with no failed attempt.
+#[test]
+fn connections_the_server_ends_after_n_requests_cost_no_attempt() {
+    let mock = start_mock(small_sample());
+    let c = &mock.state.controls;
+    c.max_keepalive_requests.store(3, Ordering::SeqCst);
+    let log = tempfile::tempdir().unwrap();
+    let log_file = log.path().join("xnatfs.log");
+    let m = MountBuilder::new(&mock.url())
+        .args(&["-v"])
+        .log_at(&log_file)
+        .mount();
+    let files = walk_files(&m.path("DEMO"));
+    assert!(files.len() > 20, "{}", files.len());
+    for (f, size) in &files {
+        let read = std::fs::read(m.path("DEMO").join(f)).unwrap();
+        assert_eq!(read.len() as u64, *size, "{f:?}");
+    }
+    let ended = c.keepalive_closes.load(Ordering::SeqCst);
+    assert!(ended > 5, "the server ended {ended} connections");
     let logged = std::fs::read_to_string(&log_file).unwrap();
     assert!(!logged.contains("attempt"), "{logged}");
     assert!(!logged.contains("WARN"), "{logged}");

@@ -98,14 +98,24 @@ pub(super) async fn send(req: reqwest::RequestBuilder, path: &str) -> Result<req
 /// Tomcat closes a keep-alive connection idle past its `connectionTimeout` (20 s in XNAT's
 /// docker-compose `server.xml`); a pooled connection reused just then takes the request and
 /// closes. (After `maxKeepAliveRequests`, 100, Tomcat says `Connection: close` on the last
-/// answer, which the pool honours.) A GET is safe to send again. (Idle
+/// answer, which the pool honours.) The close may come as an orderly end (hyper: an
+/// incomplete message) or as a reset, when the server's socket was gone by the time the
+/// request arrived (ECONNRESET, or EPIPE while sending). A GET is safe to send again. (Idle
 /// connections are let go after [`POOL_IDLE`], before any server's close, so this is the race
-/// alone.)
+/// alone.) A connection refused is not this: nothing is listening.
 pub(super) fn closed_before_answer(e: &reqwest::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message();
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
         }
         source = s.source();
     }
