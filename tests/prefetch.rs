@@ -1632,7 +1632,9 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
     let want: BTreeMap<PathBuf, String> = want
         .into_iter()
         .filter(|(p, _)| !p.starts_with("XNAT_E00001/scans/2/resources/NIFTI"))
+        .filter(|(p, _)| !p.starts_with("XNAT_E00001/resources/QC"))
         .collect();
+    let qc = data.resource_ref("XNAT_E00001", None, "QC");
     let petmr = data.session("XNAT_E00005").unwrap();
     let freesurfer = petmr.assessors[0].resources[0].id;
     let pet_ac = petmr.assessors.iter().find(|a| a.id == "PET_AC").unwrap();
@@ -1641,6 +1643,9 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
     mock.state
         .controls
         .make_catalog_unreadable(nifti.id.parse().unwrap());
+    mock.state
+        .controls
+        .make_catalog_unreadable(qc.id.parse().unwrap());
     mock.state.controls.make_catalog_unreadable(freesurfer);
     mock.state.controls.make_catalog_unreadable(pet_ac);
     for method in ["files", "zip"] {
@@ -1661,6 +1666,9 @@ fn an_unreadable_catalog_is_reported_and_the_rest_is_fetched() {
             stderr.contains("cannot read the resource's catalog"),
             "{stderr}"
         );
+        // A session-level resource the same way.
+        let said = "/data/experiments/XNAT_E00001/resources/QC/files: XNAT answered 404";
+        assert!(stderr.contains(said), "{stderr}");
         assert_eq!(actual_out(&out), want, "{method}");
     }
     // An assessor's resource, a reconstruction's: the rest of the session is fetched.

@@ -286,12 +286,14 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
         data.resource_ref(session, scan, label).id.parse().unwrap()
     };
     let nifti = id("XNAT_E00001", Some("2"), "NIFTI");
+    let qc = id("XNAT_E00001", None, "QC");
     let petmr = data.session("XNAT_E00005").unwrap();
     let freesurfer = petmr.assessors[0].resources[0].id;
     let pet_ac = petmr.assessors.iter().find(|a| a.id == "PET_AC").unwrap();
     let pet_ac = pet_ac.resources[0].id;
     let mock = start_mock(data);
     mock.state.controls.make_catalog_unreadable(nifti);
+    mock.state.controls.make_catalog_unreadable(qc);
     mock.state.controls.make_catalog_unreadable(freesurfer);
     mock.state.controls.make_catalog_unreadable(pet_ac);
     let log = tempfile::tempdir().unwrap();
@@ -307,6 +309,11 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
     assert!(std::fs::read_dir(&dicom).unwrap().count() > 0);
     let protocols = m.path(SUBJ01_PROTOCOLS);
     assert!(dir_names(&protocols).contains(&"scan protocol.txt".to_string()));
+    // A session-level resource: it alone fails, beside its readable sibling (above).
+    let qc_files = m.path("DEMO/SUBJ01_MR1/resources/QC/files");
+    assert_errno(list(&qc_files), &[libc::EIO], "QC/files");
+    let resources = dir_names(&m.path("DEMO/SUBJ01_MR1/resources"));
+    assert!(resources.contains(&"QC".to_string()), "{resources:?}");
     let scan2 = dir_names(&m.path("DEMO/SUBJ01_MR1/scans/2/resources"));
     assert!(
         scan2.contains(&"NIFTI".to_string()),
@@ -344,6 +351,10 @@ fn an_unreadable_catalog_fails_only_its_own_resource() {
         logged.contains(
             "cannot list the files of /data/experiments/XNAT_E00001/scans/2/resources/NIFTI"
         ),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("cannot list the files of /data/experiments/XNAT_E00001/resources/QC"),
         "{logged}"
     );
 }
@@ -445,5 +456,44 @@ fn a_front_proxys_pages_are_errors_naming_it_never_data() {
         md5_file(&m.path(SUBJ02_T1W)),
         t2.md5(),
         "right once it is gone"
+    );
+}
+
+/// A catalog that becomes unreadable while mounted: once the folder's listing is old
+/// (`--dir-ttl`), its `files/` gives EIO (never an empty folder, never ENOENT), whether
+/// opened anew or read from a handle opened before; the session's other folders still list,
+/// and the files already read still read.
+#[test]
+fn a_catalog_that_becomes_unreadable_while_mounted_fails_its_folder_with_eio() {
+    let data = small_sample();
+    let qc = data
+        .resource_ref("XNAT_E00001", None, "QC")
+        .id
+        .parse()
+        .unwrap();
+    let mock = start_mock(data);
+    let m = MountBuilder::new(&mock.url())
+        .args(&["--dir-ttl", "1s"])
+        .mount();
+    let files = m.path("DEMO/SUBJ01_MR1/resources/QC/files");
+    let report = files.join("qc_report.html");
+    assert!(std::fs::read_to_string(&report).unwrap().contains("QC for"));
+    let mut open = std::fs::read_dir(&files).unwrap();
+    mock.state.controls.make_catalog_unreadable(qc);
+    std::thread::sleep(Duration::from_millis(1500));
+    let list = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).and_then(|d| d.collect::<std::io::Result<Vec<_>>>())
+    };
+    assert_errno(list(&files), &[libc::EIO], "QC/files opened anew");
+    let rest: std::io::Result<Vec<_>> = open.by_ref().collect();
+    if let Err(e) = rest {
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    }
+    assert!(dir_names(&m.path(SUBJ01_PROTOCOLS)).contains(&"scan protocol.txt".to_string()));
+    assert!(
+        std::fs::read_dir(m.path("DEMO/SUBJ01_MR1/scans"))
+            .unwrap()
+            .count()
+            > 0
     );
 }
