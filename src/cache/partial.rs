@@ -209,6 +209,19 @@ impl PartialFile {
             }
             .into());
         }
+        // Its temporary file gone means its folder was removed while in use (`rm -rf` of
+        // the cache area, or of `--out`, under a running mount or prefetch): the file is not
+        // kept, and the folders are not made again.
+        if std::fs::symlink_metadata(self.tmp.path()).is_err() {
+            return Err(CommitError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} was removed while in use; {} is not kept",
+                    self.tmp.path().parent().unwrap_or(Path::new("")).display(),
+                    file.path
+                ),
+            )));
+        }
         if let Some(parent) = dest.parent() {
             if self.private {
                 mkdir_private(parent)?;

@@ -358,3 +358,20 @@ fn one_file_per_mount_point() {
         odd.display()
     );
 }
+
+/// An area removed while a download is on its way (`rm -rf` of the cache under a running
+/// mount): the download's commit fails, and the area is not made again, not even its folders.
+#[test]
+fn a_commit_after_the_area_was_removed_makes_nothing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://a").unwrap();
+    let body = b"12345";
+    let f = remote("x.dcm", body, true);
+    let dest = cache.file_path(&res(Some("1"), "DICOM"), "x.dcm").unwrap();
+    let mut part = cache.begin().unwrap();
+    part.write(body).unwrap();
+    std::fs::remove_dir_all(cache.area().root()).unwrap();
+    let e = part.commit(&f, &dest).unwrap_err().to_string();
+    assert!(e.contains("was removed while in use"), "{e}");
+    assert!(!cache.area().root().exists(), "the area was made again");
+}

@@ -411,3 +411,59 @@ fn unmount_returns_when_the_daemon_has_ended_so_the_cache_can_go() {
         drop(guard);
     }
 }
+
+/// The cache area removed under a running mount (`rm -rf` of the cache dir, as a user's
+/// clean-up script does): a download on its way then is not kept, reads return the right
+/// bytes or an error (never other bytes, never a hang), and the daemon makes neither the
+/// area nor any of its folders again, to its exit.
+#[test]
+fn a_cache_area_removed_under_a_running_mount_is_not_made_again() {
+    let data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
+        nifti_size: 3 << 20,
+        ..xnatfs::mock::data::SampleSpec::default()
+    });
+    let t1w = mock_file(&data, SUBJ01_T1W);
+    let mock = start_mock(data);
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("cache");
+    let mut m = MountBuilder::new(&mock.url()).cache_dir(&cache).mount();
+    assert!(
+        !std::fs::read(m.path(&format!("{SUBJ01_PROTOCOLS}/scan protocol.txt")))
+            .unwrap()
+            .is_empty()
+    );
+    // A slow download on its way while the area goes.
+    mock.state
+        .controls
+        .chunk_delay_ms
+        .store(200, Ordering::SeqCst);
+    let path = m.path(SUBJ01_T1W);
+    let reader = std::thread::spawn(move || std::fs::read(path));
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::remove_dir_all(&cache).unwrap();
+    mock.state
+        .controls
+        .chunk_delay_ms
+        .store(0, Ordering::SeqCst);
+    if let Ok(bytes) = reader.join().unwrap() {
+        let want = t1w.read_at(0, t1w.size() as usize).unwrap();
+        assert!(bytes == want, "other bytes");
+    }
+    let other = m.path(SUBJ02_T1W);
+    assert_fails_within_or_reads(&other);
+    assert!(!cache.exists(), "the area was made again while mounted");
+    let (status, log) = m.unmount();
+    assert!(status.is_some(), "{log}");
+    assert!(!cache.exists(), "the area was made again at exit: {log}");
+}
+
+/// Reads `path` within 30 s: the bytes or an error, never a hang.
+fn assert_fails_within_or_reads(path: &std::path::Path) {
+    let p = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(p).map(|b| b.len()));
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("a read after the area was removed hung");
+}
