@@ -416,7 +416,18 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
     // `(first, last)`: what `Content-Range` says; `start..end`: what the body holds.
     let (status, said, start, end) = match range {
         // Restlet 1.1 (see `RangeMode::Restlet`): the asked range said, the whole file sent.
-        Some(r) if mode == RangeMode::Restlet => (StatusCode::PARTIAL_CONTENT, r, 0, size),
+        Some(r) if matches!(mode, RangeMode::Restlet | RangeMode::RestletChunked) => {
+            (StatusCode::PARTIAL_CONTENT, r, 0, size)
+        }
+        Some((a, b)) if mode == RangeMode::Aligned && a > 0 => {
+            let block = 64 * 1024;
+            let first = if a % block == 0 {
+                a - block.min(a)
+            } else {
+                a - a % block
+            };
+            (StatusCode::PARTIAL_CONTENT, (first, b), first, b + 1)
+        }
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, (a, b), a, b + 1),
         None => (StatusCode::OK, (0, 0), 0, size),
     };
@@ -478,7 +489,9 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
     let mut resp = Response::new(HttpBody::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if !(mode == RangeMode::RestletChunked && status == StatusCode::PARTIAL_CONTENT) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(file.name())),

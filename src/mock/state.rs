@@ -141,6 +141,12 @@ pub enum RangeMode {
     Honour,
     /// 200 and the whole body, as a proxy that strips `Range` would.
     Ignore,
+    /// As [`RangeMode::Restlet`], sent chunked: no `Content-Length` (a front that re-chunks
+    /// what it passes on), so only the body's length would tell it is the whole file.
+    RestletChunked,
+    /// 206 and honestly labelled bytes that start before the asked start (at the 64 KiB block
+    /// below it), as a block-caching front may answer: another range than the one asked.
+    Aligned,
 }
 
 impl Controls {
@@ -170,6 +176,8 @@ impl Controls {
         match self.range.load(Ordering::SeqCst) {
             1 => RangeMode::Honour,
             2 => RangeMode::Ignore,
+            3 => RangeMode::RestletChunked,
+            4 => RangeMode::Aligned,
             _ => RangeMode::Restlet,
         }
     }

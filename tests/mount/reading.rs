@@ -127,7 +127,15 @@ fn random_ranges_of_a_large_file_read_right_with_and_without_range() {
 #[test]
 fn dd_tail_and_a_whole_read_give_the_files_bytes_from_restlet() {
     let big: u64 = 12 << 20;
-    for listed_digest in [true, false] {
+    use xnatfs::mock::RangeMode;
+    // Restlet's answer as it is, with a listed digest and without; sent chunked (no
+    // Content-Length); and a front answering honestly another range than the one asked.
+    for (mode, listed_digest) in [
+        (RangeMode::Restlet, true),
+        (RangeMode::Restlet, false),
+        (RangeMode::RestletChunked, false),
+        (RangeMode::Aligned, false),
+    ] {
         let mut data = xnatfs::mock::data::Dataset::sample(&xnatfs::mock::data::SampleSpec {
             dicom_files: 1,
             dicom_size: 100,
@@ -137,9 +145,7 @@ fn dd_tail_and_a_whole_read_give_the_files_bytes_from_restlet() {
         mock_file_mut(&mut data, SUBJ01_T1W).listed_digest = listed_digest;
         let source = mock_file(&data, SUBJ01_T1W);
         let mock = start_mock(data);
-        mock.state
-            .controls
-            .set_range(xnatfs::mock::RangeMode::Restlet);
+        mock.state.controls.set_range(mode);
         let m = MountBuilder::new(&mock.url()).mount();
         let file = m.path(SUBJ01_T1W);
         let run = |cmd: &mut std::process::Command| {
@@ -156,12 +162,18 @@ fn dd_tail_and_a_whole_read_give_the_files_bytes_from_restlet() {
             .arg(format!("if={}", file.display()))
             .args(["bs=64K", "skip=144", "count=1", "status=none"]));
         let want = source.read_at(144 * 65536, 65536).unwrap();
-        assert!(dd == want, "dd at 9 MiB (digest listed: {listed_digest})");
+        assert!(
+            dd == want,
+            "dd at 9 MiB ({mode:?}, digest listed: {listed_digest})"
+        );
         let tail = run(std::process::Command::new("tail")
             .args(["-c", "1000"])
             .arg(&file));
-        assert!(tail == source.read_at(big - 1000, 1000).unwrap(), "tail -c");
-        assert_eq!(md5_file(&file), source.md5(), "the whole file");
+        assert!(
+            tail == source.read_at(big - 1000, 1000).unwrap(),
+            "tail -c ({mode:?})"
+        );
+        assert_eq!(md5_file(&file), source.md5(), "the whole file ({mode:?})");
     }
 }
 
