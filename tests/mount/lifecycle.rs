@@ -472,3 +472,71 @@ fn read_within(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("a read after the area was removed hung")
 }
+
+/// `unmount` waits for the mount's process for 10 s at most: one that cannot end then (here
+/// stopped with SIGSTOP, as a debugger or a frozen cgroup would) is named with its pid, and
+/// `unmount` returns; the process ends by itself once it can.
+#[test]
+fn unmount_says_so_when_the_daemon_is_still_there_after_10_s() {
+    let mock = start_mock(small_sample());
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let out = xnatfs(&mock.url(), home.path())
+        .arg("mount")
+        .arg(&mp)
+        .arg("--cache-dir")
+        .arg(home.path().join("cache"))
+        .output()
+        .unwrap();
+    let guard = scopeguard(mp.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let procs = mount_processes(&mp);
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let pid: i32 = procs[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dir_names(&mp).contains(&"DEMO".to_string()));
+    // SAFETY: kill(2) on the mount's own process, found by its command line just now.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Whatever happens below, the process is let go on again (no stopped process is left).
+    struct Continue(i32);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let stopped = Continue(pid);
+    let began = std::time::Instant::now();
+    let un = xnatfs(&mock.url(), home.path())
+        .arg("unmount")
+        .arg(&mp)
+        .output()
+        .unwrap();
+    let took = began.elapsed();
+    drop(stopped);
+    let said = String::from_utf8_lossy(&un.stderr);
+    assert!(un.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("(pid {pid}) is still saving after 10 s")),
+        "{said}"
+    );
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    assert!(!is_mounted(&mp));
+    wait_until(Duration::from_secs(10), "the mount's process ended", || {
+        !daemon_running(&mp)
+    });
+    drop(guard);
+}
