@@ -7,8 +7,8 @@
 use super::data::{Dataset, MockFile, MockResource, MockScan, MockSession};
 use super::responses::session_doc;
 use super::responses::{file_row, parse_range, project_row, resource_rows, scan_row};
-use super::routes::{find_resources, listed_scans, project_experiment_rows};
-use super::routes::{select_scans, session_in_project};
+use super::select::{find_resources, listed_scans, project_experiment_rows};
+use super::select::{select_scans, session_in_project};
 use super::zip_download::{write_zip, zip_entries};
 use crate::xnat::http::{IMAGE_SESSIONS, SESSION_COLUMNS};
 use crate::xnat::json::{self, Row};

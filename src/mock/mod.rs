@@ -13,6 +13,8 @@ pub mod memory_api;
 mod responses;
 mod routes;
 pub mod sample;
+mod select;
+mod session_routes;
 mod state;
 mod zip_download;
 
