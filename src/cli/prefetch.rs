@@ -220,7 +220,10 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
         // Dropping the prefetch on a signal drops every transfer under way with its partial
         // file, and the run's folder of partial files with whatever is left in it.
         Ok::<_, anyhow::Error>(tokio::select! {
-            r = crate::prefetch::run(api, &opts) => r.map(|o| (Exit::from(o.ending), Some(o.summary))),
+            r = crate::prefetch::run(api, &opts) => r.map(|o| {
+                tell(&o);
+                (Exit::from(o.ending), Some(o.summary))
+            }),
             _ = tokio::signal::ctrl_c() => Ok((Exit::Interrupted, None)),
             _ = term.recv() => Ok((Exit::Terminated, None)),
         })
@@ -234,4 +237,15 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
         eprintln!("xnatfs: prefetch interrupted; no partial file was left; run it again to finish");
     }
     outcome
+}
+
+/// What a run tells when it ends: notes, what was left out or failed, the counts and how it
+/// ended on standard error; the plan of a dry run on standard output.
+fn tell(outcome: &crate::prefetch::Outcome) {
+    for line in &outcome.told {
+        eprintln!("{line}");
+    }
+    if let Some(plan) = &outcome.plan {
+        print!("{plan}");
+    }
 }

@@ -33,10 +33,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use verified::TransferPolicy;
 
-/// How a prefetch ended, and its summary for `--json`.
+/// How a prefetch ended, its summary for `--json`, and what to tell the user: the caller
+/// (`cli/prefetch.rs`) prints it.
 pub struct Outcome {
     pub ending: Ending,
     pub summary: summary::Summary,
+    /// For standard error, in order: notes, what was left out and what failed (capped at
+    /// [`LISTED_AT_MOST`]), the counts, and how the run ended.
+    pub told: Vec<String>,
+    /// For standard output: the plan of a dry run (none with `--json`).
+    pub plan: Option<String>,
 }
 
 /// The sessions named by `-E`, each with the name it was given (its folder under `--out`, as
@@ -137,10 +143,10 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
     drop(run_tmp);
     progress.finish();
     let done = done?;
-    print_capped(done.notes.iter().map(|n| format!("note: {n}")));
+    let mut told = capped(done.notes.iter().map(|n| format!("note: {n}")));
     let out = matches!(opts.destination, Destination::Out { .. });
     let secs = started.elapsed().as_secs_f64();
-    let ending = conclude(&done, out, secs);
+    let ending = conclude(&done, out, secs, &mut told);
     let summary = summary::Summary::assemble(
         done.summaries,
         done.totals,
@@ -150,7 +156,12 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
         ending,
         secs,
     );
-    Ok(Outcome { ending, summary })
+    Ok(Outcome {
+        ending,
+        summary,
+        told,
+        plan: None,
+    })
 }
 
 /// `--dry-run`: plans every session (in parallel) and prints the plan.
@@ -176,45 +187,49 @@ async fn dry_run(
             Ok(gone) => {
                 let msg =
                     format!("{gone} while planning; nothing transferred; run again to resume");
-                eprintln!("xnatfs: {msg}");
                 return Ok(Outcome {
                     ending: Ending::Unreachable,
-                    summary: summary::Summary::ended(Ending::Unreachable.name(), Some(msg)),
+                    summary: summary::Summary::ended(Ending::Unreachable.name(), Some(msg.clone())),
+                    told: vec![format!("xnatfs: {msg}")],
+                    plan: None,
                 });
             }
             Err(e) => return Err(e),
         },
     };
-    print_capped(plan.notes.iter().map(|n| format!("note: {n}")));
+    let told = capped(plan.notes.iter().map(|n| format!("note: {n}")));
     let ending = if plan.problems.is_empty() {
         Ending::Complete
     } else {
         Ending::Partial
     };
-    if !opts.json {
-        print!("{}", plan.describe());
-        println!("dry run: nothing transferred");
-    }
+    let described =
+        (!opts.json).then(|| format!("{}dry run: nothing transferred\n", plan.describe()));
     let secs = started.elapsed().as_secs_f64();
     let summary = summary::Summary::new(&plan, None, ending, secs);
-    Ok(Outcome { ending, summary })
+    Ok(Outcome {
+        ending,
+        summary,
+        told,
+        plan: described,
+    })
 }
 
-/// Tells what was left out and what failed (by XNAT path, and by `--out` path when `out`),
-/// the summary, and how the run ended.
-fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
+/// How the run ended; adds to `told` what was left out and what failed (by XNAT path, and by
+/// `--out` path when `out`), the counts, and how it ended.
+fn conclude(done: &cohort::Outcome, out: bool, secs: f64, told: &mut Vec<String>) -> Ending {
     let (problems, report): (&[Problem], &Report) = (&done.problems, &done.report);
     let skipped = problems.iter().map(ToString::to_string);
     let failed = report.failed.iter().map(|f| match out {
         true => format!("failed: {} -> {}: {}", f.uri, f.dest.display(), f.why),
         false => format!("failed: {}: {}", f.uri, f.why),
     });
-    print_capped(skipped.chain(failed));
+    told.extend(capped(skipped.chain(failed)));
     let sessions = match done.sessions {
         1 => String::new(),
         n => format!("{n} sessions: "),
     };
-    eprintln!(
+    told.push(format!(
         "prefetch: {sessions}{} ({}) downloaded, {} retried, {} ({}) already present, {} failed, {} skipped, in {secs:.1} s ({})",
         files(report.downloaded_files),
         human_bytes(report.downloaded_bytes),
@@ -224,7 +239,7 @@ fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
         report.failed.len(),
         problems.len(),
         human_rate(report.downloaded_bytes as f64 / secs.max(0.001))
-    );
+    ));
     let Totals { files: total, .. } = done.totals;
     let present = report.downloaded_files + report.skipped_files;
     let left = total - present;
@@ -238,52 +253,55 @@ fn conclude(done: &cohort::Outcome, out: bool, secs: f64) -> Ending {
     } else {
         Ending::Partial
     };
-    match ending {
-        Ending::Complete => {}
-        Ending::Unreachable if unplanned > 0 && report.downloaded_files == 0 => eprintln!(
+    let said = match ending {
+        Ending::Complete => None,
+        Ending::Unreachable if unplanned > 0 && report.downloaded_files == 0 => Some(format!(
             "xnatfs: {} while planning; nothing transferred; run again to resume",
             done.unreachable_planning
                 .as_deref()
                 .unwrap_or("server unreachable")
-        ),
-        Ending::Unreachable if unplanned > 0 => eprintln!(
+        )),
+        Ending::Unreachable if unplanned > 0 => Some(format!(
             "xnatfs: server unreachable; {left} of {total} files left, and {unplanned} of {} sessions not planned yet; run again to resume",
             done.sessions
-        ),
-        Ending::Unreachable => eprintln!(
+        )),
+        Ending::Unreachable => Some(format!(
             "xnatfs: server unreachable; {left} of {} left; run again to resume",
             files(total)
-        ),
+        )),
         Ending::Partial | Ending::Failed if let Some(why) = &report.disk_full => {
             let sessions = match unplanned {
                 0 => String::new(),
                 n => format!(", and {n} of {} sessions not planned yet", done.sessions),
             };
-            eprintln!(
+            Some(format!(
                 "xnatfs: stopped: local disk full ({why}); {left} of {}{sessions} left; free some space and run again to resume",
                 files(total)
-            )
+            ))
         }
-        Ending::Partial | Ending::Failed => eprintln!(
+        Ending::Partial | Ending::Failed => Some(format!(
             "xnatfs: prefetch incomplete: {left} of {} left, {} skipped (listed above); run it again to retry them",
             files(total),
             count(problems.len() as u64, "item", "items")
-        ),
-    }
+        )),
+    };
+    told.extend(said);
     ending
 }
 
-/// Prints `lines` to stderr, at most [`LISTED_AT_MOST`], then how many more there were.
-fn print_capped(lines: impl Iterator<Item = String>) {
+/// `lines`, at most [`LISTED_AT_MOST`], then how many more there were.
+fn capped(lines: impl Iterator<Item = String>) -> Vec<String> {
+    let mut kept = Vec::new();
     let mut more = 0usize;
     for (i, line) in lines.enumerate() {
         if i < LISTED_AT_MOST {
-            eprintln!("{line}");
+            kept.push(line);
         } else {
             more += 1;
         }
     }
     if more > 0 {
-        eprintln!("... and {more} more");
+        kept.push(format!("... and {more} more"));
     }
+    kept
 }
