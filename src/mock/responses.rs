@@ -469,12 +469,17 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
                     return None;
                 }
                 let n = ((stop_at - pos) as usize).min(CHUNK);
-                let chunk = tokio::task::spawn_blocking({
-                    let file = file.clone();
-                    move || file.read_at(pos, n)
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                // Made in memory at once; read from disk on a blocking thread.
+                let chunk = if file.reads_disk() {
+                    tokio::task::spawn_blocking({
+                        let file = file.clone();
+                        move || file.read_at(pos, n)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                } else {
+                    file.read_at(pos, n)
+                };
                 match chunk {
                     Ok(bytes) if !bytes.is_empty() => {
                         let next = pos + bytes.len() as u64;
