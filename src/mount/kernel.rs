@@ -240,3 +240,89 @@ mod tests {
         );
     }
 }
+
+/// The kernel's read-ahead for this mount, in KiB: reads of a file not yet in the page cache
+/// reach the daemon in requests of this size (the kernel's default, 128 KiB, makes a cold
+/// `dd bs=1M` eight requests a MiB; 1 MiB, the most one FUSE request carries with
+/// `max_pages`, makes it one). Measured with `scripts/bench-read`: a cold 512 MiB read 10-15%
+/// faster, `--verify md5` and `--verify size` alike; 4 MiB was slower again.
+pub const READ_AHEAD_KIB: u32 = 1024;
+
+/// Raises the read-ahead of the mount on `mountpoint` to [`READ_AHEAD_KIB`]. A FUSE server
+/// cannot ask for more than the kernel's default at `init` (the kernel takes the smaller of
+/// the two), but its backing device's `read_ahead_kb` can be raised after mounting, by root
+/// only: for others this does nothing. The device is found in `/proc/self/mountinfo`, so the
+/// mount itself is not touched (a `stat` of it would wait for this very daemon).
+pub fn raise_read_ahead(mountpoint: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let Some(device) = mount_device(&info, mountpoint) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{device}/read_ahead_kb");
+    match std::fs::write(&knob, READ_AHEAD_KIB.to_string()) {
+        Ok(()) => tracing::debug!(
+            "read-ahead of {} set to {READ_AHEAD_KIB} KiB",
+            mountpoint.display()
+        ),
+        Err(e) => tracing::debug!("read-ahead left as it is ({knob}: {e})"),
+    }
+}
+
+/// The `major:minor` of the last `fuse.xnatfs` mount on `mountpoint` in a mountinfo text.
+fn mount_device(info: &str, mountpoint: &Path) -> Option<String> {
+    let want = mountpoint.as_os_str().as_bytes();
+    info.lines()
+        .filter(|line| {
+            let fstype = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+            fstype == Some(FS_TYPE)
+        })
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (device, point) = (fields.get(2)?, fields.get(4)?);
+            (unescape_mountinfo(point) == want).then(|| device.to_string())
+        })
+        .next_back()
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space, ...) undone.
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) if b[i] == b'\\' => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod read_ahead_tests {
+    use super::*;
+
+    #[test]
+    fn the_mounts_device_is_found_by_its_escaped_mount_point() {
+        let info = "\
+36 25 0:31 / /tmp/a\\040b rw,nosuid - fuse.xnatfs http://x rw,user_id=0\n\
+37 25 0:32 / /tmp/other rw - fuse.xnatfs http://y rw\n\
+38 25 0:33 / /tmp/a\\040b rw - fuse.sshfs h:/ rw\n";
+        assert_eq!(
+            mount_device(info, Path::new("/tmp/a b")).as_deref(),
+            Some("0:31")
+        );
+        assert_eq!(mount_device(info, Path::new("/tmp/none")), None);
+    }
+}

@@ -377,6 +377,7 @@ pub fn mount(
         drop(device);
         fuser::Session::new(fs, mountpoint, &config).map_err(failed)?
     };
+    kernel::raise_read_ahead(mountpoint);
     tree.on_change(crate::fs::fuse::kernel_invalidator(session.notifier()));
     core.on_resize(crate::fs::fuse::kernel_size_invalidator(session.notifier()));
     Ok(Mounted { session, direct })
