@@ -363,17 +363,15 @@ impl FileDownload {
     }
 
     /// One request (with its retries) filling `start..end`. A request from the start of the
-    /// file has what it writes hashed, in order, on another thread ([`Hasher`]: MD5 is the
-    /// costliest step of a download, and this keeps it off the path that serves readers).
+    /// file hashes what it receives, in order, on another thread (MD5 is the costliest step
+    /// of a download, and this keeps it off the path that serves readers).
     async fn run(self: Arc<Self>, id: u64, start: u64, end: u64) {
         let mut attempts = Attempts::new(BODY_ATTEMPTS);
         let (mut pos, mut end) = (start, end);
         let began = Instant::now();
         let md5 = self.ctx.cache.verify() == crate::cache::Verify::Md5;
         let mut hashing = (start == 0 && md5 && self.file.digest.is_some())
-            .then(|| self.fd.try_clone().ok())
-            .flatten()
-            .map(|own| Hasher::start(self.ctx.memory.clone(), own));
+            .then(|| Hasher::start(self.ctx.memory.clone()));
         let result = loop {
             match self.fetch(id, pos, end, hashing.as_mut()).await {
                 Ok(()) => break Ok(()),
@@ -519,7 +517,7 @@ impl FileDownload {
             }
             self.store(id, at, &chunk)?;
             if let Some(h) = hashing.as_deref_mut() {
-                h.feed(at, &chunk);
+                h.feed(at, &chunk).await;
             }
             at = chunk_end;
             if at >= end {
