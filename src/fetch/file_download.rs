@@ -17,6 +17,26 @@
 //!
 //! When every byte is there the file is checked (size, and MD5 when listed) and renamed to its
 //! final name in the cache. Readers keep reading the same open file throughout.
+//!
+//! # Where a cold read's time goes
+//!
+//! Measured with `scripts/bench-read` and `perf` on 2 cores, the mock on the same machine, a
+//! cold `dd bs=1M` of 512 MiB (2026-12-04):
+//! - With `--verify md5`, MD5 is the path's limit: one thread (see [`super::hasher`]) hashes
+//!   every byte with the `md-5` crate at about 430 MB/s here (coreutils' `md5sum`: 520 MB/s),
+//!   57% of the daemon's CPU samples; the download, the partial file's write, FUSE's copies and
+//!   `dd` share the other core, and preempt it. Hashing in step with the download (at most
+//!   [`super::hasher::HASH_AHEAD`] behind) beat reading the bytes back from the partial file
+//!   after them: a download running free took CPU from MD5 (1.28-1.44 s against 1.17-1.27 s).
+//! - Per byte, the path copies: socket to buffer, buffer to the partial file, file to the
+//!   reply, reply to the kernel; per chunk (about 400 KiB from hyper) one `pwrite`, one wake
+//!   of waiting readers; per FUSE read one `pread` and one `writev`. Not zeroing the reply
+//!   buffer, or waking readers less often, made no measurable difference.
+//! - FUSE reads come as big as the kernel's read-ahead: 128 KiB by default, which a FUSE
+//!   server cannot raise at `init`; as root the mount raises it to 1 MiB
+//!   (`crate::mount::kernel::raise_read_ahead`), 10-15% faster.
+//! - The mock's own cost counted: generating bodies made it half as costly as the client, on
+//!   the same cores; a cheaper generator cut curl's baseline from 0.55-0.96 s to 0.2 s.
 
 use super::error::FetchError;
 use super::hasher::Hasher;
