@@ -136,6 +136,8 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
     );
     let source = kernel::mount_source(&url);
     let session = mount(rt, api, cache.clone(), root, opts, device, &source)?;
+    // The canonical path: mountinfo names mount points so.
+    kernel::raise_read_ahead(&mountpoint);
     let state = write_state(&plan, &mountpoint, &cache, limit).map(Arc::new);
     // Other processes share the cache: what they added is counted (and the cap kept with
     // it), and what this one added is saved, every so often; `status` learns the size.
@@ -377,7 +379,6 @@ pub fn mount(
         drop(device);
         fuser::Session::new(fs, mountpoint, &config).map_err(failed)?
     };
-    kernel::raise_read_ahead(mountpoint);
     tree.on_change(crate::fs::fuse::kernel_invalidator(session.notifier()));
     core.on_resize(crate::fs::fuse::kernel_size_invalidator(session.notifier()));
     Ok(Mounted { session, direct })

@@ -59,17 +59,21 @@ pub const LOGIN_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// ends a session after 15 idle minutes.
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5 * 60);
 
-/// Whether a refusal (from [`refusal`]) says the credentials expired: an expired password or
-/// alias token never works again, whatever is tried, so it is never tried again.
-pub fn is_expiry(msg: &str) -> bool {
-    msg.starts_with("password expired:") || msg.starts_with("token expired:")
+/// Whether the body of a refused login says the credentials expired (see [`refusal`]): an
+/// expired password or alias token never works again, whatever is tried, so it is never
+/// tried again. Only XNAT's own words count: a refusal without them (a locked account, a
+/// front that refused for a moment) may pass, and is tried again later.
+pub fn says_expired(body: &str) -> bool {
+    let said = body.to_ascii_lowercase();
+    said.contains("password has expired") || said.contains("security token has expired")
 }
 
 /// A refused login, remembered for [`LOGIN_RETRY_AFTER`] (a wrong password may be put right
-/// on the server), or for good when the credentials expired ([`is_expiry`]).
+/// on the server), or for good when the credentials expired ([`says_expired`]).
 #[derive(Debug, Default)]
 pub struct LoginGate {
-    refused: Mutex<Option<(Instant, String)>>,
+    /// When, what was said, and whether for good.
+    refused: Mutex<Option<(Instant, String, bool)>>,
     retry_after: Option<Duration>,
 }
 
@@ -88,10 +92,10 @@ impl LoginGate {
     /// Whether a login may be tried now: not while a refusal is fresh.
     pub fn check(&self) -> Result<()> {
         match &*self.refused.lock().unwrap() {
-            Some((_, msg)) if is_expiry(msg) => Err(XnatError::Auth(format!(
+            Some((_, msg, true)) => Err(XnatError::Auth(format!(
                 "{msg} (not tried again: it cannot work; start again with new credentials)"
             ))),
-            Some((at, msg)) if at.elapsed() < self.window() => {
+            Some((at, msg, _)) if at.elapsed() < self.window() => {
                 let left = self.window().saturating_sub(at.elapsed()).as_secs() + 1;
                 Err(XnatError::Auth(format!(
                     "{msg} (not tried again for {left} s, so that the account is not locked)"
@@ -101,9 +105,9 @@ impl LoginGate {
         }
     }
 
-    /// Remembers a refused login; the one log line about it.
-    pub fn refused(&self, msg: &str) {
-        if is_expiry(msg) {
+    /// Remembers a refused login (`for_good`: expired credentials); the one log line about it.
+    pub fn refused(&self, msg: &str, for_good: bool) {
+        if for_good {
             tracing::warn!("login refused: {msg}; requests that need a login fail at once");
         } else {
             tracing::warn!(
@@ -111,7 +115,7 @@ impl LoginGate {
                 self.window().as_secs()
             );
         }
-        *self.refused.lock().unwrap() = Some((Instant::now(), msg.to_string()));
+        *self.refused.lock().unwrap() = Some((Instant::now(), msg.to_string(), for_good));
     }
 
     pub fn succeeded(&self) {
@@ -397,12 +401,12 @@ mod tests {
         // A window a loaded machine cannot overrun between two calls.
         let gate = LoginGate::new(Duration::from_secs(1));
         gate.check().unwrap();
-        gate.refused("wrong user name or password");
+        gate.refused("wrong user name or password", false);
         let e = gate.check().unwrap_err();
         assert!(matches!(e, XnatError::Auth(_)) && e.to_string().contains("not tried again"));
         std::thread::sleep(Duration::from_millis(1100));
         gate.check().unwrap();
-        gate.refused("x");
+        gate.refused("x", false);
         gate.succeeded();
         gate.check().unwrap();
     }
@@ -411,8 +415,8 @@ mod tests {
     fn expired_credentials_are_never_tried_again() {
         let gate = LoginGate::new(Duration::from_millis(1));
         let base = "https://h";
-        let msg = refusal("alice", base, "Your password has expired.");
-        gate.refused(&msg);
+        let body = "Your password has expired.";
+        gate.refused(&refusal("alice", base, body), says_expired(body));
         std::thread::sleep(Duration::from_millis(20));
         let e = gate.check().unwrap_err().to_string();
         assert!(
@@ -420,7 +424,8 @@ mod tests {
             "{e}"
         );
         let alias = "0b6f6a0e-5f43-4d9e-9c3b-6f8e0f8e2a11";
-        gate.refused(&refusal(alias, base, ""));
+        let body = "Your security token has expired or is invalid.";
+        gate.refused(&refusal(alias, base, body), says_expired(body));
         std::thread::sleep(Duration::from_millis(20));
         assert!(
             gate.check()
@@ -428,5 +433,10 @@ mod tests {
                 .to_string()
                 .contains("token expired:")
         );
+        // An alias refused without XNAT saying it expired (a locked account, a front that
+        // refused for a moment) is tried again once the window has passed.
+        gate.refused(&refusal(alias, base, ""), says_expired(""));
+        std::thread::sleep(Duration::from_millis(20));
+        gate.check().unwrap();
     }
 }

@@ -104,6 +104,9 @@ pub(super) async fn send(req: reqwest::RequestBuilder, path: &str) -> Result<req
 /// connections are let go after [`POOL_IDLE`], before any server's close, so this is the race
 /// alone.) A connection refused is not this: nothing is listening.
 pub(super) fn closed_before_answer(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return false; // a new connection that failed: no pooled one the server let go
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()

@@ -68,7 +68,7 @@ impl HttpXnat {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let body = resp.text().await.unwrap_or_default();
             let msg = login::refusal(user, &base, &body);
-            self.gate.refused(&msg);
+            self.gate.refused(&msg, login::says_expired(&body));
             return Err(XnatError::Auth(msg));
         }
         if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
