@@ -9,6 +9,16 @@ use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// A page of the reverse proxy in front of XNAT, under its own name (`Server: nginx/...`).
+fn front_page(status: StatusCode, message: &str) -> Response {
+    let mut page = html(status, message);
+    page.headers_mut().insert(
+        axum::http::header::SERVER,
+        axum::http::HeaderValue::from_static("nginx/1.24.0"),
+    );
+    page
+}
+
 /// Waits out the added latency, then gives the answer to send instead of the real one when
 /// the server is down, failing or (pseudo-randomly) faulty, or `None` to go on. A truncation
 /// fault is left in `truncate_next` for the request's file body to take up.
@@ -26,27 +36,20 @@ pub(super) async fn inject(state: &MockState, uri: &Uri) -> Option<Response> {
         .is_ok()
     {
         // A reverse proxy in front of XNAT that gave up waiting: its own page, its own name.
-        let mut page = html(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out");
-        page.headers_mut().insert(
-            axum::http::header::SERVER,
-            axum::http::HeaderValue::from_static("nginx/1.24.0"),
-        );
-        return Some(page);
+        return Some(front_page(
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Time-out",
+        ));
     }
     if c.proxy_page_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
         // A maintenance page the front serves while XNAT is being restarted: 200, HTML.
-        let mut page = html(
+        return Some(front_page(
             StatusCode::OK,
             "<h1>This site is down for maintenance</h1><p>Please come back later.</p>",
-        );
-        page.headers_mut().insert(
-            axum::http::header::SERVER,
-            axum::http::HeaderValue::from_static("nginx/1.24.0"),
-        );
-        return Some(page);
+        ));
     }
     if c.fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
