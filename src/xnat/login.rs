@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 /// neither gets better by trying again.
 pub fn refusal(user: &str, base: &str, body: &str) -> String {
     let said = body.to_ascii_lowercase();
-    if said.contains("password has expired") {
+    if said.contains(PASSWORD_EXPIRED) {
         return format!(
             "password expired: the password of {user} at {base} has expired; change it in the \
              web UI ({base}), then use the new one"
         );
     }
-    if said.contains("security token has expired") || is_alias_token(user) {
+    if said.contains(TOKEN_EXPIRED) || is_alias_token(user) {
         return format!(
             "token expired: the alias token {user} at {base} has expired or was revoked (alias \
              tokens last 2 days by default); issue a new one (in the web UI, or \
@@ -65,8 +65,13 @@ pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5 * 60);
 /// front that refused for a moment) may pass, and is tried again later.
 pub fn says_expired(body: &str) -> bool {
     let said = body.to_ascii_lowercase();
-    said.contains("password has expired") || said.contains("security token has expired")
+    said.contains(PASSWORD_EXPIRED) || said.contains(TOKEN_EXPIRED)
 }
+
+/// What XNAT's refusal of an expired local password says (lower-cased).
+const PASSWORD_EXPIRED: &str = "password has expired";
+/// What XNAT's refusal of an expired or revoked alias token says (lower-cased).
+const TOKEN_EXPIRED: &str = "security token has expired";
 
 /// A refused login, remembered for [`LOGIN_RETRY_AFTER`] (a wrong password may be put right
 /// on the server), or for good when the credentials expired ([`says_expired`]).
