@@ -114,6 +114,25 @@ impl PartialFile {
         self.tmp.as_file().set_len(len)
     }
 
+    /// Sets its length to `len` with the disk space for it reserved at once (`fallocate`),
+    /// where the file system can and the space is there; a plain length (a sparse file)
+    /// otherwise, as before: a reader of a few bytes of a huge file on a small disk still gets
+    /// them. Writing into reserved space costs the file system less per page than writing into
+    /// a hole (ext4's delayed allocation books every page as it is written, about a quarter of
+    /// the daemon's CPU in a cold read with `--verify size`; `scripts/bench-read`: 0.39-0.45 s
+    /// against 0.43-0.55 s for 512 MiB).
+    pub fn reserve(&self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if let Ok(n) = libc::off_t::try_from(len)
+            && n > 0
+            // SAFETY: fallocate(2) on this file's open descriptor; no memory is passed.
+            && unsafe { libc::fallocate(self.tmp.as_file().as_raw_fd(), 0, 0, n) } == 0
+        {
+            return Ok(());
+        }
+        self.set_len(len)
+    }
+
     /// Another handle on the same file, for reading and for writing at offsets.
     pub fn reopen(&self) -> io::Result<std::fs::File> {
         self.tmp.reopen()
