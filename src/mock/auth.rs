@@ -181,13 +181,14 @@ pub(super) fn jsession(state: &MockState, method: &Method, headers: &HeaderMap) 
         }
         return StatusCode::OK.into_response();
     }
-    if basic_auth(headers).is_some() {
+    let login = basic_auth(headers);
+    if let Some((user, _)) = &login {
         state.controls.login_attempts.fetch_add(1, Ordering::SeqCst);
+        if let Some(refused) = expired_login(state, user) {
+            return refused;
+        }
     }
-    if let Some(refused) = basic_auth(headers).and_then(|(user, _)| expired_login(state, &user)) {
-        return refused;
-    }
-    let token = match basic_auth(headers) {
+    let token = match login {
         Some((user, pass)) if state.password_login(&user, &pass) => state.new_token(),
         Some(_) => {
             // A wrong password (or a locked account): 401 with an HTML message and no

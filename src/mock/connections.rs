@@ -128,14 +128,13 @@ impl AsyncRead for Connection {
                 this.closed = true;
                 let c = &this.state.controls;
                 c.idle_closes.fetch_add(1, Ordering::SeqCst);
+                buf.set_filled(before);
                 if c.close_with_reset.load(Ordering::SeqCst) {
                     // Closed with a reset: the server drops the socket (no orderly shutdown)
                     // with no linger, so the client's read fails with ECONNRESET.
                     let _ = this.tcp.set_zero_linger();
-                    buf.set_filled(before);
                     return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
                 }
-                buf.set_filled(before);
                 return Poll::Ready(Ok(()));
             }
             this.last = Instant::now();
