@@ -15,6 +15,7 @@
 //!   [`profiles`]: named servers in xnatfs's config file (and xnatctl's);
 //!   [`names`]: which names are safe as paths; [`units`]: sizes and durations.
 
+pub mod bids;
 pub mod cache;
 pub mod cli;
 pub mod fetch;

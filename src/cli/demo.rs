@@ -9,13 +9,16 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
+/// Subjects of the demo's BIDS project (beside its special cases).
+const BIDS_SUBJECTS: usize = 3;
+
+pub fn cmd_demo(mountpoint: &Path, once: bool, bids: bool) -> Result<()> {
     std::fs::create_dir_all(mountpoint)
         .with_context(|| format!("cannot create {}", mountpoint.display()))?;
     mount::prepare_mountpoint(mountpoint)?;
     let server = MockServer::start(
         "127.0.0.1:0".parse().expect("a valid address"),
-        Dataset::sample(&SampleSpec::default()),
+        Dataset::sample(&SampleSpec::default()).with_bids(BIDS_SUBJECTS),
         MockOptions::default(),
     )
     .context("cannot start the demo server")?;
@@ -51,7 +54,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         )?,
         cache_dir: cache.path().to_path_buf(),
         offline: false,
-        project: None,
+        project: bids.then(|| crate::mock::bids::PROJECT.to_string()),
         default_project: None,
         sessions: Vec::new(),
         cache_size: None,
@@ -68,6 +71,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
             xattrs: true,
             series_readahead: crate::fetch::series::DEFAULT_IN_FLIGHT,
             verify: crate::cache::Verify::Md5,
+            bids,
         },
     };
     let mut lister = None;
@@ -75,7 +79,10 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         eprintln!("xnatfs demo: mounted on {}", mountpoint.display());
         let shown = mountpoint.to_path_buf();
         lister = Some(std::thread::spawn(move || {
-            let result = show_demo(&shown);
+            let result = match bids {
+                true => show_bids_demo(&shown),
+                false => show_demo(&shown),
+            };
             if once {
                 let _ = mount::unmount(&shown, false);
             }
@@ -89,6 +96,39 @@ pub fn cmd_demo(mountpoint: &Path, once: bool) -> Result<()> {
         None => Ok(()),
     };
     served.and(shown)
+}
+
+/// Prints the demo's BIDS view, through the mount itself.
+fn show_bids_demo(root: &Path) -> Result<()> {
+    println!("$ find {} | sort | head -30", root.display());
+    let mut paths = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            }
+            paths.push(e.path());
+        }
+    }
+    paths.sort();
+    for p in paths.iter().take(30) {
+        println!("{}", p.display());
+    }
+    println!("... {} files and folders in all", paths.len());
+    let description = root.join("dataset_description.json");
+    let text = std::fs::read_to_string(&description)
+        .with_context(|| format!("cannot read {}", description.display()))?;
+    println!("\n$ cat {}\n{text}", description.display());
+    println!(
+        "xnatfs demo: try `bids-validator-deno {}` or `python -c 'import bids; print(bids.BIDSLayout(\"{}\"))'` in another shell",
+        root.display(),
+        root.display()
+    );
+    Ok(())
 }
 
 /// Prints what the demo mount holds, through the mount itself.

@@ -76,6 +76,11 @@ pub struct MockServerArgs {
     /// resource each) to the sample data, for benchmarks of whole cohorts.
     #[arg(long, default_value_t = 0)]
     pub cohort: usize,
+    /// Add project BIDSDEMO of this many subjects of two sessions of BIDS data each (as
+    /// dcm2bids-session leaves them in XNAT), and one session of each other case the BIDS
+    /// view handles, for `mount --bids` and its benchmark.
+    #[arg(long, default_value_t = 0)]
+    pub bids_subjects: usize,
     /// Percentage of requests that go wrong (500s, bodies cut short, 2 s stalls).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub fault_percent: u32,
@@ -114,7 +119,8 @@ pub fn cmd_mock_server(args: MockServerArgs) -> Result<()> {
             nifti_size: args.nifti_size,
             scans: args.scans,
         })
-        .with_cohort(args.cohort),
+        .with_cohort(args.cohort)
+        .with_bids(args.bids_subjects),
     };
     let options = MockOptions {
         user: args.user.clone(),

@@ -123,7 +123,8 @@ pub enum Command {
     /// Start the built-in demo XNAT server and mount it: see xnatfs work with no server.
     #[command(after_help = "Examples:\n  \
         xnatfs demo                   # mounts on /tmp/xnatfs-demo until Ctrl-C\n  \
-        xnatfs demo ~/demo --once     # mount, list, unmount, exit")]
+        xnatfs demo ~/demo --once     # mount, list, unmount, exit\n  \
+        xnatfs demo --bids            # the demo's BIDS project as a BIDS dataset")]
     Demo {
         /// Where to mount (created if missing).
         #[arg(default_value = "/tmp/xnatfs-demo")]
@@ -131,6 +132,10 @@ pub enum Command {
         /// List the mount, then unmount and exit instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Mount the demo's BIDS project (BIDSDEMO) as a BIDS dataset, as `mount -P BIDSDEMO
+        /// --bids` does.
+        #[arg(long)]
+        bids: bool,
     },
     /// Run the mock XNAT server alone (for tests, demos and other tools).
     #[command(
@@ -223,7 +228,11 @@ pub fn main() -> i32 {
         Command::Config(c) => config::cmd_config(c),
         Command::Auth(c) => auth::cmd_auth(c),
         Command::Whoami(args) => auth::auth_test(args),
-        Command::Demo { mountpoint, once } => demo::cmd_demo(&mountpoint, once),
+        Command::Demo {
+            mountpoint,
+            once,
+            bids,
+        } => demo::cmd_demo(&mountpoint, once, bids),
         Command::MockServer(args) => mock_server::cmd_mock_server(args),
         Command::InstallHelper(args) => helper::cmd_install_helper(args),
         Command::Completions(args) => completions::cmd_completions(args, Cli::command()),

@@ -82,6 +82,13 @@ pub struct MountArgs {
     /// every file system for its security and ACL attributes); without, none.
     #[arg(long)]
     pub no_xattrs: bool,
+    /// Show the project (-P, or the profile's default project) as a BIDS dataset, for BIDS
+    /// apps and pybids: sub-*/ses-*/<datatype>/<file> from each session's BIDS data (a whole
+    /// BIDS tree in a session resource, or the scans' NIFTI and BIDS resources as
+    /// dcm2bids-session makes them), and dataset_description.json, participants.tsv, README
+    /// at the top; sessions without BIDS data are listed in code/xnatfs/unmapped.tsv.
+    #[arg(long)]
+    pub bids: bool,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -170,6 +177,7 @@ fn serve(
             xattrs: !args.no_xattrs,
             series_readahead: args.series_readahead,
             verify: args.verify,
+            bids: args.bids,
         },
     };
     mount::run(&runtime()?, plan, || {

@@ -14,6 +14,7 @@
 //! `dir_ttl`. Names that cannot be path components, and repeats, are left out. The times
 //! shown are the sessions' dates.
 
+use super::bids_layout::BidsLayout;
 use super::file_lists::KnownFiles;
 use super::node::{Node, Root, TreeError};
 use super::sessions::{ResourceFiles, Sessions};
@@ -62,8 +63,10 @@ pub struct Layout {
     /// Shared with `sessions` (and the tree, which drops a list with its folder).
     files: KnownFiles,
     /// Each session's whole tree, and crawl-ahead.
-    pub(super) sessions: Sessions,
+    pub(super) sessions: Arc<Sessions>,
     pub(super) scan_names: ScanNames,
+    /// The BIDS view, when the root is one ([`Root::Bids`]).
+    pub(super) bids: Option<BidsLayout>,
 }
 
 impl Layout {
@@ -74,19 +77,36 @@ impl Layout {
         files: KnownFiles,
     ) -> Layout {
         Layout {
-            sessions: Sessions::new(api.clone(), dir_ttl, 0, files.clone()),
+            sessions: Arc::new(Sessions::new(api.clone(), dir_ttl, 0, files.clone())),
             api,
             root,
             dir_ttl,
             files,
             scan_names: ScanNames::Id,
+            bids: None,
         }
     }
 
     /// Fetches the trees of up to `2 * n` sessions that follow an entered one (0: none).
     pub(super) fn crawl_ahead(&mut self, n: usize) {
         let (api, files) = (self.api.clone(), self.files.clone());
-        self.sessions = Sessions::new(api, self.dir_ttl, n, files);
+        self.sessions = Arc::new(Sessions::new(api, self.dir_ttl, n, files));
+    }
+
+    /// Shows the root as a BIDS view of its project (see [`BidsLayout`]), reading small
+    /// files with `read`; `server_url` names the source in the dataset's description.
+    pub(super) fn show_bids(&mut self, server_url: &str, read: Arc<dyn crate::bids::ReadFile>) {
+        if let Root::Bids(project) = &self.root {
+            self.bids = Some(BidsLayout::new(project, server_url, read, self.dir_ttl));
+        }
+    }
+
+    /// The entries of folder `path` of the BIDS view.
+    async fn bids_entries(&self, path: &str) -> Result<Vec<(String, Node)>, TreeError> {
+        match &self.bids {
+            Some(bids) => bids.list(&self.api, &self.sessions, path).await,
+            None => Err(TreeError::NotFound),
+        }
     }
 
     /// Forgets what is kept of a resource's files, so that they are listed anew.
@@ -166,7 +186,9 @@ impl Layout {
                     .iter()
                     .map(|(name, s)| (name.clone(), Node::Session(Arc::new(s.clone()))))
                     .collect(),
+                Root::Bids(_) => self.bids_entries("").await?,
             },
+            Node::BidsDir(path) => self.bids_entries(path).await?,
             Node::Project(p) => sessions_by_label(api.sessions(p).await?),
             Node::Session(s) => vec![
                 ("scans".into(), Node::ScansDir(s.clone())),
@@ -231,7 +253,7 @@ impl Layout {
                 let files = self.resource_files(r).await?;
                 files_under(r, prefix, &files)
             }
-            Node::File(..) => return Err(TreeError::NotDir),
+            Node::File(..) | Node::Made(_) => return Err(TreeError::NotDir),
         };
         Ok(keep_safe_unique(entries))
     }

@@ -3,6 +3,7 @@
 //! [`Errno`]s and holding no FUSE types, so that it is tested without mounting. The FUSE
 //! adapter ([`fuse`]) only translates kernel requests into these calls.
 
+pub mod bids_layout;
 pub mod errno;
 pub mod file_lists;
 pub mod fuse;
@@ -14,6 +15,8 @@ pub mod sessions;
 pub mod tree;
 pub mod xattrs;
 
+#[cfg(test)]
+mod bids_tests;
 #[cfg(test)]
 mod forget_tests;
 #[cfg(test)]
@@ -125,6 +128,8 @@ enum Handle {
         /// [`crate::cache::lease`]).
         pin: Option<std::fs::File>,
     },
+    /// A file xnatfs writes (its inode and bytes), served from memory.
+    Made(u64, bytes::Bytes),
     /// An open folder (its inode): listed once, so a listing read in several calls stays
     /// consistent.
     Dir(u64, Arc<OnceCell<Children>>),
@@ -274,6 +279,14 @@ impl XnatFs {
         // The inode stays in the table while the handle is open (see `release`).
         let (res, file) = match self.tree.opened(ino) {
             Some(Node::File(res, file)) => (res, file),
+            Some(Node::Made(bytes)) => {
+                let fh = self.add_handle(Handle::Made(ino, bytes));
+                return Ok(Opened::Served {
+                    fh,
+                    keep_cache: true,
+                    direct: false,
+                });
+            }
             Some(_) => {
                 self.tree.closed(ino);
                 return Err(Errno::ISDIR);
@@ -367,6 +380,13 @@ impl XnatFs {
     /// complete cache file, or bytes of a download that have arrived. `None`: call
     /// [`Self::read`].
     pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        if let Some(Handle::Made(_, bytes)) = self.handles.lock().unwrap().get(&fh) {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            return Some(Ok(bytes[start..end].to_vec()));
+        }
         let open = match self.open_file(fh) {
             Ok(open) => open,
             Err(e) => return Some(Err(e)),
@@ -424,6 +444,12 @@ impl XnatFs {
     /// Reads `size` bytes at `offset` of open file `fh`, waiting for them to arrive. A file
     /// gone from the server (404) is ENOENT, and its resource is listed again next time.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        if matches!(
+            self.handles.lock().unwrap().get(&fh),
+            Some(Handle::Made(..))
+        ) {
+            return self.read_now(fh, offset, size).unwrap_or(Err(Errno::BADF));
+        }
         let open = self.open_file(fh)?;
         if open.bad.load(Ordering::SeqCst) {
             return Err(Errno::IO);
@@ -458,6 +484,10 @@ impl XnatFs {
                 ino, path, pinned, ..
             }) => (ino, true, pinned.then_some(path)),
             Some(Handle::File(f)) => (f.ino, false, f.cached.clone()),
+            Some(Handle::Made(ino, _)) => {
+                self.tree.closed(ino);
+                return;
+            }
             _ => return,
         };
         if let Some(path) = pinned {

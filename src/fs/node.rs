@@ -16,6 +16,8 @@ pub enum Root {
     Project(String),
     /// Just these sessions, each under the name the user gave.
     Sessions(Vec<(String, Session)>),
+    /// One project as a BIDS dataset (see [`crate::bids`]).
+    Bids(String),
 }
 
 #[derive(Debug, Clone)]
@@ -40,17 +42,22 @@ pub enum Node {
     /// `files/` itself).
     FilesDir(Arc<ResourceRef>, Arc<str>),
     File(Arc<ResourceRef>, Arc<RemoteFile>),
+    /// A folder of a BIDS view, by its path in the view (`""`: the top).
+    BidsDir(Arc<str>),
+    /// A file xnatfs writes (a BIDS view's `dataset_description.json`), with its bytes.
+    Made(bytes::Bytes),
 }
 
 impl Node {
     pub fn is_dir(&self) -> bool {
-        !matches!(self, Node::File(..))
+        !matches!(self, Node::File(..) | Node::Made(_))
     }
 
     /// The file's size; 0 for folders.
     pub fn size(&self) -> u64 {
         match self {
             Node::File(_, f) => f.size,
+            Node::Made(bytes) => bytes.len() as u64,
             _ => 0,
         }
     }
@@ -151,6 +158,7 @@ pub(super) fn another(was: &Node, now: &Node) -> bool {
         (Node::File(_, was), Node::File(_, now)) => {
             was.size != now.size || was.digest != now.digest
         }
+        (Node::Made(was), Node::Made(now)) => was != now,
         _ => was.is_dir() != now.is_dir(),
     }
 }

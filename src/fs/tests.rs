@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub(super) struct Setup {
     pub fs: Arc<XnatFs>,
-    api: Arc<MemoryXnat>,
+    pub(super) api: Arc<MemoryXnat>,
     cache: Cache,
     _dir: tempfile::TempDir,
 }
@@ -28,12 +28,18 @@ pub(super) fn setup(ttl: Duration) -> Setup {
 
 /// The core over `data`.
 fn setup_with(data: Dataset, ttl: Duration) -> Setup {
+    setup_rooted(data, Root::Server, ttl)
+}
+
+/// The core over `data`, its root showing `root`.
+pub(super) fn setup_rooted(data: Dataset, root: Root, ttl: Duration) -> Setup {
     let api = Arc::new(MemoryXnat::new(data));
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "http://memory").unwrap();
-    let tree = Arc::new(Tree::new(api.clone(), Root::Server, ttl));
     let rt = tokio::runtime::Handle::current();
     let fetcher = Fetcher::new(api.clone(), rt, cache.clone(), Duration::from_secs(5));
+    let tree = Tree::new(api.clone(), root, ttl).with_bids("http://memory", fetcher.clone());
+    let tree = Arc::new(tree);
     let opts = FsOptions {
         attr_ttl: ttl,
         io_timeout: Duration::from_secs(5),

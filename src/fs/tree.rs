@@ -99,6 +99,13 @@ impl Tree {
         self
     }
 
+    /// Shows a [`Root::Bids`] root as a BIDS view, reading small files (a session's
+    /// `*_scans.tsv`) with `read`; `server_url` names the source in its description.
+    pub fn with_bids(mut self, server_url: &str, read: Arc<dyn crate::bids::ReadFile>) -> Tree {
+        self.layout.show_bids(server_url, read);
+        self
+    }
+
     /// Calls `f` for each file whose size or digest a fresh listing shows changed: the file
     /// gets a new inode, and `f` hears of its folder, name and old inode (set once, when the
     /// mount is made).
@@ -243,7 +250,7 @@ impl Tree {
     /// XNAT gives no date.
     pub fn time_of(&self, node: &Node) -> Option<SystemTime> {
         let session_id = match node {
-            Node::Root | Node::Project(_) => return None,
+            Node::Root | Node::Project(_) | Node::BidsDir(_) | Node::Made(_) => return None,
             Node::Session(s)
             | Node::ScansDir(s)
             | Node::Scan(s, _)

@@ -76,7 +76,9 @@ pub fn attributes(node: &Node) -> Vec<(&'static str, String)> {
         | Node::AssessorResources(..)
         | Node::ScanResources(..)
         | Node::SessionResources(_)
-        | Node::FilesDir(..) => vec![],
+        | Node::FilesDir(..)
+        | Node::BidsDir(_)
+        | Node::Made(_) => vec![],
     };
     owned(all)
 }

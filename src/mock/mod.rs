@@ -5,6 +5,7 @@
 //! latency and inject faults, so tests can assert what a client asked and how it copes.
 
 mod auth;
+pub mod bids;
 mod connections;
 pub mod data;
 mod faults;

@@ -60,6 +60,8 @@ pub struct MountOptions {
     pub series_readahead: usize,
     /// How downloads are checked (`--verify`).
     pub verify: crate::cache::Verify,
+    /// The root shows the project as a BIDS dataset (`--bids`).
+    pub bids: bool,
 }
 
 /// Session trees fetched ahead at once while a folder of sessions is walked, by default.
@@ -113,6 +115,7 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
             plan.project.as_deref(),
             plan.default_project.as_deref(),
             &plan.sessions,
+            opts.bids,
         ))
         .inspect_err(|_| {
             if area_is_new {
@@ -134,8 +137,7 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
         human_bytes(budget.used()),
         human_bytes(limit)
     );
-    let source = kernel::mount_source(&url);
-    let session = mount(rt, api, cache.clone(), root, opts, device, &source)?;
+    let session = mount(rt, api, cache.clone(), root, opts, device, &url)?;
     // The canonical path: mountinfo names mount points so.
     kernel::raise_read_ahead(&mountpoint);
     let state = write_state(&plan, &mountpoint, &cache, limit).map(Arc::new);
@@ -173,7 +175,11 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
             }
         }
     });
-    notify::ready(&format!("mounted {source} on {}", mountpoint.display()));
+    notify::ready(&format!(
+        "mounted {} on {}",
+        kernel::mount_source(&url),
+        mountpoint.display()
+    ));
     on_mounted();
     let served = serve(rt, session, &opts.mountpoint);
     notify::stopping();
@@ -284,13 +290,26 @@ pub fn open_cache_and_api(
     Ok((cache, Arc::new(remembering)))
 }
 
-/// What `-P` and `-E` ask the root to show, checked against the server.
+/// What `-P` and `-E` (and `--bids`) ask the root to show, checked against the server.
 pub async fn resolve_root(
     api: &dyn XnatApi,
     project: Option<&str>,
     default_project: Option<&str>,
     sessions: &[String],
+    bids: bool,
 ) -> Result<Root> {
+    if bids {
+        if !sessions.is_empty() {
+            anyhow::bail!("--bids shows a whole project: give -P PROJECT, not -E");
+        }
+        let Some(p) = project.or(default_project) else {
+            anyhow::bail!(
+                "--bids shows one project as a BIDS dataset: give it with -P PROJECT (or a profile's default project)"
+            );
+        };
+        crate::xnat::check_project(api, p).await?;
+        return Ok(Root::Bids(p.to_string()));
+    }
     if !sessions.is_empty() {
         let in_project = project.or(default_project);
         return Ok(Root::Sessions(
@@ -313,8 +332,8 @@ pub struct Mounted {
     direct: bool,
 }
 
-/// Mounts the file system on `opts.mountpoint` through the opened FUSE `device`, with
-/// `source` as the mount's source.
+/// Mounts the file system of the server at `url` on `opts.mountpoint` through the opened
+/// FUSE `device`.
 pub fn mount(
     rt: &tokio::runtime::Runtime,
     api: Arc<dyn XnatApi>,
@@ -322,19 +341,21 @@ pub fn mount(
     root: Root,
     opts: &MountOptions,
     device: std::fs::File,
-    source: &str,
+    url: &str,
 ) -> Result<Mounted> {
-    let tree = Tree::new(api.clone(), root, opts.dir_ttl)
-        .with_crawl_ahead(opts.crawl_ahead)
-        .with_scan_names(opts.scan_names);
-    let tree = Arc::new(tree);
+    let source = &kernel::mount_source(url);
     let fetcher = Fetcher::with_max_memory(
-        api,
+        api.clone(),
         rt.handle().clone(),
         cache.verifying(opts.verify),
         opts.io_timeout,
         opts.max_memory,
     );
+    let tree = Tree::new(api, root, opts.dir_ttl)
+        .with_crawl_ahead(opts.crawl_ahead)
+        .with_scan_names(opts.scan_names)
+        .with_bids(url, fetcher.clone());
+    let tree = Arc::new(tree);
     let core = XnatFs::new(
         tree.clone(),
         fetcher,

@@ -1,0 +1,25 @@
+//! The BIDS view of a project (`xnatfs mount --bids`): which files of each session are BIDS
+//! data and where they go ([`sources`], with the names of [`labels`]), and the whole project
+//! as one dataset ([`view`]). Nothing here knows FUSE or the mount's folders: the mount shows
+//! a view as one more layout (`crate::fs::bids_layout`).
+
+pub mod labels;
+pub mod sources;
+pub mod view;
+
+use crate::xnat::{RemoteFile, ResourceRef};
+
+/// Reads a small file of XNAT's whole (a session's `*_scans.tsv`): through the cache, so
+/// that the view is the same offline.
+#[async_trait::async_trait]
+pub trait ReadFile: Send + Sync {
+    async fn read_whole(&self, res: &ResourceRef, file: &RemoteFile) -> Result<Vec<u8>, String>;
+}
+
+#[async_trait::async_trait]
+impl ReadFile for crate::fetch::Fetcher {
+    async fn read_whole(&self, res: &ResourceRef, file: &RemoteFile) -> Result<Vec<u8>, String> {
+        let path = self.fetch(res, file).await.map_err(|e| e.to_string())?;
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+}

@@ -1,0 +1,234 @@
+//! Where one session's BIDS files are in XNAT, and where each goes in the view. The sources,
+//! first match wins (the first two as NrgXnat/docker-images' `xnat2bids` setup command stages
+//! a session for a BIDS app, `setup-commands/xnat2bids/xnat2bids.py`):
+//!
+//! 1. a session resource holding a whole tree (label `BIDS`, `BIDS-*` or `rawdata`, with
+//!    files under `sub-*/`): its files under `sub-*/`, at their paths;
+//! 2. the session's `BIDS` resource with a `*_scans.tsv` (as `dcm2bids-session` writes it,
+//!    `dcm2bids-session/dcm2bids_wholeSession.py`: columns `filename`, `xnat_session_id`,
+//!    `xnat_scan_id`): each scan's `NIFTI` and `BIDS` files placed in the folder its row
+//!    names, and the `*_scans.tsv` itself beside the datatype folders;
+//! 3. the scans' `NIFTI` and `BIDS` files placed by their own BIDS names (the datatype
+//!    from the suffix).
+//!
+//! Files whose names are no BIDS names (dcm2niix's defaults) are not shown.
+
+use super::ReadFile;
+use super::labels::FileName;
+use crate::names::is_safe_component;
+use crate::xnat::{FileList, RemoteFile, ResourceRef};
+use std::sync::Arc;
+
+/// A resource of a session (its scan's, or its own), with its files (`None`: XNAT would not
+/// list them).
+#[derive(Debug, Clone)]
+pub struct SessionResource {
+    pub res: Arc<ResourceRef>,
+    pub files: Option<FileList>,
+}
+
+/// A file of the view: its path in the dataset (`sub-X/ses-Y/anat/sub-X_ses-Y_T1w.nii.gz`)
+/// and where XNAT has it.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub path: String,
+    pub res: Arc<ResourceRef>,
+    pub file: Arc<RemoteFile>,
+}
+
+/// Which source gave a session's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Tree,
+    ScansTsv,
+    FileNames,
+}
+
+/// What a session shows in the view.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    Placed(Source, Vec<Placed>),
+    /// Nothing, and why (for `code/xnatfs/unmapped.tsv`).
+    Unmapped(String),
+}
+
+/// The biggest `*_scans.tsv` read (one row a scan: a few KiB).
+const MAX_SCANS_TSV: u64 = 1 << 20;
+
+/// Where the files of a session with these resources go, reading its `*_scans.tsv` (if it
+/// has one) with `read`.
+pub async fn place(resources: &[SessionResource], read: &dyn ReadFile) -> Placement {
+    let own = || {
+        resources
+            .iter()
+            .filter(|r| r.res.scan.is_none() && r.res.assessor.is_none())
+    };
+    if let Some(placed) = own().find_map(whole_tree) {
+        return Placement::Placed(Source::Tree, placed);
+    }
+    let tsv = own()
+        .filter(|r| r.res.label.eq_ignore_ascii_case("BIDS"))
+        .find_map(|r| {
+            let files = r.files.as_ref()?;
+            let f = files
+                .iter()
+                .find(|f| !f.path.contains('/') && f.path.ends_with("_scans.tsv"))?;
+            Some((r.res.clone(), f.clone()))
+        });
+    if let Some((res, tsv)) = tsv {
+        if tsv.size > MAX_SCANS_TSV {
+            return Placement::Unmapped(format!("{} is larger than 1 MiB", tsv.path));
+        }
+        match read.read_whole(&res, &tsv).await {
+            Ok(text) => {
+                let text = String::from_utf8_lossy(&text);
+                if let Some(placed) = by_scans_tsv(resources, &res, &tsv, &text) {
+                    return Placement::Placed(Source::ScansTsv, placed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}", tsv.uri());
+                return Placement::Unmapped(format!("cannot read {}: {e}", tsv.path));
+            }
+        }
+    }
+    let placed = by_file_names(resources);
+    if !placed.is_empty() {
+        return Placement::Placed(Source::FileNames, placed);
+    }
+    let has_nifti = resources.iter().any(|r| is_scan_resource(r, "NIFTI"));
+    let unreadable = resources.iter().filter(|r| r.files.is_none());
+    let unreadable: Vec<String> = unreadable.map(|r| r.res.label_path()).collect();
+    Placement::Unmapped(if !unreadable.is_empty() {
+        format!("XNAT would not list the files of {}", unreadable.join(", "))
+    } else if has_nifti {
+        "NIfTI files without BIDS names".into()
+    } else {
+        "no BIDS data (no NIFTI or BIDS resource with BIDS names)".into()
+    })
+}
+
+/// Source 1: a session resource holding a whole BIDS tree.
+fn whole_tree(r: &SessionResource) -> Option<Vec<Placed>> {
+    let label = r.res.label.to_ascii_lowercase();
+    if !(label == "bids" || label.starts_with("bids-") || label == "rawdata") {
+        return None;
+    }
+    let files = r.files.as_ref()?;
+    let placed: Vec<Placed> = files
+        .iter()
+        .filter(|f| {
+            let first = f.path.split('/').next().unwrap_or("");
+            f.path.contains('/') && first.strip_prefix("sub-").is_some_and(|l| !l.is_empty())
+        })
+        .map(|f| Placed {
+            path: f.path.clone(),
+            res: r.res.clone(),
+            file: f.clone(),
+        })
+        .collect();
+    (!placed.is_empty()).then_some(placed)
+}
+
+/// Whether `r` is a scan's resource labelled `label`.
+fn is_scan_resource(r: &SessionResource, label: &str) -> bool {
+    r.res.scan.is_some() && r.res.label.eq_ignore_ascii_case(label)
+}
+
+/// The files of scan `scan`'s `NIFTI` and `BIDS` resources (top level), with their names.
+fn scan_files<'a>(
+    resources: &'a [SessionResource],
+    scan: Option<&'a str>,
+) -> impl Iterator<Item = (&'a Arc<ResourceRef>, &'a Arc<RemoteFile>)> + 'a {
+    resources
+        .iter()
+        .filter(move |r| scan.is_none_or(|s| r.res.scan.as_deref() == Some(s)))
+        .filter(|r| is_scan_resource(r, "NIFTI") || is_scan_resource(r, "BIDS"))
+        .flat_map(|r| {
+            let files = r.files.iter().flat_map(|f| f.iter());
+            files
+                .filter(|f| !f.path.contains('/'))
+                .map(move |f| (&r.res, f))
+        })
+}
+
+/// The folder of the view a file of this BIDS name goes in: `sub-X[/ses-Y]`.
+fn session_dir(name: &FileName) -> String {
+    match name.session {
+        Some(ses) => format!("sub-{}/ses-{ses}", name.subject),
+        None => format!("sub-{}", name.subject),
+    }
+}
+
+/// Source 2: the scans' files placed by the session's `*_scans.tsv`; `None` when it names no
+/// scan's files.
+fn by_scans_tsv(
+    resources: &[SessionResource],
+    tsv_res: &Arc<ResourceRef>,
+    tsv: &Arc<RemoteFile>,
+    text: &str,
+) -> Option<Vec<Placed>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split('\t').map(str::trim).collect();
+    let filename = header.iter().position(|c| *c == "filename")?;
+    let scan_id = header.iter().position(|c| *c == "xnat_scan_id")?;
+    let mut placed = Vec::new();
+    let mut dirs = Vec::new();
+    for line in lines {
+        let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let (Some(file), Some(scan)) = (cols.get(filename), cols.get(scan_id)) else {
+            continue;
+        };
+        // `anat/sub-X_ses-Y_T1w.nii.gz`: the datatype folder, and the name that says which
+        // subject and session.
+        let Some((datatype, name)) = file.rsplit_once('/') else {
+            continue;
+        };
+        let Some(parsed) = FileName::parse(name) else {
+            continue;
+        };
+        if !is_safe_component(datatype) {
+            continue;
+        }
+        let dir = format!("{}/{datatype}", session_dir(&parsed));
+        for (res, f) in scan_files(resources, Some(scan)) {
+            if FileName::parse(&f.path).is_some_and(|n| n.subject == parsed.subject) {
+                placed.push(Placed {
+                    path: format!("{dir}/{}", f.path),
+                    res: res.clone(),
+                    file: f.clone(),
+                });
+            }
+        }
+        dirs.push(session_dir(&parsed));
+    }
+    if placed.is_empty() {
+        return None;
+    }
+    // The table itself, beside the datatype folders it names (when its name is a BIDS name).
+    if let Some(name) = FileName::parse(&tsv.path)
+        && dirs.contains(&session_dir(&name))
+    {
+        placed.push(Placed {
+            path: format!("{}/{}", session_dir(&name), tsv.path),
+            res: tsv_res.clone(),
+            file: tsv.clone(),
+        });
+    }
+    Some(placed)
+}
+
+/// Source 3: the scans' files placed by their BIDS names.
+fn by_file_names(resources: &[SessionResource]) -> Vec<Placed> {
+    scan_files(resources, None)
+        .filter_map(|(res, f)| {
+            let name = FileName::parse(&f.path)?;
+            let datatype = name.datatype()?;
+            Some(Placed {
+                path: format!("{}/{datatype}/{}", session_dir(&name), f.path),
+                res: res.clone(),
+                file: f.clone(),
+            })
+        })
+        .collect()
+}

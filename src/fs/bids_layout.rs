@@ -1,0 +1,180 @@
+//! The BIDS view of a project as a mount's layout (`xnatfs mount --bids`): the folders and
+//! files of [`crate::bids::view`], built from every session's tree (the same fetches, kept
+//! for `--dir-ttl`, as the plain layout's) and each session's `*_scans.tsv` (read through the
+//! cache). The view is built once for all its folders and built again once older than
+//! `--dir-ttl`, so a session added on the server shows then; names keep their inodes.
+//!
+//! A build runs in a task of its own: a caller that gives up (timeout, interrupt) leaves it to
+//! finish for the next one, and every caller waits for the same build.
+
+use super::node::{Node, TreeError};
+use super::sessions::{SessionModel, Sessions};
+use crate::bids::ReadFile;
+use crate::bids::sources::{Placement, SessionResource, place};
+use crate::bids::view::{self, Entry, ProjectInfo, View};
+use crate::xnat::{ResourceRef, Session, XnatApi, XnatError};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Sessions placed at once while a view is built.
+const SESSIONS_AT_ONCE: usize = 16;
+
+type ViewFuture = Shared<BoxFuture<'static, Result<Arc<View>, XnatError>>>;
+
+struct Build {
+    /// When it ended (unset while it runs).
+    done: Arc<OnceLock<Instant>>,
+    view: ViewFuture,
+}
+
+pub struct BidsLayout {
+    project: String,
+    /// The project's address on the server, for the dataset's description.
+    url: String,
+    read: Arc<dyn ReadFile>,
+    ttl: Duration,
+    build: Mutex<Option<Build>>,
+}
+
+impl BidsLayout {
+    /// The view of `project` of the server at `server_url`, whose small files are read with
+    /// `read`, built again once older than `ttl`.
+    pub fn new(project: &str, server_url: &str, read: Arc<dyn ReadFile>, ttl: Duration) -> Self {
+        BidsLayout {
+            project: project.to_string(),
+            url: format!(
+                "{}/data/projects/{project}",
+                server_url.trim_end_matches('/')
+            ),
+            read,
+            ttl,
+            build: Mutex::new(None),
+        }
+    }
+
+    /// The view as built less than the TTL ago (or being built), or a new build.
+    async fn view(
+        &self,
+        api: &Arc<dyn XnatApi>,
+        sessions: &Arc<Sessions>,
+    ) -> Result<Arc<View>, XnatError> {
+        let view = {
+            let mut build = self.build.lock().unwrap();
+            let usable = build.as_ref().is_some_and(|b| {
+                let failed = matches!(b.view.peek(), Some(Err(_)));
+                !failed && b.done.get().is_none_or(|t| t.elapsed() < self.ttl)
+            });
+            if !usable {
+                let done = Arc::new(OnceLock::new());
+                let ended = done.clone();
+                let (api, sessions, read) = (api.clone(), sessions.clone(), self.read.clone());
+                let project = ProjectInfo {
+                    id: self.project.clone(),
+                    name: String::new(),
+                    url: self.url.clone(),
+                };
+                let task = tokio::spawn(async move {
+                    let view = build_view(api, sessions, read, project).await;
+                    let _ = ended.set(Instant::now());
+                    view
+                });
+                let project = self.project.clone();
+                let view = async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(XnatError::Network {
+                            path: format!("/data/projects/{project}/experiments"),
+                            msg: format!("the BIDS view's task ended: {e}"),
+                        })
+                    })
+                };
+                *build = Some(Build {
+                    done,
+                    view: view.boxed().shared(),
+                });
+            }
+            build.as_ref().expect("set").view.clone()
+        };
+        view.await
+    }
+
+    /// The entries of the view's folder `path`.
+    pub async fn list(
+        &self,
+        api: &Arc<dyn XnatApi>,
+        sessions: &Arc<Sessions>,
+        path: &str,
+    ) -> Result<Vec<(String, Node)>, TreeError> {
+        let view = self.view(api, sessions).await?;
+        let entries = view.entries(path).ok_or(TreeError::NotFound)?;
+        let nodes = entries.map(|(name, e)| {
+            let node = match e {
+                Entry::Dir(path) => Node::BidsDir(path.clone()),
+                Entry::Remote(res, file) => Node::File(res.clone(), file.clone()),
+                Entry::Made(bytes) => Node::Made(bytes.clone()),
+            };
+            (name.clone(), node)
+        });
+        Ok(nodes.collect())
+    }
+}
+
+/// The view of `project`: its sessions' trees fetched and placed, [`SESSIONS_AT_ONCE`] at a
+/// time. A session whose tree cannot be fetched is left out (and said so); the project's
+/// listing failing fails the view.
+async fn build_view(
+    api: Arc<dyn XnatApi>,
+    sessions: Arc<Sessions>,
+    read: Arc<dyn ReadFile>,
+    mut project: ProjectInfo,
+) -> Result<Arc<View>, XnatError> {
+    let started = Instant::now();
+    let list = api.sessions(&project.id).await?;
+    if let Ok(projects) = api.projects().await
+        && let Some(p) = projects.into_iter().find(|p| p.id == project.id)
+    {
+        project.name = p.name;
+    }
+    let placed: Vec<(Session, Placement)> = futures::stream::iter(list)
+        .map(|s| {
+            let (sessions, read) = (sessions.clone(), read.clone());
+            async move {
+                let placement = match sessions.model(&s, false).await {
+                    Ok(model) => place(&resources_of(&s, &model), read.as_ref()).await,
+                    Err(e) => {
+                        tracing::warn!("BIDS view: session {} ({}) left out: {e}", s.label, s.id);
+                        Placement::Unmapped(format!("cannot list it: {e}"))
+                    }
+                };
+                (s, placement)
+            }
+        })
+        .buffered(SESSIONS_AT_ONCE)
+        .collect()
+        .await;
+    let view = view::build(&project, &placed);
+    tracing::info!(
+        "BIDS view of {}: {} sessions shown, {} not (code/xnatfs/unmapped.tsv), in {:.1?}",
+        project.id,
+        view.shown,
+        view.unmapped,
+        started.elapsed()
+    );
+    Ok(Arc::new(view))
+}
+
+/// The scans' and the session's own resources of `s`'s tree, with their files.
+fn resources_of(s: &Session, model: &SessionModel) -> Vec<SessionResource> {
+    let scans = model.scans.iter().flat_map(|(scan, resources)| {
+        resources.iter().map(|(r, files)| SessionResource {
+            res: Arc::new(ResourceRef::of(&s.id, Some(&scan.id), r)),
+            files: files.clone(),
+        })
+    });
+    let own = model.resources.iter().map(|(r, files)| SessionResource {
+        res: Arc::new(ResourceRef::of(&s.id, None, r)),
+        files: files.clone(),
+    });
+    scans.chain(own).collect()
+}
