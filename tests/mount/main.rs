@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bids;
 mod cache;
 mod catalog;
 mod changes;

@@ -1,0 +1,191 @@
+//! The BIDS view (`mount -P PROJ --bids`) of the mock's BIDS project, as BIDS tools read it:
+//! the real BIDS validator and pybids (installed by `scripts/setup --test-tools`).
+
+use super::metadata::getxattr;
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use xnatfs::mock::bids::PROJECT;
+use xnatfs::mock::data::Dataset;
+
+/// The venv holding `bids-validator-deno` and pybids; `None` (the test says it skips) when it
+/// is missing outside CI; under CI a missing tool fails the test.
+fn tools() -> Option<PathBuf> {
+    let dir = match std::env::var_os("XNATFS_TEST_TOOLS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/xnatfs-test-tools"),
+    };
+    if dir.join("bin/bids-validator-deno").exists() && dir.join("bin/python").exists() {
+        return Some(dir);
+    }
+    let missing = format!(
+        "the BIDS tools are not at {} (scripts/setup --test-tools installs them)",
+        dir.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{missing}");
+    eprintln!("skipping: {missing}");
+    None
+}
+
+fn mount_bids(url: &str, extra: &[&str]) -> Mount {
+    let mut args = vec!["-P", PROJECT, "--bids"];
+    args.extend_from_slice(extra);
+    MountBuilder::new(url).args(&args).mount()
+}
+
+/// The errors the BIDS validator finds in `dir` (warnings are fine), and its exit status.
+fn validator_errors(tools: &Path, dir: &Path) -> (Vec<String>, std::process::ExitStatus) {
+    let out = Command::new(tools.join("bin/bids-validator-deno"))
+        .arg(dir)
+        .args(["--format", "json"])
+        .output()
+        .expect("the validator runs");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the validator's output is no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let issues = report["issues"]["issues"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let errors = issues
+        .iter()
+        .filter(|i| i["severity"] == "error")
+        .map(|i| format!("{} {}", i["code"], i["location"]))
+        .collect();
+    (errors, out.status)
+}
+
+/// What pybids' `BIDSLayout` finds in `dir`: subjects, sessions, tasks, and the images.
+fn pybids_layout(tools: &Path, dir: &Path) -> serde_json::Value {
+    let script = r#"
+import json, sys, bids
+layout = bids.BIDSLayout(sys.argv[1])
+print(json.dumps({
+    "subjects": sorted(layout.get_subjects()),
+    "sessions": sorted(layout.get_sessions()),
+    "tasks": sorted(layout.get_tasks()),
+    "images": sorted(f.relpath for f in layout.get(extension=".nii.gz")),
+}))
+"#;
+    let out = Command::new(tools.join("bin/python"))
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "pybids failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_bids_view_validates_and_pybids_finds_every_subject_session_and_run() {
+    let Some(tools) = tools() else { return };
+    let data = Dataset::default().with_bids(3);
+    let mock = start_mock(data.clone());
+    let m = mount_bids(&mock.url(), &[]);
+    let (errors, status) = validator_errors(&tools, &m.mountpoint);
+    assert!(errors.is_empty(), "the validator found errors: {errors:#?}");
+    assert!(status.success(), "the validator exits {status}");
+    let layout = pybids_layout(&tools, &m.mountpoint);
+    assert_eq!(
+        layout["subjects"],
+        serde_json::json!(["NAMES01", "P001", "P002", "P003", "TREE01"])
+    );
+    let mut sessions = vec!["1".to_string(), "NAMES01MR1".to_string()];
+    for n in 1..=3 {
+        sessions.extend([format!("P00{n}MR1"), format!("P00{n}MR2")]);
+    }
+    assert_eq!(layout["sessions"], serde_json::json!(sessions));
+    assert_eq!(layout["tasks"], serde_json::json!(["rest"]));
+    // Three images a converted session (T1w, bold, dwi), two in the whole tree.
+    assert_eq!(layout["images"].as_array().unwrap().len(), 7 * 3 + 2);
+    // A NIfTI read through the view is XNAT's bytes, and names its XNAT source.
+    let session = &data.projects[0].sessions[0];
+    let image = &session.scans[1].resources[1].files[0];
+    let path = m.path(&format!("sub-P001/ses-P001MR1/anat/{}", image.path));
+    let want = image.read_at(0, image.size() as usize).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    let uri = getxattr(&path, "user.xnat.uri").unwrap();
+    let scan = format!("/data/experiments/{}/scans/2/resources/", session.id);
+    let file = format!("/files/{}", image.path);
+    assert!(uri.contains(&scan) && uri.ends_with(&file), "{uri}");
+    // Read-only, the files xnatfs writes included.
+    for (what, result) in [
+        ("a write", std::fs::write(&path, b"x").map(drop)),
+        (
+            "a new file",
+            std::fs::File::create(m.path("sub-P001/x")).map(drop),
+        ),
+        (
+            "a made file",
+            std::fs::write(m.path("participants.tsv"), b"x").map(drop),
+        ),
+        ("a folder", std::fs::create_dir(m.path("derivatives"))),
+    ] {
+        assert_errno(result, &[libc::EROFS], what);
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+}
+
+#[test]
+fn a_session_added_on_the_server_shows_in_the_bids_view_after_dir_ttl() {
+    let mock = start_mock(Dataset::default().with_bids(1));
+    let addr = mock.addr;
+    let m = mount_bids(&mock.url(), &["--dir-ttl", "1s"]);
+    let participants = m.path("participants.tsv");
+    let listed = std::fs::read_to_string(&participants).unwrap();
+    assert!(
+        listed.contains("sub-P001\tP_001") && !listed.contains("sub-P002"),
+        "{listed}"
+    );
+    // The same server, with a second subject's sessions now.
+    drop(mock);
+    let state = xnatfs::mock::MockState::new(Dataset::default().with_bids(2), Default::default());
+    let _back = xnatfs::mock::MockServer::start_with_state(addr, state).unwrap();
+    wait_until(Duration::from_secs(20), "the new subject shows", || {
+        std::fs::read_to_string(&participants).is_ok_and(|t| t.contains("sub-P002\tP_002"))
+    });
+    let anat = m.path("sub-P002/ses-P002MR2/anat");
+    assert_eq!(
+        dir_names(&anat),
+        [
+            "sub-P002_ses-P002MR2_T1w.json",
+            "sub-P002_ses-P002MR2_T1w.nii.gz"
+        ]
+    );
+}
+
+#[test]
+fn bids_without_a_project_is_refused_with_what_to_give() {
+    let mock = start_mock(Dataset::default().with_bids(1));
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (vec!["--bids"], "give it with -P PROJECT"),
+        (
+            vec!["--bids", "-E", "XNAT_E200001"],
+            "give -P PROJECT, not -E",
+        ),
+        (vec!["--bids", "-P", "NOPE"], "NOPE"),
+    ] {
+        let out = xnatfs(&mock.url(), home.path())
+            .arg("mount")
+            .arg(mnt.path())
+            .arg("--foreground")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} mounted");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!is_mounted(mnt.path()));
+    }
+}
