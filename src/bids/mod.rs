@@ -3,6 +3,7 @@
 //! as one dataset ([`view`]). Nothing here knows FUSE or the mount's folders: the mount shows
 //! a view as one more layout (`crate::fs::bids_layout`).
 
+pub mod bidsmap;
 pub mod labels;
 pub mod sources;
 pub mod view;

@@ -9,14 +9,20 @@
 //!    `xnat_scan_id`): each scan's `NIFTI` and `BIDS` files placed in the folder its row
 //!    names, and the `*_scans.tsv` itself beside the datatype folders;
 //! 3. the scans' `NIFTI` and `BIDS` files placed by their own BIDS names (the datatype
-//!    from the suffix).
+//!    from the suffix);
+//! 4. with a BIDS map ([`BidsMap`]: `--bids-map FILE`, or the project's or site's `bids/bidsmap`
+//!    configuration), the `NIFTI` files of scans the map names by their series description,
+//!    named as `dcm2bids-session` names them: `sub-<subject label>_ses-<session label less
+//!    the subject's>_<bidsname>` with the labels sanitised, `run-NN` added by ascending scan
+//!    ID when two scans map to one name; scans marked unusable are skipped.
 //!
-//! Files whose names are no BIDS names (dcm2niix's defaults) are not shown.
+//! Files whose names are no BIDS names (dcm2niix's defaults) are not shown otherwise.
 
 use super::ReadFile;
-use super::labels::FileName;
+use super::bidsmap::BidsMap;
+use super::labels::{FileName, sanitise, session_label};
 use crate::names::is_safe_component;
-use crate::xnat::{FileList, RemoteFile, ResourceRef};
+use crate::xnat::{FileList, RemoteFile, ResourceRef, Scan, Session};
 use std::sync::Arc;
 
 /// A resource of a session (its scan's, or its own), with its files (`None`: XNAT would not
@@ -24,6 +30,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct SessionResource {
     pub res: Arc<ResourceRef>,
+    /// The scan it is of (`None`: the session's own).
+    pub scan: Option<Arc<Scan>>,
     pub files: Option<FileList>,
 }
 
@@ -42,6 +50,7 @@ pub enum Source {
     Tree,
     ScansTsv,
     FileNames,
+    Map,
 }
 
 /// What a session shows in the view.
@@ -55,9 +64,14 @@ pub enum Placement {
 /// The biggest `*_scans.tsv` read (one row a scan: a few KiB).
 const MAX_SCANS_TSV: u64 = 1 << 20;
 
-/// Where the files of a session with these resources go, reading its `*_scans.tsv` (if it
-/// has one) with `read`.
-pub async fn place(resources: &[SessionResource], read: &dyn ReadFile) -> Placement {
+/// Where the files of `session`, with these resources, go: reading its `*_scans.tsv` (if it
+/// has one) with `read`, and naming its NIfTI files by `map` if nothing else names them.
+pub async fn place(
+    session: &Session,
+    resources: &[SessionResource],
+    map: Option<&BidsMap>,
+    read: &dyn ReadFile,
+) -> Placement {
     let own = || {
         resources
             .iter()
@@ -97,12 +111,20 @@ pub async fn place(resources: &[SessionResource], read: &dyn ReadFile) -> Placem
         return Placement::Placed(Source::FileNames, placed);
     }
     let has_nifti = resources.iter().any(|r| is_scan_resource(r, "NIFTI"));
+    if has_nifti && let Some(map) = map {
+        return match by_map(session, resources, map) {
+            Ok(placed) => Placement::Placed(Source::Map, placed),
+            Err(reason) => Placement::Unmapped(reason),
+        };
+    }
     let unreadable = resources.iter().filter(|r| r.files.is_none());
     let unreadable: Vec<String> = unreadable.map(|r| r.res.label_path()).collect();
     Placement::Unmapped(if !unreadable.is_empty() {
         format!("XNAT would not list the files of {}", unreadable.join(", "))
     } else if has_nifti {
-        "NIfTI files without BIDS names".into()
+        "NIfTI files without BIDS names (a BIDS map would name them: --bids-map FILE, or the \
+         project's bids/bidsmap configuration)"
+            .into()
     } else {
         "no BIDS data (no NIFTI or BIDS resource with BIDS names)".into()
     })
@@ -231,4 +253,108 @@ fn by_file_names(resources: &[SessionResource]) -> Vec<Placed> {
             })
         })
         .collect()
+}
+
+/// The extensions of the files a scan's `NIFTI` resource gives a mapped scan.
+const MAPPED_EXTENSIONS: [&str; 5] = [".nii.gz", ".nii", ".json", ".bval", ".bvec"];
+
+/// `bidsname` with `run-NN` before its suffix (`task-rest_bold` and 2: `task-rest_run-02_bold`).
+fn with_run(bidsname: &str, run: usize) -> String {
+    match bidsname.rsplit_once('_') {
+        Some((entities, suffix)) => format!("{entities}_run-{run:02}_{suffix}"),
+        None => format!("run-{run:02}_{bidsname}"),
+    }
+}
+
+/// Source 4: the `NIFTI` files of the scans `map` names, under the names xnatfs makes.
+fn by_map(
+    session: &Session,
+    resources: &[SessionResource],
+    map: &BidsMap,
+) -> Result<Vec<Placed>, String> {
+    let sub = sanitise(&session.subject_label)
+        .ok_or("its subject's label has no letter or digit for a BIDS label")?;
+    let ses = session_label(&session.label, &session.subject_label)
+        .ok_or("its label has no letter or digit for a BIDS label")?;
+    let mut mapped: Vec<(&Arc<Scan>, &SessionResource, &str)> = resources
+        .iter()
+        .filter(|r| is_scan_resource(r, "NIFTI"))
+        .filter_map(|r| {
+            let scan = r.scan.as_ref()?;
+            if scan.quality.eq_ignore_ascii_case("unusable") {
+                return None;
+            }
+            Some((
+                scan,
+                r,
+                map.name_of(&scan.series_description, &scan.scan_type)?,
+            ))
+        })
+        .collect();
+    if mapped.is_empty() {
+        return Err(
+            "NIfTI files without BIDS names, and the BIDS map names none of its scans' series"
+                .into(),
+        );
+    }
+    // Runs by ascending scan ID (numerically where IDs are numbers).
+    mapped.sort_by(|(a, _, _), (b, _, _)| {
+        let key = |s: &Scan| (s.id.parse::<u64>().unwrap_or(u64::MAX), s.id.clone());
+        key(a).cmp(&key(b))
+    });
+    let mut placed = Vec::new();
+    for (i, (scan, r, name)) in mapped.iter().enumerate() {
+        let same: Vec<usize> = (0..mapped.len())
+            .filter(|j| mapped[*j].2 == *name)
+            .collect();
+        let bidsname = match same.len() {
+            1 => name.to_string(),
+            _ => with_run(name, same.iter().position(|j| *j == i).unwrap_or(0) + 1),
+        };
+        let base = format!("sub-{sub}_ses-{ses}_{bidsname}");
+        let Some(datatype) = FileName::parse(&format!("{base}.nii.gz")).and_then(|n| n.datatype())
+        else {
+            tracing::warn!(
+                "BIDS view: scan {} of {}: {bidsname:?} has no datatype BIDS knows",
+                scan.id,
+                session.id
+            );
+            continue;
+        };
+        let files: Vec<&Arc<RemoteFile>> = r
+            .files
+            .iter()
+            .flat_map(|f| f.iter())
+            .filter(|f| !f.path.contains('/'))
+            .collect();
+        let images = files
+            .iter()
+            .filter(|f| f.path.ends_with(".nii.gz") || f.path.ends_with(".nii"))
+            .count();
+        if images != 1 {
+            tracing::warn!(
+                "BIDS view: scan {} of {} left out: its NIFTI resource holds {images} images, not one",
+                scan.id,
+                session.id
+            );
+            continue;
+        }
+        for f in files {
+            let Some(ext) = MAPPED_EXTENSIONS.iter().find(|e| f.path.ends_with(*e)) else {
+                continue;
+            };
+            placed.push(Placed {
+                path: format!("sub-{sub}/ses-{ses}/{datatype}/{base}{ext}"),
+                res: r.res.clone(),
+                file: f.clone(),
+            });
+        }
+    }
+    if placed.is_empty() {
+        return Err(
+            "the BIDS map names scans whose NIFTI resources could not be placed (see the log)"
+                .into(),
+        );
+    }
+    Ok(placed)
 }

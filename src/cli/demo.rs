@@ -72,6 +72,7 @@ pub fn cmd_demo(mountpoint: &Path, once: bool, bids: bool) -> Result<()> {
             series_readahead: crate::fetch::series::DEFAULT_IN_FLIGHT,
             verify: crate::cache::Verify::Md5,
             bids,
+            bids_map: None,
         },
     };
     let mut lister = None;

@@ -89,6 +89,13 @@ pub struct MountArgs {
     /// at the top; sessions without BIDS data are listed in code/xnatfs/unmapped.tsv.
     #[arg(long)]
     pub bids: bool,
+    /// With --bids, name the NIfTI files of scans that have no BIDS names by this BIDS map
+    /// (the format dcm2bids-session reads: a JSON list of {"series_description": "T1_MPRAGE",
+    /// "bidsname": "T1w"}, matched without regard to case); `run-NN` is added by ascending
+    /// scan ID where two scans map to one name, unusable scans are skipped. Without it, the
+    /// project's (or site's) bids/bidsmap configuration in XNAT is used, if there is one.
+    #[arg(long, value_name = "FILE", requires = "bids")]
+    pub bids_map: Option<PathBuf>,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -178,6 +185,7 @@ fn serve(
             series_readahead: args.series_readahead,
             verify: args.verify,
             bids: args.bids,
+            bids_map: bids_map(args.bids_map.as_deref())?,
         },
     };
     mount::run(&runtime()?, plan, || {
@@ -192,4 +200,14 @@ fn serve(
             );
         }
     })
+}
+
+/// The BIDS map in `file`, checked before anything is mounted.
+fn bids_map(file: Option<&Path>) -> Result<Option<crate::bids::bidsmap::BidsMap>> {
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the BIDS map {}", file.display()))?;
+    crate::bids::bidsmap::BidsMap::parse(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("the BIDS map {}: {e}", file.display()))
 }

@@ -10,6 +10,7 @@
 use super::node::{Node, TreeError};
 use super::sessions::{SessionModel, Sessions};
 use crate::bids::ReadFile;
+use crate::bids::bidsmap::BidsMap;
 use crate::bids::sources::{Placement, SessionResource, place};
 use crate::bids::view::{self, Entry, ProjectInfo, View};
 use crate::xnat::{ResourceRef, Session, XnatApi, XnatError};
@@ -34,14 +35,23 @@ pub struct BidsLayout {
     /// The project's address on the server, for the dataset's description.
     url: String,
     read: Arc<dyn ReadFile>,
+    /// The BIDS map given (`--bids-map`); `None`: the project's or site's, if any.
+    map: Option<Arc<BidsMap>>,
     ttl: Duration,
     build: Mutex<Option<Build>>,
 }
 
 impl BidsLayout {
     /// The view of `project` of the server at `server_url`, whose small files are read with
-    /// `read`, built again once older than `ttl`.
-    pub fn new(project: &str, server_url: &str, read: Arc<dyn ReadFile>, ttl: Duration) -> Self {
+    /// `read`, built again once older than `ttl`; scans without BIDS names are named by `map`
+    /// (`None`: by the project's or site's `bids/bidsmap` configuration, if there is one).
+    pub fn new(
+        project: &str,
+        server_url: &str,
+        read: Arc<dyn ReadFile>,
+        map: Option<BidsMap>,
+        ttl: Duration,
+    ) -> Self {
         BidsLayout {
             project: project.to_string(),
             url: format!(
@@ -49,6 +59,7 @@ impl BidsLayout {
                 server_url.trim_end_matches('/')
             ),
             read,
+            map: map.map(Arc::new),
             ttl,
             build: Mutex::new(None),
         }
@@ -70,13 +81,14 @@ impl BidsLayout {
                 let done = Arc::new(OnceLock::new());
                 let ended = done.clone();
                 let (api, sessions, read) = (api.clone(), sessions.clone(), self.read.clone());
+                let map = self.map.clone();
                 let project = ProjectInfo {
                     id: self.project.clone(),
                     name: String::new(),
                     url: self.url.clone(),
                 };
                 let task = tokio::spawn(async move {
-                    let view = build_view(api, sessions, read, project).await;
+                    let view = build_view(api, sessions, read, project, map).await;
                     let _ = ended.set(Instant::now());
                     view
                 });
@@ -128,9 +140,14 @@ async fn build_view(
     sessions: Arc<Sessions>,
     read: Arc<dyn ReadFile>,
     mut project: ProjectInfo,
+    given: Option<Arc<BidsMap>>,
 ) -> Result<Arc<View>, XnatError> {
     let started = Instant::now();
     let list = api.sessions(&project.id).await?;
+    let map = match given {
+        Some(map) => Some(map),
+        None => configured_map(api.as_ref(), &project.id).await,
+    };
     if let Ok(projects) = api.projects().await
         && let Some(p) = projects.into_iter().find(|p| p.id == project.id)
     {
@@ -138,10 +155,13 @@ async fn build_view(
     }
     let placed: Vec<(Session, Placement)> = futures::stream::iter(list)
         .map(|s| {
-            let (sessions, read) = (sessions.clone(), read.clone());
+            let (sessions, read, map) = (sessions.clone(), read.clone(), map.clone());
             async move {
                 let placement = match sessions.model(&s, false).await {
-                    Ok(model) => place(&resources_of(&s, &model), read.as_ref()).await,
+                    Ok(model) => {
+                        let resources = resources_of(&s, &model);
+                        place(&s, &resources, map.as_deref(), read.as_ref()).await
+                    }
                     Err(e) => {
                         tracing::warn!("BIDS view: session {} ({}) left out: {e}", s.label, s.id);
                         Placement::Unmapped(format!("cannot list it: {e}"))
@@ -169,12 +189,34 @@ fn resources_of(s: &Session, model: &SessionModel) -> Vec<SessionResource> {
     let scans = model.scans.iter().flat_map(|(scan, resources)| {
         resources.iter().map(|(r, files)| SessionResource {
             res: Arc::new(ResourceRef::of(&s.id, Some(&scan.id), r)),
+            scan: Some(scan.clone()),
             files: files.clone(),
         })
     });
     let own = model.resources.iter().map(|(r, files)| SessionResource {
         res: Arc::new(ResourceRef::of(&s.id, None, r)),
+        scan: None,
         files: files.clone(),
     });
     scans.chain(own).collect()
+}
+
+/// The BIDS map XNAT's configuration service holds for `project`: the site's
+/// (`/data/config/bids/bidsmap`) with the project's entries over it, as `dcm2bids-session`
+/// merges them; `None` when there is neither. One that cannot be read or parsed is left out,
+/// and said so.
+async fn configured_map(api: &dyn XnatApi, project: &str) -> Option<Arc<BidsMap>> {
+    let mut merged: Option<BidsMap> = None;
+    for scope in [None, Some(project)] {
+        let at = crate::xnat::config_path(scope, "bids", "bidsmap");
+        match api.config(scope, "bids", "bidsmap").await {
+            Ok(None) => {}
+            Ok(Some(text)) => match BidsMap::parse(&text) {
+                Ok(map) => merged = Some(merged.unwrap_or_default().overridden_by(map)),
+                Err(e) => tracing::warn!("BIDS view: the BIDS map at {at} is left out: {e}"),
+            },
+            Err(e) => tracing::warn!("BIDS view: cannot read the BIDS map at {at}: {e}"),
+        }
+    }
+    merged.filter(|m| !m.is_empty()).map(Arc::new)
 }

@@ -5,8 +5,10 @@ use super::inodes::ROOT_INO;
 use super::node::Root;
 use super::tests::{read_all, setup_rooted, walk};
 use super::{Errno, Opened, XnatFs};
-use crate::mock::bids::PROJECT;
+use crate::bids::bidsmap::BidsMap;
+use crate::mock::bids::{BIDS_MAP, PROJECT};
 use crate::mock::data::Dataset;
+use crate::mock::data::MockConfig;
 use std::time::Duration;
 
 /// Every path of the view under `path` (folders ending in `/`), in name order.
@@ -50,6 +52,7 @@ async fn a_bids_view_shows_each_source_and_leaves_out_what_cannot_be_placed() {
         Dataset::default().with_bids(2),
         Root::Bids(PROJECT.into()),
         Duration::from_secs(60),
+        None,
     );
     let mut paths = Vec::new();
     find(&s.fs, ROOT_INO, "", &mut paths).await;
@@ -124,7 +127,12 @@ async fn a_bids_view_shows_each_source_and_leaves_out_what_cannot_be_placed() {
     );
     let reasons: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[1], r[3])).collect();
     assert_eq!(reasons.len(), 4, "{unmapped}");
-    assert_eq!(reasons[0], ("RAW_01_MR1", "NIfTI files without BIDS names"));
+    assert_eq!(reasons[0].0, "RAW_01_MR1");
+    assert!(
+        reasons[0]
+            .1
+            .starts_with("NIfTI files without BIDS names (a BIDS map would name them")
+    );
     assert!(
         reasons[1]
             .1
@@ -156,6 +164,7 @@ async fn indexing_a_bids_view_reads_the_scans_tables_and_no_image() {
         Dataset::default().with_bids(3),
         Root::Bids(PROJECT.into()),
         Duration::from_secs(60),
+        None,
     );
     let mut paths = Vec::new();
     find(&s.fs, ROOT_INO, "", &mut paths).await;
@@ -172,7 +181,12 @@ async fn a_bids_views_files_are_read_only_and_its_images_are_xnats_bytes() {
     let data = Dataset::default().with_bids(1);
     let session = data.projects[0].sessions[0].clone();
     let image = session.scans[1].resources[1].files[0].clone();
-    let s = setup_rooted(data, Root::Bids(PROJECT.into()), Duration::from_secs(60));
+    let s = setup_rooted(
+        data,
+        Root::Bids(PROJECT.into()),
+        Duration::from_secs(60),
+        None,
+    );
     let path = format!("sub-P001/ses-P001MR1/anat/{}", image.path);
     let attr = walk(&s.fs, &path).await.unwrap();
     assert_eq!(attr.size, image.size());
@@ -191,4 +205,84 @@ async fn a_bids_views_files_are_read_only_and_its_images_are_xnats_bytes() {
         assert_eq!(attr.perm, 0o444);
     }
     assert_eq!(walk(&s.fs, "sub-P001/ses-nope").await, Err(Errno::NOENT));
+}
+
+/// The BIDS paths of `RAW_01`'s session, named by a BIDS map, and `unmapped.tsv`.
+async fn raw_paths(data: Dataset, map: Option<BidsMap>) -> (Vec<String>, String) {
+    let s = setup_rooted(
+        data,
+        Root::Bids(PROJECT.into()),
+        Duration::from_secs(60),
+        map,
+    );
+    let mut paths = Vec::new();
+    find(&s.fs, ROOT_INO, "", &mut paths).await;
+    let raw = paths
+        .into_iter()
+        .filter(|p| p.starts_with("sub-RAW01/"))
+        .collect();
+    (raw, read_text(&s.fs, "code/xnatfs/unmapped.tsv").await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bids_map_names_scans_without_bids_names_runs_by_scan_id_and_skips_unusable_ones() {
+    let want = [
+        "sub-RAW01/",
+        "sub-RAW01/ses-MR1/",
+        "sub-RAW01/ses-MR1/anat/",
+        "sub-RAW01/ses-MR1/anat/sub-RAW01_ses-MR1_T1w.json",
+        "sub-RAW01/ses-MR1/anat/sub-RAW01_ses-MR1_T1w.nii.gz",
+        "sub-RAW01/ses-MR1/func/",
+        "sub-RAW01/ses-MR1/func/sub-RAW01_ses-MR1_task-rest_run-01_bold.json",
+        "sub-RAW01/ses-MR1/func/sub-RAW01_ses-MR1_task-rest_run-01_bold.nii.gz",
+        "sub-RAW01/ses-MR1/func/sub-RAW01_ses-MR1_task-rest_run-02_bold.json",
+        "sub-RAW01/ses-MR1/func/sub-RAW01_ses-MR1_task-rest_run-02_bold.nii.gz",
+    ];
+    // Given (--bids-map), or kept by the project in XNAT's configuration service.
+    let map = BidsMap::parse(BIDS_MAP).unwrap();
+    let (given, unmapped) = raw_paths(Dataset::default().with_bids(1), Some(map)).await;
+    assert_eq!(given, want);
+    assert!(!unmapped.contains("RAW_01"), "{unmapped}");
+    let mut data = Dataset::default().with_bids(1);
+    data.configs.push(MockConfig {
+        project: Some(PROJECT.into()),
+        tool: "bids".into(),
+        path: "bidsmap".into(),
+        contents: BIDS_MAP.into(),
+    });
+    assert_eq!(raw_paths(data, None).await.0, want);
+    // Without a map: named in unmapped.tsv, with what would name them.
+    let (none, unmapped) = raw_paths(Dataset::default().with_bids(1), None).await;
+    assert!(none.is_empty(), "{none:?}");
+    let said = "RAW_01_MR1\tRAW_01\tNIfTI files without BIDS names (a BIDS map would name them";
+    assert!(unmapped.contains(said), "{unmapped}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scan_with_the_lower_id_is_run_1() {
+    let map = BidsMap::parse(BIDS_MAP).unwrap();
+    let data = Dataset::default().with_bids(1);
+    let sessions = &data.projects[0].sessions;
+    let raw = sessions
+        .iter()
+        .find(|s| s.label == "RAW_01_MR1")
+        .unwrap()
+        .clone();
+    let s = setup_rooted(
+        data,
+        Root::Bids(PROJECT.into()),
+        Duration::from_secs(60),
+        Some(map),
+    );
+    for (run, scan) in [("01", "3"), ("02", "5")] {
+        let path =
+            format!("sub-RAW01/ses-MR1/func/sub-RAW01_ses-MR1_task-rest_run-{run}_bold.nii.gz");
+        let attr = walk(&s.fs, &path).await.unwrap();
+        let Some(super::node::Node::File(res, file)) = s.fs.tree.node(attr.ino) else {
+            panic!("{path} is no XNAT file");
+        };
+        assert_eq!(res.scan.as_deref(), Some(scan), "{path}");
+        let mock = raw.scans.iter().find(|x| x.id == scan).unwrap();
+        assert_eq!(file.path, mock.resources[1].files[0].path);
+    }
 }

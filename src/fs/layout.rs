@@ -95,9 +95,15 @@ impl Layout {
 
     /// Shows the root as a BIDS view of its project (see [`BidsLayout`]), reading small
     /// files with `read`; `server_url` names the source in the dataset's description.
-    pub(super) fn show_bids(&mut self, server_url: &str, read: Arc<dyn crate::bids::ReadFile>) {
+    pub(super) fn show_bids(
+        &mut self,
+        server_url: &str,
+        read: Arc<dyn crate::bids::ReadFile>,
+        map: Option<crate::bids::bidsmap::BidsMap>,
+    ) {
         if let Root::Bids(project) = &self.root {
-            self.bids = Some(BidsLayout::new(project, server_url, read, self.dir_ttl));
+            let bids = BidsLayout::new(project, server_url, read, map, self.dir_ttl);
+            self.bids = Some(bids);
         }
     }
 

@@ -65,6 +65,7 @@ fn series() -> Dataset {
             sessions: vec![Arc::new(session)],
         }],
         shares: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -28,17 +28,22 @@ pub(super) fn setup(ttl: Duration) -> Setup {
 
 /// The core over `data`.
 fn setup_with(data: Dataset, ttl: Duration) -> Setup {
-    setup_rooted(data, Root::Server, ttl)
+    setup_rooted(data, Root::Server, ttl, None)
 }
 
-/// The core over `data`, its root showing `root`.
-pub(super) fn setup_rooted(data: Dataset, root: Root, ttl: Duration) -> Setup {
+/// The core over `data`, its root showing `root` (a BIDS view naming scans by `map`).
+pub(super) fn setup_rooted(
+    data: Dataset,
+    root: Root,
+    ttl: Duration,
+    map: Option<crate::bids::bidsmap::BidsMap>,
+) -> Setup {
     let api = Arc::new(MemoryXnat::new(data));
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "http://memory").unwrap();
     let rt = tokio::runtime::Handle::current();
     let fetcher = Fetcher::new(api.clone(), rt, cache.clone(), Duration::from_secs(5));
-    let tree = Tree::new(api.clone(), root, ttl).with_bids("http://memory", fetcher.clone());
+    let tree = Tree::new(api.clone(), root, ttl).with_bids("http://memory", fetcher.clone(), map);
     let tree = Arc::new(tree);
     let opts = FsOptions {
         attr_ttl: ttl,

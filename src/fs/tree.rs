@@ -100,9 +100,15 @@ impl Tree {
     }
 
     /// Shows a [`Root::Bids`] root as a BIDS view, reading small files (a session's
-    /// `*_scans.tsv`) with `read`; `server_url` names the source in its description.
-    pub fn with_bids(mut self, server_url: &str, read: Arc<dyn crate::bids::ReadFile>) -> Tree {
-        self.layout.show_bids(server_url, read);
+    /// `*_scans.tsv`) with `read`, naming scans without BIDS names by `map` (`None`: the
+    /// project's own map, if it has one); `server_url` names the source in its description.
+    pub fn with_bids(
+        mut self,
+        server_url: &str,
+        read: Arc<dyn crate::bids::ReadFile>,
+        map: Option<crate::bids::bidsmap::BidsMap>,
+    ) -> Tree {
+        self.layout.show_bids(server_url, read, map);
         self
     }
 

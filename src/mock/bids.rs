@@ -24,6 +24,13 @@ use std::sync::Arc;
 /// The project's ID.
 pub const PROJECT: &str = "BIDSDEMO";
 
+/// A BIDS map (as `dcm2bids-session` reads it) of two of the project's series.
+pub const BIDS_MAP: &str = r#"[
+  {"series_description": "T1_MPRAGE", "bidsname": "T1w"},
+  {"series_description": "rsfmri", "bidsname": "task-rest_bold"}
+]
+"#;
+
 /// A gzipped NIfTI-1 image of `dims` voxels (x, y, z[, t]) of one byte each, 1 mm voxels and
 /// `tr` seconds between volumes.
 pub fn nifti_gz(dims: &[u16], tr: f32, seed: u8) -> Bytes {
@@ -197,11 +204,8 @@ impl Builder {
                     .collect();
                 resources.push(self.resource("BIDS", "BIDS", sidecars));
             } else {
-                let stem = format!("{}_{}", spec.series, spec.id);
-                let nifti = MockFile::new(format!("{stem}.nii.gz"), Body::Memory(image));
-                let (_, json) = &spec.sidecars[0];
-                let json = MockFile::new(format!("{stem}.json"), Body::Memory(json.clone().into()));
-                resources.push(self.resource("NIFTI", "NIFTI", vec![nifti, json]));
+                scans.push(self.dcm2niix_scan(&spec, spec.id, "usable", seed));
+                continue;
             }
             scans.push(MockScan {
                 series_description: spec.series.into(),
@@ -209,6 +213,26 @@ impl Builder {
             });
         }
         scans
+    }
+
+    /// Scan `id` of `spec`'s series converted by dcm2niix alone: its DICOM, and a `NIFTI`
+    /// resource with the image and its JSON under dcm2niix's default names
+    /// (`<series>_<scan>.nii.gz`).
+    fn dcm2niix_scan(&mut self, spec: &ScanSpec, id: &str, quality: &str, seed: u8) -> MockScan {
+        let stem = format!("{}_{id}", spec.series);
+        let image = nifti_gz(spec.dims, spec.tr, seed);
+        let nifti = MockFile::new(format!("{stem}.nii.gz"), Body::Memory(image));
+        let (_, json) = &spec.sidecars[0];
+        let json = MockFile::new(format!("{stem}.json"), Body::Memory(json.clone().into()));
+        let resources = vec![
+            self.dicom(id),
+            self.resource("NIFTI", "NIFTI", vec![nifti, json]),
+        ];
+        MockScan {
+            series_description: spec.series.into(),
+            quality: quality.into(),
+            ..scan(id, spec.series, resources)
+        }
     }
 
     /// A session as `dcm2bids-session` leaves it: scans with `NIFTI` and `BIDS` resources, and
@@ -286,8 +310,10 @@ impl Dataset {
     /// Adds project [`PROJECT`] of `subjects` subjects of two `dcm2bids-session` sessions
     /// each, and one session of each other case (see the module's doc): subject `TREE_01`
     /// (a whole tree), `NAMES_01` (BIDS names, no `*_scans.tsv`), `RAW_01` (NIfTI under
-    /// dcm2niix's names), `COL_01` and `COL-01` (one label once sanitised), `DICOM_01`
-    /// (DICOM only). Accession IDs `XNAT_E200001` on.
+    /// dcm2niix's names: T1_MPRAGE scans 2 and 6, unusable, rsfMRI scans 3 and 5, DTI_64dir
+    /// scan 4), `COL_01` and `COL-01` (one label once sanitised), `DICOM_01` (DICOM only).
+    /// Accession IDs `XNAT_E200001` on. The project has no BIDS map: [`BIDS_MAP`] is one for
+    /// its series.
     pub fn with_bids(mut self, subjects: usize) -> Dataset {
         if subjects == 0 {
             return self;
@@ -309,7 +335,11 @@ impl Dataset {
         let base = "sub-NAMES01_ses-NAMES01MR1";
         let scans = b.converted_scans(base, true, 3);
         sessions.push(b.session("NAMES_01", "NAMES_01_MR1", scans, Vec::new()));
-        let scans = b.converted_scans("", false, 4);
+        // Scans 2-4 as dcm2niix names them, then a second rest run (5) and an unusable T1 (6).
+        let mut scans = b.converted_scans("", false, 4);
+        let specs = scan_specs();
+        scans.push(b.dcm2niix_scan(&specs[1], "5", "usable", 8));
+        scans.push(b.dcm2niix_scan(&specs[0], "6", "unusable", 9));
         sessions.push(b.session("RAW_01", "RAW_01_MR1", scans, Vec::new()));
         sessions.push(b.dcm2bids_session("COL_01", "COL_01_MR1", 5));
         sessions.push(b.dcm2bids_session("COL-01", "COL-01_MR1", 6));

@@ -15,6 +15,20 @@ pub struct Dataset {
     pub projects: Vec<MockProject>,
     /// Sessions shared into other projects than their own.
     pub shares: Vec<Share>,
+    /// What XNAT's configuration service holds (`/data/config/...`,
+    /// `/data/projects/{p}/config/...`).
+    pub configs: Vec<MockConfig>,
+}
+
+/// A configuration of XNAT's configuration service: a tool's text at a path, site-wide or a
+/// project's. XNAT: xnat-web `org/nrg/xnat/restlet/resources/ConfigResource.java`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockConfig {
+    /// The project's ID; `None`: site-wide.
+    pub project: Option<String>,
+    pub tool: String,
+    pub path: String,
+    pub contents: String,
 }
 
 /// A session shared into another project, where it is listed under a label of its own there
@@ -362,6 +376,7 @@ impl Dataset {
         let mut data = Dataset {
             projects,
             shares: Vec::new(),
+            configs: Vec::new(),
         };
         data.number_subjects();
         Ok(data)

@@ -192,6 +192,21 @@ fn streamed(
 
 #[async_trait]
 impl XnatApi for MemoryXnat {
+    async fn config(
+        &self,
+        project: Option<&str>,
+        tool: &str,
+        path: &str,
+    ) -> Result<Option<String>> {
+        self.call("config")?;
+        let found = self
+            .data
+            .configs
+            .iter()
+            .find(|c| c.project.as_deref() == project && c.tool == tool && c.path == path);
+        Ok(found.map(|c| c.contents.clone()))
+    }
+
     async fn projects(&self) -> Result<Vec<Project>> {
         self.call("projects")?;
         Ok(json::projects(&rows(

@@ -237,6 +237,13 @@ fn route(
     headers: &HeaderMap,
 ) -> Response {
     let data = &state.data;
+    match segs {
+        ["config", tool, path @ ..] => return config(state, None, tool, path, query),
+        ["projects", p, "config", tool, path @ ..] => {
+            return config(state, Some(p), tool, path, query);
+        }
+        _ => {}
+    }
     let is_listing =
         !matches!(segs.iter().position(|s| *s == "files"), Some(i) if i + 1 < segs.len());
     let format = query.get("format").map(String::as_str);
@@ -326,6 +333,39 @@ fn route(
         },
         _ => not_found("resource"),
     }
+}
+
+/// A configuration of XNAT's configuration service: with `contents=true` its text alone,
+/// else a one-row table (as listings are); 404 when there is none (or no such project).
+/// XNAT: xnat-web `org/nrg/xnat/restlet/resources/ConfigResource.java` (`represent`).
+fn config(
+    state: &MockState,
+    project: Option<&str>,
+    tool: &str,
+    path: &[&str],
+    query: &HashMap<String, String>,
+) -> Response {
+    if project.is_some_and(|p| !state.data.projects.iter().any(|x| x.id == p)) {
+        return not_found("project");
+    }
+    let path = path.join("/");
+    let found = state
+        .data
+        .configs
+        .iter()
+        .find(|c| c.project.as_deref() == project && c.tool == tool && c.path == path);
+    let Some(c) = found else {
+        return not_found("config");
+    };
+    if query.get("contents").is_some_and(|v| v == "true") && query.get("meta").is_none() {
+        return c.contents.clone().into_response();
+    }
+    let row = json!({
+        "tool": c.tool, "path": c.path, "project": c.project.clone().unwrap_or_default(),
+        "user": "admin", "create_date": "2025-01-02 03:04:05.0", "reason": "",
+        "contents": c.contents, "unversioned": "false", "version": "1", "status": "enabled",
+    });
+    listing(vec![row], true)
 }
 
 #[cfg(test)]

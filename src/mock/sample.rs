@@ -324,6 +324,7 @@ impl Dataset {
                 },
             ],
             shares: Vec::new(),
+            configs: Vec::new(),
         };
         data.number_subjects();
         data
@@ -446,6 +447,7 @@ impl Dataset {
         Dataset {
             projects: vec![project("P", vec![Arc::new(session)]), project("..", vec![])],
             shares: Vec::new(),
+            configs: Vec::new(),
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct MountOptions {
     pub verify: crate::cache::Verify,
     /// The root shows the project as a BIDS dataset (`--bids`).
     pub bids: bool,
+    /// How scans without BIDS names are named there (`--bids-map`).
+    pub bids_map: Option<crate::bids::bidsmap::BidsMap>,
 }
 
 /// Session trees fetched ahead at once while a folder of sessions is walked, by default.
@@ -354,7 +356,7 @@ pub fn mount(
     let tree = Tree::new(api, root, opts.dir_ttl)
         .with_crawl_ahead(opts.crawl_ahead)
         .with_scan_names(opts.scan_names)
-        .with_bids(url, fetcher.clone());
+        .with_bids(url, fetcher.clone(), opts.bids_map.clone());
     let tree = Arc::new(tree);
     let core = XnatFs::new(
         tree.clone(),

@@ -52,8 +52,27 @@ pub trait XnatApi: Send + Sync {
     async fn download_range(&self, uri: &str, start: u64, end: Option<u64>) -> Result<Download>;
     /// Starts the download of a resource's files as one ZIP (`.../files?format=zip`).
     async fn download_zip(&self, resource: &ResourceRef) -> Result<Download>;
+    /// The text XNAT's configuration service holds for `tool` at `path`, the project's
+    /// (`project` given) or the site's; `None` when there is none, or it is disabled. This
+    /// default knows of none.
+    async fn config(
+        &self,
+        _project: Option<&str>,
+        _tool: &str,
+        _path: &str,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Drops whatever is remembered of a resource's files listing (a file of it is gone).
     fn forget_files(&self, _resource: &ResourceRef) {}
+}
+
+/// The address of a configuration of XNAT's configuration service.
+pub fn config_path(project: Option<&str>, tool: &str, path: &str) -> String {
+    match project {
+        Some(p) => format!("/data/projects/{p}/config/{tool}/{path}"),
+        None => format!("/data/config/{tool}/{path}"),
+    }
 }
 
 /// A session's whole tree asked listing by listing: its scans, each scan's resources, each

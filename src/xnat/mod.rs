@@ -17,7 +17,8 @@ mod streamed;
 pub mod suggest;
 
 pub use api::{
-    XnatApi, assessor_trees, derived, resource_tree, session_tree_by_listings, unreadable_files,
+    XnatApi, assessor_trees, config_path, derived, resource_tree, session_tree_by_listings,
+    unreadable_files,
 };
 pub use error::{Result, XnatError};
 pub use find::{check_project, find_session, named_sessions, unknown};

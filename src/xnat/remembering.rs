@@ -332,6 +332,17 @@ fn files_key(resource: &ResourceRef) -> String {
 
 #[async_trait]
 impl XnatApi for RememberingApi {
+    async fn config(
+        &self,
+        project: Option<&str>,
+        tool: &str,
+        path: &str,
+    ) -> Result<Option<String>> {
+        let key = format!("config/{}/{tool}/{path}", project.unwrap_or("-"));
+        self.remembered(key, self.inner.config(project, tool, path))
+            .await
+    }
+
     async fn projects(&self) -> Result<Vec<Project>> {
         self.remembered("projects".into(), self.inner.projects())
             .await

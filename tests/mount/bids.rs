@@ -6,8 +6,8 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use xnatfs::mock::bids::PROJECT;
-use xnatfs::mock::data::Dataset;
+use xnatfs::mock::bids::{BIDS_MAP, PROJECT};
+use xnatfs::mock::data::{Dataset, MockConfig};
 
 /// The venv holding `bids-validator-deno` and pybids; `None` (the test says it skips) when it
 /// is missing outside CI; under CI a missing tool fails the test.
@@ -88,7 +88,14 @@ print(json.dumps({
 #[test]
 fn the_bids_view_validates_and_pybids_finds_every_subject_session_and_run() {
     let Some(tools) = tools() else { return };
-    let data = Dataset::default().with_bids(3);
+    let mut data = Dataset::default().with_bids(3);
+    // The project's BIDS map, in XNAT's configuration service, names RAW_01's scans.
+    data.configs.push(MockConfig {
+        project: Some(PROJECT.into()),
+        tool: "bids".into(),
+        path: "bidsmap".into(),
+        contents: BIDS_MAP.into(),
+    });
     let mock = start_mock(data.clone());
     let m = mount_bids(&mock.url(), &[]);
     let (errors, status) = validator_errors(&tools, &m.mountpoint);
@@ -97,16 +104,20 @@ fn the_bids_view_validates_and_pybids_finds_every_subject_session_and_run() {
     let layout = pybids_layout(&tools, &m.mountpoint);
     assert_eq!(
         layout["subjects"],
-        serde_json::json!(["NAMES01", "P001", "P002", "P003", "TREE01"])
+        serde_json::json!(["NAMES01", "P001", "P002", "P003", "RAW01", "TREE01"])
     );
-    let mut sessions = vec!["1".to_string(), "NAMES01MR1".to_string()];
+    let mut sessions = vec!["1".to_string(), "MR1".to_string(), "NAMES01MR1".to_string()];
     for n in 1..=3 {
         sessions.extend([format!("P00{n}MR1"), format!("P00{n}MR2")]);
     }
     assert_eq!(layout["sessions"], serde_json::json!(sessions));
     assert_eq!(layout["tasks"], serde_json::json!(["rest"]));
-    // Three images a converted session (T1w, bold, dwi), two in the whole tree.
-    assert_eq!(layout["images"].as_array().unwrap().len(), 7 * 3 + 2);
+    // Three images a converted session (T1w, bold, dwi), two in the whole tree, three mapped
+    // (T1w and two runs of rest).
+    let images = layout["images"].as_array().unwrap();
+    assert_eq!(images.len(), 7 * 3 + 2 + 3, "{images:#?}");
+    let run = "sub-RAW01/ses-MR1/func/sub-RAW01_ses-MR1_task-rest_run-02_bold.nii.gz";
+    assert!(images.contains(&serde_json::json!(run)), "{images:#?}");
     // A NIfTI read through the view is XNAT's bytes, and names its XNAT source.
     let session = &data.projects[0].sessions[0];
     let image = &session.scans[1].resources[1].files[0];
@@ -139,7 +150,19 @@ fn the_bids_view_validates_and_pybids_finds_every_subject_session_and_run() {
 fn a_session_added_on_the_server_shows_in_the_bids_view_after_dir_ttl() {
     let mock = start_mock(Dataset::default().with_bids(1));
     let addr = mock.addr;
-    let m = mount_bids(&mock.url(), &["--dir-ttl", "1s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("bidsmap.json");
+    std::fs::write(&map, BIDS_MAP).unwrap();
+    let m = mount_bids(
+        &mock.url(),
+        &["--dir-ttl", "1s", "--bids-map", map.to_str().unwrap()],
+    );
+    // The map given names RAW_01's scans.
+    let anat = m.path("sub-RAW01/ses-MR1/anat");
+    assert_eq!(
+        dir_names(&anat),
+        ["sub-RAW01_ses-MR1_T1w.json", "sub-RAW01_ses-MR1_T1w.nii.gz"]
+    );
     let participants = m.path("participants.tsv");
     let listed = std::fs::read_to_string(&participants).unwrap();
     assert!(
@@ -168,7 +191,18 @@ fn bids_without_a_project_is_refused_with_what_to_give() {
     let mock = start_mock(Dataset::default().with_bids(1));
     let home = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
+    let bad = home.path().join("bad.json");
+    std::fs::write(&bad, r#"{"T1_MPRAGE": "T1w"}"#).unwrap();
+    let bad = bad.to_str().unwrap();
     for (args, want) in [
+        (
+            vec!["--bids", "-P", PROJECT, "--bids-map", bad],
+            "not a BIDS map",
+        ),
+        (
+            vec!["--bids", "-P", PROJECT, "--bids-map", "/nonexistent"],
+            "cannot read the BIDS map /nonexistent",
+        ),
         (vec!["--bids"], "give it with -P PROJECT"),
         (
             vec!["--bids", "-E", "XNAT_E200001"],

@@ -60,6 +60,7 @@ fn cohort(n: usize) -> Dataset {
             sessions,
         }],
         shares: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

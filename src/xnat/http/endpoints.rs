@@ -65,6 +65,30 @@ impl HttpXnat {
 
 #[async_trait]
 impl XnatApi for HttpXnat {
+    /// As a listing (`format=json`: one row of `tool, path, project, user, create_date,
+    /// reason, contents, unversioned, version, status`), so that it is retried as listings
+    /// are; 404 when there is none. XNAT: xnat-web
+    /// `org/nrg/xnat/restlet/resources/ConfigResource.java` (`represent`).
+    async fn config(
+        &self,
+        project: Option<&str>,
+        tool: &str,
+        path: &str,
+    ) -> Result<Option<String>> {
+        let at = crate::xnat::config_path(project, tool, path);
+        match self.get_json(&at, "").await {
+            Err(XnatError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+            Ok(body) => {
+                let rows = json::result_rows(&body, &at)?;
+                Ok(rows
+                    .first()
+                    .filter(|row| json::field(row, "status") != "disabled")
+                    .map(|row| json::field(row, "contents")))
+            }
+        }
+    }
+
     async fn projects(&self) -> Result<Vec<Project>> {
         Ok(json::projects(&self.rows("/data/projects", "").await?))
     }
