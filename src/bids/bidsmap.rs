@@ -64,6 +64,26 @@ impl BidsMap {
     }
 }
 
+/// The BIDS map XNAT's configuration service holds for `project`: the site's
+/// (`/data/config/bids/bidsmap`) with the project's entries over it, as `dcm2bids-session`
+/// merges them; `None` when there is neither. One that cannot be read or parsed is left out,
+/// and said so.
+pub async fn configured(api: &dyn crate::xnat::XnatApi, project: &str) -> Option<BidsMap> {
+    let mut merged: Option<BidsMap> = None;
+    for scope in [None, Some(project)] {
+        let at = crate::xnat::config_path(scope, "bids", "bidsmap");
+        match api.config(scope, "bids", "bidsmap").await {
+            Ok(None) => {}
+            Ok(Some(text)) => match BidsMap::parse(&text) {
+                Ok(map) => merged = Some(merged.unwrap_or_default().overridden_by(map)),
+                Err(e) => tracing::warn!("BIDS view: the BIDS map at {at} is left out: {e}"),
+            },
+            Err(e) => tracing::warn!("BIDS view: cannot read the BIDS map at {at}: {e}"),
+        }
+    }
+    merged.filter(|m| !m.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,3 +358,31 @@ fn by_map(
     }
     Ok(placed)
 }
+
+/// The scans' and the session's own resources of session `session_id`'s tree, with their
+/// files (none for a resource XNAT would not list).
+pub fn resources_of_tree(session_id: &str, tree: crate::xnat::SessionTree) -> Vec<SessionResource> {
+    let files = |r: crate::xnat::ResourceTree| match r.unreadable {
+        Some(_) => None,
+        None => Some(crate::xnat::file_list(r.files)),
+    };
+    let mut out = Vec::new();
+    for s in tree.scans {
+        let scan = Arc::new(s.scan);
+        for r in s.resources {
+            out.push(SessionResource {
+                res: Arc::new(ResourceRef::of(session_id, Some(&scan.id), &r.resource)),
+                scan: Some(scan.clone()),
+                files: files(r),
+            });
+        }
+    }
+    for r in tree.resources {
+        out.push(SessionResource {
+            res: Arc::new(ResourceRef::of(session_id, None, &r.resource)),
+            scan: None,
+            files: files(r),
+        });
+    }
+    out
+}

@@ -54,6 +54,17 @@ impl View {
         self.dirs.get(path).map(|d| d.iter())
     }
 
+    /// Every file of the view, with its path, in path order of its folders.
+    pub fn files(&self) -> impl Iterator<Item = (String, &Entry)> {
+        self.dirs.iter().flat_map(|(dir, entries)| {
+            let files = entries.iter().filter(|(_, e)| !matches!(e, Entry::Dir(_)));
+            files.map(move |(name, e)| match dir.is_empty() {
+                true => (name.clone(), e),
+                false => (format!("{dir}/{name}"), e),
+            })
+        })
+    }
+
     /// Puts `entry` at `path`, making the folders above it; a path taken already, or with a
     /// component that is no safe name, is left out (`false`).
     fn put(&mut self, path: &str, entry: Entry) -> bool {

@@ -203,7 +203,7 @@ fn serve(
 }
 
 /// The BIDS map in `file`, checked before anything is mounted.
-fn bids_map(file: Option<&Path>) -> Result<Option<crate::bids::bidsmap::BidsMap>> {
+pub(super) fn bids_map(file: Option<&Path>) -> Result<Option<crate::bids::bidsmap::BidsMap>> {
     let Some(file) = file else { return Ok(None) };
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the BIDS map {}", file.display()))?;

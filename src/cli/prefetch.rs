@@ -90,6 +90,20 @@ pub struct PrefetchArgs {
     /// total, files, bytes, failures, skipped items, status and exit code. No progress output.
     #[arg(long)]
     pub json: bool,
+    /// The files of the project's BIDS view (what `mount -P PROJ --bids` shows), into the
+    /// cache (a `mount --bids` then reads them with no request, even offline) or, with --out
+    /// DIR, as a plain BIDS dataset at DIR (dataset_description.json, participants.tsv and
+    /// the rest included). Needs -P (or a profile's default project).
+    #[arg(long, conflicts_with_all = ["sessions", "resources", "exclude_resource", "session_resources", "assessors", "reconstructions", "name"])]
+    pub bids: bool,
+    /// With --bids, only the files BIDS indexers read (pybids, the validator, fMRIPrep's
+    /// first step): the JSON sidecars, TSV tables and bval/bvec files, not the images.
+    #[arg(long, requires = "bids")]
+    pub bids_metadata_only: bool,
+    /// With --bids, name scans that have no BIDS names by this BIDS map (as `mount
+    /// --bids-map` does).
+    #[arg(long, value_name = "FILE", requires = "bids")]
+    pub bids_map: Option<PathBuf>,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -104,7 +118,9 @@ pub fn after_help() -> String {
         xnatfs prefetch -P MYPROJ -E SUBJ01_MR1 -s 1,2 -r DICOM  # scans 1 and 2, DICOM only\n  \
         xnatfs prefetch -P MYPROJ --out ./data -w 8              # every session of a project\n  \
         xnatfs prefetch -E XNAT_E00001 --session-resources --exclude-resource SNAPSHOTS --dry-run\n  \
-        xnatfs prefetch -P MYPROJ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT -q  # one node's part (sbatch --array=0-9)\n\n\
+        xnatfs prefetch -P MYPROJ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT -q  # one node's part (sbatch --array=0-9)\n  \
+        xnatfs prefetch -P MYPROJ --bids --bids-metadata-only    # what pybids and BIDS apps index, into the cache\n  \
+        xnatfs prefetch -P MYPROJ --bids --out ./bids            # the project as a plain BIDS dataset\n\n\
         {}",
         exit::prefetch_table()
     )
@@ -194,9 +210,29 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
         ),
         Destination::Out { .. } => client.clone(),
     };
+    let bids = match args.bids {
+        false => None,
+        true => Some(crate::prefetch::bids::BidsPrefetch {
+            metadata_only: args.bids_metadata_only,
+            map: super::mount::bids_map(args.bids_map.as_deref())?,
+            server_url: settings.url.clone(),
+        }),
+    };
+    let project = match (args.bids, &args.project) {
+        (true, None) => match &settings.default_project {
+            Some(p) => Some(p.clone()),
+            None => {
+                return Err(crate::cli::exit::UsageError(
+                    "--bids prefetches a project's BIDS view: give it with -P PROJECT (or a profile's default project)".into(),
+                )
+                .into());
+            }
+        },
+        _ => args.project.clone(),
+    };
     let opts = crate::prefetch::PrefetchOptions {
         sessions: args.sessions.clone(),
-        project: args.project.clone(),
+        project,
         default_project: settings.default_project.clone(),
         selection,
         destination,
@@ -208,6 +244,7 @@ fn prefetch(args: PrefetchArgs) -> Result<(Exit, Option<Summary>)> {
         shard: args.shard,
         verify: args.verify,
         json: args.json,
+        bids,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {

@@ -146,7 +146,9 @@ async fn build_view(
     let list = api.sessions(&project.id).await?;
     let map = match given {
         Some(map) => Some(map),
-        None => configured_map(api.as_ref(), &project.id).await,
+        None => crate::bids::bidsmap::configured(api.as_ref(), &project.id)
+            .await
+            .map(Arc::new),
     };
     if let Ok(projects) = api.projects().await
         && let Some(p) = projects.into_iter().find(|p| p.id == project.id)
@@ -199,24 +201,4 @@ fn resources_of(s: &Session, model: &SessionModel) -> Vec<SessionResource> {
         files: files.clone(),
     });
     scans.chain(own).collect()
-}
-
-/// The BIDS map XNAT's configuration service holds for `project`: the site's
-/// (`/data/config/bids/bidsmap`) with the project's entries over it, as `dcm2bids-session`
-/// merges them; `None` when there is neither. One that cannot be read or parsed is left out,
-/// and said so.
-async fn configured_map(api: &dyn XnatApi, project: &str) -> Option<Arc<BidsMap>> {
-    let mut merged: Option<BidsMap> = None;
-    for scope in [None, Some(project)] {
-        let at = crate::xnat::config_path(scope, "bids", "bidsmap");
-        match api.config(scope, "bids", "bidsmap").await {
-            Ok(None) => {}
-            Ok(Some(text)) => match BidsMap::parse(&text) {
-                Ok(map) => merged = Some(merged.unwrap_or_default().overridden_by(map)),
-                Err(e) => tracing::warn!("BIDS view: the BIDS map at {at} is left out: {e}"),
-            },
-            Err(e) => tracing::warn!("BIDS view: cannot read the BIDS map at {at}: {e}"),
-        }
-    }
-    merged.filter(|m| !m.is_empty()).map(Arc::new)
 }

@@ -45,12 +45,14 @@ pub struct Outcome {
     pub summaries: Vec<super::summary::SessionSummary>,
 }
 
-/// Plans `sessions` and transfers what they hold into `opts.destination`, partial files in
-/// `tmp_dir`. Errors: a `-s`/`-r` filter that matches in none of the sessions (then nothing
-/// was transferred).
+/// Plans `sessions` (or takes their plans `ready`, one a session, made already) and transfers
+/// what they hold into `opts.destination`, partial files in `tmp_dir`. Errors: a `-s`/`-r`
+/// filter that matches in none of the sessions (then nothing was transferred).
+#[allow(clippy::too_many_arguments)]
 pub async fn prefetch(
     api: Arc<dyn XnatApi>,
     sessions: Vec<(String, Session)>,
+    ready: Option<Vec<SessionPlan>>,
     opts: &PrefetchOptions,
     policy: &TransferPolicy,
     breaker: Arc<Breaker>,
@@ -71,6 +73,14 @@ pub async fn prefetch(
         let breaker = breaker.clone();
         let at_once = plan_concurrency(opts.workers);
         planner.spawn(async move {
+            if let Some(ready) = ready {
+                for one in ready {
+                    if tx.send(Ok(one)).await.is_err() {
+                        break;
+                    }
+                }
+                return;
+            }
             let mut plans = futures::stream::iter(sessions)
                 .map(move |(dir, s)| {
                     let (api, selection) = (api.clone(), selection.clone());
@@ -93,7 +103,11 @@ pub async fn prefetch(
         &opts.destination,
         tmp_dir,
         opts.workers,
-        opts.method,
+        // A BIDS view's names are not all XNAT's: never from a resource's ZIP.
+        match opts.bids {
+            Some(_) => super::transfer::Method::Files,
+            None => opts.method,
+        },
         policy,
         progress,
         breaker.clone(),

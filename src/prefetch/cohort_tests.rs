@@ -124,6 +124,7 @@ fn options(root: &Path, scans: &str) -> PrefetchOptions {
         quiet: true,
         verify: crate::cache::Verify::Md5,
         json: false,
+        bids: None,
         shard: None,
     }
 }
@@ -147,6 +148,7 @@ async fn run(api: Arc<Staged>, opts: &PrefetchOptions) -> (Result<Outcome>, u64)
     let run = prefetch(
         api,
         sessions,
+        None,
         opts,
         &policy,
         Arc::new(Breaker::default()),

@@ -3,6 +3,7 @@
 //! planned from their listings while those planned before transfer ([`cohort`]). Re-runs
 //! transfer only what is missing or wrong. `--shard I/N` takes one part of the sessions.
 
+pub mod bids;
 pub mod breaker;
 pub mod cohort;
 pub mod destination;
@@ -21,7 +22,7 @@ pub mod zip_stream;
 use crate::units::{count, files, human_bytes, human_rate};
 use crate::xnat::retry::PREFETCH_BODY_ATTEMPTS;
 use crate::xnat::{Session, XnatApi, named_sessions};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use breaker::{Breaker, Unreachable};
 use destination::{Destination, RunTmp};
 use futures::StreamExt;
@@ -82,6 +83,9 @@ pub const LISTED_AT_MOST: usize = 20;
 pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcome> {
     let started = Instant::now();
     let mut sessions = resolve_sessions(api.as_ref(), opts).await?;
+    // The BIDS view is of every session of the project (a clash of labels shows only among
+    // all of them), whichever shard this run takes.
+    let all_sessions = opts.bids.as_ref().map(|_| sessions.clone());
     if let Destination::Out { name: Some(_), .. } = &opts.destination
         && sessions.len() > 1
     {
@@ -116,7 +120,47 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
         }
     }
     let breaker = Arc::new(Breaker::default());
+    let mut ready = None;
+    let mut bids_notes = Vec::new();
+    if let (Some(bids), Some(all)) = (&opts.bids, &all_sessions) {
+        let project = opts.project.as_deref().unwrap_or_default();
+        let map = bids.map.as_ref();
+        let (view, problems) = match bids::view_of(
+            api.as_ref(),
+            project,
+            all,
+            map,
+            &bids.server_url,
+            &breaker,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return unreachable_planning(e),
+        };
+        if view.unmapped > 0 {
+            bids_notes.push(format!(
+                "{} of the project's sessions are not in its BIDS view (code/xnatfs/unmapped.tsv of `mount --bids` or --out says why)",
+                view.unmapped
+            ));
+        }
+        let mut plans =
+            bids::session_plans(&view, &sessions, &opts.destination, bids.metadata_only).await;
+        if let Some(first) = plans.first_mut() {
+            first.problems.extend(problems);
+        }
+        if let Destination::Out { root, .. } = &opts.destination
+            && !opts.dry_run
+        {
+            bids::write_made_files(&view, root)
+                .with_context(|| format!("cannot write the BIDS files into {}", root.display()))?;
+        }
+        ready = Some(plans);
+    }
     if opts.dry_run {
+        if let Some(plans) = ready {
+            return Ok(planned_dry_run(plans, bids_notes, opts, started));
+        }
         return dry_run(api.as_ref(), &sessions, opts, &breaker, started).await;
     }
     let run_tmp = RunTmp::new(&opts.destination, breaker.token())?;
@@ -133,6 +177,7 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
     let done = cohort::prefetch(
         api.clone(),
         sessions,
+        ready,
         opts,
         &policy,
         breaker.clone(),
@@ -142,7 +187,8 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
     .await;
     drop(run_tmp);
     progress.finish();
-    let done = done?;
+    let mut done = done?;
+    done.notes.extend(bids_notes);
     let mut told = capped(done.notes.iter().map(|n| format!("note: {n}")));
     let out = matches!(opts.destination, Destination::Out { .. });
     let secs = started.elapsed().as_secs_f64();
@@ -162,6 +208,50 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
         told,
         plan: None,
     })
+}
+
+/// A server taken for gone while the plan was made: nothing transferred.
+fn unreachable_planning(e: anyhow::Error) -> Result<Outcome> {
+    let gone = e.downcast::<Unreachable>()?;
+    let msg = format!("{gone} while planning; nothing transferred; run again to resume");
+    Ok(Outcome {
+        ending: Ending::Unreachable,
+        summary: summary::Summary::ended(Ending::Unreachable.name(), Some(msg.clone())),
+        told: vec![format!("xnatfs: {msg}")],
+        plan: None,
+    })
+}
+
+/// `--dry-run` of plans made already (a BIDS view's).
+fn planned_dry_run(
+    plans: Vec<plan::SessionPlan>,
+    notes: Vec<String>,
+    opts: &PrefetchOptions,
+    started: Instant,
+) -> Outcome {
+    let mut plan = plan::Plan {
+        notes,
+        ..plan::Plan::default()
+    };
+    for one in plans {
+        plan.resources.extend(one.resources);
+        plan.problems.extend(one.problems);
+    }
+    let told = capped(plan.notes.iter().map(|n| format!("note: {n}")));
+    let ending = if plan.problems.is_empty() {
+        Ending::Complete
+    } else {
+        Ending::Partial
+    };
+    let described =
+        (!opts.json).then(|| format!("{}dry run: nothing transferred\n", plan.describe()));
+    let summary = summary::Summary::new(&plan, None, ending, started.elapsed().as_secs_f64());
+    Outcome {
+        ending,
+        summary,
+        told,
+        plan: described,
+    }
 }
 
 /// `--dry-run`: plans every session (in parallel) and prints the plan.

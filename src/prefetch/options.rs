@@ -27,4 +27,6 @@ pub struct PrefetchOptions {
     pub verify: crate::cache::Verify,
     /// `--json`: stdout holds only the JSON summary (the caller prints it); no progress.
     pub json: bool,
+    /// `--bids`: the files of the project's BIDS view instead of the selection's.
+    pub bids: Option<super::bids::BidsPrefetch>,
 }

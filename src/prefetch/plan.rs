@@ -482,7 +482,7 @@ impl Planner<'_> {
 
 /// Marks the files already at their destination: checked in parallel on blocking threads
 /// (under `--out` it hashes them).
-async fn mark_present(resources: &mut [PlannedResource], dest: &Destination) {
+pub(super) async fn mark_present(resources: &mut [PlannedResource], dest: &Destination) {
     let checks: Vec<(usize, usize)> = resources
         .iter()
         .enumerate()

@@ -7,12 +7,14 @@
 #![allow(dead_code, unused_imports)]
 
 mod background;
+mod bids_tools;
 mod data;
 mod expect;
 mod mount;
 mod prefetch_run;
 
 pub use background::*;
+pub use bids_tools::*;
 pub use data::*;
 pub use expect::*;
 pub use mount::*;

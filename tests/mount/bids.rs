@@ -3,30 +3,9 @@
 
 use super::metadata::getxattr;
 use crate::common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use xnatfs::mock::bids::{BIDS_MAP, PROJECT};
 use xnatfs::mock::data::{Dataset, MockConfig};
-
-/// The venv holding `bids-validator-deno` and pybids; `None` (the test says it skips) when it
-/// is missing outside CI; under CI a missing tool fails the test.
-fn tools() -> Option<PathBuf> {
-    let dir = match std::env::var_os("XNATFS_TEST_TOOLS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/xnatfs-test-tools"),
-    };
-    if dir.join("bin/bids-validator-deno").exists() && dir.join("bin/python").exists() {
-        return Some(dir);
-    }
-    let missing = format!(
-        "the BIDS tools are not at {} (scripts/setup --test-tools installs them)",
-        dir.display()
-    );
-    assert!(std::env::var_os("CI").is_none(), "{missing}");
-    eprintln!("skipping: {missing}");
-    None
-}
 
 fn mount_bids(url: &str, extra: &[&str]) -> Mount {
     let mut args = vec!["-P", PROJECT, "--bids"];
@@ -34,60 +13,9 @@ fn mount_bids(url: &str, extra: &[&str]) -> Mount {
     MountBuilder::new(url).args(&args).mount()
 }
 
-/// The errors the BIDS validator finds in `dir` (warnings are fine), and its exit status.
-fn validator_errors(tools: &Path, dir: &Path) -> (Vec<String>, std::process::ExitStatus) {
-    let out = Command::new(tools.join("bin/bids-validator-deno"))
-        .arg(dir)
-        .args(["--format", "json"])
-        .output()
-        .expect("the validator runs");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the validator's output is no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let issues = report["issues"]["issues"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let errors = issues
-        .iter()
-        .filter(|i| i["severity"] == "error")
-        .map(|i| format!("{} {}", i["code"], i["location"]))
-        .collect();
-    (errors, out.status)
-}
-
-/// What pybids' `BIDSLayout` finds in `dir`: subjects, sessions, tasks, and the images.
-fn pybids_layout(tools: &Path, dir: &Path) -> serde_json::Value {
-    let script = r#"
-import json, sys, bids
-layout = bids.BIDSLayout(sys.argv[1])
-print(json.dumps({
-    "subjects": sorted(layout.get_subjects()),
-    "sessions": sorted(layout.get_sessions()),
-    "tasks": sorted(layout.get_tasks()),
-    "images": sorted(f.relpath for f in layout.get(extension=".nii.gz")),
-}))
-"#;
-    let out = Command::new(tools.join("bin/python"))
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "pybids failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn the_bids_view_validates_and_pybids_finds_every_subject_session_and_run() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = bids_tools() else { return };
     let mut data = Dataset::default().with_bids(3);
     // The project's BIDS map, in XNAT's configuration service, names RAW_01's scans.
     data.configs.push(MockConfig {

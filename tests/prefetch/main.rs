@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bids;
 mod derived;
 mod failures;
 mod helpers;
