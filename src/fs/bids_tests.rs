@@ -159,7 +159,7 @@ async fn a_bids_view_shows_each_source_and_leaves_out_what_cannot_be_placed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn indexing_a_bids_view_reads_the_scans_tables_and_no_image() {
+async fn indexing_a_bids_view_reads_the_scans_tables_and_sidecars_ahead_and_no_image() {
     let s = setup_rooted(
         Dataset::default().with_bids(3),
         Root::Bids(PROJECT.into()),
@@ -168,12 +168,21 @@ async fn indexing_a_bids_view_reads_the_scans_tables_and_no_image() {
     );
     let mut paths = Vec::new();
     find(&s.fs, ROOT_INO, "", &mut paths).await;
-    // One *_scans.tsv a dcm2bids-session session: 3 subjects of 2, and the colliding 2.
-    assert_eq!(s.api.body_calls(), 3 * 2 + 2);
+    // One *_scans.tsv a dcm2bids-session session (3 subjects of 2, and the colliding 2), and
+    // the JSON sidecars of the folders listed, fetched ahead: 3 a converted session, 3 of
+    // NAMES_01, 2 of the whole tree. No image, no bval/bvec.
+    let want = (3 * 2 + 2) + (3 * 2 * 3 + 3 + 2);
+    let started = std::time::Instant::now();
+    while s.api.body_calls() < want && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.api.body_calls(), want);
+    // A sidecar read is one fetched ahead: no request.
     let sidecar = "sub-P003/ses-P003MR2/func/sub-P003_ses-P003MR2_task-rest_bold.json";
     let json: serde_json::Value = serde_json::from_str(&read_text(&s.fs, sidecar).await).unwrap();
     assert_eq!(json["TaskName"], "rest");
-    assert_eq!(s.api.body_calls(), 3 * 2 + 2 + 1);
+    assert_eq!(s.api.body_calls(), want);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -444,6 +444,9 @@ pub(super) fn file_body(state: &MockState, file: Arc<MockFile>, headers: &Header
     let delay = Duration::from_millis(c.chunk_delay_ms.load(Ordering::SeqCst));
     let sent = c.bytes_sent.clone();
     c.file_gets.fetch_add(1, Ordering::SeqCst);
+    if file.path.ends_with(".nii") || file.path.ends_with(".nii.gz") {
+        c.image_gets.fetch_add(1, Ordering::SeqCst);
+    }
     let stream =
         futures::stream::unfold((file.clone(), start, stall), move |(file, pos, stall)| {
             let sent = sent.clone();

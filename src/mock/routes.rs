@@ -81,6 +81,7 @@ async fn answer(
             "requests": c.requests.load(Ordering::SeqCst),
             "logins": c.logins.load(Ordering::SeqCst),
             "file_gets": c.file_gets.load(Ordering::SeqCst),
+            "image_gets": c.image_gets.load(Ordering::SeqCst),
             "listings": c.listings.load(Ordering::SeqCst),
             "listings_max_in_flight": c.listings_max_in_flight.load(Ordering::SeqCst),
             "bytes_sent": c.bytes_sent.load(Ordering::SeqCst),

@@ -108,6 +108,8 @@ pub struct Controls {
     pub logins: AtomicU64,
     /// File bodies sent (GET of a file URI with status 200 or 206).
     pub file_gets: AtomicU64,
+    /// Of them, NIfTI images (`.nii`, `.nii.gz`): what a BIDS index must not fetch.
+    pub image_gets: AtomicU64,
     /// JSON listings and documents answered.
     pub listings: AtomicU64,
     /// A session's files listing ignores `all=true` while set, listing only the session's own

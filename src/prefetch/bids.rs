@@ -63,13 +63,6 @@ impl ReadFile for Whole<'_> {
     }
 }
 
-/// Whether a file of the view is one indexers read (`--bids-metadata-only`).
-fn is_metadata(path: &str) -> bool {
-    [".json", ".tsv", ".bval", ".bvec"]
-        .iter()
-        .any(|e| path.ends_with(e))
-}
-
 /// The BIDS view of `project` (its `sessions`), with the problems of sessions that could not
 /// be listed. Errors: only a server taken for gone.
 pub async fn view_of(
@@ -166,7 +159,7 @@ pub async fn session_plans(
         let Entry::Remote(res, file) = entry else {
             continue;
         };
-        if metadata_only && !is_metadata(&path) {
+        if metadata_only && !crate::bids::is_metadata(&path) {
             continue;
         }
         let Some(&i) = index.get(res.session_id.as_str()) else {
