@@ -223,6 +223,7 @@ impl Budget {
     }
 
     /// Whether `path` is open (and so kept from eviction).
+    #[cfg(test)]
     pub fn is_open(&self, path: &Path) -> bool {
         self.rel(path)
             .is_some_and(|rel| self.inner.lock().unwrap().open.contains_key(&rel))

@@ -23,8 +23,15 @@
 //! then renamed into place: a file under its final name is always complete and verified.
 //! Mount and prefetch share this cache; [`budget`] keeps it under its cap; [`stats`] reports
 //! and clears it.
+//!
+//! A cache file's life has one owner, this module: it is begun ([`NewCopies::begin_in`]),
+//! committed (checked, renamed into place and counted under the cap, in one call:
+//! [`PartialFile::commit`] and its kin), found current or not ([`Cache::open_current`]),
+//! pinned while open ([`Cache::pin`]: kept from eviction by this process and by others that
+//! share the cache, let go when the [`Pinned`] is dropped), and evicted ([`budget`], which
+//! nothing outside this module touches).
 
-pub mod budget;
+mod budget;
 pub mod digest_attr;
 pub mod index;
 pub mod lease;
@@ -32,6 +39,7 @@ pub mod md5_lanes;
 pub mod partial;
 pub mod stats;
 
+pub use budget::{default_limit, disk_space};
 pub use partial::{
     CommitError, PARTIAL_PREFIX, PartialFile, Verify, VerifyError, hash_file, hash_open, read_at,
 };
@@ -371,9 +379,43 @@ impl Cache {
         self.verify
     }
 
-    /// The size cap and use order of the cached files.
-    pub fn budget(&self) -> &budget::Budget {
-        &self.budget
+    /// Bytes of complete files in the cache.
+    pub fn used(&self) -> u64 {
+        self.budget.used()
+    }
+
+    /// The cache's cap, when one is set.
+    pub fn limit(&self) -> Option<u64> {
+        self.budget.limit()
+    }
+
+    /// Caps the cache at `limit` bytes (evicting now if it is over).
+    pub fn set_limit(&self, limit: u64) {
+        self.budget.set_limit(limit)
+    }
+
+    /// Makes room for a file of `incoming` bytes before it is written (see
+    /// [`budget::Budget::make_room`]).
+    pub fn make_room(&self, incoming: u64) {
+        self.budget.make_room(incoming)
+    }
+
+    /// Saves the use order of the cached files (merged with what other processes saved).
+    pub fn save_index(&self) -> io::Result<()> {
+        self.budget.save()
+    }
+
+    /// Counts what processes that shared the cache and died left (see
+    /// [`budget::Budget::catch_up_with_the_dead`]), then saves the use order.
+    pub fn catch_up_and_save_index(&self) -> io::Result<()> {
+        self.budget.catch_up_with_the_dead();
+        self.budget.save()
+    }
+
+    /// Whether the cache file at `path` is pinned (open, and so kept from eviction).
+    #[cfg(test)]
+    pub(crate) fn is_pinned(&self, path: &Path) -> bool {
+        self.budget.is_open(path)
     }
 
     pub fn area(&self) -> &Area {
@@ -440,6 +482,20 @@ impl Cache {
         Some((path, f))
     }
 
+    /// The cached copy of `file` when it is the listed file (see [`Self::open_current`]),
+    /// pinned: kept from eviction, by this process and by the others that share the cache,
+    /// until the [`Pinned`] is dropped.
+    pub fn pin(&self, res: &ResourceRef, file: &RemoteFile) -> Option<Pinned> {
+        let (path, f) = self.open_current(res, file)?;
+        self.budget.opened(&path);
+        lease::share(&f);
+        Some(Pinned {
+            path,
+            file: Arc::new(f),
+            budget: self.budget.clone(),
+        })
+    }
+
     /// Whether the cache file at `path` is `file` as listed now (see [`is_current_open`]).
     pub fn is_current(&self, path: &Path, file: &RemoteFile) -> bool {
         std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
@@ -451,9 +507,94 @@ impl Cache {
         self.area.tmp()
     }
 
+    /// How new copies of files are made in this cache: private to the user, checked as
+    /// [`Self::verify`] says, and counted under the cap once committed.
+    pub fn new_copies(&self) -> NewCopies {
+        NewCopies {
+            private: true,
+            verify: self.verify,
+            budget: Some(self.budget.clone()),
+        }
+    }
+
     /// Starts writing a new copy of a file, under a temporary name.
     pub fn begin(&self) -> io::Result<PartialFile> {
-        Ok(PartialFile::new_in(&self.tmp_dir(), true)?.verifying(self.verify))
+        self.new_copies().begin_in(&self.tmp_dir())
+    }
+}
+
+/// A complete cache file, checked current when it was pinned, held open and kept from
+/// eviction (see [`Cache::pin`]).
+pub struct Pinned {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+    budget: Arc<budget::Budget>,
+}
+
+impl Pinned {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file (the very one checked).
+    pub fn file(&self) -> &Arc<std::fs::File> {
+        &self.file
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.budget.closed(&self.path);
+    }
+}
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinned").field("path", &self.path).finish()
+    }
+}
+
+/// How new copies of files are made: with the cache's permissions or ordinary ones, checked
+/// how, and whether the cache counts them once committed ([`Cache::new_copies`]; plain
+/// copies outside the cache: [`NewCopies::plain`]).
+#[derive(Clone)]
+pub struct NewCopies {
+    private: bool,
+    verify: Verify,
+    budget: Option<Arc<budget::Budget>>,
+}
+
+impl std::fmt::Debug for NewCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCopies")
+            .field("private", &self.private)
+            .field("verify", &self.verify)
+            .field("counted", &self.budget.is_some())
+            .finish()
+    }
+}
+
+impl NewCopies {
+    /// Copies outside the cache (`prefetch --out`): ordinary permissions (those the umask
+    /// leaves), checked as `verify` says, counted by nobody.
+    pub fn plain(verify: Verify) -> NewCopies {
+        NewCopies {
+            private: false,
+            verify,
+            budget: None,
+        }
+    }
+
+    pub fn verify(&self) -> Verify {
+        self.verify
+    }
+
+    /// A new partial file in `tmp_dir`, on the file system of its destination (see
+    /// [`PartialFile::new_in`]).
+    pub fn begin_in(&self, tmp_dir: &Path) -> io::Result<PartialFile> {
+        Ok(PartialFile::new_in(tmp_dir, self.private)?
+            .verifying(self.verify)
+            .counted_by(self.budget.clone()))
     }
 }
 

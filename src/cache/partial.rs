@@ -59,6 +59,9 @@ pub struct PartialFile {
     verify: Verify,
     /// Whether [`Self::write`] hashes what it writes (see [`Self::hashed_elsewhere`]).
     hash_writes: bool,
+    /// The cache's size cap, which counts the file once it is in place (none: a copy outside
+    /// the cache).
+    budget: Option<std::sync::Arc<super::budget::Budget>>,
 }
 
 impl PartialFile {
@@ -83,7 +86,17 @@ impl PartialFile {
             private,
             verify: Verify::Md5,
             hash_writes: true,
+            budget: None,
         })
+    }
+
+    /// Counted by `budget` once committed.
+    pub(super) fn counted_by(
+        mut self,
+        budget: Option<std::sync::Arc<super::budget::Budget>>,
+    ) -> PartialFile {
+        self.budget = budget;
+        self
     }
 
     /// Checked as `verify` says when committed (by size alone: no MD5 is computed).
@@ -172,7 +185,7 @@ impl PartialFile {
     }
 
     /// Checks size (the answer's, else the listed one) and digest against the listing, then
-    /// renames the file to `dest`.
+    /// renames the file to `dest` and, for a cache file, counts it under the cache's cap.
     pub fn commit(self, file: &RemoteFile, dest: &Path) -> Result<(), CommitError> {
         let md5 = match (self.verify, self.hash_writes) {
             (Verify::Md5, true) => Some(hex::encode(self.hasher.clone().finalize())),
@@ -269,6 +282,9 @@ impl PartialFile {
                 .set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
         tmp.persist(dest).map_err(|e| e.error)?;
+        if let Some(budget) = &self.budget {
+            budget.added(dest, got);
+        }
         Ok(())
     }
 }

@@ -75,7 +75,7 @@ fn stats_and_clear() {
         (st[0].area.as_str(), st[0].files, st[0].bytes),
         ("http_a", 1, 5)
     );
-    a.budget().save().unwrap();
+    a.save_index().unwrap();
     assert!(a.area().index().exists());
     // In use (this process holds its lease, as a mount would): left as it is.
     let cleared = clear(dir.path(), Some("http://a")).unwrap();
@@ -91,7 +91,7 @@ fn stats_and_clear() {
     // Everything the area held goes, the index too: the next mount counts nothing.
     assert!(!area.index().exists());
     let reopened = Cache::open(dir.path(), "http://a").unwrap();
-    assert_eq!(reopened.budget().used(), 0);
+    assert_eq!(reopened.used(), 0);
     assert!(reopened.area().tmp().is_dir() && reopened.area().listings().is_dir());
     assert!(stats(&dir.path().join("none")).unwrap().is_empty());
 }
@@ -374,4 +374,44 @@ fn a_commit_after_the_area_was_removed_makes_nothing_again() {
     let e = part.commit(&f, &dest).unwrap_err().to_string();
     assert!(e.contains("was removed while in use"), "{e}");
     assert!(!cache.area().root().exists(), "the area was made again");
+}
+
+#[test]
+fn a_commit_counts_its_copy_and_a_pin_keeps_it_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://a").unwrap();
+    let r = res(Some("1"), "DICOM");
+    let commit = |copies: &NewCopies, tmp: &Path, name: &str, body: &[u8]| {
+        let f = remote(name, body, true);
+        let dest = cache.file_path(&r, name).unwrap();
+        let mut part = copies.begin_in(tmp).unwrap();
+        part.write(body).unwrap();
+        part.commit(&f, &dest).unwrap();
+        (f, dest)
+    };
+    // Committed into the cache: counted under its cap, by the commit itself.
+    let (old, old_path) = commit(&cache.new_copies(), &cache.tmp_dir(), "a.dcm", b"12345");
+    assert_eq!(cache.used(), 5);
+    // A plain copy (prefetch --out) is counted by nobody.
+    let out = tempfile::tempdir().unwrap();
+    let mut part = NewCopies::plain(Verify::Md5).begin_in(out.path()).unwrap();
+    part.write(b"xyz").unwrap();
+    part.commit(&remote("b", b"xyz", true), &out.path().join("b"))
+        .unwrap();
+    assert_eq!(cache.used(), 5);
+    // Pinned, the copy outlives a cap that has no room for it; let go, it is evicted.
+    let pin = cache.pin(&r, &old).unwrap();
+    assert_eq!(pin.path(), old_path);
+    assert!(cache.is_pinned(&old_path));
+    cache.set_limit(1);
+    assert!(old_path.exists());
+    drop(pin);
+    assert!(!cache.is_pinned(&old_path));
+    cache.set_limit(1);
+    assert!(!old_path.exists());
+    assert_eq!(cache.used(), 0);
+    // A copy that is not the listed file is not pinned.
+    let (_, _) = commit(&cache.new_copies(), &cache.tmp_dir(), "c.dcm", b"1");
+    assert!(cache.pin(&r, &remote("c.dcm", b"2", true)).is_none());
+    assert!(cache.pin(&r, &remote("c.dcm", b"1", true)).is_some());
 }

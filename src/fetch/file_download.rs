@@ -106,7 +106,7 @@ impl FileDownload {
         dest: PathBuf,
     ) -> Result<Arc<FileDownload>, FetchError> {
         let listed = file.size;
-        ctx.cache.budget().make_room(listed);
+        ctx.cache.make_room(listed);
         let part = ctx.cache.begin().map_err(FetchError::cache)?;
         part.reserve(file.size).map_err(FetchError::cache)?;
         let fd = part.reopen().map_err(FetchError::cache)?;
@@ -661,7 +661,6 @@ impl FileDownload {
             let _ = self.fd.set_len(0); // its space, though readers may hold it open
         } else {
             tracing::debug!("cached {}", self.dest.display());
-            self.ctx.cache.budget().added(&self.dest, size);
         }
         self.state.lock().unwrap().finished = Some(result);
         self.bump();

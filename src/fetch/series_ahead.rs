@@ -92,7 +92,7 @@ impl SeriesAhead {
             let next = {
                 let mut st = self.state.lock().unwrap();
                 let room = self.fetcher.memory_room();
-                let cap = self.fetcher.cache().budget().limit();
+                let cap = self.fetcher.cache().limit();
                 let Some((res, index)) = st.policy.next(Instant::now(), room, cap) else {
                     // Forget the listings of series the policy forgot.
                     let st = &mut *st;

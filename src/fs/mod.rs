@@ -26,7 +26,7 @@ mod tests;
 
 pub use errno::Errno;
 
-use crate::cache::read_at;
+use crate::cache::{Pinned, read_at};
 use crate::fetch::Fetcher;
 use crate::fetch::series::SeriesConfig;
 use crate::fetch::series_ahead::SeriesAhead;
@@ -98,8 +98,9 @@ pub enum Opened {
 
 struct OpenFile {
     ino: u64,
-    /// The complete cache file when it was there at open (kept from eviction while open).
-    cached: Option<PathBuf>,
+    /// The complete cache file when it was there at open: held to keep it from eviction
+    /// while open, let go when dropped.
+    _pinned: Option<Pinned>,
     res: Arc<ResourceRef>,
     file: Arc<RemoteFile>,
     /// The complete cache file, once there.
@@ -118,15 +119,12 @@ struct OpenFile {
 
 enum Handle {
     File(Arc<OpenFile>),
-    /// A cache file the kernel reads directly, and whether it pinned it in the cache (kept
-    /// from eviction while open).
+    /// A cache file the kernel reads directly, pinned in the cache while open when this
+    /// handle found it there (one that joins live passthrough handles whose copy is gone
+    /// since pins nothing: the kernel reads the backing file they share).
     Passthrough {
         ino: u64,
-        path: PathBuf,
-        pinned: bool,
-        /// The cache file, checked at open and held shared while open (see
-        /// [`crate::cache::lease`]).
-        pin: Option<std::fs::File>,
+        pin: Option<Pinned>,
     },
     /// A file xnatfs writes (its inode and bytes), served from memory.
     Made(u64, bytes::Bytes),
@@ -294,22 +292,17 @@ impl XnatFs {
             None => return Err(Errno::NOENT),
         };
         let cache = self.fetcher.cache();
-        // Before the lock: a copy kept before digests were kept is hashed once here.
-        let current = cache.open_current(&res, &file);
+        // Before the lock: a copy kept before digests were kept is hashed once here. The copy
+        // checked is held shared while open, so that no process sharing the cache evicts it.
+        let pin = cache.pin(&res, &file);
         // Verified against this listing, with another size than listed (a stale catalog).
-        let resized = current
+        let resized = pin
             .as_ref()
-            .and_then(|(_, f)| f.metadata().ok())
+            .and_then(|p| p.file().metadata().ok())
             .filter(|meta| self.fetcher.sizes().learn(&file, meta.len()))
             .map(|meta| meta.len() > file.size);
-        let cached = current.as_ref().map(|(path, _)| path.clone());
-        if let Some(path) = &cached {
-            cache.budget().opened(path);
-        }
         if let Some(series) = &self.series {
-            series.opened(&res, &file, cached.is_none(), || {
-                self.tree.known_files(&res)
-            });
+            series.opened(&res, &file, pin.is_none(), || self.tree.known_files(&res));
         }
         let mut kinds = self.open_kinds.lock().unwrap();
         let open = kinds.entry(ino).or_default();
@@ -320,41 +313,31 @@ impl XnatFs {
         if resized.is_some_and(|grew| grew || (open.passthrough == 0 && open.served == 0)) {
             self.tell_resized(ino);
         }
-        // The copy checked, held shared while open, so that no process sharing the cache
-        // evicts it.
-        let pin = current.map(|(_, f)| f);
-        if let Some(f) = &pin {
-            crate::cache::lease::share(f);
-        }
         let passthrough =
-            passthrough && (open.passthrough > 0 || (open.served == 0 && cached.is_some()));
+            passthrough && (open.passthrough > 0 || (open.served == 0 && pin.is_some()));
         if passthrough {
             open.passthrough += 1;
-            let pinned = cached.is_some();
             // Joining live passthrough handles whose cache copy is gone: the path only names
             // the file; the kernel reads the backing file they share.
-            let path = match cached.or_else(|| cache.file_path(&res, &file.path)) {
+            let path = match pin.as_ref().map(|p| p.path().to_path_buf()) {
                 Some(p) => p,
-                None => PathBuf::from(&file.path),
+                None => cache
+                    .file_path(&res, &file.path)
+                    .unwrap_or_else(|| PathBuf::from(&file.path)),
             };
-            let fh = self.add_handle(Handle::Passthrough {
-                ino,
-                path: path.clone(),
-                pinned,
-                pin,
-            });
+            let fh = self.add_handle(Handle::Passthrough { ino, pin });
             return Ok(Opened::Passthrough { fh, path });
         }
         open.served += 1;
-        let keep_cache = cached.is_some();
+        let keep_cache = pin.is_some();
         let direct = file.size_unknown && self.fetcher.sizes().of(&file).is_none();
         let local = OnceLock::new();
-        if let Some(f) = pin {
-            let _ = local.set(Arc::new(f));
+        if let Some(p) = &pin {
+            let _ = local.set(p.file().clone());
         }
         let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
             ino,
-            cached,
+            _pinned: pin,
             res,
             file,
             local,
@@ -479,20 +462,17 @@ impl XnatFs {
     }
 
     pub fn release(&self, fh: u64) {
-        let (ino, passthrough, pinned) = match self.handles.lock().unwrap().remove(&fh) {
-            Some(Handle::Passthrough {
-                ino, path, pinned, ..
-            }) => (ino, true, pinned.then_some(path)),
-            Some(Handle::File(f)) => (f.ino, false, f.cached.clone()),
+        // A pinned copy is let go when its handle goes (an open file's once the reads still
+        // under way through it are over).
+        let (ino, passthrough) = match self.handles.lock().unwrap().remove(&fh) {
+            Some(Handle::Passthrough { ino, .. }) => (ino, true),
+            Some(Handle::File(f)) => (f.ino, false),
             Some(Handle::Made(ino, _)) => {
                 self.tree.closed(ino);
                 return;
             }
             _ => return,
         };
-        if let Some(path) = pinned {
-            self.fetcher.cache().budget().closed(&path);
-        }
         self.tree.closed(ino);
         let mut kinds = self.open_kinds.lock().unwrap();
         if let Some(open) = kinds.get_mut(&ino) {
@@ -511,7 +491,7 @@ impl XnatFs {
     /// the kernel to read.
     pub fn backing_file(&self, fh: u64) -> Option<std::fs::File> {
         match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Passthrough { pin: Some(f), .. }) => f.try_clone().ok(),
+            Some(Handle::Passthrough { pin: Some(p), .. }) => p.file().try_clone().ok(),
             _ => None,
         }
     }

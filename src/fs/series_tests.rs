@@ -129,7 +129,7 @@ fn setup(series: SeriesConfig, delay: Duration, cache_cap: Option<u64>) -> Setup
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "http://memory").unwrap();
     if let Some(cap) = cache_cap {
-        cache.budget().set_limit(cap);
+        cache.set_limit(cap);
     }
     let tree = Arc::new(Tree::new(
         slow.clone(),
@@ -316,7 +316,7 @@ async fn the_read_ahead_keeps_within_a_quarter_of_the_cache_cap() {
         cat(&s.fs, i).await;
     }
     assert_eq!(settled(&s.api).await, FILES, "nothing fetched twice");
-    assert!(s.cache.budget().used() <= 12 * SIZE as u64);
+    assert!(s.cache.used() <= 12 * SIZE as u64);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -216,7 +216,7 @@ async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
         .join("E1/scans/2/resources/DICOM/files/sub/deep/c.dcm");
     assert!(cached.is_file(), "the whole file went into the cache");
     assert!(
-        !s.cache.budget().is_open(&cached),
+        !s.cache.is_pinned(&cached),
         "it was not there at open: not pinned"
     );
     s.fs.release(fh);
@@ -236,12 +236,9 @@ async fn a_cached_file_opens_for_passthrough_pinned_until_released() {
         panic!("a complete cache file goes to the kernel when passthrough is allowed");
     };
     assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 30]);
-    assert!(
-        s.cache.budget().is_open(&path),
-        "kept from eviction while open"
-    );
+    assert!(s.cache.is_pinned(&path), "kept from eviction while open");
     s.fs.release(fh);
-    assert!(!s.cache.budget().is_open(&path), "and let go when released");
+    assert!(!s.cache.is_pinned(&path), "and let go when released");
     assert_eq!(s.api.body_calls(), bodies);
 }
 
@@ -265,7 +262,7 @@ async fn without_passthrough_a_cached_file_is_read_from_the_cache_at_once() {
         .data()
         .join("E1/scans/2/resources/DICOM/files/sub/deep/c.dcm");
     assert!(
-        s.cache.budget().is_open(&path),
+        s.cache.is_pinned(&path),
         "the cache file is pinned while open"
     );
     assert_eq!(
@@ -274,7 +271,7 @@ async fn without_passthrough_a_cached_file_is_read_from_the_cache_at_once() {
         "no wait"
     );
     s.fs.release(fh);
-    assert!(!s.cache.budget().is_open(&path));
+    assert!(!s.cache.is_pinned(&path));
     assert_eq!(s.api.body_calls(), bodies, "no request for a cached file");
 }
 
@@ -337,7 +334,7 @@ async fn opens_of_one_inode_never_mix_passthrough_and_page_cached_handles() {
     };
     s.fs.release(third);
     s.fs.release(fourth);
-    assert!(!s.cache.budget().is_open(&path));
+    assert!(!s.cache.is_pinned(&path));
     let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, true) else {
         panic!("nothing open and nothing cached: served");
     };

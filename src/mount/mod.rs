@@ -79,7 +79,7 @@ pub struct MountPlan {
     pub project: Option<String>,
     pub default_project: Option<String>,
     pub sessions: Vec<String>,
-    /// The cache's cap (default: [`crate::cache::budget::default_limit`]).
+    /// The cache's cap (default: [`crate::cache::default_limit`]).
     pub cache_size: Option<u64>,
     /// Where the log goes (for `xnatfs status`), if to a file.
     pub log_file: Option<PathBuf>,
@@ -129,14 +129,13 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
         let _runtime = rt.enter();
         plan.client.keep_alive()
     };
-    let budget = cache.budget();
     let limit = plan
         .cache_size
-        .unwrap_or_else(|| crate::cache::budget::default_limit(cache.area().root(), budget.used()));
-    budget.set_limit(limit);
+        .unwrap_or_else(|| crate::cache::default_limit(cache.area().root(), cache.used()));
+    cache.set_limit(limit);
     tracing::info!(
         "cache: {} used of a {} cap",
-        human_bytes(budget.used()),
+        human_bytes(cache.used()),
         human_bytes(limit)
     );
     let session = mount(rt, api, cache.clone(), root, opts, device, &url)?;
@@ -160,7 +159,7 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
             let shown = shown.clone();
             let saved = tokio::task::spawn_blocking(move || {
                 if let Some(state) = &shown
-                    && let Err(e) = state.refresh(cache.budget().used(), limit)
+                    && let Err(e) = state.refresh(cache.used(), limit)
                 {
                     tracing::debug!("cannot refresh the mount's state file: {e}");
                 }
@@ -168,8 +167,7 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
                     return Ok(());
                 }
                 // Before saving: what processes that died left is counted and capped.
-                cache.budget().catch_up_with_the_dead();
-                cache.budget().save()
+                cache.catch_up_and_save_index()
             })
             .await;
             if let Ok(Err(e)) = saved {
@@ -193,7 +191,7 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
             "the cache area {} is gone: nothing saved",
             cache.area().root().display()
         );
-    } else if let Err(e) = cache.budget().save() {
+    } else if let Err(e) = cache.save_index() {
         tracing::warn!("cannot save the cache index: {e}");
     }
     if let Some(task) = keepalive {
@@ -254,7 +252,7 @@ fn write_state(
         offline: plan.offline,
         cache_dir: std::path::absolute(&plan.cache_dir).unwrap_or(plan.cache_dir.clone()),
         cache_area: cache.area().root().to_path_buf(),
-        cache_bytes: cache.budget().used(),
+        cache_bytes: cache.used(),
         cache_limit: limit,
         log_file: plan.log_file.clone(),
     };

@@ -141,8 +141,7 @@ async fn run(api: Arc<Staged>, opts: &PrefetchOptions) -> (Result<Outcome>, u64)
     let policy = TransferPolicy {
         attempts: 2,
         stall_timeout: opts.io_timeout,
-        private: false,
-        verify: crate::cache::Verify::Md5,
+        copies: crate::cache::NewCopies::plain(crate::cache::Verify::Md5),
     };
     let progress = Arc::new(Progress::new(sessions.len() as u64, true));
     let run = prefetch(

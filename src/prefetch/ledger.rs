@@ -73,9 +73,6 @@ impl Ledger {
                 report.downloaded_files += 1;
                 report.downloaded_bytes += o.file.file.size;
                 report.retried += u64::from(o.retried);
-                if let Destination::Cache(cache) = &self.dest {
-                    cache.budget().added(&o.file.dest, o.file.file.size);
-                }
             }
             Err(why) => {
                 // The line names the file already: say why without naming it again.

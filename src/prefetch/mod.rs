@@ -171,8 +171,7 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
     let policy = TransferPolicy {
         attempts: PREFETCH_BODY_ATTEMPTS,
         stall_timeout: opts.io_timeout,
-        private: matches!(opts.destination, Destination::Cache(_)),
-        verify: opts.verify,
+        copies: opts.destination.new_copies(opts.verify),
     };
     let done = cohort::prefetch(
         api.clone(),

@@ -194,7 +194,7 @@ impl Transfers {
     pub async fn finish(mut self) -> Report {
         while self.tasks.join_next().await.is_some() {}
         if let Destination::Cache(cache) = &self.ctx.ledger.dest
-            && let Err(e) = cache.budget().save()
+            && let Err(e) = cache.save_index()
         {
             tracing::warn!("cannot save the cache index: {e}");
         }

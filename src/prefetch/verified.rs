@@ -1,7 +1,6 @@
 //! The verified whole-file download of a prefetch: one file, through a partial file, checked
 //! (size, and MD5 when listed) before it takes its final name.
 
-use crate::cache::PartialFile;
 use crate::fetch::{FetchError, ProgressMark};
 use crate::xnat::retry::Attempts;
 use crate::xnat::{RemoteFile, XnatApi, XnatError};
@@ -16,10 +15,9 @@ pub struct TransferPolicy {
     pub attempts: u32,
     /// Give up after this long without receiving a byte.
     pub stall_timeout: Duration,
-    /// Keep files private to the user (the cache), or with ordinary permissions (`--out`).
-    pub private: bool,
-    /// How each file is checked (`--verify`).
-    pub verify: crate::cache::Verify,
+    /// How each file is written and checked (`--verify`), and counted when it goes into
+    /// the cache.
+    pub copies: crate::cache::NewCopies,
 }
 
 /// Downloads `file` to `dest` through a partial file in `tmp_dir`, checking size and MD5 before
@@ -86,9 +84,7 @@ async fn download_once(
     let mut download = tokio::time::timeout(stall_timeout, api.download(&file.uri()))
         .await
         .map_err(|_| XnatError::Timeout(format!("no answer for {}", file.uri())))??;
-    let mut part = PartialFile::new_in(tmp_dir, policy.private)
-        .map_err(FetchError::cache)?
-        .verifying(policy.verify);
+    let mut part = policy.copies.begin_in(tmp_dir).map_err(FetchError::cache)?;
     // The answer's size, not the listed one, which can be stale (see `crate::fetch::sizes`).
     let size = download.total.unwrap_or(file.size);
     part.expect_size(size);

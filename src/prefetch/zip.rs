@@ -11,7 +11,7 @@ use super::plan::{PlannedFile, PlannedResource};
 use super::verified::TransferPolicy;
 use super::zip_stream::{EntryError, ZipStream};
 use crate::cache::md5_lanes::md5_many;
-use crate::cache::{PartialFile, Verify};
+use crate::cache::{NewCopies, PartialFile, Verify};
 use crate::xnat::{XnatApi, XnatError};
 use futures::TryStreamExt;
 use std::collections::{HashMap, HashSet};
@@ -69,8 +69,7 @@ pub async fn zip_resource(
         marker,
         tmp_dir: tmp,
         _own_tmp: own,
-        private: policy.private,
-        verify: policy.verify,
+        copies: policy.copies.clone(),
         events: tx,
         stop: breaker.token(),
     };
@@ -124,8 +123,7 @@ struct Unzip {
     tmp_dir: std::path::PathBuf,
     /// `tmp_dir` when it is this ZIP's own folder: removed once the unpacking is over.
     _own_tmp: Option<tempfile::TempDir>,
-    private: bool,
-    verify: Verify,
+    copies: NewCopies,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     /// The run is stopping: write nothing more.
     stop: CancellationToken,
@@ -191,7 +189,7 @@ impl Unzip {
                 tracing::debug!("ZIP entry {name:?} is compressed (method {})", entry.method);
             }
             let key = planned.file.path.clone();
-            let batched = self.verify == Verify::Md5
+            let batched = self.copies.verify() == Verify::Md5
                 && planned.file.digest.is_some()
                 && entry.size.is_some_and(|n| n <= BATCHED_ENTRY_MAX);
             let written = if batched {
@@ -244,9 +242,10 @@ impl Unzip {
             let committed = digest
                 .ok_or_else(|| "the prefetch is stopping".to_string())
                 .and_then(|digest| {
-                    let mut part = PartialFile::new_in(&self.tmp_dir, self.private)
+                    let mut part = self
+                        .copies
+                        .begin_in(&self.tmp_dir)
                         .map_err(|e| e.to_string())?
-                        .verifying(self.verify)
                         .hashed_elsewhere();
                     part.write(&data).map_err(|e| e.to_string())?;
                     part.expect_size(data.len() as u64);
@@ -288,8 +287,7 @@ impl Unzip {
         zip: &mut ZipStream<R>,
         entry: &super::zip_stream::Entry,
     ) -> Result<PartialFile, EntryError> {
-        let mut part =
-            PartialFile::new_in(&self.tmp_dir, self.private).map(|p| p.verifying(self.verify));
+        let mut part = self.copies.begin_in(&self.tmp_dir);
         let size = self.read_checked(zip, entry, |chunk| {
             let part = part
                 .as_mut()
@@ -366,8 +364,7 @@ mod tests {
             marker: "/files/".into(),
             tmp_dir: tmp.to_path_buf(),
             _own_tmp: None,
-            private: false,
-            verify: Verify::Md5,
+            copies: NewCopies::plain(Verify::Md5),
             events: tokio::sync::mpsc::unbounded_channel().0,
             stop: CancellationToken::new(),
         }

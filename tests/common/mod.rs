@@ -167,7 +167,7 @@ impl Tmpfs {
 
     /// Bytes free on it.
     pub fn free(&self) -> u64 {
-        xnatfs::cache::budget::disk_space(&self.path).map_or(0, |(_, free)| free)
+        xnatfs::cache::disk_space(&self.path).map_or(0, |(_, free)| free)
     }
 }
 
@@ -222,8 +222,7 @@ pub fn transfer_one(
     let policy = TransferPolicy {
         attempts,
         stall_timeout: stall,
-        private: false,
-        verify: Default::default(),
+        copies: xnatfs::cache::NewCopies::plain(Default::default()),
     };
     let dest = dir.path().join("file");
     let done = rt.block_on(download_verified(
