@@ -153,7 +153,7 @@ impl Layout {
             }
         }
         // A resource its session lists, whose files XNAT will not list (an unreadable
-        // catalog: `crate::xnat::resource_tree`), is an I/O error of its folder alone.
+        // catalog: `crate::xnat::walk`), is an I/O error of its folder alone.
         let listed = self.api.files(res).await.map_err(|e| match &e {
             XnatError::NotFound(path)
                 if unreadable && !crate::xnat::error::never_listed_offline(path) =>

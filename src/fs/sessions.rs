@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// A resource and its files; `None` when the server would not list them (see
-/// [`crate::xnat::resource_tree`]): the resource is a folder, and its files are asked again.
+/// [`crate::xnat::walk`]): the resource is a folder, and its files are asked again.
 pub type ResourceFiles = (Resource, Option<FileList>);
 
 /// A session's scans (by ID) with their resources, its own resources, and its assessors with

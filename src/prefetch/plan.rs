@@ -13,6 +13,7 @@ use super::destination::{Destination, symlink_refused};
 use super::select::{Seen, Selection, check_filters};
 use crate::names::is_safe_component;
 use crate::units::{files, human_bytes};
+use crate::xnat::walk::{Listing, WalkPolicy, walk_session};
 use crate::xnat::{self, RemoteFile, Resource, ResourceRef, Scan, Session, XnatApi};
 use anyhow::Result;
 use futures::StreamExt;
@@ -272,7 +273,17 @@ pub async fn plan_session(
         // The server answered no to some listing: find which, leaving out just its item.
         Err(e) => {
             tracing::debug!("the tree of {at} failed ({e}); listing it folder by folder");
-            planner.folder_by_folder(api, breaker).await?;
+            let derived = selection.derived();
+            let mut walk = PlanWalk {
+                planner: &mut planner,
+                breaker,
+            };
+            match walk_session(api, session, &derived, &mut walk).await {
+                Ok(tree) => planner.plan_tree(tree),
+                // A problem already: the session is left out.
+                Err(e) if e.is::<ScansUnlisted>() => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     let mut plan = planner.plan;
@@ -416,66 +427,78 @@ impl Planner<'_> {
         }
         self.plan.seen = Some(seen);
     }
+}
 
-    /// Lists the session folder by folder (`workers`-free: one session's listings are few):
-    /// its scans, the resources of each chosen scan (and the session's, when asked), the
-    /// files of each wanted resource. A listing that fails leaves out its item.
-    async fn folder_by_folder(&mut self, api: &dyn XnatApi, breaker: &Breaker) -> Result<()> {
-        let at = self.at();
-        let scans = match heard(breaker, api.scans(self.session).await)? {
-            Ok(scans) => scans,
-            Err(e) => {
-                self.plan
-                    .problems
-                    .push(Problem::new(format!("{at}/scans"), e));
-                return Ok(());
+/// The planner's walk of a session, listing by listing ([`xnat::walk`]): what the filters
+/// choose is listed; a listing that fails leaves out its item as a problem of its own (a
+/// resource whose files cannot be listed is kept unreadable, and [`Planner::plan_tree`] makes
+/// it one), but for the session's scans, whose failure leaves out the session
+/// ([`ScansUnlisted`]); a server taken for gone ends the walk ([`Unreachable`]).
+struct PlanWalk<'p, 'a> {
+    planner: &'p mut Planner<'a>,
+    breaker: &'p Breaker,
+}
+
+/// The walk of a session whose scans could not be listed ends: the session is a problem, and
+/// what it holds is not known.
+#[derive(Debug)]
+struct ScansUnlisted;
+
+impl std::fmt::Display for ScansUnlisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the session's scans could not be listed")
+    }
+}
+
+impl std::error::Error for ScansUnlisted {}
+
+impl WalkPolicy for PlanWalk<'_, '_> {
+    type Error = anyhow::Error;
+
+    fn lists_resources_of(&mut self, scan: &Scan) -> bool {
+        self.planner.selection.scans.matches(&scan.id) && is_safe_component(&scan.id)
+    }
+
+    fn lists_session_resources(&self) -> bool {
+        self.planner.selection.session_resources
+    }
+
+    fn lists_files_of(&mut self, res: &ResourceRef) -> bool {
+        self.planner.selection.wants_resource(&res.label) && is_safe_component(&res.label)
+    }
+
+    fn lists_derived(&mut self, a: &xnat::Assessor) -> bool {
+        self.planner.usable_assessor(a)
+    }
+
+    fn heard(&mut self, listing: Listing<'_>, outcome: Result<(), &xnat::XnatError>) -> Result<()> {
+        self.breaker.record(outcome.map_err(is_unreachable));
+        let Err(e) = outcome else { return Ok(()) };
+        if self.breaker.tripped() {
+            return Err(Unreachable(e.to_string()).into());
+        }
+        let at = self.planner.at();
+        let item = match listing {
+            Listing::Scans => {
+                let item = format!("{at}/scans");
+                self.planner.plan.problems.push(Problem::new(item, e));
+                return Err(ScansUnlisted.into());
+            }
+            Listing::Resources(scan) => {
+                self.planner.plan.labels_known = false;
+                match scan {
+                    Some(s) => format!("{at}/scans/{}/resources", s.id),
+                    None => format!("{at}/resources"),
+                }
+            }
+            Listing::Files(_) => return Ok(()),
+            Listing::Derived(kind) => format!("{at}/{}", kind.folder()),
+            Listing::DerivedResources(a) => {
+                self.planner.plan.labels_known = false;
+                format!("{at}/{}/{}/out/resources", a.kind.folder(), a.id)
             }
         };
-        let mut seen = self.seen(&scans.iter().collect::<Vec<_>>());
-        // Where resources are listed: each chosen scan, and the session itself when asked.
-        let mut places: Vec<Option<&Scan>> = Vec::new();
-        for scan in scans.iter().filter(|s| self.selection.scans.matches(&s.id)) {
-            if self.usable_scan(scan) {
-                places.push(Some(scan));
-            }
-        }
-        if self.selection.session_resources {
-            places.push(None);
-        }
-        for scan in places {
-            let listed = api
-                .resources(&self.session.id, scan.map(|s| s.id.as_str()))
-                .await;
-            let resources = match heard(breaker, listed)? {
-                Ok(resources) => resources,
-                Err(e) => {
-                    self.plan.labels_known = false;
-                    let item = match scan {
-                        Some(s) => format!("{at}/scans/{}/resources", s.id),
-                        None => format!("{at}/resources"),
-                    };
-                    self.plan.problems.push(Problem::new(item, e));
-                    continue;
-                }
-            };
-            for r in &resources {
-                let Some(res) = self.wanted(scan, r, &mut seen) else {
-                    continue;
-                };
-                match heard(breaker, api.files(&res).await)? {
-                    Ok(files) => self.add(scan, res, files),
-                    Err(e) => {
-                        let item = format!("{}/files", res.label_path());
-                        let why = xnat::unreadable_files(&e);
-                        self.plan.problems.push(Problem::new(item, why));
-                    }
-                }
-            }
-        }
-        self.plan.seen = Some(seen);
-        for kind in self.selection.derived() {
-            self.assessors_by_listings(api, breaker, kind).await?;
-        }
+        self.planner.plan.problems.push(Problem::new(item, e));
         Ok(())
     }
 }

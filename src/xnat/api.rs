@@ -1,10 +1,9 @@
-//! The small [`XnatApi`] trait the rest of xnatfs is written against, and a session's tree
-//! walked through it listing by listing (folder by folder, one request each), where one
-//! unreadable item is left out or kept unreadable without sinking the rest.
+//! The small [`XnatApi`] trait the rest of xnatfs is written against (a session's tree walked
+//! through it listing by listing: [`super::walk`]).
 
-use super::error::never_listed_offline;
 use super::model::*;
-use super::{RemoteFile, Result, XnatError};
+use super::walk::session_tree_by_listings;
+use super::{RemoteFile, Result};
 use async_trait::async_trait;
 
 /// The XNAT operations xnatfs needs. [`http::HttpXnat`] talks to a real server; tests may
@@ -75,146 +74,10 @@ pub fn config_path(project: Option<&str>, tool: &str, path: &str) -> String {
     }
 }
 
-/// A session's whole tree asked listing by listing: its scans, each scan's resources, each
-/// resource's files, then the session's resources and their files (one request per folder).
-pub async fn session_tree_by_listings<A: XnatApi + ?Sized>(
-    api: &A,
-    session: &Session,
-) -> Result<SessionTree> {
-    let mut tree = SessionTree::default();
-    for scan in api.scans(session).await? {
-        let mut resources = Vec::new();
-        for resource in api.resources(&session.id, Some(&scan.id)).await? {
-            let res = ResourceRef::of(&session.id, Some(&scan.id), &resource);
-            resources.push(resource_tree(api, &res, resource).await?);
-        }
-        tree.scans.push(ScanTree { scan, resources });
-    }
-    for resource in api.resources(&session.id, None).await? {
-        let res = ResourceRef::of(&session.id, None, &resource);
-        tree.resources
-            .push(resource_tree(api, &res, resource).await?);
-    }
-    tree.assessors = assessor_trees(api, &session.id, &Derived::ALL).await?;
-    Ok(tree)
-}
-
-/// One resource of a session's tree with its files. A resource whose files the server will
-/// not list is kept, marked unreadable, and sinks nothing else: XNAT answers 404 with an empty
-/// body for the files of a resource whose catalog it cannot read (corrupt, or locked for more
-/// than 2 minutes: xnat-web `org/nrg/xnat/utils/CatalogUtils.java`; `FileList.java`,
-/// `handleSingleCatalog`, catching the `ServerException`), and so does every session-wide
-/// listing that includes it, which is why the tree is then asked folder by folder. A server
-/// that cannot be reached (or a login refused) fails the whole, as for any other listing.
-pub async fn resource_tree<A: XnatApi + ?Sized>(
-    api: &A,
-    res: &ResourceRef,
-    resource: Resource,
-) -> Result<ResourceTree> {
-    match api.files(res).await {
-        Ok(files) => Ok(ResourceTree::listed(resource, files)),
-        // What may pass (a 5xx, a server away) fails the tree as any listing would: listings
-        // kept on disk may stand in for it (`remembering`), and a prefetch counts it.
-        Err(e) if e.is_transient() || matches!(e, XnatError::Auth(_)) => Err(e),
-        Err(e) => {
-            let why = unreadable_files(&e);
-            tracing::warn!("cannot list the files of {}: {why}", res.label_path());
-            Ok(ResourceTree {
-                resource,
-                files: Vec::new(),
-                unreadable: Some(why),
-            })
-        }
-    }
-}
-
-/// Why the files of a resource the session has cannot be listed, in words a user can act on.
-pub fn unreadable_files(e: &XnatError) -> String {
-    match e {
-        XnatError::NotFound(path) if !never_listed_offline(path) => format!(
-            "XNAT answered 404 for {path}, a resource the session lists: it cannot read the \
-             resource's catalog (ask the site's admin to check it)"
-        ),
-        e => e.to_string(),
-    }
-}
-
-/// A session's derived data of the `kinds` asked (assessors, reconstructions), each with its
-/// resources and their files, listing by listing. One that the server refuses to list (an
-/// assessor type the user may not read, a listing that makes no sense) is reported and left
-/// out, and never sinks the session's scans; a resource whose files cannot be listed is kept,
-/// unreadable ([`resource_tree`]); a server that cannot be reached fails the whole, as for any
-/// other listing.
-pub async fn assessor_trees<A: XnatApi + ?Sized>(
-    api: &A,
-    session_id: &str,
-    kinds: &[Derived],
-) -> Result<Vec<AssessorTree>> {
-    let mut out = Vec::new();
-    for &kind in kinds {
-        out.extend(derived_trees(api, session_id, kind).await?);
-    }
-    Ok(out)
-}
-
-/// The listing of a session's derived data of one kind.
-pub async fn derived<A: XnatApi + ?Sized>(
-    api: &A,
-    session_id: &str,
-    kind: Derived,
-) -> Result<Vec<Assessor>> {
-    match kind {
-        Derived::Assessor => api.assessors(session_id).await,
-        Derived::Reconstruction => api.reconstructions(session_id).await,
-    }
-}
-
-async fn derived_trees<A: XnatApi + ?Sized>(
-    api: &A,
-    session_id: &str,
-    kind: Derived,
-) -> Result<Vec<AssessorTree>> {
-    let skip = |what: String, e: XnatError| -> Result<()> {
-        match e {
-            XnatError::Auth(_) | XnatError::Network { .. } | XnatError::Timeout(_) => Err(e),
-            e => {
-                tracing::warn!("leaving out {what}: {e}");
-                Ok(())
-            }
-        }
-    };
-    let mut out = Vec::new();
-    let assessors = match derived(api, session_id, kind).await {
-        Ok(a) => a,
-        Err(e) => {
-            skip(format!("the {} of {session_id}", kind.folder()), e)?;
-            return Ok(out);
-        }
-    };
-    for assessor in assessors {
-        let listed = match api.assessor_resources(session_id, &assessor).await {
-            Ok(r) => r,
-            Err(e) => {
-                skip(format!("{} {}", kind.noun(), assessor.label), e)?;
-                continue;
-            }
-        };
-        let mut resources = Vec::new();
-        for resource in listed {
-            let res = ResourceRef::of_assessor(session_id, &assessor, &resource);
-            resources.push(resource_tree(api, &res, resource).await?);
-        }
-        out.push(AssessorTree {
-            assessor,
-            resources,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xnat::{XnatError, assessor_trees};
 
     /// Two assessors: `A1` lists a resource, `A2`'s resources are refused.
     struct TwoAssessors;

@@ -15,12 +15,11 @@ pub mod retry;
 pub mod session_tree;
 mod streamed;
 pub mod suggest;
+pub mod walk;
 
-pub use api::{
-    XnatApi, assessor_trees, config_path, derived, resource_tree, session_tree_by_listings,
-    unreadable_files,
-};
+pub use api::{XnatApi, config_path};
 pub use error::{Result, XnatError};
 pub use find::{check_project, find_session, named_sessions, unknown};
 pub use model::*;
 pub use remote_file::{FileList, Md5, RemoteFile, file_list, same_or_new};
+pub use walk::{assessor_trees, derived, session_tree_by_listings, unreadable_files};

@@ -261,7 +261,7 @@ pub struct ResourceTree {
     pub files: Vec<RemoteFile>,
     /// Why its files could not be listed, when they could not (`files` is then empty): XNAT
     /// answers 404 for the files of a resource whose catalog it cannot read (see
-    /// [`resource_tree`]). Only this resource fails; the rest of the session is listed.
+    /// [`super::walk`]). Only this resource fails; the rest of the session is listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
 }
