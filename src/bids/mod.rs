@@ -8,6 +8,9 @@ pub mod labels;
 pub mod sources;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 use crate::xnat::{RemoteFile, ResourceRef};
 
 /// Reads a small file of XNAT's whole (a session's `*_scans.tsv`): through the cache, so

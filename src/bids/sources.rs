@@ -56,7 +56,10 @@ pub enum Source {
 /// What a session shows in the view.
 #[derive(Debug, Clone)]
 pub enum Placement {
-    Placed(Source, Vec<Placed>),
+    /// Its files, and what of it is left out and why (scans whose files XNAT would not list:
+    /// a sidecar without its image, or a `*_scans.tsv` naming a file not there, would make
+    /// the dataset invalid).
+    Placed(Source, Vec<Placed>, Vec<String>),
     /// Nothing, and why (for `code/xnatfs/unmapped.tsv`).
     Unmapped(String),
 }
@@ -78,8 +81,9 @@ pub async fn place(
             .filter(|r| r.res.scan.is_none() && r.res.assessor.is_none())
     };
     if let Some(placed) = own().find_map(whole_tree) {
-        return Placement::Placed(Source::Tree, placed);
+        return Placement::Placed(Source::Tree, placed, Vec::new());
     }
+    let left_out = unreadable_scans(resources);
     let tsv = own()
         .filter(|r| r.res.label.eq_ignore_ascii_case("BIDS"))
         .find_map(|r| {
@@ -96,8 +100,17 @@ pub async fn place(
         match read.read_whole(&res, &tsv).await {
             Ok(text) => {
                 let text = String::from_utf8_lossy(&text);
-                if let Some(placed) = by_scans_tsv(resources, &res, &tsv, &text) {
-                    return Placement::Placed(Source::ScansTsv, placed);
+                if let Some((placed, missing)) = by_scans_tsv(resources, &res, &tsv, &text) {
+                    let mut left_out = left_out;
+                    if let Some(row) = missing {
+                        tracing::warn!(
+                            "BIDS view: {} of {} not shown: it names {row}, which is not there",
+                            tsv.path,
+                            session.id
+                        );
+                        left_out.push(format!("{} (it names {row}, which is not there)", tsv.path));
+                    }
+                    return Placement::Placed(Source::ScansTsv, placed, left_out);
                 }
             }
             Err(e) => {
@@ -108,12 +121,12 @@ pub async fn place(
     }
     let placed = by_file_names(resources);
     if !placed.is_empty() {
-        return Placement::Placed(Source::FileNames, placed);
+        return Placement::Placed(Source::FileNames, placed, left_out);
     }
     let has_nifti = resources.iter().any(|r| is_scan_resource(r, "NIFTI"));
     if has_nifti && let Some(map) = map {
         return match by_map(session, resources, map) {
-            Ok(placed) => Placement::Placed(Source::Map, placed),
+            Ok(placed) => Placement::Placed(Source::Map, placed, Vec::new()),
             Err(reason) => Placement::Unmapped(reason),
         };
     }
@@ -157,15 +170,51 @@ fn is_scan_resource(r: &SessionResource, label: &str) -> bool {
     r.res.scan.is_some() && r.res.label.eq_ignore_ascii_case(label)
 }
 
-/// The files of scan `scan`'s `NIFTI` and `BIDS` resources (top level), with their names.
+/// Whether `r` is a scan's `NIFTI` or `BIDS` resource.
+fn is_bids_scan_resource(r: &SessionResource) -> bool {
+    is_scan_resource(r, "NIFTI") || is_scan_resource(r, "BIDS")
+}
+
+/// The scans with a `NIFTI` or `BIDS` resource XNAT would not list (an unreadable catalog):
+/// each left out whole, as its sidecars without its image (or the reverse) would make the
+/// dataset invalid, and said so.
+fn unreadable_scans(resources: &[SessionResource]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in resources.iter().filter(|r| r.files.is_none()) {
+        if is_bids_scan_resource(r) {
+            let why = format!(
+                "scan {} (XNAT would not list the files of {})",
+                r.res.scan.as_deref().unwrap_or_default(),
+                r.res.label_path()
+            );
+            tracing::warn!("BIDS view: {} left out: {why}", r.res.session_id);
+            out.push(why);
+        }
+    }
+    out
+}
+
+/// The files of scan `scan`'s `NIFTI` and `BIDS` resources (top level), with their names;
+/// none of a scan with one of them unreadable (see [`unreadable_scans`]).
 fn scan_files<'a>(
     resources: &'a [SessionResource],
     scan: Option<&'a str>,
 ) -> impl Iterator<Item = (&'a Arc<ResourceRef>, &'a Arc<RemoteFile>)> + 'a {
+    let unreadable: std::collections::HashSet<&str> = resources
+        .iter()
+        .filter(|r| r.files.is_none() && is_bids_scan_resource(r))
+        .filter_map(|r| r.res.scan.as_deref())
+        .collect();
     resources
         .iter()
         .filter(move |r| scan.is_none_or(|s| r.res.scan.as_deref() == Some(s)))
-        .filter(|r| is_scan_resource(r, "NIFTI") || is_scan_resource(r, "BIDS"))
+        .filter(|r| is_bids_scan_resource(r))
+        .filter(move |r| {
+            r.res
+                .scan
+                .as_deref()
+                .is_none_or(|s| !unreadable.contains(s))
+        })
         .flat_map(|r| {
             let files = r.files.iter().flat_map(|f| f.iter());
             files
@@ -182,20 +231,22 @@ fn session_dir(name: &FileName) -> String {
     }
 }
 
-/// Source 2: the scans' files placed by the session's `*_scans.tsv`; `None` when it names no
-/// scan's files.
+/// Source 2: the scans' files placed by the session's `*_scans.tsv`, and a file it names
+/// that is not among them, if any (the table is then not shown: the validator takes a row
+/// naming no file for an error); `None` when it names no scan's files.
 fn by_scans_tsv(
     resources: &[SessionResource],
     tsv_res: &Arc<ResourceRef>,
     tsv: &Arc<RemoteFile>,
     text: &str,
-) -> Option<Vec<Placed>> {
+) -> Option<(Vec<Placed>, Option<String>)> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split('\t').map(str::trim).collect();
     let filename = header.iter().position(|c| *c == "filename")?;
     let scan_id = header.iter().position(|c| *c == "xnat_scan_id")?;
     let mut placed = Vec::new();
     let mut dirs = Vec::new();
+    let mut rows = Vec::new();
     for line in lines {
         let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
         let (Some(file), Some(scan)) = (cols.get(filename), cols.get(scan_id)) else {
@@ -222,14 +273,20 @@ fn by_scans_tsv(
                 });
             }
         }
+        rows.push(format!("{}/{file}", session_dir(&parsed)));
         dirs.push(session_dir(&parsed));
     }
     if placed.is_empty() {
         return None;
     }
-    // The table itself, beside the datatype folders it names (when its name is a BIDS name).
+    let missing = rows
+        .into_iter()
+        .find(|row| !placed.iter().any(|p| p.path == *row));
+    // The table itself, beside the datatype folders it names (when its name is a BIDS name),
+    // when every file it names is there.
     if let Some(name) = FileName::parse(&tsv.path)
         && dirs.contains(&session_dir(&name))
+        && missing.is_none()
     {
         placed.push(Placed {
             path: format!("{}/{}", session_dir(&name), tsv.path),
@@ -237,7 +294,7 @@ fn by_scans_tsv(
             file: tsv.clone(),
         });
     }
-    Some(placed)
+    Some((placed, missing))
 }
 
 /// Source 3: the scans' files placed by their BIDS names.

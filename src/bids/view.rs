@@ -4,9 +4,11 @@
 //! `code/xnatfs/unmapped.tsv` naming every session left out and why (BIDS apps ignore
 //! `code/`).
 //!
-//! Two XNAT subjects with one `sub-` label, or two sessions with one `sub-`/`ses-` pair, are
-//! all left out and named in the log and in `unmapped.tsv`: numbering them by order would
-//! give a session another's label the day a listing's order changes.
+//! Two XNAT subjects with one `sub-` label, two sessions with one `sub-`/`ses-` pair, or two
+//! sessions placing a file at one path (sessions of a subject without a `ses-` level), are
+//! all left out and named in the log and in `unmapped.tsv`: numbering them by order, or
+//! taking the first, would give a session another's label (or file) the day a listing's
+//! order changes. A session shown without some of its scans has a row there too.
 
 use super::sources::{Placed, Placement};
 use crate::names::is_safe_component;
@@ -45,6 +47,9 @@ pub struct View {
     /// Sessions shown, and left out.
     pub shown: usize,
     pub unmapped: usize,
+    /// Some session was left out for a reason that may pass (its listing failed): the view
+    /// is worth building again sooner than a complete one.
+    pub incomplete: bool,
 }
 
 impl View {
@@ -131,8 +136,13 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
     // Which XNAT subjects and sessions each label stands for.
     let mut subjects: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     let mut sessions: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    // Which sessions place a file at each path.
+    let mut paths: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (s, p) in placed {
-        if let Placement::Placed(_, files) = p {
+        if let Placement::Placed(_, files, _) = p {
+            for f in files {
+                paths.entry(&f.path).or_default().insert(&s.id);
+            }
             let (subs, sess) = labels_of(files);
             let subject = if s.subject_label.is_empty() {
                 &s.id
@@ -149,10 +159,12 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
     }
     let mut view = View::default();
     let mut unmapped = Vec::new();
+    // Sessions shown without some of their scans: rows of `unmapped.tsv` too.
+    let mut partly = Vec::new();
     let mut participants: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (s, p) in placed {
-        let files = match p {
-            Placement::Placed(_, files) => files,
+        let (files, left_out) = match p {
+            Placement::Placed(_, files, left_out) => (files, left_out),
             Placement::Unmapped(reason) => {
                 unmapped.push(Unmapped {
                     session: s,
@@ -180,6 +192,15 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
                         all.join(", ")
                     )
                 })
+            })
+            .or_else(|| {
+                let shared = files.iter().find(|f| paths[f.path.as_str()].len() > 1)?;
+                let all: Vec<&str> = paths[shared.path.as_str()].iter().copied().collect();
+                Some(format!(
+                    "{} is a file of more than one XNAT session ({})",
+                    shared.path,
+                    all.join(", ")
+                ))
             });
         if let Some(reason) = clash {
             tracing::warn!(
@@ -203,17 +224,32 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
                 );
             }
         }
-        if shown {
-            view.shown += 1;
-            for sub in subs {
-                participants
-                    .entry(sub)
-                    .or_default()
-                    .insert(&s.subject_label);
-            }
+        if !shown {
+            let reason = "none of its files has a usable path in the view".to_string();
+            tracing::warn!(
+                "BIDS view: session {} ({}) left out: {reason}",
+                s.label,
+                s.id
+            );
+            unmapped.push(Unmapped { session: s, reason });
+            continue;
+        }
+        view.shown += 1;
+        for sub in subs {
+            participants
+                .entry(sub)
+                .or_default()
+                .insert(&s.subject_label);
+        }
+        for what in left_out {
+            partly.push(Unmapped {
+                session: s,
+                reason: format!("shown without {what}"),
+            });
         }
     }
     view.unmapped = unmapped.len();
+    unmapped.extend(partly);
     let made = |text: String| Entry::Made(Bytes::from(text));
     view.put("dataset_description.json", made(description(project)));
     view.put("participants.tsv", made(participants_tsv(&participants)));
@@ -264,9 +300,10 @@ fn readme(project: &ProjectInfo) -> String {
         "This is a read-only BIDS view of the XNAT project {} ({}), shown by xnatfs {}.\n\n\
          Each subject's files are the ones XNAT stores: a whole BIDS tree kept in a session \
          resource, or each scan's NIFTI and BIDS resources placed by the session's \
-         *_scans.tsv or by their own BIDS names. Bytes are XNAT's, fetched when first read.\n\n\
-         Sessions without BIDS data, and sessions whose labels clash, are not shown: \
-         code/xnatfs/unmapped.tsv lists them with the reason.\n",
+         *_scans.tsv or by their own BIDS names, or named by a BIDS map. Bytes are XNAT's, fetched when first read.\n\n\
+         Sessions without BIDS data, and sessions whose labels or files clash, are not \
+         shown: code/xnatfs/unmapped.tsv lists them with the reason, and the scans left out of \
+         sessions shown (XNAT would not list their files).\n",
         project.id,
         project.url,
         env!("CARGO_PKG_VERSION")

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// Sessions placed at once while a view is built.
 const SESSIONS_AT_ONCE: usize = 16;
 
+/// How long a view that left out a session whose listing failed is kept at most (a longer
+/// `--dir-ttl` would hide a session for its whole length after one failed request).
+const INCOMPLETE_VIEW_TTL: Duration = Duration::from_secs(30);
+
 type ViewFuture = Shared<BoxFuture<'static, Result<Arc<View>, XnatError>>>;
 
 struct Build {
@@ -78,8 +82,12 @@ impl BidsLayout {
         let view = {
             let mut build = self.build.lock().unwrap();
             let usable = build.as_ref().is_some_and(|b| {
-                let failed = matches!(b.view.peek(), Some(Err(_)));
-                !failed && b.done.get().is_none_or(|t| t.elapsed() < self.ttl)
+                let ttl = match b.view.peek() {
+                    Some(Err(_)) => return false,
+                    Some(Ok(v)) => kept_for(self.ttl, v),
+                    None => self.ttl,
+                };
+                b.done.get().is_none_or(|t| t.elapsed() < ttl)
             });
             if !usable {
                 let done = Arc::new(OnceLock::new());
@@ -167,6 +175,15 @@ impl BidsLayout {
     }
 }
 
+/// How long a view built is kept, given the `--dir-ttl`: at most [`INCOMPLETE_VIEW_TTL`]
+/// when a session's listing failed.
+fn kept_for(ttl: Duration, view: &View) -> Duration {
+    match view.incomplete {
+        true => ttl.min(INCOMPLETE_VIEW_TTL),
+        false => ttl,
+    }
+}
+
 /// Sidecars fetched ahead at once (see [`BidsLayout::warm`]).
 const SIDECARS_AT_ONCE: usize = 8;
 
@@ -174,8 +191,9 @@ const SIDECARS_AT_ONCE: usize = 8;
 const SIDECAR_AT_MOST: u64 = 1 << 20;
 
 /// The view of `project`: its sessions' trees fetched and placed, [`SESSIONS_AT_ONCE`] at a
-/// time. A session whose tree cannot be fetched is left out (and said so); the project's
-/// listing failing fails the view.
+/// time. A session whose tree cannot be fetched is left out (and said so, and the view is
+/// then built again sooner: [`INCOMPLETE_VIEW_TTL`]); the project's listing failing fails
+/// the view.
 async fn build_view(
     api: Arc<dyn XnatApi>,
     sessions: Arc<Sessions>,
@@ -196,9 +214,11 @@ async fn build_view(
     {
         project.name = p.name;
     }
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let placed: Vec<(Session, Placement)> = futures::stream::iter(list)
         .map(|s| {
             let (sessions, read, map) = (sessions.clone(), read.clone(), map.clone());
+            let failed = &failed;
             async move {
                 let placement = match sessions.model(&s, false).await {
                     Ok(model) => {
@@ -207,6 +227,7 @@ async fn build_view(
                     }
                     Err(e) => {
                         tracing::warn!("BIDS view: session {} ({}) left out: {e}", s.label, s.id);
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
                         Placement::Unmapped(format!("cannot list it: {e}"))
                     }
                 };
@@ -216,7 +237,8 @@ async fn build_view(
         .buffered(SESSIONS_AT_ONCE)
         .collect()
         .await;
-    let view = view::build(&project, &placed);
+    let mut view = view::build(&project, &placed);
+    view.incomplete = failed.into_inner();
     tracing::info!(
         "BIDS view of {}: {} sessions shown, {} not (code/xnatfs/unmapped.tsv), in {:.1?}",
         project.id,
@@ -242,4 +264,85 @@ fn resources_of(s: &Session, model: &SessionModel) -> Vec<SessionResource> {
         files: files.clone(),
     });
     scans.chain(own).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MemoryXnat;
+    use crate::mock::bids::PROJECT;
+    use crate::mock::data::Dataset;
+    use crate::mock::failing::FailingXnat;
+
+    /// Reads nothing: the sessions of the test are placed without a table.
+    struct NoRead;
+
+    #[async_trait::async_trait]
+    impl ReadFile for NoRead {
+        async fn read_whole(&self, _: &ResourceRef, f: &RemoteFile) -> Result<Vec<u8>, String> {
+            Err(format!("{} not read here", f.path))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_listing_failed_is_said_and_its_view_kept_for_a_short_while() {
+        let inner = MemoryXnat::new(Dataset::default().with_bids(1));
+        let sessions = inner.sessions(PROJECT).await.unwrap();
+        let bad = sessions.iter().find(|s| s.label == "NAMES_01_MR1").unwrap();
+        let api: Arc<dyn XnatApi> = Arc::new(FailingXnat {
+            fail: vec![format!("/data/experiments/{}/scans", bad.id)],
+            inner,
+            err: XnatError::Status {
+                status: 500,
+                path: "/x".into(),
+                retry_after: None,
+                by: None,
+            },
+        });
+        let known = Default::default();
+        let sessions = Arc::new(Sessions::new(
+            api.clone(),
+            Duration::from_secs(60),
+            0,
+            known,
+        ));
+        let project = ProjectInfo {
+            id: PROJECT.into(),
+            name: String::new(),
+            url: "http://memory".into(),
+        };
+        let view = build_view(api, sessions, Arc::new(NoRead), project, None)
+            .await
+            .unwrap();
+        assert!(view.incomplete);
+        let ttl = Duration::from_secs(3600);
+        assert_eq!(kept_for(ttl, &view), INCOMPLETE_VIEW_TTL);
+        assert_eq!(
+            kept_for(Duration::from_secs(1), &view),
+            Duration::from_secs(1)
+        );
+        let shown: Vec<&String> = view.entries("").unwrap().map(|(n, _)| n).collect();
+        assert!(
+            !shown.iter().any(|n| n.as_str() == "sub-NAMES01"),
+            "{shown:?}"
+        );
+        let Some(Entry::Made(unmapped)) = view
+            .files()
+            .find(|(p, _)| p == "code/xnatfs/unmapped.tsv")
+            .map(|(_, e)| e.clone())
+        else {
+            panic!("no unmapped.tsv")
+        };
+        let unmapped = String::from_utf8(unmapped.to_vec()).unwrap();
+        assert!(
+            unmapped.contains(&format!(
+                "{}\tNAMES_01_MR1\tNAMES_01\tcannot list it: ",
+                bad.id
+            )),
+            "{unmapped}"
+        );
+        // A view every session's listing went into is kept for the whole TTL.
+        let complete = View::default();
+        assert_eq!(kept_for(ttl, &complete), ttl);
+    }
 }

@@ -8,6 +8,8 @@ mod auth;
 pub mod bids;
 mod connections;
 pub mod data;
+#[cfg(test)]
+pub(crate) mod failing;
 mod faults;
 mod front;
 pub mod memory_api;

@@ -151,3 +151,39 @@ fn bids_without_a_project_is_refused_with_what_to_give() {
         assert!(!is_mounted(mnt.path()));
     }
 }
+
+#[test]
+fn a_scan_whose_catalog_cannot_be_read_is_left_out_and_the_view_still_validates() {
+    let Some(tools) = bids_tools() else { return };
+    let data = Dataset::default().with_bids(2);
+    let mock = start_mock(data.clone());
+    // P_001's first session: its rest run's NIFTI resource (the sidecar is readable).
+    let session = &data.projects[0].sessions[0];
+    let (scan, nifti) = session
+        .scans
+        .iter()
+        .find_map(|s| {
+            let r = s.resources.iter().find(|r| r.label == "NIFTI")?;
+            r.files[0].path.contains("_bold").then_some((s, r))
+        })
+        .expect("a bold scan");
+    mock.state.controls.make_catalog_unreadable(nifti.id);
+    let m = mount_bids(&mock.url(), &[]);
+    let (errors, status) = validator_errors(&tools, &m.mountpoint);
+    assert!(errors.is_empty(), "the validator found errors: {errors:#?}");
+    assert!(status.success(), "the validator exits {status}");
+    let func = m.path("sub-P001/ses-P001MR1/func");
+    assert!(
+        !func.exists(),
+        "{:?}",
+        std::fs::read_dir(&func).map(|d| d.count())
+    );
+    assert!(m.path("sub-P001/ses-P001MR1/anat").is_dir());
+    assert!(m.path("sub-P001/ses-P001MR2/func").is_dir());
+    let unmapped = std::fs::read_to_string(m.path("code/xnatfs/unmapped.tsv")).unwrap();
+    let row = format!(
+        "{}\t{}\tP_001\tshown without scan {} (",
+        session.id, session.label, scan.id
+    );
+    assert!(unmapped.contains(&row), "{unmapped}");
+}

@@ -3,67 +3,9 @@
 use super::*;
 use crate::mock::MemoryXnat;
 use crate::mock::data::{Dataset, SampleSpec};
+use crate::mock::failing::FailingXnat;
 use crate::prefetch::select::ScanSelector;
-use crate::xnat::{Download, Project, Resource, XnatError};
-use async_trait::async_trait;
-
-/// The sample in memory, with listings that fail where a test says: the scans of one
-/// session, the resources of one scan, the files of one resource (with `err`).
-struct Failing {
-    inner: MemoryXnat,
-    /// Listings whose path (as in [`Problem::item`]) is here fail.
-    fail: Vec<String>,
-    err: XnatError,
-}
-
-impl Failing {
-    fn check(&self, path: String) -> xnat::Result<()> {
-        match self.fail.contains(&path) {
-            true => Err(self.err.clone()),
-            false => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl XnatApi for Failing {
-    async fn projects(&self) -> xnat::Result<Vec<Project>> {
-        self.inner.projects().await
-    }
-    async fn sessions(&self, project: &str) -> xnat::Result<Vec<Session>> {
-        self.inner.sessions(project).await
-    }
-    async fn session(&self, project: Option<&str>, name: &str) -> xnat::Result<Session> {
-        self.inner.session(project, name).await
-    }
-    async fn scans(&self, session: &Session) -> xnat::Result<Vec<Scan>> {
-        self.check(format!("/data/experiments/{}/scans", session.id))?;
-        self.inner.scans(session).await
-    }
-    async fn resources(&self, id: &str, scan: Option<&str>) -> xnat::Result<Vec<Resource>> {
-        let path = match scan {
-            Some(s) => format!("/data/experiments/{id}/scans/{s}/resources"),
-            None => format!("/data/experiments/{id}/resources"),
-        };
-        self.check(path)?;
-        self.inner.resources(id, scan).await
-    }
-    async fn files(&self, res: &ResourceRef) -> xnat::Result<Vec<RemoteFile>> {
-        self.check(format!("{}/files", res.label_path()))?;
-        self.inner.files(res).await
-    }
-    async fn download_range(
-        &self,
-        uri: &str,
-        start: u64,
-        end: Option<u64>,
-    ) -> xnat::Result<Download> {
-        self.inner.download_range(uri, start, end).await
-    }
-    async fn download_zip(&self, res: &ResourceRef) -> xnat::Result<Download> {
-        self.inner.download_zip(res).await
-    }
-}
+use crate::xnat::XnatError;
 
 fn sample() -> Dataset {
     Dataset::sample(&SampleSpec {
@@ -100,7 +42,7 @@ async fn a_failing_listing_leaves_out_its_item_and_the_rest_is_planned() {
         "/data/experiments/XNAT_E00002/scans/2/resources",
         "/data/experiments/XNAT_E00002/resources/QC/files",
     ];
-    let api = Failing {
+    let api = FailingXnat {
         inner: MemoryXnat::new(sample()),
         fail: fail.iter().map(|s| s.to_string()).collect(),
         err: XnatError::Status {
@@ -147,7 +89,7 @@ async fn a_failing_listing_leaves_out_its_item_and_the_rest_is_planned() {
 
 #[tokio::test]
 async fn listings_that_cannot_reach_the_server_stop_the_plan() {
-    let api = Failing {
+    let api = FailingXnat {
         inner: MemoryXnat::new(sample()),
         fail: ["XNAT_E00001", "XNAT_E00002", "XNAT_E00003", "XNAT_E00004"]
             .iter()
