@@ -100,7 +100,9 @@ pub async fn place(
         match read.read_whole(&res, &tsv).await {
             Ok(text) => {
                 let text = String::from_utf8_lossy(&text);
-                if let Some((placed, missing)) = by_scans_tsv(resources, &res, &tsv, &text) {
+                // A byte-order mark (a table saved by a spreadsheet) would hide the header.
+                let text = text.trim_start_matches('\u{feff}');
+                if let Some((placed, missing)) = by_scans_tsv(resources, &res, &tsv, text) {
                     let mut left_out = left_out;
                     if let Some(row) = missing {
                         tracing::warn!(

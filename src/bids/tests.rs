@@ -229,3 +229,24 @@ async fn a_scan_xnat_will_not_list_is_left_out_whole_and_its_table_with_it() {
     assert_eq!(files.len(), 2);
     assert_eq!(left_out.len(), 1);
 }
+
+#[tokio::test]
+async fn a_scans_table_saved_with_a_byte_order_mark_still_places_its_scans() {
+    let s = session("E1", "S1_MR1", "S1");
+    let resources = vec![
+        resource(
+            "E1",
+            Some("2"),
+            "NIFTI",
+            Some(&["sub-S1_ses-MR1_T1w.nii.gz"]),
+        ),
+        resource("E1", None, "BIDS", Some(&["sub-S1_ses-MR1_scans.tsv"])),
+    ];
+    // By the table (source 2), not by the image's own name (source 3): the header is found.
+    const TSV: &str = "\u{feff}filename\txnat_scan_id\nanat/sub-S1_ses-MR1_T1w.nii.gz\t2\n";
+    let placed = place(&s, &resources, None, &Table(TSV)).await;
+    assert!(
+        matches!(placed, Placement::Placed(Source::ScansTsv, ..)),
+        "{placed:?}"
+    );
+}

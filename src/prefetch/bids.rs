@@ -64,7 +64,7 @@ impl ReadFile for Whole<'_> {
 }
 
 /// The BIDS view of `project` (its `sessions`), with the problems of sessions that could not
-/// be listed. Errors: only a server taken for gone.
+/// be listed, each with its session's ID. Errors: only a server taken for gone.
 pub async fn view_of(
     api: &dyn XnatApi,
     project: &str,
@@ -72,7 +72,7 @@ pub async fn view_of(
     map: Option<&BidsMap>,
     server_url: &str,
     breaker: &Breaker,
-) -> Result<(View, Vec<Problem>)> {
+) -> Result<(View, Vec<(String, Problem)>)> {
     let map = match map {
         Some(m) => Some(m.clone()),
         None => crate::bids::bidsmap::configured(api, project).await,
@@ -112,7 +112,7 @@ pub async fn view_of(
                     }
                 }
                 let item = format!("session {} (/data/experiments/{})", s.label, s.id);
-                problems.push(Problem::new(item, e));
+                problems.push((s.id.clone(), Problem::new(item, e)));
             }
         }
     }

@@ -146,8 +146,12 @@ pub async fn run(api: Arc<dyn XnatApi>, opts: &PrefetchOptions) -> Result<Outcom
         }
         let mut plans =
             bids::session_plans(&view, &sessions, &opts.destination, bids.metadata_only).await;
-        if let Some(first) = plans.first_mut() {
-            first.problems.extend(problems);
+        // A session that could not be listed is a problem of its own plan (one a session of
+        // this shard: another shard's run says its own).
+        for (id, problem) in problems {
+            if let Some(i) = sessions.iter().position(|(_, s)| s.id == id) {
+                plans[i].problems.push(problem);
+            }
         }
         if let Destination::Out { root, .. } = &opts.destination
             && !opts.dry_run
