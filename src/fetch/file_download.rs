@@ -21,11 +21,15 @@
 //! # Where a cold read's time goes
 //!
 //! Measured with `scripts/bench-read` and `perf` on 2 cores, the mock on the same machine, a
-//! cold `dd bs=1M` of 512 MiB (2026-12-04):
+//! cold `dd bs=1M` of 512 MiB (2026-12-04, and as dated):
 //! - With `--verify md5`, MD5 is the path's limit: one thread (see [`super::hasher`]) hashes
-//!   every byte with the `md-5` crate at about 430 MB/s here (coreutils' `md5sum`: 520 MB/s),
-//!   57% of the daemon's CPU samples; the download, the partial file's write, FUSE's copies and
-//!   `dd` share the other core, and preempt it. Hashing in step with the download (at most
+//!   every byte, 57% of the daemon's CPU samples; the download, the partial file's write,
+//!   FUSE's copies and `dd` share the other core, and preempt it. The `md-5` crate's portable
+//!   code hashed at 600-650 MB/s here, no faster than coreutils' `md5sum` (655 MB/s), so the
+//!   read could not reach it: 0.71x of `md5sum`'s time. With the crate's `asm` feature (its
+//!   x86-64 assembly, `md5-asm`) it hashes at 760 MB/s, and a cold read takes 0.90-0.94x of
+//!   `md5sum`'s time (2026-12-07, two runs of `scripts/bench-read 512`; 877-895 ms against
+//!   1171 ms the same hour without it). Hashing in step with the download (at most
 //!   [`super::hasher::HASH_AHEAD`] behind) beat reading the bytes back from the partial file
 //!   after them: a download running free took CPU from MD5 (1.28-1.44 s against 1.17-1.27 s).
 //! - Per byte, the path copies: socket to buffer, buffer to the partial file, file to the
