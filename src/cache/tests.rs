@@ -2,6 +2,7 @@
 
 use super::*;
 use md5::{Digest, Md5};
+use std::os::unix::fs::PermissionsExt;
 
 fn res(scan: Option<&str>, label: &str) -> ResourceRef {
     ResourceRef {
