@@ -135,6 +135,30 @@ fn a_rate_limiter_on_file_bodies_is_waited_out_by_prefetch() {
     );
 }
 
+#[test]
+fn a_rate_limiter_on_file_bodies_is_waited_out_by_a_mount_too() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = start_mock(small_sample());
+    let api = demo_client(&mock.url());
+    let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
+    let c = &mock.state.controls;
+    // More throttled answers than a mount's download makes attempts, each asking for 1 s.
+    c.retry_after_secs.store(1, Ordering::SeqCst);
+    c.throttle_next.store(BODY_ATTEMPTS + 1, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), &mock.url()).unwrap();
+    let fetcher = Fetcher::new(api, rt.handle().clone(), cache, Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let path = rt.block_on(fetcher.fetch(&scan_resource(), &file)).unwrap();
+    let took = started.elapsed();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), file.size);
+    assert!(
+        took >= Duration::from_secs(u64::from(BODY_ATTEMPTS + 1)),
+        "each Retry-After waited: {took:?}"
+    );
+    assert_eq!(asked(&mock, &file.uri()), BODY_ATTEMPTS as usize + 2);
+}
+
 /// A prefetch learns who its session is beside its first listings: when the session dies on a
 /// site with guest access (its requests then served as the guest's, who sees nothing), the
 /// next listing notices, logs in again once and answers.

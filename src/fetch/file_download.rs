@@ -50,9 +50,9 @@ use super::error::FetchError;
 use super::hasher::Hasher;
 use super::ranges::Ranges;
 use super::readahead::{MIN_WINDOW, Readahead};
-use super::{FetchContext, ProgressMark};
+use super::{BodyRetries, FetchContext, ProgressMark};
 use crate::cache::PartialFile;
-use crate::xnat::retry::{Attempts, BODY_ATTEMPTS};
+use crate::xnat::retry::BODY_ATTEMPTS;
 use crate::xnat::{RemoteFile, XnatError};
 use futures::StreamExt;
 use std::os::unix::fs::FileExt;
@@ -394,9 +394,8 @@ impl FileDownload {
     /// file hashes what it receives, in order, on another thread (MD5 is the costliest step
     /// of a download, and this keeps it off the path that serves readers).
     async fn run(self: Arc<Self>, id: u64, start: u64, end: u64) {
-        let mut attempts = Attempts::new(BODY_ATTEMPTS);
+        let mut retries = BodyRetries::new(BODY_ATTEMPTS, self.ctx.stall_timeout);
         let (mut pos, mut end) = (start, end);
-        let began = Instant::now();
         let md5 = self.ctx.cache.verify() == crate::cache::Verify::Md5;
         let mut hashing = (start == 0 && md5 && self.file.digest.is_some())
             .then(|| Hasher::start(self.ctx.memory.clone()));
@@ -408,13 +407,12 @@ impl FileDownload {
                     // whole file made it the file's end (a retry must not ask for a range
                     // that ends before it starts).
                     (pos, end) = self.run_span(id).unwrap_or((pos, end));
-                    let last = self.state.lock().unwrap().progress.at().max(began);
-                    let stalled = last.elapsed() >= self.ctx.stall_timeout;
+                    let progress = self.state.lock().unwrap().progress.at();
                     tracing::warn!(
                         "download of {} failed (attempt {} of {}): {e}",
                         self.file.uri(),
-                        attempts.made(),
-                        attempts.allowed()
+                        retries.made(),
+                        retries.allowed()
                     );
                     if pos >= end {
                         // Its span came (a connection lost past it, say): readers ask again for
@@ -425,7 +423,7 @@ impl FileDownload {
                             _ => break Ok(()),
                         }
                     }
-                    if !attempts.again(e.retryable() && !stalled).await {
+                    if !retries.again(&e, progress).await {
                         break Err(e);
                     }
                 }

@@ -6,6 +6,7 @@
 //!
 //! Which layer retries what is written down in [`crate::xnat::retry`].
 
+pub mod body;
 pub mod error;
 pub mod file_download;
 pub mod hasher;
@@ -15,6 +16,7 @@ pub mod series;
 pub mod series_ahead;
 pub mod sizes;
 
+pub use body::{BodyRetries, PROGRESS_BYTES, ProgressMark};
 pub use error::FetchError;
 pub use file_download::FileDownload;
 
@@ -24,46 +26,10 @@ use ranges::RangeSupport;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default memory budget of a mount's downloads.
 pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
-
-/// A body makes progress while at least this many bytes arrive per stall timeout: a server
-/// that sends a byte now and then never quite stalls, and must not hold a reader for ever.
-pub const PROGRESS_BYTES: u64 = 64 << 10;
-
-/// When a body last made progress ([`PROGRESS_BYTES`] since the mark before, or its end).
-#[derive(Debug, Clone, Copy)]
-pub struct ProgressMark {
-    at: Instant,
-    since: u64,
-}
-
-impl Default for ProgressMark {
-    fn default() -> Self {
-        ProgressMark {
-            at: Instant::now(),
-            since: 0,
-        }
-    }
-}
-
-impl ProgressMark {
-    /// `n` more bytes arrived (`complete`: the body is all there now).
-    pub fn arrived(&mut self, n: u64, complete: bool) {
-        self.since += n;
-        if self.since >= PROGRESS_BYTES || complete {
-            self.at = Instant::now();
-            self.since = 0;
-        }
-    }
-
-    /// When progress was last made.
-    pub fn at(&self) -> Instant {
-        self.at
-    }
-}
 
 /// What every download of a mount works with.
 pub struct FetchContext {

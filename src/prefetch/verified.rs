@@ -1,8 +1,7 @@
 //! The verified whole-file download of a prefetch: one file, through a partial file, checked
 //! (size, and MD5 when listed) before it takes its final name.
 
-use crate::fetch::{FetchError, ProgressMark};
-use crate::xnat::retry::Attempts;
+use crate::fetch::{BodyRetries, FetchError, ProgressMark};
 use crate::xnat::{RemoteFile, XnatApi, XnatError};
 use futures::StreamExt;
 use std::path::Path;
@@ -26,9 +25,6 @@ pub struct TransferPolicy {
 /// `on_bytes` hears of every chunk received (for progress). Returns the attempts it took.
 /// Retries and the final failure are logged at debug level only: the caller counts the
 /// first and reports the second.
-/// How many rate limiter's answers one file's download waits out before they count as failures.
-const THROTTLED_WAITS: u32 = 10;
-
 pub async fn download_verified(
     api: &dyn XnatApi,
     file: &RemoteFile,
@@ -37,31 +33,17 @@ pub async fn download_verified(
     policy: &TransferPolicy,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<u32, FetchError> {
-    let mut attempts = Attempts::new(policy.attempts);
+    let mut retries = BodyRetries::new(policy.attempts, policy.stall_timeout);
     let mut progress = ProgressMark::default();
-    let mut throttled = 0;
     loop {
         let once = download_once(api, file, dest, tmp_dir, policy, &mut progress, on_bytes);
         match once.await {
             Ok(()) => {
                 tracing::debug!("downloaded {}", dest.display());
-                return Ok(attempts.made());
-            }
-            Err(FetchError::Xnat(e))
-                if throttled < THROTTLED_WAITS
-                    && let Some(wait) = crate::xnat::retry::throttle_wait(&e, throttled) =>
-            {
-                // A rate limiter in front of XNAT (429, or 503 with Retry-After): waited out
-                // as it asks, not counted as an attempt (as listings do).
-                throttled += 1;
-                tracing::debug!("{e}: waiting {} s as asked", wait.as_secs_f32());
-                tokio::time::sleep(wait).await;
-                // The wait was asked for: no stall of the server's.
-                progress = ProgressMark::default();
+                return Ok(retries.made());
             }
             Err(e) => {
-                let progressing = progress.at().elapsed() < policy.stall_timeout;
-                if !attempts.again(e.retryable() && progressing).await {
+                if !retries.again(&e, progress.at()).await {
                     tracing::debug!("download of {} failed: {e}; giving up", file.uri());
                     return Err(e);
                 }

@@ -8,8 +8,9 @@
 //! - **File bodies and ZIPs**: the client makes exactly one attempt per call. The layer that
 //!   reads the body retries it, because only it knows where to resume and what it has
 //!   verified: a mount's download of a file ([`crate::fetch`]) up to [`BODY_ATTEMPTS`]
-//!   attempts, a prefetch transfer ([`crate::prefetch`]) up to [`PREFETCH_BODY_ATTEMPTS`].
-//!   Either gives up sooner when nothing has arrived for its stall timeout.
+//!   attempts, a prefetch transfer ([`crate::prefetch`]) up to [`PREFETCH_BODY_ATTEMPTS`],
+//!   both through one rule ([`crate::fetch::BodyRetries`]). Either gives up sooner when
+//!   nothing has arrived for its stall timeout.
 //! - **Logging in** is one attempt inside the request that needed it, which retries as a whole
 //!   (a listing, a body); the check at mount time tries a login the server could not answer
 //!   (5xx, no connection) again like a listing. A refused login (wrong password) is never tried
@@ -21,9 +22,11 @@
 //! - **A request whose connection the server closed before answering** (a keep-alive
 //!   connection Tomcat let go while it sat idle in the pool) is sent again at once on another
 //!   connection by the client, up to 3 times, below every layer here: that is no attempt.
-//! - **Rate limiters** (429, or 503 with `Retry-After`) on listings are waited out as they
-//!   ask ([`throttle_wait`]) for as long as the listing's deadline allows, apart from the
-//!   attempts.
+//! - **Rate limiters** (429, or 503 with `Retry-After`) are waited out as they ask
+//!   ([`throttle_wait`]), apart from the attempts: on listings for as long as the listing's
+//!   deadline allows, on bodies (a mount's and a prefetch's alike, [`crate::fetch::BodyRetries`])
+//!   up to [`crate::fetch::body::THROTTLED_WAITS`] times, the stall clock starting anew after
+//!   each wait.
 //!
 //! Only transient failures are tried again ([`super::XnatError::is_transient`]: 5xx, 429,
 //! connection failures, timeouts; and, for bodies, a short or corrupt body).
