@@ -11,9 +11,9 @@
 use super::breaker::{Breaker, Unreachable};
 use super::ledger::Report;
 use super::options::PrefetchOptions;
-use super::plan::{Problem, SessionPlan, Totals, plan_concurrency, plan_session};
+use super::plan::{Folded, Problem, SessionPlan, Totals, plan_concurrency, plan_session};
 use super::progress::Progress;
-use super::select::{FilterGate, check_filters};
+use super::select::FilterGate;
 use super::transfer::{Job, Transfers};
 use super::verified::TransferPolicy;
 use crate::xnat::{Session, XnatApi};
@@ -114,8 +114,7 @@ pub async fn prefetch(
     );
     let mut gate = FilterGate::new(&opts.selection);
     let mut held: Vec<Job> = Vec::new();
-    let mut seen_all = Vec::new();
-    let mut labels_known = true;
+    let mut fold = Folded::default();
     while let Some(one) = planned.recv().await {
         let one = match one {
             Ok(one) => one,
@@ -129,16 +128,12 @@ pub async fn prefetch(
             }
         };
         outcome.planned += 1;
-        outcome.totals.merge(one.totals());
-        outcome.problems.extend(one.problems);
-        labels_known &= one.labels_known;
         if opts.json {
             let summaries = super::summary::SessionSummary::of(&one.resources);
             outcome.summaries.extend(summaries);
         }
-        let jobs = transfers.jobs_of(one.resources);
         let open = gate.saw(&opts.selection, one.seen.as_ref());
-        seen_all.extend(one.seen);
+        let jobs = transfers.jobs_of(fold.add(one));
         if open {
             for job in held.drain(..).chain(jobs) {
                 transfers.start(job).await;
@@ -153,7 +148,7 @@ pub async fn prefetch(
     drop(planned);
     planner.shutdown().await;
     if outcome.unreachable_planning.is_none() && !breaker.stopping() {
-        match check_filters(&opts.selection, &seen_all, labels_known) {
+        match fold.filter_notes(&opts.selection) {
             Ok(notes) => outcome.notes = notes,
             // The gate held every transfer back: nothing was transferred.
             Err(e) if transfers.started == 0 => return Err(e),
@@ -163,6 +158,8 @@ pub async fn prefetch(
             transfers.start(job).await;
         }
     }
+    outcome.problems = fold.problems;
+    outcome.totals = fold.totals;
     outcome.report = transfers.finish().await;
     Ok(outcome)
 }

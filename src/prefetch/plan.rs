@@ -218,16 +218,53 @@ pub async fn build(
         done[i] = Some(one?);
     }
     let mut plan = Plan::default();
-    let mut seen_all = Vec::new();
-    let mut labels_known = true;
+    let mut fold = Folded::default();
     for one in done.into_iter().flatten() {
-        plan.resources.extend(one.resources);
-        plan.problems.extend(one.problems);
-        seen_all.extend(one.seen);
-        labels_known &= one.labels_known;
+        plan.resources.extend(fold.add(one));
     }
-    plan.notes = check_filters(selection, &seen_all, labels_known)?;
+    plan.notes = fold.filter_notes(selection)?;
+    plan.problems = fold.problems;
     Ok(plan)
+}
+
+/// Sessions' plans added up as they come, for a dry run's whole plan ([`build`]) and a
+/// cohort's pipeline alike: their problems and totals, and what they hold, for the filters'
+/// messages.
+#[derive(Debug)]
+pub struct Folded {
+    /// Items left out, in the order their sessions came.
+    pub problems: Vec<Problem>,
+    pub totals: Totals,
+    seen: Vec<Seen>,
+    labels_known: bool,
+}
+
+impl Default for Folded {
+    fn default() -> Self {
+        Folded {
+            problems: Vec::new(),
+            totals: Totals::default(),
+            seen: Vec::new(),
+            labels_known: true,
+        }
+    }
+}
+
+impl Folded {
+    /// Adds one session's plan, and gives back its resources (to plan or to transfer).
+    pub fn add(&mut self, one: SessionPlan) -> Vec<PlannedResource> {
+        self.totals.merge(one.totals());
+        self.problems.extend(one.problems);
+        self.seen.extend(one.seen);
+        self.labels_known &= one.labels_known;
+        one.resources
+    }
+
+    /// What the filters found in some sessions only (notes); an error for one that matched
+    /// in none of the sessions added (see [`check_filters`]).
+    pub fn filter_notes(&self, selection: &Selection) -> Result<Vec<String>> {
+        check_filters(selection, &self.seen, self.labels_known)
+    }
 }
 
 /// Plans one session (shown as `dir_name` under `--out`): from its whole tree when it can be
