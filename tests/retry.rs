@@ -39,6 +39,21 @@ fn failing_bodies(
     (mock, api, file)
 }
 
+/// A mock whose next `n` answers are a rate limiter's, each asking for 1 s, a logged-in
+/// client, and the first DICOM file of a scan.
+fn throttled_bodies(
+    rt: &tokio::runtime::Runtime,
+    n: u32,
+) -> (MockServer, Arc<xnatfs::xnat::http::HttpXnat>, RemoteFile) {
+    let mock = start_mock(small_sample());
+    let api = demo_client(&mock.url());
+    let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
+    let c = &mock.state.controls;
+    c.retry_after_secs.store(1, Ordering::SeqCst);
+    c.throttle_next.store(n, Ordering::SeqCst);
+    (mock, api, file)
+}
+
 #[test]
 fn a_listing_that_always_fails_is_asked_for_exactly_the_documented_times() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -108,14 +123,8 @@ fn a_rate_limiter_is_waited_out_as_it_asks_and_not_counted_as_attempts() {
 #[test]
 fn a_rate_limiter_on_file_bodies_is_waited_out_by_prefetch() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mock = start_mock(small_sample());
-    let api = demo_client(&mock.url());
-    let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
-    let c = &mock.state.controls;
-    // More throttled answers than a prefetch makes attempts, each asking for 1 s.
-    c.retry_after_secs.store(1, Ordering::SeqCst);
-    c.throttle_next
-        .store(PREFETCH_BODY_ATTEMPTS + 1, Ordering::SeqCst);
+    // More throttled answers than a prefetch makes attempts.
+    let (mock, api, file) = throttled_bodies(&rt, PREFETCH_BODY_ATTEMPTS + 1);
     let started = std::time::Instant::now();
     assert!(transfer_one(
         &rt,
@@ -138,13 +147,8 @@ fn a_rate_limiter_on_file_bodies_is_waited_out_by_prefetch() {
 #[test]
 fn a_rate_limiter_on_file_bodies_is_waited_out_by_a_mount_too() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mock = start_mock(small_sample());
-    let api = demo_client(&mock.url());
-    let file = rt.block_on(api.files(&scan_resource())).unwrap().remove(0);
-    let c = &mock.state.controls;
-    // More throttled answers than a mount's download makes attempts, each asking for 1 s.
-    c.retry_after_secs.store(1, Ordering::SeqCst);
-    c.throttle_next.store(BODY_ATTEMPTS + 1, Ordering::SeqCst);
+    // More throttled answers than a mount's download makes attempts.
+    let (mock, api, file) = throttled_bodies(&rt, BODY_ATTEMPTS + 1);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), &mock.url()).unwrap();
     let fetcher = Fetcher::new(api, rt.handle().clone(), cache, Duration::from_secs(30));

@@ -131,6 +131,16 @@ struct Unmapped<'a> {
     reason: String,
 }
 
+/// Leaves session `s` out of the view for `reason`, said in the log and in `unmapped.tsv`.
+fn leave_out<'a>(unmapped: &mut Vec<Unmapped<'a>>, s: &'a Session, reason: String) {
+    tracing::warn!(
+        "BIDS view: session {} ({}) left out: {reason}",
+        s.label,
+        s.id
+    );
+    unmapped.push(Unmapped { session: s, reason });
+}
+
 /// The view of `project` whose sessions place their files as `placed` says.
 pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
     // Which XNAT subjects and sessions each label stands for.
@@ -203,12 +213,7 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
                 ))
             });
         if let Some(reason) = clash {
-            tracing::warn!(
-                "BIDS view: session {} ({}) left out: {reason}",
-                s.label,
-                s.id
-            );
-            unmapped.push(Unmapped { session: s, reason });
+            leave_out(&mut unmapped, s, reason);
             continue;
         }
         let mut shown = false;
@@ -226,12 +231,7 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
         }
         if !shown {
             let reason = "none of its files has a usable path in the view".to_string();
-            tracing::warn!(
-                "BIDS view: session {} ({}) left out: {reason}",
-                s.label,
-                s.id
-            );
-            unmapped.push(Unmapped { session: s, reason });
+            leave_out(&mut unmapped, s, reason);
             continue;
         }
         view.shown += 1;
