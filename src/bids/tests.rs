@@ -250,3 +250,28 @@ async fn a_scans_table_saved_with_a_byte_order_mark_still_places_its_scans() {
         "{placed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_whole_trees_stray_files_are_shown_and_ignored_by_bids_tools() {
+    let s = session("E1", "E1_MR", "A3");
+    let names = [
+        "sub-A3/anat/sub-A3_T1w.nii.gz",
+        "sub-A3/junk.txt",
+        "sub-A3/anat/!odd[1]*.txt",
+    ];
+    let r = vec![resource("E1", None, "BIDS", Some(&names))];
+    let placed = place(&s, &r, None, &Table("")).await;
+    let view = build(&[(s, placed)]);
+    assert_eq!(paths(&view).len(), 3);
+    let ignore = view
+        .files()
+        .find_map(|(p, e)| match e {
+            Entry::Made(b) if p == ".bidsignore" => Some(String::from_utf8(b.to_vec()).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        ignore,
+        "code/\nsub-A3/anat/!odd\\[1\\]\\*.txt\nsub-A3/junk.txt\n"
+    );
+}

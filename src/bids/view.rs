@@ -10,6 +10,7 @@
 //! taking the first, would give a session another's label (or file) the day a listing's
 //! order changes. A session shown without some of its scans has a row there too.
 
+use super::labels::FileName;
 use super::sources::{Placed, Placement};
 use crate::names::is_safe_component;
 use crate::xnat::{RemoteFile, ResourceRef, Session};
@@ -169,6 +170,9 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
     }
     let mut view = View::default();
     let mut unmapped = Vec::new();
+    // Files shown whose names are no BIDS names (a whole tree's stray files): the validator
+    // is told to ignore them, so that one stray file does not make the dataset invalid.
+    let mut ignored = BTreeSet::new();
     // Sessions shown without some of their scans: rows of `unmapped.tsv` too.
     let mut partly = Vec::new();
     let mut participants: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
@@ -221,6 +225,10 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
             let entry = Entry::Remote(f.res.clone(), f.file.clone());
             if view.put(&f.path, entry) {
                 shown = true;
+                let name = f.path.rsplit('/').next().unwrap_or_default();
+                if FileName::parse(name).is_none() {
+                    ignored.insert(f.path.as_str());
+                }
             } else {
                 tracing::warn!(
                     "BIDS view: {} of session {} left out (its path is taken, or no safe name)",
@@ -255,9 +263,29 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
     view.put("participants.tsv", made(participants_tsv(&participants)));
     view.put("participants.json", made(PARTICIPANTS_JSON.into()));
     view.put("README", made(readme(project)));
-    view.put(".bidsignore", made("code/\n".into()));
+    view.put(".bidsignore", made(bidsignore(&ignored)));
     view.put("code/xnatfs/unmapped.tsv", made(unmapped_tsv(&unmapped)));
     view
+}
+
+/// What BIDS tools are to ignore: `code/` (the files xnatfs writes), and each file shown
+/// whose name is no BIDS name.
+fn bidsignore(ignored: &BTreeSet<&str>) -> String {
+    let mut out = String::from("code/\n");
+    for path in ignored {
+        // A name, not a pattern: what `.gitignore` syntax would read as one is escaped.
+        if path.starts_with(['!', '#']) {
+            out.push('\\');
+        }
+        for c in path.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn description(project: &ProjectInfo) -> String {

@@ -141,6 +141,13 @@ async fn a_bids_view_shows_each_source_and_leaves_out_what_cannot_be_placed() {
     assert_eq!(reasons[2].0, "COL-01_MR1");
     assert!(reasons[3].1.starts_with("no BIDS data"));
 
+    // A whole tree's stray file is shown, and the validator told to ignore it.
+    assert!(paths.contains(&"sub-TREE01/ses-1/notes.txt".to_string()));
+    assert_eq!(
+        read_text(&s.fs, ".bidsignore").await,
+        "code/\nsub-TREE01/ses-1/notes.txt\n"
+    );
+
     let participants = read_text(&s.fs, "participants.tsv").await;
     assert_eq!(
         participants,

@@ -283,6 +283,12 @@ impl Builder {
                 files.push(MockFile::new(format!("{stem}{ext}"), body));
             }
         }
+        // What such trees hold beside BIDS files: notes someone kept with the data.
+        let notes = Body::Memory("motion in run 2\n".into());
+        files.push(MockFile::new(
+            format!("sub-{sub}/ses-{ses}/notes.txt"),
+            notes,
+        ));
         let bids = self.resource("BIDS", "BIDS", files);
         let scans = vec![scan("1", "T1_MPRAGE", vec![self.dicom("1")])];
         self.session(subject, label, scans, vec![bids])
