@@ -128,7 +128,7 @@ pub async fn place(
     let has_nifti = resources.iter().any(|r| is_scan_resource(r, "NIFTI"));
     if has_nifti && let Some(map) = map {
         return match by_map(session, resources, map) {
-            Ok(placed) => Placement::Placed(Source::Map, placed, Vec::new()),
+            Ok((placed, left_out)) => Placement::Placed(Source::Map, placed, left_out),
             Err(reason) => Placement::Unmapped(reason),
         };
     }
@@ -179,18 +179,16 @@ fn is_bids_scan_resource(r: &SessionResource) -> bool {
 
 /// The scans with a `NIFTI` or `BIDS` resource XNAT would not list (an unreadable catalog):
 /// each left out whole, as its sidecars without its image (or the reverse) would make the
-/// dataset invalid, and said so.
+/// dataset invalid, and said so (by the view).
 fn unreadable_scans(resources: &[SessionResource]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for r in resources.iter().filter(|r| r.files.is_none()) {
         if is_bids_scan_resource(r) {
-            let why = format!(
+            out.push(format!(
                 "scan {} (XNAT would not list the files of {})",
                 r.res.scan.as_deref().unwrap_or_default(),
                 r.res.label_path()
-            );
-            tracing::warn!("BIDS view: {} left out: {why}", r.res.session_id);
-            out.push(why);
+            ));
         }
     }
     out
@@ -249,6 +247,8 @@ fn by_scans_tsv(
     let mut placed = Vec::new();
     let mut dirs = Vec::new();
     let mut rows = Vec::new();
+    // A row naming a file this view cannot place (no datatype folder, no BIDS name).
+    let mut unplaceable = None;
     for line in lines {
         let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
         let (Some(file), Some(scan)) = (cols.get(filename), cols.get(scan_id)) else {
@@ -256,15 +256,14 @@ fn by_scans_tsv(
         };
         // `anat/sub-X_ses-Y_T1w.nii.gz`: the datatype folder, and the name that says which
         // subject and session.
-        let Some((datatype, name)) = file.rsplit_once('/') else {
+        let parsed = file.rsplit_once('/').and_then(|(datatype, name)| {
+            let parsed = FileName::parse(name)?;
+            is_safe_component(datatype).then_some((datatype, parsed))
+        });
+        let Some((datatype, parsed)) = parsed else {
+            unplaceable.get_or_insert_with(|| file.to_string());
             continue;
         };
-        let Some(parsed) = FileName::parse(name) else {
-            continue;
-        };
-        if !is_safe_component(datatype) {
-            continue;
-        }
         let dir = format!("{}/{datatype}", session_dir(&parsed));
         for (res, f) in scan_files(resources, Some(scan)) {
             if FileName::parse(&f.path).is_some_and(|n| n.subject == parsed.subject) {
@@ -281,9 +280,10 @@ fn by_scans_tsv(
     if placed.is_empty() {
         return None;
     }
-    let missing = rows
-        .into_iter()
-        .find(|row| !placed.iter().any(|p| p.path == *row));
+    let missing = unplaceable.or_else(|| {
+        rows.into_iter()
+            .find(|row| !placed.iter().any(|p| p.path == *row))
+    });
     // The table itself, beside the datatype folders it names (when its name is a BIDS name),
     // when every file it names is there.
     if let Some(name) = FileName::parse(&tsv.path)
@@ -325,12 +325,13 @@ fn with_run(bidsname: &str, run: usize) -> String {
     }
 }
 
-/// Source 4: the `NIFTI` files of the scans `map` names, under the names xnatfs makes.
+/// Source 4: the `NIFTI` files of the scans `map` names, under the names xnatfs makes, and
+/// the scans it names whose `NIFTI` resource XNAT would not list (left out).
 fn by_map(
     session: &Session,
     resources: &[SessionResource],
     map: &BidsMap,
-) -> Result<Vec<Placed>, String> {
+) -> Result<(Vec<Placed>, Vec<String>), String> {
     let sub = sanitise(&session.subject_label)
         .ok_or("its subject's label has no letter or digit for a BIDS label")?;
     let ses = session_label(&session.label, &session.subject_label)
@@ -362,6 +363,7 @@ fn by_map(
         key(a).cmp(&key(b))
     });
     let mut placed = Vec::new();
+    let mut left_out = Vec::new();
     for (i, (scan, r, name)) in mapped.iter().enumerate() {
         let same: Vec<usize> = (0..mapped.len())
             .filter(|j| mapped[*j].2 == *name)
@@ -380,12 +382,15 @@ fn by_map(
             );
             continue;
         };
-        let files: Vec<&Arc<RemoteFile>> = r
-            .files
-            .iter()
-            .flat_map(|f| f.iter())
-            .filter(|f| !f.path.contains('/'))
-            .collect();
+        let Some(files) = &r.files else {
+            left_out.push(format!(
+                "scan {} (XNAT would not list the files of {})",
+                scan.id,
+                r.res.label_path()
+            ));
+            continue;
+        };
+        let files: Vec<&Arc<RemoteFile>> = files.iter().filter(|f| !f.path.contains('/')).collect();
         let images = files
             .iter()
             .filter(|f| f.path.ends_with(".nii.gz") || f.path.ends_with(".nii"))
@@ -415,7 +420,7 @@ fn by_map(
                 .into(),
         );
     }
-    Ok(placed)
+    Ok((placed, left_out))
 }
 
 /// The scans' and the session's own resources of session `session_id`'s tree, with their

@@ -275,3 +275,65 @@ async fn a_whole_trees_stray_files_are_shown_and_ignored_by_bids_tools() {
         "code/\nsub-A3/anat/!odd\\[1\\]\\*.txt\nsub-A3/junk.txt\n"
     );
 }
+
+#[tokio::test]
+async fn a_scans_table_naming_a_file_the_view_cannot_place_is_not_shown() {
+    let s = session("E1", "S1_MR1", "S1");
+    let resources = vec![
+        resource(
+            "E1",
+            Some("2"),
+            "NIFTI",
+            Some(&["sub-S1_ses-MR1_T1w.nii.gz"]),
+        ),
+        resource("E1", None, "BIDS", Some(&["sub-S1_ses-MR1_scans.tsv"])),
+    ];
+    // Its second row names a file with no datatype folder: the validator would find no file.
+    const TSV: &str = "filename\txnat_scan_id\nanat/sub-S1_ses-MR1_T1w.nii.gz\t2\nnotes.txt\t3\n";
+    let placed = place(&s, &resources, None, &Table(TSV)).await;
+    let Placement::Placed(Source::ScansTsv, files, left_out) = &placed else {
+        panic!("{placed:?}")
+    };
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        left_out,
+        &["sub-S1_ses-MR1_scans.tsv (it names notes.txt, which is not there)"]
+    );
+}
+
+#[tokio::test]
+async fn a_mapped_scan_xnat_will_not_list_is_said_left_out() {
+    let s = session("E1", "S1_MR1", "S1");
+    let mapped = |id: &str, files: Option<&[&str]>| {
+        let mut r = resource("E1", Some(id), "NIFTI", files);
+        let scan = Arc::make_mut(r.scan.as_mut().unwrap());
+        scan.series_description = "rsfmri".into();
+        r
+    };
+    let resources = vec![
+        mapped("3", Some(&["rest.nii.gz", "rest.json"])),
+        mapped("4", None),
+    ];
+    let map = super::bidsmap::BidsMap::parse(
+        r#"[{"series_description": "rsfmri", "bidsname": "task-rest_bold"}]"#,
+    )
+    .unwrap();
+    let placed = place(&s, &resources, Some(&map), &Table("")).await;
+    let Placement::Placed(Source::Map, files, left_out) = &placed else {
+        panic!("{placed:?}")
+    };
+    // Runs by scan ID, the unreadable scan's included: names do not move when it comes back.
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "sub-S1/ses-MR1/func/sub-S1_ses-MR1_task-rest_run-01_bold.nii.gz",
+            "sub-S1/ses-MR1/func/sub-S1_ses-MR1_task-rest_run-01_bold.json"
+        ]
+    );
+    assert_eq!(left_out.len(), 1);
+    assert!(
+        left_out[0].starts_with("scan 4 (XNAT would not list the files of "),
+        "{left_out:?}"
+    );
+}

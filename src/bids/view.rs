@@ -250,6 +250,11 @@ pub fn build(project: &ProjectInfo, placed: &[(Session, Placement)]) -> View {
                 .insert(&s.subject_label);
         }
         for what in left_out {
+            tracing::warn!(
+                "BIDS view: session {} ({}) shown without {what}",
+                s.label,
+                s.id
+            );
             partly.push(Unmapped {
                 session: s,
                 reason: format!("shown without {what}"),

@@ -202,16 +202,18 @@ impl Budget {
         }
     }
 
-    /// A new complete file: counted, then the cache is trimmed to its cap.
+    /// A new complete file: counted, then the cache is trimmed to its cap, sparing the file
+    /// itself (it is about to be read: with every other file open, it would be the one to go).
     pub fn added(&self, path: &Path, size: u64) {
-        if let Some(rel) = self.rel(path) {
+        let rel = self.rel(path);
+        if let Some(rel) = &rel {
             let mut inner = self.inner.lock().unwrap();
-            if let Some(old) = inner.lru.put(rel, size) {
+            if let Some(old) = inner.lru.put(rel.clone(), size) {
                 inner.total -= old;
             }
             inner.total += size;
         }
-        self.evict();
+        self.evict_while_sparing(rel.as_deref(), |inner, limit| inner.total > limit);
     }
 
     pub fn opened(&self, path: &Path) {
@@ -264,6 +266,11 @@ impl Budget {
 
     /// Evicts least recently used files that are not open while `too_full` says so.
     fn evict_while(&self, too_full: impl Fn(&Inner, u64) -> bool) {
+        self.evict_while_sparing(None, too_full)
+    }
+
+    /// [`Self::evict_while`], never evicting `spare` (a path relative to the data folder).
+    fn evict_while_sparing(&self, spare: Option<&Path>, too_full: impl Fn(&Inner, u64) -> bool) {
         let mut inner = self.inner.lock().unwrap();
         let Some(limit) = inner.limit else { return };
         let mut skipped = Vec::new();
@@ -272,7 +279,10 @@ impl Budget {
                 break;
             };
             // Open here, or in another process that shares the cache (it holds the file).
-            if inner.open.contains_key(&rel) || lease::is_held(&self.data_dir.join(&rel)) {
+            if inner.open.contains_key(&rel)
+                || spare == Some(rel.as_path())
+                || lease::is_held(&self.data_dir.join(&rel))
+            {
                 skipped.push((rel, size));
                 continue;
             }

@@ -416,3 +416,25 @@ fn a_commit_counts_its_copy_and_a_pin_keeps_it_until_dropped() {
     assert!(cache.pin(&r, &remote("c.dcm", b"2", true)).is_none());
     assert!(cache.pin(&r, &remote("c.dcm", b"1", true)).is_some());
 }
+
+#[test]
+fn a_file_just_committed_is_not_evicted_for_files_held_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "http://a").unwrap();
+    let r = res(Some("1"), "DICOM");
+    let commit = |name: &str, body: &[u8]| {
+        let f = remote(name, body, true);
+        let dest = cache.file_path(&r, name).unwrap();
+        let mut part = cache.begin().unwrap();
+        part.write(body).unwrap();
+        part.commit(&f, &dest).unwrap();
+        (f, dest)
+    };
+    let (old, _) = commit("a.dcm", b"12345");
+    let _held = cache.pin(&r, &old).unwrap();
+    cache.set_limit(4);
+    // Over the cap with the only other file held open: the new one stays, to be read.
+    let (new, new_path) = commit("b.dcm", b"");
+    assert!(new_path.exists());
+    assert!(cache.lookup(&r, &new).is_some());
+}

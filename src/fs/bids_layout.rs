@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 /// Sessions placed at once while a view is built.
 const SESSIONS_AT_ONCE: usize = 16;
 
-/// How long a view that left out a session whose listing failed is kept at most (a longer
-/// `--dir-ttl` would hide a session for its whole length after one failed request).
+/// How long a view that left out a session whose listing failed for a reason that may pass
+/// (a 5xx, a timeout) is kept at most (a longer `--dir-ttl` would hide a session for its
+/// whole length after one failed request).
 const INCOMPLETE_VIEW_TTL: Duration = Duration::from_secs(30);
 
 type ViewFuture = Shared<BoxFuture<'static, Result<Arc<View>, XnatError>>>;
@@ -227,7 +228,10 @@ async fn build_view(
                     }
                     Err(e) => {
                         tracing::warn!("BIDS view: session {} ({}) left out: {e}", s.label, s.id);
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        // A refusal for good (403, 404) is no reason to build it again sooner.
+                        if e.is_transient() {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Placement::Unmapped(format!("cannot list it: {e}"))
                     }
                 };

@@ -463,16 +463,19 @@ impl XnatFs {
 
     pub fn release(&self, fh: u64) {
         // A pinned copy is let go when its handle goes (an open file's once the reads still
-        // under way through it are over).
-        let (ino, passthrough) = match self.handles.lock().unwrap().remove(&fh) {
-            Some(Handle::Passthrough { ino, .. }) => (ino, true),
+        // under way through it are over), after the handles' lock: letting go may take the
+        // cache's lock.
+        let removed = self.handles.lock().unwrap().remove(&fh);
+        let (ino, passthrough) = match &removed {
+            Some(Handle::Passthrough { ino, .. }) => (*ino, true),
             Some(Handle::File(f)) => (f.ino, false),
             Some(Handle::Made(ino, _)) => {
-                self.tree.closed(ino);
+                self.tree.closed(*ino);
                 return;
             }
             _ => return,
         };
+        drop(removed);
         self.tree.closed(ino);
         let mut kinds = self.open_kinds.lock().unwrap();
         if let Some(open) = kinds.get_mut(&ino) {

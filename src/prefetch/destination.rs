@@ -80,10 +80,9 @@ impl Destination {
         None
     }
 
-    /// The folder partial files are written in (on the destination's file system); each run
-    /// makes its own folder inside it ([`RunTmp`]).
-    /// How new files are written there: the cache's way (checked as it is opened to check,
-    /// counted under its cap), or as plain files checked as `verify` says.
+    /// How new files are written there: the cache's way (checked as the cache was opened to
+    /// check, which `prefetch` opens with `--verify`; counted under its cap), or as plain
+    /// files checked as `verify` says.
     pub fn new_copies(&self, verify: crate::cache::Verify) -> crate::cache::NewCopies {
         match self {
             Destination::Cache(cache) => cache.new_copies(),
@@ -91,6 +90,8 @@ impl Destination {
         }
     }
 
+    /// The folder partial files are written in (on the destination's file system); each run
+    /// makes its own folder inside it ([`RunTmp`]).
     pub fn tmp_dir(&self) -> PathBuf {
         match self {
             Destination::Cache(cache) => cache.tmp_dir(),
