@@ -87,15 +87,27 @@ fn paths(view: &View) -> Vec<String> {
         .collect()
 }
 
-fn unmapped(view: &View) -> String {
+/// The text of the file xnatfs writes at `path` of the view.
+fn made(view: &View, path: &str) -> String {
     view.files()
         .find_map(|(p, e)| match e {
-            Entry::Made(bytes) if p == "code/xnatfs/unmapped.tsv" => {
-                Some(String::from_utf8(bytes.to_vec()).unwrap())
-            }
+            Entry::Made(bytes) if p == path => Some(String::from_utf8(bytes.to_vec()).unwrap()),
             _ => None,
         })
         .unwrap()
+}
+
+fn unmapped(view: &View) -> String {
+    made(view, "code/xnatfs/unmapped.tsv")
+}
+
+/// Session E1's scan 2 (a BIDS-named T1w image) and its own `BIDS` resource with a table.
+fn t1_and_its_table() -> Vec<SessionResource> {
+    let t1 = ["sub-S1_ses-MR1_T1w.nii.gz"];
+    vec![
+        resource("E1", Some("2"), "NIFTI", Some(&t1)),
+        resource("E1", None, "BIDS", Some(&["sub-S1_ses-MR1_scans.tsv"])),
+    ]
 }
 
 #[tokio::test]
@@ -233,15 +245,7 @@ async fn a_scan_xnat_will_not_list_is_left_out_whole_and_its_table_with_it() {
 #[tokio::test]
 async fn a_scans_table_saved_with_a_byte_order_mark_still_places_its_scans() {
     let s = session("E1", "S1_MR1", "S1");
-    let resources = vec![
-        resource(
-            "E1",
-            Some("2"),
-            "NIFTI",
-            Some(&["sub-S1_ses-MR1_T1w.nii.gz"]),
-        ),
-        resource("E1", None, "BIDS", Some(&["sub-S1_ses-MR1_scans.tsv"])),
-    ];
+    let resources = t1_and_its_table();
     // By the table (source 2), not by the image's own name (source 3): the header is found.
     const TSV: &str = "\u{feff}filename\txnat_scan_id\nanat/sub-S1_ses-MR1_T1w.nii.gz\t2\n";
     let placed = place(&s, &resources, None, &Table(TSV)).await;
@@ -263,15 +267,8 @@ async fn a_whole_trees_stray_files_are_shown_and_ignored_by_bids_tools() {
     let placed = place(&s, &r, None, &Table("")).await;
     let view = build(&[(s, placed)]);
     assert_eq!(paths(&view).len(), 3);
-    let ignore = view
-        .files()
-        .find_map(|(p, e)| match e {
-            Entry::Made(b) if p == ".bidsignore" => Some(String::from_utf8(b.to_vec()).unwrap()),
-            _ => None,
-        })
-        .unwrap();
     assert_eq!(
-        ignore,
+        made(&view, ".bidsignore"),
         "code/\nsub-A3/anat/!odd\\[1\\]\\*.txt\nsub-A3/junk.txt\n"
     );
 }
@@ -279,15 +276,7 @@ async fn a_whole_trees_stray_files_are_shown_and_ignored_by_bids_tools() {
 #[tokio::test]
 async fn a_scans_table_naming_a_file_the_view_cannot_place_is_not_shown() {
     let s = session("E1", "S1_MR1", "S1");
-    let resources = vec![
-        resource(
-            "E1",
-            Some("2"),
-            "NIFTI",
-            Some(&["sub-S1_ses-MR1_T1w.nii.gz"]),
-        ),
-        resource("E1", None, "BIDS", Some(&["sub-S1_ses-MR1_scans.tsv"])),
-    ];
+    let resources = t1_and_its_table();
     // Its second row names a file with no datatype folder: the validator would find no file.
     const TSV: &str = "filename\txnat_scan_id\nanat/sub-S1_ses-MR1_T1w.nii.gz\t2\nnotes.txt\t3\n";
     let placed = place(&s, &resources, None, &Table(TSV)).await;
