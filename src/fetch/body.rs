@@ -7,7 +7,38 @@
 
 use super::FetchError;
 use crate::xnat::retry::{Attempts, throttle_wait};
+use crate::xnat::{RemoteFile, XnatError};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use std::time::{Duration, Instant};
+
+/// The next chunk of a body, waiting at most until `stall_timeout` after `since` (the body's
+/// last progress, not merely its last byte: see [`ProgressMark`]); `None` at the body's end.
+pub async fn next_chunk(
+    body: &mut BoxStream<'static, Result<Bytes, XnatError>>,
+    since: Instant,
+    stall_timeout: Duration,
+    file: &RemoteFile,
+) -> Result<Option<Bytes>, FetchError> {
+    let left = stall_timeout.saturating_sub(since.elapsed());
+    let next = tokio::time::timeout(left, body.next())
+        .await
+        .map_err(|_| XnatError::Timeout(format!("no progress for {}", file.uri())))?;
+    Ok(next.transpose()?)
+}
+
+/// A body of `size` bytes that reaches `end` now: an error past its size (bytes of something
+/// else, never stored).
+pub fn within_size(file: &RemoteFile, end: u64, size: u64) -> Result<(), FetchError> {
+    match end > size {
+        true => Err(FetchError::Verify(format!(
+            "{}: the body is longer than its {size} bytes",
+            file.path
+        ))),
+        false => Ok(()),
+    }
+}
 
 /// A body makes progress while at least this many bytes arrive per stall timeout: a server
 /// that sends a byte now and then never quite stalls, and must not hold a reader for ever.

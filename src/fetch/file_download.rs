@@ -60,11 +60,10 @@ use super::error::FetchError;
 use super::hasher::Hasher;
 use super::ranges::Ranges;
 use super::readahead::{MIN_WINDOW, Readahead};
-use super::{BodyRetries, FetchContext, ProgressMark};
+use super::{BodyRetries, FetchContext, ProgressMark, body};
 use crate::cache::PartialFile;
 use crate::xnat::retry::BODY_ATTEMPTS;
 use crate::xnat::{RemoteFile, XnatError};
-use futures::StreamExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -530,21 +529,11 @@ impl FileDownload {
         let mut body = download.body;
         let asked = Instant::now();
         loop {
-            // Until the stall timeout since the last progress (not merely the last byte).
             let since = self.state.lock().unwrap().progress.at().max(asked);
-            let left = self.ctx.stall_timeout.saturating_sub(since.elapsed());
-            let next = tokio::time::timeout(left, body.next())
-                .await
-                .map_err(|_| XnatError::Timeout(format!("no progress for {}", self.file.uri())))?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk?;
+            let next = body::next_chunk(&mut body, since, self.ctx.stall_timeout, &self.file);
+            let Some(chunk) = next.await? else { break };
             let chunk_end = at + chunk.len() as u64;
-            if chunk_end > size {
-                return Err(FetchError::Verify(format!(
-                    "{}: the body is longer than its {size} bytes",
-                    self.file.path
-                )));
-            }
+            body::within_size(&self.file, chunk_end, size)?;
             if range_end.is_some_and(|e| chunk_end > e) {
                 return Err(FetchError::Verify(format!(
                     "{}: the answer to a range request runs past the range",

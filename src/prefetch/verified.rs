@@ -1,9 +1,8 @@
 //! The verified whole-file download of a prefetch: one file, through a partial file, checked
 //! (size, and MD5 when listed) before it takes its final name.
 
-use crate::fetch::{BodyRetries, FetchError, ProgressMark};
+use crate::fetch::{BodyRetries, FetchError, ProgressMark, body};
 use crate::xnat::{RemoteFile, XnatApi, XnatError};
-use futures::StreamExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,19 +71,10 @@ async fn download_once(
     part.expect_size(size);
     let asked = std::time::Instant::now();
     loop {
-        // Until the stall timeout since the last progress (not merely the last byte).
-        let left = stall_timeout.saturating_sub(progress.at().max(asked).elapsed());
-        let next = tokio::time::timeout(left, download.body.next())
-            .await
-            .map_err(|_| XnatError::Timeout(format!("no progress for {}", file.uri())))?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk?;
-        if part.written() + chunk.len() as u64 > size {
-            return Err(FetchError::Verify(format!(
-                "{}: the body is longer than its {size} bytes",
-                file.path
-            )));
-        }
+        let since = progress.at().max(asked);
+        let next = body::next_chunk(&mut download.body, since, stall_timeout, file);
+        let Some(chunk) = next.await? else { break };
+        body::within_size(file, part.written() + chunk.len() as u64, size)?;
         part.write(&chunk).map_err(FetchError::cache)?;
         progress.arrived(chunk.len() as u64, part.written() == size);
         on_bytes(chunk.len() as u64);
