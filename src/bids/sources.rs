@@ -181,17 +181,23 @@ fn is_bids_scan_resource(r: &SessionResource) -> bool {
 /// each left out whole, as its sidecars without its image (or the reverse) would make the
 /// dataset invalid, and said so (by the view).
 fn unreadable_scans(resources: &[SessionResource]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in resources.iter().filter(|r| r.files.is_none()) {
-        if is_bids_scan_resource(r) {
-            out.push(format!(
-                "scan {} (XNAT would not list the files of {})",
-                r.res.scan.as_deref().unwrap_or_default(),
-                r.res.label_path()
-            ));
-        }
-    }
-    out
+    unreadable(resources).map(left_out_scan).collect()
+}
+
+/// The scans' `NIFTI` and `BIDS` resources XNAT would not list.
+fn unreadable(resources: &[SessionResource]) -> impl Iterator<Item = &SessionResource> {
+    resources
+        .iter()
+        .filter(|r| r.files.is_none() && is_bids_scan_resource(r))
+}
+
+/// What a view shown without the scan of unreadable resource `r` lacks, in `unmapped.tsv`.
+fn left_out_scan(r: &SessionResource) -> String {
+    format!(
+        "scan {} (XNAT would not list the files of {})",
+        r.res.scan.as_deref().unwrap_or_default(),
+        r.res.label_path()
+    )
 }
 
 /// The files of scan `scan`'s `NIFTI` and `BIDS` resources (top level), with their names;
@@ -200,9 +206,7 @@ fn scan_files<'a>(
     resources: &'a [SessionResource],
     scan: Option<&'a str>,
 ) -> impl Iterator<Item = (&'a Arc<ResourceRef>, &'a Arc<RemoteFile>)> + 'a {
-    let unreadable: std::collections::HashSet<&str> = resources
-        .iter()
-        .filter(|r| r.files.is_none() && is_bids_scan_resource(r))
+    let unreadable: std::collections::HashSet<&str> = unreadable(resources)
         .filter_map(|r| r.res.scan.as_deref())
         .collect();
     resources
@@ -383,11 +387,7 @@ fn by_map(
             continue;
         };
         let Some(files) = &r.files else {
-            left_out.push(format!(
-                "scan {} (XNAT would not list the files of {})",
-                scan.id,
-                r.res.label_path()
-            ));
+            left_out.push(left_out_scan(r));
             continue;
         };
         let files: Vec<&Arc<RemoteFile>> = files.iter().filter(|f| !f.path.contains('/')).collect();

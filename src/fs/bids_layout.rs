@@ -177,7 +177,7 @@ impl BidsLayout {
 }
 
 /// How long a view built is kept, given the `--dir-ttl`: at most [`INCOMPLETE_VIEW_TTL`]
-/// when a session's listing failed.
+/// when a session's listing failed for a reason that may pass.
 fn kept_for(ttl: Duration, view: &View) -> Duration {
     match view.incomplete {
         true => ttl.min(INCOMPLETE_VIEW_TTL),

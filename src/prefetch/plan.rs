@@ -303,7 +303,7 @@ pub async fn plan_session(
         }
         // The server is not there: listing folder by folder would not fare better.
         Err(e) if is_unreachable(&e) => {
-            let _ = heard(breaker, Err::<(), _>(e.clone()))?;
+            heard(breaker, Err(&e))?;
             planner.plan.problems.push(Problem::new(at, e));
             return Ok(planner.plan);
         }
@@ -509,11 +509,8 @@ impl WalkPolicy for PlanWalk<'_, '_> {
     }
 
     fn heard(&mut self, listing: Listing<'_>, outcome: Result<(), &xnat::XnatError>) -> Result<()> {
-        self.breaker.record(outcome.map_err(is_unreachable));
+        heard(self.breaker, outcome)?;
         let Err(e) = outcome else { return Ok(()) };
-        if self.breaker.tripped() {
-            return Err(Unreachable(e.to_string()).into());
-        }
         let at = self.planner.at();
         let item = match listing {
             Listing::Scans => {
@@ -568,13 +565,13 @@ pub(super) async fn mark_present(resources: &mut [PlannedResource], dest: &Desti
     }
 }
 
-/// Tells `breaker` how a listing went: the listing as it was, or [`Unreachable`] once so
-/// many in a row could not reach the server.
-fn heard<T>(breaker: &Breaker, listed: xnat::Result<T>) -> Result<xnat::Result<T>> {
-    breaker.record(listed.as_ref().map(|_| ()).map_err(is_unreachable));
-    match listed {
+/// Tells `breaker` how a listing went: [`Unreachable`] once so many in a row could not reach
+/// the server.
+fn heard(breaker: &Breaker, outcome: Result<(), &xnat::XnatError>) -> Result<()> {
+    breaker.record(outcome.map_err(is_unreachable));
+    match outcome {
         Err(e) if breaker.tripped() => Err(Unreachable(e.to_string()).into()),
-        listed => Ok(listed),
+        _ => Ok(()),
     }
 }
 
