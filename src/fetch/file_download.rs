@@ -50,11 +50,20 @@
 //!   daemon's download threads 43% (the socket's copy 7.5%, the page-cache write of the
 //!   partial file 10%, scheduling and wake-ups); the FUSE threads 31% (the `pread` copy 8%,
 //!   the kernel's FUSE locks 8.5%, the reply's copy 4%, zeroing buffers 3%); `dd` itself is
-//!   not counted. curl makes one copy where the mount makes four and a page-cache write, so
-//!   even perfectly spread over the 2 cores the read takes about 0.35 s (0.55x curl's speed,
-//!   against 0.46x now): the 0.7x goal needs copies gone (reads answered from the chunks in
-//!   memory instead of `pread`, a splice into `/dev/fuse`), not better scheduling. Two FUSE
-//!   threads instead of four: no difference, in runs taken in turn.
+//!   not counted. Two FUSE threads instead of four: no difference, in runs taken in turn.
+//! - The floor, measured (2026-12-07, `scripts/bench-read` prints it in every run): a cold
+//!   read is two stages, each CPU-bound, that can be timed alone: the download into a file
+//!   (`prefetch --out` of the same file, less its start-up: 0.20 s, 0.39-0.40 s of busy
+//!   CPU, the mock's included) and the serving of a complete cache file through FUSE
+//!   (passthrough kept off: 0.23-0.24 s, 0.35-0.37 s of CPU; a local `dd` of the same file
+//!   takes 0.07 s, the rest is the kernel's FUSE path, per page, and one `pread` per
+//!   request). Together they need 0.74-0.77 s of CPU; over 2 cores, no cold read can take
+//!   less than 0.37-0.39 s, which is 0.40-0.52x of curl's 0.15-0.19 s, below the 0.7x
+//!   asked. The cold read takes 0.41-0.42 s with 0.74-0.77 s of busy CPU: 0.89-0.93 of its
+//!   floor. Tried and left, as they gained nothing in runs taken in turn: waking only the
+//!   readers whose bytes a chunk completes instead of all waiting readers per chunk, FUSE
+//!   requests of 4 MiB (`/proc/sys/fs/fuse/max_pages_limit` raised, read-ahead 4 MiB:
+//!   reads of a cached file 10-20% faster, cold reads 5-10% slower).
 
 use super::error::FetchError;
 use super::hasher::Hasher;
