@@ -37,7 +37,7 @@ pub enum Verify {
     #[default]
     Md5,
     /// Its size only (the listing's size, and the body's own length): no MD5 is computed, so
-    /// reads run at link speed, trusting TCP (and TLS) for the bytes.
+    /// reads are not bound by hashing, trusting TCP (and TLS) for the bytes.
     Size,
 }
 
