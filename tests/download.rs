@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{SUBJ01_T1W, demo_client, mock_file, mock_file_mut, start_mock};
+use common::{SUBJ01_T1W, Tmpfs, demo_client, mock_file, mock_file_mut, start_mock};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -118,6 +118,9 @@ fn random_reads_always_give_the_source_bytes() {
         // After all that, the whole file lands in the cache, verified.
         let path = rt.block_on(s.fetcher.fetch(&s.res, &s.file)).unwrap();
         assert_eq!(xnatfs::cache::hash_file(&path).unwrap(), s.source.md5());
+        // The download that ended is let go, and with it its open file: a copy evicted later
+        // gives its space back at once.
+        assert!(s.fetcher.running(&s.res, &s.file).is_none(), "{how}");
         let honoured = range == RangeMode::Honour;
         assert_eq!(s.fetcher.range_honoured(), Some(honoured), "{how}");
     }
@@ -219,4 +222,52 @@ fn a_body_that_disagrees_with_its_digest_is_an_error_at_the_end() {
     assert!(e.to_string().contains("MD5"), "{e}");
     assert!(fetcher.cache().lookup(&res, &file).is_none());
     let _ = (MockState::new, Body::Memory);
+}
+
+/// A disk that fills up at a file's last bytes: the read fails with "local disk full" at once,
+/// after one request. The run whose last chunk could not be written used to pass for done, so
+/// its reader started it again, and again, without end (a field test on a full tmpfs: 392
+/// whole-file requests in 20 s, the reader stuck in the kernel).
+#[test]
+fn a_disk_full_at_the_last_bytes_fails_the_read_instead_of_fetching_it_again_and_again() {
+    let Some(disk) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let size: u64 = 6 << 20;
+    let data = Dataset::sample(&SampleSpec {
+        dicom_files: 1,
+        dicom_size: 1000,
+        nifti_size: size,
+        scans: 2,
+    });
+    let res = data.resource_ref("XNAT_E00001", Some("2"), "NIFTI");
+    let mock = start_mock(data);
+    let rt = runtime();
+    let api = demo_client(&mock.url());
+    let file = rt.block_on(api.files(&res)).unwrap().remove(0);
+    assert_eq!(file.size, size);
+    let cache = Cache::open(&disk.path, &mock.url()).unwrap();
+    // Room for all of the file but its last page (its space cannot be reserved then).
+    let filler = disk.free() - (size - 4096);
+    std::fs::write(disk.path.join("filler"), vec![1u8; filler as usize]).unwrap();
+    assert_eq!(disk.free(), size - 4096);
+    let fetcher = Fetcher::new(api, rt.handle().clone(), cache, Duration::from_secs(10));
+    let got = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), fetcher.fetch(&res, &file)).await
+    });
+    let err = got
+        .expect("the read ends (it fetched the file again and again)")
+        .expect_err("the file cannot fit");
+    assert!(
+        matches!(err, xnatfs::fetch::error::FetchError::DiskFull(_)),
+        "{err}"
+    );
+    assert_eq!(
+        mock.state.file_gets(),
+        1,
+        "one request, not one per retry of a reader"
+    );
+    // The partial file is given back: the disk has its room again.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(disk.free(), size - 4096);
 }

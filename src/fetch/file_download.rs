@@ -125,6 +125,8 @@ pub struct FileDownload {
     fd: std::fs::File,
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Called once when the file is verified and renamed, or refused.
+    on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FileDownload {
@@ -157,7 +159,13 @@ impl FileDownload {
                 progress: ProgressMark::default(),
             }),
             changed: tokio::sync::watch::channel(0).0,
+            on_end: Mutex::new(None),
         }))
+    }
+
+    /// `f` is called once the file is verified and under its final name, or refused.
+    pub fn when_ended(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.on_end.lock().unwrap() = Some(f);
     }
 
     /// The file's size: the server's once an answer gave it, else the listed one.
@@ -441,10 +449,12 @@ impl FileDownload {
                     if pos >= end {
                         // Its span came (a connection lost past it, say): readers ask again for
                         // anything missing, and the file is verified whole. Bytes the server
-                        // sent wrong fail the download.
+                        // sent wrong fail the download, and so does the local disk: a run
+                        // that ended Ok with bytes unwritten would be started again by its
+                        // readers, forever (found on a full disk).
                         match e {
-                            FetchError::Verify(_) => break Err(e),
-                            _ => break Ok(()),
+                            FetchError::Xnat(_) => break Ok(()),
+                            _ => break Err(e),
                         }
                     }
                     if !retries.again(&e, progress).await {
@@ -613,9 +623,6 @@ impl FileDownload {
         if let Some(e) = &st.failed {
             return Err(e.clone()); // the download failed for good: its file is given back
         }
-        if let Some(run) = st.runs.iter_mut().find(|r| r.id == id) {
-            run.pos = end;
-        }
         let mut off = at;
         while off < end {
             let i = (off - at) as usize;
@@ -643,6 +650,11 @@ impl FileDownload {
                     off += n as u64;
                 }
             }
+        }
+        // The run got this far only once the chunk is written: a write that failed (a full
+        // disk) leaves the run short of its end, so it fails rather than passing for done.
+        if let Some(run) = st.runs.iter_mut().find(|r| r.id == id) {
+            run.pos = end;
         }
         let complete = st.present.contains(0, st.size);
         st.progress.arrived(chunk.len() as u64, complete);
@@ -679,6 +691,11 @@ impl FileDownload {
             tracing::debug!("cached {}", self.dest.display());
         }
         self.state.lock().unwrap().finished = Some(result);
+        // Before its waiters wake: whoever waited for the end finds it over everywhere.
+        let ended = self.on_end.lock().unwrap().take();
+        if let Some(f) = ended {
+            f();
+        }
         self.bump();
     }
 }

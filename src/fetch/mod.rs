@@ -51,9 +51,12 @@ pub struct FetchContext {
 /// that changes on the server is another download).
 type DownloadKey = (PathBuf, u64, Option<crate::xnat::Md5>);
 
+type Active = Arc<Mutex<HashMap<DownloadKey, Arc<FileDownload>>>>;
+
 pub struct Fetcher {
     pub(crate) ctx: Arc<FetchContext>,
-    active: Mutex<HashMap<DownloadKey, Arc<FileDownload>>>,
+    /// Downloads under way; one leaves when it has ended (see [`Fetcher::download`]).
+    active: Active,
 }
 
 impl Fetcher {
@@ -85,7 +88,7 @@ impl Fetcher {
                 stall_timeout,
                 sizes: sizes::Sizes::default(),
             }),
-            active: Mutex::new(HashMap::new()),
+            active: Active::default(),
         })
     }
 
@@ -125,6 +128,19 @@ impl Fetcher {
         // Forget downloads that are over (their readers hold their own handles).
         active.retain(|_, d| d.finished().is_none() && !d.failed());
         let d = FileDownload::new(self.ctx.clone(), file.clone(), key.0.clone())?;
+        // A download that has ended leaves at once: it holds its file open, and a copy
+        // evicted from the cache kept its space while it stayed here (found in a field test
+        // with a small --cache-size: 64 MiB of deleted files held until the next download).
+        let registry = Arc::downgrade(&self.active);
+        let this = Arc::downgrade(&d);
+        d.when_ended(Box::new(move || {
+            if let Some(active) = registry.upgrade() {
+                active
+                    .lock()
+                    .unwrap()
+                    .retain(|_, d| !std::ptr::eq(Arc::as_ptr(d), this.as_ptr()));
+            }
+        }));
         active.insert(key, d.clone());
         Ok(d)
     }

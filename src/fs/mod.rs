@@ -98,13 +98,13 @@ pub enum Opened {
 
 struct OpenFile {
     ino: u64,
-    /// The complete cache file when it was there at open: held to keep it from eviction
-    /// while open, let go when dropped.
-    _pinned: Option<Pinned>,
     res: Arc<ResourceRef>,
     file: Arc<RemoteFile>,
-    /// The complete cache file, once there.
-    local: OnceLock<Arc<std::fs::File>>,
+    /// The complete cache file, from open or from the first read after its download: pinned,
+    /// kept from eviction while the handle is open, let go when it is dropped. (A copy read
+    /// through a handle opened before it was complete used to stay unpinned: evicted while
+    /// open, its space stayed taken until the close.)
+    local: OnceLock<Pinned>,
     /// A body read through this handle failed its check: bytes served from it before may be
     /// wrong, so every later read fails too (the kernel retries a failed page, and a fresh
     /// download could answer it: the reader must still learn of the bad file).
@@ -332,12 +332,11 @@ impl XnatFs {
         let keep_cache = pin.is_some();
         let direct = file.size_unknown && self.fetcher.sizes().of(&file).is_none();
         let local = OnceLock::new();
-        if let Some(p) = &pin {
-            let _ = local.set(p.file().clone());
+        if let Some(p) = pin {
+            let _ = local.set(p);
         }
         let fh = self.add_handle(Handle::File(Arc::new(OpenFile {
             ino,
-            _pinned: pin,
             res,
             file,
             local,
@@ -377,10 +376,11 @@ impl XnatFs {
         if open.bad.load(Ordering::SeqCst) {
             return Some(Err(Errno::IO));
         }
-        let local = open.local.get().cloned().or_else(|| {
-            let (_, f) = self.fetcher.cache().open_current(&open.res, &open.file)?;
-            let f = Arc::new(f);
-            let _ = open.local.set(f.clone());
+        let local = open.local.get().map(|p| p.file().clone()).or_else(|| {
+            let pinned = self.fetcher.cache().pin(&open.res, &open.file)?;
+            let f = pinned.file().clone();
+            // Another read pinned it first: this pin is let go at once.
+            let _ = open.local.set(pinned);
             Some(f)
         });
         if let Some(local) = local {

@@ -193,7 +193,7 @@ async fn files_and_folders_refuse_the_other_kinds_operations() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
+async fn a_cold_open_is_served_reads_the_right_bytes_and_pins_the_copy_once_complete() {
     let s = setup(Duration::from_secs(60));
     let file = walk(&s.fs, FILE).await.unwrap();
     let Ok(Opened::Served { fh, keep_cache, .. }) = s.fs.open(file.ino, false, true) else {
@@ -215,11 +215,12 @@ async fn a_cold_open_is_served_pins_nothing_and_reads_the_right_bytes() {
         .data()
         .join("E1/scans/2/resources/DICOM/files/sub/deep/c.dcm");
     assert!(cached.is_file(), "the whole file went into the cache");
-    assert!(
-        !s.cache.is_pinned(&cached),
-        "it was not there at open: not pinned"
-    );
+    // Read from the cache once complete, and kept from eviction while open, as a file found
+    // there at open is (an evicted copy's space stayed taken until the close).
+    assert_eq!(s.fs.read_now(fh, 0, 4), Some(Ok(vec![b'x'; 4])));
+    assert!(s.cache.is_pinned(&cached), "pinned while open");
     s.fs.release(fh);
+    assert!(!s.cache.is_pinned(&cached), "and let go when released");
 }
 
 #[tokio::test(flavor = "multi_thread")]
