@@ -449,7 +449,7 @@ impl XnatFs {
             .map_err(|e| {
                 tracing::warn!("read of {} at {offset} failed: {e}", open.file.uri());
                 if matches!(e, crate::fetch::FetchError::Verify(_)) {
-                    open.bad.store(true, Ordering::SeqCst);
+                    self.mark_bad(open.ino);
                 }
                 let errno = Errno::from(&e);
                 if errno == Errno::NOENT {
@@ -459,6 +459,22 @@ impl XnatFs {
                 errno
             });
         self.learnt_size(&open, offset, size, read)
+    }
+
+    /// A body read for file `ino` failed its check (a wrong MD5, other bytes for the same
+    /// offset, a file changed on the server mid-download): every handle of the file open now
+    /// fails its later reads, not only the one whose read failed. They share the kernel's
+    /// pages of the file, bad ones included, and a fresh download would serve them another
+    /// version beside those (a field test saw single reads of old and new bytes together).
+    /// A new open starts anew.
+    fn mark_bad(&self, ino: u64) {
+        for handle in self.handles.lock().unwrap().values() {
+            if let Handle::File(f) = handle
+                && f.ino == ino
+            {
+                f.bad.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     pub fn release(&self, fh: u64) {

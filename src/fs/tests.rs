@@ -354,7 +354,7 @@ async fn times_are_the_session_date() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_handle_that_was_served_a_bad_body_fails_every_later_read() {
+async fn every_handle_open_when_a_bad_body_was_served_fails_every_later_read() {
     use crate::mock::data::{Body, MockFile};
     let mut data = Dataset::tiny();
     let size = 5u64 << 20; // over the size verified before any byte is served
@@ -375,6 +375,10 @@ async fn a_handle_that_was_served_a_bad_body_fails_every_later_read() {
     let good = big.body.clone();
     big.change(Body::Memory(vec![0u8; size as usize].into())); // the same size, bad bytes
     let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
+        panic!()
+    };
+    // Another handle of the same file, open throughout: it shares the kernel's pages.
+    let Ok(Opened::Served { fh: other, .. }) = s.fs.open(file.ino, false, false) else {
         panic!()
     };
     // A whole-file reader: bytes before the end are served as they arrive (they cannot be
@@ -398,7 +402,12 @@ async fn a_handle_that_was_served_a_bad_body_fails_every_later_read() {
     big.change(good);
     assert_eq!(s.fs.read(fh, size - 4096, 4096).await, Err(Errno::IO));
     assert_eq!(s.fs.read_now(fh, 0, 10), Some(Err(Errno::IO)));
+    // So must every other handle open when it failed: the bad pages are theirs too, and a
+    // fresh download of the right bytes beside them would mix two versions in one read.
+    assert_eq!(s.fs.read(other, size - 4096, 4096).await, Err(Errno::IO));
+    assert_eq!(s.fs.read_now(other, 0, 10), Some(Err(Errno::IO)));
     s.fs.release(fh);
+    s.fs.release(other);
     // A new open reads the right file.
     let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
         panic!()
