@@ -468,19 +468,27 @@ impl FileDownload {
             (Some(h), Ok(())) => h.finish(size).await,
             _ => None,
         };
-        {
+        let refused = {
             let mut st = self.state.lock().unwrap();
             st.runs.retain(|r| r.id != id);
             if digest.is_some() {
                 st.digest = digest;
             }
-            if let Err(e) = result {
-                tracing::error!("download of {} failed: {e}", self.file.uri());
-                st.failed.get_or_insert(e);
-                st.part = None; // the partial file's name goes now
-                // Its space too, though readers may still hold it open: they fail now anyway.
-                let _ = self.fd.set_len(0);
+            match result {
+                Err(e) => {
+                    tracing::error!("download of {} failed: {e}", self.file.uri());
+                    let refused = matches!(e, FetchError::Verify(_));
+                    st.failed.get_or_insert(e);
+                    st.part = None; // the partial file's name goes now
+                    // Its space too, though readers may still hold it open: they fail now.
+                    let _ = self.fd.set_len(0);
+                    refused
+                }
+                Ok(()) => false,
             }
+        };
+        if refused {
+            self.ctx.refused(&self.file);
         }
         self.bump();
         self.maybe_finish().await;
@@ -687,6 +695,9 @@ impl FileDownload {
         if let Err(e) = &result {
             tracing::error!("{}: {e}", self.file.uri());
             let _ = self.fd.set_len(0); // its space, though readers may hold it open
+            if matches!(e, FetchError::Verify(_)) {
+                self.ctx.refused(&self.file);
+            }
         } else {
             tracing::debug!("cached {}", self.dest.display());
         }

@@ -45,6 +45,21 @@ pub struct FetchContext {
     pub stall_timeout: Duration,
     /// True sizes of files listed with a stale size.
     pub sizes: sizes::Sizes,
+    /// Told of each file whose body a download refused (see [`Fetcher::on_refused`]).
+    refused: Mutex<Option<RefusedHook>>,
+}
+
+/// What is told of a file whose body a download refused.
+pub type RefusedHook = Box<dyn Fn(&RemoteFile) + Send + Sync>;
+
+impl FetchContext {
+    /// A download refused `file`'s body (a wrong MD5, other bytes for the same offset, a size
+    /// that changed): whoever listens is told, whether or not a reader was waiting.
+    pub fn refused(&self, file: &RemoteFile) {
+        if let Some(tell) = self.refused.lock().unwrap().as_ref() {
+            tell(file);
+        }
+    }
 }
 
 /// A download is of one version of a file: its cache path, listed size and digest (a file
@@ -87,9 +102,16 @@ impl Fetcher {
                 memory: hasher::MemoryBudget::new(max_memory),
                 stall_timeout,
                 sizes: sizes::Sizes::default(),
+                refused: Mutex::new(None),
             }),
             active: Active::default(),
         })
+    }
+
+    /// `tell` is told of each file whose body a download refuses once its bytes may have
+    /// been served (the mount fails every handle open on it, see `crate::fs`).
+    pub fn on_refused(&self, tell: RefusedHook) {
+        *self.ctx.refused.lock().unwrap() = Some(tell);
     }
 
     pub fn cache(&self) -> &Cache {

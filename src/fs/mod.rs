@@ -160,7 +160,7 @@ struct OpenKinds {
 
 impl XnatFs {
     pub fn new(tree: Arc<Tree>, fetcher: Arc<Fetcher>, opts: FsOptions) -> Arc<XnatFs> {
-        Arc::new(XnatFs {
+        let fs = Arc::new(XnatFs {
             tree,
             series: SeriesAhead::start(fetcher.clone(), opts.series),
             on_resize: OnceLock::new(),
@@ -170,7 +170,18 @@ impl XnatFs {
             handles: Mutex::new(HashMap::new()),
             open_kinds: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-        })
+        });
+        // A body refused after bytes of it were served, whoever was reading: every handle
+        // open on the file fails from then on (see `mark_bad`).
+        let this = Arc::downgrade(&fs);
+        fs.fetcher.on_refused(Box::new(move |file| {
+            if let Some(fs) = this.upgrade() {
+                fs.mark_bad_where(|f| {
+                    f.uri() == file.uri() && f.size == file.size && f.digest == file.digest
+                });
+            }
+        }));
+        fs
     }
 
     pub fn options(&self) -> &FsOptions {
@@ -474,6 +485,24 @@ impl XnatFs {
             {
                 f.bad.store(true, Ordering::SeqCst);
             }
+        }
+    }
+
+    /// [`Self::mark_bad`] for the files of which `refused` holds, told by the fetcher when a
+    /// download refuses a body no reader was waiting for.
+    fn mark_bad_where(&self, refused: impl Fn(&RemoteFile) -> bool) {
+        let inos: std::collections::HashSet<u64> = self
+            .handles
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|h| match h {
+                Handle::File(f) if refused(&f.file) => Some(f.ino),
+                _ => None,
+            })
+            .collect();
+        for ino in inos {
+            self.mark_bad(ino);
         }
     }
 

@@ -353,6 +353,58 @@ async fn times_are_the_session_date() {
     assert_eq!(walk(&s.fs, "P/S1").await.unwrap().time, day);
 }
 
+/// A body refused while no read waits for it (the download ran on to the end alone): the
+/// handles it served bytes to fail from then on all the same, though a fresh download would
+/// now give other bytes (the field test's file changed on the server mid-download).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_refused_while_no_read_waits_still_fails_the_handles_open_on_it() {
+    use crate::mock::data::{Body, MockFile};
+    let mut data = Dataset::tiny();
+    let size = 5u64 << 20;
+    let big = MockFile::new(
+        "big.bin",
+        Body::Generated {
+            seed: 7,
+            size,
+            prefix: Default::default(),
+        },
+    );
+    let session = std::sync::Arc::make_mut(&mut data.projects[0].sessions[0]);
+    session.resources[0].files.push(big.clone());
+    let s = setup_with(data, Duration::from_secs(60));
+    let file = walk(&s.fs, "P/S1/resources/DICOM/files/big.bin")
+        .await
+        .unwrap();
+    let good = big.body.clone();
+    big.change(Body::Memory(vec![0u8; size as usize].into())); // the same size, bad bytes
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
+        panic!()
+    };
+    let (res, remote) = match s.fs.handles.lock().unwrap().get(&fh) {
+        Some(super::Handle::File(f)) => (f.res.clone(), f.file.clone()),
+        _ => panic!("an open file"),
+    };
+    // The start is served as it arrives; the rest is fetched with no read of the mount's
+    // waiting (as the series read-ahead, or a prefetch into the mount's cache, fetches).
+    assert_eq!(s.fs.read(fh, 0, 4096).await.unwrap(), vec![0u8; 4096]);
+    let whole = s.fs.fetcher.fetch(&res, &remote).await;
+    assert!(matches!(whole, Err(crate::fetch::FetchError::Verify(_))));
+    // It was refused (its MD5); the server has the right bytes again.
+    big.change(good);
+    assert_eq!(s.fs.read(fh, 2 << 20, 4096).await, Err(Errno::IO));
+    assert_eq!(s.fs.read_now(fh, 0, 10), Some(Err(Errno::IO)));
+    s.fs.release(fh);
+    let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
+        panic!()
+    };
+    let got = s.fs.read(fh, 2 << 20, 4096).await.unwrap();
+    assert!(
+        got == big.read_at(2 << 20, 4096).unwrap(),
+        "a new open reads anew"
+    );
+    s.fs.release(fh);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_handle_open_when_a_bad_body_was_served_fails_every_later_read() {
     use crate::mock::data::{Body, MockFile};
