@@ -78,8 +78,8 @@ fn wait_for_exit(daemon: &mount::state::MountState, limit: Duration) {
     while daemon.is_live() {
         if began.elapsed() >= limit {
             eprintln!(
-                "xnatfs: the process of the mount on {} (pid {}) is still saving after {} s; \
-                 it ends by itself",
+                "xnatfs: the process of the mount on {} (pid {}) is still ending after {} s \
+                 (its readers, its cache index, its logout); it ends by itself",
                 daemon.mountpoint.display(),
                 daemon.pid,
                 limit.as_secs()

@@ -105,6 +105,11 @@ impl FuseAdapter {
                     Err(Errno::TIMEDOUT)
                 }
                 Waited::GaveUp => Err(Errno::INTR),
+                // Not EINTR, which readers such as coreutils' ask again, forever.
+                Waited::Stopped => {
+                    tracing::info!("{what} ended: the mount is stopping");
+                    Err(Errno::IO)
+                }
             })
         });
     }

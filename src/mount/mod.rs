@@ -197,9 +197,15 @@ pub fn run(rt: &tokio::runtime::Runtime, plan: MountPlan, on_mounted: impl FnOnc
     if let Some(task) = keepalive {
         task.abort();
     }
-    rt.block_on(plan.client.logout());
+    // A courtesy to the server (its session ends now rather than when it expires), so it
+    // gets a few seconds, not the I/O timeout: a server that stopped answering held the
+    // exit back that long (field test).
+    let _ = rt.block_on(async { tokio::time::timeout(LOGOUT_WAIT, plan.client.logout()).await });
     served
 }
+
+/// How long a mount ending waits for the server to end its session.
+const LOGOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// An error reaching the server, with the way out when data from it is cached: `--offline`.
 fn unreachable_hint(e: anyhow::Error, cache_dir: &Path, url: &str) -> anyhow::Error {
@@ -423,6 +429,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, mounted: Mounted, mountpoint: &Path) 
             };
             tracing::info!("{name}: unmounting {}", target.display());
             asked.store(true, std::sync::atomic::Ordering::SeqCst);
+            crate::fs::interrupt::stop_waiting();
             let said = match unmount(&target, false) {
                 Ok(Unmounted::Clean) => format!("xnatfs: unmounted {}", target.display()),
                 Ok(Unmounted::Lazy) => format!(

@@ -250,6 +250,60 @@ fn in_its_own_pid_namespace_slow_answers_still_arrive() {
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
 }
 
+/// SIGTERM while a reader waits for a server that stopped answering (files stall, every
+/// other answer takes 20 s): the reader gets an error at once, not after the 60 s I/O timeout,
+/// and the process ends within seconds (its logout waits 3 s at most). A field test measured
+/// twice the I/O timeout.
+#[test]
+fn sigterm_while_the_server_is_silent_ends_its_readers_and_the_process_at_once() {
+    let mock = start_mock(small_sample());
+    let mut m = MountBuilder::new(&mock.url())
+        .args(&["--io-timeout", "60"])
+        .mount();
+    let file = m.path(SUBJ01_T1W);
+    assert!(file.is_file());
+    mock.state
+        .controls
+        .stall_files
+        .store(true, Ordering::SeqCst);
+    let gets = mock.state.file_gets();
+    let mut cat = std::process::Command::new("cat")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "cat asked nothing of the server",
+        || mock.state.file_gets() > gets,
+    );
+    mock.state
+        .controls
+        .latency_ms
+        .store(20_000, Ordering::SeqCst);
+    let pid = m.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let read = wait_exit(
+        &mut cat,
+        Duration::from_secs(5),
+        "cat still waits after SIGTERM",
+    );
+    assert!(!read.success(), "the read ended with an error: {read}");
+    let status = wait_exit(
+        m.child.as_mut().unwrap(),
+        Duration::from_secs(10),
+        "the mount's process still runs 10 s after SIGTERM",
+    );
+    assert!(status.success(), "{status}");
+    mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
+    mock.state
+        .controls
+        .stall_files
+        .store(false, Ordering::SeqCst);
+}
+
 #[test]
 fn sigterm_on_a_busy_mount_detaches_it_and_says_so() {
     let mock = start_mock(small_sample());
@@ -527,7 +581,7 @@ fn unmount_says_so_when_the_daemon_is_still_there_after_10_s() {
     let said = String::from_utf8_lossy(&un.stderr);
     assert!(un.status.success(), "{said}");
     assert!(
-        said.contains(&format!("(pid {pid}) is still saving after 10 s")),
+        said.contains(&format!("(pid {pid}) is still ending after 10 s")),
         "{said}"
     );
     assert!(
