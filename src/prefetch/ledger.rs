@@ -65,6 +65,11 @@ impl Ledger {
         self.progress.add_bytes(n);
     }
 
+    /// Bytes counted by [`Self::bytes`] that made no file (see [`Progress::take_back`]).
+    pub fn bytes_back(&self, n: u64) {
+        self.progress.take_back(n);
+    }
+
     pub fn done(&self, o: Outcome) {
         let mut report = self.report.lock().unwrap();
         match o.result {

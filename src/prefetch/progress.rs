@@ -172,6 +172,20 @@ impl Progress {
         }
     }
 
+    /// `n` bytes counted by [`Self::add_bytes`] did not make a file (an attempt that failed
+    /// and was tried again, or given up on): the bytes done stay within what was planned.
+    pub fn take_back(&self, n: u64) {
+        let _ = self
+            .counts
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            });
+        if let Some(bar) = &self.bar {
+            bar.dec(n);
+        }
+    }
+
     pub fn file_done(&self) {
         self.counts.files.fetch_add(1, Ordering::Relaxed);
         if self.bar.is_none() {
@@ -292,7 +306,8 @@ mod tests {
     fn the_line_tells_sessions_done_of_total_and_what_was_planned() {
         let p = Progress::new(3, true);
         p.planned(2, 2000);
-        p.add_bytes(1000);
+        p.add_bytes(1500);
+        p.take_back(500); // an attempt that failed
         p.file_done();
         p.session_done();
         let line = p.line();
