@@ -7,10 +7,11 @@
 //! SIGTERM, SIGKILL, SIGHUP, SIGQUIT), the wait ends with EINTR at once, instead of after the
 //! I/O timeout.
 //!
-//! A wait also ends, with EIO, once the mount is stopping ([`stop_waiting`], on SIGINT or
-//! SIGTERM): its readers learn at once instead of after the I/O timeout, and the process can
-//! end (a field test: a foreground mount of a server that stopped answering took twice the
-//! I/O timeout to exit).
+//! Once the mount is stopping ([`stop_waiting`], on SIGINT or SIGTERM) a wait lasts
+//! [`STOP_GRACE`] more at most, then ends with EIO: files still open on the detached mount
+//! keep reading from a server that answers, and readers of one that stopped answering learn
+//! within seconds instead of after the I/O timeout, so the process can end (a field test: a
+//! foreground mount of a silent server took twice the I/O timeout to exit).
 //!
 //! Only a definite answer ends a wait. A caller we cannot see is still waiting: in a container
 //! the kernel reports callers from outside the daemon's PID namespace as pid 0, and `/proc`
@@ -24,16 +25,20 @@ use std::time::Duration;
 static STOPPING: LazyLock<tokio::sync::watch::Sender<bool>> =
     LazyLock::new(|| tokio::sync::watch::channel(false).0);
 
-/// The mount is stopping (a SIGINT or SIGTERM): every wait for the server ends now, and every
-/// later one at once.
+/// How long a wait for the server may go on once the mount is stopping.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The mount is stopping (a SIGINT or SIGTERM): every wait for the server, under way or to
+/// come, ends within [`STOP_GRACE`].
 pub fn stop_waiting() {
     STOPPING.send_replace(true);
 }
 
-/// Resolves once the mount is stopping.
-async fn stopping() {
+/// Resolves [`STOP_GRACE`] after the mount began stopping (or after this call, if later).
+async fn stopped() {
     let mut rx = STOPPING.subscribe();
     let _ = rx.wait_for(|s| *s).await;
+    tokio::time::sleep(STOP_GRACE).await;
 }
 
 const TERMINATING: [u32; 5] = [
@@ -83,7 +88,7 @@ pub enum Waited<T> {
     TimedOut,
     /// The caller was interrupted: nobody wants the answer.
     GaveUp,
-    /// The mount is stopping ([`stop_waiting`]).
+    /// The mount is stopping ([`stop_waiting`]) and the grace is over.
     Stopped,
 }
 
@@ -106,7 +111,7 @@ pub async fn wait_for<T>(
             None => Waited::TimedOut,
         },
         () = wait_gave_up(caller) => Waited::GaveUp,
-        () = stopping() => Waited::Stopped,
+        () = stopped() => Waited::Stopped,
     }
 }
 

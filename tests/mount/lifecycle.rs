@@ -251,9 +251,10 @@ fn in_its_own_pid_namespace_slow_answers_still_arrive() {
 }
 
 /// SIGTERM while a reader waits for a server that stopped answering (files stall, every
-/// other answer takes 20 s): the reader gets an error at once, not after the 60 s I/O timeout,
-/// and the process ends within seconds (its logout waits 3 s at most). A field test measured
-/// twice the I/O timeout.
+/// other answer takes 20 s): the reader gets an error within seconds (a 3 s grace), not after
+/// the 60 s I/O timeout, and the process ends soon after (its logout waits 3 s at most). A
+/// field test measured twice the I/O timeout. (A server that answers keeps serving the files
+/// still open: `sigterm_on_a_busy_mount_detaches_it_and_says_so`.)
 #[test]
 fn sigterm_while_the_server_is_silent_ends_its_readers_and_the_process_at_once() {
     let mock = start_mock(small_sample());
@@ -287,14 +288,14 @@ fn sigterm_while_the_server_is_silent_ends_its_readers_and_the_process_at_once()
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let read = wait_exit(
         &mut cat,
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "cat still waits after SIGTERM",
     );
     assert!(!read.success(), "the read ended with an error: {read}");
     let status = wait_exit(
         m.child.as_mut().unwrap(),
-        Duration::from_secs(10),
-        "the mount's process still runs 10 s after SIGTERM",
+        Duration::from_secs(15),
+        "the mount's process still runs 15 s after SIGTERM",
     );
     assert!(status.success(), "{status}");
     mock.state.controls.latency_ms.store(0, Ordering::SeqCst);
