@@ -353,11 +353,15 @@ async fn times_are_the_session_date() {
     assert_eq!(walk(&s.fs, "P/S1").await.unwrap().time, day);
 }
 
-/// A body refused while no read waits for it (the download ran on to the end alone): the
-/// handles it served bytes to fail from then on all the same, though a fresh download would
-/// now give other bytes (the field test's file changed on the server mid-download).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_body_refused_while_no_read_waits_still_fails_the_handles_open_on_it() {
+/// The core over [`Dataset::tiny`] with one more file, `big.bin`, of 5 MiB (over the size
+/// verified before any byte is served), whose server now sends other bytes of the same size
+/// than its listed MD5's: the setup, the file, its inode's attributes and its right body.
+async fn with_a_bad_big_file() -> (
+    Setup,
+    Arc<crate::mock::data::MockFile>,
+    Attr,
+    crate::mock::data::Body,
+) {
     use crate::mock::data::{Body, MockFile};
     let mut data = Dataset::tiny();
     let size = 5u64 << 20;
@@ -376,7 +380,16 @@ async fn a_body_refused_while_no_read_waits_still_fails_the_handles_open_on_it()
         .await
         .unwrap();
     let good = big.body.clone();
-    big.change(Body::Memory(vec![0u8; size as usize].into())); // the same size, bad bytes
+    big.change(Body::Memory(vec![0u8; size as usize].into()));
+    (s, big, file, good)
+}
+
+/// A body refused while no read waits for it (the download ran on to the end alone): the
+/// handles it served bytes to fail from then on all the same, though a fresh download would
+/// now give other bytes (the field test's file changed on the server mid-download).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_refused_while_no_read_waits_still_fails_the_handles_open_on_it() {
+    let (s, big, file, good) = with_a_bad_big_file().await;
     let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
         panic!()
     };
@@ -407,25 +420,8 @@ async fn a_body_refused_while_no_read_waits_still_fails_the_handles_open_on_it()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_handle_open_when_a_bad_body_was_served_fails_every_later_read() {
-    use crate::mock::data::{Body, MockFile};
-    let mut data = Dataset::tiny();
-    let size = 5u64 << 20; // over the size verified before any byte is served
-    let big = MockFile::new(
-        "big.bin",
-        Body::Generated {
-            seed: 7,
-            size,
-            prefix: Default::default(),
-        },
-    );
-    let session = std::sync::Arc::make_mut(&mut data.projects[0].sessions[0]);
-    session.resources[0].files.push(big.clone());
-    let s = setup_with(data, Duration::from_secs(60));
-    let file = walk(&s.fs, "P/S1/resources/DICOM/files/big.bin")
-        .await
-        .unwrap();
-    let good = big.body.clone();
-    big.change(Body::Memory(vec![0u8; size as usize].into())); // the same size, bad bytes
+    let (s, big, file, good) = with_a_bad_big_file().await;
+    let size = big.size();
     let Ok(Opened::Served { fh, .. }) = s.fs.open(file.ino, false, false) else {
         panic!()
     };

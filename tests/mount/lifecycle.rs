@@ -177,10 +177,10 @@ fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
     assert!(un.status.success());
 }
 
-#[test]
-fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
+/// A mount with a long I/O timeout (a reader must not have to sit it out) of a server whose
+/// file bodies now stall: the server, the mount, a cold file, and the bodies asked for so far.
+fn mounted_with_bodies_stalled() -> (xnatfs::mock::MockServer, Mount, std::path::PathBuf, u64) {
     let mock = start_mock(small_sample());
-    // A long I/O timeout: the reader must not have to sit it out.
     let m = MountBuilder::new(&mock.url())
         .args(&["--io-timeout", "60"])
         .mount();
@@ -191,6 +191,12 @@ fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
         .stall_files
         .store(true, Ordering::SeqCst);
     let gets = mock.state.file_gets();
+    (mock, m, file, gets)
+}
+
+#[test]
+fn ctrl_c_on_a_waiting_reader_ends_its_wait_at_once() {
+    let (mock, _m, file, gets) = mounted_with_bodies_stalled();
     ctrl_c_ends_it_at_once(std::process::Command::new("cat").arg(&file), "cat", || {
         mock.state.file_gets() > gets
     });
@@ -257,28 +263,10 @@ fn in_its_own_pid_namespace_slow_answers_still_arrive() {
 /// still open: `sigterm_on_a_busy_mount_detaches_it_and_says_so`.)
 #[test]
 fn sigterm_while_the_server_is_silent_ends_its_readers_and_the_process_at_once() {
-    let mock = start_mock(small_sample());
-    let mut m = MountBuilder::new(&mock.url())
-        .args(&["--io-timeout", "60"])
-        .mount();
-    let file = m.path(SUBJ01_T1W);
-    assert!(file.is_file());
-    mock.state
-        .controls
-        .stall_files
-        .store(true, Ordering::SeqCst);
-    let gets = mock.state.file_gets();
-    let mut cat = std::process::Command::new("cat")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "cat asked nothing of the server",
-        || mock.state.file_gets() > gets,
-    );
+    let (mock, mut m, file, gets) = mounted_with_bodies_stalled();
+    let mut cat = spawn_waiting(std::process::Command::new("cat").arg(&file), "cat", || {
+        mock.state.file_gets() > gets
+    });
     mock.state
         .controls
         .latency_ms
@@ -354,15 +342,14 @@ fn wait_exit(
     status.unwrap()
 }
 
-/// Runs `cmd` until the server is asked (`asked`: then `cmd` waits inside the mount, not
-/// somewhere in its start-up, however slow the machine), checks that it is still waiting,
-/// sends it SIGINT (Ctrl-C) and checks that it ends within 5 s.
-fn ctrl_c_ends_it_at_once(
+/// Starts `cmd` and returns once it has asked the server (`asked`): it then waits inside the
+/// mount, not somewhere in its start-up, however slow the machine.
+fn spawn_waiting(
     cmd: &mut std::process::Command,
     name: &str,
     asked: impl FnMut() -> bool,
-) {
-    let mut child = cmd
+) -> std::process::Child {
+    let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -372,6 +359,18 @@ fn ctrl_c_ends_it_at_once(
         &format!("{name} asked nothing of the server"),
         asked,
     );
+    child
+}
+
+/// Runs `cmd` until the server is asked (`asked`: then `cmd` waits inside the mount, not
+/// somewhere in its start-up, however slow the machine), checks that it is still waiting,
+/// sends it SIGINT (Ctrl-C) and checks that it ends within 5 s.
+fn ctrl_c_ends_it_at_once(
+    cmd: &mut std::process::Command,
+    name: &str,
+    asked: impl FnMut() -> bool,
+) {
+    let mut child = spawn_waiting(cmd, name, asked);
     std::thread::sleep(Duration::from_millis(100));
     assert!(child.try_wait().unwrap().is_none(), "{name} is waiting");
     // SAFETY: kill(2) on our own child.
