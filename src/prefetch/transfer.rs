@@ -207,27 +207,18 @@ impl Transfers {
 
 async fn one_file(c: &Context, f: &PlannedFile, tried_before: bool) {
     let ledger = &c.ledger;
-    let got = std::sync::atomic::AtomicU64::new(0);
+    // The bytes of attempts that failed made no file: given back, or the progress line showed
+    // more bytes done than planned (field test, 20% faults).
     let result = download_verified(
         c.api.as_ref(),
         &f.file,
         &f.dest,
         &c.tmp_dir,
         &c.policy,
-        &|n| {
-            got.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            ledger.bytes(n)
-        },
+        &|n| ledger.bytes(n),
+        &|n| ledger.bytes_back(n),
     )
     .await;
-    // The bytes of attempts that failed made no file: the progress line counted them as they
-    // came, and once showed more bytes done than planned (field test, 20% faults).
-    let got = got.into_inner();
-    let kept = match &result {
-        Ok(_) => std::fs::metadata(&f.dest).map_or(got, |m| m.len()).min(got),
-        Err(_) => 0,
-    };
-    ledger.bytes_back(got - kept);
     c.breaker
         .record(result.as_ref().map(|_| ()).map_err(fetch_unreachable));
     if let Err(FetchError::DiskFull(why)) = &result {

@@ -21,7 +21,8 @@ pub struct TransferPolicy {
 /// Downloads `file` to `dest` through a partial file in `tmp_dir`, checking size and MD5 before
 /// it takes its final name; tried again after transient failures (5xx, resets, short bodies),
 /// up to `policy.attempts`, or until no byte has arrived for `policy.stall_timeout`.
-/// `on_bytes` hears of every chunk received (for progress). Returns the attempts it took.
+/// `on_bytes` hears of every chunk received (for progress), and `on_dropped` of the bytes of
+/// each attempt that failed (they made no file). Returns the attempts it took.
 /// Retries and the final failure are logged at debug level only: the caller counts the
 /// first and reports the second.
 pub async fn download_verified(
@@ -31,17 +32,25 @@ pub async fn download_verified(
     tmp_dir: &Path,
     policy: &TransferPolicy,
     on_bytes: &(dyn Fn(u64) + Sync),
+    on_dropped: &(dyn Fn(u64) + Sync),
 ) -> Result<u32, FetchError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
     let mut retries = BodyRetries::new(policy.attempts, policy.stall_timeout);
     let mut progress = ProgressMark::default();
+    let attempt = AtomicU64::new(0);
+    let counted = |n| {
+        attempt.fetch_add(n, Ordering::Relaxed);
+        on_bytes(n);
+    };
     loop {
-        let once = download_once(api, file, dest, tmp_dir, policy, &mut progress, on_bytes);
+        let once = download_once(api, file, dest, tmp_dir, policy, &mut progress, &counted);
         match once.await {
             Ok(()) => {
                 tracing::debug!("downloaded {}", dest.display());
                 return Ok(retries.made());
             }
             Err(e) => {
+                on_dropped(attempt.swap(0, Ordering::Relaxed));
                 if !retries.again(&e, progress.at()).await {
                     tracing::debug!("download of {} failed: {e}; giving up", file.uri());
                     return Err(e);

@@ -232,6 +232,7 @@ pub fn transfer_one(
         dir.path(),
         &policy,
         &|_| {},
+        &|_| {},
     ));
     assert_eq!(
         done.is_ok(),
